@@ -1,0 +1,215 @@
+//! The functions the host can invoke, one entry per `function-definitions/<Name>/function.json`,
+//! and how each turns a host invocation into a reply.
+
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::engine::Engine;
+use crate::intake::{BindingSource, Invocation, Rejection};
+use crate::outcome::{Disposition, EventRef, HostResponse, Outcome};
+
+/// What a function's trigger is, which decides how its invocation is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TriggerType {
+    EventGrid,
+    Timer,
+    Http,
+}
+
+/// One function definition: its folder name (the route) and its trigger binding name.
+#[derive(Debug, Clone, Copy)]
+pub struct FunctionDefinition {
+    pub name: &'static str,
+    pub binding: &'static str,
+    pub trigger: TriggerType,
+}
+
+/// Every function in `function-definitions/`. A black-box test checks the two agree.
+pub const FUNCTIONS: &[FunctionDefinition] = &[
+    FunctionDefinition {
+        name: "OnSubscriptionEvent",
+        binding: "event",
+        trigger: TriggerType::EventGrid,
+    },
+    FunctionDefinition {
+        name: "OnKeyVaultEvent",
+        binding: "event",
+        trigger: TriggerType::EventGrid,
+    },
+    FunctionDefinition {
+        name: "Sweep",
+        binding: "timer",
+        trigger: TriggerType::Timer,
+    },
+    FunctionDefinition {
+        name: "Evaluate",
+        binding: "req",
+        trigger: TriggerType::Http,
+    },
+];
+
+/// The function named `name` (the host uses the folder name's exact case; any case is accepted).
+pub fn find(name: &str) -> Option<&'static FunctionDefinition> {
+    FUNCTIONS.iter().find(|f| f.name.eq_ignore_ascii_case(name))
+}
+
+/// The handler's reply: an HTTP status and a JSON body.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+}
+
+/// Runs one host invocation of `function` with the raw request body.
+pub fn invoke(
+    engine: &Engine,
+    function: &FunctionDefinition,
+    body: &[u8],
+    invocation_id: &str,
+) -> Reply {
+    let mut logs = Vec::new();
+    let outcome = match Invocation::parse(body) {
+        Err(rejection) => rejected(rejection),
+        Ok(mut invocation) => match invocation.take_binding(function.binding) {
+            Err(rejection) => rejected(rejection),
+            Ok((value, source)) => {
+                if let BindingSource::OnlyEntry(found) = source {
+                    logs.push(format!(
+                        "warning: Data has no `{}` binding; used `{found}` instead (check function.json)",
+                        function.binding
+                    ));
+                }
+                match function.trigger {
+                    TriggerType::EventGrid => engine.on_event(value),
+                    TriggerType::Timer => on_timer(value, &invocation, invocation_id),
+                    TriggerType::Http => {
+                        return invoke_http_envelope(engine, value, invocation_id, logs);
+                    }
+                }
+            }
+        },
+    };
+    logs.push(outcome.log_line());
+    host_reply(outcome, logs)
+}
+
+fn host_reply(outcome: Outcome, logs: Vec<String>) -> Reply {
+    let return_value = serde_json::to_value(&outcome).unwrap_or(Value::Null);
+    let response = HostResponse {
+        outputs: Map::new(),
+        logs,
+        return_value,
+    };
+    Reply {
+        status: 200,
+        body: serde_json::to_value(response).unwrap_or_else(|_| json!({})),
+    }
+}
+
+fn rejected(rejection: Rejection) -> Outcome {
+    Outcome::new(
+        EventRef::default(),
+        Disposition::Rejected,
+        Some(rejection.to_string()),
+    )
+}
+
+/// The timer payload (`TimerInfo`, PascalCase).
+#[derive(Debug, Deserialize)]
+struct TimerInfo {
+    #[serde(rename = "IsPastDue", default)]
+    is_past_due: bool,
+}
+
+fn on_timer(value: Value, invocation: &Invocation, invocation_id: &str) -> Outcome {
+    let id = invocation
+        .metadata
+        .sys
+        .as_ref()
+        .and_then(|sys| sys.rand_guid.clone())
+        .unwrap_or_else(|| invocation_id.to_owned());
+    let event = EventRef {
+        id: Some(id),
+        event_type: Some(TIMER_EVENT_TYPE.to_owned()),
+        subject: Some("Sweep".to_owned()),
+    };
+    match crate::intake::deserialize_at::<TimerInfo>("timer", value) {
+        Err(rejection) => Outcome::new(event, Disposition::Rejected, Some(rejection.to_string())),
+        Ok(timer) => {
+            let late = if timer.is_past_due {
+                " (the timer was past due)"
+            } else {
+                ""
+            };
+            Outcome::new(
+                event,
+                Disposition::Ignored,
+                Some(format!(
+                    "the sweep is not implemented in this version{late}; events are evaluated as they arrive"
+                )),
+            )
+        }
+    }
+}
+
+/// The `event.type` of timer outcomes.
+pub const TIMER_EVENT_TYPE: &str = "Microsoft.Azure.Functions.TimerTrigger";
+
+/// `Evaluate` invoked without request forwarding: `Data.req` holds the HTTP request as an
+/// object and the reply goes in `Outputs.res` (protocol reference §4).
+fn invoke_http_envelope(
+    engine: &Engine,
+    request: Value,
+    invocation_id: &str,
+    mut logs: Vec<String>,
+) -> Reply {
+    let body = match request.get("Body") {
+        Some(Value::String(text)) => text.clone().into_bytes(),
+        Some(Value::Null) | None => Vec::new(),
+        Some(other) => other.to_string().into_bytes(),
+    };
+    let (status, payload) = evaluate_http(engine, &body, invocation_id);
+    logs.push(match &payload {
+        EvaluateReply::Outcome(outcome) => outcome.log_line(),
+        EvaluateReply::BadRequest(reason) => format!("bad evaluate request: {reason}"),
+    });
+    let mut outputs = Map::new();
+    outputs.insert(
+        "res".to_owned(),
+        json!({"statusCode": status, "body": payload.to_json().to_string(), "headers": {"Content-Type": "application/json"}}),
+    );
+    let response = HostResponse {
+        outputs,
+        logs,
+        return_value: Value::Null,
+    };
+    Reply {
+        status: 200,
+        body: serde_json::to_value(response).unwrap_or_else(|_| json!({})),
+    }
+}
+
+/// The answer to an on-demand check.
+#[derive(Debug)]
+pub enum EvaluateReply {
+    Outcome(Box<Outcome>),
+    BadRequest(String),
+}
+
+impl EvaluateReply {
+    /// The JSON body: the Outcome, or `{"error": reason}`.
+    pub fn to_json(&self) -> Value {
+        match self {
+            EvaluateReply::Outcome(outcome) => serde_json::to_value(outcome).unwrap_or(Value::Null),
+            EvaluateReply::BadRequest(reason) => json!({ "error": reason }),
+        }
+    }
+}
+
+/// `POST /api/evaluate`: 200 with the Outcome, or 400 with the reason.
+pub fn evaluate_http(engine: &Engine, body: &[u8], request_id: &str) -> (u16, EvaluateReply) {
+    match engine.evaluate_request(body, request_id) {
+        Ok(outcome) => (200, EvaluateReply::Outcome(Box::new(outcome))),
+        Err(rejection) => (400, EvaluateReply::BadRequest(rejection.to_string())),
+    }
+}

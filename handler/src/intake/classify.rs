@@ -1,0 +1,602 @@
+//! Decides, without any I/O, whether an event can affect a workspace's CMK chain, and turns the
+//! relevant ones into a [`Trigger`]. The operation table here is also what the Event Grid filter
+//! in `infra/` must list, so it is public.
+
+use super::data::{KeyVaultEventData, ResourceEventData};
+use super::event::{RawEvent, deserialize};
+use super::{ChangeKind, IntakeSettings, Rejection, ResourceKind, Target, Trigger};
+use crate::ids::{ArmResourceId, KeyUrl, SubscriptionId};
+
+/// ARM operations that can change something in a CMK chain, with the kind of resource they
+/// touch. Matched case-insensitively against `data.operationName`.
+pub const RELEVANT_OPERATIONS: &[(&str, ResourceKind)] = &[
+    ("Microsoft.KeyVault/vaults/write", ResourceKind::Vault),
+    ("Microsoft.KeyVault/vaults/delete", ResourceKind::Vault),
+    (
+        "Microsoft.KeyVault/vaults/accessPolicies/write",
+        ResourceKind::Vault,
+    ),
+    (
+        "Microsoft.KeyVault/vaults/keys/write",
+        ResourceKind::VaultKey,
+    ),
+    (
+        "Microsoft.KeyVault/locations/deletedVaults/purge/action",
+        ResourceKind::DeletedVault,
+    ),
+    (
+        "Microsoft.MachineLearningServices/workspaces/write",
+        ResourceKind::Workspace,
+    ),
+    (
+        "Microsoft.MachineLearningServices/workspaces/delete",
+        ResourceKind::Workspace,
+    ),
+    (
+        "Microsoft.MachineLearningServices/workspaces/onlineEndpoints/write",
+        ResourceKind::OnlineEndpoint,
+    ),
+    (
+        "Microsoft.MachineLearningServices/workspaces/onlineEndpoints/delete",
+        ResourceKind::OnlineEndpoint,
+    ),
+    (
+        "Microsoft.MachineLearningServices/workspaces/batchEndpoints/write",
+        ResourceKind::BatchEndpoint,
+    ),
+    (
+        "Microsoft.MachineLearningServices/workspaces/batchEndpoints/delete",
+        ResourceKind::BatchEndpoint,
+    ),
+    (
+        "Microsoft.Authorization/roleAssignments/write",
+        ResourceKind::RoleAssignment,
+    ),
+    (
+        "Microsoft.Authorization/roleAssignments/delete",
+        ResourceKind::RoleAssignment,
+    ),
+    (
+        "Microsoft.Resources/subscriptions/resourceGroups/write",
+        ResourceKind::ResourceGroup,
+    ),
+    (
+        "Microsoft.Resources/subscriptions/resourceGroups/delete",
+        ResourceKind::ResourceGroup,
+    ),
+    (
+        "Microsoft.MachineLearningServices/register/action",
+        ResourceKind::ProviderRegistration,
+    ),
+    (
+        "Microsoft.MachineLearningServices/unregister/action",
+        ResourceKind::ProviderRegistration,
+    ),
+    (
+        "Microsoft.Storage/register/action",
+        ResourceKind::ProviderRegistration,
+    ),
+    (
+        "Microsoft.Storage/unregister/action",
+        ResourceKind::ProviderRegistration,
+    ),
+    (
+        "Microsoft.KeyVault/register/action",
+        ResourceKind::ProviderRegistration,
+    ),
+    (
+        "Microsoft.KeyVault/unregister/action",
+        ResourceKind::ProviderRegistration,
+    ),
+    (
+        "Microsoft.DocumentDB/register/action",
+        ResourceKind::ProviderRegistration,
+    ),
+    (
+        "Microsoft.DocumentDB/unregister/action",
+        ResourceKind::ProviderRegistration,
+    ),
+    (
+        "Microsoft.Search/register/action",
+        ResourceKind::ProviderRegistration,
+    ),
+    (
+        "Microsoft.Search/unregister/action",
+        ResourceKind::ProviderRegistration,
+    ),
+];
+
+/// Azure ML names the resource group it provisions for a CMK workspace `azureml-rg-…`
+/// (reference Trap T21). Writes and deletes inside it are relevant whatever their operation.
+pub const MANAGED_RESOURCE_GROUP_PREFIX: &str = "azureml-rg-";
+
+/// The verdict on one event.
+#[derive(Debug)]
+pub enum Classified {
+    Relevant(Box<Trigger>),
+    Ignored(String),
+}
+
+/// Classifies one event. `Err` means the event was malformed or out of scope.
+pub fn classify(event: &RawEvent, settings: &IntakeSettings) -> Result<Classified, Rejection> {
+    let event_type = event.event_type.as_str();
+    if let Some(rest) = strip_prefix_ignore_case(event_type, "Microsoft.Resources.Resource") {
+        return classify_resource_event(event, rest, settings);
+    }
+    if let Some(rest) = strip_prefix_ignore_case(event_type, "Microsoft.KeyVault.") {
+        return classify_key_vault_event(event, rest, settings);
+    }
+    if event_type.eq_ignore_ascii_case("Microsoft.EventGrid.SubscriptionValidationEvent") {
+        return Ok(Classified::Ignored(
+            "subscription validation is answered by the Functions host's Event Grid extension"
+                .into(),
+        ));
+    }
+    if strip_prefix_ignore_case(event_type, "Microsoft.MachineLearningServices.").is_some() {
+        return Ok(Classified::Ignored(format!(
+            "{event_type} is about models and runs, not the workspace's encryption"
+        )));
+    }
+    Ok(Classified::Ignored(format!(
+        "event type {} is not one cmk-guard acts on",
+        crate::ids::truncate(event_type)
+    )))
+}
+
+fn classify_resource_event(
+    event: &RawEvent,
+    rest: &str,
+    settings: &IntakeSettings,
+) -> Result<Classified, Rejection> {
+    let (change, outcome) = ["Write", "Delete", "Action"]
+        .iter()
+        .find_map(|verb| strip_prefix_ignore_case(rest, verb).map(|outcome| (*verb, outcome)))
+        .ok_or_else(|| {
+            Rejection::new(format!(
+                "event type {}: unknown Microsoft.Resources event",
+                event.event_type
+            ))
+        })?;
+    let data: ResourceEventData = deserialize("data", event.data.clone())?;
+    check_scope(event, data.subscription_id.as_deref(), settings)?;
+    match outcome.to_ascii_lowercase().as_str() {
+        "success" => {}
+        "failure" => {
+            return Ok(Classified::Ignored(
+                "the operation failed; nothing changed".into(),
+            ));
+        }
+        "cancel" => {
+            return Ok(Classified::Ignored(
+                "the operation was cancelled; nothing changed".into(),
+            ));
+        }
+        _ => {
+            return Err(Rejection::new(format!(
+                "event type {}: unknown Microsoft.Resources event",
+                event.event_type
+            )));
+        }
+    }
+    let operation = data.operation_name.clone().ok_or_else(|| {
+        Rejection::new("data.operationName: missing; Microsoft.Resources events always carry it")
+    })?;
+    let resource_text = data
+        .resource_uri
+        .clone()
+        .or_else(|| event.subject.clone())
+        .ok_or_else(|| Rejection::new("data.resourceUri: missing, and the event has no subject"))?;
+
+    let listed = RELEVANT_OPERATIONS
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(&operation))
+        .map(|(_, kind)| *kind);
+    let in_managed_group = change != "Action" && managed_resource_group(&resource_text);
+    let Some(kind) =
+        listed.or(in_managed_group.then_some(ResourceKind::ManagedResourceGroupMember))
+    else {
+        return Ok(Classified::Ignored(format!(
+            "operation {} cannot change a CMK chain",
+            crate::ids::truncate(&operation)
+        )));
+    };
+    let resource = ArmResourceId::parse(&resource_text)
+        .map_err(|e| Rejection::new(format!("data.resourceUri: {e}")))?;
+    check_subscription(resource.subscription(), settings)?;
+    let target_id = match kind {
+        // `…/vaults/kv/accessPolicies/add`: the vault is what changed.
+        ResourceKind::Vault => resource
+            .top_level_resource()
+            .unwrap_or_else(|| resource.clone()),
+        _ => resource,
+    };
+    let change = match change {
+        "Write" => ChangeKind::Write,
+        "Delete" => ChangeKind::Delete,
+        _ => ChangeKind::Action,
+    };
+    Ok(Classified::Relevant(Box::new(Trigger {
+        event_id: event.id.clone(),
+        event_type: event.event_type.clone(),
+        change,
+        subscription: target_id.subscription().clone(),
+        target: Target::Arm {
+            id: target_id,
+            kind,
+        },
+        operation: Some(operation),
+        caller_object_id: data.caller_object_id(),
+        correlation_id: data.correlation_id.clone(),
+        time: event.time,
+    })))
+}
+
+fn classify_key_vault_event(
+    event: &RawEvent,
+    rest: &str,
+    settings: &IntakeSettings,
+) -> Result<Classified, Rejection> {
+    let data: KeyVaultEventData = deserialize("data", event.data.clone())?;
+    let change = match rest.to_ascii_lowercase().as_str() {
+        "keynewversioncreated" => ChangeKind::KeyNewVersionCreated,
+        "keynearexpiry" => ChangeKind::KeyNearExpiry,
+        "keyexpired" => ChangeKind::KeyExpired,
+        "vaultaccesspolicychanged" => ChangeKind::VaultAccessPolicyChanged,
+        other if other.starts_with("secret") || other.starts_with("certificate") => {
+            check_scope(event, None, settings)?;
+            return Ok(Classified::Ignored(
+                "secrets and certificates are not customer-managed keys".into(),
+            ));
+        }
+        _ => {
+            check_scope(event, None, settings)?;
+            return Ok(Classified::Ignored(format!(
+                "event type {} is not one cmk-guard acts on",
+                event.event_type
+            )));
+        }
+    };
+    let source = event.source.as_deref().ok_or_else(|| {
+        Rejection::new("event.topic: missing; Key Vault events name their vault there")
+    })?;
+    let vault =
+        ArmResourceId::parse(source).map_err(|e| Rejection::new(format!("event.topic: {e}")))?;
+    if !vault.is_type("Microsoft.KeyVault/vaults") {
+        return Err(Rejection::new(format!(
+            "event.topic: `{vault}` is not a key vault"
+        )));
+    }
+    check_subscription(vault.subscription(), settings)?;
+    let target = if change == ChangeKind::VaultAccessPolicyChanged {
+        Target::Arm {
+            id: vault.clone(),
+            kind: ResourceKind::Vault,
+        }
+    } else {
+        let key = KeyUrl::parse(&data.id).map_err(|e| Rejection::new(format!("data.Id: {e}")))?;
+        if !key.is_under(&settings.keyvault_dns_suffix) {
+            return Err(Rejection::new(format!(
+                "data.Id: key host {} is not under the Key Vault DNS suffix {} (CMKGUARD_KEYVAULT_DNS_SUFFIX); it will not be contacted",
+                key.host(),
+                settings.keyvault_dns_suffix
+            )));
+        }
+        if !key.vault_name().eq_ignore_ascii_case(vault.name()) {
+            return Err(Rejection::new(format!(
+                "data.Id: key vault {} does not match the topic's vault {}",
+                key.vault_name(),
+                vault.name()
+            )));
+        }
+        Target::Key {
+            key,
+            vault: vault.clone(),
+        }
+    };
+    Ok(Classified::Relevant(Box::new(Trigger {
+        event_id: event.id.clone(),
+        event_type: event.event_type.clone(),
+        change,
+        subscription: vault.subscription().clone(),
+        target,
+        operation: None,
+        caller_object_id: None,
+        correlation_id: None,
+        time: event.time,
+    })))
+}
+
+/// Refuses events from subscriptions outside `CMKGUARD_SUBSCRIPTIONS`, before anything else is
+/// looked at, so a misrouted Event Grid subscription is visible at once.
+fn check_scope(
+    event: &RawEvent,
+    data_subscription: Option<&str>,
+    settings: &IntakeSettings,
+) -> Result<(), Rejection> {
+    if settings.subscriptions.is_none() {
+        return Ok(());
+    }
+    let candidates = [
+        data_subscription,
+        event.source.as_deref(),
+        event.subject.as_deref(),
+    ];
+    let subscription = candidates.iter().flatten().find_map(|text| {
+        SubscriptionId::parse(text).ok().or_else(|| {
+            ArmResourceId::parse(text)
+                .ok()
+                .map(|id| id.subscription().clone())
+        })
+    });
+    match subscription {
+        Some(subscription) => check_subscription(&subscription, settings),
+        None => Err(Rejection::new(
+            "the event names no subscription (data.subscriptionId, topic or subject), and CMKGUARD_SUBSCRIPTIONS limits the scope",
+        )),
+    }
+}
+
+fn check_subscription(
+    subscription: &SubscriptionId,
+    settings: &IntakeSettings,
+) -> Result<(), Rejection> {
+    match &settings.subscriptions {
+        Some(allowed) if !allowed.contains(subscription) => Err(Rejection::new(format!(
+            "subscription {subscription} is not in CMKGUARD_SUBSCRIPTIONS"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn managed_resource_group(resource: &str) -> bool {
+    ArmResourceId::parse(resource)
+        .ok()
+        .and_then(|id| {
+            id.resource_group().map(|rg| {
+                rg.to_ascii_lowercase()
+                    .starts_with(MANAGED_RESOURCE_GROUP_PREFIX)
+            })
+        })
+        .unwrap_or(false)
+}
+
+fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = text.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &text[prefix.len()..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::intake::event::RawEvent;
+    use serde_json::json;
+
+    const SUB: &str = "3f7b2c1d-8e4a-4b6f-9c2d-5a1e0f9b7c34";
+    const OTHER_SUB: &str = "00000000-0000-0000-0000-000000000001";
+
+    fn settings(subscriptions: Option<&[&str]>) -> IntakeSettings {
+        IntakeSettings {
+            subscriptions: subscriptions.map(|s| {
+                s.iter()
+                    .map(|id| SubscriptionId::parse(id).unwrap())
+                    .collect()
+            }),
+            keyvault_dns_suffix: "vault.azure.net".into(),
+        }
+    }
+
+    fn arm_event(event_type: &str, operation: &str, resource_uri: &str) -> RawEvent {
+        RawEvent::from_binding(json!({
+            "id": "e1", "topic": format!("/subscriptions/{SUB}"), "subject": resource_uri,
+            "eventType": event_type, "eventTime": "2026-11-28T09:20:13Z",
+            "data": {"operationName": operation, "resourceUri": resource_uri, "subscriptionId": SUB,
+                     "claims": {"http://schemas.microsoft.com/identity/claims/objectidentifier": "caller-1"}},
+            "dataVersion": "2", "metadataVersion": "1"
+        }))
+        .unwrap()
+    }
+
+    fn key_event(event_type: &str, id: &str) -> RawEvent {
+        RawEvent::from_binding(json!({
+            "id": "k1", "topic": format!("/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv1"),
+            "subject": "key1", "eventType": event_type, "eventTime": "2026-11-28T09:20:13Z",
+            "data": {"Id": id, "VaultName": "kv1", "ObjectType": "Key", "ObjectName": "key1", "Version": null, "NBF": null, "EXP": "1798449611"},
+            "dataVersion": "1", "metadataVersion": "1"
+        }))
+        .unwrap()
+    }
+
+    fn relevant(result: Result<Classified, Rejection>) -> Trigger {
+        match result {
+            Ok(Classified::Relevant(trigger)) => *trigger,
+            other => panic!("expected relevant, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_listed_operation_is_relevant() {
+        for (operation, kind) in RELEVANT_OPERATIONS {
+            let resource = match kind {
+                ResourceKind::ProviderRegistration => format!(
+                    "/subscriptions/{SUB}/providers/{}",
+                    operation.split('/').next().unwrap()
+                ),
+                ResourceKind::ResourceGroup => format!("/subscriptions/{SUB}/resourceGroups/rg1"),
+                ResourceKind::DeletedVault => format!(
+                    "/subscriptions/{SUB}/providers/Microsoft.KeyVault/locations/westus/deletedVaults/kv1"
+                ),
+                _ => format!(
+                    "/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv1"
+                ),
+            };
+            let verb = if operation.ends_with("/delete") {
+                "Delete"
+            } else if operation.ends_with("/action") {
+                "Action"
+            } else {
+                "Write"
+            };
+            let trigger = relevant(classify(
+                &arm_event(
+                    &format!("Microsoft.Resources.Resource{verb}Success"),
+                    &operation.to_lowercase(),
+                    &resource,
+                ),
+                &settings(None),
+            ));
+            assert!(
+                matches!(trigger.target, Target::Arm { kind: k, .. } if k == *kind),
+                "{operation}"
+            );
+            assert_eq!(trigger.caller_object_id.as_deref(), Some("caller-1"));
+        }
+    }
+
+    #[test]
+    fn the_vault_is_the_target_of_an_access_policy_change() {
+        let uri = format!(
+            "/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv1/accessPolicies/add"
+        );
+        let trigger = relevant(classify(
+            &arm_event(
+                "Microsoft.Resources.ResourceWriteSuccess",
+                "Microsoft.KeyVault/vaults/accessPolicies/write",
+                &uri,
+            ),
+            &settings(None),
+        ));
+        let Target::Arm { id, .. } = trigger.target else {
+            panic!()
+        };
+        assert!(id.is_type("Microsoft.KeyVault/vaults"));
+        assert_eq!(id.name(), "kv1");
+    }
+
+    #[test]
+    fn writes_in_the_managed_resource_group_are_relevant() {
+        let uri = format!(
+            "/subscriptions/{SUB}/resourceGroups/azureml-rg-ws1_0a1b/providers/Microsoft.Storage/storageAccounts/st1"
+        );
+        let trigger = relevant(classify(
+            &arm_event(
+                "Microsoft.Resources.ResourceDeleteSuccess",
+                "Microsoft.Storage/storageAccounts/delete",
+                &uri,
+            ),
+            &settings(None),
+        ));
+        assert!(matches!(
+            trigger.target,
+            Target::Arm {
+                kind: ResourceKind::ManagedResourceGroupMember,
+                ..
+            }
+        ));
+        let outside = format!(
+            "/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/st1"
+        );
+        assert!(matches!(
+            classify(
+                &arm_event(
+                    "Microsoft.Resources.ResourceDeleteSuccess",
+                    "Microsoft.Storage/storageAccounts/delete",
+                    &outside
+                ),
+                &settings(None)
+            ),
+            Ok(Classified::Ignored(_))
+        ));
+    }
+
+    #[test]
+    fn failures_and_cancels_are_ignored() {
+        let uri = format!(
+            "/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv1"
+        );
+        for event_type in [
+            "Microsoft.Resources.ResourceWriteFailure",
+            "Microsoft.Resources.ResourceDeleteCancel",
+        ] {
+            let result = classify(
+                &arm_event(event_type, "Microsoft.KeyVault/vaults/write", &uri),
+                &settings(None),
+            );
+            assert!(
+                matches!(result, Ok(Classified::Ignored(reason)) if reason.contains("nothing changed"))
+            );
+        }
+    }
+
+    #[test]
+    fn key_events_target_the_key_and_its_vault() {
+        let trigger = relevant(classify(
+            &key_event(
+                "Microsoft.KeyVault.KeyNearExpiry",
+                "https://kv1.vault.azure.net/keys/key1/4d8a2f6c1e9b47a3b5c0d7e2f8a1c6b9",
+            ),
+            &settings(Some(&[SUB])),
+        ));
+        assert_eq!(trigger.change, ChangeKind::KeyNearExpiry);
+        let Target::Key { key, vault } = trigger.target else {
+            panic!()
+        };
+        assert_eq!(key.name(), "key1");
+        assert_eq!(vault.name(), "kv1");
+    }
+
+    #[test]
+    fn a_key_on_a_foreign_host_is_rejected() {
+        for id in [
+            "https://kv1.vault.evil.example/keys/key1",
+            "https://kv2.vault.azure.net/keys/key1",
+        ] {
+            let err = classify(
+                &key_event("Microsoft.KeyVault.KeyExpired", id),
+                &settings(None),
+            )
+            .unwrap_err();
+            assert!(err.to_string().starts_with("data.Id:"), "{err}");
+        }
+    }
+
+    #[test]
+    fn out_of_scope_subscriptions_are_rejected_even_when_irrelevant() {
+        let uri = format!(
+            "/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/st1"
+        );
+        let event = arm_event(
+            "Microsoft.Resources.ResourceWriteSuccess",
+            "Microsoft.Storage/storageAccounts/write",
+            &uri,
+        );
+        let err = classify(&event, &settings(Some(&[OTHER_SUB]))).unwrap_err();
+        assert!(
+            err.to_string().contains("not in CMKGUARD_SUBSCRIPTIONS"),
+            "{err}"
+        );
+        assert!(matches!(
+            classify(&event, &settings(Some(&[SUB]))),
+            Ok(Classified::Ignored(_))
+        ));
+    }
+
+    #[test]
+    fn secrets_certificates_and_others_are_ignored() {
+        let secret = key_event(
+            "Microsoft.KeyVault.SecretNewVersionCreated",
+            "https://kv1.vault.azure.net/secrets/s/1",
+        );
+        assert!(
+            matches!(classify(&secret, &settings(None)), Ok(Classified::Ignored(r)) if r.contains("secrets"))
+        );
+        let other = RawEvent::from_binding(
+            json!({"id":"1","source":"/x","specversion":"1.0","type":"Contoso.Thing","data":{}}),
+        )
+        .unwrap();
+        assert!(matches!(
+            classify(&other, &settings(None)),
+            Ok(Classified::Ignored(_))
+        ));
+    }
+}

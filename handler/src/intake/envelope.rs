@@ -1,0 +1,198 @@
+//! The Functions host's invocation envelope (`HttpScriptInvocationContext`): `{"Data":{…},
+//! "Metadata":{…}}` with PascalCase keys (protocol reference §2).
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::Rejection;
+
+/// The parsed envelope. Binding values stay as JSON until the function knows what it expects.
+#[derive(Debug)]
+pub struct Invocation {
+    data: Map<String, Value>,
+    /// Host metadata; unknown keys are ignored (they are not documented as stable).
+    pub metadata: Metadata,
+}
+
+/// `Metadata`: the trigger's binding data plus `sys` and, under a host retry policy, `RetryContext`.
+#[derive(Debug, Default, Deserialize)]
+pub struct Metadata {
+    #[serde(default)]
+    pub sys: Option<Sys>,
+    #[serde(rename = "RetryContext", default)]
+    pub retry_context: Option<RetryContext>,
+}
+
+/// `Metadata.sys` (the WebJobs `SystemBindingData`).
+#[derive(Debug, Default, Deserialize)]
+pub struct Sys {
+    #[serde(rename = "MethodName", default)]
+    pub method_name: Option<String>,
+    #[serde(rename = "UtcNow", default)]
+    pub utc_now: Option<String>,
+    #[serde(rename = "RandGuid", default)]
+    pub rand_guid: Option<String>,
+}
+
+/// `Metadata.RetryContext`, present when a host retry policy applies.
+#[derive(Debug, Default, Deserialize)]
+pub struct RetryContext {
+    #[serde(rename = "RetryCount", default)]
+    pub retry_count: Option<i64>,
+    #[serde(rename = "MaxRetryCount", default)]
+    pub max_retry_count: Option<i64>,
+}
+
+/// Where a binding value came from, so logs can say when the name did not match.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BindingSource {
+    /// `Data` held the expected binding name.
+    Named,
+    /// `Data` held exactly one other key, used in its place.
+    OnlyEntry(String),
+}
+
+impl Invocation {
+    /// Parses the request body. Every failure names the part that was wrong.
+    pub fn parse(body: &[u8]) -> Result<Self, Rejection> {
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|e| Rejection::new(format!("body: not valid JSON: {e}")))?;
+        let Value::Object(mut root) = value else {
+            return Err(Rejection::new(format!(
+                "body: expected the host envelope object {{\"Data\":…,\"Metadata\":…}}, got {}",
+                kind_of(&value)
+            )));
+        };
+        let data = match root.remove("Data") {
+            Some(Value::Object(data)) => data,
+            Some(other) => {
+                return Err(Rejection::new(format!(
+                    "Data: expected an object, got {}",
+                    kind_of(&other)
+                )));
+            }
+            None => {
+                return Err(Rejection::new(
+                    "Data: missing; the host always sends `Data` (PascalCase)",
+                ));
+            }
+        };
+        let metadata = match root.remove("Metadata") {
+            None | Some(Value::Null) => Metadata::default(),
+            Some(value @ Value::Object(_)) => serde_path_to_error::deserialize(value)
+                .map_err(|e| Rejection::new(format!("Metadata.{}: {}", e.path(), e.inner())))?,
+            Some(other) => {
+                return Err(Rejection::new(format!(
+                    "Metadata: expected an object, got {}",
+                    kind_of(&other)
+                )));
+            }
+        };
+        Ok(Self { data, metadata })
+    }
+
+    /// The value of the trigger binding `name`. When `Data` holds exactly one other key (a
+    /// function.json with another binding name), that value is used and the source says so.
+    pub fn take_binding(&mut self, name: &str) -> Result<(Value, BindingSource), Rejection> {
+        if let Some(value) = self.data.remove(name) {
+            return Ok((value, BindingSource::Named));
+        }
+        if self.data.len() == 1
+            && let Some((key, value)) = self.data.iter_mut().next()
+        {
+            let key = key.clone();
+            return Ok((value.take(), BindingSource::OnlyEntry(key)));
+        }
+        let present: Vec<&str> = self.data.keys().map(String::as_str).collect();
+        Err(Rejection::new(format!(
+            "Data: no binding named `{name}` (present: [{}])",
+            present.join(", ")
+        )))
+    }
+}
+
+/// A short name for the JSON type of a value, for error messages.
+pub fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_data_and_metadata() {
+        let body = br#"{"Data":{"event":{"id":"1"}},"Metadata":{"sys":{"MethodName":"OnKeyVaultEvent","UtcNow":"2024-10-24T01:08:34.5Z","RandGuid":"g"},"RetryContext":{"RetryCount":1,"MaxRetryCount":2,"Exception":null,"Instance":null,"State":{}},"data":{"x":1},"unknown":"\"x\""}}"#;
+        let mut invocation = Invocation::parse(body).unwrap();
+        assert_eq!(
+            invocation
+                .metadata
+                .sys
+                .as_ref()
+                .unwrap()
+                .method_name
+                .as_deref(),
+            Some("OnKeyVaultEvent")
+        );
+        assert_eq!(
+            invocation
+                .metadata
+                .retry_context
+                .as_ref()
+                .unwrap()
+                .retry_count,
+            Some(1)
+        );
+        let (value, source) = invocation.take_binding("event").unwrap();
+        assert_eq!(value["id"], "1");
+        assert_eq!(source, BindingSource::Named);
+    }
+
+    #[test]
+    fn falls_back_to_the_only_binding_and_says_so() {
+        let mut invocation =
+            Invocation::parse(br#"{"Data":{"eventGridEvent":{"id":"1"}},"Metadata":{}}"#).unwrap();
+        let (_, source) = invocation.take_binding("event").unwrap();
+        assert_eq!(source, BindingSource::OnlyEntry("eventGridEvent".into()));
+    }
+
+    #[test]
+    fn rejects_with_the_part_that_was_wrong() {
+        for (body, expected) in [
+            (&br#"{"Data":{"event":"#[..], "body: not valid JSON"),
+            (b"[1]", "got an array"),
+            (br#"{"Metadata":{}}"#, "Data: missing"),
+            (br#"{"Data":"x"}"#, "Data: expected an object, got a string"),
+            (
+                br#"{"Data":{},"Metadata":{"sys":{"MethodName":5}}}"#,
+                "Metadata.sys.MethodName",
+            ),
+            (b"{\"Data\":{\"a\":\"\xff\"}}", "not valid JSON"),
+        ] {
+            let err = Invocation::parse(body).unwrap_err().to_string();
+            assert!(err.contains(expected), "{err}");
+        }
+        let mut two = Invocation::parse(br#"{"Data":{"a":1,"b":2}}"#).unwrap();
+        assert!(
+            two.take_binding("event")
+                .unwrap_err()
+                .to_string()
+                .contains("present: [a, b]")
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let depth = 10_000;
+        let body = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let err = Invocation::parse(body.as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("recursion limit"), "{err}");
+    }
+}

@@ -1,0 +1,114 @@
+//! Intake: the host envelope and the Event Grid / CloudEvents payloads become a [`Trigger`] —
+//! or an immediate `ignored`/`rejected` answer, with no I/O.
+//!
+//! Real payloads are untidy (protocol reference *Traps*): the event may arrive as an object or
+//! as JSON text, Key Vault times may be numbers or strings, ARM sub-objects may be JSON text.
+//! All of that is absorbed here, so the rest of cmk-guard sees one clean type.
+
+mod classify;
+mod data;
+mod envelope;
+mod event;
+
+use std::fmt;
+
+use time::OffsetDateTime;
+
+pub use classify::{Classified, MANAGED_RESOURCE_GROUP_PREFIX, RELEVANT_OPERATIONS, classify};
+pub use data::{KeyVaultEventData, ResourceEventData};
+pub use envelope::{BindingSource, Invocation, Metadata, RetryContext, Sys};
+pub use event::{RawEvent, Schema, deserialize as deserialize_at};
+
+use crate::ids::{ArmResourceId, KeyUrl, SubscriptionId};
+
+/// Why input was refused. The message names the field and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection(String);
+
+impl Rejection {
+    /// A rejection with a reason a person can act on.
+    pub fn new(reason: impl Into<String>) -> Self {
+        Self(reason.into())
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What intake needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct IntakeSettings {
+    /// `CMKGUARD_SUBSCRIPTIONS`; `None` means every subscription the identity can read.
+    pub subscriptions: Option<Vec<SubscriptionId>>,
+    /// `CMKGUARD_KEYVAULT_DNS_SUFFIX`; key URLs on other hosts are refused.
+    pub keyvault_dns_suffix: String,
+}
+
+/// What kind of change the event reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    Write,
+    Delete,
+    Action,
+    KeyNewVersionCreated,
+    KeyNearExpiry,
+    KeyExpired,
+    VaultAccessPolicyChanged,
+}
+
+/// The kind of ARM resource a trigger points at; resolve maps each to the workspaces it affects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ResourceKind {
+    Vault,
+    VaultKey,
+    DeletedVault,
+    Workspace,
+    OnlineEndpoint,
+    BatchEndpoint,
+    RoleAssignment,
+    ResourceGroup,
+    ProviderRegistration,
+    /// Anything inside an Azure ML service-provisioned (`azureml-rg-…`) resource group.
+    ManagedResourceGroupMember,
+}
+
+/// What the trigger points at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// An ARM resource (for access-policy writes, the vault itself).
+    Arm {
+        id: ArmResourceId,
+        kind: ResourceKind,
+    },
+    /// A Key Vault key named by a Key Vault event, with the vault from the event's topic.
+    Key { key: KeyUrl, vault: ArmResourceId },
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Arm { id, .. } => id.fmt(f),
+            Target::Key { key, .. } => key.fmt(f),
+        }
+    }
+}
+
+/// A relevant event, normalised: what happened, to which resource, by whom, when.
+/// The event is only a hint; the resource is always read again before deciding.
+#[derive(Debug, Clone)]
+pub struct Trigger {
+    pub event_id: String,
+    pub event_type: String,
+    pub change: ChangeKind,
+    pub subscription: SubscriptionId,
+    pub target: Target,
+    /// `data.operationName` of ARM events.
+    pub operation: Option<String>,
+    /// The caller's object id from the event's claims (ARM events only).
+    pub caller_object_id: Option<String>,
+    pub correlation_id: Option<String>,
+    pub time: Option<OffsetDateTime>,
+}

@@ -1,0 +1,27 @@
+//! cmk-guard keeps Azure Machine Learning workspaces that use customer-managed keys (CMK)
+//! compliant. It runs as an Azure Functions custom handler: the Functions host turns Event Grid
+//! deliveries and timer ticks into HTTP invocations, and cmk-guard answers each with an
+//! [`outcome::Outcome`].
+//!
+//! # Layout
+//! - [`cli`]: the command line (`serve`, `evaluate`); `main.rs` only calls it.
+//! - [`server`]: the actix-web server the host talks to: readiness, invocations, forwarded HTTP.
+//! - [`functions`]: the function definitions and how each invocation becomes a reply.
+//! - [`intake`]: host envelope, Event Grid and CloudEvents parsing and classification into a
+//!   [`intake::Trigger`], without I/O.
+//! - [`engine`]: runs a trigger or an on-demand check through the pipeline to an Outcome.
+//! - [`outcome`]: the Outcome contract (findings, actions, dispositions).
+//! - [`ids`]: ARM resource ids, key URLs and subscription ids, parsed once at the edge.
+//! - [`settings`]: configuration from environment variables.
+//!
+//! Data flows one way: intake → resolve → observe → evaluate → plan → act → Outcome
+//! (DESIGN.md). The stages after intake arrive with later versions.
+
+pub mod cli;
+pub mod engine;
+pub mod functions;
+pub mod ids;
+pub mod intake;
+pub mod outcome;
+pub mod server;
+pub mod settings;

@@ -1,0 +1,203 @@
+//! The Outcome: what cmk-guard decided about one invocation. It is the public contract of
+//! DESIGN.md (*Outcome*): the host's `ReturnValue`, the `Evaluate` response and the CLI's JSON.
+//! Field names and rule ids are stable; new fields may be added, none renamed.
+
+use serde::{Deserialize, Serialize};
+
+/// Which event the outcome is about. Fields are `null` when the input was too broken to say.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRef {
+    pub id: Option<String>,
+    #[serde(rename = "type")]
+    pub event_type: Option<String>,
+    pub subject: Option<String>,
+}
+
+/// What happened to the invocation as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Disposition {
+    /// The event was relevant and the affected resources were checked.
+    Evaluated,
+    /// Nothing cmk-guard watches changed (irrelevant type, failed or cancelled operation).
+    Ignored,
+    /// The same event id was already handled.
+    Duplicate,
+    /// The input was malformed or out of scope; acknowledged so the host does not retry it.
+    Rejected,
+}
+
+/// How bad a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+/// Whether a finding is still a problem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FindingState {
+    Open,
+    Resolved,
+}
+
+/// One rule's verdict on one resource of one workspace's CMK chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    pub rule: String,
+    pub resource: String,
+    pub workspace: String,
+    pub severity: Severity,
+    pub state: FindingState,
+    pub observed: String,
+    pub expected: String,
+}
+
+/// The kind of an action taken or planned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionKind {
+    Remediate,
+    Notify,
+}
+
+/// What became of an action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionResult {
+    Applied,
+    Planned,
+    Skipped,
+    Failed,
+    Sent,
+    Suppressed,
+}
+
+/// A remediation or notification with its result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Action {
+    pub kind: ActionKind,
+    pub rule: String,
+    pub target: String,
+    pub result: ActionResult,
+    pub detail: String,
+}
+
+/// The decision about one invocation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub event: EventRef,
+    pub disposition: Disposition,
+    /// Why the event was ignored or rejected; absent when evaluated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The resource the trigger points at (ARM id or key URL), when known. An extension of the
+    /// DESIGN.md contract: it tells a reader what was resolved before any workspace is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    pub workspaces: Vec<String>,
+    pub findings: Vec<Finding>,
+    pub actions: Vec<Action>,
+}
+
+impl Outcome {
+    /// An outcome with no workspaces, findings or actions.
+    pub fn new(event: EventRef, disposition: Disposition, reason: Option<String>) -> Self {
+        Self {
+            event,
+            disposition,
+            reason,
+            resource: None,
+            workspaces: Vec::new(),
+            findings: Vec::new(),
+            actions: Vec::new(),
+        }
+    }
+
+    /// One human-readable line for the host's `Logs`.
+    pub fn log_line(&self) -> String {
+        let id = self.event.id.as_deref().unwrap_or("(no id)");
+        let event_type = self.event.event_type.as_deref().unwrap_or("(no type)");
+        let verb = match self.disposition {
+            Disposition::Evaluated => "evaluated",
+            Disposition::Ignored => "ignored",
+            Disposition::Duplicate => "duplicate",
+            Disposition::Rejected => "rejected",
+        };
+        let mut line = format!("{verb} event {id} ({event_type})");
+        if let Some(resource) = &self.resource {
+            line.push_str(&format!(" on {resource}"));
+        }
+        if let Some(reason) = &self.reason {
+            line.push_str(&format!(": {reason}"));
+        }
+        if self.disposition == Disposition::Evaluated {
+            line.push_str(&format!(
+                ": {} workspace(s), {} finding(s), {} action(s)",
+                self.workspaces.len(),
+                self.findings.len(),
+                self.actions.len()
+            ));
+        }
+        line
+    }
+}
+
+/// The reply to the Functions host for a non-HTTP trigger (`HttpScriptInvocationResult`).
+/// Always a JSON object: an empty 200 body would leave the invocation hanging until timeout.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostResponse {
+    #[serde(rename = "Outputs")]
+    pub outputs: serde_json::Map<String, serde_json::Value>,
+    #[serde(rename = "Logs")]
+    pub logs: Vec<String>,
+    #[serde(rename = "ReturnValue")]
+    pub return_value: serde_json::Value,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serializes_the_documented_shape() {
+        let mut outcome = Outcome::new(
+            EventRef {
+                id: Some("e1".into()),
+                event_type: Some("t".into()),
+                subject: Some("s".into()),
+            },
+            Disposition::Ignored,
+            Some("why".into()),
+        );
+        outcome.findings.push(Finding {
+            rule: "vault.purge-protection".into(),
+            resource: "/subscriptions/x".into(),
+            workspace: "/subscriptions/x/ws".into(),
+            severity: Severity::High,
+            state: FindingState::Open,
+            observed: "off".into(),
+            expected: "on".into(),
+        });
+        let json = serde_json::to_value(&outcome).unwrap();
+        assert_eq!(json["event"]["type"], "t");
+        assert_eq!(json["disposition"], "ignored");
+        assert_eq!(json["reason"], "why");
+        assert_eq!(json["findings"][0]["severity"], "high");
+        assert_eq!(json["findings"][0]["state"], "open");
+        assert!(json.get("resource").is_none());
+        assert_eq!(json["actions"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn evaluated_outcomes_have_no_reason() {
+        let outcome = Outcome::new(EventRef::default(), Disposition::Evaluated, None);
+        let json = serde_json::to_value(&outcome).unwrap();
+        assert!(json.get("reason").is_none());
+        assert!(outcome.log_line().starts_with("evaluated event (no id)"));
+    }
+}

@@ -1,0 +1,260 @@
+//! Configuration from environment variables (the Function app's settings). Parsed once at
+//! start; an invalid value stops the process with a message naming the variable.
+
+use std::fmt;
+use std::str::FromStr;
+
+use url::Url;
+
+use crate::ids::SubscriptionId;
+use crate::intake::IntakeSettings;
+
+/// Every configuration variable cmk-guard reads, in the order of the README table. The infra
+/// consistency test (issue 8) checks app settings against this list.
+pub const VARIABLES: &[&str] = &[
+    "CMKGUARD_MODE",
+    "CMKGUARD_POLICY_FILE",
+    "CMKGUARD_SUBSCRIPTIONS",
+    "CMKGUARD_ARM_ENDPOINT",
+    "CMKGUARD_KEYVAULT_DNS_SUFFIX",
+    "CMKGUARD_CA_BUNDLE",
+    "CMKGUARD_CONNECT_TO",
+    "CMKGUARD_STATE",
+    "CMKGUARD_TEAMS_WEBHOOK_URL",
+    "CMKGUARD_WEBHOOK_URL",
+    "CMKGUARD_EMAIL_TO",
+    "CMKGUARD_EMAIL_FROM",
+    "CMKGUARD_ACS_ENDPOINT",
+    "CMKGUARD_SMTP_URL",
+    "CMKGUARD_SWEEP_SCHEDULE",
+];
+
+/// The Functions host sets this to the port it will call (protocol reference §1).
+pub const PORT_VARIABLE: &str = "FUNCTIONS_CUSTOMHANDLER_PORT";
+
+/// A configuration value that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{variable}: {message}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(variable: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            variable,
+            message: message.into(),
+        }
+    }
+}
+
+/// How far cmk-guard may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Record findings only.
+    Observe,
+    /// Record and alert.
+    #[default]
+    Alert,
+    /// Alert and apply the remediations the policy allows.
+    Remediate,
+}
+
+impl FromStr for Mode {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "observe" => Ok(Mode::Observe),
+            "alert" => Ok(Mode::Alert),
+            "remediate" => Ok(Mode::Remediate),
+            other => Err(format!(
+                "`{other}` is not a mode; use observe, alert or remediate"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Observe => "observe",
+            Mode::Alert => "alert",
+            Mode::Remediate => "remediate",
+        })
+    }
+}
+
+/// The runtime configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub mode: Mode,
+    pub intake: IntakeSettings,
+    pub arm_endpoint: Url,
+}
+
+impl Settings {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads through `lookup`, so tests need not touch the process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let value = |name: &str| {
+            lookup(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let mode = match value("CMKGUARD_MODE") {
+            Some(text) => text
+                .parse()
+                .map_err(|e| ConfigError::new("CMKGUARD_MODE", e))?,
+            None => Mode::default(),
+        };
+        let subscriptions = value("CMKGUARD_SUBSCRIPTIONS")
+            .map(|text| {
+                text.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| {
+                        SubscriptionId::parse(s)
+                            .map_err(|e| ConfigError::new("CMKGUARD_SUBSCRIPTIONS", e.to_string()))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?;
+        let keyvault_dns_suffix =
+            value("CMKGUARD_KEYVAULT_DNS_SUFFIX").unwrap_or_else(|| "vault.azure.net".into());
+        let suffix = keyvault_dns_suffix
+            .trim_start_matches('.')
+            .to_ascii_lowercase();
+        if suffix.split('.').count() < 2
+            || !suffix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        {
+            return Err(ConfigError::new(
+                "CMKGUARD_KEYVAULT_DNS_SUFFIX",
+                format!("`{keyvault_dns_suffix}` is not a DNS suffix such as vault.azure.net"),
+            ));
+        }
+        let arm_text =
+            value("CMKGUARD_ARM_ENDPOINT").unwrap_or_else(|| "https://management.azure.com".into());
+        let arm_endpoint = Url::parse(&arm_text).map_err(|e| {
+            ConfigError::new(
+                "CMKGUARD_ARM_ENDPOINT",
+                format!("`{arm_text}` is not a URL: {e}"),
+            )
+        })?;
+        if arm_endpoint.scheme() != "https" || arm_endpoint.host_str().is_none() {
+            return Err(ConfigError::new(
+                "CMKGUARD_ARM_ENDPOINT",
+                format!("`{arm_text}` must be an https URL"),
+            ));
+        }
+        Ok(Self {
+            mode,
+            intake: IntakeSettings {
+                subscriptions,
+                keyvault_dns_suffix: suffix,
+            },
+            arm_endpoint,
+        })
+    }
+}
+
+/// The port the host will call, from `FUNCTIONS_CUSTOMHANDLER_PORT`.
+pub fn listen_port(lookup: impl Fn(&str) -> Option<String>) -> Result<u16, ConfigError> {
+    let text = lookup(PORT_VARIABLE).ok_or_else(|| {
+        ConfigError::new(
+            PORT_VARIABLE,
+            "not set; the Azure Functions host sets it when it starts the handler (use `--port` to run by hand)",
+        )
+    })?;
+    match text.trim().parse::<u16>() {
+        Ok(port) if port > 0 => Ok(port),
+        _ => Err(ConfigError::new(
+            PORT_VARIABLE,
+            format!("`{text}` is not a TCP port (1-65535)"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn defaults() {
+        let settings = Settings::from_lookup(lookup(&[])).unwrap();
+        assert_eq!(settings.mode, Mode::Alert);
+        assert!(settings.intake.subscriptions.is_none());
+        assert_eq!(settings.intake.keyvault_dns_suffix, "vault.azure.net");
+        assert_eq!(
+            settings.arm_endpoint.as_str(),
+            "https://management.azure.com/"
+        );
+    }
+
+    #[test]
+    fn reads_values() {
+        let settings = Settings::from_lookup(lookup(&[
+            ("CMKGUARD_MODE", "Remediate"),
+            (
+                "CMKGUARD_SUBSCRIPTIONS",
+                " 3F7B2C1D-8E4A-4B6F-9C2D-5A1E0F9B7C34 , ",
+            ),
+            ("CMKGUARD_KEYVAULT_DNS_SUFFIX", ".vault.azure.cn"),
+        ]))
+        .unwrap();
+        assert_eq!(settings.mode, Mode::Remediate);
+        assert_eq!(
+            settings.intake.subscriptions.unwrap()[0].as_str(),
+            "3f7b2c1d-8e4a-4b6f-9c2d-5a1e0f9b7c34"
+        );
+        assert_eq!(settings.intake.keyvault_dns_suffix, "vault.azure.cn");
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        for (name, value) in [
+            ("CMKGUARD_MODE", "fix-everything"),
+            ("CMKGUARD_SUBSCRIPTIONS", "not-a-guid"),
+            ("CMKGUARD_ARM_ENDPOINT", "http://management.azure.com"),
+            ("CMKGUARD_KEYVAULT_DNS_SUFFIX", "vault/azure"),
+        ] {
+            let err = Settings::from_lookup(lookup(&[(name, value)])).unwrap_err();
+            assert_eq!(err.variable, name);
+        }
+    }
+
+    #[test]
+    fn the_port_must_be_set_and_valid() {
+        assert_eq!(
+            listen_port(lookup(&[(PORT_VARIABLE, "7071")])).unwrap(),
+            7071
+        );
+        for bad in ["", "0", "70000", "http"] {
+            assert!(
+                listen_port(lookup(&[(PORT_VARIABLE, bad)])).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(
+            listen_port(lookup(&[]))
+                .unwrap_err()
+                .to_string()
+                .contains("not set")
+        );
+    }
+}

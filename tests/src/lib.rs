@@ -1,1 +1,335 @@
-//! harness
+//! The host harness: starts the real `cmk-guard` binary the way the Azure Functions host does
+//! and talks to it the way the host does (protocol reference §1–§4).
+//!
+//! - the process gets `FUNCTIONS_CUSTOMHANDLER_PORT` (and its siblings) in its environment;
+//! - readiness is polled with `GET /` every 25 ms, any HTTP answer meaning ready;
+//! - invocations are chunked `POST /{FunctionName}` requests with the `X-Azure-Functions-*`
+//!   headers, `traceparent` and the `{"Data":…,"Metadata":…}` envelope;
+//! - a batch delivery becomes one concurrent invocation per event.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::stream;
+use serde_json::{Value, json};
+
+/// How long the host waits for readiness before giving up (host default).
+const READINESS_TIMEOUT: Duration = Duration::from_secs(30);
+/// The host's readiness polling interval.
+const READINESS_POLL: Duration = Duration::from_millis(25);
+/// The host version the harness claims to be.
+pub const HOST_VERSION: &str = "4.1037.0.0";
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// `shared/fixtures`, beside the checkout (override with `CMKGUARD_FIXTURES`).
+pub fn fixtures_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CMKGUARD_FIXTURES") {
+        return PathBuf::from(dir);
+    }
+    let dir = repo_root().join("../shared/fixtures");
+    assert!(
+        dir.is_dir(),
+        "fixtures not found at {}; set CMKGUARD_FIXTURES",
+        dir.display()
+    );
+    dir
+}
+
+/// The binary under test: `CMKGUARD_BIN`, else `target/debug/cmk-guard` (built by the test command).
+pub fn binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("CMKGUARD_BIN") {
+        return PathBuf::from(path);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    let path = target.join("debug").join("cmk-guard");
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build -p cmk-guard` first (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+/// Lines a child process wrote, collected by a reader thread.
+#[derive(Clone, Default)]
+pub struct Lines(Arc<Mutex<Vec<String>>>);
+
+impl Lines {
+    fn collect(self, reader: impl std::io::Read + Send + 'static) -> Self {
+        let lines = self.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(reader).lines().map_while(Result::ok) {
+                if let Ok(mut all) = lines.0.lock() {
+                    all.push(line);
+                }
+            }
+        });
+        self
+    }
+
+    /// Everything written so far.
+    pub fn snapshot(&self) -> Vec<String> {
+        self.0.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+}
+
+/// A running handler process, killed on drop.
+pub struct Handler {
+    child: Child,
+    port: u16,
+    http: reqwest::Client,
+    pub stdout: Lines,
+    pub stderr: Lines,
+}
+
+/// The handler's answer to one request.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Value,
+}
+
+impl Reply {
+    /// The Outcome in `ReturnValue`.
+    pub fn outcome(&self) -> &Value {
+        &self.body["ReturnValue"]
+    }
+
+    /// The host `Logs` lines.
+    pub fn logs(&self) -> Vec<String> {
+        self.body["Logs"]
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Handler {
+    /// Starts the binary with the host's variables plus `env`, and waits until it is ready.
+    pub async fn start(env: &[(&str, &str)]) -> Handler {
+        let mut last_error = String::new();
+        for _ in 0..3 {
+            let port = free_port();
+            let mut child = spawn(port, env, &["serve"]);
+            let stdout = Lines::default().collect(child.stdout.take().expect("stdout is piped"));
+            let stderr = Lines::default().collect(child.stderr.take().expect("stderr is piped"));
+            let http = reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .expect("http client");
+            let mut handler = Handler {
+                child,
+                port,
+                http,
+                stdout,
+                stderr,
+            };
+            match handler.wait_ready().await {
+                Ok(()) => return handler,
+                Err(error) => last_error = error,
+            }
+        }
+        panic!("handler did not become ready: {last_error}");
+    }
+
+    async fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + READINESS_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!(
+                    "exited with {status}; stderr: {:?}",
+                    self.stderr.snapshot()
+                ));
+            }
+            if self.http.get(self.url("/")).send().await.is_ok() {
+                return Ok(());
+            }
+            tokio::time::sleep(READINESS_POLL).await;
+        }
+        Err("timed out".into())
+    }
+
+    /// The port the handler listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `http://127.0.0.1:{port}{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// A plain GET.
+    pub async fn get(&self, path: &str) -> Reply {
+        let response = self.http.get(self.url(path)).send().await.expect("GET");
+        read_reply(response).await
+    }
+
+    /// Invokes `function` the way the host does: chunked body, host headers, traceparent.
+    pub async fn invoke(&self, function: &str, body: Vec<u8>) -> Reply {
+        self.post_chunked(&format!("/{function}"), body).await
+    }
+
+    /// A chunked POST with the host's headers to any path (forwarded HTTP keeps `/api/...`).
+    pub async fn post_chunked(&self, path: &str, body: Vec<u8>) -> Reply {
+        let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+            body.chunks(16 * 1024).map(|c| Ok(c.to_vec())).collect();
+        let response = self
+            .http
+            .post(self.url(path))
+            .header("X-Azure-Functions-HostVersion", HOST_VERSION)
+            .header(
+                "X-Azure-Functions-InvocationId",
+                uuid::Uuid::new_v4().to_string(),
+            )
+            .header("User-Agent", format!("Azure-Functions-Host/{HOST_VERSION}"))
+            .header("traceparent", format!("00-{}-{}-01", hex(16), hex(8)))
+            .header("Content-Type", "application/json; charset=utf-8")
+            .body(reqwest::Body::wrap_stream(stream::iter(chunks)))
+            .send()
+            .await
+            .expect("POST");
+        read_reply(response).await
+    }
+
+    /// Delivers `events` like the Event Grid extension: one concurrent invocation per event.
+    pub async fn deliver(&self, function: &str, binding: &str, events: &[Value]) -> Vec<Reply> {
+        let invocations = events
+            .iter()
+            .map(|event| self.invoke(function, envelope(binding, event, function)));
+        futures_util::future::join_all(invocations).await
+    }
+
+    /// Sends SIGTERM, as the platform does when it stops an instance.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Waits for the process to exit, up to `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+}
+
+impl Drop for Handler {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Spawns the binary with the host's environment for `port` plus `env`; stdio piped.
+pub fn spawn(port: u16, env: &[(&str, &str)], args: &[&str]) -> Child {
+    let mut command = Command::new(binary());
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
+        .env("FUNCTIONS_HTTPWORKER_PORT", port.to_string())
+        .env(
+            "FUNCTIONS_CUSTOMHANDLER_WORKER_ID",
+            uuid::Uuid::new_v4().to_string(),
+        )
+        .env("FUNCTIONS_HTTPWORKER_ID", uuid::Uuid::new_v4().to_string())
+        .env("FUNCTIONS_APP_ROOT_PATH", repo_root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.spawn().expect("spawn cmk-guard")
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// The envelope the host builds for an Event Grid trigger (protocol reference §2.3).
+pub fn envelope(binding: &str, event: &Value, method_name: &str) -> Vec<u8> {
+    json!({
+        "Data": { binding: event },
+        "Metadata": {
+            "data": event.get("data").cloned().unwrap_or(Value::Null),
+            "sys": {"MethodName": method_name, "UtcNow": "2026-11-28T09:20:13.4120385Z", "RandGuid": uuid::Uuid::new_v4().to_string()}
+        }
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// The envelope the host builds for a timer trigger (protocol reference §2.4).
+pub fn timer_envelope(binding: &str) -> Vec<u8> {
+    json!({
+        "Data": { binding: {"Schedule": {"AdjustForDST": true}, "ScheduleStatus": null, "IsPastDue": false} },
+        "Metadata": {"sys": {"MethodName": "Sweep", "UtcNow": "2026-11-28T12:00:00.0131455Z", "RandGuid": uuid::Uuid::new_v4().to_string()}}
+    })
+    .to_string()
+    .into_bytes()
+}
+
+async fn read_reply(response: reqwest::Response) -> Reply {
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let bytes = response.bytes().await.expect("body");
+    let body = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+        panic!(
+            "reply is not JSON ({e}): {}",
+            String::from_utf8_lossy(&bytes)
+        )
+    });
+    Reply {
+        status,
+        content_type,
+        body,
+    }
+}
+
+fn hex(bytes: usize) -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..bytes * 2].to_owned()
+}
+
+/// Reads a JSON fixture file.
+pub fn read_json(path: &Path) -> Value {
+    let text = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_slice(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}

@@ -1,1 +1,8 @@
+//! Black-box tests of the real `cmk-guard` binary, driven like the Azure Functions host drives it.
 
+mod bad_input;
+mod cli;
+mod fixtures;
+mod function_definitions;
+mod host_protocol;
+mod packaging;

@@ -27,6 +27,7 @@ pub const VARIABLES: &[&str] = &[
     "CMKGUARD_ACS_ENDPOINT",
     "CMKGUARD_SMTP_URL",
     "CMKGUARD_SWEEP_SCHEDULE",
+    "CMKGUARD_LOG",
 ];
 
 /// The Functions host sets this to the port it will call (protocol reference §1).

@@ -238,6 +238,8 @@ async fn sigterm_drains_the_invocation_in_flight_then_exits() {
         TcpStream::connect(("127.0.0.1", handler.port())).is_err(),
         "listener still open after SIGTERM"
     );
+    // The invocation is still being received well after the stop signal.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     stream.write_all(&chunk(second)).expect("write");
     stream.write_all(b"0\r\n\r\n").expect("write");
     let response = read_response(&mut reader);

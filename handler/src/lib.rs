@@ -13,6 +13,7 @@
 //! - [`outcome`]: the Outcome contract (findings, actions, dispositions).
 //! - [`ids`]: ARM resource ids, key URLs and subscription ids, parsed once at the edge.
 //! - [`settings`]: configuration from environment variables.
+//! - [`snapshot`]: what observe read about one workspace's CMK chain; the input of the rules.
 //!
 //! Data flows one way: intake → resolve → observe → evaluate → plan → act → Outcome
 //! (DESIGN.md). The stages after intake arrive with later versions.
@@ -25,3 +26,4 @@ pub mod intake;
 pub mod outcome;
 pub mod server;
 pub mod settings;
+pub mod snapshot;

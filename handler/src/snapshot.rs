@@ -1,0 +1,342 @@
+//! The Snapshot: everything observe read about one workspace's CMK chain, in plain types.
+//! Rules read only this (plus the time and the policy); they never call Azure.
+//!
+//! Absent fields stay `None` (reference Trap T16: absent is unknown, not false), and every read
+//! that can fail is a [`Read`], so a rule can tell "not there" from "could not look".
+
+use std::collections::BTreeMap;
+
+use crate::ids::ArmResourceId;
+
+/// The result of one read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Read<T> {
+    /// The resource was read.
+    Found(T),
+    /// Azure answered 404: the resource does not exist.
+    NotFound,
+    /// The read failed (403, throttled past the deadline, 5xx, …): the state is unknown.
+    Failed(ReadFailure),
+}
+
+impl<T> Read<T> {
+    /// The value, when found.
+    pub fn found(&self) -> Option<&T> {
+        match self {
+            Read::Found(value) => Some(value),
+            _ => None,
+        }
+    }
+
+    /// The failure, when the read failed.
+    pub fn failure(&self) -> Option<&ReadFailure> {
+        match self {
+            Read::Failed(failure) => Some(failure),
+            _ => None,
+        }
+    }
+}
+
+/// Why a read failed, for `guard.visibility` findings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadFailure {
+    /// What was being read, e.g. `vault`, `key version`, `role assignments`.
+    pub what: String,
+    /// The ARM id or URL that was read.
+    pub resource: String,
+    /// The HTTP status, when Azure answered.
+    pub status: Option<u16>,
+    /// The ARM error code, when Azure gave one (`AuthorizationFailed`, …).
+    pub code: Option<String>,
+    /// A short description without secrets.
+    pub message: String,
+}
+
+/// One workspace's CMK chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub workspace_id: ArmResourceId,
+    pub workspace: Read<Workspace>,
+    /// The CMK vault named by the workspace; `None` when the workspace names none or could not
+    /// be read.
+    pub vault: Option<Read<Vault>>,
+    /// Looked up only when the vault is not found: a soft-deleted vault of that name.
+    pub deleted_vault: Option<Read<DeletedVault>>,
+    /// The key version the workspace uses (the pinned version, else the latest).
+    pub key: Option<Read<KeyVersion>>,
+    /// The latest version of the key (the version-less GET).
+    pub latest_key: Option<Read<KeyVersion>>,
+    /// The key's rotation policy; `Found(None)` when the key has none.
+    pub rotation_policy: Option<Read<Option<RotationPolicy>>>,
+    /// Role assignments of the CMK principal at or above the key (RBAC vaults only).
+    pub role_assignments: Option<Read<Vec<RoleAssignment>>>,
+    /// Online and batch endpoints of the workspace.
+    pub endpoints: Option<Read<Vec<Endpoint>>>,
+    /// Registration state of the resource providers CMK needs, in the workspace's subscription.
+    pub providers: Option<Read<Vec<ProviderRegistration>>>,
+}
+
+/// The Azure ML workspace, as far as CMK is concerned.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Workspace {
+    pub id: String,
+    pub name: String,
+    pub location: Option<String>,
+    /// `Default`, `Hub`, `Project`, `FeatureStore`.
+    pub kind: Option<String>,
+    pub tags: BTreeMap<String, String>,
+    pub identity: Option<ManagedIdentity>,
+    pub encryption: Option<Encryption>,
+    pub primary_user_assigned_identity: Option<String>,
+    /// The Microsoft-managed resource group of a CMK workspace (`azureml-rg-…`).
+    pub service_provisioned_resource_group: Option<String>,
+}
+
+impl Workspace {
+    /// The identity that reaches the key: the encryption identity when set, else the system
+    /// identity (reference Trap T21). `None` when that identity's principal id is unknown.
+    pub fn cmk_principal(&self) -> Option<CmkPrincipal> {
+        let identity = self.identity.as_ref()?;
+        let encryption_identity = self
+            .encryption
+            .as_ref()
+            .and_then(|e| e.user_assigned_identity.as_deref());
+        match encryption_identity {
+            Some(uai) => identity
+                .user_assigned
+                .iter()
+                .find(|u| u.resource_id.eq_ignore_ascii_case(uai))
+                .and_then(|u| u.principal_id.clone())
+                .map(|principal_id| CmkPrincipal {
+                    principal_id,
+                    tenant_id: identity.tenant_id.clone(),
+                    user_assigned_identity: Some(uai.to_owned()),
+                }),
+            None => identity
+                .principal_id
+                .clone()
+                .map(|principal_id| CmkPrincipal {
+                    principal_id,
+                    tenant_id: identity.tenant_id.clone(),
+                    user_assigned_identity: None,
+                }),
+        }
+    }
+}
+
+/// The principal that must be able to get, wrap and unwrap the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CmkPrincipal {
+    pub principal_id: String,
+    pub tenant_id: Option<String>,
+    /// The user-assigned identity's ARM id, or `None` for the system identity.
+    pub user_assigned_identity: Option<String>,
+}
+
+/// `identity` of an ARM resource.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ManagedIdentity {
+    /// `SystemAssigned`, `UserAssigned`, `SystemAssigned,UserAssigned` or `None`.
+    pub identity_type: Option<String>,
+    /// The system identity's principal id.
+    pub principal_id: Option<String>,
+    pub tenant_id: Option<String>,
+    pub user_assigned: Vec<UserAssignedIdentity>,
+}
+
+/// One entry of `identity.userAssignedIdentities`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserAssignedIdentity {
+    pub resource_id: String,
+    pub principal_id: Option<String>,
+    pub client_id: Option<String>,
+}
+
+/// `properties.encryption` of a workspace.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Encryption {
+    /// `Enabled` or `Disabled`.
+    pub status: Option<String>,
+    pub key_vault_arm_id: Option<String>,
+    /// The key URL, often with a pinned version.
+    pub key_identifier: Option<String>,
+    /// `encryption.identity.userAssignedIdentity`.
+    pub user_assigned_identity: Option<String>,
+}
+
+/// A key vault (ARM `Microsoft.KeyVault/vaults`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Vault {
+    pub id: String,
+    pub name: String,
+    pub location: Option<String>,
+    pub tenant_id: Option<String>,
+    pub vault_uri: Option<String>,
+    pub enable_soft_delete: Option<bool>,
+    pub soft_delete_retention_days: Option<i64>,
+    pub enable_purge_protection: Option<bool>,
+    pub enable_rbac_authorization: Option<bool>,
+    pub access_policies: Vec<AccessPolicy>,
+    pub public_network_access: Option<String>,
+}
+
+/// One access policy entry of an access-policy vault.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccessPolicy {
+    pub tenant_id: Option<String>,
+    pub object_id: String,
+    pub application_id: Option<String>,
+    /// `permissions.keys`, as written (compare case-insensitively).
+    pub key_permissions: Vec<String>,
+}
+
+/// A soft-deleted vault (`locations/{loc}/deletedVaults/{name}`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeletedVault {
+    pub id: String,
+    pub vault_id: Option<String>,
+    pub deletion_date: Option<String>,
+    pub scheduled_purge_date: Option<String>,
+    pub purge_protection_enabled: Option<bool>,
+}
+
+/// One version of a key, from ARM (`vaults/keys` or `vaults/keys/versions`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyVersion {
+    /// The ARM id read.
+    pub id: String,
+    pub key_name: String,
+    /// The version (32 hex digits), when known.
+    pub version: Option<String>,
+    /// `RSA`, `RSA-HSM`, `EC`, `EC-HSM`, `oct`, `oct-HSM`.
+    pub kty: Option<String>,
+    /// The modulus size in bits: ARM `keySize`, else from the JWK modulus.
+    pub key_size: Option<u32>,
+    pub curve_name: Option<String>,
+    pub enabled: Option<bool>,
+    /// Seconds since 1970.
+    pub not_before: Option<i64>,
+    /// Seconds since 1970.
+    pub expires: Option<i64>,
+    pub created: Option<i64>,
+    pub key_ops: Vec<String>,
+    pub key_uri: Option<String>,
+    pub key_uri_with_version: Option<String>,
+}
+
+/// A key rotation policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RotationPolicy {
+    /// ISO-8601 duration, e.g. `P2Y`.
+    pub expiry_time: Option<String>,
+    pub lifetime_actions: Vec<LifetimeAction>,
+}
+
+/// One lifetime action of a rotation policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LifetimeAction {
+    /// `Rotate` or `Notify` (compare case-insensitively; ARM writes them lower-case).
+    pub action: String,
+    pub time_after_create: Option<String>,
+    pub time_before_expiry: Option<String>,
+}
+
+/// A role assignment with its role definition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleAssignment {
+    pub id: String,
+    pub principal_id: String,
+    /// `User`, `Group`, `ServicePrincipal`, `ForeignGroup`.
+    pub principal_type: Option<String>,
+    pub scope: String,
+    pub role_definition_id: String,
+    /// An ABAC condition that may narrow the grant.
+    pub condition: Option<String>,
+    pub definition: Read<RoleDefinition>,
+}
+
+/// A role definition's permissions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoleDefinition {
+    pub id: String,
+    pub role_name: Option<String>,
+    pub permissions: Vec<Permission>,
+}
+
+/// One permission block of a role definition.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Permission {
+    pub actions: Vec<String>,
+    pub not_actions: Vec<String>,
+    pub data_actions: Vec<String>,
+    pub not_data_actions: Vec<String>,
+}
+
+/// Which kind of ML endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndpointKind {
+    Online,
+    Batch,
+}
+
+/// An online or batch endpoint of a workspace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub id: String,
+    pub name: String,
+    pub kind: EndpointKind,
+    pub provisioning_state: Option<String>,
+}
+
+/// A resource provider's registration in the subscription.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProviderRegistration {
+    pub namespace: String,
+    /// `Registered`, `NotRegistered`, `Registering`, `Unregistering`.
+    pub registration_state: Option<String>,
+}
+
+/// The resource providers a CMK workspace needs registered (Azure ML CMK guide).
+pub const REQUIRED_PROVIDERS: &[&str] = &[
+    "Microsoft.MachineLearningServices",
+    "Microsoft.Storage",
+    "Microsoft.KeyVault",
+    "Microsoft.DocumentDB",
+    "Microsoft.Search",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn workspace(encryption_uai: Option<&str>) -> Workspace {
+        Workspace {
+            identity: Some(ManagedIdentity {
+                identity_type: Some("SystemAssigned,UserAssigned".into()),
+                principal_id: Some("system-principal".into()),
+                tenant_id: Some("tenant".into()),
+                user_assigned: vec![UserAssignedIdentity {
+                    resource_id: "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/UAI".into(),
+                    principal_id: Some("uai-principal".into()),
+                    client_id: Some("uai-client".into()),
+                }],
+            }),
+            encryption: Some(Encryption { user_assigned_identity: encryption_uai.map(str::to_owned), ..Encryption::default() }),
+            ..Workspace::default()
+        }
+    }
+
+    #[test]
+    fn the_encryption_identity_wins_over_the_system_identity() {
+        let uai = "/subscriptions/s/resourcegroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/uai";
+        assert_eq!(
+            workspace(Some(uai)).cmk_principal().unwrap().principal_id,
+            "uai-principal"
+        );
+        assert_eq!(
+            workspace(None).cmk_principal().unwrap().principal_id,
+            "system-principal"
+        );
+        assert_eq!(workspace(Some("/other")).cmk_principal(), None);
+    }
+}

@@ -11,6 +11,7 @@
 //!   [`intake::Trigger`], without I/O.
 //! - [`engine`]: runs a trigger or an on-demand check through the pipeline to an Outcome.
 //! - [`outcome`]: the Outcome contract (findings, actions, dispositions).
+//! - [`azure`]: the Azure clients (ARM reads, Key Vault data plane), transport and credential.
 //! - [`ids`]: ARM resource ids, key URLs and subscription ids, parsed once at the edge.
 //! - [`settings`]: configuration from environment variables.
 //! - [`snapshot`]: what observe read about one workspace's CMK chain; the input of the rules.
@@ -18,6 +19,7 @@
 //! Data flows one way: intake → resolve → observe → evaluate → plan → act → Outcome
 //! (DESIGN.md). The stages after intake arrive with later versions.
 
+pub mod azure;
 pub mod cli;
 pub mod engine;
 pub mod functions;

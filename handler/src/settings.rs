@@ -6,6 +6,7 @@ use std::str::FromStr;
 
 use url::Url;
 
+use crate::azure::{ApiVersions, ConnectTo, TransportSettings};
 use crate::ids::SubscriptionId;
 use crate::intake::IntakeSettings;
 
@@ -28,6 +29,7 @@ pub const VARIABLES: &[&str] = &[
     "CMKGUARD_SMTP_URL",
     "CMKGUARD_SWEEP_SCHEDULE",
     "CMKGUARD_LOG",
+    "CMKGUARD_API_VERSIONS",
 ];
 
 /// The Functions host sets this to the port it will call (protocol reference §1).
@@ -92,6 +94,8 @@ pub struct Settings {
     pub mode: Mode,
     pub intake: IntakeSettings,
     pub arm_endpoint: Url,
+    pub transport: TransportSettings,
+    pub api_versions: ApiVersions,
 }
 
 impl Settings {
@@ -154,6 +158,23 @@ impl Settings {
                 format!("`{arm_text}` must be an https URL"),
             ));
         }
+        let ca_bundle = value("CMKGUARD_CA_BUNDLE").map(std::path::PathBuf::from);
+        if let Some(path) = &ca_bundle
+            && !path.is_file()
+        {
+            return Err(ConfigError::new(
+                "CMKGUARD_CA_BUNDLE",
+                format!("{} is not a readable file", path.display()),
+            ));
+        }
+        let connect_to = value("CMKGUARD_CONNECT_TO")
+            .map(|text| {
+                ConnectTo::parse_list(&text).map_err(|e| ConfigError::new("CMKGUARD_CONNECT_TO", e))
+            })
+            .transpose()?
+            .unwrap_or_default();
+        let api_versions = ApiVersions::with_overrides(value("CMKGUARD_API_VERSIONS").as_deref())
+            .map_err(|e| ConfigError::new("CMKGUARD_API_VERSIONS", e))?;
         Ok(Self {
             mode,
             intake: IntakeSettings {
@@ -161,6 +182,11 @@ impl Settings {
                 keyvault_dns_suffix: suffix,
             },
             arm_endpoint,
+            transport: TransportSettings {
+                ca_bundle,
+                connect_to,
+            },
+            api_versions,
         })
     }
 }
@@ -233,6 +259,9 @@ mod tests {
             ("CMKGUARD_SUBSCRIPTIONS", "not-a-guid"),
             ("CMKGUARD_ARM_ENDPOINT", "http://management.azure.com"),
             ("CMKGUARD_KEYVAULT_DNS_SUFFIX", "vault/azure"),
+            ("CMKGUARD_CA_BUNDLE", "/nonexistent/ca.pem"),
+            ("CMKGUARD_CONNECT_TO", "management.azure.com"),
+            ("CMKGUARD_API_VERSIONS", "Microsoft.KeyVault=yesterday"),
         ] {
             let err = Settings::from_lookup(lookup(&[(name, value)])).unwrap_err();
             assert_eq!(err.variable, name);

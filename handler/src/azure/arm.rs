@@ -1,0 +1,502 @@
+//! The Azure Resource Manager client: every read goes through here, on the `azure_core` 1.x
+//! pipeline (client request id, user agent, bearer auth), with a retry policy that honours
+//! `Retry-After` but never waits past the caller's deadline, and a guard that refuses to send
+//! anything (and so any token) to a host other than the configured ARM endpoint.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use azure_core::credentials::TokenCredential;
+use azure_core::http::policies::auth::BearerTokenAuthorizationPolicy;
+use azure_core::http::policies::{Policy, PolicyResult};
+use azure_core::http::{
+    ClientOptions, Context, Method, Pipeline, PipelineSendOptions, Request, RetryOptions,
+    Transport, Url,
+};
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::error::{AzureError, ErrorKind, is_transient_status};
+
+/// The api-version pinned per resource provider (reference §0); overridable with
+/// `CMKGUARD_API_VERSIONS` because a region may not serve the newest yet (Trap T20).
+pub const DEFAULT_API_VERSIONS: &[(&str, &str)] = &[
+    ("Microsoft.KeyVault", "2026-02-01"),
+    ("Microsoft.MachineLearningServices", "2026-09-01"),
+    ("Microsoft.Authorization", "2022-04-01"),
+    ("Microsoft.ResourceGraph", "2024-04-01"),
+    ("Microsoft.Resources", "2021-04-01"),
+    ("Microsoft.Storage", "2026-09-01"),
+    ("Microsoft.DocumentDB", "2026-07-15"),
+    ("Microsoft.Search", "2025-05-01"),
+];
+
+/// api-versions by provider namespace (lower-case keys).
+#[derive(Debug, Clone)]
+pub struct ApiVersions(BTreeMap<String, String>);
+
+impl ApiVersions {
+    /// The defaults with `overrides` (`Namespace=version,…`) applied.
+    pub fn with_overrides(overrides: Option<&str>) -> Result<Self, String> {
+        let mut versions: BTreeMap<String, String> = DEFAULT_API_VERSIONS
+            .iter()
+            .map(|(ns, v)| (ns.to_ascii_lowercase(), (*v).to_owned()))
+            .collect();
+        for entry in overrides
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+        {
+            let (namespace, version) = entry
+                .split_once('=')
+                .ok_or_else(|| format!("`{entry}` is not `Namespace=api-version`"))?;
+            let version = version.trim();
+            let valid = version.len() >= 10
+                && version[..10].bytes().enumerate().all(|(i, b)| {
+                    if i == 4 || i == 7 {
+                        b == b'-'
+                    } else {
+                        b.is_ascii_digit()
+                    }
+                });
+            if !valid {
+                return Err(format!(
+                    "`{version}` is not an api-version such as 2025-09-01"
+                ));
+            }
+            versions.insert(namespace.trim().to_ascii_lowercase(), version.to_owned());
+        }
+        Ok(Self(versions))
+    }
+
+    /// The version for a provider namespace.
+    pub fn get(&self, namespace: &str) -> &str {
+        self.0
+            .get(&namespace.to_ascii_lowercase())
+            .map(String::as_str)
+            .unwrap_or("2021-04-01")
+    }
+}
+
+/// The point in time by which a call must have an answer, carried in the pipeline context.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline(pub Instant);
+
+/// Retry tuning; the deadline bounds it all.
+#[derive(Debug, Clone)]
+pub struct RetrySettings {
+    pub initial_delay: Duration,
+    pub max_delay: Duration,
+    pub max_retries: u32,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        Self {
+            initial_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(10),
+            max_retries: 6,
+        }
+    }
+}
+
+/// Resource Manager client.
+#[derive(Debug, Clone)]
+pub struct ArmClient {
+    pipeline: Pipeline,
+    endpoint: Url,
+    api_versions: Arc<ApiVersions>,
+}
+
+impl ArmClient {
+    /// A client for `endpoint` using `credential` and the shared transport.
+    pub fn new(
+        endpoint: Url,
+        credential: Arc<dyn TokenCredential>,
+        transport: Transport,
+        api_versions: ApiVersions,
+        retry: RetrySettings,
+    ) -> Self {
+        let scope = format!("{}/.default", endpoint.as_str().trim_end_matches('/'));
+        let options = ClientOptions {
+            transport: Some(transport),
+            retry: RetryOptions::none(),
+            ..ClientOptions::default()
+        };
+        let per_call: Vec<Arc<dyn Policy>> =
+            vec![Arc::new(DeadlineRetryPolicy { settings: retry })];
+        let per_try: Vec<Arc<dyn Policy>> = vec![
+            Arc::new(TrustedHostPolicy {
+                endpoint: endpoint.clone(),
+            }),
+            Arc::new(BearerTokenAuthorizationPolicy::new(credential, vec![scope])),
+        ];
+        let pipeline = Pipeline::new(
+            Some("cmk-guard"),
+            Some(env!("CARGO_PKG_VERSION")),
+            options,
+            per_call,
+            per_try,
+            None,
+        );
+        Self {
+            pipeline,
+            endpoint,
+            api_versions: Arc::new(api_versions),
+        }
+    }
+
+    /// The api-versions in force.
+    pub fn api_versions(&self) -> &ApiVersions {
+        &self.api_versions
+    }
+
+    /// `GET {path}?api-version=…&{query}` → the JSON body.
+    pub async fn get(
+        &self,
+        path: &str,
+        api_version: &str,
+        query: &[(&str, &str)],
+        deadline: Instant,
+    ) -> Result<Value, AzureError> {
+        let url = self.url(path, api_version, query)?;
+        self.send(Method::Get, url, None, deadline).await
+    }
+
+    /// A list operation: follows `nextLink` (on the ARM host only) and returns every `value` item.
+    pub async fn list(
+        &self,
+        path: &str,
+        api_version: &str,
+        query: &[(&str, &str)],
+        deadline: Instant,
+    ) -> Result<Vec<Value>, AzureError> {
+        let mut url = self.url(path, api_version, query)?;
+        let mut items = Vec::new();
+        for _ in 0..MAX_PAGES {
+            let page = self.send(Method::Get, url.clone(), None, deadline).await?;
+            if let Some(Value::Array(values)) = page.get("value") {
+                items.extend(values.iter().cloned());
+            }
+            match page
+                .get("nextLink")
+                .and_then(Value::as_str)
+                .filter(|l| !l.is_empty())
+            {
+                Some(next) => {
+                    url = Url::parse(next)
+                        .map_err(|e| refused(&url, format!("nextLink is not a URL: {e}")))?;
+                }
+                None => return Ok(items),
+            }
+        }
+        Err(AzureError::transport(
+            describe(&Method::Get, &url),
+            ErrorKind::Permanent,
+            format!("more than {MAX_PAGES} pages"),
+        ))
+    }
+
+    /// `POST {path}?api-version=…` with a JSON body → the JSON body.
+    pub async fn post(
+        &self,
+        path: &str,
+        api_version: &str,
+        body: &Value,
+        deadline: Instant,
+    ) -> Result<Value, AzureError> {
+        let url = self.url(path, api_version, &[])?;
+        self.send(Method::Post, url, Some(body), deadline).await
+    }
+
+    fn url(
+        &self,
+        path: &str,
+        api_version: &str,
+        query: &[(&str, &str)],
+    ) -> Result<Url, AzureError> {
+        if !path.starts_with('/') || path.contains("//") || path.contains('?') || path.contains('#')
+        {
+            return Err(AzureError::transport(
+                format!("GET {path}"),
+                ErrorKind::Refused,
+                "not an ARM path (it must start with one `/` and carry no query)",
+            ));
+        }
+        let mut url = self.endpoint.clone();
+        url.set_path(path);
+        {
+            let mut pairs = url.query_pairs_mut();
+            pairs.append_pair("api-version", api_version);
+            for (key, value) in query {
+                pairs.append_pair(key, value);
+            }
+        }
+        Ok(url)
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&Value>,
+        deadline: Instant,
+    ) -> Result<Value, AzureError> {
+        let description = describe(&method, &url);
+        let mut request = Request::new(url, method);
+        request.insert_header("accept", "application/json");
+        if let Some(body) = body {
+            request.insert_header("content-type", "application/json");
+            request.set_body(body.to_string());
+        }
+        let ctx = Context::new().with_value(Deadline(deadline));
+        let options = PipelineSendOptions {
+            skip_checks: true,
+            ..PipelineSendOptions::default()
+        };
+        let response = tokio::time::timeout_at(
+            deadline,
+            self.pipeline.send(&ctx, &mut request, Some(options)),
+        )
+        .await
+        .map_err(|_| {
+            AzureError::transport(
+                description.clone(),
+                ErrorKind::Transient,
+                "deadline reached",
+            )
+        })?
+        .map_err(|e| from_core_error(description.clone(), &e))?;
+        let status = u16::from(response.status());
+        let body = response.into_body();
+        if !(200..300).contains(&status) {
+            return Err(AzureError::from_response(description, status, &body));
+        }
+        if body.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&body).map_err(|e| {
+            AzureError::transport(
+                description,
+                ErrorKind::Permanent,
+                format!("response is not JSON: {e}"),
+            )
+        })
+    }
+}
+
+/// Paging stops here; no list cmk-guard reads is that long.
+const MAX_PAGES: usize = 1000;
+
+/// `GET https://host/path`, without the query (it may carry tokens in nextLinks).
+fn describe(method: &Method, url: &Url) -> String {
+    format!(
+        "{} {}://{}{}",
+        method,
+        url.scheme(),
+        url.host_str().unwrap_or_default(),
+        url.path()
+    )
+}
+
+fn refused(url: &Url, message: String) -> AzureError {
+    AzureError::transport(describe(&Method::Get, url), ErrorKind::Refused, message)
+}
+
+fn from_core_error(request: String, error: &azure_core::Error) -> AzureError {
+    let kind = match error.kind() {
+        azure_core::error::ErrorKind::Io
+        | azure_core::error::ErrorKind::Connection
+        | azure_core::error::ErrorKind::Credential => ErrorKind::Transient,
+        azure_core::error::ErrorKind::Other if error.to_string().contains(UNTRUSTED_HOST) => {
+            ErrorKind::Refused
+        }
+        _ => ErrorKind::Permanent,
+    };
+    AzureError::transport(request, kind, crate::ids::truncate(&error.to_string()))
+}
+
+const UNTRUSTED_HOST: &str = "refused to send a request to an untrusted host";
+
+/// Refuses requests to any host but the ARM endpoint, so a token can never leak elsewhere
+/// (a `nextLink` or a resource id cannot redirect it).
+#[derive(Debug)]
+struct TrustedHostPolicy {
+    endpoint: Url,
+}
+
+#[async_trait]
+impl Policy for TrustedHostPolicy {
+    async fn send(
+        &self,
+        ctx: &Context,
+        request: &mut Request,
+        next: &[Arc<dyn Policy>],
+    ) -> PolicyResult {
+        let url = request.url();
+        let trusted = url.scheme() == "https"
+            && url.host_str().map(str::to_ascii_lowercase)
+                == self.endpoint.host_str().map(str::to_ascii_lowercase)
+            && url.port_or_known_default() == self.endpoint.port_or_known_default();
+        if !trusted {
+            return Err(azure_core::Error::with_message(
+                azure_core::error::ErrorKind::Other,
+                format!("{UNTRUSTED_HOST} {}", url.host_str().unwrap_or_default()),
+            ));
+        }
+        next[0].send(ctx, request, &next[1..]).await
+    }
+}
+
+/// Retries transient failures with exponential backoff, honouring `Retry-After`, but returns
+/// the last answer instead of sleeping past the deadline: the caller then fails the
+/// invocation and Event Grid redelivers.
+#[derive(Debug)]
+struct DeadlineRetryPolicy {
+    settings: RetrySettings,
+}
+
+#[async_trait]
+impl Policy for DeadlineRetryPolicy {
+    async fn send(
+        &self,
+        ctx: &Context,
+        request: &mut Request,
+        next: &[Arc<dyn Policy>],
+    ) -> PolicyResult {
+        let deadline = ctx
+            .value::<Deadline>()
+            .map(|d| d.0)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(25));
+        let mut attempt: u32 = 0;
+        loop {
+            if attempt > 0 {
+                request.body_mut().reset().await?;
+            }
+            let result = next[0].send(ctx, request, &next[1..]).await;
+            let retry_after = match &result {
+                Ok(response) if is_transient_status(u16::from(response.status())) => {
+                    retry_after(response.headers())
+                }
+                Ok(_) => return result,
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        azure_core::error::ErrorKind::Io | azure_core::error::ErrorKind::Connection
+                    ) =>
+                {
+                    None
+                }
+                Err(_) => return result,
+            };
+            attempt += 1;
+            let backoff = self.backoff(attempt);
+            let delay = retry_after.map_or(backoff, |after| after.max(backoff));
+            if attempt > self.settings.max_retries || Instant::now() + delay >= deadline {
+                return result;
+            }
+            tracing::debug!(
+                message = "Retrying Azure request.",
+                attempt,
+                delay_ms = delay.as_millis() as u64
+            );
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+impl DeadlineRetryPolicy {
+    /// Exponential backoff with up to 25% jitter.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let base = self
+            .settings
+            .initial_delay
+            .saturating_mul(1u32 << attempt.min(16).saturating_sub(1));
+        let base = base.min(self.settings.max_delay);
+        let jitter_percent = u64::from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0)
+                % 25,
+        );
+        base + base.mul_f64(jitter_percent as f64 / 100.0)
+    }
+}
+
+/// `Retry-After` (seconds or an HTTP date), `retry-after-ms`, `x-ms-retry-after-ms`.
+fn retry_after(headers: &azure_core::http::headers::Headers) -> Option<Duration> {
+    let value = |name: &'static str| {
+        headers.get_optional_str(&azure_core::http::headers::HeaderName::from_static(name))
+    };
+    if let Some(ms) = value("x-ms-retry-after-ms")
+        .or_else(|| value("retry-after-ms"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    {
+        return Some(Duration::from_millis(ms));
+    }
+    let text = value("retry-after")?.trim();
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let format = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    let at = time::PrimitiveDateTime::parse(text, &format)
+        .ok()?
+        .assume_utc();
+    let wait = at - time::OffsetDateTime::now_utc();
+    Some(Duration::try_from(wait).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_versions_are_pinned_and_overridable() {
+        let versions =
+            ApiVersions::with_overrides(Some("microsoft.machinelearningservices=2025-09-01"))
+                .unwrap();
+        assert_eq!(
+            versions.get("Microsoft.MachineLearningServices"),
+            "2025-09-01"
+        );
+        assert_eq!(versions.get("Microsoft.KeyVault"), "2026-02-01");
+        assert!(ApiVersions::with_overrides(Some("Microsoft.KeyVault")).is_err());
+        assert!(ApiVersions::with_overrides(Some("Microsoft.KeyVault=latest")).is_err());
+        assert!(ApiVersions::with_overrides(Some("Microsoft.KeyVault=2025-05-01-preview")).is_ok());
+    }
+
+    #[test]
+    fn reads_every_retry_after_form() {
+        let mut headers = azure_core::http::headers::Headers::new();
+        headers.insert("retry-after", "7");
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(7)));
+        headers.insert("x-ms-retry-after-ms", "1500");
+        assert_eq!(retry_after(&headers), Some(Duration::from_millis(1500)));
+        let mut past = azure_core::http::headers::Headers::new();
+        past.insert("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT");
+        assert_eq!(retry_after(&past), Some(Duration::ZERO));
+        assert_eq!(
+            retry_after(&azure_core::http::headers::Headers::new()),
+            None
+        );
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let policy = DeadlineRetryPolicy {
+            settings: RetrySettings::default(),
+        };
+        assert!(
+            policy.backoff(1) >= Duration::from_millis(200)
+                && policy.backoff(1) < Duration::from_millis(260)
+        );
+        assert!(policy.backoff(3) >= Duration::from_millis(800));
+        assert!(policy.backoff(30) <= Duration::from_millis(12_500));
+    }
+}

@@ -9,6 +9,7 @@
 //! - [`functions`]: the function definitions and how each invocation becomes a reply.
 //! - [`intake`]: host envelope, Event Grid and CloudEvents parsing and classification into a
 //!   [`intake::Trigger`], without I/O.
+//! - [`observe`]: reads a workspace's CMK chain into a [`snapshot::Snapshot`] (single-flight, cached).
 //! - [`engine`]: runs a trigger or an on-demand check through the pipeline to an Outcome.
 //! - [`outcome`]: the Outcome contract (findings, actions, dispositions).
 //! - [`azure`]: the Azure clients (ARM reads, Key Vault data plane), transport and credential.
@@ -25,6 +26,7 @@ pub mod engine;
 pub mod functions;
 pub mod ids;
 pub mod intake;
+pub mod observe;
 pub mod outcome;
 pub mod server;
 pub mod settings;

@@ -50,6 +50,9 @@ pub struct ReadFailure {
     pub code: Option<String>,
     /// A short description without secrets.
     pub message: String,
+    /// True when a later attempt may succeed (throttling, 5xx, timeouts): an event invocation
+    /// then fails so that Event Grid redelivers.
+    pub transient: bool,
 }
 
 /// One workspace's CMK chain.

@@ -1,0 +1,140 @@
+//! Single-flight with a short time-to-live: concurrent and near-simultaneous reads of the same
+//! Azure resource share one request. A burst of 1,000 events over 10 workspaces costs one read
+//! per distinct resource, not one per event.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::OnceCell;
+use tokio::time::Instant;
+
+/// When the map grows past this, expired entries are dropped.
+const PRUNE_ABOVE: usize = 4096;
+
+struct Slot<V> {
+    cell: OnceCell<(Instant, V)>,
+}
+
+/// A keyed single-flight cache of cloneable values.
+pub struct ReadCache<V> {
+    ttl: Duration,
+    slots: Mutex<HashMap<String, Arc<Slot<V>>>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl<V: Clone> ReadCache<V> {
+    /// A cache whose entries live for `ttl` after their read finished.
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            slots: Mutex::new(HashMap::new()),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    /// The cached value for `key`, or the value `fetch` produces; concurrent callers with the
+    /// same key wait for the one fetch in flight.
+    pub async fn get_or_fetch<F, Fut>(&self, key: &str, fetch: F) -> V
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = V>,
+    {
+        let key = key.to_ascii_lowercase();
+        let slot = self.slot(&key);
+        let (_, value) = slot
+            .cell
+            .get_or_init(|| async { (Instant::now(), fetch().await) })
+            .await;
+        value.clone()
+    }
+
+    fn slot(&self, key: &str) -> Arc<Slot<V>> {
+        let now = Instant::now();
+        let mut slots = match self.slots.lock() {
+            Ok(slots) => slots,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if slots.len() > PRUNE_ABOVE {
+            let ttl = self.ttl;
+            slots.retain(|_, slot| {
+                slot.cell
+                    .get()
+                    .is_none_or(|(at, _)| now.duration_since(*at) < ttl)
+            });
+        }
+        let fresh = slots.get(key).filter(|slot| {
+            slot.cell
+                .get()
+                .is_none_or(|(at, _)| now.duration_since(*at) < self.ttl)
+        });
+        if let Some(slot) = fresh {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return slot.clone();
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let slot = Arc::new(Slot {
+            cell: OnceCell::new(),
+        });
+        slots.insert(key.to_owned(), slot.clone());
+        slot
+    }
+
+    /// (hits, misses) so far.
+    pub fn stats(&self) -> (u64, u64) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[tokio::test]
+    async fn concurrent_reads_share_one_fetch() {
+        let cache = Arc::new(ReadCache::<u32>::new(Duration::from_secs(5)));
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..100)
+            .map(|_| {
+                let cache = cache.clone();
+                let fetches = fetches.clone();
+                tokio::spawn(async move {
+                    cache
+                        .get_or_fetch("GET /Vaults/KV1", || async {
+                            fetches.fetch_add(1, Ordering::SeqCst);
+                            tokio::task::yield_now().await;
+                            7
+                        })
+                        .await
+                })
+            })
+            .collect();
+        for task in tasks {
+            assert_eq!(task.await.unwrap(), 7);
+        }
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+        assert_eq!(cache.stats(), (99, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn entries_expire_after_the_ttl() {
+        let cache = ReadCache::<u32>::new(Duration::from_secs(5));
+        assert_eq!(cache.get_or_fetch("k", || async { 1 }).await, 1);
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert_eq!(
+            cache.get_or_fetch("K", || async { 2 }).await,
+            1,
+            "keys are case-insensitive, still fresh"
+        );
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(cache.get_or_fetch("k", || async { 3 }).await, 3);
+    }
+}

@@ -1,0 +1,527 @@
+//! Observe: read a workspace's whole CMK chain into a [`Snapshot`]. Independent reads run
+//! concurrently in two rounds (the workspace with its endpoints and providers; then the vault,
+//! key versions and role assignments it names); every read goes through a single-flight TTL
+//! cache. A read that fails is recorded in the snapshot, never treated as compliant.
+
+mod cache;
+pub mod parse;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use serde_json::Value;
+use tokio::time::Instant;
+
+pub use cache::ReadCache;
+
+use crate::azure::{ArmClient, AzureError, KeyVaultClients};
+use crate::ids::{ArmResourceId, KeyUrl};
+use crate::snapshot::{
+    EndpointKind, KeyVersion, REQUIRED_PROVIDERS, Read, ReadFailure, RoleAssignment, Snapshot,
+    Vault, Workspace,
+};
+
+/// How long a read is reused. Short: it only has to cover a burst.
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(5);
+
+type Shared = Result<Arc<Value>, AzureError>;
+
+/// Reads CMK chains through ARM (and the Key Vault data plane when ARM lacks the key size).
+pub struct Observer {
+    arm: ArmClient,
+    keys: KeyVaultClients,
+    cache: ReadCache<Shared>,
+}
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Observer").finish_non_exhaustive()
+    }
+}
+
+impl Observer {
+    /// An observer over the given clients.
+    pub fn new(arm: ArmClient, keys: KeyVaultClients, ttl: Duration) -> Self {
+        Self {
+            arm,
+            keys,
+            cache: ReadCache::new(ttl),
+        }
+    }
+
+    /// The ARM client (resolve uses it for Resource Graph).
+    pub fn arm(&self) -> &ArmClient {
+        &self.arm
+    }
+
+    /// Cache (hits, misses).
+    pub fn cache_stats(&self) -> (u64, u64) {
+        self.cache.stats()
+    }
+
+    /// A cached ARM GET.
+    pub async fn get(
+        &self,
+        path: &str,
+        namespace: &str,
+        query: &[(&str, &str)],
+        deadline: Instant,
+    ) -> Shared {
+        let version = self.arm.api_versions().get(namespace).to_owned();
+        let key = cache_key("GET", path, &version, query);
+        self.cache
+            .get_or_fetch(&key, || async {
+                self.arm
+                    .get(path, &version, query, deadline)
+                    .await
+                    .map(Arc::new)
+            })
+            .await
+    }
+
+    /// A cached ARM list (all pages), as a JSON array.
+    pub async fn list(
+        &self,
+        path: &str,
+        namespace: &str,
+        query: &[(&str, &str)],
+        deadline: Instant,
+    ) -> Shared {
+        let version = self.arm.api_versions().get(namespace).to_owned();
+        let key = cache_key("LIST", path, &version, query);
+        self.cache
+            .get_or_fetch(&key, || async {
+                self.arm
+                    .list(path, &version, query, deadline)
+                    .await
+                    .map(|items| Arc::new(Value::Array(items)))
+            })
+            .await
+    }
+
+    /// Reads everything the rules need about one workspace.
+    pub async fn snapshot(&self, workspace_id: &ArmResourceId, deadline: Instant) -> Snapshot {
+        let ws_path = workspace_id.as_str();
+        let subscription = workspace_id.subscription().as_str().to_owned();
+        // Round 1: the workspace, its endpoints, the subscription's providers.
+        let online_path = format!("{ws_path}/onlineEndpoints");
+        let batch_path = format!("{ws_path}/batchEndpoints");
+        let (workspace, online, batch, providers) = tokio::join!(
+            self.get(ws_path, "Microsoft.MachineLearningServices", &[], deadline),
+            self.list(
+                &online_path,
+                "Microsoft.MachineLearningServices",
+                &[],
+                deadline
+            ),
+            self.list(
+                &batch_path,
+                "Microsoft.MachineLearningServices",
+                &[],
+                deadline
+            ),
+            self.providers(&subscription, deadline),
+        );
+        let workspace = to_read(workspace, "workspace", ws_path).map(|v| parse::workspace(&v));
+        let endpoints = Some(endpoints(online, batch, ws_path));
+        let mut snapshot = Snapshot {
+            workspace_id: workspace_id.clone(),
+            workspace,
+            vault: None,
+            deleted_vault: None,
+            key: None,
+            latest_key: None,
+            rotation_policy: None,
+            role_assignments: None,
+            endpoints,
+            providers: Some(providers),
+        };
+        let Some(ws) = snapshot.workspace.found().cloned() else {
+            return snapshot;
+        };
+        self.observe_key_chain(&ws, &mut snapshot, deadline).await;
+        snapshot
+    }
+
+    /// Round 2 (and role definitions): vault, key version in use, latest key, role assignments.
+    async fn observe_key_chain(&self, ws: &Workspace, snapshot: &mut Snapshot, deadline: Instant) {
+        let Some(encryption) = &ws.encryption else {
+            return;
+        };
+        let Some(vault_text) = &encryption.key_vault_arm_id else {
+            return;
+        };
+        let vault_id = match ArmResourceId::parse(vault_text) {
+            Ok(id) => id,
+            Err(error) => {
+                snapshot.vault = Some(Read::Failed(failure(
+                    "vault",
+                    vault_text,
+                    None,
+                    None,
+                    error.to_string(),
+                )));
+                return;
+            }
+        };
+        let key_url = encryption.key_identifier.as_deref().map(KeyUrl::parse);
+        let key_name = match &key_url {
+            Some(Ok(key)) => Some(key.name().to_owned()),
+            _ => None,
+        };
+        let pinned = match &key_url {
+            Some(Ok(key)) => key.version().map(str::to_owned),
+            _ => None,
+        };
+        let principal = ws.cmk_principal();
+        let key_path = key_name
+            .as_ref()
+            .map(|name| format!("{vault_id}/keys/{name}"));
+        let version_path = match (&key_path, &pinned) {
+            (Some(key_path), Some(version)) => Some(format!("{key_path}/versions/{version}")),
+            _ => None,
+        };
+        let assignments_scope = key_path.clone().unwrap_or_else(|| vault_id.to_string());
+        let filter = principal
+            .as_ref()
+            .map(|p| format!("assignedTo('{}')", p.principal_id));
+
+        let vault_future = self.get(vault_id.as_str(), "Microsoft.KeyVault", &[], deadline);
+        let latest_future = async {
+            match &key_path {
+                Some(path) => Some(self.get(path, "Microsoft.KeyVault", &[], deadline).await),
+                None => None,
+            }
+        };
+        let version_future = async {
+            match &version_path {
+                Some(path) => Some(self.get(path, "Microsoft.KeyVault", &[], deadline).await),
+                None => None,
+            }
+        };
+        let assignments_path =
+            format!("{assignments_scope}/providers/Microsoft.Authorization/roleAssignments");
+        let assignments_future = async {
+            match &filter {
+                Some(filter) => Some(
+                    self.list(
+                        &assignments_path,
+                        "Microsoft.Authorization",
+                        &[("$filter", filter)],
+                        deadline,
+                    )
+                    .await,
+                ),
+                None => None,
+            }
+        };
+        let (vault, latest, version, assignments) = tokio::join!(
+            vault_future,
+            latest_future,
+            version_future,
+            assignments_future
+        );
+
+        let vault = to_read(vault, "vault", vault_id.as_str()).map(|v| parse::vault(&v));
+        if vault == Read::NotFound {
+            snapshot.deleted_vault = Some(self.deleted_vault(&vault_id, deadline).await);
+        }
+        let rbac = vault.found().map(is_rbac_vault);
+        snapshot.vault = Some(vault);
+
+        if let (Some(name), Some(path)) = (&key_name, &key_path) {
+            let latest = latest.map(|r| to_read(r, "key", path));
+            if let Some(latest) = &latest {
+                snapshot.rotation_policy = Some(latest.clone().map(|v| parse::rotation_policy(&v)));
+            }
+            let latest = latest.map(|r| r.map(|v| parse::key_version(&v, name, None)));
+            let in_use = match (&version_path, version) {
+                (Some(path), Some(result)) => Some(
+                    to_read(result, "key version", path)
+                        .map(|v| parse::key_version(&v, name, pinned.as_deref())),
+                ),
+                _ => latest.clone(),
+            };
+            snapshot.key = match in_use {
+                Some(read) => Some(
+                    self.with_key_size(
+                        read,
+                        key_url.as_ref().and_then(|k| k.as_ref().ok()),
+                        deadline,
+                    )
+                    .await,
+                ),
+                None => None,
+            };
+            snapshot.latest_key = latest;
+        }
+
+        // Role assignments matter on RBAC vaults only (access policies are on the vault).
+        if rbac != Some(false)
+            && let Some(result) = assignments
+        {
+            snapshot.role_assignments = Some(
+                match to_read(result, "role assignments", &assignments_path) {
+                    Read::Found(items) => {
+                        Read::Found(self.role_assignments(&items, deadline).await)
+                    }
+                    Read::NotFound => Read::Found(Vec::new()),
+                    Read::Failed(failure) => Read::Failed(failure),
+                },
+            );
+        }
+    }
+
+    /// Provider registrations of the namespaces CMK needs.
+    async fn providers(
+        &self,
+        subscription: &str,
+        deadline: Instant,
+    ) -> Read<Vec<crate::snapshot::ProviderRegistration>> {
+        let reads = join_all(REQUIRED_PROVIDERS.iter().map(|namespace| async move {
+            let path = format!("/subscriptions/{subscription}/providers/{namespace}");
+            (
+                namespace,
+                path.clone(),
+                self.get(&path, "Microsoft.Resources", &[], deadline).await,
+            )
+        }))
+        .await;
+        let mut registrations = Vec::new();
+        for (namespace, path, result) in reads {
+            match to_read(result, "provider registration", &path) {
+                Read::Found(value) => registrations.push(parse::provider(&value, namespace)),
+                Read::NotFound => registrations.push(crate::snapshot::ProviderRegistration {
+                    namespace: (*namespace).to_owned(),
+                    registration_state: Some("NotRegistered".into()),
+                }),
+                Read::Failed(failure) => return Read::Failed(failure),
+            }
+        }
+        Read::Found(registrations)
+    }
+
+    /// A soft-deleted vault of the same name in the subscription, if any.
+    async fn deleted_vault(
+        &self,
+        vault_id: &ArmResourceId,
+        deadline: Instant,
+    ) -> Read<crate::snapshot::DeletedVault> {
+        let path = format!(
+            "/subscriptions/{}/providers/Microsoft.KeyVault/deletedVaults",
+            vault_id.subscription()
+        );
+        match to_read(
+            self.list(&path, "Microsoft.KeyVault", &[], deadline).await,
+            "deleted vaults",
+            &path,
+        ) {
+            Read::Found(items) => items
+                .as_array()
+                .and_then(|items| {
+                    items.iter().find(|item| {
+                        item.get("name")
+                            .and_then(Value::as_str)
+                            .is_some_and(|n| n.eq_ignore_ascii_case(vault_id.name()))
+                    })
+                })
+                .map(|item| Read::Found(parse::deleted_vault(item)))
+                .unwrap_or(Read::NotFound),
+            Read::NotFound => Read::NotFound,
+            Read::Failed(failure) => Read::Failed(failure),
+        }
+    }
+
+    /// Each assignment with its role definition (definitions are shared across assignments).
+    async fn role_assignments(&self, items: &Value, deadline: Instant) -> Vec<RoleAssignment> {
+        let items = items.as_array().cloned().unwrap_or_default();
+        join_all(items.iter().map(|item| async move {
+            let text = |p: &str| {
+                item.pointer(p)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let definition_id = text("/properties/roleDefinitionId");
+            let definition = if definition_id.starts_with('/') {
+                to_read(
+                    self.get(&definition_id, "Microsoft.Authorization", &[], deadline)
+                        .await,
+                    "role definition",
+                    &definition_id,
+                )
+                .map(|v| parse::role_definition(&v))
+            } else {
+                Read::Failed(failure(
+                    "role definition",
+                    &definition_id,
+                    None,
+                    None,
+                    "the assignment names no role definition".into(),
+                ))
+            };
+            RoleAssignment {
+                id: text("/id"),
+                principal_id: text("/properties/principalId"),
+                principal_type: item
+                    .pointer("/properties/principalType")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+                scope: text("/properties/scope"),
+                role_definition_id: definition_id,
+                condition: item
+                    .pointer("/properties/condition")
+                    .and_then(Value::as_str)
+                    .filter(|c| !c.is_empty())
+                    .map(str::to_owned),
+                definition,
+            }
+        }))
+        .await
+    }
+
+    /// Fills `key_size` from the JWK modulus when ARM did not give it (Trap T4).
+    async fn with_key_size(
+        &self,
+        read: Read<KeyVersion>,
+        key_url: Option<&KeyUrl>,
+        deadline: Instant,
+    ) -> Read<KeyVersion> {
+        let Read::Found(mut key) = read else {
+            return read;
+        };
+        let is_rsa = key
+            .kty
+            .as_deref()
+            .is_some_and(|k| k.to_ascii_uppercase().starts_with("RSA"));
+        if key.key_size.is_some() || !is_rsa {
+            return Read::Found(key);
+        }
+        let Some(key_url) = key_url else {
+            return Read::Found(key);
+        };
+        let Ok(client) = self.keys.for_key(key_url) else {
+            return Read::Found(key);
+        };
+        let version = key.version.clone().unwrap_or_default();
+        let fetch = client.get_key(
+            key_url.name(),
+            Some(
+                azure_security_keyvault_keys::models::KeyClientGetKeyOptions {
+                    key_version: Some(version),
+                    ..Default::default()
+                },
+            ),
+        );
+        if let Ok(Ok(response)) = tokio::time::timeout_at(deadline, fetch).await
+            && let Ok(bundle) = response.into_model()
+            && let Some(n) = bundle.key.and_then(|jwk| jwk.n)
+        {
+            key.key_size = parse::modulus_bits(&n);
+        }
+        Read::Found(key)
+    }
+}
+
+fn cache_key(method: &str, path: &str, version: &str, query: &[(&str, &str)]) -> String {
+    let mut key = format!("{method} {path}?api-version={version}");
+    for (k, v) in query {
+        key.push_str(&format!("&{k}={v}"));
+    }
+    key
+}
+
+/// True when data access on the vault is governed by Azure RBAC. Absent means RBAC from
+/// api-version 2026-02-01 on (Trap T6); older vaults report `false` explicitly.
+fn is_rbac_vault(vault: &Vault) -> bool {
+    vault.enable_rbac_authorization.unwrap_or(true)
+}
+
+fn to_read(result: Shared, what: &str, resource: &str) -> Read<Value> {
+    match result {
+        Ok(value) => Read::Found((*value).clone()),
+        Err(error) if error.is_not_found() => Read::NotFound,
+        Err(error) => Read::Failed(ReadFailure {
+            transient: error.is_transient(),
+            ..failure(
+                what,
+                resource,
+                error.status,
+                error.code.clone(),
+                error.message.clone(),
+            )
+        }),
+    }
+}
+
+fn failure(
+    what: &str,
+    resource: &str,
+    status: Option<u16>,
+    code: Option<String>,
+    message: String,
+) -> ReadFailure {
+    ReadFailure {
+        what: what.to_owned(),
+        resource: resource.to_owned(),
+        status,
+        code,
+        message,
+        transient: false,
+    }
+}
+
+fn endpoints(online: Shared, batch: Shared, ws_path: &str) -> Read<Vec<crate::snapshot::Endpoint>> {
+    let mut all = Vec::new();
+    for (result, kind, suffix) in [
+        (online, EndpointKind::Online, "onlineEndpoints"),
+        (batch, EndpointKind::Batch, "batchEndpoints"),
+    ] {
+        match to_read(result, "endpoints", &format!("{ws_path}/{suffix}")) {
+            Read::Found(items) => {
+                all.extend(
+                    items
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|item| parse::endpoint(item, kind)),
+                );
+            }
+            Read::NotFound => {}
+            Read::Failed(failure) => return Read::Failed(failure),
+        }
+    }
+    Read::Found(all)
+}
+
+impl<T> Read<T> {
+    /// Maps the found value.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Read<U> {
+        match self {
+            Read::Found(value) => Read::Found(f(value)),
+            Read::NotFound => Read::NotFound,
+            Read::Failed(failure) => Read::Failed(failure),
+        }
+    }
+}
+
+/// The transient failures in a snapshot: when any exist, an event invocation fails so that
+/// Event Grid redelivers (the state may be fine; cmk-guard just could not see it in time).
+pub fn transient_failures(snapshot: &Snapshot) -> Vec<&ReadFailure> {
+    let mut all: Vec<Option<&ReadFailure>> = vec![
+        snapshot.workspace.failure(),
+        snapshot.vault.as_ref().and_then(Read::failure),
+        snapshot.deleted_vault.as_ref().and_then(Read::failure),
+        snapshot.key.as_ref().and_then(Read::failure),
+        snapshot.latest_key.as_ref().and_then(Read::failure),
+        snapshot.rotation_policy.as_ref().and_then(Read::failure),
+        snapshot.role_assignments.as_ref().and_then(Read::failure),
+        snapshot.endpoints.as_ref().and_then(Read::failure),
+        snapshot.providers.as_ref().and_then(Read::failure),
+    ];
+    if let Some(Read::Found(assignments)) = &snapshot.role_assignments {
+        all.extend(assignments.iter().map(|a| a.definition.failure()));
+    }
+    all.into_iter().flatten().filter(|f| f.transient).collect()
+}

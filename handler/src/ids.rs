@@ -232,10 +232,12 @@ impl ArmResourceId {
         ArmResourceId::parse(&raw).ok()
     }
 
-    /// For an extension resource (`{scope}/providers/Microsoft.Authorization/roleAssignments/{x}`),
-    /// the id of the scope it is attached to.
-    pub fn extension_scope(&self) -> Option<ArmResourceId> {
-        if self.providers.len() < 2 {
+    /// The scope the innermost provider section hangs off: for an extension resource
+    /// (`{scope}/providers/Microsoft.Authorization/roleAssignments/{x}`) the resource it
+    /// extends; for a plain resource its resource group or subscription. `None` for ids without
+    /// a provider section.
+    pub fn scope(&self) -> Option<ArmResourceId> {
+        if self.providers.is_empty() {
             return None;
         }
         ArmResourceId::parse(&self.scope_of_last_section()).ok()
@@ -478,10 +480,16 @@ mod tests {
         ))
         .unwrap();
         assert!(ra.is_type("microsoft.authorization/roleassignments"));
+        assert!(ra.scope().unwrap().is_type("Microsoft.KeyVault/vaults"));
+        let at_subscription = ArmResourceId::parse(&format!(
+            "/subscriptions/{SUB}/providers/Microsoft.Authorization/roleAssignments/a1"
+        ))
+        .unwrap();
         assert!(
-            ra.extension_scope()
+            at_subscription
+                .scope()
                 .unwrap()
-                .is_type("Microsoft.KeyVault/vaults")
+                .is_type("Microsoft.Resources/subscriptions")
         );
 
         let provider = ArmResourceId::parse(&format!(

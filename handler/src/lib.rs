@@ -9,6 +9,7 @@
 //! - [`functions`]: the function definitions and how each invocation becomes a reply.
 //! - [`intake`]: host envelope, Event Grid and CloudEvents parsing and classification into a
 //!   [`intake::Trigger`], without I/O.
+//! - [`resolve`]: which workspaces a trigger affects (Resource Graph for vault, key and role events).
 //! - [`observe`]: reads a workspace's CMK chain into a [`snapshot::Snapshot`] (single-flight, cached).
 //! - [`engine`]: runs a trigger or an on-demand check through the pipeline to an Outcome.
 //! - [`outcome`]: the Outcome contract (findings, actions, dispositions).
@@ -28,6 +29,7 @@ pub mod ids;
 pub mod intake;
 pub mod observe;
 pub mod outcome;
+pub mod resolve;
 pub mod server;
 pub mod settings;
 pub mod snapshot;

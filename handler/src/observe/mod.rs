@@ -100,6 +100,29 @@ impl Observer {
             .await
     }
 
+    /// A cached Resource Graph query page.
+    pub async fn resource_graph(&self, body: &Value, deadline: Instant) -> Shared {
+        let version = self
+            .arm
+            .api_versions()
+            .get("Microsoft.ResourceGraph")
+            .to_owned();
+        let key = format!("POST /providers/Microsoft.ResourceGraph/resources {body}");
+        self.cache
+            .get_or_fetch(&key, || async {
+                self.arm
+                    .post(
+                        "/providers/Microsoft.ResourceGraph/resources",
+                        &version,
+                        body,
+                        deadline,
+                    )
+                    .await
+                    .map(Arc::new)
+            })
+            .await
+    }
+
     /// Reads everything the rules need about one workspace.
     pub async fn snapshot(&self, workspace_id: &ArmResourceId, deadline: Instant) -> Snapshot {
         let ws_path = workspace_id.as_str();

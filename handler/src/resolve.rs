@@ -1,0 +1,316 @@
+//! Resolve: which workspaces does a trigger affect? A workspace event names its workspace; an
+//! endpoint event its parent; a vault, key, access-policy or role-assignment event maps to the
+//! CMK workspaces that use that vault (Resource Graph, cached briefly through the observer);
+//! an event in a service-provisioned resource group maps to the workspace that owns it.
+//!
+//! Resource Graph is only discovery (reference Trap T19): observe re-reads every workspace
+//! through ARM before anything is decided.
+
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use crate::azure::AzureError;
+use crate::ids::{ArmResourceId, SubscriptionId};
+use crate::intake::{MANAGED_RESOURCE_GROUP_PREFIX, ResourceKind, Target, Trigger};
+use crate::observe::Observer;
+
+/// Resource Graph returns at most this many rows per page.
+const PAGE_SIZE: u64 = 1000;
+/// A query returning more pages than this is cut short (5 million workspaces).
+const MAX_PAGES: usize = 5000;
+
+/// What a trigger resolves to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Lookup {
+    /// These workspaces, no query needed.
+    Workspaces(Vec<ArmResourceId>),
+    /// CMK workspaces whose vault is this one.
+    ByVault(ArmResourceId),
+    /// CMK workspaces whose vault, or which themselves, sit under this scope.
+    UnderScope(ArmResourceId),
+    /// The workspace whose service-provisioned resource group has this name.
+    ByManagedGroup(String),
+    /// CMK workspaces whose vault has this name in this subscription.
+    ByVaultName(SubscriptionId, String),
+    /// Every CMK workspace of the subscription.
+    Subscription(SubscriptionId),
+}
+
+/// The workspaces a trigger affects, limited to `allowed` subscriptions when given.
+pub async fn workspaces(
+    observer: &Observer,
+    trigger: &Trigger,
+    allowed: Option<&[SubscriptionId]>,
+    deadline: Instant,
+) -> Result<Vec<ArmResourceId>, AzureError> {
+    let lookup = lookup(&trigger.target);
+    let query = match &lookup {
+        Lookup::Workspaces(ids) => return Ok(in_scope(ids.clone(), allowed)),
+        other => kql(other),
+    };
+    let ids = query_ids(observer, &query, allowed, deadline).await?;
+    Ok(in_scope(ids, allowed))
+}
+
+fn lookup(target: &Target) -> Lookup {
+    match target {
+        Target::Key { vault, .. } => Lookup::ByVault(vault.clone()),
+        Target::Arm { id, kind } => match kind {
+            ResourceKind::Workspace => Lookup::Workspaces(vec![id.clone()]),
+            ResourceKind::OnlineEndpoint | ResourceKind::BatchEndpoint => {
+                Lookup::Workspaces(id.top_level_resource().into_iter().collect())
+            }
+            ResourceKind::Vault | ResourceKind::VaultKey => {
+                Lookup::ByVault(id.top_level_resource().unwrap_or_else(|| id.clone()))
+            }
+            // A purged vault's id no longer names its resource group: match by name.
+            ResourceKind::DeletedVault => {
+                Lookup::ByVaultName(id.subscription().clone(), id.name().to_owned())
+            }
+            ResourceKind::RoleAssignment => match id.scope() {
+                Some(scope)
+                    if scope.is_type("Microsoft.KeyVault/vaults")
+                        || scope.is_type("Microsoft.KeyVault/vaults/keys") =>
+                {
+                    Lookup::ByVault(scope.top_level_resource().unwrap_or(scope))
+                }
+                Some(scope) if scope.resource_group().is_some() => Lookup::UnderScope(scope),
+                _ => Lookup::Subscription(id.subscription().clone()),
+            },
+            ResourceKind::ResourceGroup => {
+                if id
+                    .name()
+                    .to_ascii_lowercase()
+                    .starts_with(MANAGED_RESOURCE_GROUP_PREFIX)
+                {
+                    Lookup::ByManagedGroup(id.name().to_owned())
+                } else {
+                    Lookup::UnderScope(id.clone())
+                }
+            }
+            ResourceKind::ManagedResourceGroupMember => {
+                Lookup::ByManagedGroup(id.resource_group().unwrap_or_default().to_owned())
+            }
+            ResourceKind::ProviderRegistration => Lookup::Subscription(id.subscription().clone()),
+        },
+    }
+}
+
+/// The Kusto query for a lookup. Values are quoted with [`kql_string`].
+fn kql(lookup: &Lookup) -> String {
+    const WORKSPACES: &str = "resources | where type =~ 'microsoft.machinelearningservices/workspaces' \
+        | extend vault = tolower(tostring(properties.encryption.keyVaultProperties.keyVaultArmId))";
+    let condition = match lookup {
+        Lookup::ByVault(vault) => format!(
+            "vault == {}",
+            kql_string(&vault.as_str().to_ascii_lowercase())
+        ),
+        Lookup::UnderScope(scope) => {
+            let prefix = kql_string(&format!("{}/", scope.as_str().to_ascii_lowercase()));
+            format!("vault startswith {prefix} or tolower(id) startswith {prefix}")
+        }
+        Lookup::ByManagedGroup(name) => {
+            let name = name.to_ascii_lowercase();
+            format!(
+                "tolower(tostring(properties.serviceProvisionedResourceGroup)) == {} or tolower(tostring(properties.serviceProvisionedResourceGroup)) endswith {}",
+                kql_string(&name),
+                kql_string(&format!("/resourcegroups/{name}"))
+            )
+        }
+        Lookup::ByVaultName(subscription, name) => format!(
+            "vault startswith {} and vault endswith {}",
+            kql_string(&format!("/subscriptions/{subscription}/")),
+            kql_string(&format!(
+                "/providers/microsoft.keyvault/vaults/{}",
+                name.to_ascii_lowercase()
+            ))
+        ),
+        Lookup::Subscription(subscription) => format!(
+            "subscriptionId == {} and tostring(properties.encryption.status) =~ 'Enabled'",
+            kql_string(subscription.as_str())
+        ),
+        Lookup::Workspaces(_) => "false".to_owned(),
+    };
+    format!("{WORKSPACES} | where {condition} | project id | order by id asc")
+}
+
+/// A single-quoted Kusto string literal with `\` and `'` escaped.
+pub fn kql_string(value: &str) -> String {
+    let mut quoted = String::with_capacity(value.len() + 2);
+    quoted.push('\'');
+    for c in value.chars() {
+        match c {
+            '\\' => quoted.push_str("\\\\"),
+            '\'' => quoted.push_str("\\'"),
+            c if c.is_control() => {}
+            c => quoted.push(c),
+        }
+    }
+    quoted.push('\'');
+    quoted
+}
+
+/// Runs a Resource Graph query (all pages, `$skipToken` replayed with the same query and
+/// scopes, Trap T11) and returns the `id` column. Cached briefly through the observer.
+pub async fn query_ids(
+    observer: &Observer,
+    query: &str,
+    subscriptions: Option<&[SubscriptionId]>,
+    deadline: Instant,
+) -> Result<Vec<ArmResourceId>, AzureError> {
+    let mut ids = Vec::new();
+    let mut skip_token: Option<String> = None;
+    for _ in 0..MAX_PAGES {
+        let mut body = json!({ "query": query, "options": { "resultFormat": "objectArray", "$top": PAGE_SIZE } });
+        if let Some(subscriptions) = subscriptions {
+            body["subscriptions"] = json!(
+                subscriptions
+                    .iter()
+                    .map(SubscriptionId::as_str)
+                    .collect::<Vec<_>>()
+            );
+        }
+        if let Some(token) = &skip_token {
+            body["options"]["$skipToken"] = json!(token);
+        }
+        let page = observer.resource_graph(&body, deadline).await?;
+        for row in page
+            .get("data")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(id) = row
+                .get("id")
+                .and_then(Value::as_str)
+                .and_then(|id| ArmResourceId::parse(id).ok())
+            {
+                ids.push(id);
+            }
+        }
+        skip_token = page
+            .get("$skipToken")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned);
+        if skip_token.is_none() {
+            return Ok(ids);
+        }
+    }
+    Ok(ids)
+}
+
+fn in_scope(mut ids: Vec<ArmResourceId>, allowed: Option<&[SubscriptionId]>) -> Vec<ArmResourceId> {
+    if let Some(allowed) = allowed {
+        ids.retain(|id| allowed.contains(id.subscription()));
+    }
+    let mut seen = std::collections::HashSet::new();
+    ids.retain(|id| seen.insert(id.clone()));
+    ids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SUB: &str = "3f7b2c1d-8e4a-4b6f-9c2d-5a1e0f9b7c34";
+
+    fn arm(id: &str, kind: ResourceKind) -> Target {
+        Target::Arm {
+            id: ArmResourceId::parse(id).unwrap(),
+            kind,
+        }
+    }
+
+    #[test]
+    fn maps_each_kind_of_target() {
+        let vault = format!(
+            "/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv1"
+        );
+        let ws = format!(
+            "/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws1"
+        );
+        assert_eq!(
+            lookup(&arm(&ws, ResourceKind::Workspace)),
+            Lookup::Workspaces(vec![ArmResourceId::parse(&ws).unwrap()])
+        );
+        assert_eq!(
+            lookup(&arm(
+                &format!("{ws}/onlineEndpoints/ep"),
+                ResourceKind::OnlineEndpoint
+            )),
+            Lookup::Workspaces(vec![ArmResourceId::parse(&ws).unwrap()])
+        );
+        assert_eq!(
+            lookup(&arm(&format!("{vault}/keys/k"), ResourceKind::VaultKey)),
+            Lookup::ByVault(ArmResourceId::parse(&vault).unwrap())
+        );
+        assert_eq!(
+            lookup(&arm(
+                &format!("{vault}/providers/Microsoft.Authorization/roleAssignments/a1"),
+                ResourceKind::RoleAssignment
+            )),
+            Lookup::ByVault(ArmResourceId::parse(&vault).unwrap())
+        );
+        assert_eq!(
+            lookup(&arm(
+                &format!(
+                    "/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Authorization/roleAssignments/a1"
+                ),
+                ResourceKind::RoleAssignment
+            )),
+            Lookup::UnderScope(
+                ArmResourceId::parse(&format!("/subscriptions/{SUB}/resourceGroups/rg")).unwrap()
+            )
+        );
+        assert_eq!(
+            lookup(&arm(
+                &format!(
+                    "/subscriptions/{SUB}/resourceGroups/azureml-rg-ws1_x/providers/Microsoft.Storage/storageAccounts/st"
+                ),
+                ResourceKind::ManagedResourceGroupMember
+            )),
+            Lookup::ByManagedGroup("azureml-rg-ws1_x".into())
+        );
+        assert_eq!(
+            lookup(&arm(
+                &format!(
+                    "/subscriptions/{SUB}/providers/Microsoft.KeyVault/locations/westus/deletedVaults/KV1"
+                ),
+                ResourceKind::DeletedVault
+            )),
+            Lookup::ByVaultName(SubscriptionId::parse(SUB).unwrap(), "KV1".into())
+        );
+        assert_eq!(
+            lookup(&arm(
+                &format!("/subscriptions/{SUB}/providers/Microsoft.KeyVault"),
+                ResourceKind::ProviderRegistration
+            )),
+            Lookup::Subscription(SubscriptionId::parse(SUB).unwrap())
+        );
+    }
+
+    #[test]
+    fn queries_quote_their_values() {
+        assert_eq!(kql_string(r"a'b\c"), r"'a\'b\\c'");
+        let query = kql(&Lookup::ByVault(
+            ArmResourceId::parse(&format!(
+                "/subscriptions/{SUB}/resourceGroups/R'G/providers/Microsoft.KeyVault/vaults/KV1"
+            ))
+            .unwrap(),
+        ));
+        assert!(query.contains(r"vault == '/subscriptions/3f7b2c1d-8e4a-4b6f-9c2d-5a1e0f9b7c34/resourcegroups/r\'g/providers/microsoft.keyvault/vaults/kv1'"), "{query}");
+    }
+
+    #[test]
+    fn results_are_limited_to_the_allowlist_and_deduplicated() {
+        let a = ArmResourceId::parse(&format!("/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/a")).unwrap();
+        let b = ArmResourceId::parse("/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/b").unwrap();
+        let allowed = [SubscriptionId::parse(SUB).unwrap()];
+        assert_eq!(
+            in_scope(vec![a.clone(), b.clone(), a.clone()], Some(&allowed)),
+            vec![a.clone()]
+        );
+        assert_eq!(in_scope(vec![a.clone(), b.clone()], None), vec![a, b]);
+    }
+}

@@ -266,6 +266,7 @@ fn endpoint_json(w: &Workspace, e: &Endpoint, kind: &str, tenant_id: &str) -> Va
         "tags": {},
         "systemData": system_data(w.updated, w.updated, &w.last_modified_by),
     });
+    let endpoint_id = format!("{}/{}", w.workspace_guid, e.name);
     let scoring = format!(
         "https://{}.{}.inference.ml.azure.com/score",
         e.name, w.location
@@ -274,7 +275,7 @@ fn endpoint_json(w: &Workspace, e: &Endpoint, kind: &str, tenant_id: &str) -> Va
         json!({
             "description": "",
             "authMode": e.auth_mode,
-            "properties": {},
+            "properties": {"azureml.onlineendpointid": endpoint_id},
             "provisioningState": "Succeeded",
             "scoringUri": scoring,
             "swaggerUri": scoring.replace("/score", "/swagger.json"),
@@ -285,9 +286,10 @@ fn endpoint_json(w: &Workspace, e: &Endpoint, kind: &str, tenant_id: &str) -> Va
             "description": "",
             "authMode": "AADToken",
             "defaults": {"deploymentName": "default"},
-            "properties": {},
+            "properties": {"azureml.batchendpointid": endpoint_id},
             "provisioningState": "Succeeded",
             "scoringUri": scoring.replace("/score", "/jobs"),
+            "swaggerUri": scoring.replace("/score", "/swagger.json"),
         })
     };
     let mut body = base;

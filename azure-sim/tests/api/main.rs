@@ -1,0 +1,10 @@
+//! Black-box tests of the simulator over HTTPS, the way cmk-guard talks to it.
+
+mod arm;
+mod binary;
+mod faults;
+mod graph;
+mod helpers;
+mod identity;
+mod keyvault;
+mod shapes;

@@ -8,10 +8,17 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 
-use crate::engine::Engine;
+use futures_util::future::join_all;
+use tokio::time::Instant;
+
+use crate::azure::Azure;
+use crate::engine::{Engine, Transient};
 use crate::outcome::{Disposition, Outcome};
 use crate::server::Application;
 use crate::settings::{self, Settings};
+
+/// How long the CLI waits for Azure.
+const CLI_BUDGET: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// cmk-guard keeps Azure ML workspaces with customer-managed keys compliant.
 #[derive(Debug, Parser)]
@@ -91,10 +98,24 @@ fn serve(settings: Settings, port: Option<u16>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let azure = match Azure::new(&settings, |name| std::env::var(name).ok()) {
+        Ok(azure) => azure,
+        Err(error) => {
+            eprintln!("cmk-guard: cannot set up Azure access: {error}");
+            return ExitCode::from(2);
+        }
+    };
     let mode = settings.mode;
+    let credential = azure.credential_source;
     let result = actix_web::rt::System::new().block_on(async move {
-        let application = Application::build(Engine::new(settings), listener)?;
-        tracing::info!(message = "Listening.", port = application.port(), mode = %mode, version = env!("CARGO_PKG_VERSION"));
+        let application = Application::build(Engine::new(settings, azure), listener)?;
+        tracing::info!(
+            message = "Listening.",
+            port = application.port(),
+            mode = %mode,
+            credential,
+            version = env!("CARGO_PKG_VERSION")
+        );
         application.run_until_stopped().await
     });
     match result {
@@ -111,11 +132,27 @@ fn serve(settings: Settings, port: Option<u16>) -> ExitCode {
 
 fn evaluate(settings: Settings, event: Option<PathBuf>, resource: Option<String>) -> ExitCode {
     init_logging(false);
-    let engine = Engine::new(settings);
-    let outcomes: Vec<Outcome> = if let Some(resource) = resource {
+    let azure = match Azure::new(&settings, |name| std::env::var(name).ok()) {
+        Ok(azure) => azure,
+        Err(error) => {
+            eprintln!("cmk-guard: cannot set up Azure access: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cmk-guard: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let engine = Engine::new(settings, azure);
+    let deadline = Instant::now() + CLI_BUDGET;
+    let results: Vec<Result<Outcome, Transient>> = if let Some(resource) = resource {
         let body = serde_json::json!({ "resource": resource }).to_string();
-        match engine.evaluate_request(body.as_bytes(), &uuid::Uuid::new_v4().to_string()) {
-            Ok(outcome) => vec![outcome],
+        let request_id = uuid::Uuid::new_v4().to_string();
+        match runtime.block_on(engine.evaluate_request(body.as_bytes(), &request_id, deadline)) {
+            Ok(result) => vec![result],
             Err(reason) => {
                 eprintln!("cmk-guard: {reason}");
                 return ExitCode::from(2);
@@ -130,14 +167,25 @@ fn evaluate(settings: Settings, event: Option<PathBuf>, resource: Option<String>
                 return ExitCode::from(2);
             }
         };
-        match serde_json::from_slice::<Value>(&text) {
-            Ok(Value::Array(events)) => events.into_iter().map(|e| engine.on_event(e)).collect(),
-            Ok(event) => vec![engine.on_event(event)],
-            Err(_) => {
-                vec![engine.on_event(Value::String(String::from_utf8_lossy(&text).into_owned()))]
-            }
-        }
+        let events = match serde_json::from_slice::<Value>(&text) {
+            Ok(Value::Array(events)) => events,
+            Ok(event) => vec![event],
+            Err(_) => vec![Value::String(String::from_utf8_lossy(&text).into_owned())],
+        };
+        runtime.block_on(join_all(events.into_iter().map(|e| engine.on_event(e, deadline))))
     };
+    let mut unavailable = false;
+    let outcomes: Vec<Outcome> = results
+        .into_iter()
+        .map(|result| match result {
+            Ok(outcome) => outcome,
+            Err(Transient { outcome, reason }) => {
+                eprintln!("cmk-guard: incomplete: {reason}");
+                unavailable = true;
+                outcome
+            }
+        })
+        .collect();
     let printed = if outcomes.len() == 1 {
         serde_json::to_string_pretty(&outcomes[0])
     } else {
@@ -150,10 +198,9 @@ fn evaluate(settings: Settings, event: Option<PathBuf>, resource: Option<String>
             return ExitCode::FAILURE;
         }
     }
-    if outcomes
-        .iter()
-        .any(|o| o.disposition == Disposition::Rejected)
-    {
+    if unavailable {
+        ExitCode::from(3)
+    } else if outcomes.iter().any(|o| o.disposition == Disposition::Rejected) {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS

@@ -1,26 +1,51 @@
-//! The engine: one entry point per kind of work (an event, an on-demand check), each producing
-//! an [`Outcome`]. Later stages — resolve, observe, evaluate, plan, act — plug in behind
-//! [`Engine::reconcile`]; today a relevant trigger is answered with the resource it resolves to
-//! and no findings, because the rules are not built yet (see the README).
+//! The engine: one entry point per kind of work (an event, an on-demand check), each running the
+//! same pipeline — intake → resolve → observe → evaluate — to an [`Outcome`].
+//!
+//! Error policy (as in kube-rs): a transient failure (throttling, 5xx, timeouts past the
+//! deadline) fails the invocation so that Event Grid redelivers; a permanent one is recorded as
+//! a `guard.visibility` finding and acknowledged.
 
+use std::time::Duration;
+
+use futures_util::future::join_all;
 use serde::Deserialize;
 use serde_json::Value;
+use tokio::time::Instant;
 
+use crate::azure::Azure;
 use crate::ids::{ArmResourceId, KeyUrl};
 use crate::intake::{Classified, RawEvent, Rejection, ResourceKind, Target, Trigger, classify};
-use crate::outcome::{Disposition, EventRef, Outcome};
+use crate::observe::{DEFAULT_CACHE_TTL, Observer, transient_failures};
+use crate::outcome::{Disposition, EventRef, Finding, FindingState, Outcome, Severity};
+use crate::resolve;
 use crate::settings::Settings;
+use crate::snapshot::Snapshot;
+
+/// Event Grid waits 30 s for an answer; leave room for the host around our work.
+pub const EVENT_BUDGET: Duration = Duration::from_secs(25);
+
+/// The `event.type` of outcomes of on-demand checks.
+pub const EVALUATE_EVENT_TYPE: &str = "cmk-guard.Evaluate";
+
+/// The invocation must fail so that it is delivered again; the outcome says what was seen.
+#[derive(Debug)]
+pub struct Transient {
+    pub outcome: Outcome,
+    pub reason: String,
+}
 
 /// Shared, immutable state of the running handler.
 #[derive(Debug)]
 pub struct Engine {
     settings: Settings,
+    observer: Observer,
 }
 
 impl Engine {
-    /// Builds the engine from validated settings.
-    pub fn new(settings: Settings) -> Self {
-        Self { settings }
+    /// Builds the engine from validated settings and the Azure clients.
+    pub fn new(settings: Settings, azure: Azure) -> Self {
+        let observer = Observer::new(azure.arm, azure.keys, DEFAULT_CACHE_TTL);
+        Self { settings, observer }
     }
 
     /// The configuration in force.
@@ -28,11 +53,16 @@ impl Engine {
         &self.settings
     }
 
+    /// The observer (for its cache statistics).
+    pub fn observer(&self) -> &Observer {
+        &self.observer
+    }
+
     /// Handles one event (the trigger binding's value) from start to finish.
-    pub fn on_event(&self, value: Value) -> Outcome {
+    pub async fn on_event(&self, value: Value, deadline: Instant) -> Result<Outcome, Transient> {
         let event = match RawEvent::from_binding(value) {
             Ok(event) => event,
-            Err(rejection) => return rejected(EventRef::default(), rejection),
+            Err(rejection) => return Ok(rejected(EventRef::default(), rejection)),
         };
         let event_ref = EventRef {
             id: Some(event.id.clone()),
@@ -40,27 +70,63 @@ impl Engine {
             subject: event.subject.clone(),
         };
         match classify(&event, &self.settings.intake) {
-            Err(rejection) => rejected(event_ref, rejection),
+            Err(rejection) => Ok(rejected(event_ref, rejection)),
             Ok(Classified::Ignored(reason)) => {
-                Outcome::new(event_ref, Disposition::Ignored, Some(reason))
+                Ok(Outcome::new(event_ref, Disposition::Ignored, Some(reason)))
             }
-            Ok(Classified::Relevant(trigger)) => self.reconcile(event_ref, &trigger),
+            Ok(Classified::Relevant(trigger)) => self.reconcile(event_ref, &trigger, deadline).await,
         }
     }
 
-    /// Checks what a trigger points at. Everything that reaches here was relevant and in scope.
-    pub fn reconcile(&self, event: EventRef, trigger: &Trigger) -> Outcome {
+    /// Re-reads everything the trigger affects and checks it. The trigger is only a hint.
+    pub async fn reconcile(
+        &self,
+        event: EventRef,
+        trigger: &Trigger,
+        deadline: Instant,
+    ) -> Result<Outcome, Transient> {
         let mut outcome = Outcome::new(event, Disposition::Evaluated, None);
         outcome.resource = Some(trigger.target.to_string());
-        outcome.workspaces = workspace_of(&trigger.target)
-            .map(|ws| vec![ws.to_string()])
-            .unwrap_or_default();
-        outcome
+        let allowed = self.settings.intake.subscriptions.as_deref();
+        let workspaces = match resolve::workspaces(&self.observer, trigger, allowed, deadline).await {
+            Ok(workspaces) => workspaces,
+            Err(error) if error.is_transient() => {
+                return Err(Transient { reason: format!("resolving the workspaces failed: {error}"), outcome });
+            }
+            Err(error) => {
+                outcome.findings.push(visibility_finding(
+                    &trigger.target.to_string(),
+                    "",
+                    format!("cannot list the workspaces that use it: {error}"),
+                ));
+                return Ok(outcome);
+            }
+        };
+        outcome.workspaces = workspaces.iter().map(ToString::to_string).collect();
+        let snapshots: Vec<Snapshot> =
+            join_all(workspaces.iter().map(|ws| self.observer.snapshot(ws, deadline))).await;
+        let transient: Vec<String> = snapshots
+            .iter()
+            .flat_map(transient_failures)
+            .map(|f| format!("{} {}: {}", f.what, f.resource, f.message))
+            .collect();
+        if !transient.is_empty() {
+            return Err(Transient {
+                reason: format!("Azure reads did not succeed in time: {}", transient.join("; ")),
+                outcome,
+            });
+        }
+        Ok(outcome)
     }
 
     /// Handles an on-demand check (`POST /api/evaluate`, `cmk-guard evaluate --resource`).
-    /// `Err` is a bad request: the caller gets the reason and a 400.
-    pub fn evaluate_request(&self, body: &[u8], request_id: &str) -> Result<Outcome, Rejection> {
+    /// `Err(Rejection)` is a bad request: the caller gets the reason and a 400.
+    pub async fn evaluate_request(
+        &self,
+        body: &[u8],
+        request_id: &str,
+        deadline: Instant,
+    ) -> Result<Result<Outcome, Transient>, Rejection> {
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
         struct EvaluateRequest {
@@ -95,13 +161,12 @@ impl Engine {
             event_type: Some(EVALUATE_EVENT_TYPE.to_owned()),
             subject: Some(request.resource),
         };
-        Ok(self.reconcile(event, &trigger))
+        Ok(self.reconcile(event, &trigger, deadline).await)
     }
 
     fn parse_evaluate_target(&self, resource: &str) -> Result<Target, Rejection> {
         if resource.starts_with("https://") {
-            let key =
-                KeyUrl::parse(resource).map_err(|e| Rejection::new(format!("resource: {e}")))?;
+            let key = KeyUrl::parse(resource).map_err(|e| Rejection::new(format!("resource: {e}")))?;
             if !key.is_under(&self.settings.intake.keyvault_dns_suffix) {
                 return Err(Rejection::new(format!(
                     "resource: key host {} is not under the Key Vault DNS suffix {}",
@@ -142,25 +207,20 @@ impl Engine {
     }
 }
 
-/// The `event.type` of outcomes of on-demand checks.
-pub const EVALUATE_EVENT_TYPE: &str = "cmk-guard.Evaluate";
-
 fn rejected(event: EventRef, rejection: Rejection) -> Outcome {
     Outcome::new(event, Disposition::Rejected, Some(rejection.to_string()))
 }
 
-/// The workspace a target belongs to, when the target itself says so.
-fn workspace_of(target: &Target) -> Option<ArmResourceId> {
-    match target {
-        Target::Arm {
-            id,
-            kind: ResourceKind::Workspace,
-        } => Some(id.clone()),
-        Target::Arm {
-            id,
-            kind: ResourceKind::OnlineEndpoint | ResourceKind::BatchEndpoint,
-        } => id.top_level_resource(),
-        _ => None,
+/// `guard.visibility`: cmk-guard could not see what it must check; silence is not compliance.
+fn visibility_finding(resource: &str, workspace: &str, observed: String) -> Finding {
+    Finding {
+        rule: "guard.visibility".to_owned(),
+        resource: resource.to_owned(),
+        workspace: workspace.to_owned(),
+        severity: Severity::High,
+        state: FindingState::Open,
+        observed,
+        expected: "cmk-guard can read every resource of the CMK chain".to_owned(),
     }
 }
 
@@ -172,68 +232,34 @@ mod tests {
     const WS: &str = "/subscriptions/3f7b2c1d-8e4a-4b6f-9c2d-5a1e0f9b7c34/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws1";
 
     fn engine(vars: &[(&str, &str)]) -> Engine {
-        let vars: Vec<(String, String)> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Engine::new(
-            Settings::from_lookup(move |n| {
-                vars.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone())
-            })
-            .unwrap(),
-        )
+        let vars: Vec<(String, String)> =
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let lookup = move |n: &str| vars.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        let settings = Settings::from_lookup(&lookup).unwrap();
+        let azure = Azure::new(&settings, |_| None).unwrap();
+        Engine::new(settings, azure)
     }
 
-    #[test]
-    fn evaluates_a_workspace_on_demand() {
-        let outcome = engine(&[])
-            .evaluate_request(format!(r#"{{"resource":"{WS}"}}"#).as_bytes(), "r1")
-            .unwrap();
-        assert_eq!(outcome.disposition, Disposition::Evaluated);
-        assert_eq!(outcome.workspaces, vec![WS.to_string()]);
-        assert_eq!(
-            outcome.event.event_type.as_deref(),
-            Some(EVALUATE_EVENT_TYPE)
-        );
-    }
-
-    #[test]
-    fn bad_evaluate_requests_say_why() {
-        let engine = engine(&[(
-            "CMKGUARD_SUBSCRIPTIONS",
-            "00000000-0000-0000-0000-000000000001",
-        )]);
+    #[tokio::test]
+    async fn bad_evaluate_requests_say_why_before_any_request() {
+        let engine = engine(&[("CMKGUARD_SUBSCRIPTIONS", "00000000-0000-0000-0000-000000000001")]);
         for (body, expected) in [
             ("{", "body: not valid JSON"),
             ("{}", "missing field `resource`"),
             (r#"{"resource":5}"#, "body.resource: invalid type"),
             (r#"{"resource":"ws1"}"#, "is not an ARM resource id"),
-            (
-                &format!(r#"{{"resource":"{WS}","extra":1}}"#),
-                "unknown field `extra`",
-            ),
-            (
-                &format!(r#"{{"resource":"{WS}"}}"#),
-                "not in CMKGUARD_SUBSCRIPTIONS",
-            ),
-            (
-                r#"{"resource":"https://kv1.vault.azure.net/keys/k"}"#,
-                "names no subscription",
-            ),
-            (
-                r#"{"resource":"https://kv1.evil.example/keys/k"}"#,
-                "not under the Key Vault DNS suffix",
-            ),
+            (&format!(r#"{{"resource":"{WS}","extra":1}}"#), "unknown field `extra`"),
+            (&format!(r#"{{"resource":"{WS}"}}"#), "not in CMKGUARD_SUBSCRIPTIONS"),
+            (r#"{"resource":"https://kv1.vault.azure.net/keys/k"}"#, "names no subscription"),
+            (r#"{"resource":"https://kv1.evil.example/keys/k"}"#, "not under the Key Vault DNS suffix"),
             (
                 r#"{"resource":"/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/st"}"#,
                 "expected an ML workspace",
             ),
         ] {
-            let err = engine
-                .evaluate_request(body.as_bytes(), "r1")
-                .unwrap_err()
-                .to_string();
-            assert!(err.contains(expected), "{body}: {err}");
+            let deadline = Instant::now() + Duration::from_secs(1);
+            let err = engine.evaluate_request(body.as_bytes(), "r1", deadline).await.unwrap_err();
+            assert!(err.to_string().contains(expected), "{body}: {err}");
         }
     }
 }

@@ -4,7 +4,9 @@
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::engine::Engine;
+use tokio::time::Instant;
+
+use crate::engine::{EVENT_BUDGET, Engine, Transient};
 use crate::intake::{BindingSource, Invocation, Rejection};
 use crate::outcome::{Disposition, EventRef, HostResponse, Outcome};
 
@@ -61,17 +63,18 @@ pub struct Reply {
 }
 
 /// Runs one host invocation of `function` with the raw request body.
-pub fn invoke(
+pub async fn invoke(
     engine: &Engine,
     function: &FunctionDefinition,
     body: &[u8],
     invocation_id: &str,
 ) -> Reply {
+    let deadline = Instant::now() + EVENT_BUDGET;
     let mut logs = Vec::new();
-    let outcome = match Invocation::parse(body) {
-        Err(rejection) => rejected(rejection),
+    let result = match Invocation::parse(body) {
+        Err(rejection) => Ok(rejected(rejection)),
         Ok(mut invocation) => match invocation.take_binding(function.binding) {
-            Err(rejection) => rejected(rejection),
+            Err(rejection) => Ok(rejected(rejection)),
             Ok((value, source)) => {
                 if let BindingSource::OnlyEntry(found) = source {
                     logs.push(format!(
@@ -80,30 +83,31 @@ pub fn invoke(
                     ));
                 }
                 match function.trigger {
-                    TriggerType::EventGrid => engine.on_event(value),
-                    TriggerType::Timer => on_timer(value, &invocation, invocation_id),
+                    TriggerType::EventGrid => engine.on_event(value, deadline).await,
+                    TriggerType::Timer => Ok(on_timer(value, &invocation, invocation_id)),
                     TriggerType::Http => {
-                        return invoke_http_envelope(engine, value, invocation_id, logs);
+                        return invoke_http_envelope(engine, value, invocation_id, logs).await;
                     }
                 }
             }
         },
     };
-    logs.push(outcome.log_line());
-    host_reply(outcome, logs)
+    match result {
+        Ok(outcome) => {
+            logs.push(outcome.log_line());
+            host_reply(200, outcome, logs)
+        }
+        Err(Transient { outcome, reason }) => {
+            logs.push(format!("{}; failing the invocation so that it is delivered again: {reason}", outcome.log_line()));
+            host_reply(503, outcome, logs)
+        }
+    }
 }
 
-fn host_reply(outcome: Outcome, logs: Vec<String>) -> Reply {
+fn host_reply(status: u16, outcome: Outcome, logs: Vec<String>) -> Reply {
     let return_value = serde_json::to_value(&outcome).unwrap_or(Value::Null);
-    let response = HostResponse {
-        outputs: Map::new(),
-        logs,
-        return_value,
-    };
-    Reply {
-        status: 200,
-        body: serde_json::to_value(response).unwrap_or_else(|_| json!({})),
-    }
+    let response = HostResponse { outputs: Map::new(), logs, return_value };
+    Reply { status, body: serde_json::to_value(response).unwrap_or_else(|_| json!({})) }
 }
 
 fn rejected(rejection: Rejection) -> Outcome {
@@ -157,7 +161,7 @@ pub const TIMER_EVENT_TYPE: &str = "Microsoft.Azure.Functions.TimerTrigger";
 
 /// `Evaluate` invoked without request forwarding: `Data.req` holds the HTTP request as an
 /// object and the reply goes in `Outputs.res` (protocol reference §4).
-fn invoke_http_envelope(
+async fn invoke_http_envelope(
     engine: &Engine,
     request: Value,
     invocation_id: &str,
@@ -168,48 +172,57 @@ fn invoke_http_envelope(
         Some(Value::Null) | None => Vec::new(),
         Some(other) => other.to_string().into_bytes(),
     };
-    let (status, payload) = evaluate_http(engine, &body, invocation_id);
-    logs.push(match &payload {
-        EvaluateReply::Outcome(outcome) => outcome.log_line(),
-        EvaluateReply::BadRequest(reason) => format!("bad evaluate request: {reason}"),
-    });
+    let (status, payload) = evaluate_http(engine, &body, invocation_id).await;
+    logs.push(payload.log_line());
     let mut outputs = Map::new();
     outputs.insert(
         "res".to_owned(),
         json!({"statusCode": status, "body": payload.to_json().to_string(), "headers": {"Content-Type": "application/json"}}),
     );
-    let response = HostResponse {
-        outputs,
-        logs,
-        return_value: Value::Null,
-    };
-    Reply {
-        status: 200,
-        body: serde_json::to_value(response).unwrap_or_else(|_| json!({})),
-    }
+    let response = HostResponse { outputs, logs, return_value: Value::Null };
+    Reply { status: 200, body: serde_json::to_value(response).unwrap_or_else(|_| json!({})) }
 }
 
 /// The answer to an on-demand check.
 #[derive(Debug)]
 pub enum EvaluateReply {
+    /// 200: the Outcome.
     Outcome(Box<Outcome>),
+    /// 400: the request was bad.
     BadRequest(String),
+    /// 503: Azure did not answer in time; the Outcome so far and why.
+    Unavailable(Box<Outcome>, String),
 }
 
 impl EvaluateReply {
-    /// The JSON body: the Outcome, or `{"error": reason}`.
+    /// The JSON body: the Outcome, or `{"error": reason}` (with the partial Outcome on 503).
     pub fn to_json(&self) -> Value {
         match self {
             EvaluateReply::Outcome(outcome) => serde_json::to_value(outcome).unwrap_or(Value::Null),
             EvaluateReply::BadRequest(reason) => json!({ "error": reason }),
+            EvaluateReply::Unavailable(outcome, reason) => {
+                json!({ "error": reason, "outcome": serde_json::to_value(outcome).unwrap_or(Value::Null) })
+            }
+        }
+    }
+
+    /// One line for the host's `Logs`.
+    pub fn log_line(&self) -> String {
+        match self {
+            EvaluateReply::Outcome(outcome) => outcome.log_line(),
+            EvaluateReply::BadRequest(reason) => format!("bad evaluate request: {reason}"),
+            EvaluateReply::Unavailable(outcome, reason) => format!("{}; unavailable: {reason}", outcome.log_line()),
         }
     }
 }
 
-/// `POST /api/evaluate`: 200 with the Outcome, or 400 with the reason.
-pub fn evaluate_http(engine: &Engine, body: &[u8], request_id: &str) -> (u16, EvaluateReply) {
-    match engine.evaluate_request(body, request_id) {
-        Ok(outcome) => (200, EvaluateReply::Outcome(Box::new(outcome))),
+/// `POST /api/evaluate`: 200 with the Outcome, 400 with the reason, or 503 when Azure did not
+/// answer in time.
+pub async fn evaluate_http(engine: &Engine, body: &[u8], request_id: &str) -> (u16, EvaluateReply) {
+    let deadline = Instant::now() + EVENT_BUDGET;
+    match engine.evaluate_request(body, request_id, deadline).await {
+        Ok(Ok(outcome)) => (200, EvaluateReply::Outcome(Box::new(outcome))),
+        Ok(Err(Transient { outcome, reason })) => (503, EvaluateReply::Unavailable(Box::new(outcome), reason)),
         Err(rejection) => (400, EvaluateReply::BadRequest(rejection.to_string())),
     }
 }

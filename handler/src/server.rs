@@ -89,7 +89,7 @@ async fn invoke(
     };
     let invocation_id = invocation_id(&request);
     let started = Instant::now();
-    let reply = functions::invoke(&engine, function, &body, &invocation_id);
+    let reply = functions::invoke(&engine, function, &body, &invocation_id).await;
     let disposition = reply
         .body
         .pointer("/ReturnValue/disposition")
@@ -117,7 +117,7 @@ async fn evaluate(
         Ok(body) => body,
         Err(response) => return response,
     };
-    let (status, reply) = functions::evaluate_http(&engine, &body, &invocation_id(&request));
+    let (status, reply) = functions::evaluate_http(&engine, &body, &invocation_id(&request)).await;
     json_response(
         StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
         &reply.to_json(),

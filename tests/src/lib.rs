@@ -14,6 +14,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use azure_sim::{Sim, SimOptions, Tenant};
 use futures_util::stream;
 use serde_json::{Value, json};
 
@@ -86,8 +87,10 @@ impl Lines {
     }
 }
 
-/// A running handler process, killed on drop.
+/// A running handler process, killed on drop, with the simulated Azure tenant it talks to.
 pub struct Handler {
+    /// The simulated Azure the handler reads (counters, faults, tenant state).
+    pub sim: Sim,
     child: Child,
     port: u16,
     http: reqwest::Client,
@@ -123,48 +126,49 @@ impl Reply {
 }
 
 impl Handler {
-    /// Starts the binary with the host's variables plus `env`, and waits until it is ready.
+    /// Starts the binary against the compliant default tenant with the host's variables plus
+    /// `env`, and waits until it is ready.
     pub async fn start(env: &[(&str, &str)]) -> Handler {
+        Self::start_with(Tenant::compliant().expect("compliant tenant"), env).await
+    }
+
+    /// Starts a simulator serving `tenant`, then the binary pointed at it.
+    pub async fn start_with(tenant: Tenant, env: &[(&str, &str)]) -> Handler {
+        let sim = Sim::start(tenant, SimOptions::default())
+            .await
+            .expect("start azure-sim");
+        let mut all: Vec<(String, String)> = sim.handler_env();
+        all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let pairs: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("http client");
         let mut last_error = String::new();
         for _ in 0..3 {
             let port = free_port();
-            let mut child = spawn(port, env, &["serve"]);
+            let mut child = spawn(port, &pairs, &["serve"]);
             let stdout = Lines::default().collect(child.stdout.take().expect("stdout is piped"));
             let stderr = Lines::default().collect(child.stderr.take().expect("stderr is piped"));
-            let http = reqwest::Client::builder()
-                .no_proxy()
-                .build()
-                .expect("http client");
-            let mut handler = Handler {
-                child,
-                port,
-                http,
-                stdout,
-                stderr,
-            };
-            match handler.wait_ready().await {
-                Ok(()) => return handler,
-                Err(error) => last_error = error,
+            match wait_ready(&http, &mut child, port, &stderr).await {
+                Ok(()) => {
+                    return Handler {
+                        sim,
+                        child,
+                        port,
+                        http,
+                        stdout,
+                        stderr,
+                    };
+                }
+                Err(error) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    last_error = error;
+                }
             }
         }
         panic!("handler did not become ready: {last_error}");
-    }
-
-    async fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + READINESS_TIMEOUT;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!(
-                    "exited with {status}; stderr: {:?}",
-                    self.stderr.snapshot()
-                ));
-            }
-            if self.http.get(self.url("/")).send().await.is_ok() {
-                return Ok(());
-            }
-            tokio::time::sleep(READINESS_POLL).await;
-        }
-        Err("timed out".into())
     }
 
     /// The port the handler listens on.
@@ -245,6 +249,34 @@ impl Drop for Handler {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Polls `GET /` like the host until any HTTP answer, the process exiting, or the timeout.
+async fn wait_ready(
+    http: &reqwest::Client,
+    child: &mut Child,
+    port: u16,
+    stderr: &Lines,
+) -> Result<(), String> {
+    let deadline = Instant::now() + READINESS_TIMEOUT;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!(
+                "exited with {status}; stderr: {:?}",
+                stderr.snapshot()
+            ));
+        }
+        if http
+            .get(format!("http://127.0.0.1:{port}/"))
+            .send()
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(READINESS_POLL).await;
+    }
+    Err("timed out".into())
 }
 
 /// Spawns the binary with the host's environment for `port` plus `env`; stdio piped.

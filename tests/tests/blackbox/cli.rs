@@ -2,8 +2,25 @@
 
 use std::process::Command;
 
+use azure_sim::{Sim, SimOptions, Tenant};
 use cmk_guard_blackbox::{binary, fixtures_dir};
 use serde_json::Value;
+
+/// Runs the CLI against a simulator, as a person with a configured identity would.
+async fn run_against(sim: &Sim, args: &[&str]) -> (Option<i32>, String, String) {
+    let output = tokio::process::Command::new(binary())
+        .args(args)
+        .env_clear()
+        .envs(sim.handler_env())
+        .output()
+        .await
+        .expect("run cmk-guard");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
 
 fn run(args: &[&str]) -> (Option<i32>, String, String) {
     let output = Command::new(binary())
@@ -40,14 +57,35 @@ fn without_a_command_or_port_it_says_what_to_do() {
     assert!(err.contains("FUNCTIONS_CUSTOMHANDLER_PORT"), "{err}");
 }
 
-#[test]
-fn evaluate_prints_the_outcome_of_an_event_file() {
+#[tokio::test]
+async fn evaluate_prints_the_outcome_of_an_event_file() {
+    let sim = Sim::start(Tenant::compliant().expect("tenant"), SimOptions::default())
+        .await
+        .expect("sim");
     let path = fixtures_dir().join("events/cloudevents/Microsoft.KeyVault.KeyNearExpiry.json");
-    let (code, out, err) = run(&["evaluate", "--event", path.to_str().unwrap_or_default()]);
+    let (code, out, err) = run_against(
+        &sim,
+        &["evaluate", "--event", path.to_str().unwrap_or_default()],
+    )
+    .await;
     assert_eq!(code, Some(0), "{err}");
     let outcome: Value = serde_json::from_str(&out).expect("JSON outcome");
     assert_eq!(outcome["disposition"], "evaluated");
     assert_eq!(outcome["event"]["type"], "Microsoft.KeyVault.KeyNearExpiry");
+    assert_eq!(
+        outcome["workspaces"].as_array().map(Vec::len),
+        Some(1),
+        "{outcome}"
+    );
+
+    let ws = outcome["workspaces"][0]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let (code, out, err) = run_against(&sim, &["evaluate", "--resource", &ws]).await;
+    assert_eq!(code, Some(0), "{err}");
+    let outcome: Value = serde_json::from_str(&out).expect("JSON outcome");
+    assert_eq!(outcome["workspaces"][0], ws.as_str());
 
     let batch = fixtures_dir()
         .join("events/eventgrid-schema/Microsoft.KeyVault.CertificateNearExpiry.json");

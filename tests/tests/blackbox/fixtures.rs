@@ -17,6 +17,8 @@ enum Expect {
 }
 
 const VAULT: &str = "/subscriptions/3f7b2c1d-8e4a-4b6f-9c2d-5a1e0f9b7c34/resourceGroups/rg-mlw-prod/providers/Microsoft.KeyVault/vaults/kv-mlw-cmk-prod";
+/// The simulator's default CMK workspace, which uses that vault and its key `mlw-cmk-key`.
+const WORKSPACE: &str = "/subscriptions/3f7b2c1d-8e4a-4b6f-9c2d-5a1e0f9b7c34/resourceGroups/rg-mlw-prod/providers/Microsoft.MachineLearningServices/workspaces/mlw-prod";
 
 /// Expectations for the event fixtures, by file name (both schemas share them).
 fn event_expectation(file: &str) -> Expect {
@@ -80,6 +82,19 @@ fn check(reply: &Reply, expect: &Expect, source: &str) {
             assert_eq!(outcome["disposition"], "evaluated", "{source}: {outcome}");
             assert!(outcome.get("reason").is_none(), "{source}");
             assert_eq!(outcome["resource"], *resource, "{source}");
+            let workspaces: Vec<String> = outcome["workspaces"]
+                .as_array()
+                .map(|w| {
+                    w.iter()
+                        .filter_map(|v| v.as_str().map(str::to_ascii_lowercase))
+                        .collect()
+                })
+                .unwrap_or_default();
+            assert_eq!(
+                workspaces,
+                vec![WORKSPACE.to_ascii_lowercase()],
+                "{source}: resolved through Resource Graph"
+            );
             assert_eq!(outcome["findings"], serde_json::json!([]), "{source}");
             assert_eq!(outcome["actions"], serde_json::json!([]), "{source}");
         }

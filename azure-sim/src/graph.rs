@@ -794,6 +794,45 @@ mod tests {
         assert_eq!(r, vec![json!({"name": "kv1"})]);
     }
 
+    /// The query shapes cmk-guard's resolver sends (handler/src/resolve.rs).
+    #[test]
+    fn cmk_guard_resolver_queries() {
+        let base = "resources | where type =~ 'microsoft.machinelearningservices/workspaces' \
+            | extend vault = tolower(tostring(properties.encryption.keyVaultProperties.keyVaultArmId))";
+        let run_where = |condition: &str| {
+            q(&format!(
+                "{base} | where {condition} | project id | order by id asc"
+            ))
+            .iter()
+            .map(|r| r["id"].as_str().unwrap_or_default().to_owned())
+            .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            run_where(
+                "vault == '/subscriptions/a/resourcegroups/rg/providers/microsoft.keyvault/vaults/kv1'"
+            ),
+            vec!["/s/1"]
+        );
+        assert_eq!(
+            run_where("vault startswith '/subscriptions/a/' or tolower(id) startswith '/s/3'"),
+            vec!["/s/1", "/s/3"]
+        );
+        assert_eq!(
+            run_where(
+                "vault startswith '/subscriptions/a/' and vault endswith '/providers/microsoft.keyvault/vaults/kv1'"
+            ),
+            vec!["/s/1"]
+        );
+        assert_eq!(
+            run_where(
+                "subscriptionId == 'B' and tostring(properties.encryption.status) =~ 'Enabled'"
+            ),
+            Vec::<String>::new()
+        );
+        assert_eq!(run_where("false"), Vec::<String>::new());
+        assert_eq!(run_where("name == 'it\\'s'"), Vec::<String>::new());
+    }
+
     #[test]
     fn unsupported_constructs_are_errors() {
         assert!(parse("resources | summarize count() by type").is_err());

@@ -13,6 +13,9 @@
 //! - [`observe`]: reads a workspace's CMK chain into a [`snapshot::Snapshot`] (single-flight, cached).
 //! - [`engine`]: runs a trigger or an on-demand check through the pipeline to an Outcome.
 //! - [`outcome`]: the Outcome contract (findings, actions, dispositions).
+//! - [`rules`]: the CMK rules, one file per rule: pure checks of a snapshot, and `evaluate`.
+//! - [`policy`]: the TOML policy file: thresholds, severities, remediation consent, routing,
+//!   exemptions and scope.
 //! - [`azure`]: the Azure clients (ARM reads, Key Vault data plane), transport and credential.
 //! - [`ids`]: ARM resource ids, key URLs and subscription ids, parsed once at the edge.
 //! - [`settings`]: configuration from environment variables.
@@ -29,7 +32,9 @@ pub mod ids;
 pub mod intake;
 pub mod observe;
 pub mod outcome;
+pub mod policy;
 pub mod resolve;
+pub mod rules;
 pub mod server;
 pub mod settings;
 pub mod snapshot;

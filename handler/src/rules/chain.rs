@@ -1,0 +1,137 @@
+//! Walking the CMK chain workspace → vault → key, shared by the rules: each step either yields
+//! the next link or says why the rule cannot judge ([`Gate`]), so every rule treats missing data
+//! the same way.
+
+use super::{Check, Status};
+use crate::ids::KeyUrl;
+use crate::snapshot::{Encryption, KeyVersion, Read, Snapshot, Vault, Workspace};
+
+/// Why a rule reaches no verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Gate {
+    /// The rule does not apply (no CMK, the vault is gone and another rule says so, …).
+    NotApplicable(String),
+    /// The data is missing or unreadable; `guard.visibility` reports it.
+    Unknown(String),
+}
+
+impl Gate {
+    /// The check a rule returns when it stops at this gate.
+    pub(crate) fn check(self, rule: &'static str, resource: String, expected: &str) -> Check {
+        let (status, why) = match self {
+            Gate::NotApplicable(why) => (Status::NotApplicable, why),
+            Gate::Unknown(why) => (Status::Unknown, why),
+        };
+        Check::new(rule, resource, status, why, expected)
+    }
+}
+
+/// The workspace, when it was read.
+pub(crate) fn workspace(snapshot: &Snapshot) -> Result<&Workspace, Gate> {
+    match &snapshot.workspace {
+        Read::Found(workspace) => Ok(workspace),
+        Read::NotFound => Err(Gate::NotApplicable("the workspace no longer exists".into())),
+        Read::Failed(_) => Err(Gate::Unknown("the workspace could not be read".into())),
+    }
+}
+
+/// True when the workspace's `encryption.status` is `Enabled`.
+pub(crate) fn uses_cmk(workspace: &Workspace) -> bool {
+    workspace
+        .encryption
+        .as_ref()
+        .and_then(|e| e.status.as_deref())
+        .is_some_and(|status| status.eq_ignore_ascii_case("Enabled"))
+}
+
+/// The workspace's CMK settings, when it uses CMK.
+pub(crate) fn cmk(snapshot: &Snapshot) -> Result<(&Workspace, &Encryption), Gate> {
+    let workspace = workspace(snapshot)?;
+    match &workspace.encryption {
+        Some(encryption) if uses_cmk(workspace) => Ok((workspace, encryption)),
+        _ => Err(Gate::NotApplicable(
+            "the workspace does not use a customer-managed key".into(),
+        )),
+    }
+}
+
+/// The CMK vault, when it exists and was read.
+pub(crate) fn vault(snapshot: &Snapshot) -> Result<&Vault, Gate> {
+    let (_, encryption) = cmk(snapshot)?;
+    if encryption.key_vault_arm_id.is_none() {
+        return Err(Gate::Unknown(
+            "the workspace's encryption names no key vault".into(),
+        ));
+    }
+    match &snapshot.vault {
+        Some(Read::Found(vault)) => Ok(vault),
+        Some(Read::NotFound) => Err(Gate::NotApplicable(
+            "the key vault does not exist (see vault.exists)".into(),
+        )),
+        Some(Read::Failed(_)) => Err(Gate::Unknown("the key vault could not be read".into())),
+        None => Err(Gate::Unknown("the key vault was not read".into())),
+    }
+}
+
+/// The key version the workspace uses, when it exists and was read.
+pub(crate) fn key(snapshot: &Snapshot) -> Result<&KeyVersion, Gate> {
+    vault(snapshot)?;
+    match &snapshot.key {
+        Some(Read::Found(key)) => Ok(key),
+        Some(Read::NotFound) => Err(Gate::NotApplicable(
+            "the key does not exist (see key.exists)".into(),
+        )),
+        Some(Read::Failed(_)) => Err(Gate::Unknown("the key could not be read".into())),
+        None => Err(Gate::Unknown("the key was not read".into())),
+    }
+}
+
+/// What workspace rules are about: the workspace itself.
+pub(crate) fn workspace_resource(snapshot: &Snapshot) -> String {
+    snapshot.workspace_id.to_string()
+}
+
+/// What vault rules are about: the vault's ARM id as the workspace names it.
+pub(crate) fn vault_resource(snapshot: &Snapshot) -> String {
+    encryption(snapshot)
+        .and_then(|e| e.key_vault_arm_id.clone())
+        .unwrap_or_else(|| workspace_resource(snapshot))
+}
+
+/// What key rules are about: the key URL as the workspace names it (with its pinned version,
+/// if any), so a finding keeps its identity across reads until the workspace is repointed.
+pub(crate) fn key_resource(snapshot: &Snapshot) -> String {
+    encryption(snapshot)
+        .and_then(|e| e.key_identifier.clone())
+        .unwrap_or_else(|| workspace_resource(snapshot))
+}
+
+/// The workspace's key URL, parsed.
+pub(crate) fn key_url(snapshot: &Snapshot) -> Option<KeyUrl> {
+    encryption(snapshot)
+        .and_then(|e| e.key_identifier.as_deref())
+        .and_then(|text| KeyUrl::parse(text).ok())
+}
+
+/// A key version's name for messages: `name/version` or `name`.
+pub(crate) fn key_label(key: &KeyVersion) -> String {
+    match &key.version {
+        Some(version) => format!("{}/{version}", key.key_name),
+        None => key.key_name.clone(),
+    }
+}
+
+/// A Unix time as RFC 3339 for messages; the raw number if it is out of range.
+pub(crate) fn format_unix(seconds: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(seconds)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("{seconds} (seconds since 1970)"))
+}
+
+fn encryption(snapshot: &Snapshot) -> Option<&Encryption> {
+    snapshot.workspace.found()?.encryption.as_ref()
+}

@@ -1,0 +1,306 @@
+//! `guard.visibility`: cmk-guard could read everything the workspace's CMK chain references.
+//!
+//! Requirement: silence never means compliant. A read that failed (403, throttled past the
+//! deadline, 5xx) leaves the dependent rules at `Unknown`; this rule turns each such failure into
+//! a finding, so that an identity without Reader on the vault cannot hide a broken chain. It also
+//! fails when a read the chain needs was not made, or when the workspace's reference itself is
+//! unusable (no `keyVaultArmId`, a `keyIdentifier` that is not a key URL). Source: cmk-guard's own
+//! guarantee (DESIGN.md *Rules*); the chain it covers is the Azure ML CMK guide's,
+//! <https://learn.microsoft.com/azure/machine-learning/concept-customer-managed-keys>.
+//! Equivalents: none (Azure Policy marks such resources "not started" or skips them).
+//!
+//! Reads the chain needs, for a workspace with CMK: the vault; the key version in use when the
+//! vault exists; its rotation policy when the key exists; the role assignments when the vault
+//! uses (or may use) RBAC; the endpoints; the provider registrations.
+//!
+//! Compliant: every read answered 200 or 404.
+//! Non-compliant: `GET …/vaults/kv` answered 403 `ForbiddenByRbac`.
+
+use super::chain;
+use super::{Check, Context, Remediation, Rule, RuleKind};
+use crate::ids::{ArmResourceId, KeyUrl};
+use crate::outcome::Severity;
+use crate::snapshot::{Read, ReadFailure, Snapshot};
+
+pub(super) const RULE: Rule = Rule {
+    id: "guard.visibility",
+    kind: RuleKind::State,
+    remediation: Remediation::None,
+    check,
+};
+
+const EXPECTED: &str = "cmk-guard can read every resource the CMK chain references";
+
+fn check(context: &Context) -> Vec<Check> {
+    let snapshot = context.snapshot;
+    let mut checks: Vec<Check> = failures(snapshot).into_iter().map(failed).collect();
+    checks.extend(gaps(snapshot).into_iter().map(|(resource, observed)| {
+        Check::fail(RULE.id, resource, Severity::High, observed, EXPECTED)
+    }));
+    if checks.is_empty() {
+        checks.push(Check::pass(
+            RULE.id,
+            chain::workspace_resource(snapshot),
+            "every resource the chain references was read",
+            EXPECTED,
+        ));
+    }
+    checks
+}
+
+fn failed(failure: &ReadFailure) -> Check {
+    let mut answer = Vec::new();
+    if let Some(status) = failure.status {
+        answer.push(status.to_string());
+    }
+    if let Some(code) = &failure.code {
+        answer.push(code.clone());
+    }
+    let answer = if answer.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", answer.join(" "))
+    };
+    Check::fail(
+        RULE.id,
+        failure.resource.clone(),
+        Severity::High,
+        format!(
+            "could not read the {}{answer}: {}",
+            failure.what, failure.message
+        ),
+        EXPECTED,
+    )
+}
+
+/// Every failed read in the snapshot, role definitions included.
+fn failures(snapshot: &Snapshot) -> Vec<&ReadFailure> {
+    let mut all = vec![snapshot.workspace.failure()];
+    all.push(snapshot.vault.as_ref().and_then(Read::failure));
+    all.push(snapshot.deleted_vault.as_ref().and_then(Read::failure));
+    all.push(snapshot.key.as_ref().and_then(Read::failure));
+    all.push(snapshot.latest_key.as_ref().and_then(Read::failure));
+    all.push(snapshot.rotation_policy.as_ref().and_then(Read::failure));
+    all.push(snapshot.role_assignments.as_ref().and_then(Read::failure));
+    all.push(snapshot.endpoints.as_ref().and_then(Read::failure));
+    all.push(snapshot.providers.as_ref().and_then(Read::failure));
+    if let Some(Read::Found(assignments)) = &snapshot.role_assignments {
+        all.extend(assignments.iter().map(|a| a.definition.failure()));
+    }
+    all.into_iter().flatten().collect()
+}
+
+/// Reads the chain needs that were not made, and references that cannot be followed, as
+/// (resource, observation). A read that could not even be attempted because another problem
+/// blocks it (no identity to list role assignments for) is left to the rule that reports that
+/// problem.
+fn gaps(snapshot: &Snapshot) -> Vec<(String, String)> {
+    let Ok((workspace, encryption)) = chain::cmk(snapshot) else {
+        return Vec::new();
+    };
+    let workspace_resource = chain::workspace_resource(snapshot);
+    let vault_resource = chain::vault_resource(snapshot);
+    let key_resource = chain::key_resource(snapshot);
+    let mut gaps = Vec::new();
+    match (&encryption.key_vault_arm_id, &snapshot.vault) {
+        (None, _) => gaps.push((
+            workspace_resource.clone(),
+            "the workspace's encryption names no key vault (keyVaultArmId)".to_owned(),
+        )),
+        (Some(id), None) => gaps.push((
+            vault_resource.clone(),
+            match ArmResourceId::parse(id) {
+                Ok(_) => "the key vault was not read".to_owned(),
+                Err(error) => format!("keyVaultArmId cannot be followed: {error}"),
+            },
+        )),
+        (Some(_), Some(_)) => {}
+    }
+    let key_named = match encryption.key_identifier.as_deref().map(KeyUrl::parse) {
+        None => {
+            let why = "the workspace's encryption names no key (keyIdentifier)".to_owned();
+            gaps.push((workspace_resource.clone(), why));
+            false
+        }
+        Some(Err(error)) => {
+            let why = format!("keyIdentifier cannot be followed: {error}");
+            gaps.push((workspace_resource.clone(), why));
+            false
+        }
+        Some(Ok(_)) => true,
+    };
+    let vault = snapshot.vault.as_ref().and_then(Read::found);
+    let key_found = snapshot.key.as_ref().and_then(Read::found).is_some();
+    let mut missing = |needed: bool, absent: bool, resource: &str, what: &str| {
+        if needed && absent {
+            gaps.push((resource.to_owned(), format!("the {what} was not read")));
+        }
+    };
+    missing(
+        vault.is_some() && key_named,
+        snapshot.key.is_none(),
+        &key_resource,
+        "key",
+    );
+    missing(
+        key_found,
+        snapshot.rotation_policy.is_none(),
+        &key_resource,
+        "key rotation policy",
+    );
+    missing(
+        vault.is_some_and(|v| v.enable_rbac_authorization != Some(false))
+            && workspace.cmk_principal().is_some(),
+        snapshot.role_assignments.is_none(),
+        &vault_resource,
+        "list of role assignments of the CMK identity",
+    );
+    missing(
+        true,
+        snapshot.endpoints.is_none(),
+        &workspace_resource,
+        "list of the workspace's endpoints",
+    );
+    let subscription = format!("/subscriptions/{}", snapshot.workspace_id.subscription());
+    missing(
+        true,
+        snapshot.providers.is_none(),
+        &subscription,
+        "list of resource provider registrations",
+    );
+    gaps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use super::*;
+    use crate::snapshot::{RoleAssignment, RoleDefinition};
+
+    #[test]
+    fn verdicts() {
+        assert_cases(
+            &RULE,
+            &[
+                ("everything read", |_| {}, &[PASS]),
+                (
+                    "vault 404 is not a visibility problem",
+                    |s| {
+                        s.vault = Some(Read::NotFound);
+                        s.key = None;
+                        s.latest_key = None;
+                        s.rotation_policy = None;
+                    },
+                    &[PASS],
+                ),
+                (
+                    "vault 403",
+                    |s| s.vault = Some(failed_read("vault", VAULT_ID)),
+                    &[HIGH],
+                ),
+                (
+                    "workspace 403",
+                    |s| s.workspace = failed_read("workspace", WORKSPACE_ID),
+                    &[HIGH],
+                ),
+                (
+                    "two failures, two findings",
+                    |s| {
+                        s.key = Some(failed_read("key", KEY_URL));
+                        s.endpoints = Some(failed_read("endpoints", WORKSPACE_ID));
+                    },
+                    &[HIGH, HIGH],
+                ),
+                (
+                    "a role definition 403",
+                    |s| {
+                        vault_mut(s).enable_rbac_authorization = Some(true);
+                        s.role_assignments = Some(Read::Found(vec![RoleAssignment {
+                            id: "a".into(),
+                            principal_id: PRINCIPAL.into(),
+                            principal_type: None,
+                            scope: VAULT_ID.into(),
+                            role_definition_id: "d".into(),
+                            condition: None,
+                            definition: failed_read::<RoleDefinition>("role definition", "d"),
+                        }]));
+                    },
+                    &[HIGH],
+                ),
+                ("vault not read", |s| s.vault = None, &[HIGH]),
+                ("key not read", |s| s.key = None, &[HIGH]),
+                (
+                    "rotation policy not read",
+                    |s| s.rotation_policy = None,
+                    &[HIGH],
+                ),
+                (
+                    "role assignments not read on an RBAC vault",
+                    |s| vault_mut(s).enable_rbac_authorization = Some(true),
+                    &[HIGH],
+                ),
+                (
+                    "role assignments not read when the model is not reported",
+                    |s| vault_mut(s).enable_rbac_authorization = None,
+                    &[HIGH],
+                ),
+                ("endpoints not read", |s| s.endpoints = None, &[HIGH]),
+                ("providers not read", |s| s.providers = None, &[HIGH]),
+                (
+                    "no vault named",
+                    |s| encryption_mut(s).key_vault_arm_id = None,
+                    &[HIGH],
+                ),
+                (
+                    "unusable key identifier, so the key was not read",
+                    |s| {
+                        encryption_mut(s).key_identifier = Some("cmk".into());
+                        s.key = None;
+                        s.latest_key = None;
+                        s.rotation_policy = None;
+                    },
+                    &[HIGH],
+                ),
+                (
+                    "unusable vault id",
+                    |s| {
+                        encryption_mut(s).key_vault_arm_id = Some("kv1".into());
+                        s.vault = None;
+                    },
+                    &[HIGH],
+                ),
+                (
+                    "no identity to list role assignments for is key-access's finding",
+                    |s| {
+                        vault_mut(s).enable_rbac_authorization = Some(true);
+                        workspace_mut(s).identity = None;
+                    },
+                    &[PASS],
+                ),
+                (
+                    "nothing needed without CMK",
+                    |s| {
+                        no_cmk(s);
+                        s.vault = None;
+                        s.key = None;
+                        s.endpoints = None;
+                        s.providers = None;
+                    },
+                    &[PASS],
+                ),
+            ],
+        );
+    }
+
+    #[test]
+    fn a_failure_names_what_and_why() {
+        let mut snapshot = compliant_snapshot();
+        snapshot.vault = Some(failed_read("vault", VAULT_ID));
+        let check = &run(&RULE, &snapshot)[0];
+        assert_eq!(check.resource, VAULT_ID);
+        assert_eq!(
+            check.observed,
+            "could not read the vault (403 Forbidden): access denied"
+        );
+    }
+}

@@ -1,0 +1,454 @@
+//! The CMK rules: pure functions from one workspace's [`Snapshot`] (plus the time, the policy
+//! and the trigger) to [`Check`]s, one file per rule, and [`evaluate`], which runs them all and
+//! applies the policy (enabled rules, severity overrides, exemptions; thresholds and scope are
+//! read by the rules themselves).
+//!
+//! Rule ids are public contract (DESIGN.md *Rules*); `docs/rules.md` documents each one.
+//! Silence never means compliant: a rule whose data is missing or unreadable answers
+//! [`Status::Unknown`], never [`Status::Pass`], and `guard.visibility` turns every failed or
+//! missing read into a finding.
+
+mod chain;
+mod guard_visibility;
+mod key_enabled;
+mod key_exists;
+mod key_expiry;
+mod key_expiry_set;
+mod key_rotation_policy;
+mod key_type_size;
+mod managed_resources_tamper;
+mod subscription_providers;
+mod vault_exists;
+mod vault_purge_protection;
+mod vault_soft_delete;
+mod workspace_cmk_enabled;
+mod workspace_key_access;
+mod workspace_unsupported_endpoints;
+mod workspace_vault_same_subscription;
+
+use time::{Date, OffsetDateTime};
+
+use crate::intake::Trigger;
+use crate::outcome::{Finding, FindingState, Severity};
+use crate::policy::Policy;
+use crate::snapshot::Snapshot;
+
+/// Everything a rule may look at. Time is passed in so that tests (and replays) control it.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    pub snapshot: &'a Snapshot,
+    pub now: OffsetDateTime,
+    pub policy: &'a Policy,
+    /// The event that caused this evaluation; `None` for the sweep and on-demand checks.
+    pub trigger: Option<&'a Trigger>,
+}
+
+/// A rule's verdict on one resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// The requirement holds; an open finding for the same rule and resource is resolved.
+    Pass,
+    /// The requirement is broken, with the rule's own severity (before policy overrides).
+    Fail(Severity),
+    /// The requirement does not apply here (no CMK, kind `project`, out of scope, no event).
+    NotApplicable,
+    /// The rule could not decide because data is missing or unreadable; `guard.visibility`
+    /// reports why. Not a pass: open findings stay open.
+    Unknown,
+}
+
+/// One rule's verdict on one resource of a workspace's CMK chain. Every verdict is kept, passes
+/// included, so that a state layer can resolve findings (see [`Evaluation::resolves`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub rule: &'static str,
+    /// The ARM id or key URL the verdict is about.
+    pub resource: String,
+    pub status: Status,
+    /// What was seen; for `NotApplicable` and `Unknown`, why no verdict was reached.
+    pub observed: String,
+    /// What the requirement asks for.
+    pub expected: String,
+}
+
+impl Check {
+    fn new(
+        rule: &'static str,
+        resource: impl Into<String>,
+        status: Status,
+        observed: impl Into<String>,
+        expected: impl Into<String>,
+    ) -> Self {
+        Self {
+            rule,
+            resource: resource.into(),
+            status,
+            observed: observed.into(),
+            expected: expected.into(),
+        }
+    }
+
+    fn pass(
+        rule: &'static str,
+        resource: impl Into<String>,
+        observed: impl Into<String>,
+        expected: impl Into<String>,
+    ) -> Self {
+        Self::new(rule, resource, Status::Pass, observed, expected)
+    }
+
+    fn fail(
+        rule: &'static str,
+        resource: impl Into<String>,
+        severity: Severity,
+        observed: impl Into<String>,
+        expected: impl Into<String>,
+    ) -> Self {
+        Self::new(rule, resource, Status::Fail(severity), observed, expected)
+    }
+}
+
+/// Whether a rule judges standing state or single events; it decides how findings resolve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleKind {
+    /// Re-checks the whole chain each time: a finding it no longer raises is resolved.
+    State,
+    /// Judges one event (`managed-resources.tamper`): nothing undoes the event, so its findings
+    /// never resolve by a later evaluation.
+    Event,
+}
+
+/// What remediation a rule has, so the policy can refuse consent that would mean nothing and
+/// demand explicit consent for what cannot be undone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Remediation {
+    None,
+    Reversible,
+    /// The fix cannot be undone (purge protection): the policy must also say `irreversible_ok`.
+    Irreversible,
+}
+
+/// One rule: its stable id and its check.
+#[derive(Debug, Clone, Copy)]
+pub struct Rule {
+    pub id: &'static str,
+    pub kind: RuleKind,
+    pub remediation: Remediation,
+    pub check: fn(&Context) -> Vec<Check>,
+}
+
+/// Every rule, in the order of the DESIGN.md table (and of the findings).
+pub const RULES: &[Rule] = &[
+    workspace_cmk_enabled::RULE,
+    workspace_vault_same_subscription::RULE,
+    workspace_key_access::RULE,
+    workspace_unsupported_endpoints::RULE,
+    vault_exists::RULE,
+    vault_soft_delete::RULE,
+    vault_purge_protection::RULE,
+    key_exists::RULE,
+    key_enabled::RULE,
+    key_expiry::RULE,
+    key_expiry_set::RULE,
+    key_type_size::RULE,
+    key_rotation_policy::RULE,
+    subscription_providers::RULE,
+    managed_resources_tamper::RULE,
+    guard_visibility::RULE,
+];
+
+/// The rule with this id, if there is one (ids are compared exactly: they are contract).
+pub fn find(id: &str) -> Option<&'static Rule> {
+    RULES.iter().find(|rule| rule.id == id)
+}
+
+/// A failing check that a live exemption covers: reported apart, never notified or remediated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExemptedFinding {
+    pub finding: Finding,
+    pub reason: String,
+    pub expires: Option<Date>,
+}
+
+/// The result of evaluating one workspace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evaluation {
+    pub workspace: String,
+    /// Every verdict of every enabled rule, with the policy's severity overrides applied.
+    pub checks: Vec<Check>,
+    /// The failing checks that no live exemption covers, as Outcome findings (state `open`).
+    pub findings: Vec<Finding>,
+    pub exempted: Vec<ExemptedFinding>,
+}
+
+impl Evaluation {
+    /// True when this evaluation shows that an open finding of `rule` on `resource` is no
+    /// longer a problem: the rule judges standing state, reached a verdict (at least one pass or
+    /// fail and no unknown), and no longer fails on that resource. A rule that is disabled, had
+    /// missing data, or judges events leaves open findings open.
+    pub fn resolves(&self, rule: &str, resource: &str) -> bool {
+        let Some(definition) = find(rule) else {
+            return false;
+        };
+        let checks: Vec<&Check> = self.checks.iter().filter(|c| c.rule == rule).collect();
+        definition.kind == RuleKind::State
+            && checks
+                .iter()
+                .any(|c| matches!(c.status, Status::Pass | Status::Fail(_)))
+            && !checks.iter().any(|c| c.status == Status::Unknown)
+            && !checks.iter().any(|c| {
+                matches!(c.status, Status::Fail(_)) && c.resource.eq_ignore_ascii_case(resource)
+            })
+    }
+}
+
+/// Runs every enabled rule on the context's snapshot and applies the policy.
+pub fn evaluate(context: &Context) -> Evaluation {
+    let policy = context.policy;
+    let workspace = context.snapshot.workspace_id.to_string();
+    let today = context.now.date();
+    let mut evaluation = Evaluation {
+        workspace: workspace.clone(),
+        checks: Vec::new(),
+        findings: Vec::new(),
+        exempted: Vec::new(),
+    };
+    for rule in RULES.iter().filter(|rule| policy.rule_enabled(rule.id)) {
+        for mut check in (rule.check)(context) {
+            let Status::Fail(own_severity) = check.status else {
+                evaluation.checks.push(check);
+                continue;
+            };
+            let severity = policy.severity_override(rule.id).unwrap_or(own_severity);
+            check.status = Status::Fail(severity);
+            let mut finding = Finding {
+                rule: rule.id.to_owned(),
+                resource: check.resource.clone(),
+                workspace: workspace.clone(),
+                severity,
+                state: FindingState::Open,
+                observed: check.observed.clone(),
+                expected: check.expected.clone(),
+            };
+            let covering = policy
+                .exemptions
+                .iter()
+                .filter(|e| e.covers(rule.id, &check.resource, &workspace));
+            let (live, expired): (Vec<_>, Vec<_>) = covering.partition(|e| !e.is_expired(today));
+            if let Some(exemption) = live.first() {
+                evaluation.exempted.push(ExemptedFinding {
+                    finding,
+                    reason: exemption.reason.clone(),
+                    expires: exemption.expires,
+                });
+            } else {
+                for exemption in expired {
+                    if let Some(expires) = exemption.expires {
+                        finding.observed.push_str(&format!(
+                            " (exemption expired on {expires}: {})",
+                            exemption.reason
+                        ));
+                    }
+                }
+                evaluation.findings.push(finding);
+            }
+            evaluation.checks.push(check);
+        }
+    }
+    evaluation
+}
+
+/// True when `resource` is `scope` or lies below it on `/` boundaries, ignoring ASCII case
+/// (reference Trap T1) and trailing slashes.
+pub(crate) fn is_at_or_below(scope: &str, resource: &str) -> bool {
+    let scope = scope.trim_end_matches('/');
+    let resource = resource.trim_end_matches('/');
+    match resource.get(..scope.len()) {
+        Some(head) if head.eq_ignore_ascii_case(scope) => {
+            resource.len() == scope.len() || resource.as_bytes()[scope.len()] == b'/'
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_support;
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::*;
+    use super::*;
+    use crate::policy::Policy;
+
+    #[test]
+    fn rule_ids_are_the_documented_contract() {
+        let ids: Vec<&str> = RULES.iter().map(|r| r.id).collect();
+        assert_eq!(
+            ids,
+            [
+                "workspace.cmk-enabled",
+                "workspace.vault-same-subscription",
+                "workspace.key-access",
+                "workspace.unsupported-endpoints",
+                "vault.exists",
+                "vault.soft-delete",
+                "vault.purge-protection",
+                "key.exists",
+                "key.enabled",
+                "key.expiry",
+                "key.expiry-set",
+                "key.type-size",
+                "key.rotation-policy",
+                "subscription.providers",
+                "managed-resources.tamper",
+                "guard.visibility",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_compliant_chain_has_no_findings_and_every_rule_reaches_a_verdict() {
+        let snapshot = compliant_snapshot();
+        let policy = Policy::default();
+        let evaluation = evaluate(&context(&snapshot, &policy));
+        assert_eq!(evaluation.findings, []);
+        assert_eq!(evaluation.exempted, []);
+        for check in &evaluation.checks {
+            assert!(
+                matches!(check.status, Status::Pass | Status::NotApplicable),
+                "{check:?}"
+            );
+        }
+        assert!(evaluation.resolves("vault.purge-protection", VAULT_ID));
+        assert!(!evaluation.resolves("managed-resources.tamper", WORKSPACE_ID));
+    }
+
+    #[test]
+    fn severity_overrides_disabled_rules_and_exemptions_apply() {
+        let mut snapshot = compliant_snapshot();
+        vault_mut(&mut snapshot).enable_purge_protection = None;
+        key_mut(&mut snapshot).expires = None;
+        let policy = Policy::from_toml_str(
+            &format!(
+                r#"
+[rules."vault.purge-protection"]
+severity = "critical"
+[rules."key.rotation-policy"]
+enabled = false
+[[exemptions]]
+rule = "key.expiry-set"
+resource = "{WORKSPACE_ID}"
+reason = "HSM keys are rotated by hand, change 42"
+expires = "2099-12-31"
+"#
+            ),
+            "test.toml",
+        )
+        .unwrap();
+        let evaluation = evaluate(&context(&snapshot, &policy));
+        let rules: Vec<(&str, Severity)> = evaluation
+            .findings
+            .iter()
+            .map(|f| (f.rule.as_str(), f.severity))
+            .collect();
+        assert_eq!(rules, [("vault.purge-protection", Severity::Critical)]);
+        assert_eq!(evaluation.exempted.len(), 1);
+        assert_eq!(evaluation.exempted[0].finding.rule, "key.expiry-set");
+        assert!(
+            evaluation
+                .checks
+                .iter()
+                .all(|c| c.rule != "key.rotation-policy")
+        );
+        assert!(!evaluation.resolves("vault.purge-protection", VAULT_ID));
+        assert!(!evaluation.resolves("key.rotation-policy", KEY_URL));
+    }
+
+    #[test]
+    fn an_expired_exemption_no_longer_applies_and_the_finding_says_so() {
+        let mut snapshot = compliant_snapshot();
+        vault_mut(&mut snapshot).enable_purge_protection = Some(false);
+        let policy = Policy::from_toml_str(
+            &format!(
+                r#"
+[[exemptions]]
+rule = "vault.purge-protection"
+resource = "{VAULT_ID}"
+reason = "migration, change 4711"
+expires = 2020-01-31
+"#
+            ),
+            "test.toml",
+        )
+        .unwrap();
+        let evaluation = evaluate(&context(&snapshot, &policy));
+        assert_eq!(evaluation.exempted, []);
+        assert_eq!(evaluation.findings.len(), 1);
+        assert!(
+            evaluation.findings[0]
+                .observed
+                .ends_with("(exemption expired on 2020-01-31: migration, change 4711)"),
+            "{}",
+            evaluation.findings[0].observed
+        );
+    }
+
+    #[test]
+    fn unknown_data_keeps_findings_open() {
+        let mut snapshot = compliant_snapshot();
+        snapshot.vault = Some(failed_read("vault", VAULT_ID));
+        let policy = Policy::default();
+        let evaluation = evaluate(&context(&snapshot, &policy));
+        let rules: Vec<&str> = evaluation
+            .findings
+            .iter()
+            .map(|f| f.rule.as_str())
+            .collect();
+        assert_eq!(rules, ["guard.visibility"]);
+        assert!(!evaluation.resolves("vault.purge-protection", VAULT_ID));
+        assert!(!evaluation.resolves("guard.visibility", VAULT_ID));
+    }
+
+    #[test]
+    fn scopes_compare_on_segment_boundaries_ignoring_case() {
+        let cases = [
+            (
+                "/subscriptions/s/resourceGroups/rg",
+                "/subscriptions/S/resourcegroups/RG/providers/x/y/z",
+                true,
+            ),
+            (
+                "/subscriptions/s/resourceGroups/rg",
+                "/subscriptions/s/resourceGroups/rg",
+                true,
+            ),
+            (
+                "/subscriptions/s/resourceGroups/rg/",
+                "/subscriptions/s/resourceGroups/rg",
+                true,
+            ),
+            (
+                "/subscriptions/s/resourceGroups/rg",
+                "/subscriptions/s/resourceGroups/rg2",
+                false,
+            ),
+            (
+                "https://kv.vault.azure.net/keys/k",
+                "https://KV.vault.azure.net/keys/k/0123",
+                true,
+            ),
+            (
+                "https://kv.vault.azure.net/keys/k",
+                "https://kv.vault.azure.net/keys/k2",
+                false,
+            ),
+        ];
+        for (scope, resource, expected) in cases {
+            assert_eq!(
+                is_at_or_below(scope, resource),
+                expected,
+                "{scope} vs {resource}"
+            );
+        }
+    }
+}

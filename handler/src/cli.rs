@@ -1,8 +1,9 @@
-//! The command line: `serve` for the Functions host, `evaluate` for a person or a pipeline.
+//! The command line: `serve` for the Functions host, `evaluate` for a person or a pipeline,
+//! `policy check` to validate a policy file before deploying it.
 
 use std::io::Read;
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -14,6 +15,7 @@ use tokio::time::Instant;
 use crate::azure::Azure;
 use crate::engine::{Engine, Transient};
 use crate::outcome::{Disposition, Outcome};
+use crate::policy::Policy;
 use crate::server::Application;
 use crate::settings::{self, Settings};
 
@@ -49,6 +51,20 @@ enum Command {
         #[arg(long)]
         resource: Option<String>,
     },
+    /// Work with the policy file (CMKGUARD_POLICY_FILE).
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Validate a policy file: print a summary and exit 0, or the error (line and key) and exit 1.
+    Check {
+        /// The TOML policy file.
+        file: PathBuf,
+    },
 }
 
 /// Runs the command line and returns the process exit code.
@@ -66,16 +82,37 @@ pub fn run(cli: Cli) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let settings = match Settings::from_env() {
-        Ok(settings) => settings,
-        Err(error) => {
-            eprintln!("cmk-guard: invalid configuration: {error}");
-            return ExitCode::from(2);
-        }
-    };
     match command {
-        Command::Serve { port } => serve(settings, port),
-        Command::Evaluate { event, resource } => evaluate(settings, event, resource),
+        Command::Serve { port } => load_settings().map_or_else(|code| code, |s| serve(s, port)),
+        Command::Evaluate { event, resource } => {
+            load_settings().map_or_else(|code| code, |s| evaluate(s, event, resource))
+        }
+        Command::Policy {
+            command: PolicyCommand::Check { file },
+        } => check_policy(&file),
+    }
+}
+
+/// The configuration from the environment, or the exit code after saying what is wrong.
+fn load_settings() -> Result<Settings, ExitCode> {
+    Settings::from_env().map_err(|error| {
+        eprintln!("cmk-guard: invalid configuration: {error}");
+        ExitCode::from(2)
+    })
+}
+
+/// Validates a policy file; needs no other configuration.
+fn check_policy(file: &Path) -> ExitCode {
+    match Policy::load(file) {
+        Ok(policy) => {
+            let today = time::OffsetDateTime::now_utc().date();
+            println!("ok: {}: {}", policy.source, policy.summary(today));
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("cmk-guard: {error}");
+            ExitCode::from(1)
+        }
     }
 }
 
@@ -139,7 +176,10 @@ fn evaluate(settings: Settings, event: Option<PathBuf>, resource: Option<String>
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("cmk-guard: cannot start the runtime: {error}");
@@ -172,7 +212,9 @@ fn evaluate(settings: Settings, event: Option<PathBuf>, resource: Option<String>
             Ok(event) => vec![event],
             Err(_) => vec![Value::String(String::from_utf8_lossy(&text).into_owned())],
         };
-        runtime.block_on(join_all(events.into_iter().map(|e| engine.on_event(e, deadline))))
+        runtime.block_on(join_all(
+            events.into_iter().map(|e| engine.on_event(e, deadline)),
+        ))
     };
     let mut unavailable = false;
     let outcomes: Vec<Outcome> = results
@@ -200,7 +242,10 @@ fn evaluate(settings: Settings, event: Option<PathBuf>, resource: Option<String>
     }
     if unavailable {
         ExitCode::from(3)
-    } else if outcomes.iter().any(|o| o.disposition == Disposition::Rejected) {
+    } else if outcomes
+        .iter()
+        .any(|o| o.disposition == Disposition::Rejected)
+    {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS

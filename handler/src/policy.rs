@@ -896,6 +896,19 @@ require_cmk_tag = "cmk-required"
     }
 
     #[test]
+    fn the_documented_example_is_valid() {
+        let doc = include_str!("../../docs/rules.md");
+        let example = doc
+            .rsplit("```toml\n")
+            .next()
+            .and_then(|rest| rest.split("```").next())
+            .unwrap();
+        let policy = Policy::from_toml_str(example, "docs/rules.md").unwrap();
+        assert!(policy.allows_remediation("vault.purge-protection"));
+        assert_eq!(policy.exemptions.len(), 1);
+    }
+
+    #[test]
     fn loading_a_missing_file_names_it() {
         let message = Policy::load(Path::new("/nonexistent/policy.toml"))
             .unwrap_err()

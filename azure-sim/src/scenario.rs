@@ -25,6 +25,9 @@ pub const DEFAULT_RESOURCE_GROUP: &str = "rg-mlw-prod";
 pub const DEFAULT_VAULT: &str = "kv-mlw-cmk-prod";
 /// CMK key of the default scenario.
 pub const DEFAULT_KEY: &str = "mlw-cmk-key";
+/// Current version of the default key: the version the derived Key Vault event fixtures name,
+/// so replaying them against the default tenant addresses an existing key version.
+pub const DEFAULT_KEY_VERSION: &str = "4d8a2f6c1e9b47a3b5c0d7e2f8a1c6b9";
 /// Workspace of the default scenario.
 pub const DEFAULT_WORKSPACE: &str = "mlw-prod";
 /// Default region.

@@ -26,7 +26,6 @@ pub fn from_env(
         let options = ManagedIdentityCredentialOptions {
             user_assigned_id: value("AZURE_CLIENT_ID").map(UserAssignedId::ClientId),
             client_options,
-            ..ManagedIdentityCredentialOptions::default()
         };
         let credential = ManagedIdentityCredential::new(Some(options))
             .map_err(|e| format!("managed identity: {e}"))?;

@@ -97,7 +97,7 @@ fn error_body(body: &[u8]) -> (Option<String>, Option<String>) {
         error
             .get(key)
             .and_then(|v| v.as_str())
-            .map(|s| crate::ids::truncate(s))
+            .map(crate::ids::truncate)
     };
     (text("code"), text("message"))
 }

@@ -135,7 +135,19 @@ pub(crate) fn resources(ctx: &mut Ctx) -> Reply {
     };
     let all = {
         let tenant = ctx.tenant();
-        rows(&tenant)
+        let caller = ctx
+            .caller
+            .as_ref()
+            .map(|c| c.object_id.clone())
+            .unwrap_or_default();
+        let mut all = rows(&tenant);
+        if tenant.enforce_management_rbac {
+            all.retain(|r| {
+                let text = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or_default();
+                tenant.can(&caller, &format!("{}/read", text("type")), text("id"))
+            });
+        }
+        all
     };
     let scoped: Vec<Value> = all
         .into_iter()

@@ -215,6 +215,8 @@ pub struct Route {
     pub resource: Option<String>,
     /// The operation.
     pub handler: fn(&mut Ctx) -> Reply,
+    /// The Azure RBAC action ARM authorises (ARM only; `None` = no check).
+    pub action: Option<String>,
 }
 
 fn host_of(req: &HttpRequest) -> String {
@@ -364,6 +366,11 @@ pub async fn entry(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>
 
 async fn serve(ctx: &mut Ctx<'_>, surface: Surface, route: &Route) -> Reply {
     if let Err(reply) = authenticate(ctx, surface) {
+        return reply;
+    }
+    if let (Some(action), Some(scope)) = (&route.action, &route.resource)
+        && let Err(reply) = arm::authorize(ctx, action, scope)
+    {
         return reply;
     }
     let action = lock(&ctx.shared.faults).take(route.operation, &ctx.method, &ctx.host, &ctx.path);

@@ -31,6 +31,7 @@ pub fn route(ctx: &Ctx) -> Result<Route, Reply> {
         operation: "Identity_GetToken",
         resource: Some(format!("msi:{}", ctx.q("resource").unwrap_or_default())),
         handler: token,
+        action: None,
     })
 }
 

@@ -56,6 +56,7 @@ pub fn route(ctx: &Ctx) -> Result<Route, Reply> {
             operation,
             resource: resource.clone(),
             handler,
+            action: None,
         })
     };
     match (ctx.method.as_str(), s.as_slice()) {

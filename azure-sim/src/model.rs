@@ -30,6 +30,9 @@ pub struct Tenant {
     pub role_assignments: Vec<RoleAssignment>,
     /// Other resources served verbatim (storage accounts, Cosmos DB accounts, Search services…).
     pub resources: Vec<GenericResource>,
+    /// Authorise ARM requests with Azure RBAC (actions/notActions at or above the scope), and
+    /// show Resource Graph only what the caller can read.
+    pub enforce_management_rbac: bool,
     /// Counter for deterministic new key versions and assignment names.
     pub next_serial: u64,
 }
@@ -553,6 +556,14 @@ impl Tenant {
                     && scope_covers(&a.scope, scope)
             })
             .collect()
+    }
+
+    /// Whether `principal_id` holds a role granting the management `action` at `scope`.
+    pub fn can(&self, principal_id: &str, action: &str, scope: &str) -> bool {
+        self.assignments_applying(principal_id, scope)
+            .iter()
+            .filter_map(|a| crate::roles::find(&a.role_definition_guid))
+            .any(|d| d.grants_action(action))
     }
 
     /// A fresh deterministic serial, for new key versions and assignment names.

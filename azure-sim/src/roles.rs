@@ -52,6 +52,15 @@ pub const CRYPTO_USER: &str = "12338af0-0e69-4776-bea7-57ae8d297424";
 /// Key Vault Contributor (management plane only).
 pub const KEY_VAULT_CONTRIBUTOR: &str = "f25e0fa2-a7c8-4377-a976-54943a77a395";
 
+/// Owner.
+pub const OWNER: &str = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635";
+/// Contributor.
+pub const CONTRIBUTOR: &str = "b24988ac-6180-42a0-ab88-20f7382dd24c";
+/// User Access Administrator.
+pub const USER_ACCESS_ADMINISTRATOR: &str = "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9";
+/// Role Based Access Control Administrator.
+pub const RBAC_ADMINISTRATOR: &str = "f58310d9-a9f6-439a-9e8d-f62e7b41a168";
+
 /// The built-in roles the simulator knows.
 pub const BUILT_IN: &[RoleDefinition] = &[
     RoleDefinition {
@@ -140,6 +149,59 @@ pub const BUILT_IN: &[RoleDefinition] = &[
             "Microsoft.KeyVault/hsmPools/*",
             "Microsoft.KeyVault/managedHsms/*",
         ],
+        data_actions: &[],
+        not_data_actions: &[],
+    },
+    RoleDefinition {
+        guid: OWNER,
+        role_name: "Owner",
+        description: "Grants full access to manage all resources, including the ability to assign roles in Azure RBAC.",
+        actions: &["*"],
+        not_actions: &[],
+        data_actions: &[],
+        not_data_actions: &[],
+    },
+    RoleDefinition {
+        guid: CONTRIBUTOR,
+        role_name: "Contributor",
+        description: "Grants full access to manage all resources, but does not allow you to assign roles in Azure RBAC, manage assignments in Azure Blueprints, or share image galleries.",
+        actions: &["*"],
+        not_actions: &[
+            "Microsoft.Authorization/*/Delete",
+            "Microsoft.Authorization/*/Write",
+            "Microsoft.Authorization/elevateAccess/Action",
+            "Microsoft.Blueprint/blueprintAssignments/write",
+            "Microsoft.Blueprint/blueprintAssignments/delete",
+            "Microsoft.Compute/galleries/share/action",
+            "Microsoft.Purview/consents/write",
+            "Microsoft.Purview/consents/delete",
+            "Microsoft.Resources/deploymentStacks/manageDenySetting/action",
+            "Microsoft.Subscription/cancel/action",
+            "Microsoft.Subscription/enable/action",
+        ],
+        data_actions: &[],
+        not_data_actions: &[],
+    },
+    RoleDefinition {
+        guid: USER_ACCESS_ADMINISTRATOR,
+        role_name: "User Access Administrator",
+        description: "Lets you manage user access to Azure resources.",
+        actions: &["*/read", "Microsoft.Authorization/*", "Microsoft.Support/*"],
+        not_actions: &[],
+        data_actions: &[],
+        not_data_actions: &[],
+    },
+    RoleDefinition {
+        guid: RBAC_ADMINISTRATOR,
+        role_name: "Role Based Access Control Administrator",
+        description: "Manage access to Azure resources by assigning roles using Azure RBAC. This role does not allow you to manage access using other ways, such as Azure Policy.",
+        actions: &[
+            "Microsoft.Authorization/roleAssignments/write",
+            "Microsoft.Authorization/roleAssignments/delete",
+            "*/read",
+            "Microsoft.Support/*",
+        ],
+        not_actions: &[],
         data_actions: &[],
         not_data_actions: &[],
     },

@@ -80,6 +80,8 @@ pub struct Scenario {
     pub role_assignments: Vec<RoleAssignmentSpec>,
     /// Other resources served verbatim.
     pub resources: Vec<ResourceSpec>,
+    /// Authorise ARM requests with Azure RBAC (default true, as Azure does).
+    pub enforce_management_rbac: bool,
 }
 
 impl Default for Scenario {
@@ -94,6 +96,7 @@ impl Default for Scenario {
             workspaces: Vec::new(),
             role_assignments: Vec::new(),
             resources: Vec::new(),
+            enforce_management_rbac: true,
         }
     }
 }
@@ -110,8 +113,9 @@ pub struct AppSpec {
     pub resource_id: String,
     /// User-assigned identities attached to the app.
     pub user_assigned: Vec<UserAssignedSpec>,
-    /// Give the app Reader and Key Vault Crypto Officer on every subscription (and an access
-    /// policy on access-policy vaults with `appAccess`), as the deployment would.
+    /// Give the app Contributor, Role Based Access Control Administrator and Key Vault Crypto
+    /// Officer on every subscription (and an access policy on access-policy vaults with
+    /// `appAccess`), enough to read and remediate.
     pub roles: bool,
 }
 
@@ -843,6 +847,11 @@ impl TenantBuilder {
         self.scenario.app.user_assigned.push(uai);
         self
     }
+    /// Turns ARM authorisation off: any valid token may read and write anything.
+    pub fn without_management_rbac(mut self) -> Self {
+        self.scenario.enforce_management_rbac = false;
+        self
+    }
     /// Do not give the app any roles or access policies.
     pub fn no_app_roles(mut self) -> Self {
         self.scenario.app.roles = false;
@@ -990,6 +999,7 @@ impl<'a> Builder<'a> {
                 workspaces: Vec::new(),
                 role_assignments: Vec::new(),
                 resources: Vec::new(),
+                enforce_management_rbac: scenario.enforce_management_rbac,
                 next_serial: 0,
             },
         }
@@ -1101,7 +1111,11 @@ impl<'a> Builder<'a> {
                 .collect();
             for sub in subscriptions {
                 let scope = format!("/subscriptions/{sub}");
-                for role in [roles::READER, roles::CRYPTO_OFFICER] {
+                for role in [
+                    roles::CONTRIBUTOR,
+                    roles::RBAC_ADMINISTRATOR,
+                    roles::CRYPTO_OFFICER,
+                ] {
                     self.push_assignment(None, &scope, role, &app, "ServicePrincipal", None);
                 }
             }

@@ -168,17 +168,78 @@ fn api_version_shape(v: &str) -> bool {
         })
 }
 
+/// The RBAC action ARM checks for a request, derived from the path like ARM does:
+/// `{namespace}/{type}[/{childType}…]/{read|write|delete}`, `{namespace}/register/action`.
+/// Tenant-level role definitions and Resource Graph are not checked.
+fn management_action(ctx: &Ctx) -> Option<String> {
+    let p = ctx
+        .segs
+        .iter()
+        .rposition(|s| s.eq_ignore_ascii_case("providers"));
+    let verb = match ctx.method.as_str() {
+        "GET" => "read",
+        "PUT" | "PATCH" => "write",
+        "DELETE" => "delete",
+        _ => "action",
+    };
+    let Some(p) = p else {
+        return match ctx.segs.len() {
+            2 => Some("Microsoft.Resources/subscriptions/read".to_owned()),
+            4 => Some("Microsoft.Resources/subscriptions/resourceGroups/read".to_owned()),
+            _ => None,
+        };
+    };
+    if p == 0 {
+        return None;
+    }
+    let providers_read = || Some("Microsoft.Resources/subscriptions/providers/read".to_owned());
+    let Some(namespace) = ctx.segs.get(p + 1) else {
+        return providers_read();
+    };
+    let rest = &ctx.segs[p + 2..];
+    if rest.is_empty() {
+        return providers_read();
+    }
+    if ctx.method == "POST" && rest.len() == 1 {
+        return Some(format!("{namespace}/{}/action", rest[0]));
+    }
+    let types: Vec<&str> = rest.iter().step_by(2).map(String::as_str).collect();
+    Some(format!("{namespace}/{}/{verb}", types.join("/")))
+}
+
+/// 403 `AuthorizationFailed` unless the caller holds a role granting `action` at `scope`
+/// (or above), when the tenant enforces management RBAC.
+pub(crate) fn authorize(ctx: &Ctx, action: &str, scope: &str) -> Result<(), Reply> {
+    let tenant = ctx.tenant();
+    let Some(caller) = &ctx.caller else {
+        return Ok(());
+    };
+    if !tenant.enforce_management_rbac || tenant.can(&caller.object_id, action, scope) {
+        return Ok(());
+    }
+    Err(error(
+        403,
+        "AuthorizationFailed",
+        &format!(
+            "The client '{}' with object id '{}' does not have authorization to perform action '{action}' over scope '{scope}' or the scope is invalid. If access was recently granted, please refresh your credentials.",
+            caller.client_id, caller.object_id
+        ),
+    ))
+}
+
 /// Maps a request to an operation.
 pub fn route(ctx: &Ctx) -> Result<Route, Reply> {
     let lower = ctx.lower_segs();
     let s: Vec<&str> = lower.iter().map(String::as_str).collect();
     let m = ctx.method.as_str();
     let resource = Some(format!("/{}", ctx.segs.join("/")));
+    let action = management_action(ctx);
     let ok = |operation: &'static str, handler: fn(&mut Ctx) -> Reply| {
         Ok(Route {
             operation,
             resource: resource.clone(),
             handler,
+            action: action.clone(),
         })
     };
     let unsupported = || {

@@ -555,3 +555,74 @@ async fn admin_api_changes_state_and_records_operator_events() {
     assert_eq!(state["deletedVaults"].as_array().unwrap().len(), 1);
     t.stop().await;
 }
+
+#[tokio::test]
+async fn management_rbac_authorises_reads_writes_and_resource_graph_rows() {
+    let tenant = Tenant::compliant_builder()
+        .no_app_roles()
+        .vault(VaultSpec::new(OTHER_SUBSCRIPTION, "rg-far", "kv-far").key(KeySpec::rsa("k", 2048)))
+        .build()
+        .unwrap();
+    let app = tenant.app.principal_id.clone().unwrap();
+    let tenant = {
+        let mut t = tenant;
+        t.role_assignments.push(azure_sim::model::RoleAssignment {
+            name: "6a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d".into(),
+            scope: format!("/subscriptions/{DEFAULT_SUBSCRIPTION}"),
+            role_definition_guid: roles::READER.into(),
+            principal_id: app.clone(),
+            principal_type: "ServicePrincipal".into(),
+            condition: None,
+            created: 0,
+            created_by: "test".into(),
+        });
+        t
+    };
+    let t = spawn(tenant).await;
+    let read = t.arm_get(&vault_path(DEFAULT_VAULT)).await;
+    assert_eq!(read.status, 200);
+    let write = t
+        .arm(
+            Method::PATCH,
+            &vault_path(DEFAULT_VAULT),
+            Some(json!({"properties": {"enablePurgeProtection": true}})),
+        )
+        .await;
+    assert_eq!(write.status, 403);
+    assert_eq!(write.body["error"]["code"], "AuthorizationFailed");
+    assert!(
+        write.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Microsoft.KeyVault/vaults/write")
+    );
+    let far = t
+        .arm_get(&format!(
+            "{}?{KV_API}",
+            ids::vault_id(OTHER_SUBSCRIPTION, "rg-far", "kv-far")
+        ))
+        .await;
+    assert_eq!(far.status, 403, "no role in the other subscription");
+    let graph = t
+        .arm(Method::POST, "/providers/Microsoft.ResourceGraph/resources?api-version=2024-04-01", Some(json!({"query": "resources | where type =~ 'microsoft.keyvault/vaults' | project id, name"})))
+        .await;
+    let names: Vec<&str> = graph.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        vec![DEFAULT_VAULT],
+        "Resource Graph shows only what the caller can read"
+    );
+    let definition = t
+        .arm_get(&format!(
+            "/providers/Microsoft.Authorization/roleDefinitions/{}?api-version=2022-04-01",
+            roles::READER
+        ))
+        .await;
+    assert_eq!(definition.status, 200);
+    t.stop().await;
+}

@@ -35,6 +35,8 @@ pub struct Shared {
     pub started: Instant,
     /// The ready-line info, for `GET /_sim/info`.
     pub info: Mutex<Option<Value>>,
+    /// Long-running operations: id → (resource id, polls so far).
+    pub operations: Mutex<std::collections::HashMap<String, (String, u32)>>,
 }
 
 /// Locks a mutex, recovering from poisoning (a panicked test must not wedge the simulator).

@@ -33,6 +33,9 @@ pub struct Tenant {
     /// Authorise ARM requests with Azure RBAC (actions/notActions at or above the scope), and
     /// show Resource Graph only what the caller can read.
     pub enforce_management_rbac: bool,
+    /// Answer workspace PATCH with 202 and a `Location` to poll, like the ML resource provider
+    /// may, instead of 200 with the body.
+    pub async_workspace_updates: bool,
     /// Counter for deterministic new key versions and assignment names.
     pub next_serial: u64,
 }

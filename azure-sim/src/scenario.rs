@@ -82,6 +82,8 @@ pub struct Scenario {
     pub resources: Vec<ResourceSpec>,
     /// Authorise ARM requests with Azure RBAC (default true, as Azure does).
     pub enforce_management_rbac: bool,
+    /// Answer workspace PATCH with 202 + `Location` (default false: 200 with the body).
+    pub async_workspace_updates: bool,
 }
 
 impl Default for Scenario {
@@ -97,6 +99,7 @@ impl Default for Scenario {
             role_assignments: Vec::new(),
             resources: Vec::new(),
             enforce_management_rbac: true,
+            async_workspace_updates: false,
         }
     }
 }
@@ -1000,6 +1003,7 @@ impl<'a> Builder<'a> {
                 role_assignments: Vec::new(),
                 resources: Vec::new(),
                 enforce_management_rbac: scenario.enforce_management_rbac,
+                async_workspace_updates: scenario.async_workspace_updates,
                 next_serial: 0,
             },
         }

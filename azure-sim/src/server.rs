@@ -155,6 +155,7 @@ impl Sim {
             identity_port: identity_addr.port(),
             started: Instant::now(),
             info: Mutex::new(None),
+            operations: Mutex::new(std::collections::HashMap::new()),
         });
         *lock(&shared.info) = serde_json::to_value(&info).ok();
 

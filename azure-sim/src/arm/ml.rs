@@ -208,6 +208,7 @@ pub(crate) fn patch(ctx: &mut Ctx) -> Reply {
     }
     let actor = ctx.actor(&tenant, &current.id());
     let tenant_id = tenant.tenant_id.clone();
+    let asynchronous = tenant.async_workspace_updates;
     let now = ctx.now;
     let Some(w) = tenant
         .workspaces
@@ -243,8 +244,21 @@ pub(crate) fn patch(ctx: &mut Ctx) -> Reply {
     }
     w.updated = now;
     w.last_modified_by = actor.object_id.clone();
-    let reply = Reply::ok(workspace_json(w, &tenant_id));
+    let mut reply = Reply::ok(workspace_json(w, &tenant_id));
     let id = w.id();
+    if asynchronous {
+        let operation = crate::ids::random_uuid();
+        let location = format!(
+            "https://management.azure.com/subscriptions/{}/providers/Microsoft.MachineLearningServices/locations/{}/workspaceOperationsStatus/{operation}?api-version={}&type=location",
+            w.subscription,
+            w.location,
+            ctx.q("api-version").unwrap_or("2026-09-01")
+        );
+        crate::http::lock(&ctx.shared.operations).insert(operation, (id.clone(), 0));
+        reply = Reply::empty(202)
+            .with_header("Location", &location)
+            .with_header("Retry-After", "1");
+    }
     drop(tenant);
     ctx.emit(resource_event(
         ResourceEventKind::Write,
@@ -360,4 +374,28 @@ pub(crate) fn get_online(ctx: &mut Ctx) -> Reply {
 /// `BatchEndpoints_Get`.
 pub(crate) fn get_batch(ctx: &mut Ctx) -> Reply {
     get_endpoint(ctx, "batchEndpoints")
+}
+
+/// `GET …/locations/{loc}/workspaceOperationsStatus/{id}` (the `Location` of an async PATCH):
+/// 202 on the first poll, then 200 with the workspace, as §6.3 describes.
+pub(crate) fn operation_status(ctx: &mut Ctx) -> Reply {
+    let id = ctx.segs.get(7).cloned().unwrap_or_default();
+    let resource = {
+        let mut operations = crate::http::lock(&ctx.shared.operations);
+        match operations.get_mut(&id) {
+            Some((resource, polls)) => {
+                *polls += 1;
+                if *polls == 1 {
+                    return Reply::empty(202).with_header("Retry-After", "1");
+                }
+                resource.clone()
+            }
+            None => return error(404, "NotFound", &format!("Operation '{id}' was not found.")),
+        }
+    };
+    let tenant = ctx.tenant();
+    match tenant.workspaces.iter().find(|w| eq_ci(&w.id(), &resource)) {
+        Some(w) => Reply::ok(workspace_json(w, &tenant.tenant_id)),
+        None => Reply::empty(204),
+    }
 }

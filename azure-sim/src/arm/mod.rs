@@ -353,6 +353,19 @@ pub fn route(ctx: &Ctx) -> Result<Route, Reply> {
                 "workspaces",
             ],
         ) => ok("Workspaces_ListBySubscription", ml::list),
+        (
+            "GET",
+            [
+                "subscriptions",
+                _,
+                "providers",
+                "microsoft.machinelearningservices",
+                "locations",
+                _,
+                "workspaceoperationsstatus",
+                _,
+            ],
+        ) => ok("WorkspaceOperationsStatus_Get", ml::operation_status),
         ("GET", ["subscriptions", _, "providers", _]) => ok("Providers_Get", misc::get_provider),
         ("POST", ["subscriptions", _, "providers", _, "register"]) => {
             ok("Providers_Register", misc::register_provider)

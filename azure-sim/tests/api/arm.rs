@@ -626,3 +626,34 @@ async fn management_rbac_authorises_reads_writes_and_resource_graph_rows() {
     assert_eq!(definition.status, 200);
     t.stop().await;
 }
+
+#[tokio::test]
+async fn async_workspace_updates_answer_202_with_a_location_to_poll() {
+    let mut tenant = Tenant::compliant().unwrap();
+    tenant.async_workspace_updates = true;
+    let t = spawn(tenant).await;
+    let ws = format!(
+        "{}?api-version=2026-09-01",
+        ids::workspace_id(
+            DEFAULT_SUBSCRIPTION,
+            DEFAULT_RESOURCE_GROUP,
+            DEFAULT_WORKSPACE
+        )
+    );
+    let accepted = t
+        .arm(
+            Method::PATCH,
+            &ws,
+            Some(json!({"properties": {"description": "patched"}})),
+        )
+        .await;
+    assert_eq!(accepted.status, 202);
+    assert_eq!(accepted.headers["retry-after"], "1");
+    let location = accepted.headers["location"].to_str().unwrap().to_owned();
+    let path = location.strip_prefix(ARM).unwrap().to_owned();
+    assert_eq!(t.arm_get(&path).await.status, 202);
+    let done = t.arm_get(&path).await;
+    assert_eq!(done.status, 200);
+    assert_eq!(done.body["properties"]["description"], "patched");
+    t.stop().await;
+}

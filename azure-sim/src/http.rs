@@ -149,7 +149,7 @@ impl Ctx<'_> {
             .assignments_applying(&object_id, resource)
             .iter()
             .filter_map(|a| crate::roles::find(&a.role_definition_guid))
-            .find(|d| d.grants_action("Microsoft.KeyVault/vaults/write") || !d.actions.is_empty())
+            .find(|d| !d.actions.is_empty())
             .map(|d| d.role_name.to_owned())
             .unwrap_or_else(|| "Contributor".to_owned());
         Actor {
@@ -171,6 +171,8 @@ pub struct Reply {
     pub headers: Vec<(String, String)>,
     /// JSON body, if any.
     pub body: Option<Value>,
+    /// Id of the fault rule that produced this reply.
+    pub fault: Option<u64>,
 }
 
 impl Reply {
@@ -180,6 +182,7 @@ impl Reply {
             status,
             headers: Vec::new(),
             body: Some(body),
+            fault: None,
         }
     }
 
@@ -194,6 +197,7 @@ impl Reply {
             status,
             headers: Vec::new(),
             body: None,
+            fault: None,
         }
     }
 
@@ -344,11 +348,7 @@ pub async fn entry(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>
             (route.operation, route.resource, reply)
         }
     };
-    let fault = reply
-        .headers
-        .iter()
-        .find(|(k, _)| k == "x-azure-sim-fault")
-        .and_then(|(_, v)| v.parse().ok());
+    let fault = reply.fault;
     let record = RequestRecord {
         seq: 0,
         at_unix_ms: crate::clock::now_unix_ms(),
@@ -418,8 +418,8 @@ fn fault_reply(ctx: &Ctx, surface: Surface, action: &FaultAction, status: u16) -
         .body
         .clone()
         .unwrap_or_else(|| default_fault_body(ctx, surface, status));
-    let mut reply =
-        Reply::json(status, body).with_header("x-azure-sim-fault", &action.id.to_string());
+    let mut reply = Reply::json(status, body);
+    reply.fault = Some(action.id);
     if let Some(seconds) = action.retry_after {
         reply = reply.with_header("Retry-After", &seconds.to_string());
     }
@@ -500,9 +500,7 @@ fn finish(ctx: &Ctx, surface: Surface, reply: Reply) -> HttpResponse {
         _ => {}
     }
     for (name, value) in &reply.headers {
-        if name != "x-azure-sim-fault" {
-            builder.append_header((name.as_str(), value.as_str()));
-        }
+        builder.append_header((name.as_str(), value.as_str()));
     }
     match reply.body {
         Some(body) => builder

@@ -657,3 +657,84 @@ async fn async_workspace_updates_answer_202_with_a_location_to_poll() {
     assert_eq!(done.body["properties"]["description"], "patched");
     t.stop().await;
 }
+
+#[tokio::test]
+async fn rust_admin_api_drives_stories() {
+    let t = spawn(Tenant::compliant().unwrap()).await;
+    let admin = t.sim.admin();
+    admin
+        .patch_workspace(
+            DEFAULT_WORKSPACE,
+            &json!({"onlineEndpoints": ["ep1", "ep2"]}),
+        )
+        .unwrap();
+    admin
+        .set_provider_state(
+            DEFAULT_SUBSCRIPTION,
+            "Microsoft.DocumentDB",
+            "NotRegistered",
+        )
+        .unwrap();
+    let name = admin
+        .add_role_assignment(&azure_sim::RoleAssignmentSpec::new(
+            &format!("/subscriptions/{DEFAULT_SUBSCRIPTION}"),
+            "Key Vault Reader",
+            "77777777-7777-4777-8777-777777777777",
+        ))
+        .unwrap();
+    admin.remove_role_assignment(&name).unwrap();
+    admin
+        .patch_key(
+            DEFAULT_VAULT,
+            DEFAULT_KEY,
+            &json!({"expiresInDays": 3, "enabled": false}),
+        )
+        .unwrap();
+    assert_eq!(
+        admin.patch_vault("kv-nope", &json!({})).unwrap_err().status,
+        404
+    );
+    let base = ids::workspace_id(
+        DEFAULT_SUBSCRIPTION,
+        DEFAULT_RESOURCE_GROUP,
+        DEFAULT_WORKSPACE,
+    );
+    assert_eq!(
+        t.arm_get(&format!("{base}/onlineEndpoints?api-version=2026-09-01"))
+            .await
+            .body["value"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let provider = t.arm_get(&format!("/subscriptions/{DEFAULT_SUBSCRIPTION}/providers/Microsoft.DocumentDB?api-version=2021-04-01")).await;
+    assert_eq!(provider.body["registrationState"], "NotRegistered");
+    let key = t.sim.tenant(|tn| {
+        tn.vault(DEFAULT_VAULT)
+            .unwrap()
+            .key(DEFAULT_KEY)
+            .unwrap()
+            .latest()
+            .unwrap()
+            .clone()
+    });
+    assert!(!key.enabled);
+    assert!(key.exp.unwrap() - azure_sim::clock::now_unix() <= 3 * azure_sim::clock::DAY);
+    let kinds: Vec<String> = t
+        .sim
+        .events()
+        .iter()
+        .map(|e| e["eventType"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            "Microsoft.Resources.ResourceWriteSuccess",
+            "Microsoft.Resources.ResourceActionSuccess",
+            "Microsoft.Resources.ResourceWriteSuccess",
+            "Microsoft.Resources.ResourceDeleteSuccess",
+        ]
+    );
+    t.stop().await;
+}

@@ -38,7 +38,7 @@ enum Command {
         #[arg(long)]
         port: Option<u16>,
     },
-    /// Evaluate an event file or one resource and print the Outcome as JSON.
+    /// Evaluate an event file or one resource and print the Outcome (JSON or a table).
     Evaluate {
         /// A file holding one Event Grid or CloudEvents event, or an array of them (`-` for stdin).
         #[arg(
@@ -50,12 +50,24 @@ enum Command {
         /// An ARM id of an ML workspace, key vault or key.
         #[arg(long)]
         resource: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Json)]
+        format: Format,
     },
     /// Work with the policy file (CMKGUARD_POLICY_FILE).
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+}
+
+/// How the CLI prints outcomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    /// The Outcome JSON of DESIGN.md (an array for several events).
+    Json,
+    /// A readable table of findings, worst first.
+    Table,
 }
 
 #[derive(Debug, Subcommand)]
@@ -84,9 +96,11 @@ pub fn run(cli: Cli) -> ExitCode {
     };
     match command {
         Command::Serve { port } => load_settings().map_or_else(|code| code, |s| serve(s, port)),
-        Command::Evaluate { event, resource } => {
-            load_settings().map_or_else(|code| code, |s| evaluate(s, event, resource))
-        }
+        Command::Evaluate {
+            event,
+            resource,
+            format,
+        } => load_settings().map_or_else(|code| code, |s| evaluate(s, event, resource, format)),
         Command::Policy {
             command: PolicyCommand::Check { file },
         } => check_policy(&file),
@@ -167,7 +181,12 @@ fn serve(settings: Settings, port: Option<u16>) -> ExitCode {
     }
 }
 
-fn evaluate(settings: Settings, event: Option<PathBuf>, resource: Option<String>) -> ExitCode {
+fn evaluate(
+    settings: Settings,
+    event: Option<PathBuf>,
+    resource: Option<String>,
+    format: Format,
+) -> ExitCode {
     init_logging(false);
     let azure = match Azure::new(&settings, |name| std::env::var(name).ok()) {
         Ok(azure) => azure,
@@ -228,13 +247,13 @@ fn evaluate(settings: Settings, event: Option<PathBuf>, resource: Option<String>
             }
         })
         .collect();
-    let printed = if outcomes.len() == 1 {
-        serde_json::to_string_pretty(&outcomes[0])
-    } else {
-        serde_json::to_string_pretty(&outcomes)
+    let printed = match format {
+        Format::Table => Ok(crate::report::table(&outcomes)),
+        Format::Json if outcomes.len() == 1 => serde_json::to_string_pretty(&outcomes[0]),
+        Format::Json => serde_json::to_string_pretty(&outcomes),
     };
     match printed {
-        Ok(text) => println!("{text}"),
+        Ok(text) => println!("{}", text.trim_end()),
         Err(error) => {
             eprintln!("cmk-guard: cannot print the outcome: {error}");
             return ExitCode::FAILURE;

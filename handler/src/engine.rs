@@ -16,8 +16,9 @@ use crate::azure::Azure;
 use crate::ids::{ArmResourceId, KeyUrl};
 use crate::intake::{Classified, RawEvent, Rejection, ResourceKind, Target, Trigger, classify};
 use crate::observe::{DEFAULT_CACHE_TTL, Observer, transient_failures};
-use crate::outcome::{Disposition, EventRef, Finding, FindingState, Outcome, Severity};
+use crate::outcome::{Disposition, EventRef, Exempted, Finding, FindingState, Outcome, Severity};
 use crate::resolve;
+use crate::rules::{self, Context};
 use crate::settings::Settings;
 use crate::snapshot::Snapshot;
 
@@ -74,7 +75,9 @@ impl Engine {
             Ok(Classified::Ignored(reason)) => {
                 Ok(Outcome::new(event_ref, Disposition::Ignored, Some(reason)))
             }
-            Ok(Classified::Relevant(trigger)) => self.reconcile(event_ref, &trigger, deadline).await,
+            Ok(Classified::Relevant(trigger)) => {
+                self.reconcile(event_ref, &trigger, deadline).await
+            }
         }
     }
 
@@ -88,10 +91,14 @@ impl Engine {
         let mut outcome = Outcome::new(event, Disposition::Evaluated, None);
         outcome.resource = Some(trigger.target.to_string());
         let allowed = self.settings.intake.subscriptions.as_deref();
-        let workspaces = match resolve::workspaces(&self.observer, trigger, allowed, deadline).await {
+        let workspaces = match resolve::workspaces(&self.observer, trigger, allowed, deadline).await
+        {
             Ok(workspaces) => workspaces,
             Err(error) if error.is_transient() => {
-                return Err(Transient { reason: format!("resolving the workspaces failed: {error}"), outcome });
+                return Err(Transient {
+                    reason: format!("resolving the workspaces failed: {error}"),
+                    outcome,
+                });
             }
             Err(error) => {
                 outcome.findings.push(visibility_finding(
@@ -103,8 +110,12 @@ impl Engine {
             }
         };
         outcome.workspaces = workspaces.iter().map(ToString::to_string).collect();
-        let snapshots: Vec<Snapshot> =
-            join_all(workspaces.iter().map(|ws| self.observer.snapshot(ws, deadline))).await;
+        let snapshots: Vec<Snapshot> = join_all(
+            workspaces
+                .iter()
+                .map(|ws| self.observer.snapshot(ws, deadline)),
+        )
+        .await;
         let transient: Vec<String> = snapshots
             .iter()
             .flat_map(transient_failures)
@@ -112,9 +123,29 @@ impl Engine {
             .collect();
         if !transient.is_empty() {
             return Err(Transient {
-                reason: format!("Azure reads did not succeed in time: {}", transient.join("; ")),
+                reason: format!(
+                    "Azure reads did not succeed in time: {}",
+                    transient.join("; ")
+                ),
                 outcome,
             });
+        }
+        let now = time::OffsetDateTime::now_utc();
+        for snapshot in &snapshots {
+            let evaluation = rules::evaluate(&Context {
+                snapshot,
+                now,
+                policy: &self.settings.policy,
+                trigger: Some(trigger),
+            });
+            outcome.findings.extend(evaluation.findings);
+            outcome
+                .exempted
+                .extend(evaluation.exempted.into_iter().map(|e| Exempted {
+                    finding: e.finding,
+                    exemption_reason: e.reason,
+                    exemption_expires: e.expires.map(|d| d.to_string()),
+                }));
         }
         Ok(outcome)
     }
@@ -166,7 +197,8 @@ impl Engine {
 
     fn parse_evaluate_target(&self, resource: &str) -> Result<Target, Rejection> {
         if resource.starts_with("https://") {
-            let key = KeyUrl::parse(resource).map_err(|e| Rejection::new(format!("resource: {e}")))?;
+            let key =
+                KeyUrl::parse(resource).map_err(|e| Rejection::new(format!("resource: {e}")))?;
             if !key.is_under(&self.settings.intake.keyvault_dns_suffix) {
                 return Err(Rejection::new(format!(
                     "resource: key host {} is not under the Key Vault DNS suffix {}",
@@ -232,8 +264,10 @@ mod tests {
     const WS: &str = "/subscriptions/3f7b2c1d-8e4a-4b6f-9c2d-5a1e0f9b7c34/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws1";
 
     fn engine(vars: &[(&str, &str)]) -> Engine {
-        let vars: Vec<(String, String)> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let lookup = move |n: &str| vars.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
         let settings = Settings::from_lookup(&lookup).unwrap();
         let azure = Azure::new(&settings, |_| None).unwrap();
@@ -242,23 +276,41 @@ mod tests {
 
     #[tokio::test]
     async fn bad_evaluate_requests_say_why_before_any_request() {
-        let engine = engine(&[("CMKGUARD_SUBSCRIPTIONS", "00000000-0000-0000-0000-000000000001")]);
+        let engine = engine(&[(
+            "CMKGUARD_SUBSCRIPTIONS",
+            "00000000-0000-0000-0000-000000000001",
+        )]);
         for (body, expected) in [
             ("{", "body: not valid JSON"),
             ("{}", "missing field `resource`"),
             (r#"{"resource":5}"#, "body.resource: invalid type"),
             (r#"{"resource":"ws1"}"#, "is not an ARM resource id"),
-            (&format!(r#"{{"resource":"{WS}","extra":1}}"#), "unknown field `extra`"),
-            (&format!(r#"{{"resource":"{WS}"}}"#), "not in CMKGUARD_SUBSCRIPTIONS"),
-            (r#"{"resource":"https://kv1.vault.azure.net/keys/k"}"#, "names no subscription"),
-            (r#"{"resource":"https://kv1.evil.example/keys/k"}"#, "not under the Key Vault DNS suffix"),
+            (
+                &format!(r#"{{"resource":"{WS}","extra":1}}"#),
+                "unknown field `extra`",
+            ),
+            (
+                &format!(r#"{{"resource":"{WS}"}}"#),
+                "not in CMKGUARD_SUBSCRIPTIONS",
+            ),
+            (
+                r#"{"resource":"https://kv1.vault.azure.net/keys/k"}"#,
+                "names no subscription",
+            ),
+            (
+                r#"{"resource":"https://kv1.evil.example/keys/k"}"#,
+                "not under the Key Vault DNS suffix",
+            ),
             (
                 r#"{"resource":"/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/st"}"#,
                 "expected an ML workspace",
             ),
         ] {
             let deadline = Instant::now() + Duration::from_secs(1);
-            let err = engine.evaluate_request(body.as_bytes(), "r1", deadline).await.unwrap_err();
+            let err = engine
+                .evaluate_request(body.as_bytes(), "r1", deadline)
+                .await
+                .unwrap_err();
             assert!(err.to_string().contains(expected), "{body}: {err}");
         }
     }

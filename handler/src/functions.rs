@@ -98,7 +98,10 @@ pub async fn invoke(
             host_reply(200, outcome, logs)
         }
         Err(Transient { outcome, reason }) => {
-            logs.push(format!("{}; failing the invocation so that it is delivered again: {reason}", outcome.log_line()));
+            logs.push(format!(
+                "{}; failing the invocation so that it is delivered again: {reason}",
+                outcome.log_line()
+            ));
             host_reply(503, outcome, logs)
         }
     }
@@ -106,8 +109,15 @@ pub async fn invoke(
 
 fn host_reply(status: u16, outcome: Outcome, logs: Vec<String>) -> Reply {
     let return_value = serde_json::to_value(&outcome).unwrap_or(Value::Null);
-    let response = HostResponse { outputs: Map::new(), logs, return_value };
-    Reply { status, body: serde_json::to_value(response).unwrap_or_else(|_| json!({})) }
+    let response = HostResponse {
+        outputs: Map::new(),
+        logs,
+        return_value,
+    };
+    Reply {
+        status,
+        body: serde_json::to_value(response).unwrap_or_else(|_| json!({})),
+    }
 }
 
 fn rejected(rejection: Rejection) -> Outcome {
@@ -179,8 +189,15 @@ async fn invoke_http_envelope(
         "res".to_owned(),
         json!({"statusCode": status, "body": payload.to_json().to_string(), "headers": {"Content-Type": "application/json"}}),
     );
-    let response = HostResponse { outputs, logs, return_value: Value::Null };
-    Reply { status: 200, body: serde_json::to_value(response).unwrap_or_else(|_| json!({})) }
+    let response = HostResponse {
+        outputs,
+        logs,
+        return_value: Value::Null,
+    };
+    Reply {
+        status: 200,
+        body: serde_json::to_value(response).unwrap_or_else(|_| json!({})),
+    }
 }
 
 /// The answer to an on-demand check.
@@ -211,7 +228,9 @@ impl EvaluateReply {
         match self {
             EvaluateReply::Outcome(outcome) => outcome.log_line(),
             EvaluateReply::BadRequest(reason) => format!("bad evaluate request: {reason}"),
-            EvaluateReply::Unavailable(outcome, reason) => format!("{}; unavailable: {reason}", outcome.log_line()),
+            EvaluateReply::Unavailable(outcome, reason) => {
+                format!("{}; unavailable: {reason}", outcome.log_line())
+            }
         }
     }
 }
@@ -222,7 +241,9 @@ pub async fn evaluate_http(engine: &Engine, body: &[u8], request_id: &str) -> (u
     let deadline = Instant::now() + EVENT_BUDGET;
     match engine.evaluate_request(body, request_id, deadline).await {
         Ok(Ok(outcome)) => (200, EvaluateReply::Outcome(Box::new(outcome))),
-        Ok(Err(Transient { outcome, reason })) => (503, EvaluateReply::Unavailable(Box::new(outcome), reason)),
+        Ok(Err(Transient { outcome, reason })) => {
+            (503, EvaluateReply::Unavailable(Box::new(outcome), reason))
+        }
         Err(rejection) => (400, EvaluateReply::BadRequest(rejection.to_string())),
     }
 }

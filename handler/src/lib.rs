@@ -12,6 +12,7 @@
 //! - [`resolve`]: which workspaces a trigger affects (Resource Graph for vault, key and role events).
 //! - [`observe`]: reads a workspace's CMK chain into a [`snapshot::Snapshot`] (single-flight, cached).
 //! - [`engine`]: runs a trigger or an on-demand check through the pipeline to an Outcome.
+//! - [`report`]: readable tables of outcomes for the command line.
 //! - [`outcome`]: the Outcome contract (findings, actions, dispositions).
 //! - [`rules`]: the CMK rules, one file per rule: pure checks of a snapshot, and `evaluate`.
 //! - [`policy`]: the TOML policy file: thresholds, severities, remediation consent, routing,
@@ -33,6 +34,7 @@ pub mod intake;
 pub mod observe;
 pub mod outcome;
 pub mod policy;
+pub mod report;
 pub mod resolve;
 pub mod rules;
 pub mod server;

@@ -102,6 +102,20 @@ pub struct Outcome {
     pub workspaces: Vec<String>,
     pub findings: Vec<Finding>,
     pub actions: Vec<Action>,
+    /// Failing checks a live policy exemption covers: reported for the audit trail, never
+    /// alerted or remediated. An extension of the DESIGN.md contract.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exempted: Vec<Exempted>,
+}
+
+/// A finding covered by an exemption, with the exemption's reason and expiry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exempted {
+    #[serde(flatten)]
+    pub finding: Finding,
+    pub exemption_reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exemption_expires: Option<String>,
 }
 
 impl Outcome {
@@ -115,6 +129,7 @@ impl Outcome {
             workspaces: Vec::new(),
             findings: Vec::new(),
             actions: Vec::new(),
+            exempted: Vec::new(),
         }
     }
 

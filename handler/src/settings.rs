@@ -9,6 +9,7 @@ use url::Url;
 use crate::azure::{ApiVersions, ConnectTo, TransportSettings};
 use crate::ids::SubscriptionId;
 use crate::intake::IntakeSettings;
+use crate::policy::Policy;
 
 /// Every configuration variable cmk-guard reads, in the order of the README table. The infra
 /// consistency test (issue 8) checks app settings against this list.
@@ -96,6 +97,8 @@ pub struct Settings {
     pub arm_endpoint: Url,
     pub transport: TransportSettings,
     pub api_versions: ApiVersions,
+    /// `CMKGUARD_POLICY_FILE`, or the built-in policy.
+    pub policy: Policy,
 }
 
 impl Settings {
@@ -175,6 +178,11 @@ impl Settings {
             .unwrap_or_default();
         let api_versions = ApiVersions::with_overrides(value("CMKGUARD_API_VERSIONS").as_deref())
             .map_err(|e| ConfigError::new("CMKGUARD_API_VERSIONS", e))?;
+        let policy = match value("CMKGUARD_POLICY_FILE") {
+            Some(path) => Policy::load(std::path::Path::new(&path))
+                .map_err(|e| ConfigError::new("CMKGUARD_POLICY_FILE", e.to_string()))?,
+            None => Policy::default(),
+        };
         Ok(Self {
             mode,
             intake: IntakeSettings {
@@ -187,6 +195,7 @@ impl Settings {
                 connect_to,
             },
             api_versions,
+            policy,
         })
     }
 }
@@ -262,6 +271,7 @@ mod tests {
             ("CMKGUARD_CA_BUNDLE", "/nonexistent/ca.pem"),
             ("CMKGUARD_CONNECT_TO", "management.azure.com"),
             ("CMKGUARD_API_VERSIONS", "Microsoft.KeyVault=yesterday"),
+            ("CMKGUARD_POLICY_FILE", "/nonexistent/policy.toml"),
         ] {
             let err = Settings::from_lookup(lookup(&[(name, value)])).unwrap_err();
             assert_eq!(err.variable, name);

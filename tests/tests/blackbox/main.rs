@@ -7,3 +7,4 @@ mod fixtures;
 mod function_definitions;
 mod host_protocol;
 mod packaging;
+mod scenarios;

@@ -1,0 +1,120 @@
+//! Human-readable renderings of outcomes for the command line (`evaluate`, and later `scan`).
+
+use crate::outcome::{Disposition, Outcome};
+
+/// Longest cell text before it is cut with `…`.
+const MAX_CELL: usize = 70;
+
+/// A fixed-width table of the findings of `outcomes`, worst first, with a summary line.
+pub fn table(outcomes: &[Outcome]) -> String {
+    let mut rows: Vec<[String; 5]> = Vec::new();
+    let mut findings: Vec<_> = outcomes.iter().flat_map(|o| o.findings.iter()).collect();
+    findings.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then(a.workspace.cmp(&b.workspace))
+            .then(a.rule.cmp(&b.rule))
+    });
+    for finding in &findings {
+        rows.push([
+            short_name(&finding.workspace),
+            finding.rule.clone(),
+            format!("{:?}", finding.severity).to_ascii_lowercase(),
+            cell(&finding.observed),
+            cell(&finding.expected),
+        ]);
+    }
+    let mut out = String::new();
+    if !rows.is_empty() {
+        let header = ["WORKSPACE", "RULE", "SEVERITY", "OBSERVED", "EXPECTED"].map(str::to_owned);
+        let mut widths = header.clone().map(|h| h.chars().count());
+        for row in &rows {
+            for (width, text) in widths.iter_mut().zip(row) {
+                *width = (*width).max(text.chars().count());
+            }
+        }
+        for row in std::iter::once(&header).chain(rows.iter()) {
+            let line: Vec<String> = row
+                .iter()
+                .zip(widths)
+                .map(|(text, width)| format!("{text:<width$}"))
+                .collect();
+            out.push_str(line.join("  ").trim_end());
+            out.push('\n');
+        }
+    }
+    let workspaces: usize = outcomes.iter().map(|o| o.workspaces.len()).sum();
+    let exempted: usize = outcomes.iter().map(|o| o.exempted.len()).sum();
+    out.push_str(&format!(
+        "{} finding(s) in {workspaces} workspace(s)",
+        findings.len()
+    ));
+    if exempted > 0 {
+        out.push_str(&format!(", {exempted} exempted"));
+    }
+    for outcome in outcomes
+        .iter()
+        .filter(|o| o.disposition != Disposition::Evaluated)
+    {
+        out.push_str(&format!("\n{}", outcome.log_line()));
+    }
+    out.push('\n');
+    out
+}
+
+fn short_name(id: &str) -> String {
+    id.rsplit('/').next().unwrap_or(id).to_owned()
+}
+
+fn cell(text: &str) -> String {
+    let clean: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if clean.chars().count() <= MAX_CELL {
+        clean
+    } else {
+        format!("{}…", clean.chars().take(MAX_CELL - 1).collect::<String>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::{EventRef, Finding, FindingState, Severity};
+
+    fn finding(rule: &str, severity: Severity) -> Finding {
+        Finding {
+            rule: rule.into(),
+            resource: "r".into(),
+            workspace: "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws1".into(),
+            severity,
+            state: FindingState::Open,
+            observed: "x".repeat(100),
+            expected: "on".into(),
+        }
+    }
+
+    #[test]
+    fn worst_first_with_a_summary() {
+        let mut outcome = Outcome::new(EventRef::default(), Disposition::Evaluated, None);
+        outcome.workspaces.push("ws1".into());
+        outcome.findings = vec![
+            finding("key.rotation-policy", Severity::Low),
+            finding("vault.purge-protection", Severity::High),
+        ];
+        let text = table(&[outcome]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("WORKSPACE  RULE"));
+        assert!(lines[1].starts_with("ws1        vault.purge-protection  high"));
+        assert!(lines[2].contains("key.rotation-policy"));
+        assert!(lines[1].contains('…'));
+        assert_eq!(lines[3], "2 finding(s) in 1 workspace(s)");
+    }
+
+    #[test]
+    fn no_findings_is_one_line() {
+        let outcome = Outcome::new(EventRef::default(), Disposition::Evaluated, None);
+        assert_eq!(table(&[outcome]), "0 finding(s) in 0 workspace(s)\n");
+    }
+}

@@ -184,6 +184,7 @@ impl Engine {
             target,
             operation: None,
             caller_object_id: None,
+            caller_app_id: None,
             correlation_id: None,
             time: None,
         };

@@ -226,6 +226,7 @@ fn classify_resource_event(
         },
         operation: Some(operation),
         caller_object_id: data.caller_object_id(),
+        caller_app_id: data.caller_app_id(),
         correlation_id: data.correlation_id.clone(),
         time: event.time,
     })))
@@ -301,6 +302,7 @@ fn classify_key_vault_event(
         target,
         operation: None,
         caller_object_id: None,
+        caller_app_id: None,
         correlation_id: None,
         time: event.time,
     })))

@@ -39,6 +39,15 @@ pub struct ResourceEventData {
 }
 
 impl ResourceEventData {
+    /// The caller's application id, from the `appid` (v1) or `azp` (v2) claim.
+    pub fn caller_app_id(&self) -> Option<String> {
+        let claims = self.claims.as_ref()?;
+        ["appid", "azp"]
+            .iter()
+            .find_map(|key| claims.get(*key).and_then(Value::as_str))
+            .map(str::to_owned)
+    }
+
     /// The caller's object id, from the `objectidentifier` claim (or a bare `oid`).
     pub fn caller_object_id(&self) -> Option<String> {
         let claims = self.claims.as_ref()?;

@@ -109,6 +109,9 @@ pub struct Trigger {
     pub operation: Option<String>,
     /// The caller's object id from the event's claims (ARM events only).
     pub caller_object_id: Option<String>,
+    /// The caller's application id (`appid`, or `azp` in v2 tokens) from the claims: tells a
+    /// first-party service such as Azure ML from a person.
+    pub caller_app_id: Option<String>,
     pub correlation_id: Option<String>,
     pub time: Option<OffsetDateTime>,
 }

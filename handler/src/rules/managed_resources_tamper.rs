@@ -12,9 +12,10 @@
 //! whose resource lies in (or is) that resource group, in the workspace's subscription. Without
 //! such an event it does not apply, and its findings never resolve on a later evaluation.
 //!
-//! How Azure ML is recognised: ARM events carry the caller's object id
-//! (`Trigger::caller_object_id`). Azure ML acts through its first-party service principal (app id
-//! `0736f41a-0425-4b46-bdb5-1563eff02385`), whose object id differs per tenant; the policy lists
+//! How Azure ML is recognised: ARM events carry the caller's application id (`appid` claim,
+//! `Trigger::caller_app_id`) and object id (`Trigger::caller_object_id`). Azure ML acts through
+//! its first-party service principal, app id `0736f41a-0425-4b46-bdb5-1563eff02385` in every
+//! tenant, which is recognised without configuration. Its object id differs per tenant; the policy lists
 //! it under `[rules."managed-resources.tamper"] azure_ml_object_ids` (find it with
 //! `az ad sp show --id 0736f41a-0425-4b46-bdb5-1563eff02385 --query id -o tsv`). The workspace's
 //! own managed identities (system and user-assigned) count as Azure ML too. Any other caller,
@@ -37,6 +38,10 @@ pub(super) const RULE: Rule = Rule {
     remediation: Remediation::None,
     check,
 };
+
+/// The application id of Azure Machine Learning's first-party service principal (the same in
+/// every tenant); ARM events carry it in the `appid` claim when Azure ML itself acts.
+pub const AZURE_ML_APP_ID: &str = "0736f41a-0425-4b46-bdb5-1563eff02385";
 
 const EXPECTED: &str =
     "only Azure ML writes to or deletes from the workspace's service-provisioned resource group";
@@ -78,6 +83,14 @@ fn check(context: &Context) -> Vec<Check> {
     }
     let operation = trigger.operation.as_deref().unwrap_or(verb);
     let caller = trigger.caller_object_id.as_deref();
+    if trigger
+        .caller_app_id
+        .as_deref()
+        .is_some_and(|app| app.eq_ignore_ascii_case(AZURE_ML_APP_ID))
+    {
+        let why = format!("{operation} on {target} by Azure ML (app id {AZURE_ML_APP_ID})");
+        return vec![Gate::NotApplicable(why).check(RULE.id, target.to_string(), EXPECTED)];
+    }
     if let Some(caller) = caller
         && is_azure_ml(caller, workspace, context.policy.azure_ml_object_ids())
     {
@@ -154,6 +167,7 @@ mod tests {
             },
             operation: Some("Microsoft.Storage/storageAccounts/delete".into()),
             caller_object_id: caller.map(str::to_owned),
+            caller_app_id: None,
             correlation_id: None,
             time: None,
         }
@@ -288,5 +302,20 @@ mod tests {
         let check = &(RULE.check)(&context)[0];
         assert_eq!(check.resource, member);
         assert!(check.observed.contains(USER), "{}", check.observed);
+    }
+
+    #[test]
+    fn azure_ml_is_recognised_by_its_first_party_app_id_without_configuration() {
+        let member = in_managed_group();
+        let mut by_azure_ml = trigger(&member, ChangeKind::Write, Some(USER));
+        by_azure_ml.caller_app_id = Some(AZURE_ML_APP_ID.to_ascii_uppercase());
+        let snapshot = compliant_snapshot();
+        assert_eq!(verdict(&snapshot, Some(&by_azure_ml)), [NA]);
+        by_azure_ml.caller_app_id = Some("04b07795-8ddb-461a-bbee-02f9e1bf7b46".into());
+        assert_eq!(
+            verdict(&snapshot, Some(&by_azure_ml)),
+            [HIGH],
+            "the Azure CLI is a person"
+        );
     }
 }

@@ -87,6 +87,15 @@ async fn evaluate_prints_the_outcome_of_an_event_file() {
     let outcome: Value = serde_json::from_str(&out).expect("JSON outcome");
     assert_eq!(outcome["workspaces"][0], ws.as_str());
 
+    let (code, out, err) =
+        run_against(&sim, &["evaluate", "--resource", &ws, "--format", "table"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        out.trim(),
+        "0 finding(s) in 1 workspace(s)",
+        "the compliant tenant has no findings"
+    );
+
     let batch = fixtures_dir()
         .join("events/eventgrid-schema/Microsoft.KeyVault.CertificateNearExpiry.json");
     let (code, out, _) = run(&["evaluate", "--event", batch.to_str().unwrap_or_default()]);

@@ -167,6 +167,18 @@ async fn unknown_paths_get_404_with_a_json_reason() {
     assert_eq!(reply.body["functions"].as_array().map(Vec::len), Some(4));
 }
 
+/// A policy file with a string where a number belongs, on line 3.
+static BAD_POLICY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let path =
+        std::env::temp_dir().join(format!("cmk-guard-bad-policy-{}.toml", std::process::id()));
+    std::fs::write(
+        &path,
+        "[rules.\"key.expiry\"]\ncritical_days = 7\nwarn_days = \"thirty\"\n",
+    )
+    .expect("write policy");
+    path.to_string_lossy().into_owned()
+});
+
 #[test]
 fn startup_fails_clearly_without_a_valid_port_or_configuration() {
     for (port, extra, expected) in [
@@ -186,6 +198,11 @@ fn startup_fails_clearly_without_a_valid_port_or_configuration() {
             Some("7071"),
             vec![("CMKGUARD_SUBSCRIPTIONS", "abc")],
             "CMKGUARD_SUBSCRIPTIONS",
+        ),
+        (
+            Some("7071"),
+            vec![("CMKGUARD_POLICY_FILE", BAD_POLICY.as_str())],
+            "line 3, key `rules.\"key.expiry\".warn_days`",
         ),
     ] {
         let mut env = extra.clone();

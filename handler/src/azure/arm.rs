@@ -238,6 +238,32 @@ impl ArmClient {
         Ok(url)
     }
 
+    /// `PUT {path}?api-version=…` with a JSON body; a 201/202 long-running operation is
+    /// followed to its end (reference §6.3).
+    pub async fn put(
+        &self,
+        path: &str,
+        api_version: &str,
+        body: &Value,
+        deadline: Instant,
+    ) -> Result<Value, AzureError> {
+        let url = self.url(path, api_version, &[])?;
+        self.send(Method::Put, url, Some(body), deadline).await
+    }
+
+    /// `PATCH {path}?api-version=…` with a JSON body; a 202 long-running operation is followed
+    /// to its end.
+    pub async fn patch(
+        &self,
+        path: &str,
+        api_version: &str,
+        body: &Value,
+        deadline: Instant,
+    ) -> Result<Value, AzureError> {
+        let url = self.url(path, api_version, &[])?;
+        self.send(Method::Patch, url, Some(body), deadline).await
+    }
+
     async fn send(
         &self,
         method: Method,
@@ -245,6 +271,46 @@ impl ArmClient {
         body: Option<&Value>,
         deadline: Instant,
     ) -> Result<Value, AzureError> {
+        let description = describe(&method, &url);
+        let mut answer = self.send_once(method, url, body, deadline).await?;
+        // 202 + Location (+ Retry-After): poll the Location (on the ARM host only) until it
+        // stops answering 202. Callers verify the result by reading the resource again.
+        while answer.status == 202 {
+            let Some(location) = answer.location.take() else {
+                break;
+            };
+            let next = Url::parse(&location)
+                .map_err(|e| refused(&self.endpoint, format!("Location is not a URL: {e}")))?;
+            let wait = answer.retry_after.unwrap_or(Duration::from_secs(1));
+            if Instant::now() + wait >= deadline {
+                return Err(AzureError::transport(
+                    description,
+                    ErrorKind::Transient,
+                    "the long-running operation did not finish before the deadline",
+                ));
+            }
+            tokio::time::sleep(wait).await;
+            answer = self.send_once(Method::Get, next, None, deadline).await?;
+        }
+        if answer.body.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&answer.body).map_err(|e| {
+            AzureError::transport(
+                description,
+                ErrorKind::Permanent,
+                format!("response is not JSON: {e}"),
+            )
+        })
+    }
+
+    async fn send_once(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&Value>,
+        deadline: Instant,
+    ) -> Result<Answer, AzureError> {
         let description = describe(&method, &url);
         let mut request = Request::new(url, method);
         request.insert_header("accept", "application/json");
@@ -271,21 +337,32 @@ impl ArmClient {
         })?
         .map_err(|e| from_core_error(description.clone(), &e))?;
         let status = u16::from(response.status());
+        let location = response
+            .headers()
+            .get_optional_str(&azure_core::http::headers::HeaderName::from_static(
+                "location",
+            ))
+            .map(str::to_owned);
+        let retry_after = retry_after(response.headers());
         let body = response.into_body();
         if !(200..300).contains(&status) {
             return Err(AzureError::from_response(description, status, &body));
         }
-        if body.is_empty() {
-            return Ok(Value::Null);
-        }
-        serde_json::from_slice(&body).map_err(|e| {
-            AzureError::transport(
-                description,
-                ErrorKind::Permanent,
-                format!("response is not JSON: {e}"),
-            )
+        Ok(Answer {
+            status,
+            location,
+            retry_after,
+            body: body.to_vec(),
         })
     }
+}
+
+/// One response of the pipeline, as far as the client needs it.
+struct Answer {
+    status: u16,
+    location: Option<String>,
+    retry_after: Option<Duration>,
+    body: Vec<u8>,
 }
 
 /// Paging stops here; no list cmk-guard reads is that long.

@@ -19,6 +19,8 @@
 //!   exemptions and scope.
 //! - [`azure`]: the Azure clients (ARM reads, Key Vault data plane), transport and credential.
 //! - [`ids`]: ARM resource ids, key URLs and subscription ids, parsed once at the edge.
+//! - [`notify`]: alerts: Teams cards, email (ACS or SMTP) and the webhook; rendering, routing
+//!   by severity, delivery with retries, secrets redacted.
 //! - [`settings`]: configuration from environment variables.
 //! - [`snapshot`]: what observe read about one workspace's CMK chain; the input of the rules.
 //!
@@ -31,6 +33,7 @@ pub mod engine;
 pub mod functions;
 pub mod ids;
 pub mod intake;
+pub mod notify;
 pub mod observe;
 pub mod outcome;
 pub mod policy;

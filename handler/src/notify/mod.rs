@@ -1,0 +1,348 @@
+//! Alerts: rendering findings for people and sending them to Teams (Workflows webhook with an
+//! Adaptive Card), email (Azure Communication Services or SMTP) and a generic JSON webhook.
+//!
+//! The engine decides *whether* to alert (a change of state, a reminder) and *where* (routing
+//! by severity, [`route`]); this module decides *what* the alert says and delivers it:
+//! 1. build [`Notification`]s from findings (or a [`Digest`] for the sweep);
+//! 2. render one [`Message`] per channel — plain serialisable data, so a failed send can be
+//!    kept in the outbox and sent again later;
+//! 3. [`Notifier::send`] it and record the [`Delivery`] as an Action.
+//!
+//! Secrets (webhook URLs with their `sig`, the SMTP password, tokens) never leave this module
+//! in any text: logs, delivery reasons and Actions show only scheme and host.
+
+mod acs;
+mod email;
+mod escape;
+mod http;
+mod model;
+mod routing;
+mod secret;
+mod settings;
+mod smtp;
+mod teams;
+
+use std::sync::Arc;
+
+use azure_core::credentials::TokenCredential;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use email::EmailContent;
+pub use http::RetryBudget;
+pub use model::{ActionNote, Alert, Change, DIGEST_WORST, Digest, Notification};
+pub use routing::{Channel, by_channel, route};
+pub use secret::{REDACTED, SecretUrl};
+pub use settings::{EmailSettings, EmailTransport, NotifySettings, SmtpSettings};
+pub use teams::PAYLOAD_BUDGET as TEAMS_PAYLOAD_BUDGET;
+
+use crate::azure::TransportSettings;
+use crate::outcome::{Action, ActionKind, ActionResult, Outcome};
+use crate::settings::ConfigError;
+use acs::AcsSender;
+use http::{Failure, post_json};
+use smtp::SmtpSender;
+
+/// A rendered alert for one channel. It holds no secret and no address: the channel's URL
+/// and recipients come from the configuration when it is sent, so a stored message follows a
+/// rotated webhook URL.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "channel", rename_all = "lowercase")]
+pub enum Message {
+    /// The Workflows webhook body (Adaptive Card 1.4 in a `message`).
+    Teams {
+        payload: Value,
+    },
+    Email(EmailContent),
+    /// The generic webhook receives the Outcome as it is.
+    Webhook {
+        outcome: Outcome,
+    },
+}
+
+impl Message {
+    /// The Teams card for `alert`.
+    pub fn teams(alert: Alert<'_>) -> Self {
+        Message::Teams {
+            payload: teams::payload(alert),
+        }
+    }
+
+    /// The email for `alert`.
+    pub fn email(alert: Alert<'_>) -> Self {
+        Message::Email(email::content(alert))
+    }
+
+    /// The generic webhook's body.
+    pub fn webhook(outcome: &Outcome) -> Self {
+        Message::Webhook {
+            outcome: outcome.clone(),
+        }
+    }
+
+    /// Renders `alert` for `channel`; the webhook channel carries `outcome` instead.
+    pub fn for_channel(channel: Channel, alert: Alert<'_>, outcome: &Outcome) -> Self {
+        match channel {
+            Channel::Teams => Self::teams(alert),
+            Channel::Email => Self::email(alert),
+            Channel::Webhook => Self::webhook(outcome),
+        }
+    }
+
+    /// Which channel the message is for.
+    pub fn channel(&self) -> Channel {
+        match self {
+            Message::Teams { .. } => Channel::Teams,
+            Message::Email(_) => Channel::Email,
+            Message::Webhook { .. } => Channel::Webhook,
+        }
+    }
+}
+
+/// What became of one message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub channel: Channel,
+    #[serde(flatten)]
+    pub status: DeliveryStatus,
+}
+
+/// Sent, or failed with a reason that is safe to store and show.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    Sent {
+        detail: String,
+    },
+    Failed {
+        reason: String,
+        /// Whether the outbox should try again (throttling, outage) or a person must act
+        /// (rejected card, unconfigured channel, refused TLS).
+        retryable: bool,
+    },
+}
+
+impl Delivery {
+    /// Whether the message went out.
+    pub fn is_sent(&self) -> bool {
+        matches!(self.status, DeliveryStatus::Sent { .. })
+    }
+
+    /// The Outcome's record of this delivery for `rule`: kind `notify`, the channel as target.
+    pub fn action(&self, rule: &str) -> Action {
+        let (result, detail) = match &self.status {
+            DeliveryStatus::Sent { detail } => (ActionResult::Sent, detail.clone()),
+            DeliveryStatus::Failed { reason, .. } => (ActionResult::Failed, reason.clone()),
+        };
+        Action {
+            kind: ActionKind::Notify,
+            rule: rule.to_owned(),
+            target: self.channel.as_str().to_owned(),
+            result,
+            detail,
+        }
+    }
+}
+
+/// How email leaves, once configured.
+#[derive(Debug, Clone)]
+enum EmailSender {
+    Acs(AcsSender),
+    Smtp(SmtpSender),
+}
+
+/// Sends messages to the configured channels through the shared HTTP client.
+#[derive(Debug, Clone)]
+pub struct Notifier {
+    http: reqwest::Client,
+    teams: Option<SecretUrl>,
+    webhook: Option<SecretUrl>,
+    email: Option<EmailSender>,
+    budget: RetryBudget,
+    /// Everything to scrub from reasons: URLs, query values, the SMTP password.
+    secrets: Vec<String>,
+}
+
+impl Notifier {
+    /// `http` is the shared client ([`crate::azure::transport::http_client`]); `transport`
+    /// gives SMTP the same trusted roots and connection overrides; `credential` is the managed
+    /// identity, needed only for ACS.
+    pub fn new(
+        settings: NotifySettings,
+        http: reqwest::Client,
+        transport: &TransportSettings,
+        credential: Option<Arc<dyn TokenCredential>>,
+    ) -> Result<Self, ConfigError> {
+        let mut secrets = Vec::new();
+        for url in settings.teams.iter().chain(settings.webhook.iter()) {
+            secrets.extend(url.secret_parts());
+        }
+        let email = match settings.email {
+            None => None,
+            Some(EmailSettings {
+                from,
+                to,
+                transport: EmailTransport::Acs { endpoint },
+            }) => {
+                let credential = credential.ok_or_else(|| ConfigError {
+                    variable: "CMKGUARD_ACS_ENDPOINT",
+                    message: "needs the managed identity credential, and none is available".into(),
+                })?;
+                let sender =
+                    AcsSender::new(&endpoint, credential, from, to).map_err(|message| {
+                        ConfigError {
+                            variable: "CMKGUARD_ACS_ENDPOINT",
+                            message,
+                        }
+                    })?;
+                Some(EmailSender::Acs(sender))
+            }
+            Some(EmailSettings {
+                from,
+                to,
+                transport: EmailTransport::Smtp(smtp),
+            }) => {
+                if let Some(password) = &smtp.password {
+                    secrets.push(password.expose().to_owned());
+                }
+                let sender =
+                    SmtpSender::new(&smtp, transport, from, to).map_err(|message| ConfigError {
+                        variable: if message.starts_with("CMKGUARD_CA_BUNDLE") {
+                            "CMKGUARD_CA_BUNDLE"
+                        } else {
+                            "CMKGUARD_SMTP_URL"
+                        },
+                        message,
+                    })?;
+                Some(EmailSender::Smtp(sender))
+            }
+        };
+        Ok(Self {
+            http,
+            teams: settings.teams,
+            webhook: settings.webhook,
+            email,
+            budget: RetryBudget::default(),
+            secrets,
+        })
+    }
+
+    /// Changes how long and how often one send may try.
+    pub fn with_retry_budget(mut self, budget: RetryBudget) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// Whether `channel` has a destination; routing to an unconfigured channel is not an error.
+    pub fn is_configured(&self, channel: Channel) -> bool {
+        match channel {
+            Channel::Teams => self.teams.is_some(),
+            Channel::Email => self.email.is_some(),
+            Channel::Webhook => self.webhook.is_some(),
+        }
+    }
+
+    /// One line per configured channel, for the startup log.
+    pub fn describe(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        if let Some(url) = &self.teams {
+            lines.push(format!("teams: {url}"));
+        }
+        match &self.email {
+            Some(EmailSender::Acs(acs)) => lines.push(format!("email: ACS {}", acs.redacted())),
+            Some(EmailSender::Smtp(smtp)) => lines.push(format!("email: SMTP {}", smtp.redacted())),
+            None => {}
+        }
+        if let Some(url) = &self.webhook {
+            lines.push(format!("webhook: {url}"));
+        }
+        lines
+    }
+
+    /// Sends `message` to its channel. Never fails: the result says what happened, safe to
+    /// log, store and show.
+    pub async fn send(&self, message: &Message) -> Delivery {
+        let channel = message.channel();
+        let result = self.deliver(message).await;
+        let status = match result {
+            Ok(detail) => {
+                tracing::info!(message = "Alert sent.", channel = %channel, detail = %detail);
+                DeliveryStatus::Sent { detail }
+            }
+            Err((failure, extra_secret)) => {
+                let mut secrets = self.secrets.clone();
+                secrets.extend(extra_secret);
+                let reason = secret::scrub(&failure.reason, &secrets);
+                tracing::warn!(
+                    message = "Alert not sent.",
+                    channel = %channel,
+                    reason = %reason,
+                    retryable = failure.retryable
+                );
+                DeliveryStatus::Failed {
+                    reason,
+                    retryable: failure.retryable,
+                }
+            }
+        };
+        Delivery { channel, status }
+    }
+
+    async fn deliver(&self, message: &Message) -> Result<String, (Failure, Option<String>)> {
+        let not_configured =
+            |variable: &str| (Failure::permanent(format!("{variable} is not set")), None);
+        match message {
+            Message::Teams { payload } => {
+                let url = self
+                    .teams
+                    .as_ref()
+                    .ok_or_else(|| not_configured("CMKGUARD_TEAMS_WEBHOOK_URL"))?;
+                self.post(url, payload).await
+            }
+            Message::Webhook { outcome } => {
+                let url = self
+                    .webhook
+                    .as_ref()
+                    .ok_or_else(|| not_configured("CMKGUARD_WEBHOOK_URL"))?;
+                let body = serde_json::to_value(outcome).map_err(|e| {
+                    (
+                        Failure::permanent(format!("cannot encode the Outcome: {e}")),
+                        None,
+                    )
+                })?;
+                self.post(url, &body).await
+            }
+            Message::Email(content) => match &self.email {
+                None => Err(not_configured("CMKGUARD_EMAIL_TO")),
+                Some(EmailSender::Acs(acs)) => acs.send(&self.http, content, self.budget).await,
+                Some(EmailSender::Smtp(smtp)) => smtp
+                    .send(content, self.budget)
+                    .await
+                    .map_err(|failure| (failure, None)),
+            },
+        }
+    }
+
+    async fn post(
+        &self,
+        url: &SecretUrl,
+        body: &Value,
+    ) -> Result<String, (Failure, Option<String>)> {
+        let bytes = serde_json::to_vec(body).map_err(|e| {
+            (
+                Failure::permanent(format!("cannot encode the body: {e}")),
+                None,
+            )
+        })?;
+        let posted = post_json(
+            &self.http,
+            url.expose(),
+            &reqwest::header::HeaderMap::new(),
+            &bytes,
+            self.budget,
+        )
+        .await
+        .map_err(|failure| (failure, None))?;
+        Ok(format!("HTTP {} from {url}", posted.status.as_u16()))
+    }
+}

@@ -1,0 +1,372 @@
+//! What an alert says, independent of the channel: one [`Notification`] per finding whose
+//! state changed (or that is due a reminder), and a [`Digest`] for the sweep.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::ArmResourceId;
+use crate::outcome::{Action, ActionResult, Finding, FindingState, Severity};
+
+/// How many findings a digest lists; the counts still cover all of them.
+pub const DIGEST_WORST: usize = 50;
+
+/// Why the alert is sent now. Alerts go out on a change of state only, plus reminders for
+/// findings that stay open, so every alert tells the reader what changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Change {
+    /// The finding was not open before.
+    New,
+    /// The finding was open with a lower severity.
+    Escalated { from: Severity },
+    /// The finding is no longer a problem.
+    Resolved,
+    /// Still open after the reminder interval.
+    Reminder,
+}
+
+impl Change {
+    /// A short word for titles and subjects.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Change::New => "new",
+            Change::Escalated { .. } => "escalated",
+            Change::Resolved => "resolved",
+            Change::Reminder => "reminder",
+        }
+    }
+}
+
+/// What was done about a finding, or in `alert` mode what remediation would do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionNote {
+    pub result: ActionResult,
+    pub detail: String,
+}
+
+/// One alert about one finding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notification {
+    pub workspace: String,
+    pub resource: String,
+    pub rule: String,
+    pub severity: Severity,
+    pub change: Change,
+    pub observed: String,
+    pub expected: String,
+    pub action: Option<ActionNote>,
+    /// The Azure portal page of the resource (or of the workspace when the resource is a key
+    /// URL), when an ARM id is known.
+    pub portal_url: Option<String>,
+}
+
+impl Notification {
+    /// The alert for `finding`. `tenant` (a directory id or domain) makes the portal link open
+    /// in the right directory for people who belong to several.
+    pub fn from_finding(finding: &Finding, change: Change, tenant: Option<&str>) -> Self {
+        let change = match (finding.state, change) {
+            (FindingState::Resolved, _) => Change::Resolved,
+            (FindingState::Open, change) => change,
+        };
+        let portal_url = portal_url(&finding.resource, tenant)
+            .or_else(|| portal_url(&finding.workspace, tenant));
+        Self {
+            workspace: finding.workspace.clone(),
+            resource: finding.resource.clone(),
+            rule: finding.rule.clone(),
+            severity: finding.severity,
+            change,
+            observed: finding.observed.clone(),
+            expected: finding.expected.clone(),
+            action: None,
+            portal_url,
+        }
+    }
+
+    /// Adds the remediation taken (or planned, in `alert` mode) for this finding.
+    pub fn with_action(mut self, action: &Action) -> Self {
+        self.action = Some(ActionNote {
+            result: action.result,
+            detail: action.detail.clone(),
+        });
+        self
+    }
+
+    /// The action as a sentence a reader can act on.
+    pub fn action_text(&self) -> String {
+        let Some(note) = &self.action else {
+            return if self.change == Change::Resolved {
+                "none needed".to_owned()
+            } else {
+                "no automatic remediation; fix it by hand".to_owned()
+            };
+        };
+        let prefix = match note.result {
+            ActionResult::Applied => "remediated",
+            ActionResult::Planned => "would remediate (not applied in this mode)",
+            ActionResult::Skipped => "remediation skipped",
+            ActionResult::Failed => "remediation failed",
+            ActionResult::Sent | ActionResult::Suppressed => "noted",
+        };
+        if note.detail.trim().is_empty() {
+            prefix.to_owned()
+        } else {
+            format!("{prefix}: {}", note.detail)
+        }
+    }
+
+    /// `Critical`, `High`, … for titles.
+    pub fn severity_label(&self) -> &'static str {
+        severity_label(self.severity)
+    }
+
+    /// The last segment of the resource (vault, key or workspace name), for short titles.
+    pub fn resource_name(&self) -> &str {
+        short_name(&self.resource)
+    }
+
+    /// The workspace's name, for short titles.
+    pub fn workspace_name(&self) -> &str {
+        short_name(&self.workspace)
+    }
+}
+
+/// `Critical`, `High`, `Medium`, `Low`.
+pub fn severity_label(severity: Severity) -> &'static str {
+    match severity {
+        Severity::Critical => "Critical",
+        Severity::High => "High",
+        Severity::Medium => "Medium",
+        Severity::Low => "Low",
+    }
+}
+
+fn short_name(id: &str) -> &str {
+    let trimmed = id.trim_end_matches('/');
+    // Key URLs end in `/keys/{name}[/{version}]`; show the key name, not the version.
+    if let Some((_, rest)) = trimmed.split_once("/keys/") {
+        return rest.split('/').next().unwrap_or(rest);
+    }
+    trimmed.rsplit('/').next().unwrap_or(trimmed)
+}
+
+/// `https://portal.azure.com/#@{tenant}/resource{armId}`, when `id` is an ARM id. Each path
+/// segment is percent-encoded so a hostile name cannot leave the fragment.
+fn portal_url(id: &str, tenant: Option<&str>) -> Option<String> {
+    let parsed = ArmResourceId::parse(id).ok()?;
+    let path: String = parsed
+        .as_str()
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|segment| {
+            format!(
+                "/{}",
+                percent_encoding::utf8_percent_encode(segment, PATH_SEGMENT)
+            )
+        })
+        .collect();
+    let tenant = tenant.map(str::trim).filter(|t| {
+        !t.is_empty()
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+    });
+    Some(match tenant {
+        Some(tenant) => format!("https://portal.azure.com/#@{tenant}/resource{path}"),
+        None => format!("https://portal.azure.com/#resource{path}"),
+    })
+}
+
+/// Everything but unreserved characters is encoded in a portal path segment.
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// The sweep's summary: counts by severity over every open finding, and the worst ones.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Digest {
+    /// Open findings per severity, worst first; severities without findings are left out.
+    pub open: Vec<(Severity, usize)>,
+    pub resolved: usize,
+    /// Distinct workspaces with at least one open finding.
+    pub workspaces: usize,
+    /// The worst open findings (at most [`DIGEST_WORST`]), worst severity first.
+    pub worst: Vec<Notification>,
+    /// Open findings not listed in `worst`.
+    pub omitted: usize,
+}
+
+impl Digest {
+    /// Summarises the sweep's notifications (open ones and those resolved since the last
+    /// sweep).
+    pub fn from_notifications(notifications: Vec<Notification>) -> Self {
+        let (resolved, mut open): (Vec<_>, Vec<_>) = notifications
+            .into_iter()
+            .partition(|n| n.change == Change::Resolved);
+        open.sort_by(|a, b| {
+            b.severity
+                .cmp(&a.severity)
+                .then_with(|| a.workspace.cmp(&b.workspace))
+                .then_with(|| a.rule.cmp(&b.rule))
+        });
+        let counts = [
+            Severity::Critical,
+            Severity::High,
+            Severity::Medium,
+            Severity::Low,
+        ]
+        .into_iter()
+        .map(|s| (s, open.iter().filter(|n| n.severity == s).count()))
+        .filter(|(_, count)| *count > 0)
+        .collect();
+        let mut workspaces: Vec<&str> = open.iter().map(|n| n.workspace.as_str()).collect();
+        workspaces.sort_unstable();
+        workspaces.dedup();
+        let workspaces = workspaces.len();
+        let omitted = open.len().saturating_sub(DIGEST_WORST);
+        open.truncate(DIGEST_WORST);
+        Self {
+            open: counts,
+            resolved: resolved.len(),
+            workspaces,
+            worst: open,
+            omitted,
+        }
+    }
+
+    /// All open findings, listed or not.
+    pub fn open_total(&self) -> usize {
+        self.open.iter().map(|(_, count)| count).sum()
+    }
+
+    /// The worst severity among open findings.
+    pub fn worst_severity(&self) -> Option<Severity> {
+        self.open.first().map(|(severity, _)| *severity)
+    }
+}
+
+/// What an alert is about: the findings that changed in one invocation, or the sweep digest.
+#[derive(Debug, Clone, Copy)]
+pub enum Alert<'a> {
+    Changes(&'a [Notification]),
+    Digest(&'a Digest),
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::outcome::ActionKind;
+
+    pub(crate) const WORKSPACE: &str = "/subscriptions/3f7b2c1d-8e4a-4b6f-9c2d-5a1e0f9b7c34/resourceGroups/ml/providers/Microsoft.MachineLearningServices/workspaces/ws1";
+    pub(crate) const VAULT: &str = "/subscriptions/3f7b2c1d-8e4a-4b6f-9c2d-5a1e0f9b7c34/resourceGroups/ml/providers/Microsoft.KeyVault/vaults/kv1";
+
+    pub(crate) fn finding(severity: Severity, resource: &str) -> Finding {
+        Finding {
+            rule: "vault.purge-protection".into(),
+            resource: resource.into(),
+            workspace: WORKSPACE.into(),
+            severity,
+            state: FindingState::Open,
+            observed: "enablePurgeProtection is false".into(),
+            expected: "enablePurgeProtection is true".into(),
+        }
+    }
+
+    #[test]
+    fn links_to_the_resource_in_the_tenant() {
+        let n = Notification::from_finding(
+            &finding(Severity::High, VAULT),
+            Change::New,
+            Some("contoso.onmicrosoft.com"),
+        );
+        assert_eq!(
+            n.portal_url.as_deref(),
+            Some(
+                "https://portal.azure.com/#@contoso.onmicrosoft.com/resource/subscriptions/3f7b2c1d-8e4a-4b6f-9c2d-5a1e0f9b7c34/resourceGroups/ml/providers/Microsoft.KeyVault/vaults/kv1"
+            )
+        );
+        assert_eq!(n.resource_name(), "kv1");
+        assert_eq!(n.workspace_name(), "ws1");
+    }
+
+    #[test]
+    fn key_urls_link_to_the_workspace_and_show_the_key_name() {
+        let n = Notification::from_finding(
+            &finding(
+                Severity::Critical,
+                "https://kv1.vault.azure.net/keys/cmk/0123abcd",
+            ),
+            Change::Reminder,
+            None,
+        );
+        assert_eq!(
+            n.portal_url.as_deref(),
+            Some(format!("https://portal.azure.com/#resource{WORKSPACE}").as_str())
+        );
+        assert_eq!(n.resource_name(), "cmk");
+    }
+
+    #[test]
+    fn hostile_names_cannot_leave_the_link() {
+        let hostile = format!("{VAULT}\"><x>(evil)");
+        let url = portal_url(&hostile, Some("t\"><script>")).unwrap();
+        assert_eq!(
+            url,
+            format!("https://portal.azure.com/#resource{VAULT}%22%3E%3Cx%3E%28evil%29")
+        );
+    }
+
+    #[test]
+    fn resolved_findings_are_resolved_changes_and_actions_read_as_sentences() {
+        let mut f = finding(Severity::High, VAULT);
+        f.state = FindingState::Resolved;
+        let n = Notification::from_finding(&f, Change::New, None);
+        assert_eq!(n.change, Change::Resolved);
+        assert_eq!(n.action_text(), "none needed");
+        let planned =
+            Notification::from_finding(&finding(Severity::High, VAULT), Change::New, None)
+                .with_action(&Action {
+                    kind: ActionKind::Remediate,
+                    rule: "vault.purge-protection".into(),
+                    target: VAULT.into(),
+                    result: ActionResult::Planned,
+                    detail: "PATCH enablePurgeProtection=true".into(),
+                });
+        assert_eq!(
+            planned.action_text(),
+            "would remediate (not applied in this mode): PATCH enablePurgeProtection=true"
+        );
+    }
+
+    #[test]
+    fn digest_counts_all_and_lists_the_worst() {
+        let mut notifications = Vec::new();
+        for i in 0..60 {
+            let severity = if i % 3 == 0 {
+                Severity::Critical
+            } else {
+                Severity::Medium
+            };
+            notifications.push(Notification::from_finding(
+                &finding(severity, VAULT),
+                Change::Reminder,
+                None,
+            ));
+        }
+        let mut resolved = finding(Severity::Low, VAULT);
+        resolved.state = FindingState::Resolved;
+        notifications.push(Notification::from_finding(&resolved, Change::New, None));
+        let digest = Digest::from_notifications(notifications);
+        assert_eq!(
+            digest.open,
+            vec![(Severity::Critical, 20), (Severity::Medium, 40)]
+        );
+        assert_eq!(digest.open_total(), 60);
+        assert_eq!(digest.resolved, 1);
+        assert_eq!(digest.workspaces, 1);
+        assert_eq!(digest.worst.len(), DIGEST_WORST);
+        assert_eq!(digest.omitted, 10);
+        assert_eq!(digest.worst[0].severity, Severity::Critical);
+        assert_eq!(digest.worst_severity(), Some(Severity::Critical));
+    }
+}

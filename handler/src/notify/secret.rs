@@ -1,0 +1,142 @@
+//! Secrets of the alert channels: webhook URLs carry their credential in the query (`sig=`),
+//! SMTP URLs carry a password. They are kept in types whose `Debug` and `Display` show only
+//! scheme and host, and every error text leaving this module is scrubbed of them.
+
+use std::fmt;
+
+use url::Url;
+
+/// What replaces a secret in any text cmk-guard writes.
+pub const REDACTED: &str = "[redacted]";
+
+/// A URL whose path and query are a credential. Only [`SecretUrl::expose`] gives it away,
+/// and only the HTTP sender calls that.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretUrl(Url);
+
+impl SecretUrl {
+    pub(crate) fn new(url: Url) -> Self {
+        Self(url)
+    }
+
+    /// The full URL, for the request itself and nothing else.
+    pub(crate) fn expose(&self) -> &Url {
+        &self.0
+    }
+
+    /// `scheme://host[:port]`: enough to tell which service is meant, nothing to call it with.
+    pub fn redacted(&self) -> String {
+        redacted_origin(&self.0)
+    }
+
+    /// The pieces of the URL that must never appear in text: the whole URL, its path and
+    /// query, and every query value (the `sig`).
+    pub(crate) fn secret_parts(&self) -> Vec<String> {
+        let mut parts = vec![self.0.as_str().to_owned(), self.0.path().to_owned()];
+        if let Some(query) = self.0.query() {
+            parts.push(query.to_owned());
+        }
+        parts.extend(self.0.query_pairs().map(|(_, value)| value.into_owned()));
+        parts
+    }
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretUrl({})", self.redacted())
+    }
+}
+
+impl fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// `scheme://host[:port]` of any URL.
+pub fn redacted_origin(url: &Url) -> String {
+    let host = url.host_str().unwrap_or("?");
+    match url.port() {
+        Some(port) => format!("{}://{host}:{port}", url.scheme()),
+        None => format!("{}://{host}", url.scheme()),
+    }
+}
+
+/// A password or token. `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretString(String);
+
+impl SecretString {
+    pub(crate) fn new(text: String) -> Self {
+        Self(text)
+    }
+
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+/// Replaces every occurrence of each secret (and its percent-encoded form) in `text`.
+/// Very short fragments are skipped: replacing `/` everywhere would only garble messages.
+pub fn scrub(text: &str, secrets: &[String]) -> String {
+    let mut out = text.to_owned();
+    let mut secrets: Vec<&String> = secrets.iter().filter(|s| s.len() >= 4).collect();
+    // Longest first, so a URL is replaced whole before its query is.
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    for secret in secrets {
+        let encoded =
+            percent_encoding::utf8_percent_encode(secret, percent_encoding::NON_ALPHANUMERIC)
+                .to_string();
+        out = out.replace(secret.as_str(), REDACTED);
+        if encoded != *secret {
+            out = out.replace(&encoded, REDACTED);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn workflow_url() -> SecretUrl {
+        SecretUrl::new(
+            Url::parse(
+                "https://abc.12.environment.api.powerplatform.com:443/powerautomate/automations/direct/workflows/w1/triggers/manual/paths/invoke?api-version=1&sp=%2Ftriggers%2Fmanual%2Frun&sv=1.0&sig=S3cr3tSig",
+            )
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn shows_only_scheme_and_host() {
+        let url = workflow_url();
+        assert_eq!(
+            url.to_string(),
+            "https://abc.12.environment.api.powerplatform.com"
+        );
+        assert!(!format!("{url:?}").contains("sig"));
+        assert_eq!(format!("{:?}", SecretString::new("pw".into())), REDACTED);
+    }
+
+    #[test]
+    fn scrubs_every_form_of_the_secret() {
+        let url = workflow_url();
+        let text = format!(
+            "error sending request for url ({}): sig was S3cr3tSig",
+            url.expose()
+        );
+        let clean = scrub(&text, &url.secret_parts());
+        assert!(!clean.contains("S3cr3tSig"), "{clean}");
+        assert!(!clean.contains("workflows/w1"), "{clean}");
+        assert!(clean.contains(REDACTED));
+        let encoded = scrub("user p%40ss", &["p@ss".to_owned()]);
+        assert_eq!(encoded, format!("user {REDACTED}"));
+    }
+}

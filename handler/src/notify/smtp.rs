@@ -1,0 +1,206 @@
+//! Email through an SMTP submission server with lettre. TLS is required (STARTTLS): a server
+//! that does not offer it is refused before any credential is sent. The TLS roots are the same
+//! as for HTTPS — Mozilla's plus `CMKGUARD_CA_BUNDLE` — and `CMKGUARD_CONNECT_TO` applies too,
+//! keeping the configured host name for certificate checks.
+
+use std::time::{Duration, Instant};
+
+use lettre::message::{Mailbox, MultiPart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+use super::email::EmailContent;
+use super::http::{Failure, RetryBudget};
+use super::settings::SmtpSettings;
+use crate::azure::TransportSettings;
+
+/// Time for one SMTP conversation.
+const CONVERSATION_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Sends email through one SMTP server.
+#[derive(Clone)]
+pub(crate) struct SmtpSender {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    redacted: String,
+    from: Mailbox,
+    to: Vec<Mailbox>,
+}
+
+impl std::fmt::Debug for SmtpSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpSender")
+            .field("server", &self.redacted)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SmtpSender {
+    /// Builds the transport; fails when the CA bundle is unusable.
+    pub(crate) fn new(
+        settings: &SmtpSettings,
+        transport: &TransportSettings,
+        from: Mailbox,
+        to: Vec<Mailbox>,
+    ) -> Result<Self, String> {
+        let mut tls = TlsParameters::builder(settings.host.clone())
+            .certificate_store(CertificateStore::WebpkiRoots);
+        if let Some(path) = &transport.ca_bundle {
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("CMKGUARD_CA_BUNDLE {}: cannot read: {e}", path.display()))?;
+            let certificates = Certificate::from_pem(&pem).map_err(|e| {
+                format!(
+                    "CMKGUARD_CA_BUNDLE {}: not a PEM certificate bundle: {e}",
+                    path.display()
+                )
+            })?;
+            tls = tls.add_root_certificate(certificates);
+        }
+        let tls = tls
+            .build_rustls()
+            .map_err(|e| format!("SMTP TLS setup failed: {e}"))?;
+        let host = settings.host.to_ascii_lowercase();
+        let (server, port) = match transport.connect_to.iter().find(|o| {
+            host == o.host_suffix
+                || host
+                    .strip_suffix(&o.host_suffix)
+                    .is_some_and(|head| head.ends_with('.'))
+        }) {
+            Some(forced) => (forced.address.ip().to_string(), forced.address.port()),
+            None => (settings.host.clone(), settings.port),
+        };
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(server)
+            .port(port)
+            .tls(Tls::Required(tls))
+            .timeout(Some(CONVERSATION_TIMEOUT));
+        if let (Some(user), Some(password)) = (&settings.username, &settings.password) {
+            builder =
+                builder.credentials(Credentials::new(user.clone(), password.expose().to_owned()));
+        }
+        Ok(Self {
+            transport: builder.build(),
+            redacted: settings.redacted(),
+            from,
+            to,
+        })
+    }
+
+    /// `smtp://host:port`, for Action details.
+    pub(crate) fn redacted(&self) -> &str {
+        &self.redacted
+    }
+
+    /// Sends `content`, retrying transient failures (4xx replies, network errors) within the
+    /// budget.
+    pub(crate) async fn send(
+        &self,
+        content: &EmailContent,
+        budget: RetryBudget,
+    ) -> Result<String, Failure> {
+        let message = self.message(content)?;
+        let start = Instant::now();
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            let error = match self.transport.send(message.clone()).await {
+                Ok(response) => {
+                    return Ok(format!(
+                        "{} from {} for {} recipient(s)",
+                        response.code(),
+                        self.redacted,
+                        self.to.len()
+                    ));
+                }
+                Err(error) => error,
+            };
+            let reason = describe(&error);
+            let transient = !error.is_tls()
+                && !error.is_permanent()
+                && !error.is_client()
+                && (error.is_transient() || error.status().is_none());
+            if !transient {
+                return Err(Failure::permanent(reason));
+            }
+            let wait = budget
+                .first_backoff
+                .saturating_mul(1u32 << (attempt - 1).min(8));
+            if attempt >= budget.max_attempts || start.elapsed() + wait >= budget.total {
+                return Err(Failure::retryable(format!(
+                    "{reason} (gave up after {attempt} attempt(s))"
+                )));
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    fn message(&self, content: &EmailContent) -> Result<Message, Failure> {
+        let mut builder = Message::builder()
+            .from(self.from.clone())
+            .subject(content.subject.clone());
+        for recipient in &self.to {
+            builder = builder.to(recipient.clone());
+        }
+        builder
+            .multipart(MultiPart::alternative_plain_html(
+                content.text.clone(),
+                content.html.clone(),
+            ))
+            .map_err(|e| Failure::permanent(format!("cannot build the email: {e}")))
+    }
+}
+
+/// lettre's error with its causes, and what it means for a STARTTLS refusal.
+fn describe(error: &lettre::transport::smtp::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    if error.is_client() && text.to_ascii_lowercase().contains("starttls") {
+        text.push_str(" (cmk-guard requires STARTTLS and does not send mail in clear)");
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_message_has_both_parts() {
+        let settings = SmtpSettings {
+            host: "smtp.contoso.com".into(),
+            port: 587,
+            username: None,
+            password: None,
+        };
+        let sender = SmtpSender::new(
+            &settings,
+            &TransportSettings::default(),
+            "cmk-guard@contoso.com".parse().unwrap(),
+            vec![
+                "a@contoso.com".parse().unwrap(),
+                "b@contoso.com".parse().unwrap(),
+            ],
+        )
+        .unwrap();
+        let message = sender
+            .message(&EmailContent {
+                subject: "[cmk-guard] hi".into(),
+                text: "plain".into(),
+                html: "<p>html</p>".into(),
+            })
+            .unwrap();
+        let raw = String::from_utf8(message.formatted()).unwrap();
+        assert!(raw.contains("Subject: [cmk-guard] hi"), "{raw}");
+        assert!(raw.contains("To: a@contoso.com, b@contoso.com"), "{raw}");
+        assert!(raw.contains("multipart/alternative"));
+        assert!(raw.contains("text/plain"));
+        assert!(raw.contains("text/html"));
+    }
+}

@@ -13,6 +13,7 @@
 //! - [`observe`]: reads a workspace's CMK chain into a [`snapshot::Snapshot`] (single-flight, cached).
 //! - [`engine`]: runs a trigger or an on-demand check through the pipeline to an Outcome.
 //! - [`report`]: readable tables of outcomes for the command line.
+//! - [`plan`]: findings + policy + mode + stored state → alerts and remediations to carry out (pure).
 //! - [`outcome`]: the Outcome contract (findings, actions, dispositions).
 //! - [`rules`]: the CMK rules, one file per rule: pure checks of a snapshot, and `evaluate`.
 //! - [`policy`]: the TOML policy file: thresholds, severities, remediation consent, routing,
@@ -36,6 +37,7 @@ pub mod intake;
 pub mod notify;
 pub mod observe;
 pub mod outcome;
+pub mod plan;
 pub mod policy;
 pub mod report;
 pub mod resolve;

@@ -9,6 +9,7 @@ pub mod transport;
 
 use std::sync::Arc;
 
+use azure_core::credentials::TokenCredential;
 use azure_core::http::Transport;
 
 pub use arm::{ApiVersions, ArmClient, Deadline, RetrySettings};
@@ -23,6 +24,10 @@ use crate::settings::Settings;
 pub struct Azure {
     pub arm: ArmClient,
     pub keys: KeyVaultClients,
+    /// The credential (also for other Azure services, such as email through ACS).
+    pub credential: Arc<dyn TokenCredential>,
+    /// The shared transport (CA bundle, connect-to) for other Azure services.
+    pub transport: Transport,
     /// Which credential is in use, for the startup log.
     pub credential_source: &'static str,
 }
@@ -44,14 +49,62 @@ impl Azure {
             RetrySettings::default(),
         );
         let keys = KeyVaultClients::new(
-            credential,
-            transport,
+            credential.clone(),
+            transport.clone(),
             settings.intake.keyvault_dns_suffix.clone(),
         );
         Ok(Self {
             arm,
             keys,
+            credential,
+            transport,
             credential_source,
         })
+    }
+
+    /// The object id cmk-guard acts as: the `oid` claim of its own ARM token. Events whose
+    /// caller is this id were caused by cmk-guard's own remediation (the loop guard).
+    pub async fn own_object_id(&self, arm_endpoint: &str) -> Result<String, String> {
+        let scope = format!("{}/.default", arm_endpoint.trim_end_matches('/'));
+        let token = self
+            .credential
+            .get_token(&[scope.as_str()], None)
+            .await
+            .map_err(|e| format!("cannot get a token to learn our own object id: {e}"))?;
+        object_id_of(token.token.secret())
+            .ok_or_else(|| "the token carries no `oid` claim".to_owned())
+    }
+}
+
+/// The `oid` claim of a JWT, without verifying it (it is our own token, just received).
+pub fn object_id_of(jwt: &str) -> Option<String> {
+    use base64::Engine;
+    let payload = jwt.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    claims
+        .get("oid")
+        .and_then(|v| v.as_str())
+        .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_oid_claim() {
+        use base64::Engine;
+        let encode = |v: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+        let jwt = format!(
+            "{}.{}.sig",
+            encode(r#"{"alg":"RS256"}"#),
+            encode(r#"{"oid":"abc","tid":"t"}"#)
+        );
+        assert_eq!(object_id_of(&jwt).as_deref(), Some("abc"));
+        assert_eq!(object_id_of("not-a-jwt"), None);
+        assert_eq!(object_id_of(&format!("x.{}.y", encode("{}"))), None);
     }
 }

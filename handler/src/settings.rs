@@ -31,6 +31,7 @@ pub const VARIABLES: &[&str] = &[
     "CMKGUARD_SWEEP_SCHEDULE",
     "CMKGUARD_LOG",
     "CMKGUARD_API_VERSIONS",
+    "CMKGUARD_READ_RATE",
 ];
 
 /// The Functions host sets this to the port it will call (protocol reference §1).
@@ -99,6 +100,8 @@ pub struct Settings {
     pub api_versions: ApiVersions,
     /// `CMKGUARD_POLICY_FILE`, or the built-in policy.
     pub policy: Policy,
+    /// `CMKGUARD_READ_RATE`: Azure requests per second, shared by every worker.
+    pub read_rate: u32,
 }
 
 impl Settings {
@@ -178,6 +181,18 @@ impl Settings {
             .unwrap_or_default();
         let api_versions = ApiVersions::with_overrides(value("CMKGUARD_API_VERSIONS").as_deref())
             .map_err(|e| ConfigError::new("CMKGUARD_API_VERSIONS", e))?;
+        let read_rate = match value("CMKGUARD_READ_RATE") {
+            Some(text) => match text.parse::<u32>() {
+                Ok(rate) if (1..=10_000).contains(&rate) => rate,
+                _ => {
+                    return Err(ConfigError::new(
+                        "CMKGUARD_READ_RATE",
+                        format!("`{text}` is not a rate of 1 to 10000 requests per second"),
+                    ));
+                }
+            },
+            None => crate::azure::ratelimit::DEFAULT_RATE_PER_SECOND,
+        };
         let policy = match value("CMKGUARD_POLICY_FILE") {
             Some(path) => Policy::load(std::path::Path::new(&path))
                 .map_err(|e| ConfigError::new("CMKGUARD_POLICY_FILE", e.to_string()))?,
@@ -196,6 +211,7 @@ impl Settings {
             },
             api_versions,
             policy,
+            read_rate,
         })
     }
 }
@@ -272,6 +288,7 @@ mod tests {
             ("CMKGUARD_CONNECT_TO", "management.azure.com"),
             ("CMKGUARD_API_VERSIONS", "Microsoft.KeyVault=yesterday"),
             ("CMKGUARD_POLICY_FILE", "/nonexistent/policy.toml"),
+            ("CMKGUARD_READ_RATE", "0"),
         ] {
             let err = Settings::from_lookup(lookup(&[(name, value)])).unwrap_err();
             assert_eq!(err.variable, name);

@@ -119,6 +119,7 @@ impl ArmClient {
         transport: Transport,
         api_versions: ApiVersions,
         retry: RetrySettings,
+        limiter: super::ratelimit::RateLimiter,
     ) -> Self {
         let scope = format!("{}/.default", endpoint.as_str().trim_end_matches('/'));
         let options = ClientOptions {
@@ -129,6 +130,7 @@ impl ArmClient {
         let per_call: Vec<Arc<dyn Policy>> =
             vec![Arc::new(DeadlineRetryPolicy { settings: retry })];
         let per_try: Vec<Arc<dyn Policy>> = vec![
+            Arc::new(super::ratelimit::RateLimitPolicy { limiter }),
             Arc::new(TrustedHostPolicy {
                 endpoint: endpoint.clone(),
             }),
@@ -505,7 +507,7 @@ impl DeadlineRetryPolicy {
 }
 
 /// `Retry-After` (seconds or an HTTP date), `retry-after-ms`, `x-ms-retry-after-ms`.
-fn retry_after(headers: &azure_core::http::headers::Headers) -> Option<Duration> {
+pub(crate) fn retry_after(headers: &azure_core::http::headers::Headers) -> Option<Duration> {
     let value = |name: &'static str| {
         headers.get_optional_str(&azure_core::http::headers::HeaderName::from_static(name))
     };

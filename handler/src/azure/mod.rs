@@ -5,6 +5,7 @@ pub mod arm;
 pub mod credential;
 pub mod error;
 pub mod keyvault;
+pub mod ratelimit;
 pub mod transport;
 
 use std::sync::Arc;
@@ -47,6 +48,7 @@ impl Azure {
             transport.clone(),
             settings.api_versions.clone(),
             RetrySettings::default(),
+            ratelimit::RateLimiter::new(settings.read_rate),
         );
         let keys = KeyVaultClients::new(
             credential.clone(),

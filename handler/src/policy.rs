@@ -33,6 +33,7 @@ pub struct Policy {
     min_rsa_bits: u32,
     azure_ml_object_ids: Vec<String>,
     remediation: BTreeMap<&'static str, RemediationConsent>,
+    key_rotation_policy: RotationPolicySettings,
     pub notify: Notify,
     pub exemptions: Vec<Exemption>,
     pub scope: Scope,
@@ -53,6 +54,30 @@ pub struct RemediationConsent {
     pub enabled: bool,
     /// Consent to a change that cannot be undone (purge protection).
     pub irreversible_ok: bool,
+}
+
+/// The rotation policy the `key.rotation-policy` remediation writes
+/// (`[remediation."key.rotation-policy"]`). Durations are ISO-8601, as Key Vault takes them.
+/// The default rotates a key 30 days before it expires, notifies 30 days before, and gives each
+/// new version a year: a CMK then never reaches its expiry unattended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotationPolicySettings {
+    /// `attributes.expiryTime`: how long each new key version lives.
+    pub expiry_time: String,
+    /// A `Rotate` action this long before the version expires.
+    pub rotate_before_expiry: String,
+    /// A `Notify` action (Event Grid `KeyNearExpiry`) this long before the version expires.
+    pub notify_before_expiry: String,
+}
+
+impl Default for RotationPolicySettings {
+    fn default() -> Self {
+        Self {
+            expiry_time: "P1Y".to_owned(),
+            rotate_before_expiry: "P30D".to_owned(),
+            notify_before_expiry: "P30D".to_owned(),
+        }
+    }
 }
 
 /// Which finding severities go to which channel, and how often open findings are re-sent.
@@ -134,6 +159,7 @@ impl Default for Policy {
             min_rsa_bits: 3072,
             azure_ml_object_ids: Vec::new(),
             remediation: BTreeMap::new(),
+            key_rotation_policy: RotationPolicySettings::default(),
             notify: Notify::default(),
             exemptions: Vec::new(),
             scope: Scope::default(),
@@ -172,6 +198,9 @@ impl Policy {
         }
         for (id, consent) in raw.remediation {
             let rule = known_rule(id.get_ref()).map_err(|message| fail(id.span(), message))?;
+            if let Some(settings) = consent.rotation_policy(rule, id.span(), &fail)? {
+                policy.key_rotation_policy = settings;
+            }
             policy
                 .remediation
                 .insert(rule.id, consent.validate(rule, &id, &fail)?);
@@ -216,6 +245,11 @@ impl Policy {
     /// What the policy says about a rule's remediation.
     pub fn remediation(&self, rule: &str) -> RemediationConsent {
         self.remediation.get(rule).copied().unwrap_or_default()
+    }
+
+    /// The rotation policy the `key.rotation-policy` remediation writes.
+    pub fn key_rotation_policy(&self) -> &RotationPolicySettings {
+        &self.key_rotation_policy
     }
 
     /// True when the policy allows remediating the rule (in `remediate` mode): the rule has a
@@ -501,9 +535,108 @@ impl RawRule {
 struct RawRemediation {
     enabled: Option<Spanned<bool>>,
     irreversible_ok: Option<Spanned<bool>>,
+    expiry_time: Option<Spanned<String>>,
+    rotate_before_expiry: Option<Spanned<String>>,
+    notify_before_expiry: Option<Spanned<String>>,
 }
 
+/// Key Vault refuses a rotation policy whose `expiryTime` is shorter than this.
+const MIN_KEY_EXPIRY_DAYS: u32 = 28;
+/// Key Vault's shortest `timeBeforeExpiry`.
+const MIN_BEFORE_EXPIRY_DAYS: u32 = 7;
+
 impl RawRemediation {
+    /// The rotation-policy settings, when this is `key.rotation-policy`'s section and it sets
+    /// any; an error when another rule's section sets them or a duration is unusable.
+    fn rotation_policy(
+        &self,
+        rule: &rules::Rule,
+        section: Range<usize>,
+        fail: &Fail,
+    ) -> Result<Option<RotationPolicySettings>, PolicyError> {
+        let given = [
+            (&self.expiry_time, "expiry_time"),
+            (&self.rotate_before_expiry, "rotate_before_expiry"),
+            (&self.notify_before_expiry, "notify_before_expiry"),
+        ];
+        if rule.id != "key.rotation-policy" {
+            return match given
+                .iter()
+                .find_map(|(value, key)| value.as_ref().map(|v| (v, key)))
+            {
+                Some((value, key)) => Err(fail(
+                    value.span(),
+                    format!(
+                        "`{key}` applies only to remediation `key.rotation-policy`, not `{}`",
+                        rule.id
+                    ),
+                )),
+                None => Ok(None),
+            };
+        }
+        if given.iter().all(|(value, _)| value.is_none()) {
+            return Ok(None);
+        }
+        let defaults = RotationPolicySettings::default();
+        let duration = |value: &Option<Spanned<String>>, default: &str| match value {
+            Some(text) => {
+                let trimmed = text.get_ref().trim();
+                iso_duration_days(trimmed)
+                    .map(|days| (trimmed.to_owned(), days, text.span()))
+                    .ok_or_else(|| {
+                        fail(
+                            text.span(),
+                            format!(
+                                "`{trimmed}` is not an ISO-8601 duration in years, months, weeks or days such as P1Y or P30D"
+                            ),
+                        )
+                    })
+            }
+            None => Ok((
+                default.to_owned(),
+                iso_duration_days(default).unwrap_or(0),
+                section.clone(),
+            )),
+        };
+        let (expiry_time, expiry_days, expiry_span) =
+            duration(&self.expiry_time, &defaults.expiry_time)?;
+        if expiry_days < MIN_KEY_EXPIRY_DAYS {
+            return Err(fail(
+                expiry_span,
+                format!(
+                    "expiry_time must be at least {MIN_KEY_EXPIRY_DAYS} days (Key Vault's minimum)"
+                ),
+            ));
+        }
+        let before_expiry = |value: &Option<Spanned<String>>, default: &str, key: &str| {
+            let (text, days, span) = duration(value, default)?;
+            if days < MIN_BEFORE_EXPIRY_DAYS || days >= expiry_days {
+                return Err(fail(
+                    span,
+                    format!(
+                        "{key} must be at least {MIN_BEFORE_EXPIRY_DAYS} days and shorter than expiry_time ({expiry_time})"
+                    ),
+                ));
+            }
+            Ok(text)
+        };
+        let rotate_before_expiry = before_expiry(
+            &self.rotate_before_expiry,
+            &defaults.rotate_before_expiry,
+            "rotate_before_expiry",
+        )?;
+        let notify_before_expiry = before_expiry(
+            &self.notify_before_expiry,
+            &defaults.notify_before_expiry,
+            "notify_before_expiry",
+        )?;
+        Ok(Some(RotationPolicySettings {
+            expiry_time,
+            rotate_before_expiry,
+            notify_before_expiry,
+        }))
+    }
+
     fn validate(
         self,
         rule: &rules::Rule,
@@ -617,6 +750,28 @@ impl RawExemption {
             expires,
         })
     }
+}
+
+/// The length in days of a date-only ISO-8601 duration (`P1Y`, `P2M`, `P30D`, `P1Y6M`), a year
+/// counted as 365 days and a month as 30, which is all the comparisons above need. Time parts
+/// (`PT12H`) are refused: Key Vault's rotation policy works in days.
+fn iso_duration_days(text: &str) -> Option<u32> {
+    let mut rest = text.strip_prefix('P')?;
+    if rest.is_empty() {
+        return None;
+    }
+    let mut days: u32 = 0;
+    for (unit, factor) in [('Y', 365), ('M', 30), ('W', 7), ('D', 1)] {
+        if let Some((number, tail)) = rest.split_once(unit)
+            && !number.is_empty()
+            && number.bytes().all(|b| b.is_ascii_digit())
+        {
+            let value: u32 = number.parse().ok()?;
+            days = days.checked_add(value.checked_mul(factor)?)?;
+            rest = tail;
+        }
+    }
+    rest.is_empty().then_some(days)
 }
 
 /// A TOML local date (`2027-01-31`) or a string holding one.
@@ -906,6 +1061,70 @@ require_cmk_tag = "cmk-required"
         let policy = Policy::from_toml_str(example, "docs/rules.md").unwrap();
         assert!(policy.allows_remediation("vault.purge-protection"));
         assert_eq!(policy.exemptions.len(), 1);
+    }
+
+    #[test]
+    fn the_rotation_policy_remediation_has_defaults_and_validated_settings() {
+        assert_eq!(
+            Policy::default().key_rotation_policy(),
+            &RotationPolicySettings {
+                expiry_time: "P1Y".into(),
+                rotate_before_expiry: "P30D".into(),
+                notify_before_expiry: "P30D".into(),
+            }
+        );
+        let policy = Policy::from_toml_str(
+            "[remediation.\"key.rotation-policy\"]\nenabled = true\nexpiry_time = \"P2Y\"\nrotate_before_expiry = \"P60D\"\n",
+            "policy.toml",
+        )
+        .unwrap();
+        assert!(policy.allows_remediation("key.rotation-policy"));
+        assert_eq!(
+            policy.key_rotation_policy(),
+            &RotationPolicySettings {
+                expiry_time: "P2Y".into(),
+                rotate_before_expiry: "P60D".into(),
+                notify_before_expiry: "P30D".into(),
+            }
+        );
+        let cases = [
+            (
+                "[remediation.\"key.rotation-policy\"]\nexpiry_time = \"90 days\"\n",
+                "policy.toml: line 2, key `remediation.\"key.rotation-policy\".expiry_time`: `90 days` is not an ISO-8601 duration",
+            ),
+            (
+                "[remediation.\"key.rotation-policy\"]\nexpiry_time = \"PT12H\"\n",
+                "policy.toml: line 2, key `remediation.\"key.rotation-policy\".expiry_time`: `PT12H` is not an ISO-8601 duration",
+            ),
+            (
+                "[remediation.\"key.rotation-policy\"]\nexpiry_time = \"P3W\"\n",
+                "policy.toml: line 2, key `remediation.\"key.rotation-policy\".expiry_time`: expiry_time must be at least 28 days",
+            ),
+            (
+                "[remediation.\"key.rotation-policy\"]\nexpiry_time = \"P90D\"\nnotify_before_expiry = \"P3M\"\n",
+                "policy.toml: line 3, key `remediation.\"key.rotation-policy\".notify_before_expiry`: notify_before_expiry must be at least 7 days and shorter than expiry_time (P90D)",
+            ),
+            (
+                "[remediation.\"key.rotation-policy\"]\nrotate_before_expiry = \"P1D\"\n",
+                "policy.toml: line 2, key `remediation.\"key.rotation-policy\".rotate_before_expiry`: rotate_before_expiry must be at least 7 days",
+            ),
+            (
+                "[remediation.\"key.expiry\"]\nenabled = true\nexpiry_time = \"P1Y\"\n",
+                "policy.toml: line 3, key `remediation.\"key.expiry\".expiry_time`: `expiry_time` applies only to remediation `key.rotation-policy`",
+            ),
+        ];
+        for (text, expected) in cases {
+            let message = error(text);
+            assert!(
+                message.starts_with(expected),
+                "for {text:?}\n  got      {message}\n  expected {expected}…"
+            );
+        }
+        assert_eq!(iso_duration_days("P1Y6M"), Some(545));
+        assert_eq!(iso_duration_days("P2W"), Some(14));
+        assert_eq!(iso_duration_days("P"), None);
+        assert_eq!(iso_duration_days("P30"), None);
+        assert_eq!(iso_duration_days("P1D1Y"), None);
     }
 
     #[test]

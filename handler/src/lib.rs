@@ -24,6 +24,8 @@
 //!   by severity, delivery with retries, secrets redacted.
 //! - [`settings`]: configuration from environment variables.
 //! - [`snapshot`]: what observe read about one workspace's CMK chain; the input of the rules.
+//! - [`state`]: the state all instances share (event claims, finding state, remediation
+//!   attempts, audit, outbox, sweep cursor): one trait, SQLite and Azure Blob backends.
 //!
 //! Data flows one way: intake → resolve → observe → evaluate → plan → act → Outcome
 //! (DESIGN.md). The stages after intake arrive with later versions.
@@ -45,3 +47,4 @@ pub mod rules;
 pub mod server;
 pub mod settings;
 pub mod snapshot;
+pub mod state;

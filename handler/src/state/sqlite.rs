@@ -1,0 +1,837 @@
+//! The embedded backend: one SQLite file in WAL mode. Every "who acts" decision is a single
+//! conditional statement (`INSERT … ON CONFLICT DO NOTHING`, `UPDATE … WHERE version = ?`) or
+//! an `IMMEDIATE` transaction, so processes sharing the file get the same exactly-once answers
+//! as tasks sharing one store. SQLite calls block, so they run on tokio's blocking pool.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use time::{Duration, OffsetDateTime};
+
+use super::{
+    ATTEMPT_RETENTION, AuditEntry, CompareAndSet, EVENT_CLAIM_RETENTION, ErrorKind, FindingKey,
+    FindingRecord, Notification, OutboxItem, RemediationAttempt, Result,
+    SENT_NOTIFICATION_RETENTION, StateError, StateStore, Version, Versioned,
+};
+
+/// The schema this build reads and writes; bumped with each migration.
+const SCHEMA_VERSION: i64 = 1;
+/// How long a statement waits for another process's write lock before giving up (transient).
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+const SCHEMA: &str = "
+CREATE TABLE event_claims (
+    event_id   TEXT PRIMARY KEY,
+    claimed_at INTEGER NOT NULL
+);
+CREATE INDEX event_claims_claimed_at ON event_claims (claimed_at);
+CREATE TABLE findings (
+    workspace     TEXT NOT NULL,
+    rule          TEXT NOT NULL,
+    resource      TEXT NOT NULL,
+    version       INTEGER NOT NULL,
+    state         TEXT NOT NULL,
+    severity      TEXT NOT NULL,
+    first_seen    INTEGER NOT NULL,
+    last_seen     INTEGER NOT NULL,
+    last_notified INTEGER,
+    observed      TEXT NOT NULL,
+    PRIMARY KEY (workspace, rule, resource)
+);
+CREATE TABLE remediation_attempts (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    resource TEXT NOT NULL,
+    rule     TEXT NOT NULL,
+    at       INTEGER NOT NULL,
+    result   TEXT NOT NULL
+);
+CREATE INDEX remediation_attempts_resource_at ON remediation_attempts (resource, at);
+CREATE TABLE remediation_claims (
+    resource   TEXT NOT NULL,
+    rule       TEXT NOT NULL,
+    owner      TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (resource, rule)
+);
+CREATE TABLE audit (
+    id     INTEGER PRIMARY KEY AUTOINCREMENT,
+    at     INTEGER NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE INDEX audit_at ON audit (at);
+CREATE TABLE outbox (
+    id              TEXT PRIMARY KEY,
+    channel         TEXT NOT NULL,
+    payload         TEXT NOT NULL,
+    enqueued_at     INTEGER NOT NULL,
+    next_attempt_at INTEGER NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    last_error      TEXT,
+    sent_at         INTEGER
+);
+CREATE INDEX outbox_due ON outbox (sent_at, next_attempt_at, enqueued_at);
+CREATE TABLE cursors (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+";
+
+/// The SQLite store. Cheap to share; calls from one process are serialised on one connection,
+/// calls from other processes wait on SQLite's lock for up to [`BUSY_TIMEOUT`].
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    path: PathBuf,
+    connection: Arc<Mutex<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the file at `path`, switches it to WAL and creates or checks
+    /// the schema.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let path = path.to_path_buf();
+        let shown = path.clone();
+        let connection = tokio::task::spawn_blocking(move || open_connection(&path))
+            .await
+            .map_err(|e| {
+                StateError::new(ErrorKind::Permanent, format!("opening SQLite failed: {e}"))
+            })?
+            .map_err(|e| StateError::new(e.kind, format!("{}: {}", shown.display(), e.message)))?;
+        Ok(Self {
+            path: shown,
+            connection: Arc::new(Mutex::new(connection)),
+        })
+    }
+
+    /// Runs `work` on the blocking pool with the connection.
+    async fn run<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        let connection = self.connection.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            // A panic while holding the lock cannot leave SQLite half-written (each statement
+            // or transaction is atomic), so a poisoned lock is still usable.
+            let mut guard = connection
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            work(&mut guard)
+        })
+        .await
+        .map_err(|e| StateError::new(ErrorKind::Permanent, format!("SQLite task failed: {e}")))?
+        .map_err(|e| StateError::new(e.kind, format!("{}: {}", path.display(), e.message)))
+    }
+}
+
+fn open_connection(path: &Path) -> Result<Connection> {
+    let mut connection = Connection::open(path)?;
+    connection.busy_timeout(BUSY_TIMEOUT)?;
+    let mode: String = connection.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StateError::new(
+            ErrorKind::Permanent,
+            format!(
+                "cannot switch to WAL (journal mode is {mode}); is the file on a network share?"
+            ),
+        ));
+    }
+    connection.pragma_update(None, "synchronous", "NORMAL")?;
+    migrate(&mut connection)?;
+    Ok(connection)
+}
+
+/// Creates the schema, or checks that the file's schema is one this build understands. Runs in
+/// an IMMEDIATE transaction so that two processes starting together do not both create it.
+fn migrate(connection: &mut Connection) -> Result<()> {
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    transaction.execute(
+        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
+        [],
+    )?;
+    let found: Option<i64> =
+        transaction.query_row("SELECT MAX(version) FROM schema_version", [], |row| {
+            row.get(0)
+        })?;
+    match found {
+        None => {
+            transaction.execute_batch(SCHEMA)?;
+            transaction.execute(
+                "INSERT INTO schema_version (version) VALUES (?1)",
+                [SCHEMA_VERSION],
+            )?;
+        }
+        Some(version) if version == SCHEMA_VERSION => {}
+        Some(version) => {
+            return Err(StateError::new(
+                ErrorKind::Permanent,
+                format!(
+                    "schema version {version} is not the one this build uses ({SCHEMA_VERSION}); \
+                     it was written by another cmk-guard version"
+                ),
+            ));
+        }
+    }
+    transaction.commit()?;
+    Ok(())
+}
+
+impl From<rusqlite::Error> for StateError {
+    fn from(error: rusqlite::Error) -> Self {
+        let transient = matches!(
+            error.sqlite_error_code(),
+            Some(
+                ErrorCode::DatabaseBusy
+                    | ErrorCode::DatabaseLocked
+                    | ErrorCode::SystemIoFailure
+                    | ErrorCode::DiskFull
+                    | ErrorCode::OutOfMemory
+            )
+        );
+        let kind = if transient {
+            ErrorKind::Transient
+        } else {
+            ErrorKind::Permanent
+        };
+        StateError::new(kind, format!("SQLite: {error}"))
+    }
+}
+
+/// Times are stored as UTC nanoseconds since the epoch, which sort and compare in SQL.
+fn to_nanos(time: OffsetDateTime) -> Result<i64> {
+    i64::try_from(time.unix_timestamp_nanos()).map_err(|_| {
+        StateError::new(
+            ErrorKind::Permanent,
+            format!("time {time} is outside the range the store keeps"),
+        )
+    })
+}
+
+fn from_nanos(nanos: i64) -> Result<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos)).map_err(|e| corrupt(e.to_string()))
+}
+
+fn corrupt(message: impl Into<String>) -> StateError {
+    StateError::new(
+        ErrorKind::Permanent,
+        format!("unreadable stored value: {}", message.into()),
+    )
+}
+
+/// Enums are stored as their JSON names (`open`, `critical`, `applied`).
+fn enum_text<T: Serialize>(value: &T) -> Result<String> {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(text)) => Ok(text),
+        _ => Err(StateError::new(
+            ErrorKind::Permanent,
+            "value is not a named variant",
+        )),
+    }
+}
+
+fn parse_enum<T: DeserializeOwned>(text: &str) -> Result<T> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned()))
+        .map_err(|e| corrupt(format!("`{text}`: {e}")))
+}
+
+fn parse_version(version: &Version) -> Result<i64> {
+    version.as_str().parse().map_err(|_| {
+        StateError::new(
+            ErrorKind::Permanent,
+            "the version was not issued by the SQLite store",
+        )
+    })
+}
+
+/// The columns of one `findings` row, read before conversion.
+type FindingRow = (
+    String,
+    String,
+    String,
+    i64,
+    String,
+    String,
+    i64,
+    i64,
+    Option<i64>,
+    String,
+);
+
+const FINDING_COLUMNS: &str = "workspace, rule, resource, version, state, severity, first_seen, \
+                               last_seen, last_notified, observed";
+
+fn read_finding_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<FindingRow> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+        row.get(6)?,
+        row.get(7)?,
+        row.get(8)?,
+        row.get(9)?,
+    ))
+}
+
+fn finding_from_row(row: FindingRow) -> Result<(FindingKey, Versioned<FindingRecord>)> {
+    let (
+        workspace,
+        rule,
+        resource,
+        version,
+        state,
+        severity,
+        first_seen,
+        last_seen,
+        last_notified,
+        observed,
+    ) = row;
+    let record = FindingRecord {
+        state: parse_enum(&state)?,
+        severity: parse_enum(&severity)?,
+        first_seen: from_nanos(first_seen)?,
+        last_seen: from_nanos(last_seen)?,
+        last_notified: last_notified.map(from_nanos).transpose()?,
+        observed,
+    };
+    Ok((
+        FindingKey {
+            workspace,
+            rule,
+            resource,
+        },
+        Versioned {
+            value: record,
+            version: Version::new(version.to_string()),
+        },
+    ))
+}
+
+/// The bound values of a finding write.
+struct FindingColumns {
+    state: String,
+    severity: String,
+    first_seen: i64,
+    last_seen: i64,
+    last_notified: Option<i64>,
+    observed: String,
+}
+
+impl FindingColumns {
+    fn new(record: &FindingRecord) -> Result<Self> {
+        Ok(Self {
+            state: enum_text(&record.state)?,
+            severity: enum_text(&record.severity)?,
+            first_seen: to_nanos(record.first_seen)?,
+            last_seen: to_nanos(record.last_seen)?,
+            last_notified: record.last_notified.map(to_nanos).transpose()?,
+            observed: record.observed.clone(),
+        })
+    }
+}
+
+/// The columns of one `outbox` row, read before conversion.
+type OutboxRow = (String, String, String, i64, i64, i64, Option<String>);
+
+fn outbox_item(row: OutboxRow) -> Result<OutboxItem> {
+    let (id, channel, payload, enqueued_at, next_attempt_at, attempts, last_error) = row;
+    Ok(OutboxItem {
+        notification: Notification {
+            id,
+            channel,
+            payload: serde_json::from_str(&payload).map_err(|e| corrupt(e.to_string()))?,
+        },
+        enqueued_at: from_nanos(enqueued_at)?,
+        next_attempt_at: from_nanos(next_attempt_at)?,
+        attempts: u32::try_from(attempts).map_err(|e| corrupt(e.to_string()))?,
+        last_error,
+    })
+}
+
+fn later(now: OffsetDateTime, by: Duration) -> Result<OffsetDateTime> {
+    now.checked_add(by)
+        .ok_or_else(|| StateError::new(ErrorKind::Permanent, "time out of range"))
+}
+
+fn earlier(now: OffsetDateTime, by: Duration) -> Result<OffsetDateTime> {
+    now.checked_sub(by)
+        .ok_or_else(|| StateError::new(ErrorKind::Permanent, "time out of range"))
+}
+
+#[async_trait]
+impl StateStore for SqliteStore {
+    async fn claim_event(&self, event_id: &str, now: OffsetDateTime) -> Result<bool> {
+        let event_id = event_id.to_owned();
+        let claimed_at = to_nanos(now)?;
+        self.run(move |connection| {
+            let inserted = connection.execute(
+                "INSERT INTO event_claims (event_id, claimed_at) VALUES (?1, ?2)
+                 ON CONFLICT (event_id) DO NOTHING",
+                params![event_id, claimed_at],
+            )?;
+            Ok(inserted == 1)
+        })
+        .await
+    }
+
+    async fn finding(&self, key: &FindingKey) -> Result<Option<Versioned<FindingRecord>>> {
+        let key = key.clone();
+        self.run(move |connection| {
+            let row = connection
+                .query_row(
+                    &format!(
+                        "SELECT {FINDING_COLUMNS} FROM findings
+                         WHERE workspace = ?1 AND rule = ?2 AND resource = ?3"
+                    ),
+                    params![key.workspace, key.rule, key.resource],
+                    read_finding_row,
+                )
+                .optional()?;
+            row.map(|row| finding_from_row(row).map(|(_, versioned)| versioned))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn workspace_findings(
+        &self,
+        workspace: &str,
+    ) -> Result<Vec<(FindingKey, Versioned<FindingRecord>)>> {
+        let workspace = workspace.to_owned();
+        self.run(move |connection| {
+            let mut statement = connection.prepare(&format!(
+                "SELECT {FINDING_COLUMNS} FROM findings WHERE workspace = ?1
+                 ORDER BY rule, resource"
+            ))?;
+            let rows = statement
+                .query_map([workspace], read_finding_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.into_iter().map(finding_from_row).collect()
+        })
+        .await
+    }
+
+    async fn put_finding(
+        &self,
+        key: &FindingKey,
+        record: &FindingRecord,
+        expected: Option<&Version>,
+    ) -> Result<CompareAndSet> {
+        let key = key.clone();
+        let columns = FindingColumns::new(record)?;
+        let expected = expected.map(parse_version).transpose()?;
+        self.run(move |connection| {
+            let c = &columns;
+            let (changed, new_version) = match expected {
+                None => {
+                    let changed = connection.execute(
+                        "INSERT INTO findings (workspace, rule, resource, version, state, severity,
+                             first_seen, last_seen, last_notified, observed)
+                         VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7, ?8, ?9)
+                         ON CONFLICT (workspace, rule, resource) DO NOTHING",
+                        params![
+                            key.workspace,
+                            key.rule,
+                            key.resource,
+                            c.state,
+                            c.severity,
+                            c.first_seen,
+                            c.last_seen,
+                            c.last_notified,
+                            c.observed
+                        ],
+                    )?;
+                    (changed, 1)
+                }
+                Some(version) => {
+                    let changed = connection.execute(
+                        "UPDATE findings SET version = version + 1, state = ?5, severity = ?6,
+                             first_seen = ?7, last_seen = ?8, last_notified = ?9, observed = ?10
+                         WHERE workspace = ?1 AND rule = ?2 AND resource = ?3 AND version = ?4",
+                        params![
+                            key.workspace,
+                            key.rule,
+                            key.resource,
+                            version,
+                            c.state,
+                            c.severity,
+                            c.first_seen,
+                            c.last_seen,
+                            c.last_notified,
+                            c.observed
+                        ],
+                    )?;
+                    (changed, version + 1)
+                }
+            };
+            Ok(if changed == 1 {
+                CompareAndSet::Won(Version::new(new_version.to_string()))
+            } else {
+                CompareAndSet::Lost
+            })
+        })
+        .await
+    }
+
+    async fn record_attempt(&self, attempt: &RemediationAttempt) -> Result<()> {
+        let resource = attempt.resource.clone();
+        let rule = attempt.rule.clone();
+        let at = to_nanos(attempt.at)?;
+        let result = enum_text(&attempt.result)?;
+        self.run(move |connection| {
+            connection.execute(
+                "INSERT INTO remediation_attempts (resource, rule, at, result)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![resource, rule, at, result],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn count_attempts(&self, resource: &str, since: OffsetDateTime) -> Result<u32> {
+        let resource = resource.to_owned();
+        let since = to_nanos(since)?;
+        self.run(move |connection| {
+            let count: i64 = connection.query_row(
+                "SELECT COUNT(*) FROM remediation_attempts WHERE resource = ?1 AND at >= ?2",
+                params![resource, since],
+                |row| row.get(0),
+            )?;
+            u32::try_from(count).map_err(|e| corrupt(e.to_string()))
+        })
+        .await
+    }
+
+    async fn claim_remediation(
+        &self,
+        resource: &str,
+        rule: &str,
+        owner: &str,
+        now: OffsetDateTime,
+        lease: Duration,
+    ) -> Result<bool> {
+        let resource = resource.to_owned();
+        let rule = rule.to_owned();
+        let owner = owner.to_owned();
+        let now_nanos = to_nanos(now)?;
+        let expires_at = to_nanos(later(now, lease)?)?;
+        self.run(move |connection| {
+            let changed = connection.execute(
+                "INSERT INTO remediation_claims (resource, rule, owner, expires_at)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (resource, rule) DO UPDATE
+                     SET owner = excluded.owner, expires_at = excluded.expires_at
+                     WHERE remediation_claims.expires_at <= ?5
+                        OR remediation_claims.owner = excluded.owner",
+                params![resource, rule, owner, expires_at, now_nanos],
+            )?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn release_remediation(&self, resource: &str, rule: &str, owner: &str) -> Result<()> {
+        let resource = resource.to_owned();
+        let rule = rule.to_owned();
+        let owner = owner.to_owned();
+        self.run(move |connection| {
+            connection.execute(
+                "DELETE FROM remediation_claims WHERE resource = ?1 AND rule = ?2 AND owner = ?3",
+                params![resource, rule, owner],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn append_audit(&self, at: OffsetDateTime, record: &serde_json::Value) -> Result<()> {
+        let at = to_nanos(at)?;
+        let record = record.to_string();
+        self.run(move |connection| {
+            connection.execute(
+                "INSERT INTO audit (at, record) VALUES (?1, ?2)",
+                params![at, record],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn audit_since(&self, since: OffsetDateTime) -> Result<Vec<AuditEntry>> {
+        let since = to_nanos(since)?;
+        self.run(move |connection| {
+            let mut statement = connection
+                .prepare("SELECT at, record FROM audit WHERE at >= ?1 ORDER BY at, id")?;
+            let rows = statement
+                .query_map([since], |row| {
+                    Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.into_iter()
+                .map(|(at, record)| {
+                    Ok(AuditEntry {
+                        at: from_nanos(at)?,
+                        record: serde_json::from_str(&record)
+                            .map_err(|e| corrupt(e.to_string()))?,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn enqueue_notification(
+        &self,
+        notification: &Notification,
+        now: OffsetDateTime,
+        next_attempt_at: OffsetDateTime,
+    ) -> Result<bool> {
+        let notification = notification.clone();
+        let payload = notification.payload.to_string();
+        let enqueued_at = to_nanos(now)?;
+        let next_attempt_at = to_nanos(next_attempt_at)?;
+        self.run(move |connection| {
+            let inserted = connection.execute(
+                "INSERT INTO outbox (id, channel, payload, enqueued_at, next_attempt_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (id) DO NOTHING",
+                params![
+                    notification.id,
+                    notification.channel,
+                    payload,
+                    enqueued_at,
+                    next_attempt_at
+                ],
+            )?;
+            Ok(inserted == 1)
+        })
+        .await
+    }
+
+    async fn claim_due_notifications(
+        &self,
+        now: OffsetDateTime,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<OutboxItem>> {
+        let now_nanos = to_nanos(now)?;
+        let until = to_nanos(later(now, lease)?)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.run(move |connection| {
+            let transaction =
+                connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let rows = {
+                let mut statement = transaction.prepare(
+                    "UPDATE outbox SET next_attempt_at = ?2, attempts = attempts + 1
+                     WHERE id IN (SELECT id FROM outbox
+                                  WHERE sent_at IS NULL AND next_attempt_at <= ?1
+                                  ORDER BY enqueued_at, id LIMIT ?3)
+                     RETURNING id, channel, payload, enqueued_at, next_attempt_at, attempts,
+                               last_error",
+                )?;
+                statement
+                    .query_map(params![now_nanos, until, limit], |row| {
+                        Ok((
+                            row.get(0)?,
+                            row.get(1)?,
+                            row.get(2)?,
+                            row.get(3)?,
+                            row.get(4)?,
+                            row.get(5)?,
+                            row.get(6)?,
+                        ))
+                    })?
+                    .collect::<rusqlite::Result<Vec<OutboxRow>>>()?
+            };
+            transaction.commit()?;
+            let mut items = rows
+                .into_iter()
+                .map(outbox_item)
+                .collect::<Result<Vec<_>>>()?;
+            items.sort_by(|a, b| {
+                (a.enqueued_at, &a.notification.id).cmp(&(b.enqueued_at, &b.notification.id))
+            });
+            Ok(items)
+        })
+        .await
+    }
+
+    async fn mark_notification_sent(&self, id: &str, now: OffsetDateTime) -> Result<()> {
+        let id = id.to_owned();
+        let sent_at = to_nanos(now)?;
+        self.run(move |connection| {
+            connection.execute(
+                "UPDATE outbox SET sent_at = ?2 WHERE id = ?1 AND sent_at IS NULL",
+                params![id, sent_at],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn reschedule_notification(
+        &self,
+        id: &str,
+        next_attempt_at: OffsetDateTime,
+        error: &str,
+    ) -> Result<()> {
+        let id = id.to_owned();
+        let next_attempt_at = to_nanos(next_attempt_at)?;
+        let error = error.to_owned();
+        self.run(move |connection| {
+            connection.execute(
+                "UPDATE outbox SET next_attempt_at = ?2, last_error = ?3
+                 WHERE id = ?1 AND sent_at IS NULL",
+                params![id, next_attempt_at, error],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn sweep_cursor(&self) -> Result<Option<String>> {
+        self.run(|connection| {
+            Ok(connection
+                .query_row(
+                    "SELECT value FROM cursors WHERE name = 'sweep'",
+                    [],
+                    |row| row.get(0),
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn set_sweep_cursor(&self, cursor: Option<&str>) -> Result<()> {
+        let cursor = cursor.map(str::to_owned);
+        self.run(move |connection| {
+            match cursor {
+                Some(value) => connection.execute(
+                    "INSERT INTO cursors (name, value) VALUES ('sweep', ?1)
+                     ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    [value],
+                )?,
+                None => connection.execute("DELETE FROM cursors WHERE name = 'sweep'", [])?,
+            };
+            Ok(())
+        })
+        .await
+    }
+
+    async fn prune(&self, now: OffsetDateTime) -> Result<usize> {
+        let now_nanos = to_nanos(now)?;
+        let events_before = to_nanos(earlier(now, EVENT_CLAIM_RETENTION)?)?;
+        let attempts_before = to_nanos(earlier(now, ATTEMPT_RETENTION)?)?;
+        let sent_before = to_nanos(earlier(now, SENT_NOTIFICATION_RETENTION)?)?;
+        self.run(move |connection| {
+            let transaction =
+                connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut removed = transaction.execute(
+                "DELETE FROM event_claims WHERE claimed_at < ?1",
+                [events_before],
+            )?;
+            removed += transaction.execute(
+                "DELETE FROM remediation_attempts WHERE at < ?1",
+                [attempts_before],
+            )?;
+            removed += transaction.execute(
+                "DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?1",
+                [sent_before],
+            )?;
+            removed += transaction.execute(
+                "DELETE FROM remediation_claims WHERE expires_at <= ?1",
+                [now_nanos],
+            )?;
+            transaction.commit()?;
+            Ok(removed)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_path(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!(
+            "cmk-guard-sqlite-{name}-{}-{}.db",
+            std::process::id(),
+            uuid::Uuid::new_v4()
+        ))
+    }
+
+    #[tokio::test]
+    async fn creates_the_schema_once_and_reopens_it() {
+        let path = temp_path("schema");
+        let first = SqliteStore::open(&path).await.unwrap();
+        let second = SqliteStore::open(&path).await.unwrap();
+        let version: i64 = second
+            .run(|c| Ok(c.query_row("SELECT COUNT(*) FROM schema_version", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!(version, 1);
+        let mode: String = first
+            .run(|c| Ok(c.query_row("PRAGMA journal_mode", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[tokio::test]
+    async fn refuses_a_schema_from_another_version() {
+        let path = temp_path("future");
+        let store = SqliteStore::open(&path).await.unwrap();
+        store
+            .run(|c| Ok(c.execute("UPDATE schema_version SET version = 99", [])?))
+            .await
+            .unwrap();
+        let error = SqliteStore::open(&path).await.unwrap_err();
+        assert_eq!(error.kind, ErrorKind::Permanent);
+        assert!(
+            error.message.contains("schema version 99"),
+            "{}",
+            error.message
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_directory_is_a_clear_error() {
+        let error = SqliteStore::open(Path::new("/nonexistent/dir/state.db"))
+            .await
+            .unwrap_err();
+        assert!(
+            error.message.contains("/nonexistent/dir/state.db"),
+            "{}",
+            error.message
+        );
+    }
+
+    #[test]
+    fn times_round_trip_through_nanoseconds() {
+        let time = time::macros::datetime!(2026-11-28 13:59:01.123456789 UTC);
+        assert_eq!(from_nanos(to_nanos(time).unwrap()).unwrap(), time);
+        assert!(to_nanos(time::macros::datetime!(2300-01-01 0:00 UTC)).is_err());
+    }
+
+    #[test]
+    fn busy_is_transient_and_constraint_failures_are_not() {
+        let busy = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            None,
+        );
+        assert!(StateError::from(busy).is_transient());
+        let constraint = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT),
+            None,
+        );
+        assert!(!StateError::from(constraint).is_transient());
+    }
+}

@@ -1,0 +1,1112 @@
+//! The state store suite: one set of scenarios, run against both backends through
+//! `cmk_guard::state::open`, with the parts users run: a SQLite file shared by two store
+//! instances, and a real Azurite (installed by `scripts/test-tools`) started per test on a free
+//! loopback port and reached with a container SAS signed here with the emulator's well-known
+//! account key. Azurite cannot hand out Entra tokens over plain HTTP, and the Blob SDK has no
+//! Shared Key support, so a SAS is the way in; creating each test's container needs account
+//! rights, which a hand-signed Shared Key request provides.
+//!
+//! Concurrency scenarios use two store instances on the same storage (two SQLite connections,
+//! two Blob clients), as two Function instances would.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration as StdDuration;
+
+use azure_core::http::Transport;
+use cmk_guard::azure::{TransportSettings, credential, transport};
+use cmk_guard::outcome::{ActionResult, FindingState, Severity};
+use cmk_guard::state::{
+    self, CompareAndSet, ErrorKind, FindingKey, FindingRecord, Notification, RemediationAttempt,
+    StateStore,
+};
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::json;
+use sha2::Sha256;
+use time::macros::{datetime, format_description};
+use time::{Duration, OffsetDateTime};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+
+/// A fixed instant; the store never reads the clock, so the tests pick their own times.
+const T0: OffsetDateTime = datetime!(2026-11-28 12:00 UTC);
+
+// ---------------------------------------------------------------------------------------------
+// Backends
+
+/// Storage that several store instances can be opened on.
+enum Backend {
+    Sqlite {
+        path: PathBuf,
+    },
+    Blob {
+        sas_url: String,
+        _azurite: Box<Azurite>,
+    },
+}
+
+impl Backend {
+    fn sqlite() -> Self {
+        let path = std::env::temp_dir().join(format!(
+            "cmk-guard-state-test-{}-{}.db",
+            std::process::id(),
+            uuid::Uuid::new_v4()
+        ));
+        Backend::Sqlite { path }
+    }
+
+    async fn blob() -> Self {
+        let azurite = Azurite::start().await;
+        let container = format!("state-{}", uuid::Uuid::new_v4().simple());
+        azurite.create_container(&container).await;
+        let sas_url = azurite.container_sas_url(&container);
+        Backend::Blob {
+            sas_url,
+            _azurite: Box::new(azurite),
+        }
+    }
+
+    /// The `CMKGUARD_STATE` value for this storage.
+    fn spec(&self) -> String {
+        match self {
+            Backend::Sqlite { path } => format!("sqlite:{}", path.display()),
+            Backend::Blob { sas_url, .. } => sas_url.clone(),
+        }
+    }
+
+    /// A new store instance on the same storage, as another Function instance would open it.
+    async fn open(&self) -> Arc<dyn StateStore> {
+        open(&self.spec())
+            .await
+            .unwrap_or_else(|e| panic!("opening {}: {e}", self.spec()))
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        if let Backend::Sqlite { path } = self {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+            }
+        }
+    }
+}
+
+/// Opens a store the way the handler does: on the shared transport, with the credential from
+/// the environment (unused here: every Blob URL in these tests carries a SAS).
+async fn open(spec: &str) -> state::Result<Arc<dyn StateStore>> {
+    let http = transport::http_client(&TransportSettings::default()).unwrap();
+    let transport = Transport::new(Arc::new(http));
+    let (credential, _) = credential::from_env(&transport, |_| None).unwrap();
+    state::open(spec, &transport, &credential).await
+}
+
+/// Runs each scenario against SQLite and against Azure Blob on Azurite.
+macro_rules! suite {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(&super::Backend::sqlite()).await;
+                }
+            )*
+        }
+        mod azure_blob {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(&super::Backend::blob().await).await;
+                }
+            )*
+        }
+    };
+}
+
+suite!(
+    an_event_is_claimed_exactly_once,
+    concurrent_claims_of_one_event_have_one_winner,
+    finding_state_is_written_with_compare_and_set,
+    concurrent_transitions_of_one_finding_have_one_winner,
+    remediation_attempts_are_counted_per_resource,
+    a_remediation_in_progress_blocks_others_until_its_lease_ends,
+    concurrent_remediation_claims_have_one_winner,
+    audit_records_are_appended_and_listed_in_order,
+    the_outbox_hands_out_each_item_until_it_is_sent,
+    the_outbox_survives_reopening,
+    concurrent_outbox_claims_hand_each_item_to_one_sender,
+    the_sweep_cursor_is_saved_and_cleared,
+    pruning_removes_only_what_outlived_its_retention,
+);
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios
+
+async fn an_event_is_claimed_exactly_once(backend: &Backend) {
+    let store = backend.open().await;
+    assert!(store.claim_event("evt-1", T0).await.unwrap());
+    assert!(!store.claim_event("evt-1", T0).await.unwrap());
+    assert!(
+        !store
+            .claim_event("evt-1", T0 + Duration::hours(1))
+            .await
+            .unwrap()
+    );
+    assert!(store.claim_event("evt-2", T0).await.unwrap());
+    let long_id = format!("/subscriptions/x/{}", "é/".repeat(600));
+    assert!(store.claim_event(&long_id, T0).await.unwrap());
+    assert!(
+        !backend
+            .open()
+            .await
+            .claim_event(&long_id, T0)
+            .await
+            .unwrap()
+    );
+}
+
+async fn concurrent_claims_of_one_event_have_one_winner(backend: &Backend) {
+    let stores = [backend.open().await, backend.open().await];
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let store = stores[i % 2].clone();
+            tokio::spawn(async move { store.claim_event("evt-burst", T0).await })
+        })
+        .collect();
+    let mut winners = 0;
+    for task in tasks {
+        if task.await.unwrap().unwrap() {
+            winners += 1;
+        }
+    }
+    assert_eq!(winners, 1, "20 concurrent claims from two instances");
+}
+
+fn key(workspace: &str, rule: &str) -> FindingKey {
+    FindingKey {
+        workspace: format!(
+            "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/{workspace}"
+        ),
+        rule: rule.to_owned(),
+        resource: "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv1"
+            .to_owned(),
+    }
+}
+
+fn open_finding(at: OffsetDateTime) -> FindingRecord {
+    FindingRecord {
+        state: FindingState::Open,
+        severity: Severity::High,
+        first_seen: at,
+        last_seen: at,
+        last_notified: None,
+        observed: "enablePurgeProtection is not set".into(),
+    }
+}
+
+async fn finding_state_is_written_with_compare_and_set(backend: &Backend) {
+    let store = backend.open().await;
+    let purge = key("ws1", "vault.purge-protection");
+    assert_eq!(store.finding(&purge).await.unwrap(), None);
+
+    let first = open_finding(T0);
+    let CompareAndSet::Won(v1) = store.put_finding(&purge, &first, None).await.unwrap() else {
+        panic!("creating a new finding must win");
+    };
+    assert_eq!(
+        store.put_finding(&purge, &first, None).await.unwrap(),
+        CompareAndSet::Lost,
+        "a second create loses"
+    );
+    let read = store.finding(&purge).await.unwrap().unwrap();
+    assert_eq!(read.value, first);
+    assert_eq!(read.version, v1);
+
+    let notified = FindingRecord {
+        severity: Severity::Critical,
+        last_seen: T0 + Duration::minutes(5),
+        last_notified: Some(T0 + Duration::minutes(5)),
+        observed: "key expired".into(),
+        ..first.clone()
+    };
+    let CompareAndSet::Won(v2) = store
+        .put_finding(&purge, &notified, Some(&v1))
+        .await
+        .unwrap()
+    else {
+        panic!("a write at the current version must win");
+    };
+    assert_ne!(v1, v2);
+    assert_eq!(
+        store.put_finding(&purge, &first, Some(&v1)).await.unwrap(),
+        CompareAndSet::Lost,
+        "a write at a stale version loses"
+    );
+    let other_instance = backend.open().await;
+    let read = other_instance.finding(&purge).await.unwrap().unwrap();
+    assert_eq!(read.value, notified);
+    assert_eq!(read.version, v2);
+
+    let resolved = FindingRecord {
+        state: FindingState::Resolved,
+        ..notified.clone()
+    };
+    assert!(matches!(
+        other_instance
+            .put_finding(&purge, &resolved, Some(&v2))
+            .await
+            .unwrap(),
+        CompareAndSet::Won(_)
+    ));
+
+    let expiry = key("ws1", "key.expiry");
+    store
+        .put_finding(&expiry, &open_finding(T0), None)
+        .await
+        .unwrap();
+    store
+        .put_finding(&key("ws2", "key.expiry"), &open_finding(T0), None)
+        .await
+        .unwrap();
+    let listed = store.workspace_findings(&purge.workspace).await.unwrap();
+    let keys: Vec<_> = listed.iter().map(|(k, _)| k.clone()).collect();
+    assert_eq!(keys, vec![expiry, purge.clone()]);
+    assert_eq!(listed[1].1.value, resolved);
+    assert!(
+        store
+            .workspace_findings("/subscriptions/none")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn concurrent_transitions_of_one_finding_have_one_winner(backend: &Backend) {
+    let stores = [backend.open().await, backend.open().await];
+    let purge = key("ws1", "vault.purge-protection");
+    // Creation race: every instance sees no record and creates one.
+    let creates: Vec<_> = (0..20)
+        .map(|i| {
+            let store = stores[i % 2].clone();
+            let purge = purge.clone();
+            tokio::spawn(async move { store.put_finding(&purge, &open_finding(T0), None).await })
+        })
+        .collect();
+    let mut won = 0;
+    for task in creates {
+        if matches!(task.await.unwrap().unwrap(), CompareAndSet::Won(_)) {
+            won += 1;
+        }
+    }
+    assert_eq!(won, 1, "one of 20 concurrent creates wins");
+
+    // Transition race: every instance read the same version and resolves the finding.
+    let version = stores[0].finding(&purge).await.unwrap().unwrap().version;
+    let transitions: Vec<_> = (0..20)
+        .map(|i| {
+            let store = stores[i % 2].clone();
+            let purge = purge.clone();
+            let version = version.clone();
+            tokio::spawn(async move {
+                let resolved = FindingRecord {
+                    state: FindingState::Resolved,
+                    last_notified: Some(T0 + Duration::minutes(1)),
+                    observed: format!("writer {i}"),
+                    ..open_finding(T0)
+                };
+                store.put_finding(&purge, &resolved, Some(&version)).await
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for (i, task) in transitions.into_iter().enumerate() {
+        if let CompareAndSet::Won(version) = task.await.unwrap().unwrap() {
+            winners.push((i, version));
+        }
+    }
+    assert_eq!(winners.len(), 1, "one of 20 concurrent transitions wins");
+    let stored = stores[1].finding(&purge).await.unwrap().unwrap();
+    assert_eq!(stored.value.observed, format!("writer {}", winners[0].0));
+    assert_eq!(stored.version, winners[0].1);
+}
+
+async fn remediation_attempts_are_counted_per_resource(backend: &Backend) {
+    let store = backend.open().await;
+    let vault = "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv1";
+    for (minutes, result) in [
+        (0, ActionResult::Failed),
+        (20, ActionResult::Applied),
+        (50, ActionResult::Failed),
+    ] {
+        store
+            .record_attempt(&RemediationAttempt {
+                resource: vault.into(),
+                rule: "vault.purge-protection".into(),
+                at: T0 + Duration::minutes(minutes),
+                result,
+            })
+            .await
+            .unwrap();
+    }
+    store
+        .record_attempt(&RemediationAttempt {
+            resource: "/subscriptions/s1/other".into(),
+            rule: "vault.purge-protection".into(),
+            at: T0,
+            result: ActionResult::Applied,
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.count_attempts(vault, T0).await.unwrap(), 3);
+    let an_hour_before_t0_plus_70 = T0 + Duration::minutes(10);
+    assert_eq!(
+        backend
+            .open()
+            .await
+            .count_attempts(vault, an_hour_before_t0_plus_70)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .count_attempts(vault, T0 + Duration::hours(2))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .count_attempts("/subscriptions/none", T0)
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+async fn a_remediation_in_progress_blocks_others_until_its_lease_ends(backend: &Backend) {
+    let store = backend.open().await;
+    let (vault, rule) = ("/subscriptions/s1/vaults/kv1", "vault.purge-protection");
+    let lease = Duration::minutes(5);
+    assert!(
+        store
+            .claim_remediation(vault, rule, "first", T0, lease)
+            .await
+            .unwrap()
+    );
+    // A restarted process (another owner) must not act while the lease runs.
+    let restarted = backend.open().await;
+    assert!(
+        !restarted
+            .claim_remediation(vault, rule, "restarted", T0 + Duration::minutes(1), lease)
+            .await
+            .unwrap()
+    );
+    // Other rules and resources are independent.
+    assert!(
+        restarted
+            .claim_remediation(vault, "key.rotation-policy", "restarted", T0, lease)
+            .await
+            .unwrap()
+    );
+    // The holder may extend its own claim.
+    assert!(
+        store
+            .claim_remediation(vault, rule, "first", T0 + Duration::minutes(4), lease)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !restarted
+            .claim_remediation(vault, rule, "restarted", T0 + Duration::minutes(6), lease)
+            .await
+            .unwrap(),
+        "the extended lease still runs"
+    );
+    // Once the lease has run out, another owner may take over.
+    assert!(
+        restarted
+            .claim_remediation(vault, rule, "restarted", T0 + Duration::minutes(9), lease)
+            .await
+            .unwrap()
+    );
+    // Releasing a claim one no longer holds changes nothing.
+    store
+        .release_remediation(vault, rule, "first")
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .claim_remediation(vault, rule, "third", T0 + Duration::minutes(10), lease)
+            .await
+            .unwrap()
+    );
+    restarted
+        .release_remediation(vault, rule, "restarted")
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_remediation(vault, rule, "third", T0 + Duration::minutes(10), lease)
+            .await
+            .unwrap(),
+        "a released claim is free at once"
+    );
+}
+
+async fn concurrent_remediation_claims_have_one_winner(backend: &Backend) {
+    let stores = [backend.open().await, backend.open().await];
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let store = stores[i % 2].clone();
+            tokio::spawn(async move {
+                store
+                    .claim_remediation(
+                        "/subscriptions/s1/vaults/kv1",
+                        "vault.purge-protection",
+                        &format!("owner-{i}"),
+                        T0,
+                        Duration::minutes(5),
+                    )
+                    .await
+            })
+        })
+        .collect();
+    let mut winners = 0;
+    for task in tasks {
+        if task.await.unwrap().unwrap() {
+            winners += 1;
+        }
+    }
+    assert_eq!(winners, 1, "20 concurrent claims from two instances");
+
+    // Takeover race after the lease ran out: still one winner.
+    let later = T0 + Duration::minutes(6);
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let store = stores[i % 2].clone();
+            tokio::spawn(async move {
+                store
+                    .claim_remediation(
+                        "/subscriptions/s1/vaults/kv1",
+                        "vault.purge-protection",
+                        &format!("late-{i}"),
+                        later,
+                        Duration::minutes(5),
+                    )
+                    .await
+            })
+        })
+        .collect();
+    let mut winners = 0;
+    for task in tasks {
+        if task.await.unwrap().unwrap() {
+            winners += 1;
+        }
+    }
+    assert_eq!(winners, 1, "20 concurrent takeovers of an expired claim");
+}
+
+async fn audit_records_are_appended_and_listed_in_order(backend: &Backend) {
+    let store = backend.open().await;
+    for (minutes, decision) in [(2, "notify"), (0, "evaluate"), (1, "remediate")] {
+        store
+            .append_audit(
+                T0 + Duration::minutes(minutes),
+                &json!({"decision": decision, "workspace": "ws1"}),
+            )
+            .await
+            .unwrap();
+    }
+    let all = backend.open().await.audit_since(T0).await.unwrap();
+    let decisions: Vec<_> = all.iter().map(|e| e.record["decision"].clone()).collect();
+    assert_eq!(decisions, vec!["evaluate", "remediate", "notify"]);
+    assert_eq!(all[1].at, T0 + Duration::minutes(1));
+    let recent = store.audit_since(T0 + Duration::minutes(1)).await.unwrap();
+    assert_eq!(recent.len(), 2);
+    assert!(
+        store
+            .audit_since(T0 + Duration::hours(1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+fn teams(id: &str) -> Notification {
+    Notification {
+        id: id.to_owned(),
+        channel: "teams".into(),
+        payload: json!({"type": "message", "attachments": [{"finding": id}]}),
+    }
+}
+
+async fn the_outbox_hands_out_each_item_until_it_is_sent(backend: &Backend) {
+    let store = backend.open().await;
+    let lease = Duration::minutes(2);
+    let due_at = T0 + Duration::minutes(1);
+    assert!(
+        store
+            .enqueue_notification(&teams("n1"), T0, due_at)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .enqueue_notification(&teams("n1"), T0, T0)
+            .await
+            .unwrap(),
+        "the same id is queued once"
+    );
+    assert!(
+        store
+            .claim_due_notifications(T0, lease, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "not due yet"
+    );
+
+    let handed = store
+        .claim_due_notifications(due_at, lease, 10)
+        .await
+        .unwrap();
+    assert_eq!(handed.len(), 1);
+    assert_eq!(handed[0].notification, teams("n1"));
+    assert_eq!(handed[0].attempts, 1);
+    assert_eq!(handed[0].enqueued_at, T0);
+    assert_eq!(handed[0].next_attempt_at, due_at + lease);
+    assert!(
+        store
+            .claim_due_notifications(due_at + Duration::minutes(1), lease, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "an item is not handed out again while its sender holds it"
+    );
+
+    // The send failed: try again in ten minutes.
+    let retry_at = due_at + Duration::minutes(10);
+    store
+        .reschedule_notification("n1", retry_at, "HTTP 503 from the webhook")
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_due_notifications(due_at + lease, lease, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "rescheduled to later"
+    );
+    let again = store
+        .claim_due_notifications(retry_at, lease, 10)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempts, 2);
+    assert_eq!(
+        again[0].last_error.as_deref(),
+        Some("HTTP 503 from the webhook")
+    );
+
+    store
+        .mark_notification_sent("n1", retry_at + Duration::seconds(1))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_due_notifications(retry_at + Duration::hours(1), lease, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a sent item is never handed out again"
+    );
+    store
+        .reschedule_notification("n1", retry_at, "late failure report")
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_due_notifications(retry_at + Duration::hours(1), lease, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "rescheduling a sent item changes nothing"
+    );
+    assert!(
+        !store
+            .enqueue_notification(&teams("n1"), retry_at, retry_at)
+            .await
+            .unwrap(),
+        "a sent id is not queued again"
+    );
+    store.mark_notification_sent("unknown", T0).await.unwrap();
+
+    // Limit and order: the oldest items first.
+    for (minutes, id) in [(3, "c"), (1, "a"), (2, "b")] {
+        store
+            .enqueue_notification(&teams(id), T0 + Duration::minutes(minutes), T0)
+            .await
+            .unwrap();
+    }
+    let first_two = store
+        .claim_due_notifications(T0 + Duration::hours(3), lease, 2)
+        .await
+        .unwrap();
+    let ids: Vec<_> = first_two
+        .iter()
+        .map(|item| item.notification.id.as_str())
+        .collect();
+    assert_eq!(ids, vec!["a", "b"]);
+}
+
+async fn the_outbox_survives_reopening(backend: &Backend) {
+    {
+        let store = backend.open().await;
+        store
+            .enqueue_notification(&teams("kept"), T0, T0)
+            .await
+            .unwrap();
+        let handed = store
+            .claim_due_notifications(T0, Duration::minutes(1), 10)
+            .await
+            .unwrap();
+        assert_eq!(handed.len(), 1);
+        // The sender dies here: neither sent nor rescheduled.
+    }
+    let reopened = backend.open().await;
+    assert!(
+        reopened
+            .claim_due_notifications(T0 + Duration::seconds(30), Duration::minutes(1), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let after_lease = reopened
+        .claim_due_notifications(T0 + Duration::minutes(1), Duration::minutes(1), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        after_lease.len(),
+        1,
+        "the item comes back when the lease ends"
+    );
+    assert_eq!(after_lease[0].notification, teams("kept"));
+    assert_eq!(after_lease[0].attempts, 2);
+}
+
+async fn concurrent_outbox_claims_hand_each_item_to_one_sender(backend: &Backend) {
+    let stores = [backend.open().await, backend.open().await];
+    for i in 0..6 {
+        stores[0]
+            .enqueue_notification(&teams(&format!("n{i}")), T0, T0)
+            .await
+            .unwrap();
+    }
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = stores[i % 2].clone();
+            tokio::spawn(async move {
+                store
+                    .claim_due_notifications(T0, Duration::minutes(5), 10)
+                    .await
+            })
+        })
+        .collect();
+    let mut handed = Vec::new();
+    for task in tasks {
+        handed.extend(
+            task.await
+                .unwrap()
+                .unwrap()
+                .into_iter()
+                .map(|item| item.notification.id),
+        );
+    }
+    handed.sort();
+    assert_eq!(handed, vec!["n0", "n1", "n2", "n3", "n4", "n5"]);
+}
+
+async fn the_sweep_cursor_is_saved_and_cleared(backend: &Backend) {
+    let store = backend.open().await;
+    assert_eq!(store.sweep_cursor().await.unwrap(), None);
+    store.set_sweep_cursor(Some("page-2 token")).await.unwrap();
+    store.set_sweep_cursor(Some("page-3 token")).await.unwrap();
+    assert_eq!(
+        backend
+            .open()
+            .await
+            .sweep_cursor()
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("page-3 token")
+    );
+    store.set_sweep_cursor(None).await.unwrap();
+    assert_eq!(store.sweep_cursor().await.unwrap(), None);
+    store.set_sweep_cursor(None).await.unwrap();
+}
+
+async fn pruning_removes_only_what_outlived_its_retention(backend: &Backend) {
+    let store = backend.open().await;
+    let now = T0 + Duration::days(8);
+    store.claim_event("old", T0).await.unwrap();
+    store
+        .claim_event("recent", now - Duration::hours(23))
+        .await
+        .unwrap();
+    for at in [T0, now - Duration::hours(1)] {
+        store
+            .record_attempt(&RemediationAttempt {
+                resource: "/subscriptions/s1/vaults/kv1".into(),
+                rule: "vault.purge-protection".into(),
+                at,
+                result: ActionResult::Applied,
+            })
+            .await
+            .unwrap();
+    }
+    store
+        .enqueue_notification(&teams("sent-long-ago"), T0, T0)
+        .await
+        .unwrap();
+    store
+        .mark_notification_sent("sent-long-ago", T0)
+        .await
+        .unwrap();
+    store
+        .enqueue_notification(&teams("still-queued"), T0, T0)
+        .await
+        .unwrap();
+    store
+        .claim_remediation("/r", "rule", "gone", T0, Duration::minutes(5))
+        .await
+        .unwrap();
+    store
+        .claim_remediation("/r", "live", "holder", now, Duration::minutes(5))
+        .await
+        .unwrap();
+    store
+        .put_finding(&key("ws1", "key.expiry"), &open_finding(T0), None)
+        .await
+        .unwrap();
+    store
+        .append_audit(T0, &json!({"kept": true}))
+        .await
+        .unwrap();
+
+    assert_eq!(store.prune(now).await.unwrap(), 4);
+    assert_eq!(store.prune(now).await.unwrap(), 0, "pruning is idempotent");
+
+    assert!(store.claim_event("old", now).await.unwrap(), "forgotten");
+    assert!(!store.claim_event("recent", now).await.unwrap(), "kept");
+    assert_eq!(
+        store
+            .count_attempts("/subscriptions/s1/vaults/kv1", T0)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(
+        store
+            .enqueue_notification(&teams("sent-long-ago"), now, now)
+            .await
+            .unwrap(),
+        "a pruned sent id may be queued again"
+    );
+    let queued: Vec<_> = store
+        .claim_due_notifications(now, Duration::minutes(1), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|item| item.notification.id)
+        .collect();
+    assert_eq!(queued, vec!["still-queued", "sent-long-ago"]);
+    assert!(
+        !store
+            .claim_remediation("/r", "live", "other", now, Duration::minutes(5))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .finding(&key("ws1", "key.expiry"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(store.audit_since(T0).await.unwrap().len(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backend-specific behaviour
+
+#[tokio::test]
+async fn an_unknown_state_spec_is_a_configuration_error() {
+    let error = open("redis://cache/0").await.unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Config);
+    assert!(
+        error.message.contains("CMKGUARD_STATE"),
+        "{}",
+        error.message
+    );
+}
+
+#[tokio::test]
+async fn sqlite_creates_the_file_and_reopens_its_data() {
+    let backend = Backend::sqlite();
+    let Backend::Sqlite { path } = &backend else {
+        unreachable!()
+    };
+    backend.open().await.claim_event("evt", T0).await.unwrap();
+    assert!(path.is_file());
+    assert!(!backend.open().await.claim_event("evt", T0).await.unwrap());
+}
+
+#[tokio::test]
+async fn an_unreachable_blob_store_is_transient_and_never_shows_the_sas() {
+    // A port that was free a moment ago: connections are refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!(
+        "http://127.0.0.1:{port}/devstoreaccount1/state?sv=2021-08-06&se=2030-01-01T00%3A00%3A00Z&sr=c&sp=racwdl&sig=TOPSECRETSIGNATURE%3D"
+    );
+    let store = open(&url).await.unwrap();
+    let error = store.claim_event("evt", T0).await.unwrap_err();
+    assert!(error.is_transient(), "{error}");
+    assert!(!error.message.contains("TOPSECRET"), "{error}");
+    assert!(!error.message.contains("sig="), "{error}");
+    assert!(error.message.contains("127.0.0.1"), "{error}");
+}
+
+#[tokio::test]
+async fn a_rejected_sas_is_a_permanent_error_that_names_the_fix() {
+    let azurite = Azurite::start().await;
+    azurite.create_container("state").await;
+    let forged = format!(
+        "{}/state?sv=2021-08-06&se=2030-01-01T00%3A00%3A00Z&sr=c&sp=racwdl&sig=Zm9yZ2VkLXNpZ25hdHVyZQ%3D%3D",
+        azurite.account_url()
+    );
+    let store = open(&forged).await.unwrap();
+    let error = store.claim_event("evt", T0).await.unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Permanent, "{error}");
+    assert!(error.message.contains("HTTP 403"), "{error}");
+    assert!(
+        error.message.contains("Storage Blob Data Contributor"),
+        "{error}"
+    );
+    assert!(!error.message.contains("Zm9yZ2Vk"), "{error}");
+}
+
+#[tokio::test]
+async fn a_missing_container_is_a_permanent_error_that_names_the_fix() {
+    let azurite = Azurite::start().await;
+    let store = open(&azurite.container_sas_url("never-created"))
+        .await
+        .unwrap();
+    let error = store.claim_event("evt", T0).await.unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Permanent, "{error}");
+    assert!(error.message.contains("ContainerNotFound"), "{error}");
+    assert!(!error.message.contains("sig="), "{error}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Azurite
+
+/// The emulator's documented development account.
+const ACCOUNT: &str = "devstoreaccount1";
+const ACCOUNT_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+/// The service version used for the SAS and the container request (supported by Azurite 3.x).
+const SAS_VERSION: &str = "2021-08-06";
+/// How long Azurite may take to start on a busy 2-core machine.
+const STARTUP_TIMEOUT: StdDuration = StdDuration::from_secs(60);
+
+/// A running Azurite Blob service, stopped when dropped.
+struct Azurite {
+    child: Child,
+    endpoint: String,
+    workdir: PathBuf,
+}
+
+impl Azurite {
+    /// `.tools/node_modules/.bin/azurite-blob` of the repository, or under `CMKGUARD_TOOLS`.
+    fn binary() -> PathBuf {
+        let tools = std::env::var_os("CMKGUARD_TOOLS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools"));
+        let binary = tools.join("node_modules/.bin/azurite-blob");
+        assert!(
+            binary.is_file(),
+            "Azurite is not installed at {}: run scripts/test-tools (or set CMKGUARD_TOOLS to \
+             the folder it installs into)",
+            binary.display()
+        );
+        binary
+    }
+
+    /// Starts Azurite on 127.0.0.1 with a port the OS picks, and waits until it says it
+    /// listens. The SDK's x-ms-version is newer than Azurite 3.35 knows, hence
+    /// `--skipApiVersionCheck`.
+    async fn start() -> Self {
+        let workdir =
+            std::env::temp_dir().join(format!("cmk-guard-azurite-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&workdir).unwrap();
+        let mut child = Command::new(Self::binary())
+            .args([
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                "0",
+                "--inMemoryPersistence",
+                "--extentMemoryLimit",
+                "256",
+                "--disableTelemetry",
+                "--skipApiVersionCheck",
+                "--silent",
+            ])
+            .current_dir(&workdir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting Azurite: {e}"));
+        let output = Arc::new(Mutex::new(String::new()));
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        tokio::spawn(drain(stdout, output.clone(), Some(ready_tx)));
+        tokio::spawn(drain(stderr, output.clone(), None));
+        let endpoint = match tokio::time::timeout(STARTUP_TIMEOUT, ready_rx).await {
+            Ok(Ok(endpoint)) => endpoint,
+            _ => panic!(
+                "Azurite exited or did not report listening within {STARTUP_TIMEOUT:?}; its output:\n{}",
+                output.lock().unwrap()
+            ),
+        };
+        Azurite {
+            child,
+            endpoint,
+            workdir,
+        }
+    }
+
+    /// `http://127.0.0.1:<port>/devstoreaccount1` (path-style, as the emulator expects).
+    fn account_url(&self) -> String {
+        format!("{}/{ACCOUNT}", self.endpoint)
+    }
+
+    /// Creates a container with a Shared Key request signed with the development key.
+    async fn create_container(&self, container: &str) {
+        let date = OffsetDateTime::now_utc()
+            .format(format_description!(
+                "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+            ))
+            .unwrap();
+        let string_to_sign = format!(
+            "PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{SAS_VERSION}\n/{ACCOUNT}/{ACCOUNT}/{container}\nrestype:container"
+        );
+        let signature = sign(&string_to_sign);
+        let client = transport::http_client(&TransportSettings::default()).unwrap();
+        let response = client
+            .put(format!(
+                "{}/{container}?restype=container",
+                self.account_url()
+            ))
+            .header("x-ms-date", date)
+            .header("x-ms-version", SAS_VERSION)
+            .header("Content-Length", "0")
+            .header("Authorization", format!("SharedKey {ACCOUNT}:{signature}"))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        assert_eq!(
+            status.as_u16(),
+            201,
+            "creating container {container}: {}",
+            response.text().await.unwrap_or_default()
+        );
+    }
+
+    /// A container URL with a service SAS (read, add, create, write, delete, list) valid for a
+    /// day, signed with the development key.
+    fn container_sas_url(&self, container: &str) -> String {
+        let expiry = (OffsetDateTime::now_utc() + Duration::days(1))
+            .format(format_description!(
+                "[year]-[month]-[day]T[hour]:[minute]:[second]Z"
+            ))
+            .unwrap();
+        let permissions = "racwdl";
+        // sp, st, se, resource, si, sip, spr, sv, sr, snapshot, ses, rscc, rscd, rsce, rscl, rsct
+        let string_to_sign = [
+            permissions,
+            "",
+            &expiry,
+            &format!("/blob/{ACCOUNT}/{container}"),
+            "",
+            "",
+            "",
+            SAS_VERSION,
+            "c",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+        ]
+        .join("\n");
+        let query = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("sv", SAS_VERSION)
+            .append_pair("se", &expiry)
+            .append_pair("sr", "c")
+            .append_pair("sp", permissions)
+            .append_pair("sig", &sign(&string_to_sign))
+            .finish();
+        format!("{}/{container}?{query}", self.account_url())
+    }
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = std::fs::remove_dir_all(&self.workdir);
+    }
+}
+
+/// Copies a pipe of Azurite into `output`; on the stdout pipe, reports the listening URL.
+async fn drain(
+    pipe: impl AsyncRead + Unpin,
+    output: Arc<Mutex<String>>,
+    mut ready: Option<tokio::sync::oneshot::Sender<String>>,
+) {
+    let mut lines = BufReader::new(pipe).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if let Some(url) = line
+            .split_once("successfully listens on ")
+            .map(|(_, url)| url.trim().trim_end_matches('/').to_owned())
+            && let Some(ready) = ready.take()
+        {
+            let _ = ready.send(url);
+        }
+        let mut output = output.lock().unwrap();
+        output.push_str(&line);
+        output.push('\n');
+    }
+}
+
+/// base64(HMAC-SHA256(base64decode(account key), text)): the Shared Key and SAS signature.
+fn sign(text: &str) -> String {
+    let key = azure_core::base64::decode(ACCOUNT_KEY).unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+    mac.update(text.as_bytes());
+    azure_core::base64::encode(mac.finalize().into_bytes())
+}

@@ -34,7 +34,6 @@ pub use model::{ActionNote, Alert, Change, DIGEST_WORST, Digest, Notification};
 pub use routing::{Channel, by_channel, route};
 pub use secret::{REDACTED, SecretUrl};
 pub use settings::{EmailSettings, EmailTransport, NotifySettings, SmtpSettings};
-pub use teams::PAYLOAD_BUDGET as TEAMS_PAYLOAD_BUDGET;
 
 use crate::azure::TransportSettings;
 use crate::outcome::{Action, ActionKind, ActionResult, Outcome};
@@ -152,7 +151,7 @@ enum EmailSender {
 }
 
 /// Sends messages to the configured channels through the shared HTTP client.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Notifier {
     http: reqwest::Client,
     teams: Option<SecretUrl>,
@@ -161,6 +160,16 @@ pub struct Notifier {
     budget: RetryBudget,
     /// Everything to scrub from reasons: URLs, query values, the SMTP password.
     secrets: Vec<String>,
+}
+
+/// Shows the channels as [`Notifier::describe`] does: never the secrets.
+impl std::fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notifier")
+            .field("channels", &self.describe())
+            .field("budget", &self.budget)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Notifier {

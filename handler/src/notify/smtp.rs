@@ -115,6 +115,7 @@ impl SmtpSender {
             };
             let reason = describe(&error);
             let transient = !error.is_tls()
+                && !is_certificate_failure(&error)
                 && !error.is_permanent()
                 && !error.is_client()
                 && (error.is_transient() || error.status().is_none());
@@ -134,7 +135,9 @@ impl SmtpSender {
     }
 
     fn message(&self, content: &EmailContent) -> Result<Message, Failure> {
+        // A Message-ID lets mail clients thread and de-duplicate alerts.
         let mut builder = Message::builder()
+            .message_id(None)
             .from(self.from.clone())
             .subject(content.subject.clone());
         for recipient in &self.to {
@@ -164,7 +167,32 @@ fn describe(error: &lettre::transport::smtp::Error) -> String {
     if error.is_client() && text.to_ascii_lowercase().contains("starttls") {
         text.push_str(" (cmk-guard requires STARTTLS and does not send mail in clear)");
     }
+    if is_certificate_failure(error) {
+        text.push_str(
+            " (the server's certificate is not trusted for this host; a private CA belongs in CMKGUARD_CA_BUNDLE)",
+        );
+    }
     text
+}
+
+/// lettre reports a refused certificate as a connection error; the rustls error inside tells
+/// it apart from a network failure, which is worth retrying where this is not.
+fn is_certificate_failure(error: &lettre::transport::smtp::Error) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(cause) = current {
+        if cause.is::<rustls::Error>() {
+            return true;
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>()
+            && io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<rustls::Error>())
+        {
+            return true;
+        }
+        current = cause.source();
+    }
+    false
 }
 
 #[cfg(test)]

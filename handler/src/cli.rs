@@ -14,7 +14,8 @@ use tokio::time::Instant;
 
 use crate::azure::Azure;
 use crate::engine::{Engine, Transient};
-use crate::outcome::{Disposition, Outcome};
+use crate::ids::SubscriptionId;
+use crate::outcome::{Disposition, Outcome, Severity};
 use crate::policy::Policy;
 use crate::server::Application;
 use crate::settings::{self, Settings};
@@ -54,6 +55,19 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Json)]
         format: Format,
     },
+    /// Check every ML workspace of the subscriptions now (a CI gate with --fail-on).
+    Scan {
+        /// A subscription to scan; repeat for several. Default: CMKGUARD_SUBSCRIPTIONS, else
+        /// every subscription the identity can read.
+        #[arg(long = "subscription", value_name = "ID")]
+        subscriptions: Vec<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// Exit 1 when a finding of this severity or worse is open.
+        #[arg(long, value_enum, value_name = "SEVERITY")]
+        fail_on: Option<SeverityArg>,
+    },
     /// Work with the policy file (CMKGUARD_POLICY_FILE).
     Policy {
         #[command(subcommand)]
@@ -68,6 +82,26 @@ enum Format {
     Json,
     /// A readable table of findings, worst first.
     Table,
+}
+
+/// A severity on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SeverityArg {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl From<SeverityArg> for Severity {
+    fn from(value: SeverityArg) -> Self {
+        match value {
+            SeverityArg::Low => Severity::Low,
+            SeverityArg::Medium => Severity::Medium,
+            SeverityArg::High => Severity::High,
+            SeverityArg::Critical => Severity::Critical,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -104,6 +138,11 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Policy {
             command: PolicyCommand::Check { file },
         } => check_policy(&file),
+        Command::Scan {
+            subscriptions,
+            format,
+            fail_on,
+        } => load_settings().map_or_else(|code| code, |s| scan(s, &subscriptions, format, fail_on)),
     }
 }
 
@@ -265,6 +304,87 @@ fn evaluate(
         .iter()
         .any(|o| o.disposition == Disposition::Rejected)
     {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// How long a scan may take before what is left unread is reported as not visible.
+const SCAN_BUDGET: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
+fn scan(
+    settings: Settings,
+    subscriptions: &[String],
+    format: Format,
+    fail_on: Option<SeverityArg>,
+) -> ExitCode {
+    init_logging(false);
+    let subscriptions: Vec<SubscriptionId> = match subscriptions
+        .iter()
+        .map(|s| SubscriptionId::parse(s))
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(list) => list,
+        Err(error) => {
+            eprintln!("cmk-guard: --subscription: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let scope = if subscriptions.is_empty() {
+        settings.intake.subscriptions.clone()
+    } else {
+        Some(subscriptions)
+    };
+    let azure = match Azure::new(&settings, |name| std::env::var(name).ok()) {
+        Ok(azure) => azure,
+        Err(error) => {
+            eprintln!("cmk-guard: cannot set up Azure access: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cmk-guard: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let engine = Engine::new(settings, azure);
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let progress = |done: usize, total: usize| {
+        if terminal {
+            eprint!("\rscanned {done}/{total} workspaces");
+            if done == total {
+                eprintln!();
+            }
+        }
+    };
+    let id = uuid::Uuid::new_v4().to_string();
+    let deadline = Instant::now() + SCAN_BUDGET;
+    let outcome = match runtime.block_on(engine.scan(&id, scope.as_deref(), deadline, &progress)) {
+        Ok(outcome) => outcome,
+        Err(Transient { reason, .. }) => {
+            eprintln!("cmk-guard: scan incomplete: {reason}");
+            return ExitCode::from(3);
+        }
+    };
+    let printed = match format {
+        Format::Table => Ok(crate::report::table(std::slice::from_ref(&outcome))),
+        Format::Json => serde_json::to_string_pretty(&outcome),
+    };
+    match printed {
+        Ok(text) => println!("{}", text.trim_end()),
+        Err(error) => {
+            eprintln!("cmk-guard: cannot print the outcome: {error}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let threshold = fail_on.map(Severity::from);
+    if threshold.is_some_and(|t| outcome.findings.iter().any(|f| f.severity >= t)) {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS

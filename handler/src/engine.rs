@@ -25,6 +25,15 @@ use crate::snapshot::Snapshot;
 /// Event Grid waits 30 s for an answer; leave room for the host around our work.
 pub const EVENT_BUDGET: Duration = Duration::from_secs(25);
 
+/// The `event.type` of scan outcomes.
+pub const SCAN_EVENT_TYPE: &str = "cmk-guard.Scan";
+
+/// How many workspaces a scan reads at once (the request rate limit applies on top).
+pub const SCAN_CONCURRENCY: usize = 32;
+
+/// Every ML workspace, in a stable order so paging and resuming are deterministic.
+const LIST_WORKSPACES: &str = "resources | where type =~ 'microsoft.machinelearningservices/workspaces' | project id | order by id asc";
+
 /// The `event.type` of outcomes of on-demand checks.
 pub const EVALUATE_EVENT_TYPE: &str = "cmk-guard.Evaluate";
 
@@ -132,21 +141,95 @@ impl Engine {
         }
         let now = time::OffsetDateTime::now_utc();
         for snapshot in &snapshots {
-            let evaluation = rules::evaluate(&Context {
-                snapshot,
-                now,
-                policy: &self.settings.policy,
-                trigger: Some(trigger),
-            });
-            outcome.findings.extend(evaluation.findings);
-            outcome
-                .exempted
-                .extend(evaluation.exempted.into_iter().map(|e| Exempted {
-                    finding: e.finding,
-                    exemption_reason: e.reason,
-                    exemption_expires: e.expires.map(|d| d.to_string()),
-                }));
+            self.evaluate_into(&mut outcome, snapshot, Some(trigger), now);
         }
+        Ok(outcome)
+    }
+
+    /// Runs the rules on one snapshot and adds their findings to the outcome.
+    fn evaluate_into(
+        &self,
+        outcome: &mut Outcome,
+        snapshot: &Snapshot,
+        trigger: Option<&Trigger>,
+        now: time::OffsetDateTime,
+    ) {
+        let evaluation = rules::evaluate(&Context {
+            snapshot,
+            now,
+            policy: &self.settings.policy,
+            trigger,
+        });
+        outcome.findings.extend(evaluation.findings);
+        outcome
+            .exempted
+            .extend(evaluation.exempted.into_iter().map(|e| Exempted {
+                finding: e.finding,
+                exemption_reason: e.reason,
+                exemption_expires: e.expires.map(|d| d.to_string()),
+            }));
+    }
+
+    /// Checks every ML workspace of `subscriptions` (all readable ones when `None`): listed with
+    /// Resource Graph, each re-read through ARM (Trap T19), at most [`SCAN_CONCURRENCY`] at a
+    /// time and within the shared Azure request rate. What could not be read in time becomes a
+    /// `guard.visibility` finding rather than a failed scan. `progress` hears (done, total).
+    pub async fn scan(
+        &self,
+        id: &str,
+        subscriptions: Option<&[crate::ids::SubscriptionId]>,
+        deadline: Instant,
+        progress: &(dyn Fn(usize, usize) + Sync),
+    ) -> Result<Outcome, Transient> {
+        use futures_util::StreamExt;
+        let event = EventRef {
+            id: Some(id.to_owned()),
+            event_type: Some(SCAN_EVENT_TYPE.to_owned()),
+            subject: Some(match subscriptions {
+                Some(subs) => subs
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+                None => "all readable subscriptions".to_owned(),
+            }),
+        };
+        let mut outcome = Outcome::new(event, Disposition::Evaluated, None);
+        let workspaces = match resolve::query_ids(
+            &self.observer,
+            LIST_WORKSPACES,
+            subscriptions,
+            deadline,
+        )
+        .await
+        {
+            Ok(ids) => ids,
+            Err(error) => {
+                return Err(Transient {
+                    reason: format!("listing the workspaces failed: {error}"),
+                    outcome,
+                });
+            }
+        };
+        let total = workspaces.len();
+        progress(0, total);
+        let now = time::OffsetDateTime::now_utc();
+        let mut snapshots = futures_util::stream::iter(workspaces.iter())
+            .map(|ws| self.observer.snapshot(ws, deadline))
+            .buffer_unordered(SCAN_CONCURRENCY);
+        let mut done = 0;
+        while let Some(snapshot) = snapshots.next().await {
+            self.evaluate_into(&mut outcome, &snapshot, None, now);
+            done += 1;
+            progress(done, total);
+        }
+        outcome.workspaces = workspaces.iter().map(ToString::to_string).collect();
+        outcome.findings.sort_by(|a, b| {
+            a.workspace
+                .cmp(&b.workspace)
+                .then(a.rule.cmp(&b.rule))
+                .then(a.resource.cmp(&b.resource))
+        });
         Ok(outcome)
     }
 

@@ -7,4 +7,5 @@ mod fixtures;
 mod function_definitions;
 mod host_protocol;
 mod packaging;
+mod scan;
 mod scenarios;

@@ -14,6 +14,8 @@
 //! - [`engine`]: runs a trigger or an on-demand check through the pipeline to an Outcome.
 //! - [`report`]: readable tables of outcomes for the command line.
 //! - [`plan`]: findings + policy + mode + stored state → alerts and remediations to carry out (pure).
+//! - [`remediate`]: the remediations, one file each: re-read, skip what complies, the narrowest
+//!   write, verify; consent from the policy; dry-run descriptions for `alert` mode.
 //! - [`outcome`]: the Outcome contract (findings, actions, dispositions).
 //! - [`rules`]: the CMK rules, one file per rule: pure checks of a snapshot, and `evaluate`.
 //! - [`policy`]: the TOML policy file: thresholds, severities, remediation consent, routing,
@@ -41,6 +43,7 @@ pub mod observe;
 pub mod outcome;
 pub mod plan;
 pub mod policy;
+pub mod remediate;
 pub mod report;
 pub mod resolve;
 pub mod rules;

@@ -86,7 +86,7 @@ impl Backend {
 impl Drop for Backend {
     fn drop(&mut self) {
         if let Backend::Sqlite { path } = self {
-            for suffix in ["", "-wal", "-shm"] {
+            for suffix in ["", "-wal", "-shm", ".ready-0", ".ready-1"] {
                 let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
             }
         }
@@ -863,6 +863,124 @@ async fn sqlite_creates_the_file_and_reopens_its_data() {
     backend.open().await.claim_event("evt", T0).await.unwrap();
     assert!(path.is_file());
     assert!(!backend.open().await.claim_event("evt", T0).await.unwrap());
+}
+
+/// Set in the child processes of [`two_processes_share_one_sqlite_file`].
+const WORKER_DB: &str = "CMKGUARD_STATE_TEST_WORKER_DB";
+/// How many events and findings each process races for.
+const RACED: usize = 200;
+/// Set in the child processes: which of the two workers this is.
+const WORKER_INDEX: &str = "CMKGUARD_STATE_TEST_WORKER_INDEX";
+
+/// Two real processes (this test binary, started again in worker mode) race for the same event
+/// ids and finding creations on one SQLite file: each is won exactly once overall.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_share_one_sqlite_file() {
+    if let Some(db) = std::env::var_os(WORKER_DB) {
+        let index = std::env::var(WORKER_INDEX).unwrap();
+        race_as_worker(PathBuf::from(db), &index).await;
+        return;
+    }
+    let backend = Backend::sqlite();
+    let Backend::Sqlite { path } = &backend else {
+        unreachable!()
+    };
+    // Create the file first so that both workers start racing at once.
+    backend.open().await;
+    let workers: Vec<_> = (0..2)
+        .map(|index| {
+            Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "two_processes_share_one_sqlite_file",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(WORKER_DB, path)
+                .env(WORKER_INDEX, index.to_string())
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut won: Vec<String> = Vec::new();
+    let mut winners_per_process = Vec::new();
+    for worker in workers {
+        let output = worker.wait_with_output().await.unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "worker failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let lines: Vec<String> = stdout
+            .lines()
+            // libtest may print its own text before ours on the same line.
+            .filter_map(|line| line.split_once("WON ").map(|(_, won)| won.to_owned()))
+            .collect();
+        winners_per_process.push(lines.len());
+        won.extend(lines);
+    }
+    won.sort();
+    let mut expected: Vec<String> = (0..RACED)
+        .flat_map(|i| [format!("event evt-{i}"), format!("finding ws{i}")])
+        .collect();
+    expected.sort();
+    assert_eq!(
+        won, expected,
+        "every event and finding is won exactly once across both processes \
+         (wins per process: {winners_per_process:?})"
+    );
+}
+
+/// The worker side: waits for the other worker, then claims every event and creates every
+/// finding, from 8 tasks at once, and prints what it won.
+async fn race_as_worker(db: PathBuf, index: &str) {
+    let store = open(&format!("sqlite:{}", db.display())).await.unwrap();
+    // A start line made of two marker files, so that both processes race from the first id.
+    let marker = |index: &str| PathBuf::from(format!("{}.ready-{index}", db.display()));
+    std::fs::write(marker(index), b"").unwrap();
+    let started = std::time::Instant::now();
+    while !(marker("0").exists() && marker("1").exists()) {
+        assert!(
+            started.elapsed() < StdDuration::from_secs(30),
+            "the other worker never started"
+        );
+        tokio::time::sleep(StdDuration::from_millis(2)).await;
+    }
+    let tasks: Vec<_> = (0..8)
+        .map(|task| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut won = Vec::new();
+                for i in (task..RACED).step_by(8) {
+                    if store.claim_event(&format!("evt-{i}"), T0).await.unwrap() {
+                        won.push(format!("event evt-{i}"));
+                    }
+                    let created = store
+                        .put_finding(
+                            &key(&format!("ws{i}"), "key.expiry"),
+                            &open_finding(T0),
+                            None,
+                        )
+                        .await
+                        .unwrap();
+                    if matches!(created, CompareAndSet::Won(_)) {
+                        won.push(format!("finding ws{i}"));
+                    }
+                }
+                won
+            })
+        })
+        .collect();
+    for task in tasks {
+        for line in task.await.unwrap() {
+            println!("WON {line}");
+        }
+    }
 }
 
 #[tokio::test]

@@ -802,6 +802,26 @@ mod tests {
         );
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn processes_starting_together_create_the_schema_once() {
+        let path = temp_path("race");
+        let opens: Vec<_> = (0..6)
+            .map(|_| {
+                let path = path.clone();
+                tokio::spawn(async move { SqliteStore::open(&path).await })
+            })
+            .collect();
+        for open in opens {
+            open.await.unwrap().unwrap();
+        }
+        let store = SqliteStore::open(&path).await.unwrap();
+        let rows: i64 = store
+            .run(|c| Ok(c.query_row("SELECT COUNT(*) FROM schema_version", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!(rows, 1);
+    }
+
     #[tokio::test]
     async fn a_missing_directory_is_a_clear_error() {
         let error = SqliteStore::open(Path::new("/nonexistent/dir/state.db"))

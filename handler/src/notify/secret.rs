@@ -9,7 +9,7 @@ use url::Url;
 /// What replaces a secret in any text cmk-guard writes.
 pub const REDACTED: &str = "[redacted]";
 
-/// A URL whose path and query are a credential. Only [`SecretUrl::expose`] gives it away,
+/// A URL whose path and query are a credential. Only `SecretUrl::expose` gives it away,
 /// and only the HTTP sender calls that.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SecretUrl(Url);

@@ -145,7 +145,9 @@ suite!(
 
 async fn an_event_is_claimed_exactly_once(backend: &Backend) {
     let store = backend.open().await;
+    assert!(!store.event_claimed("evt-1").await.unwrap());
     assert!(store.claim_event("evt-1", T0).await.unwrap());
+    assert!(store.event_claimed("evt-1").await.unwrap());
     assert!(!store.claim_event("evt-1", T0).await.unwrap());
     assert!(
         !store

@@ -557,6 +557,11 @@ impl StateStore for BlobStore {
             .is_some())
     }
 
+    async fn event_claimed(&self, event_id: &str) -> Result<bool> {
+        let name = format!("events/{}", digest(&[event_id]));
+        Ok(self.read::<EventClaim>(&name).await?.is_some())
+    }
+
     async fn finding(&self, key: &FindingKey) -> Result<Option<Versioned<FindingRecord>>> {
         Ok(self
             .read::<StoredFinding>(&finding_name(key))

@@ -186,6 +186,10 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// least [`EVENT_CLAIM_RETENTION`].
     async fn claim_event(&self, event_id: &str, now: OffsetDateTime) -> Result<bool>;
 
+    /// Whether an event id was already claimed, without claiming it: the cheap first check
+    /// for a redelivered event.
+    async fn event_claimed(&self, event_id: &str) -> Result<bool>;
+
     /// The stored record of a finding and its version, or `None` if it was never written.
     async fn finding(&self, key: &FindingKey) -> Result<Option<Versioned<FindingRecord>>>;
 

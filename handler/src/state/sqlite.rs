@@ -380,6 +380,19 @@ impl StateStore for SqliteStore {
         .await
     }
 
+    async fn event_claimed(&self, event_id: &str) -> Result<bool> {
+        let event_id = event_id.to_owned();
+        self.run(move |connection| {
+            let count: i64 = connection.query_row(
+                "SELECT COUNT(*) FROM event_claims WHERE event_id = ?1",
+                params![event_id],
+                |row| row.get(0),
+            )?;
+            Ok(count > 0)
+        })
+        .await
+    }
+
     async fn finding(&self, key: &FindingKey) -> Result<Option<Versioned<FindingRecord>>> {
         let key = key.clone();
         self.run(move |connection| {

@@ -198,7 +198,14 @@ fn serve(settings: Settings, port: Option<u16>) -> ExitCode {
     let mode = settings.mode;
     let credential = azure.credential_source;
     let result = actix_web::rt::System::new().block_on(async move {
-        let application = Application::build(Engine::new(settings, azure), listener)?;
+        let engine = match Engine::acting(settings, azure).await {
+            Ok(engine) => engine,
+            Err(error) => {
+                eprintln!("cmk-guard: cannot start: {error}");
+                return Ok(false);
+            }
+        };
+        let application = Application::build(engine, listener)?;
         tracing::info!(
             message = "Listening.",
             port = application.port(),
@@ -206,13 +213,14 @@ fn serve(settings: Settings, port: Option<u16>) -> ExitCode {
             credential,
             version = env!("CARGO_PKG_VERSION")
         );
-        application.run_until_stopped().await
+        application.run_until_stopped().await.map(|()| true)
     });
     match result {
-        Ok(()) => {
+        Ok(true) => {
             tracing::info!(message = "Stopped.");
             ExitCode::SUCCESS
         }
+        Ok(false) => ExitCode::from(2),
         Err(error) => {
             eprintln!("cmk-guard: server failed: {error}");
             ExitCode::FAILURE

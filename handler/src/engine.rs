@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::time::Instant;
 
+use crate::act::{Actor, Evaluated};
 use crate::azure::Azure;
 use crate::ids::{ArmResourceId, KeyUrl};
 use crate::intake::{Classified, RawEvent, Rejection, ResourceKind, Target, Trigger, classify};
@@ -49,13 +50,52 @@ pub struct Transient {
 pub struct Engine {
     settings: Settings,
     observer: Observer,
+    /// State, alerts and remediation; `None` for read-only use (the `evaluate` CLI).
+    actor: Option<Actor>,
 }
 
 impl Engine {
     /// Builds the engine from validated settings and the Azure clients.
     pub fn new(settings: Settings, azure: Azure) -> Self {
         let observer = Observer::new(azure.arm, azure.keys, DEFAULT_CACHE_TTL);
-        Self { settings, observer }
+        Self {
+            settings,
+            observer,
+            actor: None,
+        }
+    }
+
+    /// Builds the engine that acts: opens the state store, configures the alert channels and
+    /// learns cmk-guard's own object id (for the loop guard). Fails with a message naming what
+    /// is wrong.
+    pub async fn acting(settings: Settings, azure: Azure) -> Result<Self, String> {
+        let store = crate::state::open(&settings.state, &azure.transport, &azure.credential)
+            .await
+            .map_err(|e| format!("CMKGUARD_STATE: {e}"))?;
+        let notify_settings =
+            crate::notify::NotifySettings::from_env().map_err(|e| e.to_string())?;
+        let notifier = crate::notify::Notifier::new(
+            notify_settings,
+            azure.http.clone(),
+            &settings.transport,
+            Some(azure.credential.clone()),
+        )
+        .map_err(|e| e.to_string())?;
+        let actor = Actor {
+            store,
+            notifier,
+            remediator: crate::remediate::Remediator::new(&azure),
+            instance: uuid::Uuid::new_v4().to_string(),
+            identity: azure.clone(),
+            arm_endpoint: settings.arm_endpoint.to_string(),
+            own_object_id: tokio::sync::OnceCell::new(),
+        };
+        let observer = Observer::new(azure.arm, azure.keys, DEFAULT_CACHE_TTL);
+        Ok(Self {
+            settings,
+            observer,
+            actor: Some(actor),
+        })
     }
 
     /// The configuration in force.
@@ -84,9 +124,70 @@ impl Engine {
             Ok(Classified::Ignored(reason)) => {
                 Ok(Outcome::new(event_ref, Disposition::Ignored, Some(reason)))
             }
-            Ok(Classified::Relevant(trigger)) => {
-                self.reconcile(event_ref, &trigger, deadline).await
+            Ok(Classified::Relevant(trigger)) => self.once(event_ref, &trigger, deadline).await,
+        }
+    }
+
+    /// Handles a relevant event at most once across instances: a finished event id answers
+    /// `duplicate`; an event another instance is working on right now fails (503) so that it is
+    /// delivered again later, when it is either finished or abandoned (a crashed instance's
+    /// lease runs out).
+    async fn once(
+        &self,
+        event: EventRef,
+        trigger: &Trigger,
+        deadline: Instant,
+    ) -> Result<Outcome, Transient> {
+        let Some(actor) = &self.actor else {
+            return self.reconcile(event, trigger, deadline).await;
+        };
+        let store = &actor.store;
+        let id = trigger.event_id.as_str();
+        let transient = |outcome: Outcome, error: crate::state::StateError| Transient {
+            reason: error.to_string(),
+            outcome,
+        };
+        let skeleton = || Outcome::new(event.clone(), Disposition::Evaluated, None);
+        match store.event_claimed(id).await {
+            Ok(true) => {
+                return Ok(Outcome::new(
+                    event.clone(),
+                    Disposition::Duplicate,
+                    Some(format!("event {id} was already handled")),
+                ));
             }
+            Ok(false) => {}
+            Err(error) => return Err(transient(skeleton(), error)),
+        }
+        let now = time::OffsetDateTime::now_utc();
+        let lease_key = format!("event/{id}");
+        match store
+            .claim_remediation(&lease_key, "intake", &actor.instance, now, EVENT_LEASE)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(Transient {
+                    reason: format!("event {id} is being handled by another instance"),
+                    outcome: skeleton(),
+                });
+            }
+            Err(error) => return Err(transient(skeleton(), error)),
+        }
+        let result = self.reconcile(event, trigger, deadline).await;
+        let finished = match &result {
+            Ok(_) => store
+                .claim_event(id, time::OffsetDateTime::now_utc())
+                .await
+                .map(|_| ()),
+            Err(_) => Ok(()),
+        };
+        let released = store
+            .release_remediation(&lease_key, "intake", &actor.instance)
+            .await;
+        match (result, finished.and(released)) {
+            (Ok(outcome), Err(error)) => Err(transient(outcome, error)),
+            (result, _) => result,
         }
     }
 
@@ -140,34 +241,52 @@ impl Engine {
             });
         }
         let now = time::OffsetDateTime::now_utc();
-        for snapshot in &snapshots {
-            self.evaluate_into(&mut outcome, snapshot, Some(trigger), now);
+        let evaluated: Vec<Evaluated> = snapshots
+            .iter()
+            .map(|snapshot| {
+                let evaluation = self.evaluate(snapshot, Some(trigger), now);
+                add_findings(&mut outcome, &evaluation);
+                Evaluated {
+                    evaluation,
+                    snapshot,
+                }
+            })
+            .collect();
+        if let Some(actor) = &self.actor {
+            let acted = actor
+                .act(
+                    &mut outcome,
+                    &evaluated,
+                    trigger.caller_object_id.as_deref(),
+                    &self.settings.policy,
+                    self.settings.mode,
+                    now,
+                    deadline,
+                )
+                .await;
+            if let Err(error) = acted {
+                return Err(Transient {
+                    reason: error.to_string(),
+                    outcome,
+                });
+            }
         }
         Ok(outcome)
     }
 
-    /// Runs the rules on one snapshot and adds their findings to the outcome.
-    fn evaluate_into(
+    /// Runs the rules on one snapshot.
+    fn evaluate(
         &self,
-        outcome: &mut Outcome,
         snapshot: &Snapshot,
         trigger: Option<&Trigger>,
         now: time::OffsetDateTime,
-    ) {
-        let evaluation = rules::evaluate(&Context {
+    ) -> rules::Evaluation {
+        rules::evaluate(&Context {
             snapshot,
             now,
             policy: &self.settings.policy,
             trigger,
-        });
-        outcome.findings.extend(evaluation.findings);
-        outcome
-            .exempted
-            .extend(evaluation.exempted.into_iter().map(|e| Exempted {
-                finding: e.finding,
-                exemption_reason: e.reason,
-                exemption_expires: e.expires.map(|d| d.to_string()),
-            }));
+        })
     }
 
     /// Checks every ML workspace of `subscriptions` (all readable ones when `None`): listed with
@@ -219,7 +338,8 @@ impl Engine {
             .buffer_unordered(SCAN_CONCURRENCY);
         let mut done = 0;
         while let Some(snapshot) = snapshots.next().await {
-            self.evaluate_into(&mut outcome, &snapshot, None, now);
+            let evaluation = self.evaluate(&snapshot, None, now);
+            add_findings(&mut outcome, &evaluation);
             done += 1;
             progress(done, total);
         }
@@ -321,6 +441,21 @@ impl Engine {
         };
         Ok(Target::Arm { id, kind })
     }
+}
+
+/// How long an instance holds an event it is working on; past it, a redelivery takes over.
+const EVENT_LEASE: time::Duration = time::Duration::seconds(60);
+
+/// Adds an evaluation's findings and exemptions to the outcome.
+fn add_findings(outcome: &mut Outcome, evaluation: &rules::Evaluation) {
+    outcome.findings.extend(evaluation.findings.iter().cloned());
+    outcome
+        .exempted
+        .extend(evaluation.exempted.iter().map(|e| Exempted {
+            finding: e.finding.clone(),
+            exemption_reason: e.reason.clone(),
+            exemption_expires: e.expires.map(|d| d.to_string()),
+        }));
 }
 
 fn rejected(event: EventRef, rejection: Rejection) -> Outcome {

@@ -20,6 +20,7 @@
 //! - [`rules`]: the CMK rules, one file per rule: pure checks of a snapshot, and `evaluate`.
 //! - [`policy`]: the TOML policy file: thresholds, severities, remediation consent, routing,
 //!   exemptions and scope.
+//! - [`act`]: carries a plan out: remediation, finding state (compare-and-set), alerts via the outbox, audit.
 //! - [`azure`]: the Azure clients (ARM reads, Key Vault data plane), transport and credential.
 //! - [`ids`]: ARM resource ids, key URLs and subscription ids, parsed once at the edge.
 //! - [`notify`]: alerts: Teams cards, email (ACS or SMTP) and the webhook; rendering, routing
@@ -32,6 +33,7 @@
 //! Data flows one way: intake → resolve → observe → evaluate → plan → act → Outcome
 //! (DESIGN.md). The stages after intake arrive with later versions.
 
+pub mod act;
 pub mod azure;
 pub mod cli;
 pub mod engine;

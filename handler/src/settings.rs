@@ -102,6 +102,8 @@ pub struct Settings {
     pub policy: Policy,
     /// `CMKGUARD_READ_RATE`: Azure requests per second, shared by every worker.
     pub read_rate: u32,
+    /// `CMKGUARD_STATE`, validated (`sqlite:<path>` or a Blob container URL).
+    pub state: String,
 }
 
 impl Settings {
@@ -193,6 +195,10 @@ impl Settings {
             },
             None => crate::azure::ratelimit::DEFAULT_RATE_PER_SECOND,
         };
+        let state =
+            value("CMKGUARD_STATE").unwrap_or_else(|| crate::state::DEFAULT_STATE.to_owned());
+        crate::state::StateSpec::parse(&state)
+            .map_err(|e| ConfigError::new("CMKGUARD_STATE", e.message))?;
         let policy = match value("CMKGUARD_POLICY_FILE") {
             Some(path) => Policy::load(std::path::Path::new(&path))
                 .map_err(|e| ConfigError::new("CMKGUARD_POLICY_FILE", e.to_string()))?,
@@ -212,6 +218,7 @@ impl Settings {
             api_versions,
             policy,
             read_rate,
+            state,
         })
     }
 }

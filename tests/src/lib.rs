@@ -138,6 +138,13 @@ impl Handler {
             .await
             .expect("start azure-sim");
         let mut all: Vec<(String, String)> = sim.handler_env();
+        // Each handler gets its own state unless the test shares one on purpose.
+        let state =
+            std::env::temp_dir().join(format!("cmk-guard-state-{}.db", uuid::Uuid::new_v4()));
+        all.push((
+            "CMKGUARD_STATE".into(),
+            format!("sqlite:{}", state.display()),
+        ));
         all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let pairs: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let http = reqwest::Client::builder()

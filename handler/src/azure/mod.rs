@@ -29,6 +29,8 @@ pub struct Azure {
     pub credential: Arc<dyn TokenCredential>,
     /// The shared transport (CA bundle, connect-to) for other Azure services.
     pub transport: Transport,
+    /// The same HTTP client, for channels that are not Azure SDK clients (alerts).
+    pub http: reqwest::Client,
     /// Which credential is in use, for the startup log.
     pub credential_source: &'static str,
 }
@@ -40,7 +42,7 @@ impl Azure {
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, String> {
         let http = transport::http_client(&settings.transport)?;
-        let transport = Transport::new(Arc::new(http));
+        let transport = Transport::new(Arc::new(http.clone()));
         let (credential, credential_source) = credential::from_env(&transport, lookup)?;
         let arm = ArmClient::new(
             settings.arm_endpoint.clone(),
@@ -60,6 +62,7 @@ impl Azure {
             keys,
             credential,
             transport,
+            http,
             credential_source,
         })
     }

@@ -49,6 +49,28 @@ async fn a_workspace_write_resolves_to_the_workspace() {
 }
 
 #[tokio::test]
+async fn a_redelivered_event_is_a_duplicate() {
+    let handler = Handler::start(&[]).await;
+    let first = handler
+        .deliver("OnKeyVaultEvent", "event", &[key_expired()])
+        .await
+        .remove(0);
+    assert_eq!(first.outcome()["disposition"], "evaluated");
+    let reads = handler.sim.counters().total;
+    let again = handler
+        .deliver("OnKeyVaultEvent", "event", &[key_expired()])
+        .await
+        .remove(0);
+    assert_eq!(again.status, 200);
+    assert_eq!(again.outcome()["disposition"], "duplicate");
+    assert_eq!(
+        handler.sim.counters().total,
+        reads,
+        "a duplicate costs no Azure read"
+    );
+}
+
+#[tokio::test]
 async fn events_outside_the_subscription_allowlist_are_rejected() {
     let handler = Handler::start(&[(
         "CMKGUARD_SUBSCRIPTIONS",

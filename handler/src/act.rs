@@ -1,0 +1,451 @@
+//! Act: carry out the plan for one workspace — remediate where allowed, record finding state
+//! with compare-and-set (of instances racing on the same transition exactly one wins, and only
+//! the winner alerts), send alerts through the outbox (enqueued before sending, so a crash or a
+//! failed send loses nothing), and write an audit record.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::json;
+use time::{Duration, OffsetDateTime};
+use tokio::time::Instant;
+
+use crate::notify::{self, Alert, Message, Notifier};
+use crate::outcome::{Action, ActionKind, ActionResult, Finding, FindingState, Outcome, Severity};
+use crate::plan::{self, Change, Inputs, Prior, Step};
+use crate::policy::Policy;
+use crate::remediate::{self, Consent, Remediator};
+use crate::rules::Evaluation;
+use crate::settings::Mode;
+use crate::snapshot::Snapshot;
+use crate::state::{
+    CompareAndSet, FindingKey, FindingRecord, Notification as OutboxNotification,
+    RemediationAttempt, StateError, StateStore, Version,
+};
+
+/// How long a remediation claim holds other instances off (covers the write and its check).
+const REMEDIATION_LEASE: Duration = Duration::minutes(2);
+/// How long an outbox item handed to a sender stays with it.
+const OUTBOX_LEASE: Duration = Duration::minutes(1);
+/// When a failed send is tried again.
+const OUTBOX_RETRY: Duration = Duration::minutes(1);
+/// Outbox items retried per invocation, so an outage backlog cannot stall an event.
+const OUTBOX_BATCH: usize = 10;
+/// The synthetic rule id of a remediation that gave up because it kept coming back.
+pub const BUDGET_RULE: &str = "guard.remediation-budget";
+
+/// Everything act needs, built once at start.
+#[derive(Debug)]
+pub struct Actor {
+    pub store: Arc<dyn StateStore>,
+    pub notifier: Notifier,
+    pub remediator: Remediator,
+    /// This process, as the owner of leases.
+    pub instance: String,
+    /// Where cmk-guard learns its own object id (the loop guard): its ARM token, fetched on
+    /// first use so that start-up stays fast.
+    pub identity: crate::azure::Azure,
+    pub arm_endpoint: String,
+    pub own_object_id: tokio::sync::OnceCell<Option<String>>,
+}
+
+/// One workspace's evaluation with the snapshot it came from.
+pub struct Evaluated<'a> {
+    pub evaluation: Evaluation,
+    pub snapshot: &'a Snapshot,
+}
+
+impl Actor {
+    /// Plans and acts on every evaluated workspace; adds actions to the outcome and updates its
+    /// findings (a verified remediation resolves them). Store failures are returned: the
+    /// invocation then fails and is delivered again.
+    pub async fn act(
+        &self,
+        outcome: &mut Outcome,
+        evaluated: &[Evaluated<'_>],
+        caller_object_id: Option<&str>,
+        policy: &Policy,
+        mode: Mode,
+        now: OffsetDateTime,
+        deadline: Instant,
+    ) -> Result<(), StateError> {
+        let own = self
+            .own_object_id
+            .get_or_init(|| async {
+                match self.identity.own_object_id(&self.arm_endpoint).await {
+                    Ok(id) => Some(id),
+                    Err(error) => {
+                        tracing::warn!(message = "Own object id unknown; the loop guard relies on state alone.", %error);
+                        None
+                    }
+                }
+            })
+            .await;
+        let caused_by_self = matches!((caller_object_id, own), (Some(caller), Some(own)) if caller.eq_ignore_ascii_case(own));
+        let mut alerts: Vec<(notify::Notification, String)> = Vec::new();
+        for item in evaluated {
+            let stored = self
+                .store
+                .workspace_findings(&item.evaluation.workspace)
+                .await?;
+            let priors: Vec<Prior> = stored
+                .iter()
+                .map(|(key, record)| Prior {
+                    workspace: key.workspace.clone(),
+                    rule: key.rule.clone(),
+                    resource: key.resource.clone(),
+                    open: record.value.state == FindingState::Open,
+                    severity: record.value.severity,
+                    last_notified: record.value.last_notified,
+                })
+                .collect();
+            let mut attempts = BTreeMap::new();
+            for finding in item
+                .evaluation
+                .findings
+                .iter()
+                .filter(|f| policy.allows_remediation(&f.rule))
+            {
+                let count = self
+                    .store
+                    .count_attempts(&finding.resource, now - Duration::hours(1))
+                    .await?;
+                attempts.insert(finding.resource.to_ascii_lowercase(), count);
+            }
+            let inputs = Inputs {
+                policy,
+                mode,
+                now,
+                caused_by_self,
+                recent_attempts: &attempts,
+            };
+            for step in plan::plan(&item.evaluation, &priors, &inputs) {
+                let key = FindingKey {
+                    workspace: step.finding.workspace.clone(),
+                    rule: step.finding.rule.clone(),
+                    resource: step.finding.resource.clone(),
+                };
+                let prior = stored
+                    .iter()
+                    .find(|(k, _)| same_key(k, &key))
+                    .map(|(_, v)| v);
+                let mut step = step;
+                let action = self
+                    .remediation(&step, item.snapshot, &inputs, deadline)
+                    .await?;
+                if let Some(action) = &action {
+                    if action.kind == ActionKind::Remediate
+                        && action.result == ActionResult::Applied
+                    {
+                        step.finding.state = FindingState::Resolved;
+                        mark_resolved(outcome, &step.finding);
+                    }
+                    outcome.actions.push(action.clone());
+                }
+                if plan::over_budget(&step, &inputs) {
+                    outcome.findings.push(budget_finding(&step.finding));
+                }
+                let Some(version) = self.transition(&key, &step, prior, now).await? else {
+                    continue;
+                };
+                if step.notify
+                    || step.finding.state == FindingState::Resolved
+                        && prior.is_some_and(|p| p.value.state == FindingState::Open)
+                {
+                    let change = match step.change {
+                        Change::Escalated => notify::Change::Escalated {
+                            from: prior.map_or(step.finding.severity, |p| p.value.severity),
+                        },
+                        Change::Resolved => notify::Change::Resolved,
+                        Change::Reminder => notify::Change::Reminder,
+                        Change::New | Change::Unchanged => notify::Change::New,
+                    };
+                    let mut note = notify::Notification::from_finding(&step.finding, change, None);
+                    if let Some(action) = &action {
+                        note = note.with_action(action);
+                    }
+                    if !caused_by_self && mode != Mode::Observe {
+                        alerts.push((
+                            note,
+                            format!(
+                                "{}|{}|{}|{}",
+                                key.workspace,
+                                key.rule,
+                                key.resource,
+                                version_text(&version)
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        if !alerts.is_empty() {
+            self.send_alerts(outcome, &alerts, policy, now).await?;
+        }
+        self.flush_outbox(outcome, now).await?;
+        self.store.append_audit(now, &audit_record(outcome)).await?;
+        Ok(())
+    }
+
+    /// Remediates (or, in `alert` mode, describes the remediation of) one step.
+    async fn remediation(
+        &self,
+        step: &Step,
+        snapshot: &Snapshot,
+        inputs: &Inputs<'_>,
+        deadline: Instant,
+    ) -> Result<Option<Action>, StateError> {
+        let finding = &step.finding;
+        if step.describe_remediation {
+            return Ok(
+                remediate::describe(finding, snapshot, inputs.policy).map(|detail| Action {
+                    kind: ActionKind::Remediate,
+                    rule: finding.rule.clone(),
+                    target: finding.resource.clone(),
+                    result: ActionResult::Planned,
+                    detail: format!("would {detail} (mode alert: nothing changed)"),
+                }),
+            );
+        }
+        if plan::over_budget(step, inputs) {
+            return Ok(Some(Action {
+                kind: ActionKind::Remediate,
+                rule: finding.rule.clone(),
+                target: finding.resource.clone(),
+                result: ActionResult::Skipped,
+                detail: format!(
+                    "remediation budget spent ({} attempts in the last hour): the resource keeps drifting back; find out who changes it",
+                    plan::REMEDIATION_BUDGET_PER_HOUR
+                ),
+            }));
+        }
+        if !step.remediate {
+            return Ok(None);
+        }
+        let store = &self.store;
+        if !store
+            .claim_remediation(
+                &finding.resource,
+                &finding.rule,
+                &self.instance,
+                inputs.now,
+                REMEDIATION_LEASE,
+            )
+            .await?
+        {
+            return Ok(Some(Action {
+                kind: ActionKind::Remediate,
+                rule: finding.rule.clone(),
+                target: finding.resource.clone(),
+                result: ActionResult::Skipped,
+                detail: "another cmk-guard instance is remediating this resource".to_owned(),
+            }));
+        }
+        let consent = Consent::from_policy(inputs.policy, &finding.rule);
+        let attempt = self
+            .remediator
+            .apply(finding, &consent, inputs.now, deadline)
+            .await;
+        let recorded = store
+            .record_attempt(&RemediationAttempt {
+                resource: finding.resource.clone(),
+                rule: finding.rule.clone(),
+                at: inputs.now,
+                result: attempt.action.result,
+            })
+            .await;
+        store
+            .release_remediation(&finding.resource, &finding.rule, &self.instance)
+            .await?;
+        recorded?;
+        Ok(Some(attempt.action))
+    }
+
+    /// Writes the finding's new state with compare-and-set. `None` when nothing changed or
+    /// another instance made this transition first (then only it alerts).
+    async fn transition(
+        &self,
+        key: &FindingKey,
+        step: &Step,
+        prior: Option<&crate::state::Versioned<FindingRecord>>,
+        now: OffsetDateTime,
+    ) -> Result<Option<Version>, StateError> {
+        let resolved = step.finding.state == FindingState::Resolved;
+        let unchanged = step.change == Change::Unchanged && !resolved;
+        if unchanged {
+            return Ok(None);
+        }
+        let record = FindingRecord {
+            state: if resolved {
+                FindingState::Resolved
+            } else {
+                FindingState::Open
+            },
+            severity: step.finding.severity,
+            first_seen: prior
+                .filter(|p| p.value.state == FindingState::Open)
+                .map_or(now, |p| p.value.first_seen),
+            last_seen: now,
+            last_notified: if step.notify {
+                Some(now)
+            } else {
+                prior.and_then(|p| p.value.last_notified)
+            },
+            observed: step.finding.observed.clone(),
+        };
+        match self
+            .store
+            .put_finding(key, &record, prior.map(|p| &p.version))
+            .await?
+        {
+            CompareAndSet::Won(version) => Ok(Some(version)),
+            CompareAndSet::Lost => Ok(None),
+        }
+    }
+
+    /// One message per routed channel: enqueued first (id from the transitions it reports), then
+    /// sent; a failure stays in the outbox for the next invocation.
+    async fn send_alerts(
+        &self,
+        outcome: &mut Outcome,
+        alerts: &[(notify::Notification, String)],
+        policy: &Policy,
+        now: OffsetDateTime,
+    ) -> Result<(), StateError> {
+        let notes: Vec<notify::Notification> = alerts.iter().map(|(n, _)| n.clone()).collect();
+        let routing = &policy.notify;
+        for (channel, batch) in
+            notify::by_channel(&notes, &routing.teams, &routing.email, &routing.webhook)
+        {
+            if !self.notifier.is_configured(channel) {
+                continue;
+            }
+            let identity: Vec<&str> = alerts
+                .iter()
+                .filter(|(n, _)| batch.contains(n))
+                .map(|(_, id)| id.as_str())
+                .collect();
+            let id = uuid::Uuid::new_v5(
+                &uuid::Uuid::NAMESPACE_OID,
+                format!("{channel}|{}", identity.join(";")).as_bytes(),
+            )
+            .to_string();
+            let message = Message::for_channel(channel, Alert::Changes(&batch), outcome);
+            let payload = serde_json::to_value(&message).unwrap_or_default();
+            let item = OutboxNotification {
+                id: id.clone(),
+                channel: channel.as_str().to_owned(),
+                payload,
+            };
+            if !self
+                .store
+                .enqueue_notification(&item, now, now + OUTBOX_LEASE)
+                .await?
+            {
+                continue;
+            }
+            let rule = batch.first().map(|n| n.rule.clone()).unwrap_or_default();
+            let action = self.deliver(&id, &message, &rule, now).await?;
+            outcome.actions.push(action);
+        }
+        Ok(())
+    }
+
+    /// Sends one stored message and records the result in the outbox.
+    async fn deliver(
+        &self,
+        id: &str,
+        message: &Message,
+        rule: &str,
+        now: OffsetDateTime,
+    ) -> Result<Action, StateError> {
+        let delivery = self.notifier.send(message).await;
+        if delivery.is_sent() {
+            self.store.mark_notification_sent(id, now).await?;
+        } else if let notify::DeliveryStatus::Failed { reason, .. } = &delivery.status {
+            self.store
+                .reschedule_notification(id, now + OUTBOX_RETRY, reason)
+                .await?;
+        }
+        Ok(delivery.action(rule))
+    }
+
+    /// Retries what earlier invocations could not send.
+    async fn flush_outbox(
+        &self,
+        outcome: &mut Outcome,
+        now: OffsetDateTime,
+    ) -> Result<(), StateError> {
+        for item in self
+            .store
+            .claim_due_notifications(now, OUTBOX_LEASE, OUTBOX_BATCH)
+            .await?
+        {
+            let id = item.notification.id.clone();
+            match serde_json::from_value::<Message>(item.notification.payload.clone()) {
+                Ok(message) => {
+                    let action = self.deliver(&id, &message, "outbox", now).await?;
+                    outcome.actions.push(action);
+                }
+                Err(error) => {
+                    self.store
+                        .reschedule_notification(
+                            &id,
+                            now + Duration::days(365),
+                            &format!("unreadable payload: {error}"),
+                        )
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn same_key(a: &FindingKey, b: &FindingKey) -> bool {
+    a.rule == b.rule
+        && a.workspace.eq_ignore_ascii_case(&b.workspace)
+        && a.resource.eq_ignore_ascii_case(&b.resource)
+}
+
+fn version_text(version: &Version) -> String {
+    format!("{version:?}")
+}
+
+fn mark_resolved(outcome: &mut Outcome, finding: &Finding) {
+    for f in outcome.findings.iter_mut() {
+        if f.rule == finding.rule
+            && f.resource.eq_ignore_ascii_case(&finding.resource)
+            && f.workspace.eq_ignore_ascii_case(&finding.workspace)
+        {
+            f.state = FindingState::Resolved;
+        }
+    }
+}
+
+fn budget_finding(finding: &Finding) -> Finding {
+    Finding {
+        rule: BUDGET_RULE.to_owned(),
+        resource: finding.resource.clone(),
+        workspace: finding.workspace.clone(),
+        severity: Severity::High,
+        state: FindingState::Open,
+        observed: format!(
+            "{} was remediated {} times in the last hour and drifted back each time",
+            finding.rule,
+            plan::REMEDIATION_BUDGET_PER_HOUR
+        ),
+        expected: "a remediation holds; nobody reverts it".to_owned(),
+    }
+}
+
+/// One audit line per decision: what was seen and done, never a secret.
+fn audit_record(outcome: &Outcome) -> serde_json::Value {
+    json!({
+        "event": outcome.event,
+        "disposition": outcome.disposition,
+        "workspaces": outcome.workspaces,
+        "findings": outcome.findings.iter().map(|f| json!({"rule": f.rule, "resource": f.resource, "severity": f.severity, "state": f.state})).collect::<Vec<_>>(),
+        "actions": outcome.actions,
+    })
+}

@@ -448,9 +448,19 @@ fn data_plane_error(request: String, error: &azure_core::Error) -> AzureError {
     let message = crate::ids::truncate(&error.to_string());
     match error.kind() {
         CoreKind::HttpResponse {
-            status, error_code, ..
+            status,
+            error_code,
+            raw_response,
         } => {
             let status = u16::from(*status);
+            // azure_core cannot read an error body whose message holds escapes (it borrows the
+            // strings), and then reports the status as the code; the body says what happened.
+            if let Some(raw) = raw_response {
+                let from_body = AzureError::from_response(request.clone(), status, raw.body());
+                if from_body.code.is_some() {
+                    return from_body;
+                }
+            }
             AzureError {
                 kind: if crate::azure::error::is_transient_status(status) {
                     ErrorKind::Transient
@@ -598,6 +608,22 @@ mod tests {
             "slow down",
         );
         assert!(data_plane_error("x".into(), &throttled).is_transient());
+        let escaped_body = azure_core::error::Error::with_message(
+            azure_core::error::ErrorKind::HttpResponse {
+                status: azure_core::http::StatusCode::Forbidden,
+                error_code: Some("403".into()),
+                raw_response: Some(Box::new(azure_core::http::RawResponse::from_bytes(
+                    azure_core::http::StatusCode::Forbidden,
+                    azure_core::http::headers::Headers::new(),
+                    br#"{"error":{"code":"Forbidden","message":"Caller is not authorized.\r\nVault: kv"}}"#.to_vec(),
+                ))),
+            },
+            "403: (body)",
+        );
+        let from_body = data_plane_error("x".into(), &escaped_body);
+        assert_eq!(from_body.code.as_deref(), Some("Forbidden"));
+        assert!(from_body.message.starts_with("Caller is not authorized."));
+        assert!(from_body.message.ends_with("Vault: kv"));
         let connection =
             azure_core::Error::with_message(azure_core::error::ErrorKind::Connection, "reset");
         assert!(data_plane_error("x".into(), &connection).is_transient());

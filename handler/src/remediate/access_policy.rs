@@ -13,7 +13,7 @@ use crate::ids::ArmResourceId;
 use crate::snapshot::{CmkPrincipal, Snapshot, Vault};
 
 /// The key permissions CMK needs (Azure ML CMK guide), and nothing more.
-pub(super) const KEY_PERMISSIONS: [&str; 3] = ["get", "wrapKey", "unwrapKey"];
+const KEY_PERMISSIONS: [&str; 3] = ["get", "wrapKey", "unwrapKey"];
 
 /// The whole `accessPolicies/add` body: one entry, key permissions only.
 pub(super) fn body(tenant_id: &str, object_id: &str) -> Value {

@@ -38,7 +38,7 @@ use crate::policy::Policy;
 use crate::rules::{self, Check, Status};
 use crate::snapshot::{KeyVersion, Read, Snapshot, Vault, Workspace};
 
-/// A rule that has a remediation, as the lead's planner and the README need to know it.
+/// A rule that has a remediation, as planning, alerts and the README need to know it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Remedy {
     pub rule: &'static str,

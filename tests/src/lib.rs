@@ -7,6 +7,8 @@
 //!   headers, `traceparent` and the `{"Data":…,"Metadata":…}` envelope;
 //! - a batch delivery becomes one concurrent invocation per event.
 
+pub mod azurite;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

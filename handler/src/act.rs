@@ -49,6 +49,17 @@ pub struct Actor {
     pub own_object_id: tokio::sync::OnceCell<Option<String>>,
 }
 
+/// What the invocation is about, besides the evaluations.
+#[derive(Debug, Clone, Copy)]
+pub struct Situation<'a> {
+    /// The caller of the triggering event (the loop guard compares it with our own id).
+    pub caller_object_id: Option<&'a str>,
+    pub policy: &'a Policy,
+    pub mode: Mode,
+    pub now: OffsetDateTime,
+    pub deadline: Instant,
+}
+
 /// One workspace's evaluation with the snapshot it came from.
 pub struct Evaluated<'a> {
     pub evaluation: Evaluation,
@@ -63,12 +74,15 @@ impl Actor {
         &self,
         outcome: &mut Outcome,
         evaluated: &[Evaluated<'_>],
-        caller_object_id: Option<&str>,
-        policy: &Policy,
-        mode: Mode,
-        now: OffsetDateTime,
-        deadline: Instant,
+        situation: &Situation<'_>,
     ) -> Result<(), StateError> {
+        let Situation {
+            caller_object_id,
+            policy,
+            mode,
+            now,
+            deadline,
+        } = *situation;
         let own = self
             .own_object_id
             .get_or_init(|| async {
@@ -203,7 +217,7 @@ impl Actor {
                     rule: finding.rule.clone(),
                     target: finding.resource.clone(),
                     result: ActionResult::Planned,
-                    detail: format!("would {detail} (mode alert: nothing changed)"),
+                    detail: format!("{detail} (alert mode: nothing was changed)"),
                 }),
             );
         }

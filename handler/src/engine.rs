@@ -139,7 +139,7 @@ impl Engine {
         deadline: Instant,
     ) -> Result<Outcome, Transient> {
         let Some(actor) = &self.actor else {
-            return self.reconcile(event, trigger, deadline).await;
+            return self.reconcile(event, trigger, deadline, true).await;
         };
         let store = &actor.store;
         let id = trigger.event_id.as_str();
@@ -174,7 +174,7 @@ impl Engine {
             }
             Err(error) => return Err(transient(skeleton(), error)),
         }
-        let result = self.reconcile(event, trigger, deadline).await;
+        let result = self.reconcile(event, trigger, deadline, true).await;
         let finished = match &result {
             Ok(_) => store
                 .claim_event(id, time::OffsetDateTime::now_utc())
@@ -192,11 +192,14 @@ impl Engine {
     }
 
     /// Re-reads everything the trigger affects and checks it. The trigger is only a hint.
+    /// With `act`, and an engine that acts, the plan is carried out (alerts, state,
+    /// remediation); without, it is a read-only check.
     pub async fn reconcile(
         &self,
         event: EventRef,
         trigger: &Trigger,
         deadline: Instant,
+        act: bool,
     ) -> Result<Outcome, Transient> {
         let mut outcome = Outcome::new(event, Disposition::Evaluated, None);
         outcome.resource = Some(trigger.target.to_string());
@@ -252,18 +255,15 @@ impl Engine {
                 }
             })
             .collect();
-        if let Some(actor) = &self.actor {
-            let acted = actor
-                .act(
-                    &mut outcome,
-                    &evaluated,
-                    trigger.caller_object_id.as_deref(),
-                    &self.settings.policy,
-                    self.settings.mode,
-                    now,
-                    deadline,
-                )
-                .await;
+        if let Some(actor) = self.actor.as_ref().filter(|_| act) {
+            let situation = crate::act::Situation {
+                caller_object_id: trigger.caller_object_id.as_deref(),
+                policy: &self.settings.policy,
+                mode: self.settings.mode,
+                now,
+                deadline,
+            };
+            let acted = actor.act(&mut outcome, &evaluated, &situation).await;
             if let Err(error) = acted {
                 return Err(Transient {
                     reason: error.to_string(),
@@ -371,9 +371,15 @@ impl Engine {
         let value: Value = serde_json::from_slice(body)
             .map_err(|e| Rejection::new(format!("body: not valid JSON: {e}")))?;
         let request: EvaluateRequest = crate::intake::deserialize_at("body", value)?;
-        if request.apply {
+        if request.apply && self.settings.mode != crate::settings::Mode::Remediate {
+            return Err(Rejection::new(format!(
+                "apply: cmk-guard runs in `{}` mode; apply needs CMKGUARD_MODE=remediate",
+                self.settings.mode
+            )));
+        }
+        if request.apply && self.actor.is_none() {
             return Err(Rejection::new(
-                "apply: remediation is not available in this version; evaluate without `apply`",
+                "apply: this command is read-only; use the Evaluate function",
             ));
         }
         let target = self.parse_evaluate_target(&request.resource)?;
@@ -396,7 +402,9 @@ impl Engine {
             event_type: Some(EVALUATE_EVENT_TYPE.to_owned()),
             subject: Some(request.resource),
         };
-        Ok(self.reconcile(event, &trigger, deadline).await)
+        Ok(self
+            .reconcile(event, &trigger, deadline, request.apply)
+            .await)
     }
 
     fn parse_evaluate_target(&self, resource: &str) -> Result<Target, Rejection> {

@@ -8,6 +8,7 @@
 //! - a batch delivery becomes one concurrent invocation per event.
 
 pub mod azurite;
+pub mod sink;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;

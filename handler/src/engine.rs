@@ -264,6 +264,13 @@ impl Engine {
                 deadline,
             };
             let acted = actor.act(&mut outcome, &evaluated, &situation).await;
+            let wrote = outcome.actions.iter().any(|a| {
+                a.kind == crate::outcome::ActionKind::Remediate
+                    && a.result == crate::outcome::ActionResult::Applied
+            });
+            if wrote {
+                self.observer.forget_cached_reads();
+            }
             if let Err(error) = acted {
                 return Err(Transient {
                     reason: error.to_string(),

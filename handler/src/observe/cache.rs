@@ -84,6 +84,15 @@ impl<V: Clone> ReadCache<V> {
         slot
     }
 
+    /// Drops every entry: after cmk-guard itself changed Azure, nothing cached may be trusted.
+    pub fn clear(&self) {
+        let mut slots = match self.slots.lock() {
+            Ok(slots) => slots,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        slots.clear();
+    }
+
     /// (hits, misses) so far.
     pub fn stats(&self) -> (u64, u64) {
         (

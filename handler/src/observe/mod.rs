@@ -55,6 +55,11 @@ impl Observer {
         &self.arm
     }
 
+    /// Forgets every cached read (after a remediation wrote to Azure).
+    pub fn forget_cached_reads(&self) {
+        self.cache.clear();
+    }
+
     /// Cache (hits, misses).
     pub fn cache_stats(&self) -> (u64, u64) {
         self.cache.stats()

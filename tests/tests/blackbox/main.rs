@@ -1,5 +1,6 @@
 //! Black-box tests of the real `cmk-guard` binary, driven like the Azure Functions host drives it.
 
+mod actions;
 mod azure_reads;
 mod bad_input;
 mod cli;

@@ -1,0 +1,402 @@
+//! Acting on findings through the real binary: remediations applied in azure-sim and verified,
+//! `alert` mode making no write, the loop guard, and two instances sharing Blob state (a real
+//! Azurite) sending exactly one Teams card for an event delivered 20 times.
+
+use azure_sim::{
+    Grant, KeySpec, KeyVersionSpec, RecordFilter, Tenant, VaultSpec, VersionPin, WorkspaceSpec,
+};
+use cmk_guard_blackbox::azurite::Azurite;
+use cmk_guard_blackbox::sink::Sink;
+use cmk_guard_blackbox::{Handler, Reply};
+use serde_json::{Value, json};
+
+const SUB: &str = "3f7b2c1d-8e4a-4b6f-9c2d-5a1e0f9b7c34";
+const PROVIDERS_SUB: &str = "9d2c7b1e-4a6f-4c3d-8e5b-1f0a2b3c4d5e";
+const RG: &str = "rg-actions";
+const USER: &str = "5e4f3a2b-1c0d-4e9f-8a7b-6c5d4e3f2a10";
+
+const POLICY: &str = r#"
+[remediation."vault.purge-protection"]
+enabled = true
+irreversible_ok = true
+[remediation."workspace.key-access"]
+enabled = true
+[remediation."key.rotation-policy"]
+enabled = true
+[remediation."key.expiry"]
+enabled = true
+[remediation."subscription.providers"]
+enabled = true
+[notify]
+teams = ["critical", "high", "medium", "low"]
+email = []
+"#;
+
+fn policy_file() -> String {
+    let path =
+        std::env::temp_dir().join(format!("cmk-guard-actions-{}.toml", uuid::Uuid::new_v4()));
+    std::fs::write(&path, POLICY).expect("policy");
+    path.to_string_lossy().into_owned()
+}
+
+fn tenant() -> Tenant {
+    let chain = |name: &str, vault: VaultSpec, key: KeySpec, ws: WorkspaceSpec| {
+        let vault = VaultSpec {
+            subscription: ws.subscription.clone(),
+            resource_group: RG.into(),
+            name: format!("kv-{name}"),
+            ..vault
+        };
+        (vault.key(key), ws.cmk(&format!("kv-{name}"), "key"))
+    };
+    let ws = |name: &str| WorkspaceSpec::new(SUB, RG, &format!("ws-{name}"));
+    let rsa = || KeySpec::rsa("key", 3072);
+    let parts = [
+        chain(
+            "purge",
+            VaultSpec::default().purge_protection(None),
+            rsa(),
+            ws("purge"),
+        ),
+        chain(
+            "apaccess",
+            VaultSpec::default().access_policy_model(),
+            rsa(),
+            ws("apaccess"),
+        ),
+        chain("rbac", VaultSpec::default(), rsa(), ws("rbac")),
+        chain(
+            "norotation",
+            VaultSpec::default(),
+            rsa().no_rotation_policy(),
+            ws("norotation"),
+        ),
+        chain(
+            "pinned",
+            VaultSpec::default(),
+            rsa().older_version(KeyVersionSpec::expiring_in_days(3)),
+            ws("pinned"),
+        ),
+        chain(
+            "providers",
+            VaultSpec::default(),
+            rsa(),
+            WorkspaceSpec::new(PROVIDERS_SUB, RG, "ws-providers"),
+        ),
+    ];
+    let mut builder = Tenant::builder()
+        .subscription(SUB)
+        .unregistered_provider(PROVIDERS_SUB, "Microsoft.Search");
+    for (vault, workspace) in parts {
+        let workspace = match workspace.name.as_str() {
+            "ws-apaccess" => workspace
+                .with_cmk(|c| c.grant_key_permissions = Some(vec!["get".into(), "wrapKey".into()])),
+            "ws-rbac" => workspace.with_cmk(|c| c.grant = Grant::None),
+            "ws-pinned" => workspace.with_cmk(|c| c.version = VersionPin::Named("oldest".into())),
+            _ => workspace,
+        };
+        builder = builder.vault(vault).workspace(workspace);
+    }
+    builder.build().expect("tenant")
+}
+
+fn workspace_id(subscription: &str, name: &str) -> String {
+    format!(
+        "/subscriptions/{subscription}/resourceGroups/{RG}/providers/Microsoft.MachineLearningServices/workspaces/{name}"
+    )
+}
+
+/// The event Azure emits when a user writes the workspace.
+fn workspace_write(subscription: &str, name: &str) -> Value {
+    let ws = workspace_id(subscription, name);
+    json!({
+        "id": uuid::Uuid::new_v4().to_string(), "topic": format!("/subscriptions/{subscription}"), "subject": ws,
+        "eventType": "Microsoft.Resources.ResourceWriteSuccess", "eventTime": "2026-11-28T10:00:00Z",
+        "data": {"operationName": "Microsoft.MachineLearningServices/workspaces/write", "resourceUri": ws,
+                 "subscriptionId": subscription,
+                 "claims": {"http://schemas.microsoft.com/identity/claims/objectidentifier": USER}},
+        "dataVersion": "2", "metadataVersion": "1"
+    })
+}
+
+fn actions<'a>(reply: &'a Reply, kind: &str) -> Vec<&'a Value> {
+    reply.outcome()["actions"]
+        .as_array()
+        .map(|a| a.iter().filter(|a| a["kind"] == kind).collect())
+        .unwrap_or_default()
+}
+
+/// Writes (anything but reads and Resource Graph queries) the handler sent to Azure.
+fn writes(handler: &Handler) -> Vec<String> {
+    handler
+        .sim
+        .requests(&RecordFilter::default())
+        .into_iter()
+        .filter(|r| {
+            r.method != "GET"
+                && r.operation != "ResourceGraph_Resources"
+                && r.operation != "Identity_GetToken"
+        })
+        .map(|r| format!("{} {} {}", r.operation, r.method, r.path))
+        .collect()
+}
+
+async fn read_only_findings(handler: &Handler, subscription: &str, name: &str) -> Vec<String> {
+    let body = json!({"resource": workspace_id(subscription, name)})
+        .to_string()
+        .into_bytes();
+    let reply = handler.post_chunked("/api/evaluate", body).await;
+    reply.body["findings"]
+        .as_array()
+        .map(|f| {
+            f.iter()
+                .filter_map(|f| f["rule"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn remediate_mode_applies_and_verifies_each_remediation() {
+    let sink = Sink::start().await;
+    let teams = sink.url("teams");
+    let policy = policy_file();
+    let handler = Handler::start_with(
+        tenant(),
+        &[
+            ("CMKGUARD_MODE", "remediate"),
+            ("CMKGUARD_POLICY_FILE", &policy),
+            ("CMKGUARD_TEAMS_WEBHOOK_URL", &teams),
+        ],
+    )
+    .await;
+    for (subscription, name, rule) in [
+        (SUB, "ws-purge", "vault.purge-protection"),
+        (SUB, "ws-apaccess", "workspace.key-access"),
+        (SUB, "ws-rbac", "workspace.key-access"),
+        (SUB, "ws-norotation", "key.rotation-policy"),
+        (SUB, "ws-pinned", "key.expiry"),
+        (PROVIDERS_SUB, "ws-providers", "subscription.providers"),
+    ] {
+        let reply = handler
+            .deliver(
+                "OnSubscriptionEvent",
+                "event",
+                &[workspace_write(subscription, name)],
+            )
+            .await
+            .remove(0);
+        assert_eq!(reply.status, 200, "{name}: {:?}", reply.body);
+        let remediations = actions(&reply, "remediate");
+        assert!(
+            remediations
+                .iter()
+                .any(|a| a["rule"] == rule && a["result"] == "applied"),
+            "{name}: {remediations:?}"
+        );
+        let finding = reply.outcome()["findings"]
+            .as_array()
+            .and_then(|f| f.iter().find(|f| f["rule"] == rule))
+            .cloned();
+        assert_eq!(
+            finding.map(|f| f["state"].clone()),
+            Some(json!("resolved")),
+            "{name}"
+        );
+        assert!(
+            !read_only_findings(&handler, subscription, name)
+                .await
+                .contains(&rule.to_owned()),
+            "{name}: {rule} is still open after remediation"
+        );
+        assert!(
+            actions(&reply, "notify")
+                .iter()
+                .any(|a| a["target"] == "teams" && a["result"] == "sent"),
+            "{name}"
+        );
+    }
+    let cards = sink.received("teams");
+    assert_eq!(cards.len(), 6, "one card per workspace");
+    let text = cards[0].body.to_string();
+    assert!(
+        text.contains("AdaptiveCard") && text.contains("vault.purge-protection"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn alert_mode_alerts_and_plans_but_writes_nothing() {
+    let sink = Sink::start().await;
+    let teams = sink.url("teams");
+    let policy = policy_file();
+    let handler = Handler::start_with(
+        tenant(),
+        &[
+            ("CMKGUARD_MODE", "alert"),
+            ("CMKGUARD_POLICY_FILE", &policy),
+            ("CMKGUARD_TEAMS_WEBHOOK_URL", &teams),
+        ],
+    )
+    .await;
+    let reply = handler
+        .deliver(
+            "OnSubscriptionEvent",
+            "event",
+            &[workspace_write(SUB, "ws-purge")],
+        )
+        .await
+        .remove(0);
+    let planned = actions(&reply, "remediate");
+    assert!(
+        planned.iter().any(|a| a["result"] == "planned"
+            && a["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("enablePurgeProtection")),
+        "{planned:?}"
+    );
+    assert_eq!(sink.received("teams").len(), 1);
+    let card = sink.received("teams")[0].body.to_string();
+    assert!(
+        card.contains("would"),
+        "the alert says what remediation would do: {card}"
+    );
+    // A second delivery of another event about the same state: no change, no alert.
+    let again = handler
+        .deliver(
+            "OnSubscriptionEvent",
+            "event",
+            &[workspace_write(SUB, "ws-purge")],
+        )
+        .await
+        .remove(0);
+    assert!(actions(&again, "notify").is_empty(), "{:?}", again.body);
+    assert_eq!(
+        sink.received("teams").len(),
+        1,
+        "alerts are sent once, on a change of state"
+    );
+    assert_eq!(
+        writes(&handler),
+        Vec::<String>::new(),
+        "alert mode changes nothing in Azure"
+    );
+}
+
+#[tokio::test]
+async fn the_write_event_of_our_own_remediation_causes_nothing() {
+    let sink = Sink::start().await;
+    let teams = sink.url("teams");
+    let policy = policy_file();
+    let handler = Handler::start_with(
+        tenant(),
+        &[
+            ("CMKGUARD_MODE", "remediate"),
+            ("CMKGUARD_POLICY_FILE", &policy),
+            ("CMKGUARD_TEAMS_WEBHOOK_URL", &teams),
+        ],
+    )
+    .await;
+    handler.sim.clear_events();
+    let first = handler
+        .deliver(
+            "OnSubscriptionEvent",
+            "event",
+            &[workspace_write(SUB, "ws-purge")],
+        )
+        .await
+        .remove(0);
+    assert!(
+        actions(&first, "remediate")
+            .iter()
+            .any(|a| a["result"] == "applied")
+    );
+    let own_events = handler.sim.events();
+    assert!(
+        !own_events.is_empty(),
+        "the vault PATCH emits ResourceWriteSuccess"
+    );
+    let writes_before = writes(&handler).len();
+    let cards_before = sink.received("teams").len();
+    for reply in handler
+        .deliver("OnSubscriptionEvent", "event", &own_events)
+        .await
+    {
+        assert_eq!(reply.status, 200, "{:?}", reply.body);
+        assert!(
+            reply.outcome()["actions"]
+                .as_array()
+                .is_none_or(Vec::is_empty),
+            "{:?}",
+            reply.outcome()
+        );
+    }
+    assert_eq!(
+        writes(&handler).len(),
+        writes_before,
+        "no second remediation"
+    );
+    assert_eq!(
+        sink.received("teams").len(),
+        cards_before,
+        "no second alert"
+    );
+}
+
+#[tokio::test]
+async fn two_instances_sharing_blob_state_send_one_card_for_twenty_deliveries() {
+    let azurite = Azurite::start().await;
+    let container = format!("state-{}", uuid::Uuid::new_v4().simple());
+    azurite.create_container(&container).await;
+    let state = azurite.container_sas_url(&container);
+    let sink = Sink::start().await;
+    let teams = sink.url("teams");
+    let env = [
+        ("CMKGUARD_MODE", "alert"),
+        ("CMKGUARD_STATE", state.as_str()),
+        ("CMKGUARD_TEAMS_WEBHOOK_URL", teams.as_str()),
+    ];
+    let a = Handler::start_with(tenant(), &env).await;
+    let b = Handler::start_with(tenant(), &env).await;
+    let event = workspace_write(SUB, "ws-purge");
+    let mut pending: Vec<bool> = (0..20).map(|i| i % 2 == 0).collect();
+    // Like Event Grid: deliveries that failed (503) are delivered again until all succeed.
+    for _round in 0..20 {
+        if pending.is_empty() {
+            break;
+        }
+        let deliveries = pending.iter().map(|to_a| {
+            let handler = if *to_a { &a } else { &b };
+            let event = event.clone();
+            async move {
+                (
+                    *to_a,
+                    handler
+                        .deliver("OnSubscriptionEvent", "event", &[event])
+                        .await
+                        .remove(0),
+                )
+            }
+        });
+        let replies = futures_util::future::join_all(deliveries).await;
+        pending = replies
+            .iter()
+            .filter(|(_, r)| r.status != 200)
+            .map(|(to_a, _)| *to_a)
+            .collect();
+        for (_, reply) in replies.iter().filter(|(_, r)| r.status == 200) {
+            let disposition = reply.outcome()["disposition"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            assert!(
+                disposition == "evaluated" || disposition == "duplicate",
+                "{:?}",
+                reply.body
+            );
+        }
+    }
+    assert!(pending.is_empty(), "every delivery eventually succeeded");
+    assert_eq!(sink.received("teams").len(), 1, "exactly one Teams card");
+}

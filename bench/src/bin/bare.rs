@@ -1,0 +1,30 @@
+//! The baseline of the irrelevant-event bar: a bare actix-web server that reads the request body
+//! and answers every invocation with one fixed JSON body, on the same runtime defaults as
+//! cmk-guard (actix-web, one worker per core, `127.0.0.1:$FUNCTIONS_CUSTOMHANDLER_PORT`).
+
+use actix_web::{App, HttpResponse, HttpServer, web};
+
+/// About the size of cmk-guard's answer to an ignored event, so both send similar bytes.
+const BODY: &str = r#"{"Outputs":{},"Logs":["ignored: operation Microsoft.Storage/storageAccounts/write cannot change a CMK chain"],"ReturnValue":{"event":{"id":"00000000-0000-0000-0000-000000000000","type":"Microsoft.Resources.ResourceWriteSuccess","subject":"/subscriptions/3f7b2c1d-8e4a-4b6f-9c2d-5a1e0f9b7c34/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/st1"},"disposition":"ignored","reason":"operation Microsoft.Storage/storageAccounts/write cannot change a CMK chain","findings":[],"actions":[]}}"#;
+
+async fn fixed(_body: web::Bytes) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json; charset=utf-8")
+        .body(BODY)
+}
+
+fn main() -> std::io::Result<()> {
+    let port: u16 = std::env::var("FUNCTIONS_CUSTOMHANDLER_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| std::io::Error::other("FUNCTIONS_CUSTOMHANDLER_PORT is not a port"))?;
+    actix_web::rt::System::new().block_on(
+        HttpServer::new(|| {
+            App::new()
+                .app_data(web::PayloadConfig::new(2 * 1024 * 1024))
+                .default_service(web::to(fixed))
+        })
+        .bind(("127.0.0.1", port))?
+        .run(),
+    )
+}

@@ -1,0 +1,375 @@
+//! infra/ and the code cannot drift apart silently. The Bicep templates are read as text (the
+//! Bicep CLI cannot run offline; `scripts/validate-infra` parses them with pycep and scans them
+//! with checkov), and what they set is compared with what the binary reads and classifies:
+//!
+//! - the app settings in `infra/modules/app.bicep` are configuration variables cmk-guard reads
+//!   (`settings::VARIABLES`) or platform settings named here with their reason, and every
+//!   variable a deployment needs is set;
+//! - the Event Grid filter lists exactly `RELEVANT_OPERATIONS`, and the managed resource groups
+//!   are matched with intake's prefix;
+//! - the event subscriptions deliver to functions that exist and have an Event Grid trigger.
+//!
+//! A file that cannot be read or a literal that cannot be found fails the test with its path.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use cmk_guard::functions::{FUNCTIONS, TriggerType};
+use cmk_guard::intake::{MANAGED_RESOURCE_GROUP_PREFIX, RELEVANT_OPERATIONS};
+use cmk_guard::settings::VARIABLES;
+
+const APP_TEMPLATE: &str = "infra/modules/app.bicep";
+const SUBSCRIPTION_EVENTS_TEMPLATE: &str = "infra/modules/subscription-events.bicep";
+
+/// App settings that are not cmk-guard's own variables, each read by the platform.
+const PLATFORM_SETTINGS: &[(&str, &str)] = &[
+    (
+        "AzureWebJobsStorage__credential",
+        "host storage through the managed identity, no account key",
+    ),
+    (
+        "AzureWebJobsStorage__clientId",
+        "which user-assigned identity the host uses for its storage",
+    ),
+    (
+        "AzureWebJobsStorage__blobServiceUri",
+        "the host storage's blob endpoint (the host uses blobs only)",
+    ),
+    (
+        "APPLICATIONINSIGHTS_CONNECTION_STRING",
+        "where the host sends logs and traces",
+    ),
+    (
+        "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+        "Entra authentication for Application Insights (local auth is off)",
+    ),
+    (
+        "AZURE_CLIENT_ID",
+        "cmk-guard's credential picks the user-assigned identity (azure/credential.rs)",
+    ),
+];
+
+/// Settings a deployment cannot do without, besides the `%NAME%` placeholders that the
+/// function definitions ask the host to fill in.
+const REQUIRED_SETTINGS: &[(&str, &str)] = &[
+    (
+        "CMKGUARD_MODE",
+        "the mode is chosen at deployment, never left implicit",
+    ),
+    (
+        "CMKGUARD_SUBSCRIPTIONS",
+        "events from other subscriptions must be refused",
+    ),
+    (
+        "CMKGUARD_STATE",
+        "instances must share one store; the SQLite default is local to one instance",
+    ),
+    (
+        "AZURE_CLIENT_ID",
+        "without it the credential looks for a system-assigned identity, which the app has not",
+    ),
+];
+
+/// Only for pointing the binary at a simulator: never deployed.
+const TEST_ONLY_VARIABLES: &[&str] = &["CMKGUARD_CONNECT_TO"];
+
+/// Event Grid allows at most 25 advanced-filter values per event subscription.
+const EVENT_GRID_MAX_FILTER_VALUES: usize = 25;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the handler crate sits in the workspace root")
+        .to_path_buf()
+}
+
+fn read(relative: &str) -> String {
+    let path = repo_root().join(relative);
+    fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+/// Every file under `dir` (relative to the repository root), recursively, in a stable order.
+fn files_under(dir: &str) -> Vec<PathBuf> {
+    let mut pending = vec![repo_root().join(dir)];
+    let mut files = Vec::new();
+    while let Some(dir) = pending.pop() {
+        let entries =
+            fs::read_dir(&dir).unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()));
+        for entry in entries {
+            let path = entry
+                .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+                .path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    assert!(!files.is_empty(), "{dir}/ holds no files");
+    files
+}
+
+/// The top-level items of the literal that follows `var <name> = ` in a Bicep text (one per
+/// line or comma, comments dropped), so nested objects, arrays, calls and quoted text stay
+/// whole.
+fn literal_items(text: &str, name: &str, open: char) -> Vec<String> {
+    let head = format!("var {name} = {open}");
+    let start = text
+        .find(&head)
+        .unwrap_or_else(|| panic!("`{head}` not found"))
+        + head.len();
+    let close = if open == '{' { '}' } else { ']' };
+    let mut items = Vec::new();
+    let mut item = String::new();
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut chars = text[start..].chars().peekable();
+    while let Some(c) = chars.next() {
+        if in_string {
+            item.push(c);
+            match c {
+                '\\' => item.extend(chars.next()),
+                '\'' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '/' if chars.peek() == Some(&'/') => {
+                while chars.next_if(|&next| next != '\n').is_some() {}
+                continue;
+            }
+            '\'' => in_string = true,
+            '{' | '[' | '(' => depth += 1,
+            '}' | ']' | ')' if depth == 0 => {
+                assert_eq!(c, close, "`{head}` closes with `{c}`");
+                items.extend(Some(item.trim().to_owned()).filter(|i| !i.is_empty()));
+                return items;
+            }
+            '}' | ']' | ')' => depth -= 1,
+            '\n' | ',' if depth == 0 => {
+                items.extend(Some(item.trim().to_owned()).filter(|i| !i.is_empty()));
+                item.clear();
+                continue;
+            }
+            _ => {}
+        }
+        item.push(c);
+    }
+    panic!("`{head}` is never closed");
+}
+
+/// The text of a single-quoted Bicep string literal without interpolation.
+fn unquote(item: &str) -> String {
+    let inner = item
+        .strip_prefix('\'')
+        .and_then(|rest| rest.strip_suffix('\''))
+        .unwrap_or_else(|| panic!("`{item}` is not a quoted string"));
+    assert!(
+        !inner.contains("${") && !inner.contains('\''),
+        "`{item}` is not a plain string literal"
+    );
+    inner.to_owned()
+}
+
+/// The keys of the object literal `var <name> = { … }`, in order.
+fn object_keys(text: &str, name: &str) -> Vec<String> {
+    literal_items(text, name, '{')
+        .iter()
+        .map(|item| {
+            let (key, _) = item
+                .split_once(':')
+                .unwrap_or_else(|| panic!("`{item}` in `{name}` is not `key: value`"));
+            let key = key.trim();
+            if key.starts_with('\'') {
+                unquote(key)
+            } else {
+                key.to_owned()
+            }
+        })
+        .collect()
+}
+
+fn app_settings() -> Vec<String> {
+    let text = read(APP_TEMPLATE);
+    assert!(
+        text.contains("properties: appSettings\n"),
+        "{APP_TEMPLATE}: the appsettings resource must take `appSettings` as it is, so that this \
+         test sees every setting"
+    );
+    let keys = object_keys(&text, "appSettings");
+    assert!(!keys.is_empty(), "{APP_TEMPLATE}: `appSettings` is empty");
+    keys
+}
+
+/// `NAME` for every `%NAME%` in the function definitions: the host fills these in from app
+/// settings, and a missing one stops the function from loading.
+fn function_placeholders() -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for path in files_under("function-definitions") {
+        let text = fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        let mut parts = text.split('%');
+        parts.next();
+        while let (Some(name), Some(_)) = (parts.next(), parts.next()) {
+            names.insert(name.to_owned());
+        }
+    }
+    names
+}
+
+#[test]
+fn every_app_setting_is_read_by_the_binary_or_the_platform() {
+    let settings = app_settings();
+    let mut seen = BTreeSet::new();
+    for key in &settings {
+        assert!(seen.insert(key), "{APP_TEMPLATE}: `{key}` is set twice");
+        let known = VARIABLES.contains(&key.as_str())
+            || PLATFORM_SETTINGS.iter().any(|(name, _)| name == key);
+        assert!(
+            known,
+            "{APP_TEMPLATE}: app setting `{key}` is neither a variable cmk-guard reads \
+             (settings::VARIABLES) nor a platform setting listed in this test"
+        );
+        assert!(
+            !TEST_ONLY_VARIABLES.contains(&key.as_str()),
+            "{APP_TEMPLATE}: `{key}` points cmk-guard at a simulator; it is never deployed"
+        );
+    }
+}
+
+#[test]
+fn every_setting_a_deployment_needs_is_set() {
+    let settings = app_settings();
+    let required = REQUIRED_SETTINGS
+        .iter()
+        .map(|(name, _)| name.to_string())
+        .chain(function_placeholders());
+    for name in required {
+        assert!(
+            settings.contains(&name),
+            "{APP_TEMPLATE}: `{name}` is not set, and a deployment needs it"
+        );
+    }
+    assert!(
+        function_placeholders().contains("CMKGUARD_SWEEP_SCHEDULE"),
+        "the Sweep schedule is no longer a %placeholder%; update this test"
+    );
+}
+
+#[test]
+fn every_cmkguard_name_in_infra_is_a_variable_the_binary_reads() {
+    let mut files = files_under("infra");
+    files.push(repo_root().join("azure.yaml"));
+    let mut names = 0;
+    for path in files {
+        let text = fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        for (at, _) in text.match_indices("CMKGUARD_") {
+            let name: String = text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            assert!(
+                VARIABLES.contains(&name.as_str()),
+                "{}: `{name}` is not a variable cmk-guard reads (settings::VARIABLES)",
+                path.display()
+            );
+            names += 1;
+        }
+    }
+    assert!(names > 0, "infra/ names no CMKGUARD_ variable at all");
+}
+
+#[test]
+fn event_grid_filter_lists_exactly_the_relevant_operations() {
+    let text = read(SUBSCRIPTION_EVENTS_TEMPLATE);
+    let filter: Vec<String> = literal_items(&text, "relevantOperations", '[')
+        .iter()
+        .map(|item| unquote(item))
+        .collect();
+    let relevant: Vec<String> = RELEVANT_OPERATIONS
+        .iter()
+        .map(|(name, _)| name.to_string())
+        .collect();
+    let missing: Vec<_> = relevant.iter().filter(|op| !filter.contains(op)).collect();
+    let extra: Vec<_> = filter.iter().filter(|op| !relevant.contains(op)).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{SUBSCRIPTION_EVENTS_TEMPLATE}: the operationName filter differs from \
+         RELEVANT_OPERATIONS; missing {missing:?}, not relevant {extra:?}"
+    );
+    let distinct: BTreeSet<String> = filter.iter().map(|op| op.to_ascii_lowercase()).collect();
+    assert_eq!(
+        distinct.len(),
+        filter.len(),
+        "{SUBSCRIPTION_EVENTS_TEMPLATE}: an operation is listed twice (Event Grid compares \
+         case-insensitively)"
+    );
+    assert!(
+        filter.len() <= EVENT_GRID_MAX_FILTER_VALUES,
+        "{SUBSCRIPTION_EVENTS_TEMPLATE}: {} operations exceed Event Grid's {} advanced-filter \
+         values per event subscription; split the filter over two event subscriptions",
+        filter.len(),
+        EVENT_GRID_MAX_FILTER_VALUES
+    );
+    assert!(
+        text.contains("key: 'data.operationName'\n")
+            && text.contains("operatorType: 'StringIn'\n")
+            && text.contains("values: relevantOperations\n"),
+        "{SUBSCRIPTION_EVENTS_TEMPLATE}: the filter must be StringIn on data.operationName over \
+         `relevantOperations`"
+    );
+}
+
+#[test]
+fn managed_resource_groups_are_matched_with_the_intake_prefix() {
+    let text = read(SUBSCRIPTION_EVENTS_TEMPLATE);
+    let head = "var managedResourceGroupPrefix = ";
+    let line = text
+        .lines()
+        .find_map(|line| line.strip_prefix(head))
+        .unwrap_or_else(|| panic!("{SUBSCRIPTION_EVENTS_TEMPLATE}: `{head}…` not found"));
+    assert_eq!(unquote(line.trim()), MANAGED_RESOURCE_GROUP_PREFIX);
+    assert!(
+        text.contains(
+            "subjectBeginsWith: '${subscription().id}/resourceGroups/${managedResourceGroupPrefix}'"
+        ),
+        "{SUBSCRIPTION_EVENTS_TEMPLATE}: the managed resource groups are no longer matched by \
+         subject prefix"
+    );
+}
+
+#[test]
+fn event_subscriptions_deliver_to_event_grid_functions() {
+    let mut targeted = BTreeSet::new();
+    for path in files_under("infra") {
+        let text = fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        for (at, _) in text.match_indices("/functions/") {
+            let name: String = text[at + "/functions/".len()..]
+                .chars()
+                .take_while(char::is_ascii_alphanumeric)
+                .collect();
+            let function = FUNCTIONS.iter().find(|f| f.name == name);
+            assert!(
+                function.is_some_and(|f| f.trigger == TriggerType::EventGrid),
+                "{}: events go to `{name}`, which is not an Event Grid function of FUNCTIONS",
+                path.display()
+            );
+            targeted.insert(name);
+        }
+    }
+    for function in FUNCTIONS {
+        if function.trigger == TriggerType::EventGrid {
+            assert!(
+                targeted.contains(function.name),
+                "no event subscription in infra/ delivers to {}",
+                function.name
+            );
+        }
+    }
+}

@@ -34,7 +34,11 @@ const PLATFORM_SETTINGS: &[(&str, &str)] = &[
     ),
     (
         "AzureWebJobsStorage__blobServiceUri",
-        "the host storage's blob endpoint (the host uses blobs only)",
+        "the host storage's blobs: keys, timer leases, the package",
+    ),
+    (
+        "AzureWebJobsStorage__tableServiceUri",
+        "the host storage's tables: the host's diagnostic events",
     ),
     (
         "APPLICATIONINSIGHTS_CONNECTION_STRING",

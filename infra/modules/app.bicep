@@ -79,6 +79,7 @@ param deadLetterRetentionDays int
 
 var roles = {
   storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
+  storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
   storageBlobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
 }
@@ -357,6 +358,7 @@ var appSettings = {
   AzureWebJobsStorage__credential: 'managedidentity'
   AzureWebJobsStorage__clientId: identity.properties.clientId
   AzureWebJobsStorage__blobServiceUri: hostStorage.properties.primaryEndpoints.blob
+  AzureWebJobsStorage__tableServiceUri: hostStorage.properties.primaryEndpoints.table
   APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.properties.ConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identity.properties.clientId};Authorization=AAD'
   AZURE_CLIENT_ID: identity.properties.clientId
@@ -388,6 +390,18 @@ resource hostStorageAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' 
   scope: hostStorage
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataOwner)
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// The host records its diagnostic events in tables of its storage. No queue role: no function
+// uses a queue or blob trigger.
+resource hostTableAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(hostStorage.id, identity.id, roles.storageTableDataContributor)
+  scope: hostStorage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageTableDataContributor)
     principalId: identity.properties.principalId
     principalType: 'ServicePrincipal'
   }

@@ -56,6 +56,9 @@ param webhookUrl string = ''
 @description('Key Vault secret URI of the generic webhook URL.')
 param webhookSecretUri string = ''
 
+@description('ARM id of the RBAC vault holding the alert secrets; cmk-guard gets Key Vault Secrets User on it. Empty: grant it yourself.')
+param alertSecretsVaultId string = ''
+
 @description('Email recipients, comma-separated.')
 param emailTo string = ''
 
@@ -221,6 +224,15 @@ module vault 'modules/vault.bicep' = [for (v, i) in vaults: {
     existingTopicName: v.existingTopicName
   }
 }]
+
+module alertSecrets 'modules/secrets-access.bicep' = if (!empty(alertSecretsVaultId)) {
+  name: take('cmkguard-${environmentName}-alert-secrets', 64)
+  scope: resourceGroup(split(alertSecretsVaultId, '/')[2], split(alertSecretsVaultId, '/')[4])
+  params: {
+    vaultName: last(split(alertSecretsVaultId, '/'))
+    principalId: app.outputs.identityPrincipalId
+  }
+}
 
 module subscriptionDeadLetters 'modules/deadletter-access.bicep' = [for (s, i) in watched: {
   name: take('cmkguard-${environmentName}-deadletter-sub-${i}', 64)

@@ -365,6 +365,45 @@ impl Actor {
         Ok(())
     }
 
+    /// The sweep's digest (counts by severity, the worst findings) to every configured channel,
+    /// through the outbox like any alert.
+    pub async fn send_digest(
+        &self,
+        outcome: &mut Outcome,
+        digest: &notify::Digest,
+        policy: &Policy,
+        now: OffsetDateTime,
+    ) -> Result<(), StateError> {
+        let sweep = outcome.event.id.clone().unwrap_or_default();
+        let routes = [
+            (notify::Channel::Teams, !policy.notify.teams.is_empty()),
+            (notify::Channel::Email, !policy.notify.email.is_empty()),
+        ];
+        for (channel, routed) in routes {
+            if !routed || !self.notifier.is_configured(channel) {
+                continue;
+            }
+            let id = format!("digest|{sweep}|{channel}");
+            let message = Message::for_channel(channel, Alert::Digest(digest), outcome);
+            let payload = serde_json::to_value(&message).unwrap_or_default();
+            let item = OutboxNotification {
+                id: id.clone(),
+                channel: channel.as_str().to_owned(),
+                payload,
+            };
+            if !self
+                .store
+                .enqueue_notification(&item, now, now + OUTBOX_LEASE)
+                .await?
+            {
+                continue;
+            }
+            let action = self.deliver(&id, &message, "digest", now).await?;
+            outcome.actions.push(action);
+        }
+        Ok(())
+    }
+
     /// Sends one stored message and records the result in the outbox.
     async fn deliver(
         &self,
@@ -413,6 +452,43 @@ impl Actor {
             }
         }
         Ok(())
+    }
+}
+
+/// Adds a chunk's findings to a sweep's running digest: counts add up, the worst findings
+/// stay listed (at most [`notify::DIGEST_WORST`]), workspaces are counted once (a sweep visits
+/// each once).
+pub fn merge_digest(previous: Option<notify::Digest>, findings: &[Finding]) -> notify::Digest {
+    let chunk = notify::Digest::from_notifications(
+        findings
+            .iter()
+            .filter(|f| f.state == FindingState::Open)
+            .map(|f| notify::Notification::from_finding(f, notify::Change::Reminder, None))
+            .collect(),
+    );
+    let Some(previous) = previous else {
+        return chunk;
+    };
+    let mut counts: BTreeMap<Severity, usize> = previous.open.iter().copied().collect();
+    for (severity, count) in &chunk.open {
+        *counts.entry(*severity).or_default() += count;
+    }
+    let mut worst = previous.worst;
+    worst.extend(chunk.worst);
+    worst.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then_with(|| a.workspace.cmp(&b.workspace))
+            .then_with(|| a.rule.cmp(&b.rule))
+    });
+    let total: usize = counts.values().sum();
+    worst.truncate(notify::DIGEST_WORST);
+    notify::Digest {
+        open: counts.into_iter().rev().filter(|(_, c)| *c > 0).collect(),
+        resolved: previous.resolved + chunk.resolved,
+        workspaces: previous.workspaces + chunk.workspaces,
+        omitted: total - worst.len(),
+        worst,
     }
 }
 

@@ -296,6 +296,134 @@ impl Engine {
         })
     }
 
+    /// The timer's full re-check: every workspace in scope, in id order, resuming after the
+    /// cursor a previous sweep left when its time ran out; evaluated with the current time
+    /// (keys expire without any event), acted on like an event, with one digest at the end.
+    pub async fn sweep(&self, event: EventRef) -> Result<Outcome, Transient> {
+        use futures_util::StreamExt;
+        let started = Instant::now();
+        let budget_end = started + self.settings.sweep_budget;
+        let mut outcome = Outcome::new(event, Disposition::Evaluated, None);
+        let Some(actor) = &self.actor else {
+            return Err(Transient {
+                reason: "the sweep needs the state store".into(),
+                outcome,
+            });
+        };
+        let store = &actor.store;
+        let transient = |outcome: Outcome, reason: String| Transient { reason, outcome };
+        let progress = match store.sweep_cursor().await {
+            Ok(cursor) => cursor.map(|text| SweepProgress::from_cursor(&text)),
+            Err(error) => return Err(transient(outcome, error.to_string())),
+        };
+        let cursor = progress.as_ref().map(|p| p.after.clone());
+        let mut digest = progress.and_then(|p| p.digest);
+        let allowed = self.settings.intake.subscriptions.as_deref();
+        // Listing is not cut short by a small budget: without the list there is nothing to resume.
+        let listing_deadline = budget_end.max(started + EVENT_BUDGET);
+        let listed =
+            match resolve::query_ids(&self.observer, LIST_WORKSPACES, allowed, listing_deadline)
+                .await
+            {
+                Ok(ids) => ids,
+                Err(error) => {
+                    return Err(transient(
+                        outcome,
+                        format!("listing the workspaces failed: {error}"),
+                    ));
+                }
+            };
+        let mut todo: Vec<ArmResourceId> = listed
+            .into_iter()
+            .filter(|id| {
+                cursor
+                    .as_deref()
+                    .is_none_or(|c| id.as_str().to_ascii_lowercase().as_str() > c)
+            })
+            .collect();
+        todo.sort_by_key(|id| id.as_str().to_ascii_lowercase());
+        let now = time::OffsetDateTime::now_utc();
+        let mut last_done: Option<String> = None;
+        let mut stopped_early = false;
+        for chunk in todo.chunks(SCAN_CONCURRENCY) {
+            if Instant::now() >= budget_end {
+                stopped_early = true;
+                break;
+            }
+            // Each chunk gets the usual per-invocation read budget; the sweep's own budget only
+            // decides whether another chunk is started.
+            let chunk_deadline = Instant::now() + EVENT_BUDGET;
+            let snapshots: Vec<Snapshot> = futures_util::stream::iter(chunk.iter())
+                .map(|ws| self.observer.snapshot(ws, chunk_deadline))
+                .buffered(SCAN_CONCURRENCY)
+                .collect()
+                .await;
+            let first_finding = outcome.findings.len();
+            let evaluated: Vec<Evaluated> = snapshots
+                .iter()
+                .map(|snapshot| {
+                    let evaluation = self.evaluate(snapshot, None, now);
+                    add_findings(&mut outcome, &evaluation);
+                    Evaluated {
+                        evaluation,
+                        snapshot,
+                    }
+                })
+                .collect();
+            let situation = crate::act::Situation {
+                caller_object_id: None,
+                policy: &self.settings.policy,
+                mode: self.settings.mode,
+                now,
+                deadline: chunk_deadline,
+            };
+            if let Err(error) = actor.act(&mut outcome, &evaluated, &situation).await {
+                return Err(transient(outcome, error.to_string()));
+            }
+            digest = Some(crate::act::merge_digest(
+                digest.take(),
+                &outcome.findings[first_finding..],
+            ));
+            outcome
+                .workspaces
+                .extend(chunk.iter().map(ToString::to_string));
+            last_done = chunk.last().map(|id| id.as_str().to_ascii_lowercase());
+        }
+        let next_cursor = if stopped_early {
+            last_done.or(cursor)
+        } else {
+            None
+        };
+        let saved = next_cursor.as_ref().map(|after| {
+            SweepProgress {
+                after: after.clone(),
+                digest: digest.clone(),
+            }
+            .to_cursor()
+        });
+        if let Err(error) = store.set_sweep_cursor(saved.as_deref()).await {
+            return Err(transient(outcome, error.to_string()));
+        }
+        if stopped_early {
+            outcome.reason = Some(format!(
+                "the sweep's time budget ran out after {} of {} workspaces; the next sweep resumes after {}",
+                outcome.workspaces.len(),
+                todo.len(),
+                next_cursor.as_deref().unwrap_or("the start")
+            ));
+        } else {
+            let digest = digest.unwrap_or_else(|| crate::act::merge_digest(None, &[]));
+            if let Err(error) = actor
+                .send_digest(&mut outcome, &digest, &self.settings.policy, now)
+                .await
+            {
+                return Err(transient(outcome, error.to_string()));
+            }
+            let _ = store.prune(now).await;
+        }
+        Ok(outcome)
+    }
+
     /// Checks every ML workspace of `subscriptions` (all readable ones when `None`): listed with
     /// Resource Graph, each re-read through ARM (Trap T19), at most [`SCAN_CONCURRENCY`] at a
     /// time and within the shared Azure request rate. What could not be read in time becomes a
@@ -455,6 +583,28 @@ impl Engine {
             )));
         };
         Ok(Target::Arm { id, kind })
+    }
+}
+
+/// Where a sweep stopped and what it found so far, kept in the store's sweep cursor so that
+/// the digest of a sweep resumed over several invocations covers all of it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct SweepProgress {
+    /// The last workspace id done (lower-case); the next sweep starts after it.
+    after: String,
+    digest: Option<crate::notify::Digest>,
+}
+
+impl SweepProgress {
+    fn from_cursor(text: &str) -> Self {
+        serde_json::from_str(text).unwrap_or_else(|_| Self {
+            after: text.to_owned(),
+            digest: None,
+        })
+    }
+
+    fn to_cursor(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| self.after.clone())
     }
 }
 

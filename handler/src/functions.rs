@@ -84,7 +84,7 @@ pub async fn invoke(
                 }
                 match function.trigger {
                     TriggerType::EventGrid => engine.on_event(value, deadline).await,
-                    TriggerType::Timer => Ok(on_timer(value, &invocation, invocation_id)),
+                    TriggerType::Timer => on_timer(engine, value, &invocation, invocation_id).await,
                     TriggerType::Http => {
                         return invoke_http_envelope(engine, value, invocation_id, logs).await;
                     }
@@ -135,7 +135,12 @@ struct TimerInfo {
     is_past_due: bool,
 }
 
-fn on_timer(value: Value, invocation: &Invocation, invocation_id: &str) -> Outcome {
+async fn on_timer(
+    engine: &Engine,
+    value: Value,
+    invocation: &Invocation,
+    invocation_id: &str,
+) -> Result<Outcome, Transient> {
     let id = invocation
         .metadata
         .sys
@@ -148,20 +153,16 @@ fn on_timer(value: Value, invocation: &Invocation, invocation_id: &str) -> Outco
         subject: Some("Sweep".to_owned()),
     };
     match crate::intake::deserialize_at::<TimerInfo>("timer", value) {
-        Err(rejection) => Outcome::new(event, Disposition::Rejected, Some(rejection.to_string())),
+        Err(rejection) => Ok(Outcome::new(
+            event,
+            Disposition::Rejected,
+            Some(rejection.to_string()),
+        )),
         Ok(timer) => {
-            let late = if timer.is_past_due {
-                " (the timer was past due)"
-            } else {
-                ""
-            };
-            Outcome::new(
-                event,
-                Disposition::Ignored,
-                Some(format!(
-                    "the sweep is not implemented in this version{late}; events are evaluated as they arrive"
-                )),
-            )
+            if timer.is_past_due {
+                tracing::info!(message = "The sweep timer was past due.");
+            }
+            engine.sweep(event).await
         }
     }
 }

@@ -32,6 +32,7 @@ pub const VARIABLES: &[&str] = &[
     "CMKGUARD_LOG",
     "CMKGUARD_API_VERSIONS",
     "CMKGUARD_READ_RATE",
+    "CMKGUARD_SWEEP_BUDGET_SECONDS",
 ];
 
 /// The Functions host sets this to the port it will call (protocol reference §1).
@@ -104,6 +105,9 @@ pub struct Settings {
     pub read_rate: u32,
     /// `CMKGUARD_STATE`, validated (`sqlite:<path>` or a Blob container URL).
     pub state: String,
+    /// `CMKGUARD_SWEEP_BUDGET_SECONDS`: how long one sweep invocation may work before it saves
+    /// its cursor and stops, well inside the host's `functionTimeout` (10 minutes).
+    pub sweep_budget: std::time::Duration,
 }
 
 impl Settings {
@@ -195,6 +199,20 @@ impl Settings {
             },
             None => crate::azure::ratelimit::DEFAULT_RATE_PER_SECOND,
         };
+        let sweep_budget = match value("CMKGUARD_SWEEP_BUDGET_SECONDS") {
+            Some(text) => match text.parse::<u64>() {
+                Ok(seconds) if (1..=3600).contains(&seconds) => {
+                    std::time::Duration::from_secs(seconds)
+                }
+                _ => {
+                    return Err(ConfigError::new(
+                        "CMKGUARD_SWEEP_BUDGET_SECONDS",
+                        format!("`{text}` is not a number of seconds from 1 to 3600"),
+                    ));
+                }
+            },
+            None => std::time::Duration::from_secs(8 * 60),
+        };
         let state =
             value("CMKGUARD_STATE").unwrap_or_else(|| crate::state::DEFAULT_STATE.to_owned());
         crate::state::StateSpec::parse(&state)
@@ -219,6 +237,7 @@ impl Settings {
             policy,
             read_rate,
             state,
+            sweep_budget,
         })
     }
 }

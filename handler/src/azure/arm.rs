@@ -129,12 +129,14 @@ impl ArmClient {
         };
         let per_call: Vec<Arc<dyn Policy>> =
             vec![Arc::new(DeadlineRetryPolicy { settings: retry })];
+        // The rate limit comes last, right before the transport: a token fetch in between
+        // would delay a granted request into the next second as Azure counts it.
         let per_try: Vec<Arc<dyn Policy>> = vec![
-            Arc::new(super::ratelimit::RateLimitPolicy { limiter }),
             Arc::new(TrustedHostPolicy {
                 endpoint: endpoint.clone(),
             }),
             Arc::new(BearerTokenAuthorizationPolicy::new(credential, vec![scope])),
+            Arc::new(super::ratelimit::RateLimitPolicy { limiter }),
         ];
         let pipeline = Pipeline::new(
             Some("cmk-guard"),

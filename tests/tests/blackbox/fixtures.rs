@@ -14,6 +14,8 @@ enum Expect {
     Evaluated(&'static str),
     /// Rejected, with a reason containing this text.
     Rejected(&'static str),
+    /// A complete sweep of the (compliant) tenant.
+    Swept,
 }
 
 const VAULT: &str = "/subscriptions/3f7b2c1d-8e4a-4b6f-9c2d-5a1e0f9b7c34/resourceGroups/rg-mlw-prod/providers/Microsoft.KeyVault/vaults/kv-mlw-cmk-prod";
@@ -77,6 +79,19 @@ fn check(reply: &Reply, expect: &Expect, source: &str) {
         Expect::Rejected(text) => {
             assert_eq!(outcome["disposition"], "rejected", "{source}: {outcome}");
             assert!(reason.contains(text), "{source}: {reason}");
+        }
+        Expect::Swept => {
+            assert_eq!(outcome["disposition"], "evaluated", "{source}: {outcome}");
+            assert!(
+                outcome.get("reason").is_none(),
+                "{source}: a complete sweep"
+            );
+            assert_eq!(
+                outcome["workspaces"].as_array().map(Vec::len),
+                Some(1),
+                "{source}"
+            );
+            assert_eq!(outcome["findings"], serde_json::json!([]), "{source}");
         }
         Expect::Evaluated(resource) => {
             assert_eq!(outcome["disposition"], "evaluated", "{source}: {outcome}");
@@ -195,11 +210,9 @@ async fn every_host_invocation_fixture_through_the_real_binary() {
                 None,
             ),
             "timerTrigger.Reconcile.request.json"
-            | "timerTrigger.Reconcile.noScheduleStatus.request.json" => (
-                "Sweep",
-                Expect::Ignored("the sweep is not implemented"),
-                Some("myTimer"),
-            ),
+            | "timerTrigger.Reconcile.noScheduleStatus.request.json" => {
+                ("Sweep", Expect::Swept, Some("myTimer"))
+            }
             "response.ok.json" => {
                 // A handler reply, not a request: ours must have the same three keys.
                 let sample = read_json(&path);

@@ -119,12 +119,17 @@ async fn a_batch_is_handled_as_concurrent_invocations() {
 }
 
 #[tokio::test]
-async fn the_sweep_says_it_is_not_there_yet() {
+async fn the_sweep_checks_the_tenant() {
     let handler = Handler::start(&[]).await;
     let reply = handler.invoke("Sweep", timer_envelope("timer")).await;
     assert_eq!(reply.status, 200);
-    assert_eq!(reply.outcome()["disposition"], "ignored");
+    assert_eq!(reply.outcome()["disposition"], "evaluated");
     assert_eq!(reply.outcome()["event"]["subject"], "Sweep");
+    assert_eq!(
+        reply.outcome()["workspaces"].as_array().map(Vec::len),
+        Some(1)
+    );
+    assert_eq!(reply.outcome()["findings"], json!([]));
 }
 
 #[tokio::test]

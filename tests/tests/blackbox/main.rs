@@ -10,3 +10,4 @@ mod host_protocol;
 mod packaging;
 mod scan;
 mod scenarios;
+mod sweep;

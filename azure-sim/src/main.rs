@@ -19,6 +19,10 @@ struct Cli {
     /// Where to write the CA certificate (PEM).
     #[arg(long)]
     ca_out: Option<PathBuf>,
+    /// Also write the server certificate and key (server.pem, server.key) into this folder,
+    /// for other local servers (an SMTP server on localhost) that clients trusting the CA accept.
+    #[arg(long)]
+    tls_out: Option<PathBuf>,
     /// HTTPS port (0 = any free port).
     #[arg(long, default_value_t = 0)]
     port: u16,
@@ -58,6 +62,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             port: cli.port,
             identity_port: cli.identity_port,
             ca_out: cli.ca_out,
+            tls_out: cli.tls_out,
             workers: cli.workers,
             identity_header: cli.identity_header,
         },

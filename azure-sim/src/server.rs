@@ -26,6 +26,9 @@ pub struct SimOptions {
     pub identity_port: u16,
     /// Where to write the CA PEM (`None`: a file in the temp directory).
     pub ca_out: Option<PathBuf>,
+    /// Where to write the server certificate and key (`server.pem`, `server.key`) for other
+    /// local test servers (`None`: not written).
+    pub tls_out: Option<PathBuf>,
     /// actix worker threads.
     pub workers: usize,
     /// The `IDENTITY_HEADER` secret (`None`: random).
@@ -38,6 +41,7 @@ impl Default for SimOptions {
             port: 0,
             identity_port: 0,
             ca_out: None,
+            tls_out: None,
             workers: 2,
             identity_header: None,
         }
@@ -124,6 +128,11 @@ impl Sim {
             std::fs::create_dir_all(parent)?;
         }
         std::fs::write(&ca_path, &pki.ca_pem)?;
+        if let Some(dir) = &options.tls_out {
+            std::fs::create_dir_all(dir)?;
+            std::fs::write(dir.join("server.pem"), &pki.server_cert_pem)?;
+            std::fs::write(dir.join("server.key"), &pki.server_key_pem)?;
+        }
 
         prewarm_key_material(&tenant);
         let identity_header = options

@@ -29,6 +29,10 @@ pub enum TlsError {
 pub struct Pki {
     /// CA certificate, PEM (what clients trust).
     pub ca_pem: String,
+    /// The server certificate (PEM) and its private key (PKCS#8 PEM), for other local test
+    /// servers that clients trusting the CA should accept (e.g. an SMTP server on localhost).
+    pub server_cert_pem: String,
+    pub server_key_pem: String,
     /// Server configuration with the leaf and CA chain, HTTP/1.1 and h2 over the ring provider.
     pub server_config: rustls::ServerConfig,
 }
@@ -87,6 +91,8 @@ pub fn generate() -> Result<Pki, TlsError> {
     server_config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Pki {
         ca_pem: ca.pem(),
+        server_cert_pem: leaf.pem(),
+        server_key_pem: leaf_key.serialize_pem(),
         server_config,
     })
 }

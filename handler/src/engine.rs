@@ -203,6 +203,9 @@ impl Engine {
     ) -> Result<Outcome, Transient> {
         let mut outcome = Outcome::new(event, Disposition::Evaluated, None);
         outcome.resource = Some(trigger.target.to_string());
+        if let Some(time) = trigger.time {
+            self.observer.forget_reads_before(time);
+        }
         let allowed = self.settings.intake.subscriptions.as_deref();
         let workspaces = match resolve::workspaces(&self.observer, trigger, allowed, deadline).await
         {

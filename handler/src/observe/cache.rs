@@ -16,6 +16,8 @@ const PRUNE_ABOVE: usize = 4096;
 
 struct Slot<V> {
     cell: OnceCell<(Instant, V)>,
+    /// When the read behind this slot started (wall clock, comparable with event times).
+    started: time::OffsetDateTime,
 }
 
 /// A keyed single-flight cache of cloneable values.
@@ -79,9 +81,21 @@ impl<V: Clone> ReadCache<V> {
         self.misses.fetch_add(1, Ordering::Relaxed);
         let slot = Arc::new(Slot {
             cell: OnceCell::new(),
+            started: time::OffsetDateTime::now_utc(),
         });
         slots.insert(key.to_owned(), slot.clone());
         slot
+    }
+
+    /// Drops the entries whose read started before `moment`: an event says something changed
+    /// then, so an older read may not describe it. Reads started later are kept, so a burst of
+    /// events about one change still shares one read.
+    pub fn forget_started_before(&self, moment: time::OffsetDateTime) {
+        let mut slots = match self.slots.lock() {
+            Ok(slots) => slots,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        slots.retain(|_, slot| slot.started >= moment);
     }
 
     /// Drops every entry: after cmk-guard itself changed Azure, nothing cached may be trusted.
@@ -145,5 +159,24 @@ mod tests {
         );
         tokio::time::advance(Duration::from_secs(2)).await;
         assert_eq!(cache.get_or_fetch("k", || async { 3 }).await, 3);
+    }
+
+    #[tokio::test]
+    async fn an_event_forgets_only_the_reads_that_started_before_it() {
+        let cache = ReadCache::<u32>::new(Duration::from_secs(60));
+        assert_eq!(cache.get_or_fetch("before", || async { 1 }).await, 1);
+        let change = time::OffsetDateTime::now_utc();
+        assert_eq!(cache.get_or_fetch("after", || async { 2 }).await, 2);
+        cache.forget_started_before(change);
+        assert_eq!(
+            cache.get_or_fetch("before", || async { 3 }).await,
+            3,
+            "read again"
+        );
+        assert_eq!(
+            cache.get_or_fetch("after", || async { 4 }).await,
+            2,
+            "still shared"
+        );
     }
 }

@@ -55,6 +55,12 @@ impl Observer {
         &self.arm
     }
 
+    /// Forgets the cached reads that started before an event's time: they may predate the
+    /// change the event reports.
+    pub fn forget_reads_before(&self, moment: time::OffsetDateTime) {
+        self.cache.forget_started_before(moment);
+    }
+
     /// Forgets every cached read (after a remediation wrote to Azure).
     pub fn forget_cached_reads(&self) {
         self.cache.clear();

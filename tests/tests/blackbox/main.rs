@@ -8,6 +8,7 @@ mod fixtures;
 mod function_definitions;
 mod host_protocol;
 mod packaging;
+mod reliability;
 mod scan;
 mod scenarios;
 mod sweep;

@@ -345,24 +345,40 @@ impl Actor {
             )
             .to_string();
             let message = Message::for_channel(channel, Alert::Changes(&batch), outcome);
-            let payload = serde_json::to_value(&message).unwrap_or_default();
-            let item = OutboxNotification {
-                id: id.clone(),
-                channel: channel.as_str().to_owned(),
-                payload,
-            };
-            if !self
-                .store
-                .enqueue_notification(&item, now, now + OUTBOX_LEASE)
+            let rule = batch.first().map(|n| n.rule.clone()).unwrap_or_default();
+            if let Some(action) = self
+                .enqueue_and_send(&id, channel, &message, &rule, now)
                 .await?
             {
-                continue;
+                outcome.actions.push(action);
             }
-            let rule = batch.first().map(|n| n.rule.clone()).unwrap_or_default();
-            let action = self.deliver(&id, &message, &rule, now).await?;
-            outcome.actions.push(action);
         }
         Ok(())
+    }
+
+    /// Writes the message to the outbox, then sends it. `None` when the outbox already had it
+    /// (another invocation made the same alert).
+    async fn enqueue_and_send(
+        &self,
+        id: &str,
+        channel: notify::Channel,
+        message: &Message,
+        rule: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<Action>, StateError> {
+        let item = OutboxNotification {
+            id: id.to_owned(),
+            channel: channel.as_str().to_owned(),
+            payload: serde_json::to_value(message).unwrap_or_default(),
+        };
+        if !self
+            .store
+            .enqueue_notification(&item, now, now + OUTBOX_LEASE)
+            .await?
+        {
+            return Ok(None);
+        }
+        self.deliver(id, message, rule, now).await.map(Some)
     }
 
     /// The sweep's digest (counts by severity, the worst findings) to every configured channel,
@@ -385,21 +401,12 @@ impl Actor {
             }
             let id = format!("digest|{sweep}|{channel}");
             let message = Message::for_channel(channel, Alert::Digest(digest), outcome);
-            let payload = serde_json::to_value(&message).unwrap_or_default();
-            let item = OutboxNotification {
-                id: id.clone(),
-                channel: channel.as_str().to_owned(),
-                payload,
-            };
-            if !self
-                .store
-                .enqueue_notification(&item, now, now + OUTBOX_LEASE)
+            if let Some(action) = self
+                .enqueue_and_send(&id, channel, &message, "digest", now)
                 .await?
             {
-                continue;
+                outcome.actions.push(action);
             }
-            let action = self.deliver(&id, &message, "digest", now).await?;
-            outcome.actions.push(action);
         }
         Ok(())
     }

@@ -235,24 +235,10 @@ fn evaluate(
     format: Format,
 ) -> ExitCode {
     init_logging(false);
-    let azure = match Azure::new(&settings, |name| std::env::var(name).ok()) {
-        Ok(azure) => azure,
-        Err(error) => {
-            eprintln!("cmk-guard: cannot set up Azure access: {error}");
-            return ExitCode::from(2);
-        }
+    let (engine, runtime) = match read_only_engine(settings) {
+        Ok(pair) => pair,
+        Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("cmk-guard: cannot start the runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let engine = Engine::new(settings, azure);
     let deadline = Instant::now() + CLI_BUDGET;
     let results: Vec<Result<Outcome, Transient>> = if let Some(resource) = resource {
         let body = serde_json::json!({ "resource": resource }).to_string();
@@ -344,24 +330,10 @@ fn scan(
     } else {
         Some(subscriptions)
     };
-    let azure = match Azure::new(&settings, |name| std::env::var(name).ok()) {
-        Ok(azure) => azure,
-        Err(error) => {
-            eprintln!("cmk-guard: cannot set up Azure access: {error}");
-            return ExitCode::from(2);
-        }
+    let (engine, runtime) = match read_only_engine(settings) {
+        Ok(pair) => pair,
+        Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("cmk-guard: cannot start the runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let engine = Engine::new(settings, azure);
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let progress = |done: usize, total: usize| {
         if terminal {
@@ -397,6 +369,23 @@ fn scan(
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// The read-only engine of the CLI commands and a runtime to drive it, or the exit code after
+/// saying what is wrong.
+fn read_only_engine(settings: Settings) -> Result<(Engine, tokio::runtime::Runtime), ExitCode> {
+    let azure = Azure::new(&settings, |name| std::env::var(name).ok()).map_err(|error| {
+        eprintln!("cmk-guard: cannot set up Azure access: {error}");
+        ExitCode::from(2)
+    })?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| {
+            eprintln!("cmk-guard: cannot start the runtime: {error}");
+            ExitCode::FAILURE
+        })?;
+    Ok((Engine::new(settings, azure), runtime))
 }
 
 fn read_input(path: &PathBuf) -> std::io::Result<Vec<u8>> {

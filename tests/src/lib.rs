@@ -140,6 +140,12 @@ impl Handler {
         let sim = Sim::start(tenant, SimOptions::default())
             .await
             .expect("start azure-sim");
+        Self::launch(sim, env).await
+    }
+
+    /// Starts the binary pointed at an already running simulator (for tests that need the
+    /// simulator's certificate or ports before the handler starts).
+    pub async fn launch(sim: Sim, env: &[(&str, &str)]) -> Handler {
         let mut all: Vec<(String, String)> = sim.handler_env();
         // Each handler gets its own state unless the test shares one on purpose.
         let state =

@@ -400,3 +400,190 @@ async fn two_instances_sharing_blob_state_send_one_card_for_twenty_deliveries() 
     assert!(pending.is_empty(), "every delivery eventually succeeded");
     assert_eq!(sink.received("teams").len(), 1, "exactly one Teams card");
 }
+
+/// A real SMTP server (aiosmtpd: STARTTLS required, AUTH) presenting the simulator's
+/// certificate for `localhost`, which the handler trusts through `CMKGUARD_CA_BUNDLE`.
+struct Smtp {
+    child: tokio::process::Child,
+    port: u16,
+    maildir: std::path::PathBuf,
+}
+
+impl Smtp {
+    async fn start(tls_dir: &std::path::Path) -> Smtp {
+        let python = cmk_guard_blackbox::repo_root().join(".tools/venv/bin/python");
+        assert!(
+            python.is_file(),
+            "aiosmtpd is not installed: run scripts/test-tools"
+        );
+        let maildir = std::env::temp_dir().join(format!("cmk-guard-mail-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&maildir).expect("maildir");
+        let port = cmk_guard_blackbox::free_port();
+        let mut child = tokio::process::Command::new(python)
+            .arg(cmk_guard_blackbox::repo_root().join("handler/tests/support/smtp_server.py"))
+            .args(["--port", &port.to_string(), "--maildir"])
+            .arg(&maildir)
+            .arg("--cert")
+            .arg(tls_dir.join("server.pem"))
+            .arg("--key")
+            .arg(tls_dir.join("server.key"))
+            .args(["--user", "alerts", "--password", "Sm7pPassw0rd"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start aiosmtpd");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+        let ready =
+            tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line()).await;
+        assert!(
+            matches!(ready, Ok(Ok(Some(ref line))) if line == "ready"),
+            "aiosmtpd did not start: {ready:?}"
+        );
+        Smtp {
+            child,
+            port,
+            maildir,
+        }
+    }
+
+    fn received(&self) -> Vec<Value> {
+        let mut records: Vec<_> = std::fs::read_dir(&self.maildir)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        records.sort();
+        records
+            .iter()
+            .filter_map(|p| std::fs::read(p).ok())
+            .filter_map(|b| serde_json::from_slice(&b).ok())
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn alerts_reach_email_over_starttls_through_the_binary() {
+    let tls_dir = std::env::temp_dir().join(format!("cmk-guard-sim-tls-{}", uuid::Uuid::new_v4()));
+    let options = azure_sim::SimOptions {
+        tls_out: Some(tls_dir.clone()),
+        ..azure_sim::SimOptions::default()
+    };
+    let sim = azure_sim::Sim::start(tenant(), options).await.expect("sim");
+    let smtp = Smtp::start(&tls_dir).await;
+    let smtp_url = format!("smtp://alerts:Sm7pPassw0rd@localhost:{}", smtp.port);
+    let policy =
+        std::env::temp_dir().join(format!("cmk-guard-email-{}.toml", uuid::Uuid::new_v4()));
+    std::fs::write(&policy, "[notify]\nemail = [\"critical\", \"high\"]\n").expect("policy");
+    let policy = policy.to_string_lossy().into_owned();
+    let handler = Handler::launch(
+        sim,
+        &[
+            ("CMKGUARD_MODE", "alert"),
+            ("CMKGUARD_POLICY_FILE", &policy),
+            ("CMKGUARD_SMTP_URL", &smtp_url),
+            ("CMKGUARD_EMAIL_FROM", "cmk-guard@contoso.example"),
+            ("CMKGUARD_EMAIL_TO", "ml-platform@contoso.example"),
+        ],
+    )
+    .await;
+    let reply = handler
+        .deliver(
+            "OnSubscriptionEvent",
+            "event",
+            &[workspace_write(SUB, "ws-purge")],
+        )
+        .await
+        .remove(0);
+    assert!(
+        actions(&reply, "notify")
+            .iter()
+            .any(|a| a["target"] == "email" && a["result"] == "sent"),
+        "{:?}",
+        reply.body
+    );
+    let mail = smtp.received();
+    assert_eq!(mail.len(), 1, "{mail:?}");
+    assert_eq!(mail[0]["tls"], true, "sent after STARTTLS");
+    assert_eq!(mail[0]["authenticated"], true);
+    assert_eq!(mail[0]["rcpt_tos"], json!(["ml-platform@contoso.example"]));
+    let parts: Vec<&str> = mail[0]["parts"]
+        .as_array()
+        .map(|p| {
+            p.iter()
+                .filter_map(|p| p["content_type"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(parts, ["text/plain", "text/html"]);
+    assert!(mail[0].to_string().contains("vault.purge-protection"));
+    assert!(
+        !handler
+            .stdout
+            .snapshot()
+            .join("\n")
+            .contains("Sm7pPassw0rd"),
+        "the SMTP password is never logged"
+    );
+    drop(smtp.child);
+}
+
+#[tokio::test]
+async fn evaluate_applies_only_when_asked_and_only_in_remediate_mode() {
+    let policy = policy_file();
+    let body = |apply: bool| {
+        json!({"resource": workspace_id(SUB, "ws-purge"), "apply": apply})
+            .to_string()
+            .into_bytes()
+    };
+    let alerting = Handler::start_with(
+        tenant(),
+        &[
+            ("CMKGUARD_MODE", "alert"),
+            ("CMKGUARD_POLICY_FILE", &policy),
+        ],
+    )
+    .await;
+    let refused = alerting.post_chunked("/api/evaluate", body(true)).await;
+    assert_eq!(refused.status, 400);
+    assert!(
+        refused.body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("CMKGUARD_MODE=remediate")
+    );
+
+    let remediating = Handler::start_with(
+        tenant(),
+        &[
+            ("CMKGUARD_MODE", "remediate"),
+            ("CMKGUARD_POLICY_FILE", &policy),
+        ],
+    )
+    .await;
+    let read_only = remediating.post_chunked("/api/evaluate", body(false)).await;
+    assert_eq!(read_only.status, 200);
+    assert_eq!(
+        read_only.body["actions"],
+        json!([]),
+        "without apply nothing is done"
+    );
+    assert!(writes(&remediating).is_empty());
+    let applied = remediating.post_chunked("/api/evaluate", body(true)).await;
+    assert_eq!(applied.status, 200, "{:?}", applied.body);
+    let remediations: Vec<&Value> = applied.body["actions"]
+        .as_array()
+        .map(|a| a.iter().filter(|a| a["kind"] == "remediate").collect())
+        .unwrap_or_default();
+    assert!(
+        remediations
+            .iter()
+            .any(|a| a["rule"] == "vault.purge-protection" && a["result"] == "applied"),
+        "{remediations:?}"
+    );
+    assert_eq!(writes(&remediating).len(), 1, "{:?}", writes(&remediating));
+}

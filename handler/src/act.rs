@@ -67,6 +67,12 @@ pub struct Evaluated<'a> {
 }
 
 impl Actor {
+    /// A lease owner unique to one invocation of this instance: leases held by one invocation
+    /// must stop concurrent invocations of the same instance too.
+    pub fn owner(&self) -> String {
+        format!("{}/{}", self.instance, uuid::Uuid::new_v4())
+    }
+
     /// Plans and acts on every evaluated workspace; adds actions to the outcome and updates its
     /// findings (a verified remediation resolves them). Store failures are returned: the
     /// invocation then fails and is delivered again.
@@ -202,6 +208,7 @@ impl Actor {
     }
 
     /// Remediates (or, in `alert` mode, describes the remediation of) one step.
+    #[tracing::instrument(name = "remediation", level = "info", skip_all, fields(rule = %step.finding.rule))]
     async fn remediation(
         &self,
         step: &Step,
@@ -236,12 +243,13 @@ impl Actor {
         if !step.remediate {
             return Ok(None);
         }
+        let owner = self.owner();
         let store = &self.store;
         if !store
             .claim_remediation(
                 &finding.resource,
                 &finding.rule,
-                &self.instance,
+                &owner,
                 inputs.now,
                 REMEDIATION_LEASE,
             )
@@ -269,7 +277,7 @@ impl Actor {
             })
             .await;
         store
-            .release_remediation(&finding.resource, &finding.rule, &self.instance)
+            .release_remediation(&finding.resource, &finding.rule, &owner)
             .await?;
         recorded?;
         Ok(Some(attempt.action))
@@ -412,6 +420,7 @@ impl Actor {
     }
 
     /// Sends one stored message and records the result in the outbox.
+    #[tracing::instrument(name = "notification", level = "info", skip_all, fields(rule = %rule, channel = tracing::field::Empty, result = tracing::field::Empty))]
     async fn deliver(
         &self,
         id: &str,
@@ -427,7 +436,11 @@ impl Actor {
                 .reschedule_notification(id, now + OUTBOX_RETRY, reason)
                 .await?;
         }
-        Ok(delivery.action(rule))
+        let action = delivery.action(rule);
+        let span = tracing::Span::current();
+        span.record("channel", action.target.as_str());
+        span.record("result", crate::telemetry::label(&action.result).as_str());
+        Ok(action)
     }
 
     /// Retries what earlier invocations could not send.

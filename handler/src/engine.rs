@@ -161,8 +161,11 @@ impl Engine {
         }
         let now = time::OffsetDateTime::now_utc();
         let lease_key = format!("event/{id}");
+        // One owner per invocation: concurrent deliveries to the same instance must not
+        // "renew" each other's lease.
+        let owner = actor.owner();
         match store
-            .claim_remediation(&lease_key, "intake", &actor.instance, now, EVENT_LEASE)
+            .claim_remediation(&lease_key, "intake", &owner, now, EVENT_LEASE)
             .await
         {
             Ok(true) => {}
@@ -183,7 +186,7 @@ impl Engine {
             Err(_) => Ok(()),
         };
         let released = store
-            .release_remediation(&lease_key, "intake", &actor.instance)
+            .release_remediation(&lease_key, "intake", &owner)
             .await;
         match (result, finished.and(released)) {
             (Ok(outcome), Err(error)) => Err(transient(outcome, error)),

@@ -561,7 +561,6 @@ async fn duplicates_racing_across_two_instances_sharing_a_sqlite_file_remediate_
 }
 
 #[tokio::test]
-#[ignore = "known defect: leases are owned by the process, so concurrent deliveries of one event to the same instance all run (10 evaluations, 3 vault PATCHes seen); un-ignore when fixed"]
 async fn twenty_concurrent_deliveries_to_two_instances_sharing_a_sqlite_file_remediate_and_alert_once()
  {
     let (a, b, sink) = two_instances_sharing_sqlite().await;

@@ -170,7 +170,7 @@ fn check_policy(file: &Path) -> ExitCode {
 }
 
 fn serve(settings: Settings, port: Option<u16>) -> ExitCode {
-    init_logging(true);
+    let _telemetry = init_logging(true);
     let port = match port
         .map(Ok)
         .unwrap_or_else(|| settings::listen_port(|n| std::env::var(n).ok()))
@@ -234,7 +234,7 @@ fn evaluate(
     resource: Option<String>,
     format: Format,
 ) -> ExitCode {
-    init_logging(false);
+    let _telemetry = init_logging(false);
     let (engine, runtime) = match read_only_engine(settings) {
         Ok(pair) => pair,
         Err(code) => return code,
@@ -313,7 +313,7 @@ fn scan(
     format: Format,
     fail_on: Option<SeverityArg>,
 ) -> ExitCode {
-    init_logging(false);
+    let _telemetry = init_logging(false);
     let subscriptions: Vec<SubscriptionId> = match subscriptions
         .iter()
         .map(|s| SubscriptionId::parse(s))
@@ -398,18 +398,8 @@ fn read_input(path: &PathBuf) -> std::io::Result<Vec<u8>> {
     Ok(buffer)
 }
 
-/// JSON lines on stdout for the host to collect; readable lines on stderr for the CLI.
-fn init_logging(json: bool) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("CMKGUARD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = if json {
-        builder
-            .json()
-            .with_current_span(false)
-            .with_writer(std::io::stdout)
-            .try_init()
-    } else {
-        builder.compact().with_writer(std::io::stderr).try_init()
-    };
+/// JSON lines on stdout for the host to collect; readable lines on stderr for the CLI; OTLP
+/// export when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (flushed when the returned value drops).
+fn init_logging(json: bool) -> crate::telemetry::Telemetry {
+    crate::telemetry::init(json)
 }

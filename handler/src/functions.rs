@@ -108,6 +108,7 @@ pub async fn invoke(
 }
 
 fn host_reply(status: u16, outcome: Outcome, logs: Vec<String>) -> Reply {
+    crate::telemetry::record_outcome(&outcome);
     let return_value = serde_json::to_value(&outcome).unwrap_or(Value::Null);
     let response = HostResponse {
         outputs: Map::new(),
@@ -241,8 +242,12 @@ impl EvaluateReply {
 pub async fn evaluate_http(engine: &Engine, body: &[u8], request_id: &str) -> (u16, EvaluateReply) {
     let deadline = Instant::now() + EVENT_BUDGET;
     match engine.evaluate_request(body, request_id, deadline).await {
-        Ok(Ok(outcome)) => (200, EvaluateReply::Outcome(Box::new(outcome))),
+        Ok(Ok(outcome)) => {
+            crate::telemetry::record_outcome(&outcome);
+            (200, EvaluateReply::Outcome(Box::new(outcome)))
+        }
         Ok(Err(Transient { outcome, reason })) => {
+            crate::telemetry::record_outcome(&outcome);
             (503, EvaluateReply::Unavailable(Box::new(outcome), reason))
         }
         Err(rejection) => (400, EvaluateReply::BadRequest(rejection.to_string())),

@@ -25,6 +25,7 @@
 //! - [`ids`]: ARM resource ids, key URLs and subscription ids, parsed once at the edge.
 //! - [`notify`]: alerts: Teams cards, email (ACS or SMTP) and the webhook; rendering, routing
 //!   by severity, delivery with retries, secrets redacted.
+//! - [`telemetry`]: logging, and OpenTelemetry traces, metrics and logs over OTLP when configured.
 //! - [`settings`]: configuration from environment variables.
 //! - [`snapshot`]: what observe read about one workspace's CMK chain; the input of the rules.
 //! - [`state`]: the state all instances share (event claims, finding state, remediation
@@ -53,3 +54,4 @@ pub mod server;
 pub mod settings;
 pub mod snapshot;
 pub mod state;
+pub mod telemetry;

@@ -12,9 +12,11 @@ use actix_web::web::{self, Bytes, BytesMut};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 use crate::engine::Engine;
 use crate::functions::{self, FUNCTIONS};
+use crate::telemetry;
 
 /// Event Grid refuses events over 1 MiB; the host envelope repeats `data` under `Metadata`.
 pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
@@ -89,19 +91,32 @@ async fn invoke(
     };
     let invocation_id = invocation_id(&request);
     let started = Instant::now();
-    let reply = functions::invoke(&engine, function, &body, &invocation_id).await;
+    let span = telemetry::invocation_span(
+        function.name,
+        telemetry::faas_trigger(function.trigger),
+        &invocation_id,
+        request.headers(),
+    );
+    let reply = functions::invoke(&engine, function, &body, &invocation_id)
+        .instrument(span.clone())
+        .await;
     let disposition = reply
         .body
         .pointer("/ReturnValue/disposition")
         .and_then(Value::as_str)
         .unwrap_or("-");
-    tracing::info!(
-        message = "Invocation handled.",
-        function = function.name,
-        invocation_id = %invocation_id,
-        disposition,
-        elapsed_us = started.elapsed().as_micros() as u64
-    );
+    span.record("cmkguard.disposition", disposition);
+    span.record("http.response.status_code", reply.status);
+    telemetry::record_invocation(function.name, disposition);
+    span.in_scope(|| {
+        tracing::info!(
+            message = "Invocation handled.",
+            function = function.name,
+            invocation_id = %invocation_id,
+            disposition,
+            elapsed_us = started.elapsed().as_micros() as u64
+        );
+    });
     json_response(
         StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK),
         &reply.body,
@@ -117,7 +132,21 @@ async fn evaluate(
         Ok(body) => body,
         Err(response) => return response,
     };
-    let (status, reply) = functions::evaluate_http(&engine, &body, &invocation_id(&request)).await;
+    let invocation_id = invocation_id(&request);
+    let span = telemetry::invocation_span("Evaluate", "http", &invocation_id, request.headers());
+    let (status, reply) = functions::evaluate_http(&engine, &body, &invocation_id)
+        .instrument(span.clone())
+        .await;
+    let disposition = match &reply {
+        functions::EvaluateReply::Outcome(outcome)
+        | functions::EvaluateReply::Unavailable(outcome, _) => {
+            telemetry::disposition(outcome.disposition)
+        }
+        functions::EvaluateReply::BadRequest(_) => "rejected",
+    };
+    span.record("cmkguard.disposition", disposition);
+    span.record("http.response.status_code", status);
+    telemetry::record_invocation("Evaluate", disposition);
     json_response(
         StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
         &reply.to_json(),

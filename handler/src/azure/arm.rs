@@ -137,6 +137,8 @@ impl ArmClient {
             }),
             Arc::new(BearerTokenAuthorizationPolicy::new(credential, vec![scope])),
             Arc::new(super::ratelimit::RateLimitPolicy { limiter }),
+            // Last, so the span and the duration cover the HTTP exchange only.
+            Arc::new(crate::telemetry::AzureTelemetryPolicy { service: "arm" }),
         ];
         let pipeline = Pipeline::new(
             Some("cmk-guard"),

@@ -76,6 +76,9 @@ impl KeyVaultClients {
             api_version: KEYVAULT_API_VERSION.to_owned(),
             client_options: ClientOptions {
                 transport: Some(self.transport.clone()),
+                per_try_policies: vec![Arc::new(crate::telemetry::AzureTelemetryPolicy {
+                    service: "keyvault",
+                })],
                 ..ClientOptions::default()
             },
             verify_challenge_resource: Some(true),

@@ -76,9 +76,11 @@ impl<V: Clone> ReadCache<V> {
         });
         if let Some(slot) = fresh {
             self.hits.fetch_add(1, Ordering::Relaxed);
+            crate::telemetry::record_cache_lookup(true);
             return slot.clone();
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
+        crate::telemetry::record_cache_lookup(false);
         let slot = Arc::new(Slot {
             cell: OnceCell::new(),
             started: time::OffsetDateTime::now_utc(),

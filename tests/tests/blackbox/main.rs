@@ -12,3 +12,4 @@ mod reliability;
 mod scan;
 mod scenarios;
 mod sweep;
+mod telemetry;

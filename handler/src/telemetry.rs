@@ -1,0 +1,582 @@
+//! Telemetry: `tracing` everywhere; log lines always go to stdout (JSON lines, for the
+//! Functions host) or stderr (readable, for the CLI). OpenTelemetry traces, metrics and logs
+//! are exported over OTLP (HTTP/protobuf) only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set; the
+//! SDK reads the other standard `OTEL_*` variables itself (signal endpoints, headers, batch
+//! delays, export interval, sampler, resource attributes).
+//!
+//! Naming scheme (STYLE.md): metrics are `cmkguard_<noun>_total{labels}` counters and
+//! `cmkguard_<noun>_seconds` histograms; labels carry only low-cardinality, non-secret values
+//! (rule ids, severities, results, channel names, method + URL template). Span attributes follow
+//! the OpenTelemetry semantic conventions (`faas.*`, `http.*`, `url.*`). No URL is recorded with
+//! its query string, so no SAS signature, webhook `sig=` or token can reach an attribute.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use azure_core::http::policies::{Policy, PolicyResult};
+use azure_core::http::{Context, Request};
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Histogram};
+use opentelemetry::propagation::Extractor;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::logs::SdkLoggerProvider;
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::Instrument;
+use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::outcome::{ActionKind, FindingState, Outcome};
+
+/// The variable that switches OTLP export on.
+pub const ENDPOINT_VARIABLE: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+/// The instrumentation scope and default `service.name`.
+pub const SERVICE_NAME: &str = "cmk-guard";
+/// How long one OTLP export may take.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The installed OpenTelemetry providers; dropping it flushes and shuts them down.
+#[derive(Default)]
+pub struct Telemetry {
+    traces: Option<SdkTracerProvider>,
+    metrics: Option<SdkMeterProvider>,
+    logs: Option<SdkLoggerProvider>,
+}
+
+impl Telemetry {
+    /// Whether OTLP export is on.
+    pub fn exporting(&self) -> bool {
+        self.traces.is_some()
+    }
+
+    /// Exports what is buffered and stops the exporters (after the server has stopped).
+    pub fn shutdown(&mut self) {
+        if let Some(traces) = self.traces.take() {
+            let _ = traces.force_flush();
+            let _ = traces.shutdown();
+        }
+        if let Some(metrics) = self.metrics.take() {
+            let _ = metrics.force_flush();
+            let _ = metrics.shutdown();
+        }
+        if let Some(logs) = self.logs.take() {
+            let _ = logs.force_flush();
+            let _ = logs.shutdown();
+        }
+    }
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Sets up logging (JSON lines on stdout when `json`, else compact lines on stderr) and, when
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` is set, OTLP export of traces, metrics and logs. Call once,
+/// outside any async runtime. A failed exporter setup is reported on stderr and leaves logging on.
+pub fn init(json: bool) -> Telemetry {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("CMKGUARD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt::layer();
+    let fmt_layer = if json {
+        builder
+            .json()
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_writer(std::io::stdout)
+            .boxed()
+    } else {
+        builder.compact().with_writer(std::io::stderr).boxed()
+    };
+    let mut telemetry = Telemetry::default();
+    let export = enabled(|name| std::env::var(name).ok());
+    let (trace_layer, log_layer) = if export {
+        match providers() {
+            Ok((traces, metrics, logs)) => {
+                let tracer = traces.tracer(SERVICE_NAME);
+                opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+                opentelemetry::global::set_tracer_provider(traces.clone());
+                opentelemetry::global::set_meter_provider(metrics.clone());
+                let trace_layer = tracing_opentelemetry::layer().with_tracer(tracer);
+                let log_layer =
+                    opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(&logs)
+                        .with_filter(tracing_subscriber::filter::filter_fn(|m| {
+                            !is_exporter_target(m.target())
+                        }));
+                telemetry = Telemetry {
+                    traces: Some(traces),
+                    metrics: Some(metrics),
+                    logs: Some(logs),
+                };
+                (Some(trace_layer), Some(log_layer))
+            }
+            Err(error) => {
+                eprintln!("cmk-guard: OpenTelemetry export is off: {error}");
+                (None, None)
+            }
+        }
+    } else {
+        (None, None)
+    };
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt_layer)
+        .with(trace_layer)
+        .with(log_layer)
+        .try_init();
+    telemetry
+}
+
+/// Whether OTLP export is configured (an endpoint, and the SDK not disabled).
+pub fn enabled(lookup: impl Fn(&str) -> Option<String>) -> bool {
+    let disabled =
+        lookup("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    !disabled && lookup(ENDPOINT_VARIABLE).is_some_and(|v| !v.trim().is_empty())
+}
+
+/// Events of the exporter's own HTTP stack must not be exported again (a feedback loop).
+fn is_exporter_target(target: &str) -> bool {
+    ["opentelemetry", "hyper", "reqwest", "h2", "tower", "rustls"]
+        .iter()
+        .any(|prefix| target.starts_with(prefix))
+}
+
+type Providers = (SdkTracerProvider, SdkMeterProvider, SdkLoggerProvider);
+
+fn providers() -> Result<Providers, String> {
+    use opentelemetry_otlp::{LogExporter, MetricExporter, Protocol, SpanExporter};
+    use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+    let client = http_client()?;
+    let resource = resource(|name| std::env::var(name).ok());
+    let spans = SpanExporter::builder()
+        .with_http()
+        .with_protocol(Protocol::HttpBinary)
+        .with_http_client(client.clone())
+        .build()
+        .map_err(|e| format!("trace exporter: {e}"))?;
+    let metrics = MetricExporter::builder()
+        .with_http()
+        .with_protocol(Protocol::HttpBinary)
+        .with_http_client(client.clone())
+        .build()
+        .map_err(|e| format!("metric exporter: {e}"))?;
+    let logs = LogExporter::builder()
+        .with_http()
+        .with_protocol(Protocol::HttpBinary)
+        .with_http_client(client)
+        .build()
+        .map_err(|e| format!("log exporter: {e}"))?;
+    let traces = SdkTracerProvider::builder()
+        .with_batch_exporter(spans)
+        .with_resource(resource.clone())
+        .build();
+    let metrics = SdkMeterProvider::builder()
+        .with_reader(PeriodicReader::builder(metrics).build())
+        .with_resource(resource.clone())
+        .build();
+    let logs = SdkLoggerProvider::builder()
+        .with_batch_exporter(logs)
+        .with_resource(resource)
+        .build();
+    Ok((traces, metrics, logs))
+}
+
+/// A blocking client (the SDK exports from its own threads) on rustls with ring and Mozilla's
+/// roots; built outside any async runtime.
+fn http_client() -> Result<reqwest::blocking::Client, String> {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup failed: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    reqwest::blocking::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .timeout(EXPORT_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("cmk-guard/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| format!("HTTP client setup failed: {e}"))
+}
+
+/// `service.*`, `cloud.*` and `faas.*` resource attributes; `OTEL_SERVICE_NAME` and
+/// `OTEL_RESOURCE_ATTRIBUTES` are read by the SDK and win for `service.name`.
+pub fn resource(lookup: impl Fn(&str) -> Option<String>) -> Resource {
+    let mut attributes = vec![
+        KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+        KeyValue::new("cloud.provider", "azure"),
+    ];
+    if lookup("FUNCTIONS_CUSTOMHANDLER_PORT").is_some() || lookup("WEBSITE_SITE_NAME").is_some() {
+        attributes.push(KeyValue::new("cloud.platform", "azure_functions"));
+    }
+    for (variable, key) in [
+        ("REGION_NAME", "cloud.region"),
+        ("WEBSITE_SITE_NAME", "service.namespace"),
+        ("WEBSITE_INSTANCE_ID", "faas.instance"),
+        ("WEBSITE_MEMORY_LIMIT_MB", "faas.max_memory"),
+    ] {
+        if let Some(value) = lookup(variable).filter(|v| !v.is_empty()) {
+            attributes.push(KeyValue::new(key, value));
+        }
+    }
+    let builder = Resource::builder().with_attributes(attributes);
+    if lookup("OTEL_SERVICE_NAME").is_some() {
+        builder.build()
+    } else {
+        builder.with_service_name(SERVICE_NAME).build()
+    }
+}
+
+/// The `faas.trigger` of a function: `pubsub` (Event Grid), `timer` or `http`.
+pub fn faas_trigger(trigger: crate::functions::TriggerType) -> &'static str {
+    match trigger {
+        crate::functions::TriggerType::EventGrid => "pubsub",
+        crate::functions::TriggerType::Timer => "timer",
+        crate::functions::TriggerType::Http => "http",
+    }
+}
+
+/// The span of one invocation, continuing the caller's W3C `traceparent`/`tracestate` when
+/// `headers` carries one. The disposition is recorded later (`cmkguard.disposition`).
+pub fn invocation_span(
+    function: &str,
+    trigger: &'static str,
+    invocation_id: &str,
+    headers: &actix_web::http::header::HeaderMap,
+) -> tracing::Span {
+    let span = tracing::info_span!(
+        "invocation",
+        otel.name = %function,
+        otel.kind = "server",
+        faas.name = %function,
+        faas.trigger = trigger,
+        faas.invocation_id = %invocation_id,
+        cmkguard.disposition = Empty,
+        http.response.status_code = Empty,
+    );
+    let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.extract(&HeaderExtractor(headers))
+    });
+    let _ = span.set_parent(parent);
+    span
+}
+
+struct HeaderExtractor<'a>(&'a actix_web::http::header::HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+/// The instruments, created on first use (after the meter provider is installed).
+struct Instruments {
+    invocations: Counter<u64>,
+    findings: Counter<u64>,
+    remediations: Counter<u64>,
+    notifications: Counter<u64>,
+    azure_requests: Counter<u64>,
+    azure_duration: Histogram<f64>,
+    cache_lookups: Counter<u64>,
+}
+
+fn instruments() -> &'static Instruments {
+    static INSTRUMENTS: OnceLock<Instruments> = OnceLock::new();
+    INSTRUMENTS.get_or_init(|| {
+        let meter = opentelemetry::global::meter(SERVICE_NAME);
+        Instruments {
+            invocations: meter
+                .u64_counter("cmkguard_invocations_total")
+                .with_description("Host invocations by function and disposition.")
+                .build(),
+            findings: meter
+                .u64_counter("cmkguard_findings_total")
+                .with_description("Open findings reported in outcomes, by rule and severity.")
+                .build(),
+            remediations: meter
+                .u64_counter("cmkguard_remediations_total")
+                .with_description("Remediation actions by rule and result.")
+                .build(),
+            notifications: meter
+                .u64_counter("cmkguard_notifications_total")
+                .with_description("Alert deliveries by channel and result.")
+                .build(),
+            azure_requests: meter
+                .u64_counter("cmkguard_azure_requests_total")
+                .with_description("Azure HTTP requests (each try) by operation and status.")
+                .build(),
+            azure_duration: meter
+                .f64_histogram("cmkguard_azure_request_duration_seconds")
+                .with_description("Azure HTTP request duration (each try).")
+                .with_unit("s")
+                .with_boundaries(vec![
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                ])
+                .build(),
+            cache_lookups: meter
+                .u64_counter("cmkguard_cache_lookups_total")
+                .with_description("Read-cache lookups by result (hit or miss).")
+                .build(),
+        }
+    })
+}
+
+/// The Outcome's name for a disposition.
+pub fn disposition(disposition: crate::outcome::Disposition) -> &'static str {
+    use crate::outcome::Disposition;
+    match disposition {
+        Disposition::Evaluated => "evaluated",
+        Disposition::Ignored => "ignored",
+        Disposition::Duplicate => "duplicate",
+        Disposition::Rejected => "rejected",
+    }
+}
+
+/// Counts one invocation.
+pub fn record_invocation(function: &str, disposition: &str) {
+    instruments().invocations.add(
+        1,
+        &[
+            KeyValue::new("function", function.to_owned()),
+            KeyValue::new("disposition", disposition.to_owned()),
+        ],
+    );
+}
+
+/// Counts an Outcome's open findings, remediations and notifications (one place for all).
+pub fn record_outcome(outcome: &Outcome) {
+    let instruments = instruments();
+    for finding in outcome
+        .findings
+        .iter()
+        .filter(|f| f.state == FindingState::Open)
+    {
+        instruments.findings.add(
+            1,
+            &[
+                KeyValue::new("rule", finding.rule.clone()),
+                KeyValue::new("severity", label(&finding.severity)),
+            ],
+        );
+    }
+    for action in &outcome.actions {
+        let result = KeyValue::new("result", label(&action.result));
+        match action.kind {
+            ActionKind::Remediate => instruments
+                .remediations
+                .add(1, &[KeyValue::new("rule", action.rule.clone()), result]),
+            ActionKind::Notify => instruments.notifications.add(
+                1,
+                &[KeyValue::new("channel", action.target.clone()), result],
+            ),
+        }
+    }
+}
+
+/// The serialized (lower-case) name of an Outcome enum value.
+pub fn label<T: serde::Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(text)) => text,
+        _ => "unknown".to_owned(),
+    }
+}
+
+/// Counts one read-cache lookup.
+pub fn record_cache_lookup(hit: bool) {
+    instruments().cache_lookups.add(
+        1,
+        &[KeyValue::new("result", if hit { "hit" } else { "miss" })],
+    );
+}
+
+/// A per-try pipeline policy: one client span per Azure HTTP request (method, URL without
+/// query, URL template, status, `x-ms-request-id`) and the request counter and duration.
+#[derive(Debug)]
+pub struct AzureTelemetryPolicy {
+    /// `arm` or `keyvault`: how paths are turned into templates.
+    pub service: &'static str,
+}
+
+#[async_trait]
+impl Policy for AzureTelemetryPolicy {
+    async fn send(
+        &self,
+        ctx: &Context,
+        request: &mut Request,
+        next: &[Arc<dyn Policy>],
+    ) -> PolicyResult {
+        let method = request.method().to_string().to_ascii_uppercase();
+        let url = request.url();
+        let template = url_template(self.service, url.path());
+        let operation = format!("{method} {template}");
+        let host = url.host_str().unwrap_or_default().to_owned();
+        let span = tracing::info_span!(
+            "azure.request",
+            otel.name = %operation,
+            otel.kind = "client",
+            otel.status_code = Empty,
+            http.request.method = %method,
+            url.full = %format!("{}://{}{}", url.scheme(), url.authority(), url.path()),
+            url.template = %template,
+            server.address = %host,
+            server.port = url.port_or_known_default().unwrap_or_default(),
+            azure.service = self.service,
+            http.response.status_code = Empty,
+            az.service_request_id = Empty,
+            error.type = Empty,
+        );
+        let started = Instant::now();
+        let result = next[0]
+            .send(ctx, request, &next[1..])
+            .instrument(span.clone())
+            .await;
+        let status = match &result {
+            Ok(response) => {
+                let status = u16::from(response.status());
+                span.record("http.response.status_code", status);
+                if let Some(id) = response.headers().get_optional_str(
+                    &azure_core::http::headers::HeaderName::from_static("x-ms-request-id"),
+                ) {
+                    span.record("az.service_request_id", id);
+                }
+                if status >= 400 {
+                    span.record("error.type", status.to_string());
+                    span.record("otel.status_code", "ERROR");
+                }
+                status.to_string()
+            }
+            Err(error) => {
+                let kind = format!("{:?}", error.kind());
+                span.record("error.type", kind.as_str());
+                span.record("otel.status_code", "ERROR");
+                "error".to_owned()
+            }
+        };
+        let instruments = instruments();
+        let labels = [
+            KeyValue::new("operation", operation),
+            KeyValue::new("status", status),
+        ];
+        instruments.azure_requests.add(1, &labels);
+        instruments
+            .azure_duration
+            .record(started.elapsed().as_secs_f64(), &labels);
+        result
+    }
+}
+
+/// The path with names and ids replaced by placeholders: ARM paths keep the literal segments
+/// (`subscriptions`, `resourceGroups`, `providers`, namespaces, resource types);
+/// Key Vault data-plane paths keep only the collection and action words.
+pub fn url_template(service: &str, path: &str) -> String {
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let mut out = Vec::with_capacity(segments.len());
+    if service == "keyvault" {
+        const WORDS: &[&str] = &[
+            "keys",
+            "rotationpolicy",
+            "rotate",
+            "versions",
+            "create",
+            "secrets",
+        ];
+        for segment in segments {
+            if WORDS.iter().any(|w| segment.eq_ignore_ascii_case(w)) {
+                out.push(segment.to_owned());
+            } else {
+                out.push("{name}".to_owned());
+            }
+        }
+    } else {
+        let mut iter = segments.into_iter();
+        let mut literal = true;
+        while let Some(segment) = iter.next() {
+            if segment.eq_ignore_ascii_case("providers") {
+                out.push(segment.to_owned());
+                if let Some(namespace) = iter.next() {
+                    out.push(namespace.to_owned());
+                }
+                literal = true;
+                continue;
+            }
+            if literal {
+                out.push(segment.to_owned());
+            } else {
+                out.push("{name}".to_owned());
+            }
+            literal = !literal;
+        }
+    }
+    format!("/{}", out.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_hide_names_and_keep_types() {
+        assert_eq!(
+            url_template(
+                "arm",
+                "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv1"
+            ),
+            "/subscriptions/{name}/resourceGroups/{name}/providers/Microsoft.KeyVault/vaults/{name}"
+        );
+        assert_eq!(
+            url_template("arm", "/providers/Microsoft.ResourceGraph/resources"),
+            "/providers/Microsoft.ResourceGraph/resources"
+        );
+        assert_eq!(
+            url_template(
+                "arm",
+                "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/w/providers/Microsoft.Authorization/roleAssignments"
+            ),
+            "/subscriptions/{name}/resourceGroups/{name}/providers/Microsoft.MachineLearningServices/workspaces/{name}/providers/Microsoft.Authorization/roleAssignments"
+        );
+        assert_eq!(
+            url_template("keyvault", "/keys/cmk/0123456789abcdef"),
+            "/keys/{name}/{name}"
+        );
+        assert_eq!(
+            url_template("keyvault", "/keys/cmk/rotationpolicy"),
+            "/keys/{name}/rotationpolicy"
+        );
+    }
+
+    #[test]
+    fn export_needs_an_endpoint_and_an_enabled_sdk() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        assert!(!enabled(env(&[])));
+        assert!(!enabled(env(&[(ENDPOINT_VARIABLE, " ")])));
+        assert!(enabled(env(&[(
+            ENDPOINT_VARIABLE,
+            "http://127.0.0.1:4318"
+        )])));
+        assert!(!enabled(env(&[
+            (ENDPOINT_VARIABLE, "http://127.0.0.1:4318"),
+            ("OTEL_SDK_DISABLED", "true")
+        ])));
+    }
+}

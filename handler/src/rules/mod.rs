@@ -214,6 +214,8 @@ pub fn evaluate(context: &Context) -> Evaluation {
         exempted: Vec::new(),
     };
     for rule in RULES.iter().filter(|rule| policy.rule_enabled(rule.id)) {
+        // One span per rule evaluation, at debug level (CMKGUARD_LOG=debug exports them).
+        let _span = tracing::debug_span!("rule", rule = rule.id).entered();
         for mut check in (rule.check)(context) {
             let Status::Fail(own_severity) = check.status else {
                 evaluation.checks.push(check);

@@ -100,9 +100,16 @@ async fn invoke(
     let reply = functions::invoke(&engine, function, &body, &invocation_id)
         .instrument(span.clone())
         .await;
+    // `Evaluate` through the envelope answers in `Outputs.res` (a JSON string body).
+    let forwarded: Option<Value> = reply
+        .body
+        .pointer("/Outputs/res/body")
+        .and_then(Value::as_str)
+        .and_then(|text| serde_json::from_str(text).ok());
     let disposition = reply
         .body
         .pointer("/ReturnValue/disposition")
+        .or_else(|| forwarded.as_ref().and_then(|v| v.get("disposition")))
         .and_then(Value::as_str)
         .unwrap_or("-");
     span.record("cmkguard.disposition", disposition);

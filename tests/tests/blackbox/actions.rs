@@ -119,6 +119,19 @@ fn workspace_write(subscription: &str, name: &str) -> Value {
     })
 }
 
+/// The handler in `mode` with the remediation policy and a Teams sink.
+async fn start_acting(mode: &str) -> (Handler, Sink) {
+    let sink = Sink::start().await;
+    let teams = sink.url("teams");
+    let policy = policy_file();
+    let env = [
+        ("CMKGUARD_MODE", mode),
+        ("CMKGUARD_POLICY_FILE", &policy),
+        ("CMKGUARD_TEAMS_WEBHOOK_URL", &teams),
+    ];
+    (Handler::start_with(tenant(), &env).await, sink)
+}
+
 fn actions<'a>(reply: &'a Reply, kind: &str) -> Vec<&'a Value> {
     reply.outcome()["actions"]
         .as_array()
@@ -158,18 +171,7 @@ async fn read_only_findings(handler: &Handler, subscription: &str, name: &str) -
 
 #[tokio::test]
 async fn remediate_mode_applies_and_verifies_each_remediation() {
-    let sink = Sink::start().await;
-    let teams = sink.url("teams");
-    let policy = policy_file();
-    let handler = Handler::start_with(
-        tenant(),
-        &[
-            ("CMKGUARD_MODE", "remediate"),
-            ("CMKGUARD_POLICY_FILE", &policy),
-            ("CMKGUARD_TEAMS_WEBHOOK_URL", &teams),
-        ],
-    )
-    .await;
+    let (handler, sink) = start_acting("remediate").await;
     for (subscription, name, rule) in [
         (SUB, "ws-purge", "vault.purge-protection"),
         (SUB, "ws-apaccess", "workspace.key-access"),
@@ -227,18 +229,7 @@ async fn remediate_mode_applies_and_verifies_each_remediation() {
 
 #[tokio::test]
 async fn alert_mode_alerts_and_plans_but_writes_nothing() {
-    let sink = Sink::start().await;
-    let teams = sink.url("teams");
-    let policy = policy_file();
-    let handler = Handler::start_with(
-        tenant(),
-        &[
-            ("CMKGUARD_MODE", "alert"),
-            ("CMKGUARD_POLICY_FILE", &policy),
-            ("CMKGUARD_TEAMS_WEBHOOK_URL", &teams),
-        ],
-    )
-    .await;
+    let (handler, sink) = start_acting("alert").await;
     let reply = handler
         .deliver(
             "OnSubscriptionEvent",
@@ -286,18 +277,7 @@ async fn alert_mode_alerts_and_plans_but_writes_nothing() {
 
 #[tokio::test]
 async fn the_write_event_of_our_own_remediation_causes_nothing() {
-    let sink = Sink::start().await;
-    let teams = sink.url("teams");
-    let policy = policy_file();
-    let handler = Handler::start_with(
-        tenant(),
-        &[
-            ("CMKGUARD_MODE", "remediate"),
-            ("CMKGUARD_POLICY_FILE", &policy),
-            ("CMKGUARD_TEAMS_WEBHOOK_URL", &teams),
-        ],
-    )
-    .await;
+    let (handler, sink) = start_acting("remediate").await;
     handler.sim.clear_events();
     let first = handler
         .deliver(

@@ -1,6 +1,7 @@
-//! The baseline of the irrelevant-event bar: a bare actix-web server that reads the request body
-//! and answers every invocation with one fixed JSON body, on the same runtime defaults as
-//! cmk-guard (actix-web, one worker per core, `127.0.0.1:$FUNCTIONS_CUSTOMHANDLER_PORT`).
+//! The baseline of the irrelevant-event bar: a bare actix-web server with cmk-guard's routes
+//! (`GET /`, `POST /{function}`) that reads the request body and answers with one fixed JSON
+//! body, on the same runtime defaults as cmk-guard (one worker per core,
+//! `127.0.0.1:$FUNCTIONS_CUSTOMHANDLER_PORT`). Everything cmk-guard spends beyond this is its own.
 
 use actix_web::{App, HttpResponse, HttpServer, web};
 
@@ -22,7 +23,8 @@ fn main() -> std::io::Result<()> {
         HttpServer::new(|| {
             App::new()
                 .app_data(web::PayloadConfig::new(2 * 1024 * 1024))
-                .default_service(web::to(fixed))
+                .route("/", web::get().to(fixed))
+                .route("/{function}", web::post().to(fixed))
         })
         .bind(("127.0.0.1", port))?
         .run(),

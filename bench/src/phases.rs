@@ -576,6 +576,10 @@ pub async fn burst(setup: &Setup) -> Section {
 /// One `cmk-guard scan` of `workspaces` workspaces with `latency` on every Azure call.
 struct SweepRun {
     seconds: f64,
+    /// CPU seconds cmk-guard spent.
+    handler_cpu: f64,
+    /// CPU seconds this process (the simulator, mostly) spent meanwhile.
+    sim_cpu: f64,
     peak: usize,
     reads: u64,
     scanned: usize,
@@ -604,12 +608,16 @@ async fn sweep_run(
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(std::process::Stdio::null());
+    let children_before = procfs::children_cpu_seconds().unwrap_or(0.0);
+    let own_before = procfs::cpu_seconds(std::process::id()).unwrap_or(0.0);
     let started = Instant::now();
     let output = command
         .output()
         .await
         .map_err(|e| format!("cmk-guard scan: {e}"))?;
     let seconds = started.elapsed().as_secs_f64();
+    let handler_cpu = procfs::children_cpu_seconds().unwrap_or(0.0) - children_before;
+    let sim_cpu = procfs::cpu_seconds(std::process::id()).unwrap_or(0.0) - own_before;
     let outcome: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
     let scanned = outcome["workspaces"].as_array().map_or(0, Vec::len);
     let visibility = outcome["findings"].as_array().map_or(0, |f| {
@@ -634,6 +642,8 @@ async fn sweep_run(
     sim.stop().await;
     Ok(SweepRun {
         seconds,
+        handler_cpu,
+        sim_cpu,
         peak,
         reads,
         scanned,
@@ -664,6 +674,8 @@ async fn sweep_function_run(
         "Data": {"timer": {"Schedule": {"AdjustForDST": true}, "ScheduleStatus": null, "IsPastDue": false}},
         "Metadata": {"sys": {"MethodName": "Sweep", "UtcNow": "2026-11-28T12:00:00.0131455Z", "RandGuid": uuid::Uuid::new_v4().to_string()}}
     });
+    let handler_before = procfs::cpu_seconds(handler.pid).unwrap_or(0.0);
+    let own_before = procfs::cpu_seconds(std::process::id()).unwrap_or(0.0);
     let started = Instant::now();
     let response = client
         .post(format!("{}/Sweep", handler.base_url()))
@@ -675,6 +687,8 @@ async fn sweep_function_run(
     let status = response.status().as_u16();
     let reply: Value = response.json().await.unwrap_or(Value::Null);
     let seconds = started.elapsed().as_secs_f64();
+    let handler_cpu = procfs::cpu_seconds(handler.pid).unwrap_or(0.0) - handler_before;
+    let sim_cpu = procfs::cpu_seconds(std::process::id()).unwrap_or(0.0) - own_before;
     let outcome = &reply["ReturnValue"];
     let filter = RecordFilter {
         reads_only: true,
@@ -682,6 +696,8 @@ async fn sweep_function_run(
     };
     let run = SweepRun {
         seconds,
+        handler_cpu,
+        sim_cpu,
         peak: sim.peak_rate(Duration::from_secs(1), &filter).peak,
         reads: sim.requests(&filter).len() as u64,
         scanned: outcome["workspaces"].as_array().map_or(0, Vec::len),
@@ -732,6 +748,18 @@ pub async fn sweep(setup: &Setup, workspaces: usize, rate: u32, small: usize) ->
         format!("{}/s", full.peak),
     );
     section.row("exit code", &full.exit);
+    section.row(
+        "CPU: cmk-guard scan / azure-sim (s)",
+        format!(
+            "{} / {}",
+            fixed(full.handler_cpu, 1),
+            fixed(full.sim_cpu, 1)
+        ),
+    );
+    section.row(
+        "cmk-guard CPU per Azure read (ms)",
+        fixed(full.handler_cpu * 1000.0 / full.reads.max(1) as f64, 3),
+    );
     let function = sweep_function_run(setup, workspaces, rate, latency).await;
     match &function {
         Ok(run) => {
@@ -744,6 +772,10 @@ pub async fn sweep(setup: &Setup, workspaces: usize, rate: u32, small: usize) ->
                 format!("{} / {}", run.scanned, run.visibility),
             );
             section.row("Sweep function: peak read rate", format!("{}/s", run.peak));
+            section.row(
+                "Sweep function: CPU cmk-guard / azure-sim (s)",
+                format!("{} / {}", fixed(run.handler_cpu, 1), fixed(run.sim_cpu, 1)),
+            );
             section.row("Sweep function: answer", &run.exit);
         }
         Err(error) => section.note(format!("Sweep function run failed: {error}")),

@@ -16,6 +16,17 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) / clock_ticks_per_second())
 }
 
+/// CPU time of this process's children that have been waited for, in seconds (`cutime +
+/// cstime` of `/proc/self/stat`): the cost of a command run to completion.
+pub fn children_cpu_seconds() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let after = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let cutime: f64 = fields.get(13)?.parse().ok()?;
+    let cstime: f64 = fields.get(14)?.parse().ok()?;
+    Some((cutime + cstime) / clock_ticks_per_second())
+}
+
 /// CPU time of `pid`'s live threads in nanoseconds, from `/proc/<pid>/task/*/schedstat`:
 /// precise enough for the CPU cost of one event.
 pub fn thread_cpu_ns(pid: u32) -> Option<u64> {

@@ -26,6 +26,9 @@ pub struct ReadCache<V> {
     slots: Mutex<HashMap<String, Arc<Slot<V>>>>,
     hits: AtomicU64,
     misses: AtomicU64,
+    /// Whether a fetched value may be reused; one that may not is still shared by the callers
+    /// waiting for it, then forgotten.
+    keep: fn(&V) -> bool,
 }
 
 impl<V: Clone> ReadCache<V> {
@@ -36,7 +39,14 @@ impl<V: Clone> ReadCache<V> {
             slots: Mutex::new(HashMap::new()),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            keep: |_| true,
         }
+    }
+
+    /// The same cache, reusing only the values `keep` accepts (a failed read must not answer
+    /// the next event: Azure may have recovered, and the event would fail again unasked).
+    pub fn keeping(self, keep: fn(&V) -> bool) -> Self {
+        Self { keep, ..self }
     }
 
     /// The cached value for `key`, or the value `fetch` produces; concurrent callers with the
@@ -50,9 +60,29 @@ impl<V: Clone> ReadCache<V> {
         let slot = self.slot(&key);
         let (_, value) = slot
             .cell
-            .get_or_init(|| async { (Instant::now(), fetch().await) })
+            .get_or_init(|| async {
+                let value = fetch().await;
+                (Instant::now(), value)
+            })
             .await;
+        if !(self.keep)(value) {
+            self.forget_slot(&key, &slot);
+        }
         value.clone()
+    }
+
+    /// Drops `key`'s entry if it is still `slot` (a newer read may have replaced it).
+    fn forget_slot(&self, key: &str, slot: &Arc<Slot<V>>) {
+        let mut slots = match self.slots.lock() {
+            Ok(slots) => slots,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if slots
+            .get(key)
+            .is_some_and(|current| Arc::ptr_eq(current, slot))
+        {
+            slots.remove(key);
+        }
     }
 
     fn slot(&self, key: &str) -> Arc<Slot<V>> {
@@ -161,6 +191,47 @@ mod tests {
         );
         tokio::time::advance(Duration::from_secs(2)).await;
         assert_eq!(cache.get_or_fetch("k", || async { 3 }).await, 3);
+    }
+
+    #[tokio::test]
+    async fn values_it_may_not_keep_are_shared_by_waiters_then_read_again() {
+        let cache = Arc::new(
+            ReadCache::<Result<u32, u32>>::new(Duration::from_secs(60)).keeping(Result::is_ok),
+        );
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..10)
+            .map(|_| {
+                let cache = cache.clone();
+                let fetches = fetches.clone();
+                tokio::spawn(async move {
+                    cache
+                        .get_or_fetch("k", || async {
+                            fetches.fetch_add(1, Ordering::SeqCst);
+                            tokio::task::yield_now().await;
+                            Err(503)
+                        })
+                        .await
+                })
+            })
+            .collect();
+        for task in tasks {
+            assert_eq!(task.await.unwrap(), Err(503));
+        }
+        assert_eq!(
+            fetches.load(Ordering::SeqCst),
+            1,
+            "the waiters shared the failure"
+        );
+        assert_eq!(
+            cache.get_or_fetch("k", || async { Ok(1) }).await,
+            Ok(1),
+            "asked again"
+        );
+        assert_eq!(
+            cache.get_or_fetch("k", || async { Ok(2) }).await,
+            Ok(1),
+            "success is kept"
+        );
     }
 
     #[tokio::test]

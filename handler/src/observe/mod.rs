@@ -46,7 +46,9 @@ impl Observer {
         Self {
             arm,
             keys,
-            cache: ReadCache::new(ttl),
+            // Not-found is an answer worth sharing; any other failure is asked again.
+            cache: ReadCache::new(ttl)
+                .keeping(|read| read.as_ref().err().is_none_or(AzureError::is_not_found)),
         }
     }
 

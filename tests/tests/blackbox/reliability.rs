@@ -288,6 +288,42 @@ async fn persistent_server_errors_fail_the_invocation_after_the_retries_and_the_
 }
 
 #[tokio::test]
+async fn a_redelivery_after_a_failed_read_asks_azure_again() {
+    // A failed read is not cached: the redelivery, as soon as Azure answers again, succeeds
+    // instead of repeating the failure it remembers. (A 503 with a long Retry-After fails at
+    // once, well inside the cache's lifetime.)
+    let cases = CALLS.iter().map(|call| async move {
+        let handler = Handler::start_with(tenant(), &[]).await;
+        let mut fault = Fault::on_operation(call).status(503);
+        fault.retry_after = Some(120);
+        handler.sim.add_fault(fault);
+        let event = key_near_expiry();
+        let first = handler
+            .deliver("OnKeyVaultEvent", "event", std::slice::from_ref(&event))
+            .await
+            .remove(0);
+        assert_eq!(first.status, 503, "{call}: {}", first.outcome());
+        handler.sim.clear_faults();
+        let again = handler
+            .deliver("OnKeyVaultEvent", "event", &[event])
+            .await
+            .remove(0);
+        assert_eq!(again.status, 200, "{call}: {}", again.outcome());
+        assert!(
+            rules(again.outcome()).contains(&FINDING.to_owned()),
+            "{call}: {}",
+            again.outcome()
+        );
+        assert_eq!(
+            statuses(&handler.sim, call),
+            vec![503, 200],
+            "{call}: read again"
+        );
+    });
+    futures_util::future::join_all(cases).await;
+}
+
+#[tokio::test]
 async fn timeouts_on_every_kind_of_call_fail_the_invocation_and_the_next_sweep_finds_everything() {
     // The call hangs past the invocation's 25 s budget: the handler stops waiting and fails.
     on_every_call(

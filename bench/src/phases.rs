@@ -415,10 +415,6 @@ pub async fn critical_path(setup: &Setup) -> Section {
         Err(error) => return Section::failed(&section.title, &error),
     };
     sim.add_fault(Fault::on_everything().latency(Duration::from_millis(latency_ms as u64)));
-    let handler = match Server::start(&setup.handler, &["serve"], &setup.handler_env(&sim, &[])) {
-        Ok(server) => server,
-        Err(error) => return Section::failed(&section.title, &error),
-    };
     let client = match load::client() {
         Ok(c) => c,
         Err(error) => return Section::failed(&section.title, &error),
@@ -436,6 +432,12 @@ pub async fn critical_path(setup: &Setup) -> Section {
             scenario::key_near_expiry(1, "cp-key"),
         ),
     ] {
+        // A fresh handler per event: nothing cached, not even what the other event read.
+        let handler = match Server::start(&setup.handler, &["serve"], &setup.handler_env(&sim, &[]))
+        {
+            Ok(server) => server,
+            Err(error) => return Section::failed(&section.title, &error),
+        };
         sim.reset_counters();
         let url = format!("{}/{function}", handler.base_url());
         let result = load::invoke(&client, &url, scenario::envelope(&event, function)).await;
@@ -473,7 +475,6 @@ pub async fn critical_path(setup: &Setup) -> Section {
         worst <= 2,
         format!("worst case {worst} rounds ({latency_ms} ms injected per call; the managed-identity token fetch is not counted)"),
     );
-    drop(handler);
     sim.stop().await;
     section
 }

@@ -33,7 +33,8 @@ pub const SCAN_EVENT_TYPE: &str = "cmk-guard.Scan";
 pub const SCAN_CONCURRENCY: usize = 32;
 
 /// Every ML workspace, in a stable order so paging and resuming are deterministic.
-const LIST_WORKSPACES: &str = "resources | where type =~ 'microsoft.machinelearningservices/workspaces' | project id | order by id asc";
+use resolve::ALL_WORKSPACES as LIST_WORKSPACES;
+use resolve::Found;
 
 /// The `event.type` of outcomes of on-demand checks.
 pub const EVALUATE_EVENT_TYPE: &str = "cmk-guard.Evaluate";
@@ -228,12 +229,11 @@ impl Engine {
                 return Ok(outcome);
             }
         };
-        outcome.workspaces = workspaces.iter().map(ToString::to_string).collect();
-        let snapshots: Vec<Snapshot> = join_all(
-            workspaces
-                .iter()
-                .map(|ws| self.observer.snapshot(ws, deadline)),
-        )
+        outcome.workspaces = workspaces.iter().map(|f| f.id.to_string()).collect();
+        let snapshots: Vec<Snapshot> = join_all(workspaces.iter().map(|found| {
+            self.observer
+                .snapshot_hinted(&found.id, found.hint.as_ref(), deadline)
+        }))
         .await;
         let transient: Vec<String> = snapshots
             .iter()
@@ -327,27 +327,31 @@ impl Engine {
         let allowed = self.settings.intake.subscriptions.as_deref();
         // Listing is not cut short by a small budget: without the list there is nothing to resume.
         let listing_deadline = budget_end.max(started + EVENT_BUDGET);
-        let listed =
-            match resolve::query_ids(&self.observer, LIST_WORKSPACES, allowed, listing_deadline)
-                .await
-            {
-                Ok(ids) => ids,
-                Err(error) => {
-                    return Err(transient(
-                        outcome,
-                        format!("listing the workspaces failed: {error}"),
-                    ));
-                }
-            };
-        let mut todo: Vec<ArmResourceId> = listed
+        let listed = match resolve::query_workspaces(
+            &self.observer,
+            LIST_WORKSPACES,
+            allowed,
+            listing_deadline,
+        )
+        .await
+        {
+            Ok(ids) => ids,
+            Err(error) => {
+                return Err(transient(
+                    outcome,
+                    format!("listing the workspaces failed: {error}"),
+                ));
+            }
+        };
+        let mut todo: Vec<Found> = listed
             .into_iter()
-            .filter(|id| {
+            .filter(|found| {
                 cursor
                     .as_deref()
-                    .is_none_or(|c| id.as_str().to_ascii_lowercase().as_str() > c)
+                    .is_none_or(|c| found.id.as_str().to_ascii_lowercase().as_str() > c)
             })
             .collect();
-        todo.sort_by_key(|id| id.as_str().to_ascii_lowercase());
+        todo.sort_by_key(|found| found.id.as_str().to_ascii_lowercase());
         let now = time::OffsetDateTime::now_utc();
         let mut last_done: Option<String> = None;
         let mut stopped_early = false;
@@ -360,7 +364,10 @@ impl Engine {
             // decides whether another chunk is started.
             let chunk_deadline = Instant::now() + EVENT_BUDGET;
             let snapshots: Vec<Snapshot> = futures_util::stream::iter(chunk.iter())
-                .map(|ws| self.observer.snapshot(ws, chunk_deadline))
+                .map(|found| {
+                    self.observer
+                        .snapshot_hinted(&found.id, found.hint.as_ref(), chunk_deadline)
+                })
                 .buffered(SCAN_CONCURRENCY)
                 .collect()
                 .await;
@@ -392,8 +399,10 @@ impl Engine {
             ));
             outcome
                 .workspaces
-                .extend(chunk.iter().map(ToString::to_string));
-            last_done = chunk.last().map(|id| id.as_str().to_ascii_lowercase());
+                .extend(chunk.iter().map(|found| found.id.to_string()));
+            last_done = chunk
+                .last()
+                .map(|found| found.id.as_str().to_ascii_lowercase());
         }
         let next_cursor = if stopped_early {
             last_done.or(cursor)
@@ -455,7 +464,7 @@ impl Engine {
             }),
         };
         let mut outcome = Outcome::new(event, Disposition::Evaluated, None);
-        let workspaces = match resolve::query_ids(
+        let workspaces = match resolve::query_workspaces(
             &self.observer,
             LIST_WORKSPACES,
             subscriptions,
@@ -475,7 +484,10 @@ impl Engine {
         progress(0, total);
         let now = time::OffsetDateTime::now_utc();
         let mut snapshots = futures_util::stream::iter(workspaces.iter())
-            .map(|ws| self.observer.snapshot(ws, deadline))
+            .map(|found| {
+                self.observer
+                    .snapshot_hinted(&found.id, found.hint.as_ref(), deadline)
+            })
             .buffer_unordered(SCAN_CONCURRENCY);
         let mut done = 0;
         while let Some(snapshot) = snapshots.next().await {
@@ -484,7 +496,7 @@ impl Engine {
             done += 1;
             progress(done, total);
         }
-        outcome.workspaces = workspaces.iter().map(ToString::to_string).collect();
+        outcome.workspaces = workspaces.iter().map(|f| f.id.to_string()).collect();
         outcome.findings.sort_by(|a, b| {
             a.workspace
                 .cmp(&b.workspace)

@@ -12,7 +12,8 @@ use tokio::time::Instant;
 use crate::azure::AzureError;
 use crate::ids::{ArmResourceId, SubscriptionId};
 use crate::intake::{MANAGED_RESOURCE_GROUP_PREFIX, ResourceKind, Target, Trigger};
-use crate::observe::Observer;
+use crate::observe::{Observer, parse};
+use crate::snapshot::Workspace;
 
 /// Resource Graph returns at most this many rows per page.
 const PAGE_SIZE: u64 = 1000;
@@ -36,20 +37,45 @@ enum Lookup {
     Subscription(SubscriptionId),
 }
 
+/// A workspace to check, and what Resource Graph said of its encryption and identity when it
+/// was found there: a hint that lets observe read the key chain without waiting for the
+/// workspace (observe still re-reads the workspace through ARM, Trap T19).
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub id: ArmResourceId,
+    pub hint: Option<Workspace>,
+}
+
+impl Found {
+    fn without_hint(id: ArmResourceId) -> Self {
+        Self { id, hint: None }
+    }
+}
+
+/// The columns of every workspace query: the id, and the hint observe starts from.
+pub const WORKSPACE_COLUMNS: &str = "project id, identity, encryption = properties.encryption";
+
+/// Every workspace (the sweep and `scan`), with [`WORKSPACE_COLUMNS`].
+pub const ALL_WORKSPACES: &str = "resources | where type =~ 'microsoft.machinelearningservices/workspaces' \
+    | project id, identity, encryption = properties.encryption | order by id asc";
+
 /// The workspaces a trigger affects, limited to `allowed` subscriptions when given.
 pub async fn workspaces(
     observer: &Observer,
     trigger: &Trigger,
     allowed: Option<&[SubscriptionId]>,
     deadline: Instant,
-) -> Result<Vec<ArmResourceId>, AzureError> {
+) -> Result<Vec<Found>, AzureError> {
     let lookup = lookup(&trigger.target);
     let query = match &lookup {
-        Lookup::Workspaces(ids) => return Ok(in_scope(ids.clone(), allowed)),
+        Lookup::Workspaces(ids) => {
+            let found = ids.iter().cloned().map(Found::without_hint).collect();
+            return Ok(in_scope(found, allowed));
+        }
         other => kql(other),
     };
-    let ids = query_ids(observer, &query, allowed, deadline).await?;
-    Ok(in_scope(ids, allowed))
+    let found = query_workspaces(observer, &query, allowed, deadline).await?;
+    Ok(in_scope(found, allowed))
 }
 
 fn lookup(target: &Target) -> Lookup {
@@ -131,7 +157,7 @@ fn kql(lookup: &Lookup) -> String {
         ),
         Lookup::Workspaces(_) => "false".to_owned(),
     };
-    format!("{WORKSPACES} | where {condition} | project id | order by id asc")
+    format!("{WORKSPACES} | where {condition} | {WORKSPACE_COLUMNS} | order by id asc")
 }
 
 /// A single-quoted Kusto string literal with `\` and `'` escaped.
@@ -150,14 +176,15 @@ pub fn kql_string(value: &str) -> String {
     quoted
 }
 
-/// Runs a Resource Graph query (all pages, `$skipToken` replayed with the same query and
-/// scopes, Trap T11) and returns the `id` column. Cached briefly through the observer.
-pub async fn query_ids(
+/// Runs a Resource Graph query of workspaces projecting [`WORKSPACE_COLUMNS`] (all pages,
+/// `$skipToken` replayed with the same query and scopes, Trap T11). Cached briefly through the
+/// observer.
+pub async fn query_workspaces(
     observer: &Observer,
     query: &str,
     subscriptions: Option<&[SubscriptionId]>,
     deadline: Instant,
-) -> Result<Vec<ArmResourceId>, AzureError> {
+) -> Result<Vec<Found>, AzureError> {
     let mut ids = Vec::new();
     let mut skip_token: Option<String> = None;
     for _ in 0..MAX_PAGES {
@@ -185,7 +212,10 @@ pub async fn query_ids(
                 .and_then(Value::as_str)
                 .and_then(|id| ArmResourceId::parse(id).ok())
             {
-                ids.push(id);
+                ids.push(Found {
+                    hint: hint(row),
+                    id,
+                });
             }
         }
         skip_token = page
@@ -200,13 +230,24 @@ pub async fn query_ids(
     Ok(ids)
 }
 
-fn in_scope(mut ids: Vec<ArmResourceId>, allowed: Option<&[SubscriptionId]>) -> Vec<ArmResourceId> {
+/// The workspace a Resource Graph row describes, when the row has the hint's columns.
+fn hint(row: &Value) -> Option<Workspace> {
+    let encryption = row.get("encryption").filter(|e| e.is_object())?;
+    let workspace = json!({
+        "id": row.get("id"),
+        "identity": row.get("identity"),
+        "properties": { "encryption": encryption },
+    });
+    Some(parse::workspace(&workspace))
+}
+
+fn in_scope(mut found: Vec<Found>, allowed: Option<&[SubscriptionId]>) -> Vec<Found> {
     if let Some(allowed) = allowed {
-        ids.retain(|id| allowed.contains(id.subscription()));
+        found.retain(|f| allowed.contains(f.id.subscription()));
     }
     let mut seen = std::collections::HashSet::new();
-    ids.retain(|id| seen.insert(id.clone()));
-    ids
+    found.retain(|f| seen.insert(f.id.clone()));
+    found
 }
 
 #[cfg(test)]
@@ -220,6 +261,41 @@ mod tests {
             id: ArmResourceId::parse(id).unwrap(),
             kind,
         }
+    }
+
+    #[test]
+    fn every_workspace_query_projects_the_hint() {
+        assert!(ALL_WORKSPACES.contains(WORKSPACE_COLUMNS));
+        assert!(
+            kql(&Lookup::Subscription(SubscriptionId::parse(SUB).unwrap()))
+                .contains(WORKSPACE_COLUMNS)
+        );
+    }
+
+    #[test]
+    fn a_row_with_encryption_is_a_hint_and_one_without_is_not() {
+        let id = format!(
+            "/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws1"
+        );
+        let row = json!({
+            "id": id,
+            "identity": {"type": "SystemAssigned", "principalId": "p1", "tenantId": "t1"},
+            "encryption": {"status": "Enabled", "keyVaultProperties": {
+                "keyVaultArmId": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv",
+                "keyIdentifier": "https://kv.vault.azure.net/keys/k/v1"}},
+        });
+        let found = hint(&row).expect("a hint");
+        assert_eq!(found.id, id);
+        assert_eq!(
+            found.cmk_principal().map(|p| p.principal_id),
+            Some("p1".into())
+        );
+        assert_eq!(
+            found.encryption.and_then(|e| e.key_identifier),
+            Some("https://kv.vault.azure.net/keys/k/v1".into())
+        );
+        assert!(hint(&json!({"id": id, "identity": null, "encryption": null})).is_none());
+        assert!(hint(&json!({"id": id})).is_none());
     }
 
     #[test]
@@ -307,10 +383,16 @@ mod tests {
         let a = ArmResourceId::parse(&format!("/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/a")).unwrap();
         let b = ArmResourceId::parse("/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/b").unwrap();
         let allowed = [SubscriptionId::parse(SUB).unwrap()];
+        let ids = |found: Vec<Found>| found.into_iter().map(|f| f.id).collect::<Vec<_>>();
+        let found = |ids: &[&ArmResourceId]| {
+            ids.iter()
+                .map(|id| Found::without_hint((*id).clone()))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(
-            in_scope(vec![a.clone(), b.clone(), a.clone()], Some(&allowed)),
+            ids(in_scope(found(&[&a, &b, &a]), Some(&allowed))),
             vec![a.clone()]
         );
-        assert_eq!(in_scope(vec![a.clone(), b.clone()], None), vec![a, b]);
+        assert_eq!(ids(in_scope(found(&[&a, &b]), None)), vec![a, b]);
     }
 }

@@ -8,6 +8,10 @@ use std::collections::BTreeMap;
 
 use crate::ids::ArmResourceId;
 
+/// The GUID of "Key Vault Crypto Service Encryption User", the built-in role that lets a CMK
+/// consumer get, wrap and unwrap keys on RBAC vaults (reference §5).
+pub const CMK_CONSUMER_ROLE: &str = "e147488a-f6f5-4113-8e2d-b22465e65bf6";
+
 /// The result of one read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Read<T> {

@@ -18,8 +18,8 @@ pub use cache::ReadCache;
 use crate::azure::{ArmClient, AzureError, KeyVaultClients};
 use crate::ids::{ArmResourceId, KeyUrl};
 use crate::snapshot::{
-    EndpointKind, KeyVersion, REQUIRED_PROVIDERS, Read, ReadFailure, RoleAssignment, Snapshot,
-    Vault, Workspace,
+    CMK_CONSUMER_ROLE, EndpointKind, KeyVersion, REQUIRED_PROVIDERS, Read, ReadFailure,
+    RoleAssignment, Snapshot, Vault, Workspace,
 };
 
 /// How long a read is reused. Short: it only has to cover a burst.
@@ -113,6 +113,26 @@ impl Observer {
             .await
     }
 
+    /// A role definition, cached by its GUID: the same definition is named at the tenant root
+    /// and under every subscription (`roleDefinitionId` uses either form).
+    async fn role_definition(&self, definition_id: &str, deadline: Instant) -> Shared {
+        let version = self
+            .arm
+            .api_versions()
+            .get("Microsoft.Authorization")
+            .to_owned();
+        let guid = definition_id.rsplit('/').next().unwrap_or(definition_id);
+        let key = format!("ROLE DEFINITION {guid}?api-version={version}");
+        self.cache
+            .get_or_fetch(&key, || async {
+                self.arm
+                    .get(definition_id, &version, &[], deadline)
+                    .await
+                    .map(Arc::new)
+            })
+            .await
+    }
+
     /// A cached Resource Graph query page.
     pub async fn resource_graph(&self, body: &Value, deadline: Instant) -> Shared {
         let version = self
@@ -138,12 +158,34 @@ impl Observer {
 
     /// Reads everything the rules need about one workspace.
     pub async fn snapshot(&self, workspace_id: &ArmResourceId, deadline: Instant) -> Snapshot {
+        self.snapshot_hinted(workspace_id, None, deadline).await
+    }
+
+    /// Reads everything the rules need about one workspace. With a `hint` (what Resource Graph
+    /// says of its encryption and identity), the key chain is read at the same time as the
+    /// workspace instead of after it; if the workspace read through ARM names another vault,
+    /// key or identity, the chain is read again from it (Resource Graph is only discovery,
+    /// Trap T19). Either way: two rounds of reads, not three.
+    pub async fn snapshot_hinted(
+        &self,
+        workspace_id: &ArmResourceId,
+        hint: Option<&Workspace>,
+        deadline: Instant,
+    ) -> Snapshot {
         let ws_path = workspace_id.as_str();
         let subscription = workspace_id.subscription().as_str().to_owned();
-        // Round 1: the workspace, its endpoints, the subscription's providers.
+        // Round 1: the workspace, its endpoints, the subscription's providers (and, with a
+        // hint, the key chain).
         let online_path = format!("{ws_path}/onlineEndpoints");
         let batch_path = format!("{ws_path}/batchEndpoints");
-        let (workspace, online, batch, providers) = tokio::join!(
+        let hint = hint.filter(|h| h.encryption.is_some());
+        let early_chain = async {
+            match hint {
+                Some(hint) => Some(self.key_chain(hint, deadline).await),
+                None => None,
+            }
+        };
+        let (workspace, online, batch, providers, early_chain) = tokio::join!(
             self.get(ws_path, "Microsoft.MachineLearningServices", &[], deadline),
             self.list(
                 &online_path,
@@ -158,6 +200,7 @@ impl Observer {
                 deadline
             ),
             self.providers(&subscription, deadline),
+            early_chain,
         );
         let workspace = to_read(workspace, "workspace", ws_path).map(|v| parse::workspace(&v));
         let endpoints = Some(endpoints(online, batch, ws_path));
@@ -176,17 +219,24 @@ impl Observer {
         let Some(ws) = snapshot.workspace.found().cloned() else {
             return snapshot;
         };
-        self.observe_key_chain(&ws, &mut snapshot, deadline).await;
+        let chain = match (early_chain, hint) {
+            (Some(chain), Some(hint)) if same_chain(hint, &ws) => chain,
+            _ => self.key_chain(&ws, deadline).await,
+        };
+        chain.fill(&mut snapshot);
         snapshot
     }
 
-    /// Round 2 (and role definitions): vault, key version in use, latest key, role assignments.
-    async fn observe_key_chain(&self, ws: &Workspace, snapshot: &mut Snapshot, deadline: Instant) {
+    /// The key chain `ws` names, in one round: vault, key version in use, latest key, role
+    /// assignments, and the definition of the role CMK consumers usually hold. Definitions of
+    /// other roles the assignments name are read after (a third round only then).
+    async fn key_chain(&self, ws: &Workspace, deadline: Instant) -> KeyChain {
+        let mut snapshot = KeyChain::default();
         let Some(encryption) = &ws.encryption else {
-            return;
+            return snapshot;
         };
         let Some(vault_text) = &encryption.key_vault_arm_id else {
-            return;
+            return snapshot;
         };
         let vault_id = match ArmResourceId::parse(vault_text) {
             Ok(id) => id,
@@ -198,7 +248,7 @@ impl Observer {
                     None,
                     error.to_string(),
                 )));
-                return;
+                return snapshot;
             }
         };
         let key_url = encryption.key_identifier.as_deref().map(KeyUrl::parse);
@@ -252,11 +302,23 @@ impl Observer {
                 None => None,
             }
         };
-        let (vault, latest, version, assignments) = tokio::join!(
+        // Speculative but cheap: shared by every workspace for the cache's lifetime, and a
+        // failed read is not kept.
+        let likely_definition = format!(
+            "/subscriptions/{}/providers/Microsoft.Authorization/roleDefinitions/{CMK_CONSUMER_ROLE}",
+            vault_id.subscription()
+        );
+        let likely_definition_future = async {
+            if filter.is_some() {
+                let _ = self.role_definition(&likely_definition, deadline).await;
+            }
+        };
+        let (vault, latest, version, assignments, ()) = tokio::join!(
             vault_future,
             latest_future,
             version_future,
-            assignments_future
+            assignments_future,
+            likely_definition_future
         );
 
         let vault = to_read(vault, "vault", vault_id.as_str()).map(|v| parse::vault(&v));
@@ -307,6 +369,7 @@ impl Observer {
                 },
             );
         }
+        snapshot
     }
 
     /// Provider registrations of the namespaces CMK needs.
@@ -382,8 +445,7 @@ impl Observer {
             let definition_id = text("/properties/roleDefinitionId");
             let definition = if definition_id.starts_with('/') {
                 to_read(
-                    self.get(&definition_id, "Microsoft.Authorization", &[], deadline)
-                        .await,
+                    self.role_definition(&definition_id, deadline).await,
                     "role definition",
                     &definition_id,
                 )
@@ -458,6 +520,43 @@ impl Observer {
         }
         Read::Found(key)
     }
+}
+
+/// The part of a snapshot read from the key vault and the role assignments.
+#[derive(Debug, Default)]
+struct KeyChain {
+    vault: Option<Read<Vault>>,
+    deleted_vault: Option<Read<crate::snapshot::DeletedVault>>,
+    key: Option<Read<KeyVersion>>,
+    latest_key: Option<Read<KeyVersion>>,
+    rotation_policy: Option<Read<Option<crate::snapshot::RotationPolicy>>>,
+    role_assignments: Option<Read<Vec<RoleAssignment>>>,
+}
+
+impl KeyChain {
+    fn fill(self, snapshot: &mut Snapshot) {
+        snapshot.vault = self.vault;
+        snapshot.deleted_vault = self.deleted_vault;
+        snapshot.key = self.key;
+        snapshot.latest_key = self.latest_key;
+        snapshot.rotation_policy = self.rotation_policy;
+        snapshot.role_assignments = self.role_assignments;
+    }
+}
+
+/// True when the workspace read through ARM names the chain the hint named: the same vault,
+/// key and identity.
+fn same_chain(hint: &Workspace, ws: &Workspace) -> bool {
+    let names = |w: &Workspace| {
+        let encryption = w.encryption.as_ref();
+        let lower = |s: Option<&String>| s.map(|s| s.to_ascii_lowercase());
+        (
+            lower(encryption.and_then(|e| e.key_vault_arm_id.as_ref())),
+            lower(encryption.and_then(|e| e.key_identifier.as_ref())),
+            w.cmk_principal(),
+        )
+    };
+    names(hint) == names(ws)
 }
 
 fn cache_key(method: &str, path: &str, version: &str, query: &[(&str, &str)]) -> String {

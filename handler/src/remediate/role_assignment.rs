@@ -20,7 +20,7 @@ use crate::snapshot::{CmkPrincipal, Read, RoleAssignment, Snapshot};
 
 /// *Key Vault Crypto Service Encryption User* (reference §5, verified against the built-in
 /// roles documentation).
-const CRYPTO_SERVICE_ENCRYPTION_USER: &str = "e147488a-f6f5-4113-8e2d-b22465e65bf6";
+use crate::snapshot::CMK_CONSUMER_ROLE as CRYPTO_SERVICE_ENCRYPTION_USER;
 
 /// cmk-guard's own UUID v5 namespace, so its assignment names never collide with another tool's.
 const NAMESPACE: Uuid = Uuid::from_u128(0x5c1b_7e2a_4f0d_4c6e_9a38_2d1f_6b0e_c4a7);

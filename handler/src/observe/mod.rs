@@ -434,10 +434,10 @@ impl Observer {
 
     /// Each assignment with its role definition (definitions are shared across assignments).
     async fn role_assignments(&self, items: &Value, deadline: Instant) -> Vec<RoleAssignment> {
-        let items = items.as_array().cloned().unwrap_or_default();
+        let items = items.as_array().map(Vec::as_slice).unwrap_or_default();
         join_all(items.iter().map(|item| async move {
             let text = |p: &str| {
-                item.pointer(p)
+                parse::at(item, p)
                     .and_then(Value::as_str)
                     .unwrap_or_default()
                     .to_owned()
@@ -462,14 +462,12 @@ impl Observer {
             RoleAssignment {
                 id: text("/id"),
                 principal_id: text("/properties/principalId"),
-                principal_type: item
-                    .pointer("/properties/principalType")
+                principal_type: parse::at(item, "/properties/principalType")
                     .and_then(Value::as_str)
                     .map(str::to_owned),
                 scope: text("/properties/scope"),
                 role_definition_id: definition_id,
-                condition: item
-                    .pointer("/properties/condition")
+                condition: parse::at(item, "/properties/condition")
                     .and_then(Value::as_str)
                     .filter(|c| !c.is_empty())
                     .map(str::to_owned),
@@ -573,9 +571,10 @@ fn is_rbac_vault(vault: &Vault) -> bool {
     vault.enable_rbac_authorization.unwrap_or(true)
 }
 
-fn to_read(result: Shared, what: &str, resource: &str) -> Read<Value> {
+/// A cached result as a read; the value is shared with the cache, not copied.
+fn to_read(result: Shared, what: &str, resource: &str) -> Read<Arc<Value>> {
     match result {
-        Ok(value) => Read::Found((*value).clone()),
+        Ok(value) => Read::Found(value),
         Err(error) if error.is_not_found() => Read::NotFound,
         Err(error) => Read::Failed(ReadFailure {
             transient: error.is_transient(),

@@ -9,15 +9,26 @@ use crate::snapshot::{
     UserAssignedIdentity, Vault, Workspace,
 };
 
+/// The value at a JSON pointer made of plain keys and array indices (no `~` escapes), like
+/// `Value::pointer` without allocating a string per token: parsing a snapshot from cached
+/// reads is on every relevant event's path.
+pub fn at<'a>(value: &'a Value, pointer: &str) -> Option<&'a Value> {
+    let path = pointer.strip_prefix('/')?;
+    path.split('/').try_fold(value, |value, token| match value {
+        Value::Object(map) => map.get(token),
+        Value::Array(items) => token.parse::<usize>().ok().and_then(|i| items.get(i)),
+        _ => None,
+    })
+}
+
 fn text(value: &Value, pointer: &str) -> Option<String> {
-    value
-        .pointer(pointer)
+    at(value, pointer)
         .and_then(Value::as_str)
         .map(str::to_owned)
 }
 
 fn flag(value: &Value, pointer: &str) -> Option<bool> {
-    match value.pointer(pointer) {
+    match at(value, pointer) {
         Some(Value::Bool(b)) => Some(*b),
         Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Some(true),
         Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Some(false),
@@ -26,7 +37,7 @@ fn flag(value: &Value, pointer: &str) -> Option<bool> {
 }
 
 fn integer(value: &Value, pointer: &str) -> Option<i64> {
-    match value.pointer(pointer) {
+    match at(value, pointer) {
         Some(Value::Number(n)) => n.as_i64(),
         Some(Value::String(s)) => s.trim().parse().ok(),
         _ => None,
@@ -34,8 +45,7 @@ fn integer(value: &Value, pointer: &str) -> Option<i64> {
 }
 
 fn strings(value: &Value, pointer: &str) -> Vec<String> {
-    value
-        .pointer(pointer)
+    at(value, pointer)
         .and_then(Value::as_array)
         .map(|items| {
             items
@@ -73,8 +83,7 @@ pub fn identity(value: &Value) -> Option<ManagedIdentity> {
 
 /// A workspace GET body.
 pub fn workspace(value: &Value) -> Workspace {
-    let encryption = value
-        .pointer("/properties/encryption")
+    let encryption = at(value, "/properties/encryption")
         .filter(|v| v.is_object())
         .map(|e| Encryption {
             status: text(e, "/status"),
@@ -112,8 +121,7 @@ pub fn workspace(value: &Value) -> Workspace {
 
 /// A vault GET body.
 pub fn vault(value: &Value) -> Vault {
-    let access_policies = value
-        .pointer("/properties/accessPolicies")
+    let access_policies = at(value, "/properties/accessPolicies")
         .and_then(Value::as_array)
         .map(|entries| {
             entries
@@ -184,9 +192,7 @@ pub fn key_version(value: &Value, key_name: &str, version: Option<&str>) -> KeyV
 
 /// The `rotationPolicy` of an ARM key GET body; `None` when the key has none.
 pub fn rotation_policy(value: &Value) -> Option<RotationPolicy> {
-    let policy = value
-        .pointer("/properties/rotationPolicy")
-        .filter(|v| v.is_object())?;
+    let policy = at(value, "/properties/rotationPolicy").filter(|v| v.is_object())?;
     let lifetime_actions = policy
         .get("lifetimeActions")
         .and_then(Value::as_array)
@@ -222,8 +228,7 @@ pub fn modulus_bits(n: &[u8]) -> Option<u32> {
 
 /// A role definition GET body.
 pub fn role_definition(value: &Value) -> RoleDefinition {
-    let permissions = value
-        .pointer("/properties/permissions")
+    let permissions = at(value, "/properties/permissions")
         .and_then(Value::as_array)
         .map(|blocks| {
             blocks
@@ -266,6 +271,17 @@ pub fn provider(value: &Value, namespace: &str) -> ProviderRegistration {
 mod tests {
     use super::*;
     use std::path::PathBuf;
+
+    #[test]
+    fn at_agrees_with_json_pointers_on_keys_and_indices() {
+        let value = serde_json::json!({"a": {"b": [1, {"c": "x"}], "": 2}, "n": null});
+        for pointer in [
+            "/a", "/a/b", "/a/b/0", "/a/b/1/c", "/a/b/2", "/a/x", "/n", "/n/x", "/a/",
+        ] {
+            assert_eq!(at(&value, pointer), value.pointer(pointer), "{pointer}");
+        }
+        assert_eq!(at(&value, "a"), None, "a pointer starts with a slash");
+    }
 
     fn fixture(name: &str) -> Value {
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

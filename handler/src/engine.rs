@@ -22,6 +22,7 @@ use crate::resolve;
 use crate::rules::{self, Context};
 use crate::settings::Settings;
 use crate::snapshot::Snapshot;
+use crate::state::EventStart;
 
 /// Event Grid waits 30 s for an answer; leave room for the host around our work.
 pub const EVENT_BUDGET: Duration = Duration::from_secs(25);
@@ -149,28 +150,20 @@ impl Engine {
             outcome,
         };
         let skeleton = || Outcome::new(event.clone(), Disposition::Evaluated, None);
-        match store.event_claimed(id).await {
-            Ok(true) => {
+        // One owner per invocation: concurrent deliveries to the same instance must not
+        // "renew" each other's lease.
+        let owner = actor.owner();
+        let now = time::OffsetDateTime::now_utc();
+        match store.begin_event(id, &owner, now, EVENT_LEASE).await {
+            Ok(EventStart::Leased) => {}
+            Ok(EventStart::Handled) => {
                 return Ok(Outcome::new(
                     event.clone(),
                     Disposition::Duplicate,
                     Some(format!("event {id} was already handled")),
                 ));
             }
-            Ok(false) => {}
-            Err(error) => return Err(transient(skeleton(), error)),
-        }
-        let now = time::OffsetDateTime::now_utc();
-        let lease_key = format!("event/{id}");
-        // One owner per invocation: concurrent deliveries to the same instance must not
-        // "renew" each other's lease.
-        let owner = actor.owner();
-        match store
-            .claim_remediation(&lease_key, "intake", &owner, now, EVENT_LEASE)
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => {
+            Ok(EventStart::Busy) => {
                 return Err(Transient {
                     reason: format!("event {id} is being handled by another instance"),
                     outcome: skeleton(),
@@ -179,17 +172,10 @@ impl Engine {
             Err(error) => return Err(transient(skeleton(), error)),
         }
         let result = self.reconcile(event, trigger, deadline, true).await;
-        let finished = match &result {
-            Ok(_) => store
-                .claim_event(id, time::OffsetDateTime::now_utc())
-                .await
-                .map(|_| ()),
-            Err(_) => Ok(()),
-        };
-        let released = store
-            .release_remediation(&lease_key, "intake", &owner)
+        let ended = store
+            .end_event(id, &owner, result.is_ok(), time::OffsetDateTime::now_utc())
             .await;
-        match (result, finished.and(released)) {
+        match (result, ended) {
             (Ok(outcome), Err(error)) => Err(transient(outcome, error)),
             (result, _) => result,
         }

@@ -18,8 +18,8 @@ use azure_core::http::Transport;
 use cmk_guard::azure::{TransportSettings, credential, transport};
 use cmk_guard::outcome::{ActionResult, FindingState, Severity};
 use cmk_guard::state::{
-    self, CompareAndSet, ErrorKind, FindingKey, FindingRecord, Notification, RemediationAttempt,
-    StateStore,
+    self, CompareAndSet, ErrorKind, EventStart, FindingKey, FindingRecord, Notification,
+    RemediationAttempt, StateStore,
 };
 use cmk_guard_blackbox::azurite::Azurite;
 use serde_json::json;
@@ -124,6 +124,8 @@ macro_rules! suite {
 
 suite!(
     an_event_is_claimed_exactly_once,
+    an_event_is_begun_by_one_invocation_and_ended_once,
+    concurrent_beginnings_of_one_event_lease_it_once,
     concurrent_claims_of_one_event_have_one_winner,
     finding_state_is_written_with_compare_and_set,
     concurrent_transitions_of_one_finding_have_one_winner,
@@ -181,6 +183,85 @@ async fn concurrent_claims_of_one_event_have_one_winner(backend: &Backend) {
         }
     }
     assert_eq!(winners, 1, "20 concurrent claims from two instances");
+}
+
+async fn an_event_is_begun_by_one_invocation_and_ended_once(backend: &Backend) {
+    let store = backend.open().await;
+    let lease = Duration::seconds(60);
+    assert_eq!(
+        store.begin_event("evt-b", "a", T0, lease).await.unwrap(),
+        EventStart::Leased
+    );
+    assert_eq!(
+        store.begin_event("evt-b", "b", T0, lease).await.unwrap(),
+        EventStart::Busy,
+        "another invocation holds the lease"
+    );
+    // A failed attempt releases the lease without claiming the event.
+    store.end_event("evt-b", "a", false, T0).await.unwrap();
+    assert!(!store.event_claimed("evt-b").await.unwrap());
+    assert_eq!(
+        store.begin_event("evt-b", "b", T0, lease).await.unwrap(),
+        EventStart::Leased,
+        "free again"
+    );
+    store.end_event("evt-b", "b", true, T0).await.unwrap();
+    assert!(store.event_claimed("evt-b").await.unwrap());
+    assert_eq!(
+        store.begin_event("evt-b", "c", T0, lease).await.unwrap(),
+        EventStart::Handled
+    );
+    // A lease left by a crashed invocation ends with its time.
+    assert_eq!(
+        store.begin_event("evt-c", "dead", T0, lease).await.unwrap(),
+        EventStart::Leased
+    );
+    assert_eq!(
+        store
+            .begin_event("evt-c", "next", T0 + Duration::seconds(59), lease)
+            .await
+            .unwrap(),
+        EventStart::Busy
+    );
+    assert_eq!(
+        store
+            .begin_event("evt-c", "next", T0 + Duration::seconds(61), lease)
+            .await
+            .unwrap(),
+        EventStart::Leased
+    );
+    // Ending with another owner's name leaves the lease alone.
+    store.end_event("evt-c", "dead", false, T0).await.unwrap();
+    assert_eq!(
+        store
+            .begin_event("evt-c", "third", T0 + Duration::seconds(62), lease)
+            .await
+            .unwrap(),
+        EventStart::Busy
+    );
+}
+
+async fn concurrent_beginnings_of_one_event_lease_it_once(backend: &Backend) {
+    let stores = [backend.open().await, backend.open().await];
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let store = stores[i % 2].clone();
+            tokio::spawn(async move {
+                store
+                    .begin_event("evt-race", &format!("owner-{i}"), T0, Duration::seconds(60))
+                    .await
+            })
+        })
+        .collect();
+    let mut leased = 0;
+    for task in tasks {
+        match task.await.unwrap().unwrap() {
+            EventStart::Leased => leased += 1,
+            EventStart::Busy => {}
+            EventStart::Handled => panic!("nobody claimed the event"),
+        }
+    }
+    assert_eq!(leased, 1, "20 concurrent beginnings from two instances");
 }
 
 fn key(workspace: &str, rule: &str) -> FindingKey {

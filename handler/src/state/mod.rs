@@ -177,6 +177,25 @@ pub struct OutboxItem {
     pub last_error: Option<String>,
 }
 
+/// What [`StateStore::begin_event`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventStart {
+    /// The event id was claimed before: a duplicate.
+    Handled,
+    /// Another invocation holds the event's lease right now.
+    Busy,
+    /// This owner holds the lease now.
+    Leased,
+}
+
+/// The remediation-claim row an event's lease is kept in: (`event/<id>`, `intake`).
+pub fn event_lease(event_id: &str) -> String {
+    format!("event/{event_id}")
+}
+
+/// The rule name of event leases.
+pub const EVENT_LEASE_RULE: &str = "intake";
+
 /// The state store every instance shares. Every method is safe to call concurrently from many
 /// tasks and many processes sharing one store; the guarantees hold across all of them.
 #[async_trait]
@@ -230,6 +249,50 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
 
     /// Ends `owner`'s claim on (`resource`, `rule`); a claim held by another owner is left.
     async fn release_remediation(&self, resource: &str, rule: &str, owner: &str) -> Result<()>;
+
+    /// Starts handling an event, in one round trip where the backend can: answers
+    /// [`EventStart::Handled`] when its id was already claimed, [`EventStart::Busy`] when
+    /// another invocation holds the event's lease, else takes the lease for `owner` until
+    /// `now + lease` ([`EventStart::Leased`]).
+    async fn begin_event(
+        &self,
+        event_id: &str,
+        owner: &str,
+        now: OffsetDateTime,
+        lease: Duration,
+    ) -> Result<EventStart> {
+        if self.event_claimed(event_id).await? {
+            return Ok(EventStart::Handled);
+        }
+        let taken = self
+            .claim_remediation(&event_lease(event_id), EVENT_LEASE_RULE, owner, now, lease)
+            .await?;
+        Ok(if taken {
+            EventStart::Leased
+        } else {
+            EventStart::Busy
+        })
+    }
+
+    /// Ends handling an event [`begin_event`](StateStore::begin_event) leased: claims its id
+    /// when it `finished` (a redelivery is then a duplicate), and releases the lease.
+    async fn end_event(
+        &self,
+        event_id: &str,
+        owner: &str,
+        finished: bool,
+        now: OffsetDateTime,
+    ) -> Result<()> {
+        let claimed = if finished {
+            self.claim_event(event_id, now).await.map(|_| ())
+        } else {
+            Ok(())
+        };
+        let released = self
+            .release_remediation(&event_lease(event_id), EVENT_LEASE_RULE, owner)
+            .await;
+        claimed.and(released)
+    }
 
     /// Appends one audit record.
     async fn append_audit(&self, at: OffsetDateTime, record: &serde_json::Value) -> Result<()>;

@@ -13,9 +13,9 @@ use serde::de::DeserializeOwned;
 use time::{Duration, OffsetDateTime};
 
 use super::{
-    ATTEMPT_RETENTION, AuditEntry, CompareAndSet, EVENT_CLAIM_RETENTION, ErrorKind, FindingKey,
-    FindingRecord, Notification, OutboxItem, RemediationAttempt, Result,
-    SENT_NOTIFICATION_RETENTION, StateError, StateStore, Version, Versioned,
+    ATTEMPT_RETENTION, AuditEntry, CompareAndSet, EVENT_CLAIM_RETENTION, EVENT_LEASE_RULE,
+    ErrorKind, EventStart, FindingKey, FindingRecord, Notification, OutboxItem, RemediationAttempt,
+    Result, SENT_NOTIFICATION_RETENTION, StateError, StateStore, Version, Versioned, event_lease,
 };
 
 /// The schema this build reads and writes; bumped with each migration.
@@ -127,6 +127,23 @@ impl SqliteStore {
         .map_err(|e| StateError::new(e.kind, format!("{}: {}", path.display(), e.message)))
     }
 }
+
+/// Claims an event id (?1) at ?2; one changed row when it was not claimed before.
+const CLAIM_EVENT: &str = "INSERT INTO event_claims (event_id, claimed_at) VALUES (?1, ?2)
+     ON CONFLICT (event_id) DO NOTHING";
+
+/// Takes (resource ?1, rule ?2) for owner ?3 until ?4 when free, expired at ?5, or already
+/// this owner's; one changed row when taken.
+const CLAIM_REMEDIATION: &str = "INSERT INTO remediation_claims (resource, rule, owner, expires_at)
+     VALUES (?1, ?2, ?3, ?4)
+     ON CONFLICT (resource, rule) DO UPDATE
+         SET owner = excluded.owner, expires_at = excluded.expires_at
+         WHERE remediation_claims.expires_at <= ?5
+            OR remediation_claims.owner = excluded.owner";
+
+/// Releases (resource ?1, rule ?2) if owner ?3 holds it.
+const RELEASE_REMEDIATION: &str =
+    "DELETE FROM remediation_claims WHERE resource = ?1 AND rule = ?2 AND owner = ?3";
 
 /// More than the store's distinct statements.
 const STATEMENT_CACHE_CAPACITY: usize = 48;
@@ -377,10 +394,7 @@ impl StateStore for SqliteStore {
         let claimed_at = to_nanos(now)?;
         self.run(move |connection| {
             let inserted = connection
-                .prepare_cached(
-                    "INSERT INTO event_claims (event_id, claimed_at) VALUES (?1, ?2)
-                 ON CONFLICT (event_id) DO NOTHING",
-                )?
+                .prepare_cached(CLAIM_EVENT)?
                 .execute(params![event_id, claimed_at])?;
             Ok(inserted == 1)
         })
@@ -394,6 +408,74 @@ impl StateStore for SqliteStore {
                 .prepare_cached("SELECT COUNT(*) FROM event_claims WHERE event_id = ?1")?
                 .query_row(params![event_id], |row| row.get(0))?;
             Ok(count > 0)
+        })
+        .await
+    }
+
+    async fn begin_event(
+        &self,
+        event_id: &str,
+        owner: &str,
+        now: OffsetDateTime,
+        lease: Duration,
+    ) -> Result<EventStart> {
+        let event_id = event_id.to_owned();
+        let resource = event_lease(&event_id);
+        let owner = owner.to_owned();
+        let now_nanos = to_nanos(now)?;
+        let expires_at = to_nanos(later(now, lease)?)?;
+        self.run(move |connection| {
+            let transaction =
+                connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let handled: i64 = transaction
+                .prepare_cached("SELECT COUNT(*) FROM event_claims WHERE event_id = ?1")?
+                .query_row(params![event_id], |row| row.get(0))?;
+            if handled > 0 {
+                return Ok(EventStart::Handled);
+            }
+            let taken = transaction
+                .prepare_cached(CLAIM_REMEDIATION)?
+                .execute(params![
+                    resource,
+                    EVENT_LEASE_RULE,
+                    owner,
+                    expires_at,
+                    now_nanos
+                ])?;
+            transaction.commit()?;
+            Ok(if taken == 1 {
+                EventStart::Leased
+            } else {
+                EventStart::Busy
+            })
+        })
+        .await
+    }
+
+    async fn end_event(
+        &self,
+        event_id: &str,
+        owner: &str,
+        finished: bool,
+        now: OffsetDateTime,
+    ) -> Result<()> {
+        let event_id = event_id.to_owned();
+        let resource = event_lease(&event_id);
+        let owner = owner.to_owned();
+        let claimed_at = to_nanos(now)?;
+        self.run(move |connection| {
+            let transaction =
+                connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if finished {
+                transaction
+                    .prepare_cached(CLAIM_EVENT)?
+                    .execute(params![event_id, claimed_at])?;
+            }
+            transaction
+                .prepare_cached(RELEASE_REMEDIATION)?
+                .execute(params![resource, EVENT_LEASE_RULE, owner])?;
+            transaction.commit()?;
+            Ok(())
         })
         .await
     }
@@ -541,14 +623,7 @@ impl StateStore for SqliteStore {
         let expires_at = to_nanos(later(now, lease)?)?;
         self.run(move |connection| {
             let changed = connection
-                .prepare_cached(
-                    "INSERT INTO remediation_claims (resource, rule, owner, expires_at)
-                 VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (resource, rule) DO UPDATE
-                     SET owner = excluded.owner, expires_at = excluded.expires_at
-                     WHERE remediation_claims.expires_at <= ?5
-                        OR remediation_claims.owner = excluded.owner",
-                )?
+                .prepare_cached(CLAIM_REMEDIATION)?
                 .execute(params![resource, rule, owner, expires_at, now_nanos])?;
             Ok(changed == 1)
         })
@@ -560,9 +635,9 @@ impl StateStore for SqliteStore {
         let rule = rule.to_owned();
         let owner = owner.to_owned();
         self.run(move |connection| {
-            connection.prepare_cached("DELETE FROM remediation_claims WHERE resource = ?1 AND rule = ?2 AND owner = ?3")?
-                .execute(params![resource, rule, owner],
-            )?;
+            connection
+                .prepare_cached(RELEASE_REMEDIATION)?
+                .execute(params![resource, rule, owner])?;
             Ok(())
         })
         .await

@@ -55,11 +55,13 @@ pub fn find(name: &str) -> Option<&'static FunctionDefinition> {
     FUNCTIONS.iter().find(|f| f.name.eq_ignore_ascii_case(name))
 }
 
-/// The handler's reply: an HTTP status and a JSON body.
+/// The handler's reply: an HTTP status, the JSON body as sent, and the disposition for logs,
+/// spans and metrics (`-` when the reply holds no Outcome).
 #[derive(Debug)]
 pub struct Reply {
     pub status: u16,
-    pub body: Value,
+    pub body: Vec<u8>,
+    pub disposition: &'static str,
 }
 
 /// Runs one host invocation of `function` with the raw request body.
@@ -109,16 +111,21 @@ pub async fn invoke(
 
 fn host_reply(status: u16, outcome: Outcome, logs: Vec<String>) -> Reply {
     crate::telemetry::record_outcome(&outcome);
-    let return_value = serde_json::to_value(&outcome).unwrap_or(Value::Null);
     let response = HostResponse {
         outputs: Map::new(),
         logs,
-        return_value,
+        return_value: &outcome,
     };
     Reply {
         status,
-        body: serde_json::to_value(response).unwrap_or_else(|_| json!({})),
+        body: to_body(&response),
+        disposition: crate::telemetry::disposition(outcome.disposition),
     }
+}
+
+/// The JSON body of a reply; `{}` in the unreachable case that serialization fails.
+fn to_body(response: &impl serde::Serialize) -> Vec<u8> {
+    serde_json::to_vec(response).unwrap_or_else(|_| b"{}".to_vec())
 }
 
 fn rejected(rejection: Rejection) -> Outcome {
@@ -186,6 +193,11 @@ async fn invoke_http_envelope(
     };
     let (status, payload) = evaluate_http(engine, &body, invocation_id).await;
     logs.push(payload.log_line());
+    // Only a plain Outcome has a top-level `disposition` in the forwarded body.
+    let disposition = match &payload {
+        EvaluateReply::Outcome(outcome) => crate::telemetry::disposition(outcome.disposition),
+        EvaluateReply::BadRequest(_) | EvaluateReply::Unavailable(..) => "-",
+    };
     let mut outputs = Map::new();
     outputs.insert(
         "res".to_owned(),
@@ -198,7 +210,8 @@ async fn invoke_http_envelope(
     };
     Reply {
         status: 200,
-        body: serde_json::to_value(response).unwrap_or_else(|_| json!({})),
+        body: to_body(&response),
+        disposition,
     }
 }
 

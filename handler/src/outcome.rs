@@ -164,14 +164,15 @@ impl Outcome {
 
 /// The reply to the Functions host for a non-HTTP trigger (`HttpScriptInvocationResult`).
 /// Always a JSON object: an empty 200 body would leave the invocation hanging until timeout.
+/// `R` is the return value: an `&Outcome` is serialized straight into the body, no `Value` between.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct HostResponse {
+pub struct HostResponse<R = serde_json::Value> {
     #[serde(rename = "Outputs")]
     pub outputs: serde_json::Map<String, serde_json::Value>,
     #[serde(rename = "Logs")]
     pub logs: Vec<String>,
     #[serde(rename = "ReturnValue")]
-    pub return_value: serde_json::Value,
+    pub return_value: R,
 }
 
 #[cfg(test)]

@@ -100,33 +100,35 @@ async fn invoke(
     let reply = functions::invoke(&engine, function, &body, &invocation_id)
         .instrument(span.clone())
         .await;
-    // `Evaluate` through the envelope answers in `Outputs.res` (a JSON string body).
-    let forwarded: Option<Value> = reply
-        .body
-        .pointer("/Outputs/res/body")
-        .and_then(Value::as_str)
-        .and_then(|text| serde_json::from_str(text).ok());
-    let disposition = reply
-        .body
-        .pointer("/ReturnValue/disposition")
-        .or_else(|| forwarded.as_ref().and_then(|v| v.get("disposition")))
-        .and_then(Value::as_str)
-        .unwrap_or("-");
+    let disposition = reply.disposition;
     span.record("cmkguard.disposition", disposition);
     span.record("http.response.status_code", reply.status);
     telemetry::record_invocation(function.name, disposition);
+    let elapsed_us = started.elapsed().as_micros() as u64;
     span.in_scope(|| {
-        tracing::info!(
-            message = "Invocation handled.",
-            function = function.name,
-            invocation_id = %invocation_id,
-            disposition,
-            elapsed_us = started.elapsed().as_micros() as u64
-        );
+        // Ignored events are most of the traffic and are counted in the invocation metric;
+        // one line each would cost more than answering them.
+        if disposition == "ignored" {
+            tracing::debug!(
+                message = "Invocation handled.",
+                function = function.name,
+                invocation_id = %invocation_id,
+                disposition,
+                elapsed_us
+            );
+        } else {
+            tracing::info!(
+                message = "Invocation handled.",
+                function = function.name,
+                invocation_id = %invocation_id,
+                disposition,
+                elapsed_us
+            );
+        }
     });
-    json_response(
+    bytes_response(
         StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK),
-        &reply.body,
+        reply.body,
     )
 }
 
@@ -237,7 +239,12 @@ async fn read_body(
 }
 
 fn json_response(status: StatusCode, body: &Value) -> HttpResponse {
+    bytes_response(status, body.to_string().into_bytes())
+}
+
+/// A response with a body that is already JSON text.
+fn bytes_response(status: StatusCode, body: Vec<u8>) -> HttpResponse {
     HttpResponse::build(status)
         .insert_header((CONTENT_TYPE, "application/json; charset=utf-8"))
-        .body(body.to_string())
+        .body(body)
 }

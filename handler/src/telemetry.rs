@@ -10,6 +10,7 @@
 //! the OpenTelemetry semantic conventions (`faas.*`, `http.*`, `url.*`). No URL is recorded with
 //! its query string, so no SAS signature, webhook `sig=` or token can reach an attribute.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -40,6 +41,15 @@ pub const ENDPOINT_VARIABLE: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 pub const SERVICE_NAME: &str = "cmk-guard";
 /// How long one OTLP export may take.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Set once [`init`] has installed the OTLP trace layer: without it, an invocation span would
+/// be built and formatted for nothing (the JSON log lines do not show spans).
+static TRACES_EXPORTED: AtomicBool = AtomicBool::new(false);
+
+/// Whether spans reach an OTLP exporter.
+pub fn traces_exported() -> bool {
+    TRACES_EXPORTED.load(Ordering::Relaxed)
+}
 
 /// The installed OpenTelemetry providers; dropping it flushes and shuts them down.
 #[derive(Default)]
@@ -125,12 +135,17 @@ pub fn init(json: bool) -> Telemetry {
     } else {
         (None, None)
     };
-    let _ = tracing_subscriber::registry()
+    let exporting_traces = trace_layer.is_some();
+    let installed = tracing_subscriber::registry()
         .with(filter)
         .with(fmt_layer)
         .with(trace_layer)
         .with(log_layer)
-        .try_init();
+        .try_init()
+        .is_ok();
+    if installed && exporting_traces {
+        TRACES_EXPORTED.store(true, Ordering::Relaxed);
+    }
     telemetry
 }
 
@@ -247,13 +262,17 @@ pub fn faas_trigger(trigger: crate::functions::TriggerType) -> &'static str {
 }
 
 /// The span of one invocation, continuing the caller's W3C `traceparent`/`tracestate` when
-/// `headers` carries one. The disposition is recorded later (`cmkguard.disposition`).
+/// `headers` carries one. The disposition is recorded later (`cmkguard.disposition`). Without
+/// trace export it is a disabled span, so recording into it costs nothing.
 pub fn invocation_span(
     function: &str,
     trigger: &'static str,
     invocation_id: &str,
     headers: &actix_web::http::header::HeaderMap,
 ) -> tracing::Span {
+    if !traces_exported() {
+        return tracing::Span::none();
+    }
     let span = tracing::info_span!(
         "invocation",
         otel.name = %function,
@@ -347,12 +366,12 @@ pub fn disposition(disposition: crate::outcome::Disposition) -> &'static str {
 }
 
 /// Counts one invocation.
-pub fn record_invocation(function: &str, disposition: &str) {
+pub fn record_invocation(function: &'static str, disposition: &'static str) {
     instruments().invocations.add(
         1,
         &[
-            KeyValue::new("function", function.to_owned()),
-            KeyValue::new("disposition", disposition.to_owned()),
+            KeyValue::new("function", function),
+            KeyValue::new("disposition", disposition),
         ],
     );
 }

@@ -3,7 +3,7 @@
 //! in `infra/` must list, so it is public.
 
 use super::data::{KeyVaultEventData, ResourceEventData};
-use super::event::{RawEvent, deserialize};
+use super::event::{RawEvent, deserialize_ref};
 use super::{ChangeKind, IntakeSettings, Rejection, ResourceKind, Target, Trigger};
 use crate::ids::{ArmResourceId, KeyUrl, SubscriptionId};
 
@@ -157,7 +157,7 @@ fn classify_resource_event(
                 event.event_type
             ))
         })?;
-    let data: ResourceEventData = deserialize("data", event.data.clone())?;
+    let data: ResourceEventData = deserialize_ref("data", &event.data)?;
     check_scope(event, data.subscription_id.as_deref(), settings)?;
     match outcome.to_ascii_lowercase().as_str() {
         "success" => {}
@@ -237,7 +237,7 @@ fn classify_key_vault_event(
     rest: &str,
     settings: &IntakeSettings,
 ) -> Result<Classified, Rejection> {
-    let data: KeyVaultEventData = deserialize("data", event.data.clone())?;
+    let data: KeyVaultEventData = deserialize_ref("data", &event.data)?;
     let change = match rest.to_ascii_lowercase().as_str() {
         "keynewversioncreated" => ChangeKind::KeyNewVersionCreated,
         "keynearexpiry" => ChangeKind::KeyNearExpiry,

@@ -79,8 +79,12 @@ impl Invocation {
         };
         let metadata = match root.remove("Metadata") {
             None | Some(Value::Null) => Metadata::default(),
-            Some(value @ Value::Object(_)) => serde_path_to_error::deserialize(value)
-                .map_err(|e| Rejection::new(format!("Metadata.{}: {}", e.path(), e.inner())))?,
+            // The path is tracked only to explain a failure (it costs an allocation per field).
+            Some(value @ Value::Object(_)) => match Metadata::deserialize(&value) {
+                Ok(metadata) => metadata,
+                Err(_) => serde_path_to_error::deserialize(value)
+                    .map_err(|e| Rejection::new(format!("Metadata.{}: {}", e.path(), e.inner())))?,
+            },
             Some(other) => {
                 return Err(Rejection::new(format!(
                     "Metadata: expected an object, got {}",

@@ -3,7 +3,7 @@
 //! is decided by the fields present, never by configuration (protocol reference Trap 14).
 
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -34,6 +34,7 @@ pub struct RawEvent {
     pub data: Value,
 }
 
+/// The Event Grid schema; `data` is taken out of the object first, so it is moved, not copied.
 #[derive(Deserialize)]
 struct EventGridEvent {
     id: String,
@@ -45,14 +46,13 @@ struct EventGridEvent {
     event_type: String,
     #[serde(rename = "eventTime", default)]
     event_time: Option<String>,
-    #[serde(default)]
-    data: Value,
     #[serde(rename = "dataVersion", default)]
     _data_version: Option<String>,
     #[serde(rename = "metadataVersion", default)]
     _metadata_version: Option<String>,
 }
 
+/// CloudEvents 1.0; `data` is taken out of the object first, as for [`EventGridEvent`].
 #[derive(Deserialize)]
 struct CloudEvent {
     id: String,
@@ -67,8 +67,6 @@ struct CloudEvent {
     #[serde(default)]
     time: Option<String>,
     #[serde(default)]
-    data: Value,
-    #[serde(default)]
     data_base64: Option<String>,
 }
 
@@ -80,7 +78,7 @@ impl RawEvent {
         let mut decodes = 0;
         loop {
             match value {
-                Value::Object(_) => return Self::from_object(value),
+                Value::Object(object) => return Self::from_object(object),
                 Value::String(text) if decodes < MAX_STRING_DECODES => {
                     decodes += 1;
                     value = serde_json::from_str(&text).map_err(|e| {
@@ -106,13 +104,16 @@ impl RawEvent {
         }
     }
 
-    fn from_object(value: Value) -> Result<Self, Rejection> {
+    fn from_object(mut object: Map<String, Value>) -> Result<Self, Rejection> {
         let is_cloud_event = ["specversion", "specVersion"]
             .iter()
-            .any(|k| value.get(k).is_some())
-            || (value.get("type").is_some() && value.get("eventType").is_none());
+            .any(|k| object.contains_key(*k))
+            || (object.contains_key("type") && !object.contains_key("eventType"));
+        // `data` may hold anything, so taking it out first changes no verdict.
+        let data = object.remove("data").unwrap_or(Value::Null);
+        let value = Value::Object(object);
         if is_cloud_event {
-            let event: CloudEvent = deserialize("event", value)?;
+            let event: CloudEvent = deserialize_ref("event", &value)?;
             if event.specversion != "1.0" {
                 return Err(Rejection::new(format!(
                     "event.specversion: expected \"1.0\", got {:?}",
@@ -131,10 +132,10 @@ impl RawEvent {
                 event_type: event.event_type,
                 subject: event.subject,
                 source: Some(event.source),
-                data: event.data,
+                data,
             })
         } else if value.get("eventType").is_some() {
-            let event: EventGridEvent = deserialize("event", value)?;
+            let event: EventGridEvent = deserialize_ref("event", &value)?;
             Ok(Self {
                 schema: Schema::EventGrid,
                 time: parse_time("event.eventTime", event.event_time.as_deref())?,
@@ -142,7 +143,7 @@ impl RawEvent {
                 event_type: event.event_type,
                 subject: event.subject,
                 source: event.topic,
-                data: event.data,
+                data,
             })
         } else {
             Err(Rejection::new(
@@ -154,6 +155,29 @@ impl RawEvent {
 
 /// Deserializes with the JSON path of the first bad field in the error.
 pub fn deserialize<T: serde::de::DeserializeOwned>(
+    prefix: &str,
+    value: Value,
+) -> Result<T, Rejection> {
+    match T::deserialize(&value) {
+        Ok(parsed) => Ok(parsed),
+        Err(_) => deserialize_with_path(prefix, value),
+    }
+}
+
+/// [`deserialize`] from a borrowed value: only the fields `T` keeps are copied.
+pub fn deserialize_ref<T: serde::de::DeserializeOwned>(
+    prefix: &str,
+    value: &Value,
+) -> Result<T, Rejection> {
+    match T::deserialize(value) {
+        Ok(parsed) => Ok(parsed),
+        Err(_) => deserialize_with_path(prefix, value.clone()),
+    }
+}
+
+/// The slow way, taken only to explain a failure: tracking the path costs an allocation per
+/// field, so it runs again after the plain deserialization failed.
+fn deserialize_with_path<T: serde::de::DeserializeOwned>(
     prefix: &str,
     value: Value,
 ) -> Result<T, Rejection> {

@@ -91,6 +91,7 @@ impl Engine {
             identity: azure.clone(),
             arm_endpoint: settings.arm_endpoint.to_string(),
             own_object_id: tokio::sync::OnceCell::new(),
+            outbox_checked: std::sync::Mutex::new(None),
         };
         let observer = Observer::new(azure.arm, azure.keys, DEFAULT_CACHE_TTL);
         Ok(Self {
@@ -116,12 +117,13 @@ impl Engine {
             Ok(event) => event,
             Err(rejection) => return Ok(rejected(EventRef::default(), rejection)),
         };
+        let classified = classify(&event, &self.settings.intake);
         let event_ref = EventRef {
-            id: Some(event.id.clone()),
-            event_type: Some(event.event_type.clone()),
-            subject: event.subject.clone(),
+            id: Some(event.id),
+            event_type: Some(event.event_type),
+            subject: event.subject,
         };
-        match classify(&event, &self.settings.intake) {
+        match classified {
             Err(rejection) => Ok(rejected(event_ref, rejection)),
             Ok(Classified::Ignored(reason)) => {
                 Ok(Outcome::new(event_ref, Disposition::Ignored, Some(reason)))

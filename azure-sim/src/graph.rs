@@ -134,7 +134,9 @@ pub(crate) fn resources(ctx: &mut Ctx) -> Reply {
         Err(e) => return graph_error("ParserFailure", &e),
     };
     let all = {
-        let tenant = ctx.tenant();
+        let frozen = crate::http::lock(&ctx.shared.graph_view).clone();
+        let live = ctx.tenant();
+        let tenant: &Tenant = frozen.as_ref().unwrap_or(&live);
         let caller = ctx
             .caller
             .as_ref()

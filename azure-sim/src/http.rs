@@ -37,6 +37,9 @@ pub struct Shared {
     pub info: Mutex<Option<Value>>,
     /// Long-running operations: id → (resource id, polls so far).
     pub operations: Mutex<std::collections::HashMap<String, (String, u32)>>,
+    /// What Resource Graph answers from while frozen: the tenant as it was (the real service
+    /// indexes changes with a delay), `None` for the live tenant.
+    pub graph_view: Mutex<Option<Tenant>>,
 }
 
 /// Locks a mutex, recovering from poisoning (a panicked test must not wedge the simulator).

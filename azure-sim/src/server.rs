@@ -165,6 +165,7 @@ impl Sim {
             started: Instant::now(),
             info: Mutex::new(None),
             operations: Mutex::new(std::collections::HashMap::new()),
+            graph_view: Mutex::new(None),
         });
         *lock(&shared.info) = serde_json::to_value(&info).ok();
 
@@ -239,6 +240,18 @@ impl Sim {
     /// that emit the events Azure would).
     pub fn tenant_mut<R>(&self, f: impl FnOnce(&mut Tenant) -> R) -> R {
         f(&mut lock(&self.shared.tenant))
+    }
+
+    /// Makes Resource Graph answer from the tenant as it is now, until
+    /// [`Sim::thaw_resource_graph`]: later changes are not indexed (the real service lags).
+    pub fn freeze_resource_graph(&self) {
+        let now = lock(&self.shared.tenant).clone();
+        *lock(&self.shared.graph_view) = Some(now);
+    }
+
+    /// Resource Graph answers from the live tenant again.
+    pub fn thaw_resource_graph(&self) {
+        *lock(&self.shared.graph_view) = None;
     }
 
     /// Adds a fault rule; returns its id.

@@ -324,6 +324,73 @@ async fn a_redelivery_after_a_failed_read_asks_azure_again() {
 }
 
 #[tokio::test]
+async fn a_stale_resource_graph_row_does_not_decide_which_key_is_checked() {
+    // Resource Graph lags behind ARM. The workspace moved to another key, a disabled one, after
+    // its row was indexed: the key chain the row names is read early, but the workspace read
+    // through ARM names the new key, and that is the one checked (Trap T19).
+    const NEXT: &str = "cmk-next";
+    let tenant = Tenant::builder()
+        .subscription(SUB)
+        .vault(
+            VaultSpec::new(SUB, RG, VAULT)
+                .key(KeySpec::rsa(KEY, 3072))
+                .key(KeySpec::rsa(NEXT, 3072).disabled()),
+        )
+        .workspace(WorkspaceSpec::new(SUB, RG, WORKSPACE).cmk(VAULT, KEY))
+        .build()
+        .expect("tenant");
+    let handler = Handler::start_with(tenant, &[]).await;
+    handler.sim.freeze_resource_graph();
+    handler.sim.tenant_mut(|t| {
+        let ws = t
+            .workspaces
+            .iter_mut()
+            .find(|w| w.name == WORKSPACE)
+            .expect("the workspace");
+        let encryption = ws.encryption.as_mut().expect("a CMK workspace");
+        encryption.key_identifier = format!("https://{VAULT}.vault.azure.net/keys/{NEXT}");
+    });
+    let reply = handler
+        .deliver("OnKeyVaultEvent", "event", &[key_near_expiry()])
+        .await
+        .remove(0);
+    let outcome = reply.outcome();
+    assert_eq!(reply.status, 200, "{outcome}");
+    let disabled: Vec<&Value> = outcome["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| f["rule"] == "key.enabled")
+        .collect();
+    assert_eq!(disabled.len(), 1, "the new key is checked: {outcome}");
+    assert!(
+        disabled[0]["resource"]
+            .as_str()
+            .is_some_and(|r| r.contains(&format!("/keys/{NEXT}"))),
+        "{outcome}"
+    );
+    let key_reads: Vec<String> = handler
+        .sim
+        .requests(&RecordFilter::default())
+        .into_iter()
+        .filter(|r| r.operation == "Keys_Get")
+        .map(|r| r.path)
+        .collect();
+    assert!(
+        key_reads
+            .iter()
+            .any(|p| p.ends_with(&format!("/keys/{KEY}"))),
+        "the row's key was read early: {key_reads:?}"
+    );
+    assert!(
+        key_reads
+            .iter()
+            .any(|p| p.ends_with(&format!("/keys/{NEXT}"))),
+        "then the workspace's own: {key_reads:?}"
+    );
+}
+
+#[tokio::test]
 async fn timeouts_on_every_kind_of_call_fail_the_invocation_and_the_next_sweep_finds_everything() {
     // The call hangs past the invocation's 25 s budget: the handler stops waiting and fails.
     on_every_call(

@@ -142,7 +142,7 @@ pub(crate) fn resources(ctx: &mut Ctx) -> Reply {
             .as_ref()
             .map(|c| c.object_id.clone())
             .unwrap_or_default();
-        let mut all = rows(&tenant);
+        let mut all = rows(tenant);
         if tenant.enforce_management_rbac {
             all.retain(|r| {
                 let text = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or_default();

@@ -63,6 +63,9 @@ pub struct Situation<'a> {
     pub mode: Mode,
     pub now: OffsetDateTime,
     pub deadline: Instant,
+    /// Whether act appends the audit record itself; `false` when the caller writes it with
+    /// the event's claim, in the same store write.
+    pub audit: bool,
 }
 
 /// One workspace's evaluation with the snapshot it came from.
@@ -93,6 +96,7 @@ impl Actor {
             mode,
             now,
             deadline,
+            audit,
         } = *situation;
         let own = self
             .own_object_id
@@ -208,7 +212,9 @@ impl Actor {
             self.send_alerts(outcome, &alerts, policy, now).await?;
         }
         self.flush_outbox(outcome, now).await?;
-        self.store.append_audit(now, &audit_record(outcome)).await?;
+        if audit {
+            self.store.append_audit(now, &audit_record(outcome)).await?;
+        }
         Ok(())
     }
 
@@ -567,7 +573,8 @@ fn budget_finding(finding: &Finding) -> Finding {
 }
 
 /// One audit line per decision: what was seen and done, never a secret.
-fn audit_record(outcome: &Outcome) -> serde_json::Value {
+/// The audit trail's record of one invocation: what came in, what was found and done.
+pub fn audit_record(outcome: &Outcome) -> serde_json::Value {
     json!({
         "event": outcome.event,
         "disposition": outcome.disposition,

@@ -37,6 +37,17 @@ pub const SCAN_CONCURRENCY: usize = 32;
 use resolve::ALL_WORKSPACES as LIST_WORKSPACES;
 use resolve::Found;
 
+/// Whether [`Engine::reconcile`] acts, and who writes the audit record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acting {
+    /// A read-only check.
+    No,
+    /// Act, and append the audit record.
+    Yes,
+    /// Act; the caller writes the audit record with the event's claim (one store write).
+    AuditWithEvent,
+}
+
 /// The `event.type` of outcomes of on-demand checks.
 pub const EVALUATE_EVENT_TYPE: &str = "cmk-guard.Evaluate";
 
@@ -143,7 +154,7 @@ impl Engine {
         deadline: Instant,
     ) -> Result<Outcome, Transient> {
         let Some(actor) = &self.actor else {
-            return self.reconcile(event, trigger, deadline, true).await;
+            return self.reconcile(event, trigger, deadline, Acting::Yes).await;
         };
         let store = &actor.store;
         let id = trigger.event_id.as_str();
@@ -173,9 +184,18 @@ impl Engine {
             }
             Err(error) => return Err(transient(skeleton(), error)),
         }
-        let result = self.reconcile(event, trigger, deadline, true).await;
+        let result = self
+            .reconcile(event, trigger, deadline, Acting::AuditWithEvent)
+            .await;
+        let audit = result.as_ref().ok().map(crate::act::audit_record);
         let ended = store
-            .end_event(id, &owner, result.is_ok(), time::OffsetDateTime::now_utc())
+            .end_event(
+                id,
+                &owner,
+                result.is_ok(),
+                time::OffsetDateTime::now_utc(),
+                audit.as_ref(),
+            )
             .await;
         match (result, ended) {
             (Ok(outcome), Err(error)) => Err(transient(outcome, error)),
@@ -184,14 +204,14 @@ impl Engine {
     }
 
     /// Re-reads everything the trigger affects and checks it. The trigger is only a hint.
-    /// With `act`, and an engine that acts, the plan is carried out (alerts, state,
-    /// remediation); without, it is a read-only check.
+    /// When `acting`, and the engine acts, the plan is carried out (alerts, state,
+    /// remediation); otherwise it is a read-only check.
     pub async fn reconcile(
         &self,
         event: EventRef,
         trigger: &Trigger,
         deadline: Instant,
-        act: bool,
+        acting: Acting,
     ) -> Result<Outcome, Transient> {
         let mut outcome = Outcome::new(event, Disposition::Evaluated, None);
         outcome.resource = Some(trigger.target.to_string());
@@ -249,13 +269,14 @@ impl Engine {
                 }
             })
             .collect();
-        if let Some(actor) = self.actor.as_ref().filter(|_| act) {
+        if let Some(actor) = self.actor.as_ref().filter(|_| acting != Acting::No) {
             let situation = crate::act::Situation {
                 caller_object_id: trigger.caller_object_id.as_deref(),
                 policy: &self.settings.policy,
                 mode: self.settings.mode,
                 now,
                 deadline,
+                audit: acting == Acting::Yes,
             };
             let acted = actor.act(&mut outcome, &evaluated, &situation).await;
             let wrote = outcome.actions.iter().any(|a| {
@@ -377,6 +398,7 @@ impl Engine {
                 mode: self.settings.mode,
                 now,
                 deadline: chunk_deadline,
+                audit: true,
             };
             if let Err(error) = actor.act(&mut outcome, &evaluated, &situation).await {
                 return Err(transient(outcome, error.to_string()));
@@ -544,7 +566,16 @@ impl Engine {
             subject: Some(request.resource),
         };
         Ok(self
-            .reconcile(event, &trigger, deadline, request.apply)
+            .reconcile(
+                event,
+                &trigger,
+                deadline,
+                if request.apply {
+                    Acting::Yes
+                } else {
+                    Acting::No
+                },
+            )
             .await)
     }
 

@@ -198,15 +198,25 @@ async fn an_event_is_begun_by_one_invocation_and_ended_once(backend: &Backend) {
         "another invocation holds the lease"
     );
     // A failed attempt releases the lease without claiming the event.
-    store.end_event("evt-b", "a", false, T0).await.unwrap();
+    store
+        .end_event("evt-b", "a", false, T0, None)
+        .await
+        .unwrap();
     assert!(!store.event_claimed("evt-b").await.unwrap());
     assert_eq!(
         store.begin_event("evt-b", "b", T0, lease).await.unwrap(),
         EventStart::Leased,
         "free again"
     );
-    store.end_event("evt-b", "b", true, T0).await.unwrap();
+    let record = serde_json::json!({"event": {"id": "evt-b"}, "disposition": "evaluated"});
+    store
+        .end_event("evt-b", "b", true, T0, Some(&record))
+        .await
+        .unwrap();
     assert!(store.event_claimed("evt-b").await.unwrap());
+    let audit = store.audit_since(T0).await.unwrap();
+    assert_eq!(audit.len(), 1, "the audit record is written with the claim");
+    assert_eq!(audit[0].record, record);
     assert_eq!(
         store.begin_event("evt-b", "c", T0, lease).await.unwrap(),
         EventStart::Handled
@@ -231,7 +241,10 @@ async fn an_event_is_begun_by_one_invocation_and_ended_once(backend: &Backend) {
         EventStart::Leased
     );
     // Ending with another owner's name leaves the lease alone.
-    store.end_event("evt-c", "dead", false, T0).await.unwrap();
+    store
+        .end_event("evt-c", "dead", false, T0, None)
+        .await
+        .unwrap();
     assert_eq!(
         store
             .begin_event("evt-c", "third", T0 + Duration::seconds(62), lease)

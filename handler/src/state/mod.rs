@@ -274,15 +274,20 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
         })
     }
 
-    /// Ends handling an event [`begin_event`](StateStore::begin_event) leased: claims its id
-    /// when it `finished` (a redelivery is then a duplicate), and releases the lease.
+    /// Ends handling an event [`begin_event`](StateStore::begin_event) leased: appends its
+    /// `audit` record, claims its id when it `finished` (a redelivery is then a duplicate), and
+    /// releases the lease; in one write where the backend can.
     async fn end_event(
         &self,
         event_id: &str,
         owner: &str,
         finished: bool,
         now: OffsetDateTime,
+        audit: Option<&serde_json::Value>,
     ) -> Result<()> {
+        if let Some(record) = audit {
+            self.append_audit(now, record).await?;
+        }
         let claimed = if finished {
             self.claim_event(event_id, now).await.map(|_| ())
         } else {

@@ -145,6 +145,9 @@ const CLAIM_REMEDIATION: &str = "INSERT INTO remediation_claims (resource, rule,
 const RELEASE_REMEDIATION: &str =
     "DELETE FROM remediation_claims WHERE resource = ?1 AND rule = ?2 AND owner = ?3";
 
+/// Appends an audit record (?2) at ?1.
+const APPEND_AUDIT: &str = "INSERT INTO audit (at, record) VALUES (?1, ?2)";
+
 /// More than the store's distinct statements.
 const STATEMENT_CACHE_CAPACITY: usize = 48;
 
@@ -458,14 +461,21 @@ impl StateStore for SqliteStore {
         owner: &str,
         finished: bool,
         now: OffsetDateTime,
+        audit: Option<&serde_json::Value>,
     ) -> Result<()> {
         let event_id = event_id.to_owned();
         let resource = event_lease(&event_id);
         let owner = owner.to_owned();
         let claimed_at = to_nanos(now)?;
+        let audit = audit.map(ToString::to_string);
         self.run(move |connection| {
             let transaction =
                 connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Some(record) = audit {
+                transaction
+                    .prepare_cached(APPEND_AUDIT)?
+                    .execute(params![claimed_at, record])?;
+            }
             if finished {
                 transaction
                     .prepare_cached(CLAIM_EVENT)?
@@ -648,7 +658,7 @@ impl StateStore for SqliteStore {
         let record = record.to_string();
         self.run(move |connection| {
             connection
-                .prepare_cached("INSERT INTO audit (at, record) VALUES (?1, ?2)")?
+                .prepare_cached(APPEND_AUDIT)?
                 .execute(params![at, record])?;
             Ok(())
         })

@@ -84,11 +84,16 @@ pub async fn invoke(
                         function.binding
                     ));
                 }
+                // The sweep and the check are large futures; boxed, they do not make every
+                // event's future larger (it is moved several times per request).
                 match function.trigger {
                     TriggerType::EventGrid => engine.on_event(value, deadline).await,
-                    TriggerType::Timer => on_timer(engine, value, &invocation, invocation_id).await,
+                    TriggerType::Timer => {
+                        Box::pin(on_timer(engine, value, &invocation, invocation_id)).await
+                    }
                     TriggerType::Http => {
-                        return invoke_http_envelope(engine, value, invocation_id, logs).await;
+                        return Box::pin(invoke_http_envelope(engine, value, invocation_id, logs))
+                            .await;
                     }
                 }
             }
@@ -125,7 +130,13 @@ fn host_reply(status: u16, outcome: Outcome, logs: Vec<String>) -> Reply {
 
 /// The JSON body of a reply; `{}` in the unreachable case that serialization fails.
 fn to_body(response: &impl serde::Serialize) -> Vec<u8> {
-    serde_json::to_vec(response).unwrap_or_else(|_| b"{}".to_vec())
+    /// Room for the reply to an ignored event without growing the buffer.
+    const TYPICAL_REPLY_BYTES: usize = 1024;
+    let mut body = Vec::with_capacity(TYPICAL_REPLY_BYTES);
+    match serde_json::to_writer(&mut body, response) {
+        Ok(()) => body,
+        Err(_) => b"{}".to_vec(),
+    }
 }
 
 fn rejected(rejection: Rejection) -> Outcome {

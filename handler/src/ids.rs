@@ -420,6 +420,9 @@ pub fn is_vault_name(name: &str) -> bool {
 /// Keeps error messages short when the input is huge or hostile.
 pub(crate) fn truncate(text: &str) -> String {
     const MAX: usize = 200;
+    if text.len() <= MAX && !text.chars().any(char::is_control) {
+        return text.to_owned();
+    }
     if text.chars().count() <= MAX {
         text.chars()
             .map(|c| if c.is_control() { '\u{fffd}' } else { c })

@@ -191,10 +191,10 @@ fn classify_resource_event(
         .iter()
         .find(|(name, _)| name.eq_ignore_ascii_case(&operation))
         .map(|(_, kind)| *kind);
-    let in_managed_group = change != "Action" && managed_resource_group(&resource_text);
-    let Some(kind) =
-        listed.or(in_managed_group.then_some(ResourceKind::ManagedResourceGroupMember))
-    else {
+    let Some(kind) = listed.or_else(|| {
+        (change != "Action" && managed_resource_group(&resource_text))
+            .then_some(ResourceKind::ManagedResourceGroupMember)
+    }) else {
         return Ok(Classified::Ignored(format!(
             "operation {} cannot change a CMK chain",
             crate::ids::truncate(&operation)
@@ -351,6 +351,15 @@ fn check_subscription(
 }
 
 fn managed_resource_group(resource: &str) -> bool {
+    // Most resources are not in one: a text without the prefix needs no parsing.
+    let prefix = MANAGED_RESOURCE_GROUP_PREFIX.as_bytes();
+    if !resource
+        .as_bytes()
+        .windows(prefix.len())
+        .any(|window| window.eq_ignore_ascii_case(prefix))
+    {
+        return false;
+    }
     ArmResourceId::parse(resource)
         .ok()
         .and_then(|id| {

@@ -266,8 +266,12 @@ async fn sigterm_drains_the_invocation_in_flight_then_exits() {
     // Start an invocation, send half of its chunked body, stop the process, send the rest.
     let body = envelope("event", &key_expired(), "OnKeyVaultEvent");
     let (first, second) = body.split_at(body.len() / 2);
-    let headers = "POST /OnKeyVaultEvent HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\nContent-Type: application/json; charset=utf-8\r\nX-Azure-Functions-InvocationId: 2b6d3e4f-0000-4000-8000-000000000001\r\n\r\n";
+    // `Expect: 100-continue` makes the server say when it has taken the request on: the stop
+    // signal must not come before that, or the connection is merely idle and is closed.
+    let headers = "POST /OnKeyVaultEvent HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\nContent-Type: application/json; charset=utf-8\r\nExpect: 100-continue\r\nX-Azure-Functions-InvocationId: 2b6d3e4f-0000-4000-8000-000000000001\r\n\r\n";
     stream.write_all(headers.as_bytes()).expect("write");
+    let interim = read_response(&mut reader);
+    assert!(interim.starts_with("HTTP/1.1 100"), "{interim}");
     stream.write_all(&chunk(first)).expect("write");
     stream.flush().expect("flush");
     handler.terminate();

@@ -21,13 +21,15 @@ pub fn norm(id: &str) -> String {
 /// True when `outer` is `inner` or one of its ancestors (role assignment inheritance):
 /// a grant at subscription, resource group or vault scope applies to the vault and its keys.
 pub fn scope_covers(outer: &str, inner: &str) -> bool {
-    let outer = norm(outer);
-    let inner = norm(inner);
-    if outer == "/" {
+    // Without allocating: this runs for every role assignment of every authorised request.
+    let outer = outer.trim_end_matches('/').as_bytes();
+    let inner = inner.trim_end_matches('/').as_bytes();
+    if outer.is_empty() {
         return true;
     }
-    inner == outer
-        || (inner.starts_with(&outer) && inner.as_bytes().get(outer.len()) == Some(&b'/'))
+    inner.len() >= outer.len()
+        && inner[..outer.len()].eq_ignore_ascii_case(outer)
+        && (inner.len() == outer.len() || inner[outer.len()] == b'/')
 }
 
 /// A UUID-formatted id derived from a seed, so scenario principals are stable across runs.
@@ -151,6 +153,19 @@ mod tests {
         assert!(scope_covers("/", vault));
         assert!(!scope_covers("/subscriptions/s/resourcegroups/r", vault));
         assert!(!scope_covers(&format!("{vault}/keys/k"), vault));
+        assert!(
+            scope_covers(&format!("{vault}/"), vault),
+            "a trailing slash"
+        );
+        assert!(scope_covers(vault, &vault.to_ascii_uppercase()));
+        assert!(
+            !scope_covers(&format!("{vault}x"), vault),
+            "longer than the scope"
+        );
+        assert!(!scope_covers(
+            "/subscriptions/s/resourcegroups/rg",
+            "/subscriptions/s/resourcegroups/rg2"
+        ));
     }
 
     #[test]

@@ -130,9 +130,6 @@ pub(crate) fn list_assignments(ctx: &mut Ctx) -> Reply {
         .role_assignments
         .iter()
         .filter(|a| {
-            scope_covers(&a.scope, &scope) || (!filter.at_scope && scope_covers(&scope, &a.scope))
-        })
-        .filter(|a| {
             filter
                 .principal
                 .as_deref()
@@ -142,6 +139,9 @@ pub(crate) fn list_assignments(ctx: &mut Ctx) -> Reply {
             filter.assigned_to.as_deref().is_none_or(|p| {
                 eq_ci(p, &a.principal_id) || groups.iter().any(|g| eq_ci(g, &a.principal_id))
             })
+        })
+        .filter(|a| {
+            scope_covers(&a.scope, &scope) || (!filter.at_scope && scope_covers(&scope, &a.scope))
         })
         .map(assignment_json)
         .collect();

@@ -92,7 +92,8 @@ fn find<'t>(tenant: &'t Tenant, ctx: &Ctx) -> Result<&'t Workspace, Reply> {
         .workspaces
         .iter()
         .find(|w| {
-            eq_ci(&w.subscription, &sub) && eq_ci(&w.resource_group, &rg) && eq_ci(&w.name, &name)
+            // The name first: it tells most resources apart at once.
+            eq_ci(&w.name, &name) && eq_ci(&w.resource_group, &rg) && eq_ci(&w.subscription, &sub)
         })
         .ok_or_else(|| not_found("Microsoft.MachineLearningServices/workspaces", &name, &rg))
 }

@@ -80,7 +80,8 @@ fn find<'t>(tenant: &'t crate::model::Tenant, ctx: &Ctx) -> Result<&'t Vault, Re
         .vaults
         .iter()
         .find(|v| {
-            eq_ci(&v.subscription, &sub) && eq_ci(&v.resource_group, &rg) && eq_ci(&v.name, &name)
+            // The name first: it tells most resources apart at once.
+            eq_ci(&v.name, &name) && eq_ci(&v.resource_group, &rg) && eq_ci(&v.subscription, &sub)
         })
         .ok_or_else(|| not_found("Microsoft.KeyVault/vaults", &name, &rg))
 }

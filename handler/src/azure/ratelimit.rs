@@ -7,14 +7,13 @@
 //! `rate` requests in any one second: every request it receives within a second held its slot
 //! across the end of that second. An event's handful of reads still goes out at once.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use azure_core::http::policies::{Policy, PolicyResult};
 use azure_core::http::{Context, Request};
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 /// How long a slot stays taken after its response.
@@ -24,83 +23,80 @@ const HOLD: Duration = Duration::from_secs(1);
 /// subscription read refill (25/s, reference §6.1), leaving room for everything else.
 pub const DEFAULT_RATE_PER_SECOND: u32 = 20;
 
-#[derive(Debug, Default)]
-struct Slots {
-    /// Requests let through and not answered yet.
-    in_flight: usize,
-    /// When the slots of answered requests become free again, earliest first.
-    held_until: VecDeque<Instant>,
-    paused_until: Option<Instant>,
-}
-
-/// The shared limiter.
+/// The shared limiter. Waiters queue in order on a semaphore of `rate` permits, and a freed
+/// permit wakes exactly one of them (a sweep keeps hundreds of requests waiting; waking them
+/// all on every release cost more CPU than the requests themselves).
 #[derive(Debug, Clone)]
 pub struct RateLimiter {
-    rate: usize,
-    slots: Arc<Mutex<Slots>>,
-    freed: Arc<Notify>,
+    permits: Arc<Semaphore>,
+    paused_until: Arc<std::sync::Mutex<Option<Instant>>>,
+}
+
+/// One request's slot, from being let through until one second after its response.
+#[derive(Debug)]
+pub struct Slot {
+    /// Held, never read: dropping it frees the slot.
+    _permit: OwnedSemaphorePermit,
 }
 
 impl RateLimiter {
     /// At most `rate` requests in any one-second window.
     pub fn new(rate: u32) -> Self {
+        let rate = usize::try_from(rate.max(1))
+            .unwrap_or(usize::MAX)
+            .min(Semaphore::MAX_PERMITS);
         Self {
-            rate: usize::try_from(rate.max(1)).unwrap_or(usize::MAX),
-            slots: Arc::default(),
-            freed: Arc::new(Notify::new()),
+            permits: Arc::new(Semaphore::new(rate)),
+            paused_until: Arc::default(),
         }
     }
 
     /// Waits for a free slot and takes it; give it back with [`RateLimiter::release`].
-    pub async fn acquire(&self) {
+    pub async fn acquire(&self) -> Slot {
         loop {
-            let freed = self.freed.notified();
-            let wait = {
-                let mut slots = self.slots.lock().await;
-                let now = Instant::now();
-                match slots.paused_until {
-                    Some(until) if until > now => Some(until - now),
-                    _ => {
-                        slots.paused_until = None;
-                        while slots.held_until.front().is_some_and(|until| *until <= now) {
-                            slots.held_until.pop_front();
-                        }
-                        if slots.in_flight + slots.held_until.len() < self.rate {
-                            slots.in_flight += 1;
-                            return;
-                        }
-                        slots.held_until.front().map(|until| *until - now)
-                    }
-                }
+            if let Some(wait) = self.paused_for() {
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            // The semaphore is never closed, so acquiring only waits.
+            let Ok(permit) = self.permits.clone().acquire_owned().await else {
+                continue;
             };
-            match wait {
-                Some(wait) => {
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = freed => {}
-                    }
-                }
-                None => freed.await,
+            // A pause that began while this request waited holds it too.
+            if self.paused_for().is_none() {
+                return Slot { _permit: permit };
             }
         }
     }
 
     /// The response of a request arrived (or it failed): its slot frees up one second later.
-    pub async fn release(&self) {
-        let mut slots = self.slots.lock().await;
-        slots.in_flight = slots.in_flight.saturating_sub(1);
-        slots.held_until.push_back(Instant::now() + HOLD);
-        drop(slots);
-        self.freed.notify_waiters();
+    pub fn release(&self, slot: Slot) {
+        tokio::spawn(async move {
+            tokio::time::sleep(HOLD).await;
+            drop(slot);
+        });
     }
 
     /// Azure said to wait: every worker pauses until then.
-    pub async fn pause(&self, duration: Duration) {
-        let mut slots = self.slots.lock().await;
+    pub fn pause(&self, duration: Duration) {
         let until = Instant::now() + duration;
-        if slots.paused_until.is_none_or(|current| current < until) {
-            slots.paused_until = Some(until);
+        let mut paused = self
+            .paused_until
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if paused.is_none_or(|current| current < until) {
+            *paused = Some(until);
         }
+    }
+
+    /// How much longer the pause lasts, if one is on.
+    fn paused_for(&self) -> Option<Duration> {
+        let paused = self
+            .paused_until
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now = Instant::now();
+        paused.filter(|until| *until > now).map(|until| until - now)
     }
 }
 
@@ -118,14 +114,14 @@ impl Policy for RateLimitPolicy {
         request: &mut Request,
         next: &[Arc<dyn Policy>],
     ) -> PolicyResult {
-        self.limiter.acquire().await;
+        let slot = self.limiter.acquire().await;
         let result = next[0].send(ctx, request, &next[1..]).await;
-        self.limiter.release().await;
+        self.limiter.release(slot);
         let response = result?;
         if u16::from(response.status()) == 429 {
             let wait =
                 super::arm::retry_after(response.headers()).unwrap_or(Duration::from_secs(1));
-            self.limiter.pause(wait).await;
+            self.limiter.pause(wait);
         }
         Ok(response)
     }
@@ -141,11 +137,11 @@ mod tests {
         let start = Instant::now();
         let mut sent = Vec::new();
         for _ in 0..30 {
-            limiter.acquire().await;
+            let slot = limiter.acquire().await;
             sent.push(Instant::now() - start);
             // The request takes 100 ms before its response comes back.
             tokio::time::advance(Duration::from_millis(100)).await;
-            limiter.release().await;
+            limiter.release(slot);
         }
         for (i, at) in sent.iter().enumerate().skip(10) {
             assert!(*at - sent[i - 10] >= HOLD, "{i}: {sent:?}");
@@ -156,18 +152,51 @@ mod tests {
     async fn a_burst_below_the_rate_goes_out_at_once() {
         let limiter = RateLimiter::new(20);
         let start = Instant::now();
+        let mut slots = Vec::new();
         for _ in 0..20 {
-            limiter.acquire().await;
+            slots.push(limiter.acquire().await);
         }
         assert_eq!(Instant::now(), start);
     }
 
     #[tokio::test(start_paused = true)]
+    async fn each_freed_slot_lets_the_next_waiter_through_in_order() {
+        let limiter = RateLimiter::new(2);
+        let first = limiter.acquire().await;
+        let second = limiter.acquire().await;
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let waiters: Vec<_> = (0..4)
+            .map(|i| {
+                let limiter = limiter.clone();
+                let order = order.clone();
+                tokio::spawn(async move {
+                    let slot = limiter.acquire().await;
+                    order.lock().unwrap().push((i, Instant::now()));
+                    slot
+                })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        let start = Instant::now();
+        limiter.release(first);
+        limiter.release(second);
+        for waiter in waiters.into_iter().take(2) {
+            drop(waiter.await.unwrap());
+        }
+        let order = order.lock().unwrap().clone();
+        assert_eq!(
+            order.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+            vec![0, 1]
+        );
+        assert!(order.iter().all(|(_, at)| *at - start >= HOLD), "{order:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_pause_holds_every_caller() {
         let limiter = RateLimiter::new(100);
-        limiter.pause(Duration::from_secs(5)).await;
+        limiter.pause(Duration::from_secs(5));
         let start = Instant::now();
-        let ((), ()) = tokio::join!(limiter.acquire(), limiter.acquire());
+        let _slots = tokio::join!(limiter.acquire(), limiter.acquire());
         assert!(Instant::now() - start >= Duration::from_secs(5));
     }
 }

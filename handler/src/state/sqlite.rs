@@ -100,9 +100,11 @@ impl SqliteStore {
                 StateError::new(ErrorKind::Permanent, format!("opening SQLite failed: {e}"))
             })?
             .map_err(|e| StateError::new(e.kind, format!("{}: {}", shown.display(), e.message)))?;
+        let connection = Arc::new(Mutex::new(connection));
+        spawn_checkpoints(Arc::downgrade(&connection));
         Ok(Self {
             path: shown,
-            connection: Arc::new(Mutex::new(connection)),
+            connection,
         })
     }
 
@@ -151,6 +153,39 @@ const APPEND_AUDIT: &str = "INSERT INTO audit (at, record) VALUES (?1, ?2)";
 /// More than the store's distinct statements.
 const STATEMENT_CACHE_CAPACITY: usize = 48;
 
+/// How often the write-ahead log is copied back into the database file.
+const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Checkpoints the write-ahead log every [`CHECKPOINT_INTERVAL`] on the blocking pool, for as
+/// long as the store lives. Automatic checkpoints are off: SQLite would run them inside
+/// whichever write crosses 1,000 pages, and that event would pay a few milliseconds for it.
+/// `PASSIVE` never waits for readers or writers; what it cannot copy now it copies next time.
+fn spawn_checkpoints(connection: std::sync::Weak<Mutex<Connection>>) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(CHECKPOINT_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            let Some(connection) = connection.upgrade() else {
+                return;
+            };
+            let checkpoint = tokio::task::spawn_blocking(move || {
+                let guard = connection
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                guard
+                    .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    .map_err(StateError::from)
+            })
+            .await;
+            if let Ok(Err(error)) = checkpoint {
+                tracing::debug!(message = "SQLite checkpoint failed; the next one retries.", %error);
+            }
+        }
+    });
+}
+
 fn open_connection(path: &Path) -> Result<Connection> {
     let mut connection = Connection::open(path)?;
     connection.busy_timeout(BUSY_TIMEOUT)?;
@@ -167,6 +202,7 @@ fn open_connection(path: &Path) -> Result<Connection> {
         ));
     }
     connection.pragma_update(None, "synchronous", "NORMAL")?;
+    connection.pragma_update(None, "wal_autocheckpoint", 0)?;
     migrate(&mut connection)?;
     Ok(connection)
 }

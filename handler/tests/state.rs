@@ -187,13 +187,23 @@ async fn concurrent_claims_of_one_event_have_one_winner(backend: &Backend) {
 
 async fn an_event_is_begun_by_one_invocation_and_ended_once(backend: &Backend) {
     let store = backend.open().await;
-    let lease = Duration::seconds(60);
+    let begin = |event: &'static str, owner: &'static str, seconds: i64| {
+        let store = store.clone();
+        async move {
+            store
+                .begin_event(
+                    event,
+                    owner,
+                    T0 + Duration::seconds(seconds),
+                    Duration::seconds(60),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(begin("evt-b", "a", 0).await, EventStart::Leased);
     assert_eq!(
-        store.begin_event("evt-b", "a", T0, lease).await.unwrap(),
-        EventStart::Leased
-    );
-    assert_eq!(
-        store.begin_event("evt-b", "b", T0, lease).await.unwrap(),
+        begin("evt-b", "b", 0).await,
         EventStart::Busy,
         "another invocation holds the lease"
     );
@@ -204,7 +214,7 @@ async fn an_event_is_begun_by_one_invocation_and_ended_once(backend: &Backend) {
         .unwrap();
     assert!(!store.event_claimed("evt-b").await.unwrap());
     assert_eq!(
-        store.begin_event("evt-b", "b", T0, lease).await.unwrap(),
+        begin("evt-b", "b", 0).await,
         EventStart::Leased,
         "free again"
     );
@@ -217,41 +227,17 @@ async fn an_event_is_begun_by_one_invocation_and_ended_once(backend: &Backend) {
     let audit = store.audit_since(T0).await.unwrap();
     assert_eq!(audit.len(), 1, "the audit record is written with the claim");
     assert_eq!(audit[0].record, record);
-    assert_eq!(
-        store.begin_event("evt-b", "c", T0, lease).await.unwrap(),
-        EventStart::Handled
-    );
+    assert_eq!(begin("evt-b", "c", 0).await, EventStart::Handled);
     // A lease left by a crashed invocation ends with its time.
-    assert_eq!(
-        store.begin_event("evt-c", "dead", T0, lease).await.unwrap(),
-        EventStart::Leased
-    );
-    assert_eq!(
-        store
-            .begin_event("evt-c", "next", T0 + Duration::seconds(59), lease)
-            .await
-            .unwrap(),
-        EventStart::Busy
-    );
-    assert_eq!(
-        store
-            .begin_event("evt-c", "next", T0 + Duration::seconds(61), lease)
-            .await
-            .unwrap(),
-        EventStart::Leased
-    );
+    assert_eq!(begin("evt-c", "dead", 0).await, EventStart::Leased);
+    assert_eq!(begin("evt-c", "next", 59).await, EventStart::Busy);
+    assert_eq!(begin("evt-c", "next", 61).await, EventStart::Leased);
     // Ending with another owner's name leaves the lease alone.
     store
         .end_event("evt-c", "dead", false, T0, None)
         .await
         .unwrap();
-    assert_eq!(
-        store
-            .begin_event("evt-c", "third", T0 + Duration::seconds(62), lease)
-            .await
-            .unwrap(),
-        EventStart::Busy
-    );
+    assert_eq!(begin("evt-c", "third", 62).await, EventStart::Busy);
 }
 
 async fn concurrent_beginnings_of_one_event_lease_it_once(backend: &Backend) {

@@ -9,8 +9,7 @@ pub fn eq_ci(a: &str, b: &str) -> bool {
     // their start, so comparing backwards tells them apart at the first byte. Lookups scan
     // every resource of the tenant, thousands in benchmarks.
     a.len() == b.len()
-        && a
-            .bytes()
+        && a.bytes()
             .rev()
             .zip(b.bytes().rev())
             .all(|(x, y)| x.eq_ignore_ascii_case(&y))

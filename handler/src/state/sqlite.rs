@@ -22,6 +22,8 @@ use super::{
 const SCHEMA_VERSION: i64 = 1;
 /// How long a statement waits for another process's write lock before giving up (transient).
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// The pause before opening again after SQLite answered busy at once.
+const OPEN_RETRY: std::time::Duration = std::time::Duration::from_millis(20);
 
 const SCHEMA: &str = "
 CREATE TABLE event_claims (
@@ -92,14 +94,29 @@ impl SqliteStore {
     /// Opens (creating if needed) the file at `path`, switches it to WAL and creates or checks
     /// the schema.
     pub async fn open(path: &Path) -> Result<Self> {
-        let path = path.to_path_buf();
-        let shown = path.clone();
-        let connection = tokio::task::spawn_blocking(move || open_connection(&path))
-            .await
-            .map_err(|e| {
-                StateError::new(ErrorKind::Permanent, format!("opening SQLite failed: {e}"))
-            })?
-            .map_err(|e| StateError::new(e.kind, format!("{}: {}", shown.display(), e.message)))?;
+        let shown = path.to_path_buf();
+        // Processes opening a new file together race to switch it to WAL and create the
+        // schema; SQLite answers some of those races "database is locked" at once instead of
+        // waiting, so a busy open is tried again for as long as a busy statement would wait.
+        let started = std::time::Instant::now();
+        let connection = loop {
+            let path = shown.clone();
+            let opened = tokio::task::spawn_blocking(move || open_connection(&path))
+                .await
+                .map_err(|e| {
+                    StateError::new(ErrorKind::Permanent, format!("opening SQLite failed: {e}"))
+                })?;
+            match opened {
+                Err(error) if error.is_transient() && started.elapsed() < BUSY_TIMEOUT => {
+                    tokio::time::sleep(OPEN_RETRY).await;
+                }
+                opened => {
+                    break opened.map_err(|e| {
+                        StateError::new(e.kind, format!("{}: {}", shown.display(), e.message))
+                    })?;
+                }
+            }
+        };
         let connection = Arc::new(Mutex::new(connection));
         spawn_checkpoints(Arc::downgrade(&connection));
         Ok(Self {

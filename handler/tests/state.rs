@@ -168,21 +168,38 @@ async fn an_event_is_claimed_exactly_once(backend: &Backend) {
     );
 }
 
+/// Runs `attempt(store, i)` for every `i` below `n` at once, alternating between two store
+/// instances; the results in the order of `i`.
+async fn race<T, Fut>(
+    stores: &[Arc<dyn StateStore>; 2],
+    n: usize,
+    attempt: impl Fn(Arc<dyn StateStore>, usize) -> Fut,
+) -> Vec<T>
+where
+    T: Send + 'static,
+    Fut: std::future::Future<Output = state::Result<T>> + Send + 'static,
+{
+    let tasks: Vec<_> = (0..n)
+        .map(|i| tokio::spawn(attempt(stores[i % 2].clone(), i)))
+        .collect();
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.unwrap().unwrap());
+    }
+    results
+}
+
 async fn concurrent_claims_of_one_event_have_one_winner(backend: &Backend) {
     let stores = [backend.open().await, backend.open().await];
-    let tasks: Vec<_> = (0..20)
-        .map(|i| {
-            let store = stores[i % 2].clone();
-            tokio::spawn(async move { store.claim_event("evt-burst", T0).await })
-        })
-        .collect();
-    let mut winners = 0;
-    for task in tasks {
-        if task.await.unwrap().unwrap() {
-            winners += 1;
-        }
-    }
-    assert_eq!(winners, 1, "20 concurrent claims from two instances");
+    let claimed = race(&stores, 20, |store, _| async move {
+        store.claim_event("evt-burst", T0).await
+    })
+    .await;
+    assert_eq!(
+        claimed.iter().filter(|won| **won).count(),
+        1,
+        "20 concurrent claims from two instances"
+    );
 }
 
 async fn an_event_is_begun_by_one_invocation_and_ended_once(backend: &Backend) {
@@ -242,25 +259,21 @@ async fn an_event_is_begun_by_one_invocation_and_ended_once(backend: &Backend) {
 
 async fn concurrent_beginnings_of_one_event_lease_it_once(backend: &Backend) {
     let stores = [backend.open().await, backend.open().await];
-    let tasks: Vec<_> = (0..20)
-        .map(|i| {
-            let store = stores[i % 2].clone();
-            tokio::spawn(async move {
-                store
-                    .begin_event("evt-race", &format!("owner-{i}"), T0, Duration::seconds(60))
-                    .await
-            })
-        })
-        .collect();
-    let mut leased = 0;
-    for task in tasks {
-        match task.await.unwrap().unwrap() {
-            EventStart::Leased => leased += 1,
-            EventStart::Busy => {}
-            EventStart::Handled => panic!("nobody claimed the event"),
-        }
-    }
-    assert_eq!(leased, 1, "20 concurrent beginnings from two instances");
+    let started = race(&stores, 20, |store, i| async move {
+        store
+            .begin_event("evt-race", &format!("owner-{i}"), T0, Duration::seconds(60))
+            .await
+    })
+    .await;
+    assert!(
+        !started.contains(&EventStart::Handled),
+        "nobody claimed the event"
+    );
+    assert_eq!(
+        started.iter().filter(|s| **s == EventStart::Leased).count(),
+        1,
+        "20 concurrent beginnings from two instances"
+    );
 }
 
 fn key(workspace: &str, rule: &str) -> FindingKey {
@@ -366,45 +379,44 @@ async fn concurrent_transitions_of_one_finding_have_one_winner(backend: &Backend
     let stores = [backend.open().await, backend.open().await];
     let purge = key("ws1", "vault.purge-protection");
     // Creation race: every instance sees no record and creates one.
-    let creates: Vec<_> = (0..20)
-        .map(|i| {
-            let store = stores[i % 2].clone();
-            let purge = purge.clone();
-            tokio::spawn(async move { store.put_finding(&purge, &open_finding(T0), None).await })
-        })
-        .collect();
-    let mut won = 0;
-    for task in creates {
-        if matches!(task.await.unwrap().unwrap(), CompareAndSet::Won(_)) {
-            won += 1;
-        }
-    }
-    assert_eq!(won, 1, "one of 20 concurrent creates wins");
+    let creates = race(&stores, 20, |store, _| {
+        let purge = purge.clone();
+        async move { store.put_finding(&purge, &open_finding(T0), None).await }
+    })
+    .await;
+    assert_eq!(
+        creates
+            .iter()
+            .filter(|c| matches!(c, CompareAndSet::Won(_)))
+            .count(),
+        1,
+        "one of 20 concurrent creates wins"
+    );
 
     // Transition race: every instance read the same version and resolves the finding.
     let version = stores[0].finding(&purge).await.unwrap().unwrap().version;
-    let transitions: Vec<_> = (0..20)
-        .map(|i| {
-            let store = stores[i % 2].clone();
-            let purge = purge.clone();
-            let version = version.clone();
-            tokio::spawn(async move {
-                let resolved = FindingRecord {
-                    state: FindingState::Resolved,
-                    last_notified: Some(T0 + Duration::minutes(1)),
-                    observed: format!("writer {i}"),
-                    ..open_finding(T0)
-                };
-                store.put_finding(&purge, &resolved, Some(&version)).await
-            })
+    let transitions = race(&stores, 20, |store, i| {
+        let purge = purge.clone();
+        let version = version.clone();
+        async move {
+            let resolved = FindingRecord {
+                state: FindingState::Resolved,
+                last_notified: Some(T0 + Duration::minutes(1)),
+                observed: format!("writer {i}"),
+                ..open_finding(T0)
+            };
+            store.put_finding(&purge, &resolved, Some(&version)).await
+        }
+    })
+    .await;
+    let winners: Vec<_> = transitions
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, result)| match result {
+            CompareAndSet::Won(version) => Some((i, version)),
+            CompareAndSet::Lost => None,
         })
         .collect();
-    let mut winners = Vec::new();
-    for (i, task) in transitions.into_iter().enumerate() {
-        if let CompareAndSet::Won(version) = task.await.unwrap().unwrap() {
-            winners.push((i, version));
-        }
-    }
     assert_eq!(winners.len(), 1, "one of 20 concurrent transitions wins");
     let stored = stores[1].finding(&purge).await.unwrap().unwrap();
     assert_eq!(stored.value.observed, format!("writer {}", winners[0].0));
@@ -537,55 +549,43 @@ async fn a_remediation_in_progress_blocks_others_until_its_lease_ends(backend: &
 
 async fn concurrent_remediation_claims_have_one_winner(backend: &Backend) {
     let stores = [backend.open().await, backend.open().await];
-    let tasks: Vec<_> = (0..20)
-        .map(|i| {
-            let store = stores[i % 2].clone();
-            tokio::spawn(async move {
-                store
-                    .claim_remediation(
-                        "/subscriptions/s1/vaults/kv1",
-                        "vault.purge-protection",
-                        &format!("owner-{i}"),
-                        T0,
-                        Duration::minutes(5),
-                    )
-                    .await
-            })
-        })
-        .collect();
-    let mut winners = 0;
-    for task in tasks {
-        if task.await.unwrap().unwrap() {
-            winners += 1;
-        }
-    }
-    assert_eq!(winners, 1, "20 concurrent claims from two instances");
+    let claimed = race(&stores, 20, |store, i| async move {
+        store
+            .claim_remediation(
+                "/subscriptions/s1/vaults/kv1",
+                "vault.purge-protection",
+                &format!("owner-{i}"),
+                T0,
+                Duration::minutes(5),
+            )
+            .await
+    })
+    .await;
+    assert_eq!(
+        claimed.iter().filter(|won| **won).count(),
+        1,
+        "20 concurrent claims from two instances"
+    );
 
     // Takeover race after the lease ran out: still one winner.
     let later = T0 + Duration::minutes(6);
-    let tasks: Vec<_> = (0..20)
-        .map(|i| {
-            let store = stores[i % 2].clone();
-            tokio::spawn(async move {
-                store
-                    .claim_remediation(
-                        "/subscriptions/s1/vaults/kv1",
-                        "vault.purge-protection",
-                        &format!("late-{i}"),
-                        later,
-                        Duration::minutes(5),
-                    )
-                    .await
-            })
-        })
-        .collect();
-    let mut winners = 0;
-    for task in tasks {
-        if task.await.unwrap().unwrap() {
-            winners += 1;
-        }
-    }
-    assert_eq!(winners, 1, "20 concurrent takeovers of an expired claim");
+    let claimed = race(&stores, 20, |store, i| async move {
+        store
+            .claim_remediation(
+                "/subscriptions/s1/vaults/kv1",
+                "vault.purge-protection",
+                &format!("late-{i}"),
+                later,
+                Duration::minutes(5),
+            )
+            .await
+    })
+    .await;
+    assert_eq!(
+        claimed.iter().filter(|won| **won).count(),
+        1,
+        "20 concurrent takeovers of an expired claim"
+    );
 }
 
 async fn audit_records_are_appended_and_listed_in_order(backend: &Backend) {
@@ -785,26 +785,17 @@ async fn concurrent_outbox_claims_hand_each_item_to_one_sender(backend: &Backend
             .await
             .unwrap();
     }
-    let tasks: Vec<_> = (0..8)
-        .map(|i| {
-            let store = stores[i % 2].clone();
-            tokio::spawn(async move {
-                store
-                    .claim_due_notifications(T0, Duration::minutes(5), 10)
-                    .await
-            })
-        })
+    let claims = race(&stores, 8, |store, _| async move {
+        store
+            .claim_due_notifications(T0, Duration::minutes(5), 10)
+            .await
+    })
+    .await;
+    let mut handed: Vec<String> = claims
+        .into_iter()
+        .flatten()
+        .map(|item| item.notification.id)
         .collect();
-    let mut handed = Vec::new();
-    for task in tasks {
-        handed.extend(
-            task.await
-                .unwrap()
-                .unwrap()
-                .into_iter()
-                .map(|item| item.notification.id),
-        );
-    }
     handed.sort();
     assert_eq!(handed, vec!["n0", "n1", "n2", "n3", "n4", "n5"]);
 }

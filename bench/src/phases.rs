@@ -801,32 +801,30 @@ pub async fn sweep(setup: &Setup, workspaces: usize, rate: u32, small: usize) ->
         }
         Err(error) => section.note(format!("default-rate run failed: {error}")),
     }
+    let within_bar = |run: &SweepRun| {
+        run.seconds < 30.0
+            && run.peak as u32 <= rate
+            && run.scanned == workspaces
+            && run.visibility == 0
+    };
+    let figures = |run: &SweepRun, done: &str| {
+        format!(
+            "{} s at a configured {rate}/s, peak {}/s, {} workspaces {done}",
+            fixed(run.seconds, 1),
+            run.peak,
+            run.scanned
+        )
+    };
     section.verdict(
         "Sweep (scan) of 5,000 workspaces < 30 s within the configured read rate",
-        full.seconds < 30.0
-            && full.peak as u32 <= rate
-            && full.scanned == workspaces
-            && full.visibility == 0,
-        format!(
-            "{} s at a configured {rate}/s, peak {}/s, {} workspaces scanned",
-            fixed(full.seconds, 1),
-            full.peak,
-            full.scanned
-        ),
+        within_bar(&full),
+        figures(&full, "scanned"),
     );
     if let Ok(run) = &function {
         section.verdict(
             "Sweep function: 5,000 workspaces < 30 s within the configured read rate",
-            run.seconds < 30.0
-                && run.peak as u32 <= rate
-                && run.scanned == workspaces
-                && run.visibility == 0,
-            format!(
-                "{} s at a configured {rate}/s, peak {}/s, {} workspaces swept",
-                fixed(run.seconds, 1),
-                run.peak,
-                run.scanned
-            ),
+            within_bar(run),
+            figures(run, "swept"),
         );
     }
     if let Ok(run) = small_run {

@@ -147,6 +147,9 @@ impl SqliteStore {
     }
 }
 
+/// Whether event id ?1 was claimed (a count, 0 or 1).
+const EVENT_CLAIMED: &str = "SELECT COUNT(*) FROM event_claims WHERE event_id = ?1";
+
 /// Claims an event id (?1) at ?2; one changed row when it was not claimed before.
 const CLAIM_EVENT: &str = "INSERT INTO event_claims (event_id, claimed_at) VALUES (?1, ?2)
      ON CONFLICT (event_id) DO NOTHING";
@@ -461,7 +464,7 @@ impl StateStore for SqliteStore {
         let event_id = event_id.to_owned();
         self.run(move |connection| {
             let count: i64 = connection
-                .prepare_cached("SELECT COUNT(*) FROM event_claims WHERE event_id = ?1")?
+                .prepare_cached(EVENT_CLAIMED)?
                 .query_row(params![event_id], |row| row.get(0))?;
             Ok(count > 0)
         })
@@ -484,7 +487,7 @@ impl StateStore for SqliteStore {
             let transaction =
                 connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let handled: i64 = transaction
-                .prepare_cached("SELECT COUNT(*) FROM event_claims WHERE event_id = ?1")?
+                .prepare_cached(EVENT_CLAIMED)?
                 .query_row(params![event_id], |row| row.get(0))?;
             if handled > 0 {
                 return Ok(EventStart::Handled);

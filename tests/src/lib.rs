@@ -36,18 +36,9 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or_default()
 }
 
-/// `shared/fixtures`, beside the checkout (override with `CMKGUARD_FIXTURES`).
+/// `tests/fixtures`: real and derived payloads, each with its provenance in the folder's README.
 pub fn fixtures_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("CMKGUARD_FIXTURES") {
-        return PathBuf::from(dir);
-    }
-    let dir = repo_root().join("../shared/fixtures");
-    assert!(
-        dir.is_dir(),
-        "fixtures not found at {}; set CMKGUARD_FIXTURES",
-        dir.display()
-    );
-    dir
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
 }
 
 /// The binary under test: `CMKGUARD_BIN`, else `target/debug/cmk-guard` (built by the test command).

@@ -1,5 +1,5 @@
 //! The simulator's responses have the field sets of the official examples in
-//! `shared/fixtures`, compared recursively, so drift on either side is caught. Differences are
+//! `tests/fixtures`, compared recursively, so drift on either side is caught. Differences are
 //! listed explicitly with the reason each is allowed.
 
 use crate::helpers::{TestSim, spawn};
@@ -13,10 +13,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 fn fixtures_dir() -> PathBuf {
-    std::env::var_os("CMKGUARD_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
-        .join("fixtures")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
 }
 
 fn fixture(path: &str) -> Value {

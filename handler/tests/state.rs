@@ -130,6 +130,7 @@ suite!(
     finding_state_is_written_with_compare_and_set,
     concurrent_transitions_of_one_finding_have_one_winner,
     remediation_attempts_are_counted_per_resource,
+    remediation_attempts_are_counted_per_rule,
     a_remediation_in_progress_blocks_others_until_its_lease_ends,
     concurrent_remediation_claims_have_one_winner,
     audit_records_are_appended_and_listed_in_order,
@@ -471,6 +472,56 @@ async fn remediation_attempts_are_counted_per_resource(backend: &Backend) {
     assert_eq!(
         store
             .count_attempts("/subscriptions/none", T0)
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+async fn remediation_attempts_are_counted_per_rule(backend: &Backend) {
+    let store = backend.open().await;
+    let vault = "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv1";
+    for (minutes, rule) in [
+        (0, "vault.purge-protection"),
+        (20, "workspace.key-access"),
+        (50, "vault.purge-protection"),
+    ] {
+        store
+            .record_attempt(&RemediationAttempt {
+                resource: vault.into(),
+                rule: rule.into(),
+                at: T0 + Duration::minutes(minutes),
+                result: ActionResult::Applied,
+            })
+            .await
+            .unwrap();
+    }
+    store
+        .record_attempt(&RemediationAttempt {
+            resource: "/subscriptions/s1/other".into(),
+            rule: "vault.purge-protection".into(),
+            at: T0,
+            result: ActionResult::Applied,
+        })
+        .await
+        .unwrap();
+    let other = backend.open().await;
+    for (rule, since, expected) in [
+        ("vault.purge-protection", T0, 2),
+        ("vault.purge-protection", T0 + Duration::minutes(10), 1),
+        ("workspace.key-access", T0, 1),
+        ("workspace.key-access", T0 + Duration::minutes(21), 0),
+        ("key.rotation-policy", T0, 0),
+    ] {
+        assert_eq!(
+            other.count_rule_attempts(vault, rule, since).await.unwrap(),
+            expected,
+            "{rule} since {since}"
+        );
+    }
+    assert_eq!(
+        store
+            .count_rule_attempts("/subscriptions/none", "vault.purge-protection", T0)
             .await
             .unwrap(),
         0
@@ -1102,6 +1153,46 @@ async fn a_missing_container_is_a_permanent_error_that_names_the_fix() {
     assert_eq!(error.kind, ErrorKind::Permanent, "{error}");
     assert!(error.message.contains("ContainerNotFound"), "{error}");
     assert!(!error.message.contains("sig="), "{error}");
+}
+
+#[tokio::test]
+async fn blob_attempts_recorded_before_the_rule_label_are_still_counted_per_rule() {
+    use sha2::Digest;
+    let backend = Backend::blob().await;
+    let vault = "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv1";
+    // An attempt as an earlier version wrote it: the blob holds the rule, its metadata does not.
+    let hashed: String = sha2::Sha256::digest(vault.as_bytes())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    let nanos = T0.unix_timestamp_nanos();
+    let name = format!("attempts/{hashed}/{nanos:020}-{}", uuid::Uuid::new_v4());
+    let (container, sas) = backend.spec().split_once('?').map_or_else(
+        || panic!("the blob backend's URL carries a SAS"),
+        |(c, q)| (c.to_owned(), q.to_owned()),
+    );
+    let body = json!({"writer": "an earlier version", "value": {
+        "resource": vault, "rule": "vault.purge-protection",
+        "at": "2026-11-28T12:00:00Z", "result": "applied"}});
+    let response = transport::http_client(&TransportSettings::default())
+        .unwrap()
+        .put(format!("{container}/{name}?{sas}"))
+        .header("x-ms-blob-type", "BlockBlob")
+        .header("Content-Type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    let store = backend.open().await;
+    assert_eq!(store.count_attempts(vault, T0).await.unwrap(), 1);
+    for (rule, expected) in [("vault.purge-protection", 1), ("workspace.key-access", 0)] {
+        assert_eq!(
+            store.count_rule_attempts(vault, rule, T0).await.unwrap(),
+            expected,
+            "{rule}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -43,6 +43,9 @@ use crate::azure::error::is_transient_status;
 
 /// How many blobs are downloaded at once when a listing needs their contents.
 const PARALLEL_READS: usize = 8;
+/// The listing metadata of an attempt blob naming its rule (SHA-256 hex, as in blob names), so
+/// that counting one rule's attempts needs no downloads.
+const ATTEMPT_RULE: &str = "rule";
 /// How often a read-modify-write is retried when another writer changes the blob in between.
 const CONTENDED_RETRIES: usize = 5;
 
@@ -631,9 +634,39 @@ impl StateStore for BlobStore {
             &format!("attempts/{}", digest(&[&attempt.resource])),
             attempt.at,
         )?;
-        self.write(&name, attempt.clone(), Condition::Always, HashMap::new())
+        let metadata = HashMap::from([(ATTEMPT_RULE.to_owned(), digest(&[&attempt.rule]))]);
+        self.write(&name, attempt.clone(), Condition::Always, metadata)
             .await?;
         Ok(())
+    }
+
+    async fn count_rule_attempts(
+        &self,
+        resource: &str,
+        rule: &str,
+        since: OffsetDateTime,
+    ) -> Result<u32> {
+        let prefix = format!("attempts/{}/", digest(&[resource]));
+        let wanted = digest(&[rule]);
+        let mut count = 0usize;
+        let mut unlabelled = Vec::new();
+        for listed in self.list(&prefix).await? {
+            if !name_time(&listed.name).is_some_and(|at| at >= since) {
+                continue;
+            }
+            match listed.metadata.get(ATTEMPT_RULE) {
+                Some(label) => count += usize::from(*label == wanted),
+                None => unlabelled.push(listed.name),
+            }
+        }
+        // Attempts recorded before the rule was put in the metadata say it only in the blob.
+        count += self
+            .read_all::<RemediationAttempt>(unlabelled)
+            .await?
+            .iter()
+            .filter(|(_, attempt, _)| attempt.rule == rule)
+            .count();
+        Ok(u32::try_from(count).unwrap_or(u32::MAX))
     }
 
     async fn count_attempts(&self, resource: &str, since: OffsetDateTime) -> Result<u32> {

@@ -233,6 +233,16 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// enforces the budget.
     async fn count_attempts(&self, resource: &str, since: OffsetDateTime) -> Result<u32>;
 
+    /// How many attempts on `resource` with `rule` were recorded at or after `since`: the loop
+    /// guard asks whether cmk-guard itself recently changed exactly this (resource, rule), so
+    /// that its own write coming back as an event suppresses that and nothing else.
+    async fn count_rule_attempts(
+        &self,
+        resource: &str,
+        rule: &str,
+        since: OffsetDateTime,
+    ) -> Result<u32>;
+
     /// Marks a remediation of (`resource`, `rule`) as in progress by `owner` until
     /// `now + lease`. `true` if this owner holds it now: it was free, the previous holder's
     /// lease ran out, or this owner already held it (the lease is extended). A process killed

@@ -674,6 +674,27 @@ impl StateStore for SqliteStore {
         .await
     }
 
+    async fn count_rule_attempts(
+        &self,
+        resource: &str,
+        rule: &str,
+        since: OffsetDateTime,
+    ) -> Result<u32> {
+        let resource = resource.to_owned();
+        let rule = rule.to_owned();
+        let since = to_nanos(since)?;
+        self.run(move |connection| {
+            let count: i64 = connection
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM remediation_attempts
+                     WHERE resource = ?1 AND rule = ?2 AND at >= ?3",
+                )?
+                .query_row(params![resource, rule, since], |row| row.get(0))?;
+            u32::try_from(count).map_err(|e| corrupt(e.to_string()))
+        })
+        .await
+    }
+
     async fn claim_remediation(
         &self,
         resource: &str,

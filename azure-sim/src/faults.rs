@@ -22,7 +22,7 @@ pub struct Fault {
     /// Status to answer with; `None` = only add latency, then serve normally.
     pub status: Option<u16>,
     /// `Retry-After` seconds (defaults to 1 for 429 and 503).
-    pub retry_after: Option<u32>,
+    pub retry_after: Option<u64>,
     /// Latency added before answering, in milliseconds.
     pub latency_ms: u64,
     /// Number of matching requests to affect; `None` = always.
@@ -57,7 +57,7 @@ impl Fault {
         self
     }
     /// Answer 429 with `Retry-After: seconds`.
-    pub fn throttle(mut self, retry_after_seconds: u32) -> Self {
+    pub fn throttle(mut self, retry_after_seconds: u64) -> Self {
         self.status = Some(429);
         self.retry_after = Some(retry_after_seconds);
         self
@@ -102,7 +102,7 @@ pub struct FaultAction {
     /// Status to answer with, if any.
     pub status: Option<u16>,
     /// `Retry-After` seconds.
-    pub retry_after: Option<u32>,
+    pub retry_after: Option<u64>,
     /// Body override.
     pub body: Option<Value>,
 }

@@ -325,11 +325,18 @@ fn scan(
             return ExitCode::from(2);
         }
     };
-    let scope = if subscriptions.is_empty() {
-        settings.intake.subscriptions.clone()
-    } else {
-        Some(subscriptions)
-    };
+    if let (Some(allowed), false) = (&settings.intake.subscriptions, subscriptions.is_empty())
+        && let Some(outside) = subscriptions.iter().find(|s| !allowed.contains(s))
+    {
+        eprintln!("cmk-guard: --subscription: {outside} is not in CMKGUARD_SUBSCRIPTIONS");
+        return ExitCode::from(2);
+    }
+    let mut settings = settings;
+    if !subscriptions.is_empty() {
+        // The scan's subscriptions are its allowlist: nothing outside them is read.
+        settings.intake.subscriptions = Some(subscriptions);
+    }
+    let scope = settings.intake.subscriptions.clone();
     let (engine, runtime) = match read_only_engine(settings) {
         Ok(pair) => pair,
         Err(code) => return code,

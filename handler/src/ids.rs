@@ -93,14 +93,11 @@ impl ArmResourceId {
             .strip_prefix('/')
             .ok_or_else(|| fail("it must start with `/subscriptions/`"))?;
         let segments: Vec<&str> = rest.split('/').collect();
-        if segments.iter().any(|s| s.is_empty()) {
-            return Err(fail("it has an empty segment"));
-        }
-        if segments
-            .iter()
-            .any(|s| s.chars().any(|c| c.is_control() || c.is_whitespace()))
-        {
-            return Err(fail("it contains whitespace or control characters"));
+        for (index, segment) in segments.iter().enumerate() {
+            // The subscription segment is held to the stricter GUID form below.
+            if index != 1 {
+                check_segment(segment).map_err(|why| fail(&why))?;
+            }
         }
         let mut iter = segments.into_iter().peekable();
         match iter.next() {
@@ -412,6 +409,46 @@ impl fmt::Display for KeyUrl {
     }
 }
 
+/// Checks one `/`-separated segment of an ARM path: the characters ARM names can hold (letters
+/// and digits of any script, `-`, `_`, `.`, `(`, `)`), and nothing that a URL parser or ARM would
+/// reinterpret. A `..` segment, a `%2e`, a `\` or an encoded slash would make the request URL
+/// name another resource — even another subscription — than the id that was checked,
+/// so such ids are refused here, once, before anything is read or written.
+pub fn check_segment(segment: &str) -> Result<(), String> {
+    if segment.is_empty() {
+        return Err("it has an empty segment".to_owned());
+    }
+    if segment.bytes().all(|b| b == b'.') {
+        return Err(format!(
+            "`{}` segments are not allowed (they change the path when the URL is resolved)",
+            truncate(segment)
+        ));
+    }
+    match segment.chars().find(|&c| !is_name_char(c)) {
+        None => Ok(()),
+        Some(c) => Err(format!(
+            "segment `{}` holds {}, which ARM names cannot hold",
+            truncate(segment),
+            describe_char(c)
+        )),
+    }
+}
+
+/// Letters and digits (any script), `-`, `_`, `.`, `(`, `)`: the characters of ARM resource,
+/// resource group and type names.
+fn is_name_char(c: char) -> bool {
+    c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | '(' | ')')
+}
+
+/// A character as an error message can show it without echoing something unprintable.
+fn describe_char(c: char) -> String {
+    if c.is_control() || c.is_whitespace() {
+        format!("U+{:04X}", u32::from(c))
+    } else {
+        format!("`{c}`")
+    }
+}
+
 /// Vault names are 3-24 letters, digits and hyphens.
 pub fn is_vault_name(name: &str) -> bool {
     (3..=24).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
@@ -553,6 +590,56 @@ mod tests {
         ] {
             let err = ArmResourceId::parse(bad).unwrap_err().to_string();
             assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn rejects_ids_that_a_url_would_read_differently() {
+        const OTHER: &str = "00000000-0000-0000-0000-00000000000b";
+        let tail = "resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv";
+        for bad in [
+            format!("/subscriptions/{SUB}/../{OTHER}/{tail}"),
+            format!("/subscriptions/{SUB}/resourceGroups/../../{OTHER}/{tail}"),
+            format!("/subscriptions/{SUB}/resourceGroups/./{tail}"),
+            format!("/subscriptions/{SUB}/resourceGroups/%2e%2e/%2E%2E/{OTHER}/{tail}"),
+            format!("/subscriptions/{SUB}/resourceGroups/.%2e/x/{tail}"),
+            format!("/subscriptions/{SUB}/resourceGroups/rg%2F..%2F..%2F{OTHER}/{tail}"),
+            format!("/subscriptions/{SUB}/resourceGroups/rg\\..\\..\\{OTHER}/{tail}"),
+            format!("/subscriptions/{SUB}\\..\\{OTHER}/{tail}"),
+            format!(
+                "/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv?x=1"
+            ),
+            format!(
+                "/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv#f"
+            ),
+            format!(
+                "/subscriptions/{SUB}/resourceGroups/r g/providers/Microsoft.KeyVault/vaults/kv"
+            ),
+            format!(
+                "/subscriptions/{SUB}/resourceGroups/rg\u{0}/providers/Microsoft.KeyVault/vaults/kv"
+            ),
+            format!(
+                "/subscriptions/{SUB}/resourceGroups/rg\u{202e}/providers/Microsoft.KeyVault/vaults/kv"
+            ),
+            format!(
+                "/subscriptions/{SUB}/resourceGroups/rg;/providers/Microsoft.KeyVault/vaults/kv"
+            ),
+            format!(
+                "/subscriptions/{SUB}/resourceGroups/.../providers/Microsoft.KeyVault/vaults/kv"
+            ),
+        ] {
+            let err = ArmResourceId::parse(&bad).expect_err(&bad).to_string();
+            assert!(!err.chars().any(char::is_control), "{err:?}");
+        }
+        // What ARM names do hold stays accepted: dots inside names, parentheses, other scripts.
+        for good in [
+            format!("/subscriptions/{SUB}/resourceGroups/rg.prod_(eu)-1"),
+            format!("/subscriptions/{SUB}/resourceGroups/Ressourcengruppe-Ä"),
+            format!(
+                "/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv.1"
+            ),
+        ] {
+            assert!(ArmResourceId::parse(&good).is_ok(), "{good}");
         }
     }
 

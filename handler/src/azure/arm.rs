@@ -19,6 +19,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::error::{AzureError, ErrorKind, is_transient_status};
+use super::scope::{SubscriptionScope, SubscriptionScopePolicy};
 
 /// The api-version pinned per resource provider (reference §0); overridable with
 /// `CMKGUARD_API_VERSIONS` because a region may not serve the newest yet (Trap T20).
@@ -109,6 +110,7 @@ pub struct ArmClient {
     pipeline: Pipeline,
     endpoint: Url,
     api_versions: Arc<ApiVersions>,
+    scope: SubscriptionScope,
 }
 
 impl ArmClient {
@@ -120,6 +122,7 @@ impl ArmClient {
         api_versions: ApiVersions,
         retry: RetrySettings,
         limiter: super::ratelimit::RateLimiter,
+        subscriptions: SubscriptionScope,
     ) -> Self {
         let scope = format!("{}/.default", endpoint.as_str().trim_end_matches('/'));
         let options = ClientOptions {
@@ -134,6 +137,10 @@ impl ArmClient {
         let per_try: Vec<Arc<dyn Policy>> = vec![
             Arc::new(TrustedHostPolicy {
                 endpoint: endpoint.clone(),
+            }),
+            // Beside the host guard, on the URL as it leaves (nextLinks and Locations included).
+            Arc::new(SubscriptionScopePolicy {
+                scope: subscriptions.clone(),
             }),
             Arc::new(BearerTokenAuthorizationPolicy::new(credential, vec![scope])),
             Arc::new(super::ratelimit::RateLimitPolicy { limiter }),
@@ -152,7 +159,13 @@ impl ArmClient {
             pipeline,
             endpoint,
             api_versions: Arc::new(api_versions),
+            scope: subscriptions,
         }
+    }
+
+    /// The subscriptions this client may reach (remediations check a target before writing).
+    pub fn scope(&self) -> &SubscriptionScope {
+        &self.scope
     }
 
     /// The api-versions in force.
@@ -224,16 +237,27 @@ impl ArmClient {
         api_version: &str,
         query: &[(&str, &str)],
     ) -> Result<Url, AzureError> {
-        if !path.starts_with('/') || path.contains("//") || path.contains('?') || path.contains('#')
-        {
-            return Err(AzureError::transport(
-                format!("GET {path}"),
+        let refuse = |why: String| {
+            AzureError::transport(
+                format!("request to {}", crate::ids::truncate(path)),
                 ErrorKind::Refused,
-                "not an ARM path (it must start with one `/` and carry no query)",
-            ));
+                format!("not an ARM path: {why}"),
+            )
+        };
+        let relative = path
+            .strip_prefix('/')
+            .ok_or_else(|| refuse("it must start with `/`".to_owned()))?;
+        // Segment by segment, each one checked as ids are: the URL then names exactly the
+        // resource the path names (no dot segment or separator can be resolved away).
+        let segments: Vec<&str> = relative.split('/').collect();
+        for segment in &segments {
+            crate::ids::check_segment(segment).map_err(refuse)?;
         }
         let mut url = self.endpoint.clone();
-        url.set_path(path);
+        url.path_segments_mut()
+            .map_err(|()| refuse("the ARM endpoint cannot hold a path".to_owned()))?
+            .clear()
+            .extend(segments);
         {
             let mut pairs = url.query_pairs_mut();
             pairs.append_pair("api-version", api_version);
@@ -288,7 +312,7 @@ impl ArmClient {
             let next = Url::parse(&location)
                 .map_err(|e| refused(&self.endpoint, format!("Location is not a URL: {e}")))?;
             let wait = answer.retry_after.unwrap_or(Duration::from_secs(1));
-            if Instant::now() + wait >= deadline {
+            if !fits_before(wait, deadline) {
                 return Err(AzureError::transport(
                     description,
                     ErrorKind::Transient,
@@ -394,7 +418,15 @@ fn from_core_error(request: String, error: &azure_core::Error) -> AzureError {
         azure_core::error::ErrorKind::Io
         | azure_core::error::ErrorKind::Connection
         | azure_core::error::ErrorKind::Credential => ErrorKind::Transient,
-        azure_core::error::ErrorKind::Other if error.to_string().contains(UNTRUSTED_HOST) => {
+        azure_core::error::ErrorKind::Other
+            if error.to_string().contains(super::ratelimit::THROTTLED) =>
+        {
+            ErrorKind::Transient
+        }
+        azure_core::error::ErrorKind::Other
+            if error.to_string().contains(UNTRUSTED_HOST)
+                || error.to_string().contains(super::scope::REFUSED) =>
+        {
             ErrorKind::Refused
         }
         _ => ErrorKind::Permanent,
@@ -478,7 +510,7 @@ impl Policy for DeadlineRetryPolicy {
             attempt += 1;
             let backoff = self.backoff(attempt);
             let delay = retry_after.map_or(backoff, |after| after.max(backoff));
-            if attempt > self.settings.max_retries || Instant::now() + delay >= deadline {
+            if attempt > self.settings.max_retries || !fits_before(delay, deadline) {
                 return result;
             }
             tracing::debug!(
@@ -510,8 +542,25 @@ impl DeadlineRetryPolicy {
     }
 }
 
-/// `Retry-After` (seconds or an HTTP date), `retry-after-ms`, `x-ms-retry-after-ms`.
+/// True when waiting `delay` from now still ends before `deadline` (checked: the delay comes
+/// from a response and may be absurd).
+pub(crate) fn fits_before(delay: Duration, deadline: Instant) -> bool {
+    Instant::now()
+        .checked_add(delay)
+        .is_some_and(|end| end < deadline)
+}
+
+/// No answer asks cmk-guard to wait longer than this; larger values are cut to it (callers
+/// bound it further by their deadline).
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// `Retry-After` (seconds or an HTTP date), `retry-after-ms`, `x-ms-retry-after-ms`, at most
+/// [`MAX_RETRY_AFTER`].
 pub(crate) fn retry_after(headers: &azure_core::http::headers::Headers) -> Option<Duration> {
+    parse_retry_after(headers).map(|wait| wait.min(MAX_RETRY_AFTER))
+}
+
+fn parse_retry_after(headers: &azure_core::http::headers::Headers) -> Option<Duration> {
     let value = |name: &'static str| {
         headers.get_optional_str(&azure_core::http::headers::HeaderName::from_static(name))
     };
@@ -568,6 +617,85 @@ mod tests {
             retry_after(&azure_core::http::headers::Headers::new()),
             None
         );
+    }
+
+    #[test]
+    fn an_absurd_retry_after_is_bounded_and_never_overflows() {
+        for value in [
+            "18446744073709551615",
+            "86400",
+            "Fri, 31 Dec 9999 23:59:59 GMT",
+        ] {
+            let mut headers = azure_core::http::headers::Headers::new();
+            headers.insert("retry-after", value);
+            let wait = retry_after(&headers).expect(value);
+            assert!(wait <= MAX_RETRY_AFTER, "{value}: {wait:?}");
+        }
+        let mut headers = azure_core::http::headers::Headers::new();
+        headers.insert("retry-after-ms", "18446744073709551615");
+        assert_eq!(retry_after(&headers), Some(MAX_RETRY_AFTER));
+        let deadline = Instant::now() + Duration::from_secs(25);
+        assert!(!fits_before(Duration::MAX, deadline));
+        assert!(!fits_before(Duration::from_secs(26), deadline));
+        assert!(fits_before(Duration::from_secs(1), deadline));
+    }
+
+    #[test]
+    fn paths_are_built_segment_by_segment_and_checked() {
+        let client = client_for_tests();
+        let sub = "3f7b2c1d-8e4a-4b6f-9c2d-5a1e0f9b7c34";
+        let url = client
+            .url(&format!("/subscriptions/{sub}/resourceGroups/rg.1/providers/Microsoft.KeyVault/vaults/kv"), "2026-02-01", &[("$filter", "a b")])
+            .unwrap();
+        assert_eq!(
+            url.as_str(),
+            format!(
+                "https://management.azure.com/subscriptions/{sub}/resourceGroups/rg.1/providers/Microsoft.KeyVault/vaults/kv?api-version=2026-02-01&%24filter=a+b"
+            )
+        );
+        for bad in [
+            format!("/subscriptions/{sub}/../x"),
+            format!("/subscriptions/{sub}/%2e%2e/x"),
+            format!("/subscriptions/{sub}\\..\\x"),
+            format!("/subscriptions/{sub}//x"),
+            format!("/subscriptions/{sub}?x=1"),
+            format!("subscriptions/{sub}"),
+        ] {
+            let error = client.url(&bad, "2026-02-01", &[]).unwrap_err();
+            assert_eq!(error.kind, ErrorKind::Refused, "{bad}");
+        }
+    }
+
+    fn client_for_tests() -> ArmClient {
+        #[derive(Debug)]
+        struct NoCredential;
+        #[async_trait]
+        impl TokenCredential for NoCredential {
+            async fn get_token(
+                &self,
+                _: &[&str],
+                _: Option<azure_core::credentials::TokenRequestOptions<'_>>,
+            ) -> azure_core::Result<azure_core::credentials::AccessToken> {
+                Err(azure_core::Error::with_message(
+                    azure_core::error::ErrorKind::Credential,
+                    "none in tests",
+                ))
+            }
+        }
+        let http = super::super::transport::http_client(&super::super::TransportSettings {
+            ca_bundle: None,
+            connect_to: Vec::new(),
+        })
+        .unwrap();
+        ArmClient::new(
+            Url::parse("https://management.azure.com").unwrap(),
+            Arc::new(NoCredential),
+            Transport::new(Arc::new(http)),
+            ApiVersions::with_overrides(None).unwrap(),
+            RetrySettings::default(),
+            super::super::ratelimit::RateLimiter::new(1),
+            SubscriptionScope::all(),
+        )
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod credential;
 pub mod error;
 pub mod keyvault;
 pub mod ratelimit;
+pub mod scope;
 pub mod transport;
 
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use azure_core::http::Transport;
 pub use arm::{ApiVersions, ArmClient, Deadline, RetrySettings};
 pub use error::{AzureError, ErrorKind};
 pub use keyvault::KeyVaultClients;
+pub use scope::SubscriptionScope;
 pub use transport::{ConnectTo, TransportSettings};
 
 use crate::settings::Settings;
@@ -51,6 +53,7 @@ impl Azure {
             settings.api_versions.clone(),
             RetrySettings::default(),
             ratelimit::RateLimiter::new(settings.read_rate),
+            SubscriptionScope::from_allowlist(settings.intake.subscriptions.as_deref()),
         );
         let keys = KeyVaultClients::new(
             credential.clone(),

@@ -19,6 +19,15 @@ use tokio::time::Instant;
 /// How long a slot stays taken after its response.
 const HOLD: Duration = Duration::from_secs(1);
 
+/// The longest pause one 429 imposes on every worker. ARM's buckets refill within seconds; a
+/// larger `Retry-After` (hostile or broken) must not stall the instance, so each request still
+/// honours its own `Retry-After` within its deadline, but the shared pause stops here.
+pub const MAX_SHARED_PAUSE: Duration = Duration::from_secs(60);
+
+/// The start of the error of a request given up because of a shared pause; the ARM client
+/// reports it as transient (the invocation fails and is delivered again).
+pub(crate) const THROTTLED: &str = "Azure throttled this instance";
+
 /// Requests per second when `CMKGUARD_READ_RATE` is not set: a fifth of ARM's per-principal
 /// subscription read refill (25/s, reference §6.1), leaving room for everything else.
 pub const DEFAULT_RATE_PER_SECOND: u32 = 20;
@@ -54,7 +63,22 @@ impl RateLimiter {
     /// Waits for a free slot and takes it; give it back with [`RateLimiter::release`].
     pub async fn acquire(&self) -> Slot {
         loop {
+            // Without a deadline there is nothing to give up for.
+            if let Ok(slot) = self.acquire_before(None).await {
+                return slot;
+            }
+        }
+    }
+
+    /// Like [`RateLimiter::acquire`], but gives up at once with the pause's remaining length
+    /// when a shared pause lasts past `deadline`: the caller fails fast instead of sleeping
+    /// through its whole budget.
+    pub async fn acquire_before(&self, deadline: Option<Instant>) -> Result<Slot, Duration> {
+        loop {
             if let Some(wait) = self.paused_for() {
+                if deadline.is_some_and(|deadline| !super::arm::fits_before(wait, deadline)) {
+                    return Err(wait);
+                }
                 tokio::time::sleep(wait).await;
                 continue;
             }
@@ -64,7 +88,7 @@ impl RateLimiter {
             };
             // A pause that began while this request waited holds it too.
             if self.paused_for().is_none() {
-                return Slot { _permit: permit };
+                return Ok(Slot { _permit: permit });
             }
         }
     }
@@ -77,9 +101,11 @@ impl RateLimiter {
         });
     }
 
-    /// Azure said to wait: every worker pauses until then.
+    /// Azure said to wait: every worker pauses until then, for at most [`MAX_SHARED_PAUSE`].
     pub fn pause(&self, duration: Duration) {
-        let until = Instant::now() + duration;
+        let Some(until) = Instant::now().checked_add(duration.min(MAX_SHARED_PAUSE)) else {
+            return;
+        };
         let mut paused = self
             .paused_until
             .lock()
@@ -114,7 +140,20 @@ impl Policy for RateLimitPolicy {
         request: &mut Request,
         next: &[Arc<dyn Policy>],
     ) -> PolicyResult {
-        let slot = self.limiter.acquire().await;
+        let deadline = ctx.value::<super::arm::Deadline>().map(|d| d.0);
+        let slot = match self.limiter.acquire_before(deadline).await {
+            Ok(slot) => slot,
+            Err(wait) => {
+                // Not an I/O error: retrying inside this invocation cannot help.
+                return Err(azure_core::Error::with_message(
+                    azure_core::error::ErrorKind::Other,
+                    format!(
+                        "{THROTTLED} for {} s more, past this request's deadline",
+                        wait.as_secs()
+                    ),
+                ));
+            }
+        };
         let result = next[0].send(ctx, request, &next[1..]).await;
         self.limiter.release(slot);
         let response = result?;
@@ -198,5 +237,35 @@ mod tests {
         let start = Instant::now();
         let _slots = tokio::join!(limiter.acquire(), limiter.acquire());
         assert!(Instant::now() - start >= Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_is_never_longer_than_a_minute_and_never_overflows() {
+        let limiter = RateLimiter::new(10);
+        limiter.pause(Duration::MAX);
+        limiter.pause(Duration::from_secs(86_400));
+        let waited = limiter.paused_for().expect("paused");
+        assert!(waited <= MAX_SHARED_PAUSE, "{waited:?}");
+        let start = Instant::now();
+        let slot = limiter.acquire().await;
+        assert!(Instant::now() - start <= MAX_SHARED_PAUSE);
+        limiter.release(slot);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_past_the_deadline_gives_up_at_once() {
+        let limiter = RateLimiter::new(10);
+        limiter.pause(Duration::from_secs(30));
+        let start = Instant::now();
+        let deadline = start + Duration::from_secs(5);
+        let wait = limiter
+            .acquire_before(Some(deadline))
+            .await
+            .expect_err("the pause outlasts the deadline");
+        assert_eq!(Instant::now(), start, "gave up without waiting");
+        assert!(wait > Duration::from_secs(25));
+        // A pause that ends before the deadline is waited out.
+        let later = start + Duration::from_secs(60);
+        assert!(limiter.acquire_before(Some(later)).await.is_ok());
     }
 }

@@ -18,7 +18,7 @@ pub(super) const REMEDY: Remedy = Remedy {
 
 pub(super) async fn apply(act: &Act<'_>, workspace_id: &ArmResourceId) -> Step<String> {
     let workspace = act.workspace(workspace_id).await?;
-    let vault_id = vault_id(&workspace)?;
+    let vault_id = vault_id(&workspace, act.arm.scope())?;
     let principal = principal(&workspace)?;
     let key_scope = key_scope(&workspace, &vault_id);
     let mut snapshot = partial_snapshot(workspace_id, workspace);

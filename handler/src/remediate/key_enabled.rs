@@ -34,7 +34,7 @@ pub(super) fn parameters() -> UpdateKeyPropertiesParameters {
 
 pub(super) async fn apply(act: &Act<'_>, workspace_id: &ArmResourceId) -> Step<String> {
     let workspace = act.workspace(workspace_id).await?;
-    let KeyChain { vault, key, client } = key_chain(&workspace, act.keys)?;
+    let KeyChain { vault, key, client } = key_chain(&workspace, act)?;
     let mut snapshot = super::partial_snapshot(workspace_id, workspace);
     snapshot.vault = Some(act.vault(&vault).await?);
     snapshot.key = Some(key_version(

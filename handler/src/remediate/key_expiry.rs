@@ -30,7 +30,7 @@ pub(super) fn body(key_identifier: &str) -> Value {
 
 pub(super) async fn apply(act: &Act<'_>, workspace_id: &ArmResourceId) -> Step<String> {
     let workspace = act.workspace(workspace_id).await?;
-    let KeyChain { vault, key, client } = key_chain(&workspace, act.keys)?;
+    let KeyChain { vault, key, client } = key_chain(&workspace, act)?;
     let pinned = key.version().map(str::to_owned);
     let mut snapshot = super::partial_snapshot(workspace_id, workspace);
     snapshot.vault = Some(act.vault(&vault).await?);

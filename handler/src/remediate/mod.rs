@@ -30,7 +30,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
-use crate::azure::{ArmClient, Azure, AzureError, ErrorKind, KeyVaultClients};
+use crate::azure::{ArmClient, Azure, AzureError, ErrorKind, KeyVaultClients, SubscriptionScope};
 use crate::ids::{ArmResourceId, KeyUrl};
 use crate::observe::parse;
 use crate::outcome::{Action, ActionKind, ActionResult, Finding};
@@ -184,6 +184,7 @@ impl Remediator {
         }
         let workspace = ArmResourceId::parse(&finding.workspace)
             .map_err(|e| Stop::refused(format!("the finding names no workspace: {e}")))?;
+        writable(self.arm.scope(), &workspace, "workspace")?;
         let act = Act {
             arm: &self.arm,
             keys: &self.keys,
@@ -383,8 +384,21 @@ fn partial_snapshot(workspace_id: &ArmResourceId, workspace: Workspace) -> Snaps
     }
 }
 
-/// The CMK vault the workspace names.
-fn vault_id(workspace: &Workspace) -> Step<ArmResourceId> {
+/// Skips, with the reason, a write to a resource outside the subscription allowlist: the finding
+/// stays open and says why nothing was done. (The ARM pipeline refuses such requests anyway;
+/// this says so before the first read, in words a person can act on.)
+fn writable(scope: &SubscriptionScope, id: &ArmResourceId, what: &str) -> Step<()> {
+    if scope.allows(id.subscription()) {
+        return Ok(());
+    }
+    Err(Stop::Skipped(format!(
+        "the {what} {id} is in subscription {}, outside CMKGUARD_SUBSCRIPTIONS: cmk-guard writes only inside its allowlist, so a person must fix this (or add the subscription to CMKGUARD_SUBSCRIPTIONS)",
+        id.subscription()
+    )))
+}
+
+/// The CMK vault the workspace names, when cmk-guard may write to it.
+fn vault_id(workspace: &Workspace, scope: &SubscriptionScope) -> Step<ArmResourceId> {
     let text = workspace
         .encryption
         .as_ref()
@@ -402,6 +416,7 @@ fn vault_id(workspace: &Workspace) -> Step<ArmResourceId> {
             "the workspace's keyVaultArmId {id} is not a key vault"
         )));
     }
+    writable(scope, &id, "key vault")?;
     Ok(id)
 }
 
@@ -415,8 +430,9 @@ struct KeyChain {
 /// The workspace's [`KeyChain`], refused unless the key lives in the vault `keyVaultArmId`
 /// names (Trap T21: a workspace's key may only move within its vault, and key writes go to the
 /// key URL's host) on a host under the Key Vault DNS suffix (checked before any request to it).
-fn key_chain(workspace: &Workspace, keys: &KeyVaultClients) -> Step<KeyChain> {
-    let vault = vault_id(workspace)?;
+fn key_chain(workspace: &Workspace, act: &Act<'_>) -> Step<KeyChain> {
+    let keys = act.keys;
+    let vault = vault_id(workspace, act.arm.scope())?;
     let text = workspace
         .encryption
         .as_ref()

@@ -27,7 +27,7 @@ pub(super) fn body() -> Value {
 
 pub(super) async fn apply(act: &Act<'_>, workspace_id: &ArmResourceId) -> Step<String> {
     let workspace = act.workspace(workspace_id).await?;
-    let vault_id = vault_id(&workspace)?;
+    let vault_id = vault_id(&workspace, act.arm.scope())?;
     let mut snapshot = partial_snapshot(workspace_id, workspace);
     snapshot.vault = Some(act.vault(&vault_id).await?);
     let observed = act.still_failing(RULE, &snapshot)?;

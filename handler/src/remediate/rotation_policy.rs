@@ -62,7 +62,7 @@ fn summary(settings: &RotationPolicySettings) -> String {
 
 pub(super) async fn apply(act: &Act<'_>, workspace_id: &ArmResourceId) -> Step<String> {
     let workspace = act.workspace(workspace_id).await?;
-    let KeyChain { vault, key, client } = key_chain(&workspace, act.keys)?;
+    let KeyChain { vault, key, client } = key_chain(&workspace, act)?;
     let mut snapshot = super::partial_snapshot(workspace_id, workspace);
     snapshot.vault = Some(act.vault(&vault).await?);
     read_key(act, &mut snapshot, &vault, &key).await?;

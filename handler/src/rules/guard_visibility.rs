@@ -20,7 +20,7 @@ use super::chain;
 use super::{Check, Context, Remediation, Rule, RuleKind};
 use crate::ids::{ArmResourceId, KeyUrl};
 use crate::outcome::Severity;
-use crate::snapshot::{Read, ReadFailure, Snapshot};
+use crate::snapshot::{Read, ReadFailure, Snapshot, Vault};
 
 pub(super) const RULE: Rule = Rule {
     id: "guard.visibility",
@@ -116,7 +116,13 @@ fn gaps(snapshot: &Snapshot) -> Vec<(String, String)> {
         )),
         (Some(_), Some(_)) => {}
     }
-    let key_named = match encryption.key_identifier.as_deref().map(KeyUrl::parse) {
+    let key_url = encryption.key_identifier.as_deref().map(KeyUrl::parse);
+    if let (Some(Ok(key)), Some(vault)) = (&key_url, snapshot.vault.as_ref().and_then(Read::found))
+        && let Some(observed) = key_outside_vault(key, vault)
+    {
+        gaps.push((key_resource.clone(), observed));
+    }
+    let key_named = match key_url {
         None => {
             let why = "the workspace's encryption names no key (keyIdentifier)".to_owned();
             gaps.push((workspace_resource.clone(), why));
@@ -169,6 +175,25 @@ fn gaps(snapshot: &Snapshot) -> Vec<(String, String)> {
         "list of resource provider registrations",
     );
     gaps
+}
+
+/// The key URL's host is not the `vaultUri` of the vault `keyVaultArmId` names: every vault
+/// rule then judged another vault than the one holding the key the workspace encrypts with.
+/// (No token is ever sent to the key's host for this: reads go through ARM, and key writes
+/// refuse a key outside the workspace's vault.)
+fn key_outside_vault(key: &KeyUrl, vault: &Vault) -> Option<String> {
+    let vault_uri = vault.vault_uri.as_deref()?;
+    let vault_host = url::Url::parse(vault_uri)
+        .ok()
+        .and_then(|url| url.host_str().map(str::to_ascii_lowercase));
+    if vault_host.as_deref() == Some(key.host()) {
+        return None;
+    }
+    Some(format!(
+        "the key {key} is on host {}, but the key vault keyVaultArmId names answers at {}: the vault checked is not the key's vault",
+        key.host(),
+        crate::ids::truncate(vault_uri)
+    ))
 }
 
 #[cfg(test)]
@@ -260,6 +285,16 @@ mod tests {
                         s.rotation_policy = None;
                     },
                     &[HIGH],
+                ),
+                (
+                    "the key is in another vault than keyVaultArmId names",
+                    |s| vault_mut(s).vault_uri = Some("https://kv-other.vault.azure.net/".into()),
+                    &[HIGH],
+                ),
+                (
+                    "the vaultUri's spelling does not matter",
+                    |s| vault_mut(s).vault_uri = Some("https://KV1.vault.azure.net:443".into()),
+                    &[PASS],
                 ),
                 (
                     "unusable vault id",

@@ -1,0 +1,285 @@
+//! The subscription allowlist (`CMKGUARD_SUBSCRIPTIONS`), enforced on every ARM request by the
+//! URL actually sent — not by the id a caller parsed — so that no caller can forget it and no
+//! id, `nextLink`, `Location` or role definition id from a response can lead a read or a write
+//! into another subscription.
+//!
+//! The policy decodes each path segment as ARM will and refuses a path that would resolve
+//! differently (`.`/`..`, an encoded `/` or `\`, an empty segment), then requires the path to be
+//! in an allowed subscription. Two tenant-level requests are allowed: a Resource Graph query
+//! whose body names only allowed subscriptions, and a GET of a role definition (the built-in
+//! roles live at the tenant root; reading one reveals nothing of another subscription).
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use azure_core::http::policies::{Policy, PolicyResult};
+use azure_core::http::{Body, Context, Method, Request, Url};
+use serde_json::Value;
+
+use crate::ids::SubscriptionId;
+
+/// The start of every refusal's message; [`super::arm`] turns such errors into
+/// [`super::ErrorKind::Refused`].
+pub(crate) const REFUSED: &str = "cmk-guard refused to send this request:";
+
+/// Which subscriptions cmk-guard may read and write.
+#[derive(Debug, Clone, Default)]
+pub struct SubscriptionScope(Option<Arc<[SubscriptionId]>>);
+
+impl SubscriptionScope {
+    /// Every subscription the identity can read (no `CMKGUARD_SUBSCRIPTIONS`).
+    pub fn all() -> Self {
+        Self(None)
+    }
+
+    /// Only these subscriptions; `None` means all.
+    pub fn from_allowlist(allowed: Option<&[SubscriptionId]>) -> Self {
+        Self(allowed.map(Arc::from))
+    }
+
+    /// True when `subscription` may be read and written.
+    pub fn allows(&self, subscription: &SubscriptionId) -> bool {
+        self.0
+            .as_deref()
+            .is_none_or(|allowed| allowed.contains(subscription))
+    }
+
+    /// Checks a request as it will be sent. `Err` says why it must not be.
+    pub fn check(&self, method: &Method, url: &Url, body: Option<&[u8]>) -> Result<(), String> {
+        let segments = canonical_segments(url)?;
+        let Some(allowed) = self.0.as_deref() else {
+            return Ok(());
+        };
+        let is = |index: usize, expected: &str| {
+            segments
+                .get(index)
+                .is_some_and(|s| s.eq_ignore_ascii_case(expected))
+        };
+        if is(0, "subscriptions") {
+            let subscription = segments
+                .get(1)
+                .and_then(|s| SubscriptionId::parse(s).ok())
+                .ok_or("the path names no subscription id")?;
+            return if allowed.contains(&subscription) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "subscription {subscription} is outside CMKGUARD_SUBSCRIPTIONS"
+                ))
+            };
+        }
+        if is(0, "providers") && is(1, "Microsoft.ResourceGraph") && is(2, "resources") {
+            if segments.len() == 3 && *method == Method::Post {
+                return graph_query_in_scope(body.unwrap_or_default(), allowed);
+            }
+        } else if is(0, "providers")
+            && is(1, "Microsoft.Authorization")
+            && is(2, "roleDefinitions")
+            && segments.len() == 4
+            && *method == Method::Get
+        {
+            return Ok(());
+        }
+        Err("a request outside any subscription is outside CMKGUARD_SUBSCRIPTIONS".to_owned())
+    }
+}
+
+/// The path's segments decoded as the server decodes them; `Err` for a path that a server or
+/// proxy could resolve to something else than it reads.
+fn canonical_segments(url: &Url) -> Result<Vec<Cow<'_, str>>, String> {
+    let segments = url
+        .path_segments()
+        .ok_or("the URL has no path")?
+        .map(|segment| {
+            percent_encoding::percent_decode_str(segment)
+                .decode_utf8()
+                .map_err(|_| "a path segment is not UTF-8 once decoded".to_owned())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    for segment in &segments {
+        if segment.is_empty() || segment.bytes().all(|b| b == b'.') {
+            return Err("the path has an empty, `.` or `..` segment".to_owned());
+        }
+        if segment.contains(['/', '\\']) || segment.chars().any(char::is_control) {
+            return Err("a path segment holds an encoded `/`, `\\` or a control character".into());
+        }
+    }
+    Ok(segments)
+}
+
+/// A Resource Graph query covers what its body names: it must name only allowed subscriptions
+/// (and no management group, whose subscriptions are unknown here).
+fn graph_query_in_scope(body: &[u8], allowed: &[SubscriptionId]) -> Result<(), String> {
+    let query: Value = serde_json::from_slice(body)
+        .map_err(|_| "the Resource Graph query body is not JSON".to_owned())?;
+    if query.get("managementGroups").is_some_and(|v| !v.is_null()) {
+        return Err(
+            "a Resource Graph query over management groups is outside CMKGUARD_SUBSCRIPTIONS"
+                .into(),
+        );
+    }
+    let named = query
+        .get("subscriptions")
+        .and_then(Value::as_array)
+        .filter(|list| !list.is_empty())
+        .ok_or("a Resource Graph query without `subscriptions` covers every subscription")?;
+    for entry in named {
+        let subscription = entry
+            .as_str()
+            .and_then(|text| SubscriptionId::parse(text).ok())
+            .ok_or("the Resource Graph query names a subscription that is not a GUID")?;
+        if !allowed.contains(&subscription) {
+            return Err(format!(
+                "the Resource Graph query names subscription {subscription}, outside CMKGUARD_SUBSCRIPTIONS"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The pipeline policy, right after the trusted-host guard: nothing leaves for a subscription
+/// outside the allowlist, whichever caller built the URL.
+#[derive(Debug)]
+pub(super) struct SubscriptionScopePolicy {
+    pub scope: SubscriptionScope,
+}
+
+#[async_trait]
+impl Policy for SubscriptionScopePolicy {
+    async fn send(
+        &self,
+        ctx: &Context,
+        request: &mut Request,
+        next: &[Arc<dyn Policy>],
+    ) -> PolicyResult {
+        let body = match request.body() {
+            Body::Bytes(bytes) => Some(bytes.as_ref()),
+            _ => None,
+        };
+        if let Err(why) = self.scope.check(&request.method(), request.url(), body) {
+            return Err(azure_core::Error::with_message(
+                azure_core::error::ErrorKind::Other,
+                format!("{REFUSED} {why}"),
+            ));
+        }
+        next[0].send(ctx, request, &next[1..]).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "3f7b2c1d-8e4a-4b6f-9c2d-5a1e0f9b7c34";
+    const B: &str = "00000000-0000-0000-0000-00000000000b";
+
+    fn only_a() -> SubscriptionScope {
+        SubscriptionScope::from_allowlist(Some(&[SubscriptionId::parse(A).unwrap()]))
+    }
+
+    fn check(
+        scope: &SubscriptionScope,
+        method: Method,
+        url: &str,
+        body: &str,
+    ) -> Result<(), String> {
+        let url = Url::parse(url).unwrap();
+        scope.check(&method, &url, Some(body.as_bytes()))
+    }
+
+    #[test]
+    fn allows_paths_in_allowed_subscriptions_only() {
+        let arm = "https://management.azure.com";
+        let scope = only_a();
+        for ok in [
+            format!(
+                "{arm}/subscriptions/{A}/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv"
+            ),
+            format!(
+                "{arm}/SUBSCRIPTIONS/{}/providers/Microsoft.KeyVault",
+                A.to_uppercase()
+            ),
+            format!(
+                "{arm}/providers/Microsoft.Authorization/roleDefinitions/e147488a-f6f5-4113-8e2d-b22465e65bf6"
+            ),
+        ] {
+            assert_eq!(check(&scope, Method::Get, &ok, ""), Ok(()), "{ok}");
+        }
+        for refused in [
+            format!(
+                "{arm}/subscriptions/{B}/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv"
+            ),
+            format!("{arm}/subscriptions/{A}/..%2F{B}/resourceGroups/rg"),
+            format!("{arm}/subscriptions/{A}/%2e%2e/{B}/resourceGroups/rg"),
+            format!("{arm}/subscriptions/{A}/resourceGroups/rg%5C..%5C..%5C{B}"),
+            format!("{arm}/subscriptions/{A}//resourceGroups/rg"),
+            format!("{arm}/subscriptions/not-a-guid/resourceGroups/rg"),
+            format!("{arm}/providers/Microsoft.KeyVault/vaults"),
+            format!("{arm}/providers/Microsoft.Authorization/roleDefinitions"),
+            format!("{arm}/"),
+        ] {
+            assert!(
+                check(&scope, Method::Get, &refused, "").is_err(),
+                "{refused}"
+            );
+        }
+        assert!(
+            check(
+                &scope,
+                Method::Put,
+                &format!("{arm}/providers/Microsoft.Authorization/roleDefinitions/x"),
+                "{}"
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn resource_graph_queries_must_name_allowed_subscriptions() {
+        let url = "https://management.azure.com/providers/Microsoft.ResourceGraph/resources";
+        let scope = only_a();
+        assert_eq!(
+            check(
+                &scope,
+                Method::Post,
+                url,
+                &format!(r#"{{"subscriptions":["{A}"],"query":"x"}}"#)
+            ),
+            Ok(())
+        );
+        for body in [
+            r#"{"query":"x"}"#.to_owned(),
+            r#"{"subscriptions":[],"query":"x"}"#.to_owned(),
+            format!(r#"{{"subscriptions":["{A}","{B}"],"query":"x"}}"#),
+            format!(r#"{{"subscriptions":["{A}"],"managementGroups":["root"],"query":"x"}}"#),
+            "not json".to_owned(),
+        ] {
+            assert!(check(&scope, Method::Post, url, &body).is_err(), "{body}");
+        }
+    }
+
+    #[test]
+    fn without_an_allowlist_only_canonical_paths_are_required() {
+        let scope = SubscriptionScope::all();
+        let arm = "https://management.azure.com";
+        assert_eq!(
+            check(
+                &scope,
+                Method::Get,
+                &format!("{arm}/subscriptions/{B}/resourceGroups/rg"),
+                ""
+            ),
+            Ok(())
+        );
+        assert!(
+            check(
+                &scope,
+                Method::Get,
+                &format!("{arm}/subscriptions/{A}/rg%2F..%2F{B}"),
+                ""
+            )
+            .is_err()
+        );
+    }
+}

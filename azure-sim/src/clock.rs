@@ -1,5 +1,5 @@
 //! Wall-clock helpers: Key Vault speaks unix seconds, ARM speaks RFC 3339, rotation policies
-//! speak ISO-8601 durations (Trap T3).
+//! speak ISO-8601 durations (azure-notes Trap T3).
 
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;

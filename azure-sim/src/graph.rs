@@ -10,9 +10,9 @@
 //! * dotted property paths (`properties.encryption.keyVaultProperties.keyVaultArmId`) and
 //!   `['name']` indexing.
 //!
-//! Rows look like Resource Graph rows (`type` and `resourceGroup` lower-cased). Paging follows
-//! the service: `options.$top` (default 100, max 1000), `$skip`, `$skipToken` replayed with the
-//! same query and scopes (Trap T11), and `resultTruncated` as the strings `"true"`/`"false"`
+//! Rows look like Resource Graph rows (`type` and `resourceGroup` lower-cased). Paging follows the
+//! service: `options.$top` (default 100, max 1000), `$skip`, `$skipToken` replayed with the same
+//! query and scopes (azure-notes Trap T11), and `resultTruncated` as the strings `"true"`/`"false"`
 //! (`"true"` when rows lack `id` and do not fit one page). Anything else is a 400.
 
 use crate::arm::vault_json;

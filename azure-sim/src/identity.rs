@@ -1,7 +1,7 @@
 //! The App Service / Functions managed-identity endpoint (`IDENTITY_ENDPOINT`,
 //! api-version 2019-08-01): `GET /msi/token?resource=…&api-version=2019-08-01` with the
 //! `X-IDENTITY-HEADER` secret, optionally selecting a user-assigned identity with one of
-//! `client_id`, `principal_id`/`object_id` or `mi_res_id`/`msi_res_id` (Trap T18).
+//! `client_id`, `principal_id`/`object_id` or `mi_res_id`/`msi_res_id` (azure-notes Trap T18).
 
 use crate::http::{Ctx, Reply, Route};
 use crate::ids::eq_ci;

@@ -1,5 +1,6 @@
-//! Identifier helpers: case-insensitive ARM id comparison (Trap T1), ARM id builders, and
-//! deterministic ids so that scenarios produce the same principals and key versions on every run.
+//! Identifier helpers: case-insensitive ARM id comparison (azure-notes Trap T1), ARM id builders,
+//! and deterministic ids so that scenarios produce the same principals and key versions on every
+//! run.
 
 use ring::digest::{SHA256, digest};
 
@@ -88,7 +89,8 @@ pub fn workspace_id(subscription: &str, resource_group: &str, name: &str) -> Str
     )
 }
 
-/// The data-plane base URL of a vault, without a trailing slash (like ARM's `vaultUri`, Trap T15).
+/// The data-plane base URL of a vault, without a trailing slash (like ARM's `vaultUri`, azure-notes
+/// Trap T15).
 pub fn vault_uri(name: &str) -> String {
     format!("https://{}.vault.azure.net", name.to_ascii_lowercase())
 }
@@ -108,7 +110,7 @@ pub struct ArmIdParts {
 
 impl ArmIdParts {
     /// Parses `/subscriptions/{s}/resourceGroups/{rg}/providers/{ns}/{type}/{name}[/{type}/{name}…]`.
-    /// Returns `None` for anything else; casing of the keywords is ignored (Trap T1).
+    /// Returns `None` for anything else; casing of the keywords is ignored (azure-notes Trap T1).
     pub fn parse(id: &str) -> Option<Self> {
         let parts: Vec<&str> = id.split('/').filter(|s| !s.is_empty()).collect();
         if parts.len() < 2 || !eq_ci(parts[0], "subscriptions") {

@@ -1,7 +1,7 @@
-//! The Key Vault data plane (`{vault}.vault.azure.net`): key get/list/versions, update,
-//! create, rotate, rotation policy. Requests without a valid token get the 401 challenge
-//! (§2.4); a valid token without access gets 403 (Trap T13), decided by access policies or by
-//! RBAC data actions depending on the vault's permission model (Trap T8).
+//! The Key Vault data plane (`{vault}.vault.azure.net`): key get/list/versions, update, create,
+//! rotate, rotation policy. Requests without a valid token get the 401 challenge (azure-notes
+//! §2.4); a valid token without access gets 403 (azure-notes Trap T13), decided by access policies
+//! or by RBAC data actions depending on the vault's permission model (azure-notes Trap T8).
 
 use crate::events::KeyVaultEvent;
 use crate::http::{self, Ctx, Reply, Route, VAULT_AUDIENCES};
@@ -776,7 +776,7 @@ fn get_rotation_policy(ctx: &mut Ctx) -> Reply {
 }
 
 /// Parses and validates a rotation policy body (action types compared case-insensitively and
-/// stored in data-plane casing, Trap T2).
+/// stored in data-plane casing, azure-notes Trap T2).
 fn parse_policy(body: &Value, now: i64, created: Option<i64>) -> Result<RotationPolicy, Reply> {
     let bad = |m: &str| kv_error(400, "BadParameter", m);
     let expiry_time = body

@@ -1,7 +1,7 @@
 //! azure-sim: a stand-in for the Azure APIs cmk-guard calls — Azure Resource Manager, the Key
 //! Vault data plane, Resource Graph and the App Service managed-identity endpoint — so tests,
 //! benchmarks and the demo run the real handler binary without Azure. Responses follow the
-//! official examples in `shared/fixtures`; the traps in `shared/reference/azure-rest.md` §8
+//! official examples in `tests/fixtures`; the traps in `docs/azure-notes.md` §8
 //! are reproduced on purpose (case-insensitive ids, absent-vs-false flags, unix-seconds key
 //! times, string `expires_on`, string `resultTruncated`, 401 challenge then 403).
 //!

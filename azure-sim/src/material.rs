@@ -1,5 +1,5 @@
-//! Public key material for the data plane's JSON Web Keys. RSA moduli are real (the `rsa`
-//! crate) so a client computing the key size from `n` (Trap T4) sees the stated bit length.
+//! Public key material for the data plane's JSON Web Keys. RSA moduli are real (the `rsa` crate) so
+//! a client computing the key size from `n` (azure-notes Trap T4) sees the stated bit length.
 //! Generation is slow, so one modulus per size is generated lazily, kept for the process, and
 //! cached in the temp directory so a test suite that starts many simulators pays once per size.
 //! Only the public modulus is kept; it protects nothing.

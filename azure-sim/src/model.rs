@@ -114,7 +114,7 @@ pub struct Vault {
     pub tenant_id: String,
     /// `standard` or `premium`.
     pub sku: String,
-    /// `properties.enableSoftDelete`; `None` = absent from the payload (Trap T16).
+    /// `properties.enableSoftDelete`; `None` = absent from the payload (azure-notes Trap T16).
     pub enable_soft_delete: Option<bool>,
     /// `properties.softDeleteRetentionInDays`.
     pub soft_delete_retention_days: Option<u32>,
@@ -151,7 +151,8 @@ impl Vault {
         ids::vault_uri(&self.name)
     }
 
-    /// Whether data-plane access uses RBAC: absent means true from api-version 2026-02-01 (Trap T6).
+    /// Whether data-plane access uses RBAC: absent means true from api-version 2026-02-01
+    /// (azure-notes Trap T6).
     pub fn rbac_effective(&self) -> bool {
         self.enable_rbac_authorization.unwrap_or(true)
     }
@@ -419,7 +420,8 @@ impl Workspace {
         }
     }
 
-    /// The principal that uses the CMK: the encryption identity if set, else the system identity (Trap T21).
+    /// The principal that uses the CMK: the encryption identity if set, else the system identity
+    /// (azure-notes Trap T21).
     pub fn cmk_principal_id(&self) -> Option<String> {
         if let Some(uai) = self
             .encryption

@@ -1,6 +1,6 @@
 //! Built-in Azure role definitions the CMK chain depends on, with their real permissions
 //! (MicrosoftDocs `built-in-roles/security.md` and `general.md`), and wildcard action matching
-//! so data-plane checks evaluate definitions instead of comparing GUIDs (Trap T8).
+//! so data-plane checks evaluate definitions instead of comparing GUIDs (azure-notes Trap T8).
 
 use crate::ids::eq_ci;
 use serde_json::{Value, json};

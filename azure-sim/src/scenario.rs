@@ -4,7 +4,7 @@
 //! what its story is about (purge protection off, key expired, role missing, …).
 //!
 //! Flags that Azure may omit are `Option<bool>`: in JSON a missing field takes the default,
-//! `null` makes the property absent from responses (Trap T16), `true`/`false` set it.
+//! `null` makes the property absent from responses (azure-notes Trap T16), `true`/`false` set it.
 
 use crate::clock::{DAY, now_unix};
 use crate::ids::{self, eq_ci, stable_hex32, stable_uuid};

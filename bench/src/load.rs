@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// What the host sends with every invocation (protocol reference §2).
+/// What the host sends with every invocation (azure-notes §H2).
 const INVOCATION_ID_HEADER: &str = "X-Azure-Functions-InvocationId";
 
 /// An HTTP client that never uses a proxy and keeps connections alive.

@@ -1,6 +1,6 @@
-//! `cargo run --release -p bench`: measures the release `cmk-guard` binary against azure-sim,
-//! with the load coming from this process over loopback, and reports every figure of the
-//! quality bars (DESIGN.md) side by side in one run, with a verdict per bar. It reports; it never
+//! `cargo run --release -p bench`: measures the release `cmk-guard` binary against azure-sim, with
+//! the load coming from this process over loopback, and reports every figure of the quality bars
+//! (docs/architecture.md) side by side in one run, with a verdict per bar. It reports; it never
 //! fails because a bar is missed (exit 1 only when a measurement could not run at all).
 //!
 //! # Layout

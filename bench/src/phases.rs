@@ -1,4 +1,4 @@
-//! The measurements, one function each, in the order of the quality bars of DESIGN.md.
+//! The measurements, one function each, in the order of the quality bars of docs/architecture.md.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -1,6 +1,6 @@
 //! `Microsoft.MachineLearningServices/workspaces` and their online/batch endpoints. The only
 //! encryption change PATCH accepts is `keyIdentifier`, and only to a key in the same vault
-//! (Trap T21, §3.3).
+//! (azure-notes Trap T21, §3.3).
 
 use super::{bad_body, check_registered, error, not_found, system_data};
 use crate::events::{ResourceEventKind, resource_event};
@@ -378,7 +378,7 @@ pub(crate) fn get_batch(ctx: &mut Ctx) -> Reply {
 }
 
 /// `GET …/locations/{loc}/workspaceOperationsStatus/{id}` (the `Location` of an async PATCH):
-/// 202 on the first poll, then 200 with the workspace, as §6.3 describes.
+/// 202 on the first poll, then 200 with the workspace, as azure-notes §6.3 describes.
 pub(crate) fn operation_status(ctx: &mut Ctx) -> Reply {
     let id = ctx.segs.get(7).cloned().unwrap_or_default();
     let resource = {

@@ -1,5 +1,5 @@
-//! Azure Resource Manager (`management.azure.com`): routing, authentication and the error
-//! shapes ARM uses. Paths are matched case-insensitively (Trap T1); each operation is named by
+//! Azure Resource Manager (`management.azure.com`): routing, authentication and the error shapes
+//! ARM uses. Paths are matched case-insensitively (azure-notes Trap T1); each operation is named by
 //! its Azure operationId so fault rules and counters read like the REST reference.
 
 mod authz;

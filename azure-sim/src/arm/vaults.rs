@@ -1,6 +1,6 @@
-//! `Microsoft.KeyVault/vaults`, its access policies, deleted vaults and the ARM view of keys.
-//! PATCH merges (Trap T7) and refuses `enablePurgeProtection: false` and turning soft delete
-//! off, as the service does (Trap T5, T6).
+//! `Microsoft.KeyVault/vaults`, its access policies, deleted vaults and the ARM view of keys. PATCH
+//! merges (azure-notes Trap T7) and refuses `enablePurgeProtection: false` and turning soft delete
+//! off, as the service does (azure-notes Trap T5, T6).
 
 use super::{bad_body, check_registered, error, not_found, system_data};
 use crate::clock::rfc3339;
@@ -477,7 +477,7 @@ fn attributes_json(vault: &Vault, version: &KeyVersion) -> Value {
     Value::Object(a)
 }
 
-/// ARM's `rotationPolicy` (action types in lower case, Trap T2).
+/// ARM's `rotationPolicy` (action types in lower case, azure-notes Trap T2).
 fn rotation_policy_json(key: &Key) -> Option<Value> {
     let p = key.rotation_policy.as_ref()?;
     let actions: Vec<Value> = p
@@ -504,7 +504,7 @@ fn rotation_policy_json(key: &Key) -> Option<Value> {
 }
 
 /// The ARM key body for the latest version (`version = None`) or one version; `full` = false
-/// gives the ListVersions item shape, which has no `kty`/`keySize` (Trap T4).
+/// gives the ListVersions item shape, which has no `kty`/`keySize` (azure-notes Trap T4).
 fn key_json(vault: &Vault, key: &Key, version: Option<&KeyVersion>, full: bool) -> Option<Value> {
     let latest = key.latest()?;
     let shown = version.unwrap_or(latest);

@@ -78,7 +78,7 @@ enum Command {
 /// How the CLI prints outcomes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Format {
-    /// The Outcome JSON of DESIGN.md (an array for several events).
+    /// The Outcome JSON of docs/architecture.md (an array for several events).
     Json,
     /// A readable table of findings, worst first.
     Table,

@@ -1,5 +1,5 @@
-//! The policy file (DESIGN.md *Policy file*): per-rule switches, severities and thresholds,
-//! consent to remediations, notification routing, exemptions and scope, in TOML.
+//! The policy file (docs/architecture.md *Policy file*): per-rule switches, severities and
+//! thresholds, consent to remediations, notification routing, exemptions and scope, in TOML.
 //!
 //! The file is read once, at start, and any mistake stops cmk-guard with a message naming the
 //! line and key, e.g. ``policy.toml: line 7, key `rules."key.expiry".warn_days`: …``. Unknown

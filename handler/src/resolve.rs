@@ -3,7 +3,7 @@
 //! CMK workspaces that use that vault (Resource Graph, cached briefly through the observer);
 //! an event in a service-provisioned resource group maps to the workspace that owns it.
 //!
-//! Resource Graph is only discovery (reference Trap T19): observe re-reads every workspace
+//! Resource Graph is only discovery (azure-notes Trap T19): observe re-reads every workspace
 //! through ARM before anything is decided.
 
 use serde_json::{Value, json};
@@ -39,7 +39,7 @@ enum Lookup {
 
 /// A workspace to check, and what Resource Graph said of its encryption and identity when it
 /// was found there: a hint that lets observe read the key chain without waiting for the
-/// workspace (observe still re-reads the workspace through ARM, Trap T19).
+/// workspace (observe still re-reads the workspace through ARM, azure-notes Trap T19).
 #[derive(Debug, Clone)]
 pub struct Found {
     pub id: ArmResourceId,
@@ -177,8 +177,8 @@ pub fn kql_string(value: &str) -> String {
 }
 
 /// Runs a Resource Graph query of workspaces projecting [`WORKSPACE_COLUMNS`] (all pages,
-/// `$skipToken` replayed with the same query and scopes, Trap T11). Cached briefly through the
-/// observer.
+/// `$skipToken` replayed with the same query and scopes, azure-notes Trap T11). Cached briefly
+/// through the observer.
 pub async fn query_workspaces(
     observer: &Observer,
     query: &str,
@@ -371,11 +371,11 @@ mod tests {
         assert_eq!(kql_string(r"a'b\c"), r"'a\'b\\c'");
         let query = kql(&Lookup::ByVault(
             ArmResourceId::parse(&format!(
-                "/subscriptions/{SUB}/resourceGroups/R'G/providers/Microsoft.KeyVault/vaults/KV1"
+                "/subscriptions/{SUB}/resourceGroups/R(G)/providers/Microsoft.KeyVault/vaults/KV1"
             ))
             .unwrap(),
         ));
-        assert!(query.contains(r"vault == '/subscriptions/3f7b2c1d-8e4a-4b6f-9c2d-5a1e0f9b7c34/resourcegroups/r\'g/providers/microsoft.keyvault/vaults/kv1'"), "{query}");
+        assert!(query.contains(r"vault == '/subscriptions/3f7b2c1d-8e4a-4b6f-9c2d-5a1e0f9b7c34/resourcegroups/r(g)/providers/microsoft.keyvault/vaults/kv1'"), "{query}");
     }
 
     #[test]

@@ -35,7 +35,7 @@ pub const VARIABLES: &[&str] = &[
     "CMKGUARD_SWEEP_BUDGET_SECONDS",
 ];
 
-/// The Functions host sets this to the port it will call (protocol reference §1).
+/// The Functions host sets this to the port it will call (azure-notes §H1).
 pub const PORT_VARIABLE: &str = "FUNCTIONS_CUSTOMHANDLER_PORT";
 
 /// A configuration value that cannot be used.

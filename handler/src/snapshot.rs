@@ -1,7 +1,7 @@
 //! The Snapshot: everything observe read about one workspace's CMK chain, in plain types.
 //! Rules read only this (plus the time and the policy); they never call Azure.
 //!
-//! Absent fields stay `None` (reference Trap T16: absent is unknown, not false), and every read
+//! Absent fields stay `None` (azure-notes Trap T16: absent is unknown, not false), and every read
 //! that can fail is a [`Read`], so a rule can tell "not there" from "could not look".
 
 use std::collections::BTreeMap;
@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use crate::ids::ArmResourceId;
 
 /// The GUID of "Key Vault Crypto Service Encryption User", the built-in role that lets a CMK
-/// consumer get, wrap and unwrap keys on RBAC vaults (reference §5).
+/// consumer get, wrap and unwrap keys on RBAC vaults (azure-notes §5).
 pub const CMK_CONSUMER_ROLE: &str = "e147488a-f6f5-4113-8e2d-b22465e65bf6";
 
 /// The result of one read.
@@ -101,7 +101,7 @@ pub struct Workspace {
 
 impl Workspace {
     /// The identity that reaches the key: the encryption identity when set, else the system
-    /// identity (reference Trap T21). `None` when that identity's principal id is unknown.
+    /// identity (azure-notes Trap T21). `None` when that identity's principal id is unknown.
     pub fn cmk_principal(&self) -> Option<CmkPrincipal> {
         let identity = self.identity.as_ref()?;
         let encryption_identity = self

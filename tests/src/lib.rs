@@ -1,5 +1,5 @@
 //! The host harness: starts the real `cmk-guard` binary the way the Azure Functions host does
-//! and talks to it the way the host does (protocol reference §1–§4).
+//! and talks to it the way the host does (azure-notes §H1–§H4).
 //!
 //! - the process gets `FUNCTIONS_CUSTOMHANDLER_PORT` (and its siblings) in its environment;
 //! - readiness is polled with `GET /` every 25 ms, any HTTP answer meaning ready;
@@ -318,7 +318,7 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
-/// The envelope the host builds for an Event Grid trigger (protocol reference §2.3).
+/// The envelope the host builds for an Event Grid trigger (azure-notes §H2.3).
 pub fn envelope(binding: &str, event: &Value, method_name: &str) -> Vec<u8> {
     json!({
         "Data": { binding: event },
@@ -331,7 +331,7 @@ pub fn envelope(binding: &str, event: &Value, method_name: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-/// The envelope the host builds for a timer trigger (protocol reference §2.4).
+/// The envelope the host builds for a timer trigger (azure-notes §H2.4).
 pub fn timer_envelope(binding: &str) -> Vec<u8> {
     json!({
         "Data": { binding: {"Schedule": {"AdjustForDST": true}, "ScheduleStatus": null, "IsPastDue": false} },

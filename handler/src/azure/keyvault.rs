@@ -1,7 +1,7 @@
 //! Key Vault data-plane clients (the official `azure_security_keyvault_keys` crate), one per
 //! vault, created only for hosts under the configured Key Vault DNS suffix. The crate answers
 //! Key Vault's 401 challenge itself and checks that the challenge's resource matches the vault
-//! host (reference Trap T12).
+//! host (azure-notes Trap T12).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

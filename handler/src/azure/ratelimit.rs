@@ -29,7 +29,7 @@ pub const MAX_SHARED_PAUSE: Duration = Duration::from_secs(60);
 pub(crate) const THROTTLED: &str = "Azure throttled this instance";
 
 /// Requests per second when `CMKGUARD_READ_RATE` is not set: a fifth of ARM's per-principal
-/// subscription read refill (25/s, reference §6.1), leaving room for everything else.
+/// subscription read refill (25/s, azure-notes §6.1), leaving room for everything else.
 pub const DEFAULT_RATE_PER_SECOND: u32 = 20;
 
 /// The shared limiter. Waiters queue in order on a semaphore of `rate` permits, and a freed

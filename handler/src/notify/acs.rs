@@ -1,4 +1,4 @@
-//! Email through Azure Communication Services (reference ecosystem §2.1):
+//! Email through Azure Communication Services (azure-notes §C2):
 //! `POST {endpoint}/emails:send` with an Entra token from the managed identity, so no mail
 //! password or access key has to be stored. ACS answers 202 with `Operation-Location`; the
 //! delivery itself is asynchronous.

@@ -1,5 +1,5 @@
 //! The Teams message: an Adaptive Card 1.4 wrapped as a Workflows webhook message
-//! (`{"type":"message","attachments":[…]}`, reference ecosystem §1.2). Workflows renders
+//! (`{"type":"message","attachments":[…]}`, azure-notes §C1). Workflows renders
 //! Adaptive Cards only, and a posted card fails above ~28 KB after the flow's own wrapping,
 //! so the whole payload is kept under [`PAYLOAD_BUDGET`] by listing fewer findings and saying
 //! how many were left out.

@@ -165,7 +165,7 @@ impl Observer {
     /// says of its encryption and identity), the key chain is read at the same time as the
     /// workspace instead of after it; if the workspace read through ARM names another vault,
     /// key or identity, the chain is read again from it (Resource Graph is only discovery,
-    /// Trap T19). Either way: two rounds of reads, not three.
+    /// azure-notes Trap T19). Either way: two rounds of reads, not three.
     pub async fn snapshot_hinted(
         &self,
         workspace_id: &ArmResourceId,
@@ -477,7 +477,7 @@ impl Observer {
         .await
     }
 
-    /// Fills `key_size` from the JWK modulus when ARM did not give it (Trap T4).
+    /// Fills `key_size` from the JWK modulus when ARM did not give it (azure-notes Trap T4).
     async fn with_key_size(
         &self,
         read: Read<KeyVersion>,
@@ -566,7 +566,7 @@ fn cache_key(method: &str, path: &str, version: &str, query: &[(&str, &str)]) ->
 }
 
 /// True when data access on the vault is governed by Azure RBAC. Absent means RBAC from
-/// api-version 2026-02-01 on (Trap T6); older vaults report `false` explicitly.
+/// api-version 2026-02-01 on (azure-notes Trap T6); older vaults report `false` explicitly.
 fn is_rbac_vault(vault: &Vault) -> bool {
     vault.enable_rbac_authorization.unwrap_or(true)
 }

@@ -1,5 +1,6 @@
 //! ARM JSON → snapshot types. Tolerant by design: a missing or mistyped field becomes `None`
-//! (absent is unknown, Trap T16), never an error, because the rules decide what unknown means.
+//! (absent is unknown, azure-notes Trap T16), never an error, because the rules decide what unknown
+//! means.
 
 use serde_json::Value;
 
@@ -214,7 +215,7 @@ pub fn rotation_policy(value: &Value) -> Option<RotationPolicy> {
 }
 
 /// The bit length of a base64url JWK modulus (`n`), for keys whose ARM body lacks `keySize`
-/// (reference Trap T4).
+/// (azure-notes Trap T4).
 pub fn modulus_bits(n: &[u8]) -> Option<u32> {
     let bytes = n
         .iter()

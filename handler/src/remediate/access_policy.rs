@@ -1,9 +1,9 @@
 //! `workspace.key-access` on an access-policy vault: `PUT …/vaults/{v}/accessPolicies/add` with
 //! exactly `get`, `wrapKey` and `unwrapKey` on keys for the CMK principal, in the vault's tenant.
 //!
-//! `accessPolicies/add` merges into the principal's entry and leaves every other entry alone;
-//! an `accessPolicies` array in a vault PATCH would replace the whole list (Trap T7). Adding
-//! permissions the principal already has changes nothing, so a retry is harmless.
+//! `accessPolicies/add` merges into the principal's entry and leaves every other entry alone; an
+//! `accessPolicies` array in a vault PATCH would replace the whole list (azure-notes Trap T7).
+//! Adding permissions the principal already has changes nothing, so a retry is harmless.
 
 use serde_json::{Value, json};
 

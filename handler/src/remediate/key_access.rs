@@ -1,8 +1,8 @@
-//! `workspace.key-access`: give the workspace's CMK identity get, wrapKey and unwrapKey on the
-//! key — by the vault's own permission model, because the other one is ignored (Trap T8):
-//! an access policy on access-policy vaults ([`super::access_policy`]), a role assignment on
-//! RBAC vaults ([`super::role_assignment`]). The identity is the encryption identity, else the
-//! system identity ([`crate::snapshot::Workspace::cmk_principal`], Trap T21).
+//! `workspace.key-access`: give the workspace's CMK identity get, wrapKey and unwrapKey on the key
+//! — by the vault's own permission model, because the other one is ignored (azure-notes Trap T8):
+//! an access policy on access-policy vaults ([`super::access_policy`]), a role assignment on RBAC
+//! vaults ([`super::role_assignment`]). The identity is the encryption identity, else the system
+//! identity ([`crate::snapshot::Workspace::cmk_principal`], azure-notes Trap T21).
 
 use super::{Act, Remedy, Step, Stop, access_policy, partial_snapshot, role_assignment, vault_id};
 use crate::ids::{ArmResourceId, KeyUrl};
@@ -53,7 +53,7 @@ pub(super) async fn apply(act: &Act<'_>, workspace_id: &ArmResourceId) -> Step<S
 }
 
 /// Access policies decide only when the vault says `enableRbacAuthorization: false`; absent
-/// means RBAC on api-version 2026-02-01 (Trap T6), as the rule reads it.
+/// means RBAC on api-version 2026-02-01 (azure-notes Trap T6), as the rule reads it.
 pub(super) fn uses_access_policies(vault: &Vault) -> bool {
     vault.enable_rbac_authorization == Some(false)
 }

@@ -1,12 +1,12 @@
 //! `key.expiry`: give the workspace a key version that does not expire soon.
 //!
-//! The version judged is the one in use, which for a pinned `keyIdentifier` may be older than
-//! the latest (Trap T10). When the latest version is already good (enabled, and the rule passes
-//! on it), that version is used and nothing is rotated — which also makes a retry after a failed
-//! workspace PATCH idempotent. Otherwise the key is rotated on the data plane
-//! (`KeyClient::rotate_key`). A version-less workspace follows the new version by itself; a
-//! pinned one is PATCHed to it (`properties.encryption.keyVaultProperties.keyIdentifier`), only
-//! ever within the same vault (Trap T21, checked before any request to the key).
+//! The version judged is the one in use, which for a pinned `keyIdentifier` may be older than the
+//! latest (azure-notes Trap T10). When the latest version is already good (enabled, and the rule
+//! passes on it), that version is used and nothing is rotated — which also makes a retry after a
+//! failed workspace PATCH idempotent. Otherwise the key is rotated on the data plane
+//! (`KeyClient::rotate_key`). A version-less workspace follows the new version by itself; a pinned
+//! one is PATCHed to it (`properties.encryption.keyVaultProperties.keyIdentifier`), only ever
+//! within the same vault (azure-notes Trap T21, checked before any request to the key).
 
 use serde_json::{Value, json};
 
@@ -23,7 +23,7 @@ pub(super) const REMEDY: Remedy = Remedy {
 };
 
 /// The whole workspace PATCH body: only the key identifier, the one CMK setting the update model
-/// allows (reference §3.3).
+/// allows (azure-notes §3.3).
 pub(super) fn body(key_identifier: &str) -> Value {
     json!({"properties": {"encryption": {"keyVaultProperties": {"keyIdentifier": key_identifier}}}})
 }

@@ -1,11 +1,11 @@
-//! Remediation: the fixes of DESIGN.md's *Rules* table, one file per remediation.
+//! Remediation: the fixes of docs/architecture.md's *Rules* table, one file per remediation.
 //!
 //! Each remediation is a small reconciler (kube-rs style): it is told only the finding, re-reads
-//! what it would change through ARM — never from the observe cache, whose reads may be seconds
-//! old — and asks the rule itself whether the fresh state still fails, so "already compliant"
-//! means exactly what the rule means. Only then does it make the narrowest write that fixes it
-//! (a vault PATCH of one flag, never a vault PUT, Trap T7), reads again to verify, and reports an
-//! [`Action`] whose detail says what was done. Repeating a remediation is harmless: the second
+//! what it would change through ARM — never from the observe cache, whose reads may be seconds old
+//! — and asks the rule itself whether the fresh state still fails, so "already compliant" means
+//! exactly what the rule means. Only then does it make the narrowest write that fixes it (a vault
+//! PATCH of one flag, never a vault PUT, azure-notes Trap T7), reads again to verify, and reports
+//! an [`Action`] whose detail says what was done. Repeating a remediation is harmless: the second
 //! run finds the state compliant and writes nothing.
 //!
 //! Consent cannot be forgotten: [`Remediator::apply`] takes a [`Consent`], which only
@@ -427,9 +427,9 @@ struct KeyChain {
     client: Arc<KeyClient>,
 }
 
-/// The workspace's [`KeyChain`], refused unless the key lives in the vault `keyVaultArmId`
-/// names (Trap T21: a workspace's key may only move within its vault, and key writes go to the
-/// key URL's host) on a host under the Key Vault DNS suffix (checked before any request to it).
+/// The workspace's [`KeyChain`], refused unless the key lives in the vault `keyVaultArmId` names
+/// (azure-notes Trap T21: a workspace's key may only move within its vault, and key writes go to
+/// the key URL's host) on a host under the Key Vault DNS suffix (checked before any request to it).
 fn key_chain(workspace: &Workspace, act: &Act<'_>) -> Step<KeyChain> {
     let keys = act.keys;
     let vault = vault_id(workspace, act.arm.scope())?;

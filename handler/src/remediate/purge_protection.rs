@@ -1,10 +1,10 @@
 //! `vault.purge-protection`: `PATCH …/vaults/{v}` with `{"properties":{"enablePurgeProtection":true}}`.
 //!
 //! A PATCH, never a PUT: a vault PUT needs the whole vault and can wipe its access policies and
-//! network rules (Trap T7). Only `true` is ever sent, because the service refuses `false` (T5).
-//! Purge protection only takes effect with soft delete, which cmk-guard does not touch, so a
-//! vault with soft delete off is reported, not patched. Enabling it cannot be undone, hence
-//! [`REMEDY`]`.irreversible` and the policy's `irreversible_ok`.
+//! network rules (azure-notes Trap T7). Only `true` is ever sent, because the service refuses
+//! `false` (T5). Purge protection only takes effect with soft delete, which cmk-guard does not
+//! touch, so a vault with soft delete off is reported, not patched. Enabling it cannot be undone,
+//! hence [`REMEDY`]`.irreversible` and the policy's `irreversible_ok`.
 
 use serde_json::{Value, json};
 

@@ -1,5 +1,5 @@
 //! `workspace.key-access` on an RBAC vault: `PUT {vault}/providers/Microsoft.Authorization/roleAssignments/{name}`
-//! assigning *Key Vault Crypto Service Encryption User* (reference §5: keys read, wrap and
+//! assigning *Key Vault Crypto Service Encryption User* (azure-notes §5: keys read, wrap and
 //! unwrap, nothing else) to the CMK principal as a `ServicePrincipal`.
 //!
 //! The assignment name is a UUID v5 of scope, principal and role, so a retry PUTs the same
@@ -18,7 +18,7 @@ use crate::ids::ArmResourceId;
 use crate::observe::parse;
 use crate::snapshot::{CmkPrincipal, Read, RoleAssignment, Snapshot};
 
-/// *Key Vault Crypto Service Encryption User* (reference §5, verified against the built-in
+/// *Key Vault Crypto Service Encryption User* (azure-notes §5, verified against the built-in
 /// roles documentation).
 use crate::snapshot::CMK_CONSUMER_ROLE as CRYPTO_SERVICE_ENCRYPTION_USER;
 
@@ -26,7 +26,7 @@ use crate::snapshot::CMK_CONSUMER_ROLE as CRYPTO_SERVICE_ENCRYPTION_USER;
 const NAMESPACE: Uuid = Uuid::from_u128(0x5c1b_7e2a_4f0d_4c6e_9a38_2d1f_6b0e_c4a7);
 
 /// The deterministic assignment name for the role at `scope` for `principal_id` (case-folded,
-/// because ARM ids and object ids compare case-insensitively, Trap T1).
+/// because ARM ids and object ids compare case-insensitively, azure-notes Trap T1).
 pub(super) fn assignment_name(scope: &str, principal_id: &str) -> Uuid {
     let seed = format!(
         "{}|{}|{CRYPTO_SERVICE_ENCRYPTION_USER}",

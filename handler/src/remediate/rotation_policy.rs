@@ -2,7 +2,7 @@
 //! `KeyClient::update_key_rotation_policy`) with the policy file's settings
 //! (`[remediation."key.rotation-policy"]`; by default Rotate 30 days before expiry, Notify 30
 //! days before, each version living a year). ARM cannot write it (its key PUT never updates an
-//! existing key, Trap T9), but ARM reads it back, which is how the result is verified.
+//! existing key, azure-notes Trap T9), but ARM reads it back, which is how the result is verified.
 
 use azure_security_keyvault_keys::models::{
     KeyRotationPolicy, KeyRotationPolicyAction, KeyRotationPolicyAttributes, LifetimeAction,

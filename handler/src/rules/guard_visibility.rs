@@ -5,7 +5,7 @@
 //! a finding, so that an identity without Reader on the vault cannot hide a broken chain. It also
 //! fails when a read the chain needs was not made, or when the workspace's reference itself is
 //! unusable (no `keyVaultArmId`, a `keyIdentifier` that is not a key URL). Source: cmk-guard's own
-//! guarantee (DESIGN.md *Rules*); the chain it covers is the Azure ML CMK guide's,
+//! guarantee (docs/architecture.md *Rules*); the chain it covers is the Azure ML CMK guide's,
 //! <https://learn.microsoft.com/azure/machine-learning/concept-customer-managed-keys>.
 //! Equivalents: none (Azure Policy marks such resources "not started" or skips them).
 //!

@@ -1,9 +1,9 @@
 //! `key.exists`: the CMK key, and the version the workspace pins, exist in the CMK vault.
 //!
 //! Requirement: the workspace wraps its data keys with this key; if the key (or the pinned
-//! version, reference Trap T10) is gone, the workspace cannot decrypt. The key must also live in
+//! version, azure-notes Trap T10) is gone, the workspace cannot decrypt. The key must also live in
 //! the vault the workspace names: the key can only ever be changed to another key in the same
-//! vault (reference Trap T21). Source: Azure ML CMK guide,
+//! vault (azure-notes Trap T21). Source: Azure ML CMK guide,
 //! <https://learn.microsoft.com/azure/machine-learning/concept-customer-managed-keys>.
 //! Equivalents: none (single-resource tools do not follow the workspace's reference).
 //!

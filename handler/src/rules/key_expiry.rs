@@ -2,7 +2,7 @@
 //!
 //! Requirement: the key is not expired; an expired key cannot wrap or unwrap. The version judged
 //! is the one in use, which for a pinned `keyIdentifier` may be older than the latest version
-//! (reference Trap T10). Expired → critical; within `critical_days` (default 7) → high; within
+//! (azure-notes Trap T10). Expired → critical; within `critical_days` (default 7) → high; within
 //! `warn_days` (default 30) → medium (policy `[rules."key.expiry"]`). Source: Azure ML CMK guide,
 //! <https://learn.microsoft.com/azure/machine-learning/concept-customer-managed-keys>.
 //! Equivalents: Azure Policy `5ff38825-c5d8-47c5-b70e-069a21955146` (Keys should have more than

@@ -2,7 +2,7 @@
 //!
 //! Requirement: a CMK is rotated on a schedule, or at least announces its expiry; a rotation
 //! policy with a `Rotate` or `Notify` lifetime action does that (action types compare
-//! case-insensitively: ARM writes `rotate`, the data plane `Rotate`, reference Trap T2). The
+//! case-insensitively: ARM writes `rotate`, the data plane `Rotate`, azure-notes Trap T2). The
 //! remediation PUTs the rotation policy from the policy file. Source: Azure ML CMK guide,
 //! <https://learn.microsoft.com/azure/machine-learning/concept-customer-managed-keys>, and Key
 //! Vault's key rotation guide. Equivalents: Azure Policy `d8cf8476-a2ec-4916-896e-992351803c44`

@@ -1,7 +1,7 @@
 //! `key.type-size`: the key is RSA with a large enough modulus.
 //!
 //! Requirement: the CMK is an RSA key (Azure ML wraps with RSA), 3072 bits or more recommended.
-//! `RSA-HSM` counts as RSA (reference Trap T4). At or above `min_rsa_bits` (policy
+//! `RSA-HSM` counts as RSA (azure-notes Trap T4). At or above `min_rsa_bits` (policy
 //! `[rules."key.type-size"]`, default 3072) passes; below 2048 → high; between → medium; an EC or
 //! oct key cannot serve as CMK → high. The size is ARM's `keySize`, else the modulus bit length,
 //! as observe reports it. Source: Azure ML CMK guide,

@@ -4,7 +4,7 @@
 //! Requirement: the Microsoft-managed resources Azure ML creates for a CMK workspace (the
 //! `serviceProvisionedResourceGroup`, usually `azureml-rg-…`, holding the Cosmos DB, AI Search
 //! and Storage resources encrypted with the key) must not be deleted or taken over (reference
-//! Trap T21). Source: Azure ML CMK guide,
+//! azure-notes Trap T21). Source: Azure ML CMK guide,
 //! <https://learn.microsoft.com/azure/machine-learning/concept-customer-managed-keys>.
 //! Equivalents: none (no anchor watches the managed resource group).
 //!

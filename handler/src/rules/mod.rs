@@ -3,7 +3,7 @@
 //! applies the policy (enabled rules, severity overrides, exemptions; thresholds and scope are
 //! read by the rules themselves).
 //!
-//! Rule ids are public contract (DESIGN.md *Rules*); `docs/rules.md` documents each one.
+//! Rule ids are public contract (docs/architecture.md *Rules*); `docs/rules.md` documents each one.
 //! Silence never means compliant: a rule whose data is missing or unreadable answers
 //! [`Status::Unknown`], never [`Status::Pass`], and `guard.visibility` turns every failed or
 //! missing read into a finding.
@@ -137,7 +137,7 @@ pub struct Rule {
     pub check: fn(&Context) -> Vec<Check>,
 }
 
-/// Every rule, in the order of the DESIGN.md table (and of the findings).
+/// Every rule, in the order of the docs/architecture.md table (and of the findings).
 pub const RULES: &[Rule] = &[
     workspace_cmk_enabled::RULE,
     workspace_vault_same_subscription::RULE,
@@ -261,7 +261,7 @@ pub fn evaluate(context: &Context) -> Evaluation {
 }
 
 /// True when `resource` is `scope` or lies below it on `/` boundaries, ignoring ASCII case
-/// (reference Trap T1) and trailing slashes.
+/// (azure-notes Trap T1) and trailing slashes.
 pub(crate) fn is_at_or_below(scope: &str, resource: &str) -> bool {
     let scope = scope.trim_end_matches('/');
     let resource = resource.trim_end_matches('/');

@@ -2,7 +2,7 @@
 //!
 //! Requirement: the workspace's data is encrypted with a key in this vault; without the vault the
 //! workspace cannot decrypt anything. A deleted vault is kept (soft-deleted) for its retention
-//! period and can be recovered; its role assignments are not restored on recovery (reference
+//! period and can be recovered; its role assignments are not restored on recovery (azure-notes
 //! §1.5). Source: Azure ML CMK guide,
 //! <https://learn.microsoft.com/azure/machine-learning/concept-customer-managed-keys>.
 //! Equivalents: none (single-resource tools do not follow the workspace's reference).

@@ -2,7 +2,7 @@
 //!
 //! Requirement: "The key vault has soft delete and purge protection enabled." Without purge
 //! protection a deleted key can be purged at once and the workspace's data is lost. The property
-//! is absent until it is enabled, so absent means off (reference Trap T5), and enabling it is
+//! is absent until it is enabled, so absent means off (azure-notes Trap T5), and enabling it is
 //! irreversible: the remediation (`PATCH enablePurgeProtection=true`) needs
 //! `irreversible_ok = true` in the policy. Source: Azure ML CMK guide,
 //! <https://learn.microsoft.com/azure/machine-learning/concept-customer-managed-keys>.

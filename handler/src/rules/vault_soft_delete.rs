@@ -1,9 +1,9 @@
 //! `vault.soft-delete`: the CMK key vault has soft delete on.
 //!
-//! Requirement: "The key vault has soft delete and purge protection enabled." Soft delete is on
-//! for every vault since February 2025 and cannot be turned off; new api-versions omit the
-//! property, and an absent value means on (DESIGN.md *Rules*, reference §1.5 and Trap T6). Only a
-//! legacy vault can still report `false`, and that cannot be changed, so there is no remediation.
+//! Requirement: "The key vault has soft delete and purge protection enabled." Soft delete is on for
+//! every vault since February 2025 and cannot be turned off; new api-versions omit the property,
+//! and an absent value means on (docs/architecture.md *Rules*, azure-notes §1.5 and Trap T6). Only
+//! a legacy vault can still report `false`, and that cannot be changed, so there is no remediation.
 //! Source: Azure ML CMK guide,
 //! <https://learn.microsoft.com/azure/machine-learning/concept-customer-managed-keys>.
 //! Equivalents: Azure Policy `1e66c121-a66a-4b1f-9b83-0fd99bf0fc2d` (Key vaults should have soft

@@ -3,9 +3,9 @@
 //! Requirement: "the managed identity needs Get, Wrap Key and Unwrap Key" on the key — an access
 //! policy on access-policy vaults, a role such as *Key Vault Crypto Service Encryption User* on
 //! RBAC vaults. The identity is the encryption identity when set, else the system identity
-//! (reference Trap T21, [`crate::snapshot::Workspace::cmk_principal`]). Source: Azure ML CMK
+//! (azure-notes Trap T21, [`crate::snapshot::Workspace::cmk_principal`]). Source: Azure ML CMK
 //! guide, <https://learn.microsoft.com/azure/machine-learning/concept-customer-managed-keys>;
-//! the decision follows reference §5.2. Equivalents: none (Azure Policy, Prowler and Checkov do
+//! the decision follows azure-notes §5.2. Equivalents: none (Azure Policy, Prowler and Checkov do
 //! not look at identities; Cloud Custodian's `whitelist` finds excess permissions, not missing
 //! ones).
 //!
@@ -14,7 +14,7 @@
 //!   identity), whose key permissions include `get`, `wrapKey` and `unwrapKey`, or `all`
 //!   (case-insensitive; several entries add up).
 //! - RBAC vaults (`true`, and also when the vault does not report the flag: api-version
-//!   2026-02-01, which cmk-guard reads with, defaults it to true — reference §0 and Trap T6):
+//!   2026-02-01, which cmk-guard reads with, defaults it to true — azure-notes §0 and Trap T6):
 //!   role assignments of the principal listed with `assignedTo()` (so group grants count) whose
 //!   scope is at or above the key, judged by their role definitions' `dataActions` (with `*`
 //!   wildcards) minus `notDataActions`, never by role GUID. They must add up to

@@ -1,9 +1,9 @@
 //! `workspace.unsupported-endpoints`: a CMK workspace has no v2 online or batch endpoints.
 //!
 //! Requirement: a workspace with a customer-managed key does not support v2 online endpoints and
-//! batch endpoints (DESIGN.md requirements list, from the limitations of the Azure ML CMK guide,
-//! <https://learn.microsoft.com/azure/machine-learning/concept-customer-managed-keys>). The current
-//! revision of that guide no longer states this limitation (reference anchors §0), so the default
+//! batch endpoints (docs/architecture.md, *The CMK requirements*, from the limitations of the Azure
+//! ML CMK guide, <https://learn.microsoft.com/azure/machine-learning/concept-customer-managed-keys>).
+//! The current revision of that guide no longer states this limitation (noted there), so the default
 //! severity is medium and the rule can be turned off in the policy. Equivalents: none in Azure
 //! Policy, Prowler or Checkov; Cloud Custodian can approximate it with an
 //! `…/onlineEndpoints/write` event and a `parent` filter on `properties.encryption.status`.

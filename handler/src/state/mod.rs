@@ -3,8 +3,8 @@
 //! notification outbox and the sweep cursor.
 //!
 //! Event Grid delivers at least once and the Function app may run several instances against one
-//! store (DESIGN.md, *Quality bars*), so every write that decides "who acts" is atomic in the
-//! store itself: an insert that fails when the row or blob exists, or a compare-and-set on a
+//! store (docs/architecture.md, *Quality bars*), so every write that decides "who acts" is atomic
+//! in the store itself: an insert that fails when the row or blob exists, or a compare-and-set on a
 //! version. Nothing here reads the clock; callers pass the time in.
 //!
 //! Two backends implement [`StateStore`]: [`sqlite`] (the embedded default, also safe for two

@@ -1,4 +1,4 @@
-//! Every file under `shared/fixtures/events` and `shared/fixtures/host-invocations` is a test
+//! Every file under `tests/fixtures/events` and `tests/fixtures/host-invocations` is a test
 //! case with an asserted Outcome. A fixture without an expectation here fails the suite.
 
 use std::path::Path;

@@ -1,4 +1,4 @@
-//! Reliability through the real binary (DESIGN.md, *Quality bars*, Reliability):
+//! Reliability through the real binary (docs/architecture.md, *Quality bars*, Reliability):
 //!
 //! - a fault matrix on every kind of Azure call a relevant event makes (Resource Graph, the
 //!   workspace, the vault, the key version, the role assignments): 429 with `Retry-After`, 500
@@ -327,7 +327,7 @@ async fn a_redelivery_after_a_failed_read_asks_azure_again() {
 async fn a_stale_resource_graph_row_does_not_decide_which_key_is_checked() {
     // Resource Graph lags behind ARM. The workspace moved to another key, a disabled one, after
     // its row was indexed: the key chain the row names is read early, but the workspace read
-    // through ARM names the new key, and that is the one checked (Trap T19).
+    // through ARM names the new key, and that is the one checked (azure-notes Trap T19).
     const NEXT: &str = "cmk-next";
     let tenant = Tenant::builder()
         .subscription(SUB)

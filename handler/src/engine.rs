@@ -454,9 +454,10 @@ impl Engine {
     }
 
     /// Checks every ML workspace of `subscriptions` (all readable ones when `None`): listed with
-    /// Resource Graph, each re-read through ARM (Trap T19), at most [`SCAN_CONCURRENCY`] at a
-    /// time and within the shared Azure request rate. What could not be read in time becomes a
-    /// `guard.visibility` finding rather than a failed scan. `progress` hears (done, total).
+    /// Resource Graph, each re-read through ARM (azure-notes Trap T19), at most
+    /// [`SCAN_CONCURRENCY`] at a time and within the shared Azure request rate. What could not be
+    /// read in time becomes a `guard.visibility` finding rather than a failed scan. `progress`
+    /// hears (done, total).
     pub async fn scan(
         &self,
         id: &str,

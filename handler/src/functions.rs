@@ -190,7 +190,7 @@ async fn on_timer(
 pub const TIMER_EVENT_TYPE: &str = "Microsoft.Azure.Functions.TimerTrigger";
 
 /// `Evaluate` invoked without request forwarding: `Data.req` holds the HTTP request as an
-/// object and the reply goes in `Outputs.res` (protocol reference §4).
+/// object and the reply goes in `Outputs.res` (azure-notes §H4).
 async fn invoke_http_envelope(
     engine: &Engine,
     request: Value,

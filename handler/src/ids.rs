@@ -1,6 +1,6 @@
 //! Identifiers parsed once at the edge: subscription ids, ARM resource ids and Key Vault key URLs.
 //!
-//! Azure compares ids and names case-insensitively (reference Trap T1), so equality and hashing
+//! Azure compares ids and names case-insensitively (azure-notes Trap T1), so equality and hashing
 //! here ignore ASCII case while the original spelling is kept for display and for request URLs.
 
 use std::fmt;
@@ -298,7 +298,8 @@ pub struct KeyUrl {
 }
 
 impl KeyUrl {
-    /// Parses a key id as Key Vault and Event Grid write it; `:443` is tolerated (Trap T15).
+    /// Parses a key id as Key Vault and Event Grid write it; `:443` is tolerated (azure-notes
+    /// Trap T15).
     pub fn parse(text: &str) -> Result<Self, IdError> {
         let fail = |why: &str| {
             IdError(format!(

@@ -32,7 +32,7 @@
 //!   attempts, audit, outbox, sweep cursor): one trait, SQLite and Azure Blob backends.
 //!
 //! Data flows one way: intake → resolve → observe → evaluate → plan → act → Outcome
-//! (DESIGN.md). The stages after intake arrive with later versions.
+//! (docs/architecture.md). The stages after intake arrive with later versions.
 
 pub mod act;
 pub mod azure;

@@ -1,5 +1,6 @@
 //! The Outcome: what cmk-guard decided about one invocation. It is the public contract of
-//! DESIGN.md (*Outcome*): the host's `ReturnValue`, the `Evaluate` response and the CLI's JSON.
+//! docs/architecture.md (*Outcome*): the host's `ReturnValue`, the `Evaluate` response and the
+//! CLI's JSON.
 //! Field names and rule ids are stable; new fields may be added, none renamed.
 
 use serde::{Deserialize, Serialize};
@@ -96,14 +97,15 @@ pub struct Outcome {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// The resource the trigger points at (ARM id or key URL), when known. An extension of the
-    /// DESIGN.md contract: it tells a reader what was resolved before any workspace is known.
+    /// contract in docs/architecture.md: it tells a reader what was resolved before any workspace
+    /// is known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource: Option<String>,
     pub workspaces: Vec<String>,
     pub findings: Vec<Finding>,
     pub actions: Vec<Action>,
     /// Failing checks a live policy exemption covers: reported for the audit trail, never
-    /// alerted or remediated. An extension of the DESIGN.md contract.
+    /// alerted or remediated. An extension of the contract in docs/architecture.md.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exempted: Vec<Exempted>,
 }

@@ -1,4 +1,4 @@
-//! The HTTP server the Functions host talks to (protocol reference §1–§4): `GET /` for
+//! The HTTP server the Functions host talks to (azure-notes §H1–§H4): `GET /` for
 //! readiness, `POST /{FunctionName}` for invocations, forwarded `POST /api/evaluate`.
 
 use std::net::TcpListener;

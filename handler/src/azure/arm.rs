@@ -21,8 +21,8 @@ use tokio::time::Instant;
 use super::error::{AzureError, ErrorKind, is_transient_status};
 use super::scope::{SubscriptionScope, SubscriptionScopePolicy};
 
-/// The api-version pinned per resource provider (reference §0); overridable with
-/// `CMKGUARD_API_VERSIONS` because a region may not serve the newest yet (Trap T20).
+/// The api-version pinned per resource provider (azure-notes §0); overridable with
+/// `CMKGUARD_API_VERSIONS` because a region may not serve the newest yet (azure-notes Trap T20).
 pub const DEFAULT_API_VERSIONS: &[(&str, &str)] = &[
     ("Microsoft.KeyVault", "2026-02-01"),
     ("Microsoft.MachineLearningServices", "2026-09-01"),
@@ -269,7 +269,7 @@ impl ArmClient {
     }
 
     /// `PUT {path}?api-version=…` with a JSON body; a 201/202 long-running operation is
-    /// followed to its end (reference §6.3).
+    /// followed to its end (azure-notes §6.3).
     pub async fn put(
         &self,
         path: &str,

@@ -107,7 +107,7 @@ pub const RELEVANT_OPERATIONS: &[(&str, ResourceKind)] = &[
 ];
 
 /// Azure ML names the resource group it provisions for a CMK workspace `azureml-rg-…`
-/// (reference Trap T21). Writes and deletes inside it are relevant whatever their operation.
+/// (azure-notes Trap T21). Writes and deletes inside it are relevant whatever their operation.
 pub const MANAGED_RESOURCE_GROUP_PREFIX: &str = "azureml-rg-";
 
 /// The verdict on one event.

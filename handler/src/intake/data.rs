@@ -29,7 +29,7 @@ pub struct ResourceEventData {
     pub resource_uri: Option<String>,
     #[serde(default)]
     pub operation_name: Option<String>,
-    /// Not trustworthy: the official Failure/Cancel samples say `Succeeded` (Trap 12).
+    /// Not trustworthy: the official Failure/Cancel samples say `Succeeded` (azure-notes Trap H12).
     #[serde(default)]
     pub status: Option<String>,
     #[serde(default)]
@@ -134,7 +134,7 @@ where
     }
 }
 
-/// Accepts `1559081980`, `"1559081980"` or null (Trap 11).
+/// Accepts `1559081980`, `"1559081980"` or null (azure-notes Trap H11).
 fn unix_seconds<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
     const EXPECTED: &str = "expected seconds since 1970 as a number, a numeric string or null";
     match Value::deserialize(deserializer)? {

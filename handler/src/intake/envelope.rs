@@ -1,5 +1,5 @@
 //! The Functions host's invocation envelope (`HttpScriptInvocationContext`): `{"Data":{…},
-//! "Metadata":{…}}` with PascalCase keys (protocol reference §2).
+//! "Metadata":{…}}` with PascalCase keys (azure-notes §H2).
 
 use serde::Deserialize;
 use serde_json::{Map, Value};

@@ -1,6 +1,6 @@
 //! One event in either schema Event Grid delivers: the Event Grid schema (`eventType`,
 //! `eventTime`, `topic`) or CloudEvents 1.0 (`type`, `time`, `source`, `specversion`). The schema
-//! is decided by the fields present, never by configuration (protocol reference Trap 14).
+//! is decided by the fields present, never by configuration (azure-notes Trap H14).
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -57,7 +57,7 @@ struct EventGridEvent {
 struct CloudEvent {
     id: String,
     source: String,
-    /// Several official samples spell it `specVersion` (Trap 13).
+    /// Several official samples spell it `specVersion` (azure-notes Trap H13).
     #[serde(alias = "specVersion")]
     specversion: String,
     #[serde(rename = "type")]
@@ -192,7 +192,8 @@ fn deserialize_with_path<T: serde::de::DeserializeOwned>(
     })
 }
 
-/// Event times have up to 7 fractional digits; any RFC 3339 form is accepted (Trap 15).
+/// Event times have up to 7 fractional digits; any RFC 3339 form is accepted (azure-notes
+/// Trap H15).
 fn parse_time(field: &str, text: Option<&str>) -> Result<Option<OffsetDateTime>, Rejection> {
     match text {
         None => Ok(None),

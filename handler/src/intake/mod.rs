@@ -1,7 +1,7 @@
 //! Intake: the host envelope and the Event Grid / CloudEvents payloads become a [`Trigger`] —
 //! or an immediate `ignored`/`rejected` answer, with no I/O.
 //!
-//! Real payloads are untidy (protocol reference *Traps*): the event may arrive as an object or
+//! Real payloads are untidy (azure-notes, part H *Traps*): the event may arrive as an object or
 //! as JSON text, Key Vault times may be numbers or strings, ARM sub-objects may be JSON text.
 //! All of that is absorbed here, so the rest of cmk-guard sees one clean type.
 

@@ -67,6 +67,10 @@ struct ProviderSection {
     types: Vec<TypeName>,
 }
 
+/// The longest ARM id accepted. ARM names are at most a few hundred characters and ids nest a
+/// few of them, so real ids stay well under this.
+pub const MAX_ARM_ID_BYTES: usize = 4096;
+
 /// An Azure Resource Manager id within a subscription: the subscription itself, a resource group,
 /// a provider registration (`/subscriptions/{s}/providers/{ns}`), a resource, a child resource or
 /// an extension resource.
@@ -88,6 +92,14 @@ impl ArmResourceId {
                 truncate(text)
             ))
         };
+        // No real id comes near this; a longer one would be repeated in every Outcome, finding
+        // and request about it (the rest of the parse would refuse nothing about its length).
+        if text.len() > MAX_ARM_ID_BYTES {
+            return Err(fail(&format!(
+                "it is {} bytes long; ids are at most {MAX_ARM_ID_BYTES}",
+                text.len()
+            )));
+        }
         let trimmed = text.trim_end_matches('/');
         let rest = trimmed
             .strip_prefix('/')
@@ -107,7 +119,8 @@ impl ArmResourceId {
         let subscription = SubscriptionId::parse(
             iter.next()
                 .ok_or_else(|| fail("the subscription id is missing"))?,
-        )?;
+        )
+        .map_err(|error| fail(&error.to_string()))?;
         let mut resource_group = None;
         if iter
             .peek()
@@ -455,24 +468,10 @@ pub fn is_vault_name(name: &str) -> bool {
     (3..=24).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
-/// Keeps error messages short when the input is huge or hostile.
+/// Keeps error messages short when the input is huge or hostile: the shared sanitiser
+/// ([`crate::text::field`]), owned, under the name the id and Azure code calls it by.
 pub(crate) fn truncate(text: &str) -> String {
-    const MAX: usize = 200;
-    if text.len() <= MAX && !text.chars().any(char::is_control) {
-        return text.to_owned();
-    }
-    if text.chars().count() <= MAX {
-        text.chars()
-            .map(|c| if c.is_control() { '\u{fffd}' } else { c })
-            .collect()
-    } else {
-        let head: String = text
-            .chars()
-            .take(MAX)
-            .map(|c| if c.is_control() { '\u{fffd}' } else { c })
-            .collect();
-        format!("{head}…")
-    }
+    crate::text::field(text).into_owned()
 }
 
 #[cfg(test)]
@@ -562,6 +561,18 @@ mod tests {
         let mut set = std::collections::HashSet::new();
         set.insert(a);
         assert!(set.contains(&b));
+    }
+
+    #[test]
+    fn rejects_ids_too_long_to_be_real() {
+        let prefix = format!("/subscriptions/{SUB}/resourceGroups/");
+        let longest = format!("{prefix}{}", "r".repeat(MAX_ARM_ID_BYTES - prefix.len()));
+        assert!(ArmResourceId::parse(&longest).is_ok());
+        let err = ArmResourceId::parse(&format!("{longest}r"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at most 4096"), "{err}");
+        assert!(err.len() < 1024, "{}", err.len());
     }
 
     #[test]

@@ -1055,3 +1055,78 @@ async fn a_finding_on_a_rule_without_remediation_is_refused() {
     assert_eq!(h.sim.counters().total, 0);
     h.stop().await;
 }
+
+#[tokio::test]
+async fn a_write_outside_the_subscription_allowlist_is_skipped_with_the_reason() {
+    // The workspace is in the allowed subscription; its CMK vault lives in another one, broken
+    // in every way a remediation could fix.
+    let tenant = Tenant::compliant_builder()
+        .subscription(OTHER_SUBSCRIPTION)
+        .with_vault(DEFAULT_VAULT, |vault| {
+            vault.subscription = OTHER_SUBSCRIPTION.into();
+            vault.purge_protection = None;
+        })
+        .with_key(DEFAULT_VAULT, DEFAULT_KEY, |key| key.rotation_policy = None)
+        .with_workspace(DEFAULT_WORKSPACE, |ws| {
+            *ws = ws.clone().with_cmk(|cmk| cmk.grant = Grant::None);
+        })
+        .build()
+        .expect("tenant");
+    let h = harness(tenant).await;
+    let (_, findings) = h.evaluate().await;
+    // The same clients as production builds them with CMKGUARD_SUBSCRIPTIONS set.
+    let env = h.sim.handler_env();
+    let lookup = move |name: &str| {
+        if name == "CMKGUARD_SUBSCRIPTIONS" {
+            return Some(DEFAULT_SUBSCRIPTION.to_owned());
+        }
+        env.iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.clone())
+    };
+    let settings = Settings::from_lookup(&lookup).expect("settings");
+    let scoped = Remediator::new(&Azure::new(&settings, &lookup).expect("Azure clients"));
+    let rules = [
+        "vault.purge-protection",
+        "workspace.key-access",
+        "key.rotation-policy",
+    ];
+    for rule in rules {
+        let finding = findings
+            .iter()
+            .find(|f| f.rule == rule)
+            .unwrap_or_else(|| panic!("no {rule} finding: {findings:#?}"));
+        h.reset();
+        let consent = Consent::from_policy(&h.policy, rule);
+        let attempt = scoped
+            .apply(finding, &consent, OffsetDateTime::now_utc(), deadline())
+            .await;
+        assert_eq!(
+            attempt.action.result,
+            ActionResult::Skipped,
+            "{rule}: {attempt:?}"
+        );
+        assert!(
+            attempt
+                .action
+                .detail
+                .contains("outside CMKGUARD_SUBSCRIPTIONS")
+                && attempt.action.detail.contains(OTHER_SUBSCRIPTION),
+            "{rule}: {}",
+            attempt.action.detail
+        );
+        let outside: Vec<String> = h
+            .sim
+            .requests(&RecordFilter::default())
+            .into_iter()
+            .filter(|r| {
+                let other = OTHER_SUBSCRIPTION.to_ascii_lowercase();
+                r.path.to_ascii_lowercase().contains(&other)
+                    || r.host.to_ascii_lowercase().ends_with(".vault.azure.net")
+            })
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect();
+        assert!(outside.is_empty(), "{rule}: {outside:?}");
+    }
+    h.stop().await;
+}

@@ -308,11 +308,14 @@ pub(crate) mod tests {
 
     #[test]
     fn hostile_names_cannot_leave_the_link() {
+        // Not an ARM id at all (ids hold no quotes or angle brackets), so no link.
         let hostile = format!("{VAULT}\"><x>(evil)");
-        let url = portal_url(&hostile, Some("t\"><script>")).unwrap();
+        assert_eq!(portal_url(&hostile, None), None);
+        // What ids may hold is still encoded, and a hostile tenant is left out.
+        let url = portal_url(&format!("{VAULT}(eu)"), Some("t\"><script>")).unwrap();
         assert_eq!(
             url,
-            format!("https://portal.azure.com/#resource{VAULT}%22%3E%3Cx%3E%28evil%29")
+            format!("https://portal.azure.com/#resource{VAULT}%28eu%29")
         );
     }
 

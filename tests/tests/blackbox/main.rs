@@ -11,5 +11,6 @@ mod packaging;
 mod reliability;
 mod scan;
 mod scenarios;
+mod security_scope;
 mod sweep;
 mod telemetry;

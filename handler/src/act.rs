@@ -1,9 +1,10 @@
 //! Act: carry out the plan for one workspace — remediate where allowed, record finding state
 //! with compare-and-set (of instances racing on the same transition exactly one wins, and only
 //! the winner alerts), send alerts through the outbox (enqueued before sending, so a crash or a
-//! failed send loses nothing), and write an audit record.
+//! failed send loses nothing), and write an audit record. In `observe` mode nothing leaves:
+//! no alert, no digest, no retry of the outbox.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde_json::json;
@@ -12,7 +13,7 @@ use tokio::time::Instant;
 
 use crate::notify::{self, Alert, Message, Notifier};
 use crate::outcome::{Action, ActionKind, ActionResult, Finding, FindingState, Outcome, Severity};
-use crate::plan::{self, Change, Inputs, Prior, Step};
+use crate::plan::{self, Cause, Change, Inputs, Prior, Step};
 use crate::policy::Policy;
 use crate::remediate::{self, Consent, Remediator};
 use crate::rules::Evaluation;
@@ -45,20 +46,33 @@ pub struct Actor {
     pub remediator: Remediator,
     /// This process, as the owner of leases.
     pub instance: String,
-    /// Where cmk-guard learns its own object id (the loop guard): its ARM token, fetched on
-    /// first use so that start-up stays fast.
+    /// Where cmk-guard learns its own object id (the loop guard): its ARM token, fetched when
+    /// an event first names a caller, so that start-up stays fast.
     pub identity: crate::azure::Azure,
     pub arm_endpoint: String,
-    pub own_object_id: tokio::sync::OnceCell<Option<String>>,
+    /// Kept once learnt; a failure is not kept, so a passing token outage does not blind the
+    /// loop guard for the life of the process.
+    pub own_object_id: tokio::sync::OnceCell<String>,
     /// When this instance last looked for due outbox items.
     pub outbox_checked: std::sync::Mutex<Option<OffsetDateTime>>,
+}
+
+/// Why cmk-guard is looking: the loop guard needs to know whether the look may be its own
+/// write coming back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin<'a> {
+    /// An event, with the caller's object id when the event names one.
+    Event { caller: Option<&'a str> },
+    /// The sweep or an on-demand check: cmk-guard starts these itself, so they are never its
+    /// own write coming back.
+    Check,
 }
 
 /// What the invocation is about, besides the evaluations.
 #[derive(Debug, Clone, Copy)]
 pub struct Situation<'a> {
-    /// The caller of the triggering event (the loop guard compares it with our own id).
-    pub caller_object_id: Option<&'a str>,
+    /// Why cmk-guard is looking (the loop guard compares an event's caller with its own id).
+    pub origin: Origin<'a>,
     pub policy: &'a Policy,
     pub mode: Mode,
     pub now: OffsetDateTime,
@@ -91,26 +105,14 @@ impl Actor {
         situation: &Situation<'_>,
     ) -> Result<(), StateError> {
         let Situation {
-            caller_object_id,
+            origin,
             policy,
             mode,
             now,
             deadline,
             audit,
         } = *situation;
-        let own = self
-            .own_object_id
-            .get_or_init(|| async {
-                match self.identity.own_object_id(&self.arm_endpoint).await {
-                    Ok(id) => Some(id),
-                    Err(error) => {
-                        tracing::warn!(message = "Own object id unknown; the loop guard relies on state alone.", %error);
-                        None
-                    }
-                }
-            })
-            .await;
-        let caused_by_self = matches!((caller_object_id, own), (Some(caller), Some(own)) if caller.eq_ignore_ascii_case(own));
+        let cause = self.cause(origin).await;
         let mut alerts: Vec<(notify::Notification, String)> = Vec::new();
         for item in evaluated {
             let stored = self
@@ -141,11 +143,15 @@ impl Actor {
                     .await?;
                 attempts.insert(finding.resource.to_ascii_lowercase(), count);
             }
+            let own_remediations = self
+                .own_remediations(&item.evaluation.findings, cause, now)
+                .await?;
             let inputs = Inputs {
                 policy,
                 mode,
                 now,
-                caused_by_self,
+                cause,
+                own_remediations: &own_remediations,
                 recent_attempts: &attempts,
             };
             for step in plan::plan(&item.evaluation, &priors, &inputs) {
@@ -158,6 +164,10 @@ impl Actor {
                     .iter()
                     .find(|(k, _)| same_key(k, &key))
                     .map(|(_, v)| v);
+                if step.own_write {
+                    outcome.actions.push(own_write_action(&step.finding));
+                    continue;
+                }
                 let mut step = step;
                 let action = self
                     .remediation(&step, item.snapshot, &inputs, deadline)
@@ -174,13 +184,13 @@ impl Actor {
                 if plan::over_budget(&step, &inputs) {
                     outcome.findings.push(budget_finding(&step.finding));
                 }
+                let resolved_by_remediation = step.change != Change::Resolved
+                    && step.finding.state == FindingState::Resolved
+                    && prior.is_some_and(|p| p.value.state == FindingState::Open);
                 let Some(version) = self.transition(&key, &step, prior, now).await? else {
                     continue;
                 };
-                if step.notify
-                    || step.finding.state == FindingState::Resolved
-                        && prior.is_some_and(|p| p.value.state == FindingState::Open)
-                {
+                if step.notify || resolved_by_remediation {
                     let change = match step.change {
                         Change::Escalated => notify::Change::Escalated {
                             from: prior.map_or(step.finding.severity, |p| p.value.severity),
@@ -193,29 +203,89 @@ impl Actor {
                     if let Some(action) = &action {
                         note = note.with_action(action);
                     }
-                    if !caused_by_self && mode != Mode::Observe {
-                        alerts.push((
-                            note,
-                            format!(
-                                "{}|{}|{}|{}",
-                                key.workspace,
-                                key.rule,
-                                key.resource,
-                                version_text(&version)
-                            ),
-                        ));
-                    }
+                    alerts.push((
+                        note,
+                        format!(
+                            "{}|{}|{}|{}",
+                            key.workspace,
+                            key.rule,
+                            key.resource,
+                            version_text(&version)
+                        ),
+                    ));
                 }
             }
         }
         if !alerts.is_empty() {
             self.send_alerts(outcome, &alerts, policy, now).await?;
         }
-        self.flush_outbox(outcome, now).await?;
+        // Items queued before the mode changed stay queued until it allows sending again.
+        if mode != Mode::Observe {
+            self.flush_outbox(outcome, now).await?;
+        }
         if audit {
             self.store.append_audit(now, &audit_record(outcome)).await?;
         }
         Ok(())
+    }
+
+    /// Who caused the look, for the loop guard. cmk-guard's own object id is learnt only when
+    /// an event names a caller; when it cannot be learnt the event may be its own.
+    async fn cause(&self, origin: Origin<'_>) -> Cause {
+        let caller = match origin {
+            Origin::Check => return Cause::Other,
+            Origin::Event { caller: None } => return Cause::Unknown,
+            Origin::Event {
+                caller: Some(caller),
+            } => caller,
+        };
+        let own = self
+            .own_object_id
+            .get_or_try_init(|| self.identity.own_object_id(&self.arm_endpoint))
+            .await;
+        match own {
+            Ok(own) => cause_of(caller, Some(own)),
+            Err(error) => {
+                tracing::warn!(message = "Own object id unknown; events are guarded as if they may be cmk-guard's own.", %error);
+                cause_of(caller, None)
+            }
+        }
+    }
+
+    /// The (rule, lower-case resource) pairs of `findings` that cmk-guard itself remediated
+    /// within [`plan::OWN_WRITE_WINDOW`]; asked only when the event may be its own.
+    async fn own_remediations(
+        &self,
+        findings: &[Finding],
+        cause: Cause,
+        now: OffsetDateTime,
+    ) -> Result<BTreeSet<(String, String)>, StateError> {
+        let mut own = BTreeSet::new();
+        if cause == Cause::Other {
+            return Ok(own);
+        }
+        let mut asked = BTreeSet::new();
+        for finding in findings
+            .iter()
+            .filter(|f| remediate::remedy(&f.rule).is_some())
+        {
+            let pair = (finding.rule.clone(), finding.resource.to_ascii_lowercase());
+            if !asked.insert(pair.clone()) {
+                continue;
+            }
+            let count = self
+                .store
+                .count_rule_attempts(
+                    &finding.resource,
+                    &finding.rule,
+                    now - plan::OWN_WRITE_WINDOW,
+                )
+                .await?;
+            if count > 0 {
+                own.insert(pair);
+            }
+        }
+        Ok(own)
     }
 
     /// Remediates (or, in `alert` mode, describes the remediation of) one step.
@@ -401,14 +471,18 @@ impl Actor {
     }
 
     /// The sweep's digest (counts by severity, the worst findings) to every configured channel,
-    /// through the outbox like any alert.
+    /// through the outbox like any alert; none in `observe` mode.
     pub async fn send_digest(
         &self,
         outcome: &mut Outcome,
         digest: &notify::Digest,
         policy: &Policy,
+        mode: Mode,
         now: OffsetDateTime,
     ) -> Result<(), StateError> {
+        if mode == Mode::Observe {
+            return Ok(());
+        }
         let sweep = outcome.event.id.clone().unwrap_or_default();
         let routes = [
             (notify::Channel::Teams, !policy.notify.teams.is_empty()),
@@ -535,6 +609,27 @@ pub fn merge_digest(previous: Option<notify::Digest>, findings: &[Finding]) -> n
     }
 }
 
+/// The loop guard's verdict on an event's caller, given cmk-guard's own object id if known.
+fn cause_of(caller: &str, own: Option<&str>) -> Cause {
+    match own {
+        Some(own) if caller.eq_ignore_ascii_case(own) => Cause::Own,
+        Some(_) => Cause::Other,
+        None => Cause::Unknown,
+    }
+}
+
+/// What the Outcome says about a finding the loop guard left alone, so the audit shows why a
+/// failing rule got no alert.
+fn own_write_action(finding: &Finding) -> Action {
+    Action {
+        kind: ActionKind::Remediate,
+        rule: finding.rule.clone(),
+        target: finding.resource.clone(),
+        result: ActionResult::Suppressed,
+        detail: "cmk-guard remediated this within the hour and the event may be its own write: no second remediation or alert; the next event or sweep that is not its own checks it again".to_owned(),
+    }
+}
+
 fn same_key(a: &FindingKey, b: &FindingKey) -> bool {
     a.rule == b.rule
         && a.workspace.eq_ignore_ascii_case(&b.workspace)
@@ -582,4 +677,134 @@ pub fn audit_record(outcome: &Outcome) -> serde_json::Value {
         "findings": outcome.findings.iter().map(|f| json!({"rule": f.rule, "resource": f.resource, "severity": f.severity, "state": f.state})).collect::<Vec<_>>(),
         "actions": outcome.actions,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notify::{Channel, NotifySettings};
+    use crate::outcome::{Disposition, EventRef};
+    use crate::settings::Settings;
+    use cmk_guard_blackbox::sink::Sink;
+    use time::macros::datetime;
+
+    const NOW: OffsetDateTime = datetime!(2026-11-28 12:00 UTC);
+
+    /// An actor on a fresh SQLite file whose only channel is Teams, posting to `sink`.
+    async fn actor(sink: &Sink) -> Actor {
+        let settings = Settings::from_lookup(|_: &str| None).unwrap();
+        let azure = crate::azure::Azure::new(&settings, |_| None).unwrap();
+        let teams = sink.url("teams");
+        let notify = NotifySettings::from_lookup(|name| {
+            (name == "CMKGUARD_TEAMS_WEBHOOK_URL").then(|| teams.clone())
+        })
+        .unwrap();
+        let notifier =
+            Notifier::new(notify, azure.http.clone(), &settings.transport, None).unwrap();
+        let path = std::env::temp_dir().join(format!("cmk-guard-act-{}.db", uuid::Uuid::new_v4()));
+        let store = crate::state::sqlite::SqliteStore::open(&path)
+            .await
+            .unwrap();
+        Actor {
+            store: Arc::new(store),
+            notifier,
+            remediator: Remediator::new(&azure),
+            instance: "test".to_owned(),
+            identity: azure.clone(),
+            arm_endpoint: settings.arm_endpoint.to_string(),
+            own_object_id: tokio::sync::OnceCell::new(),
+            outbox_checked: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn sweep_outcome() -> Outcome {
+        Outcome::new(
+            EventRef {
+                id: Some("sweep-1".to_owned()),
+                event_type: Some("cmk-guard.Sweep".to_owned()),
+                subject: None,
+            },
+            Disposition::Evaluated,
+            None,
+        )
+    }
+
+    #[tokio::test]
+    async fn observe_mode_sends_nothing_not_even_outbox_retries_or_the_digest() {
+        let sink = Sink::start().await;
+        let actor = actor(&sink).await;
+        let policy = Policy::default();
+        let digest = merge_digest(None, &[]);
+        let queued = OutboxNotification {
+            id: "an alert that failed in alert mode".to_owned(),
+            channel: "teams".to_owned(),
+            payload: serde_json::to_value(Message::for_channel(
+                Channel::Teams,
+                Alert::Digest(&digest),
+                &sweep_outcome(),
+            ))
+            .unwrap(),
+        };
+        assert!(
+            actor
+                .store
+                .enqueue_notification(&queued, NOW, NOW - Duration::minutes(1))
+                .await
+                .unwrap()
+        );
+        let situation = |mode| Situation {
+            origin: Origin::Check,
+            policy: &policy,
+            mode,
+            now: NOW,
+            deadline: Instant::now() + std::time::Duration::from_secs(10),
+            audit: false,
+        };
+
+        let mut observed = sweep_outcome();
+        actor
+            .act(&mut observed, &[], &situation(Mode::Observe))
+            .await
+            .unwrap();
+        actor
+            .send_digest(&mut observed, &digest, &policy, Mode::Observe, NOW)
+            .await
+            .unwrap();
+        assert_eq!(observed.actions, Vec::new());
+        assert_eq!(sink.received("teams").len(), 0);
+
+        let mut alerted = sweep_outcome();
+        actor
+            .act(&mut alerted, &[], &situation(Mode::Alert))
+            .await
+            .unwrap();
+        actor
+            .send_digest(&mut alerted, &digest, &policy, Mode::Alert, NOW)
+            .await
+            .unwrap();
+        assert_eq!(
+            sink.received("teams").len(),
+            2,
+            "the queued item, then the digest: {:?}",
+            alerted.actions
+        );
+    }
+
+    #[test]
+    fn only_our_own_object_id_is_our_own_and_an_unknown_one_may_be() {
+        assert_eq!(cause_of("OID-1", Some("oid-1")), Cause::Own);
+        assert_eq!(cause_of("oid-2", Some("oid-1")), Cause::Other);
+        assert_eq!(cause_of("oid-2", None), Cause::Unknown);
+    }
+
+    #[tokio::test]
+    async fn an_event_without_a_caller_may_be_our_own_and_a_check_never_is() {
+        let sink = Sink::start().await;
+        let actor = actor(&sink).await;
+        assert_eq!(actor.cause(Origin::Check).await, Cause::Other);
+        assert_eq!(
+            actor.cause(Origin::Event { caller: None }).await,
+            Cause::Unknown
+        );
+    }
 }

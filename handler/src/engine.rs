@@ -37,15 +37,17 @@ pub const SCAN_CONCURRENCY: usize = 32;
 use resolve::ALL_WORKSPACES as LIST_WORKSPACES;
 use resolve::Found;
 
-/// Whether [`Engine::reconcile`] acts, and who writes the audit record.
+/// Whether [`Engine::reconcile`] acts, on what, and who writes the audit record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Acting {
     /// A read-only check.
     No,
-    /// Act, and append the audit record.
-    Yes,
-    /// Act; the caller writes the audit record with the event's claim (one store write).
-    AuditWithEvent,
+    /// An on-demand check that acts (`Evaluate` with `apply`), and appends its audit record.
+    /// Never cmk-guard's own write coming back, so the loop guard leaves it alone.
+    Check,
+    /// An event: act; the caller writes the audit record with the event's claim (one store
+    /// write). The loop guard compares the event's caller with cmk-guard's own id.
+    Event,
 }
 
 /// The `event.type` of outcomes of on-demand checks.
@@ -158,7 +160,9 @@ impl Engine {
         deadline: Instant,
     ) -> Result<Outcome, Transient> {
         let Some(actor) = &self.actor else {
-            return self.reconcile(event, trigger, deadline, Acting::Yes).await;
+            return self
+                .reconcile(event, trigger, deadline, Acting::Event)
+                .await;
         };
         let store = &actor.store;
         let id = trigger.event_id.as_str();
@@ -189,7 +193,7 @@ impl Engine {
             Err(error) => return Err(transient(skeleton(), error)),
         }
         let result = self
-            .reconcile(event, trigger, deadline, Acting::AuditWithEvent)
+            .reconcile(event, trigger, deadline, Acting::Event)
             .await;
         let audit = result.as_ref().ok().map(crate::act::audit_record);
         let ended = store
@@ -275,12 +279,17 @@ impl Engine {
             .collect();
         if let Some(actor) = self.actor.as_ref().filter(|_| acting != Acting::No) {
             let situation = crate::act::Situation {
-                caller_object_id: trigger.caller_object_id.as_deref(),
+                origin: match acting {
+                    Acting::Event => crate::act::Origin::Event {
+                        caller: trigger.caller_object_id.as_deref(),
+                    },
+                    Acting::Check | Acting::No => crate::act::Origin::Check,
+                },
                 policy: &self.settings.policy,
                 mode: self.settings.mode,
                 now,
                 deadline,
-                audit: acting == Acting::Yes,
+                audit: acting == Acting::Check,
             };
             let acted = actor.act(&mut outcome, &evaluated, &situation).await;
             let wrote = outcome.actions.iter().any(|a| {
@@ -397,7 +406,7 @@ impl Engine {
                 })
                 .collect();
             let situation = crate::act::Situation {
-                caller_object_id: None,
+                origin: crate::act::Origin::Check,
                 policy: &self.settings.policy,
                 mode: self.settings.mode,
                 now,
@@ -443,7 +452,13 @@ impl Engine {
         } else {
             let digest = digest.unwrap_or_else(|| crate::act::merge_digest(None, &[]));
             if let Err(error) = actor
-                .send_digest(&mut outcome, &digest, &self.settings.policy, now)
+                .send_digest(
+                    &mut outcome,
+                    &digest,
+                    &self.settings.policy,
+                    self.settings.mode,
+                    now,
+                )
                 .await
             {
                 return Err(transient(outcome, error.to_string()));
@@ -576,7 +591,7 @@ impl Engine {
                 &trigger,
                 deadline,
                 if request.apply {
-                    Acting::Yes
+                    Acting::Check
                 } else {
                     Acting::No
                 },

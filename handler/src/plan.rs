@@ -3,10 +3,15 @@
 //!
 //! Alerts go out on a change of state only — a new finding, a higher severity, a resolution —
 //! plus reminders every `reminder_hours` for open critical and high findings. Remediation is
-//! planned only in `remediate` mode, only for rules the policy allows, only within the
-//! per-resource budget, and never for an event cmk-guard caused itself.
+//! planned only in `remediate` mode, only for rules the policy allows, and only within the
+//! per-resource budget. `observe` mode plans neither.
+//!
+//! The loop guard is precise: an event that cmk-guard's own remediation caused leaves alone
+//! only the findings of the (resource, rule) that remediation wrote — no second remediation,
+//! no second alert, and no state written, so that the next event or sweep that is not its own
+//! still sees any change there. Every other finding of that event is handled as on any event.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use time::{Duration, OffsetDateTime};
 
@@ -29,7 +34,8 @@ pub struct Prior {
 /// Why a finding changed, which decides whether and how people hear about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
-    /// Open now, and was not open before.
+    /// Open now, and was not open before — or was recorded open but never told to anyone
+    /// (in `observe` mode, or by an older loop guard that swallowed it).
     New,
     /// Still open, at a higher severity than before.
     Escalated,
@@ -52,7 +58,27 @@ pub struct Step {
     pub remediate: bool,
     /// In `alert` mode: say what remediation would do, without doing it.
     pub describe_remediation: bool,
+    /// The triggering event is (or may be) cmk-guard's own recent remediation of this
+    /// (resource, rule) coming back: nothing is sent, remediated or recorded for it.
+    pub own_write: bool,
 }
+
+/// Who caused the triggering event, as far as cmk-guard can tell: the loop guard's input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// Someone else — or no event at all: the sweep and on-demand checks start themselves.
+    Other,
+    /// cmk-guard's own identity.
+    Own,
+    /// The event does not name its caller (Key Vault events, ARM events without claims), or
+    /// cmk-guard does not know its own object id: it may be cmk-guard's own write.
+    Unknown,
+}
+
+/// How far back a remediation of cmk-guard's counts as "its own write" when an event that may
+/// be its own arrives. Event Grid delivers in seconds; an event later than this is handled like
+/// any other, which the stored state makes harmless when the remediation held.
+pub const OWN_WRITE_WINDOW: Duration = Duration::hours(1);
 
 /// Everything the planner needs besides the evaluation.
 #[derive(Debug, Clone, Copy)]
@@ -60,8 +86,11 @@ pub struct Inputs<'a> {
     pub policy: &'a Policy,
     pub mode: Mode,
     pub now: OffsetDateTime,
-    /// True when the triggering event was caused by cmk-guard's own identity (loop guard).
-    pub caused_by_self: bool,
+    /// Who caused the triggering event (the loop guard).
+    pub cause: Cause,
+    /// (rule, lower-case resource) pairs cmk-guard remediated within [`OWN_WRITE_WINDOW`];
+    /// only consulted when the cause is not [`Cause::Other`].
+    pub own_remediations: &'a BTreeSet<(String, String)>,
     /// Remediation attempts in the last hour, by lower-case resource id.
     pub recent_attempts: &'a BTreeMap<String, u32>,
 }
@@ -73,6 +102,14 @@ impl Inputs<'_> {
             .copied()
             .unwrap_or(0)
     }
+
+    /// Whether this finding is what cmk-guard's own write changed, coming back as the event.
+    fn own_write(&self, finding: &Finding) -> bool {
+        self.cause != Cause::Other
+            && self
+                .own_remediations
+                .contains(&(finding.rule.clone(), finding.resource.to_ascii_lowercase()))
+    }
 }
 
 /// At most this many remediation attempts per resource per hour; then the finding stays open
@@ -83,23 +120,26 @@ pub const REMEDIATION_BUDGET_PER_HOUR: u32 = 3;
 pub fn plan(evaluation: &Evaluation, priors: &[Prior], inputs: &Inputs) -> Vec<Step> {
     let mut steps = Vec::new();
     let reminder = Duration::hours(i64::from(inputs.policy.notify.reminder_hours.max(1)));
-    let acting = inputs.mode != Mode::Observe && !inputs.caused_by_self;
+    let sends = inputs.mode != Mode::Observe;
     for finding in &evaluation.findings {
         let prior = priors.iter().find(|p| same_key(p, finding));
         let change = match prior {
             Some(prior) if prior.open && finding.severity > prior.severity => Change::Escalated,
-            Some(prior) if prior.open => {
-                let due = prior
-                    .last_notified
-                    .is_none_or(|at| inputs.now - at >= reminder);
-                if due && finding.severity >= Severity::High {
+            Some(prior) if prior.open => match prior.last_notified {
+                None if sends => Change::New,
+                Some(at)
+                    if sends
+                        && finding.severity >= Severity::High
+                        && inputs.now - at >= reminder =>
+                {
                     Change::Reminder
-                } else {
-                    Change::Unchanged
                 }
-            }
+                _ => Change::Unchanged,
+            },
             _ => Change::New,
         };
+        let own_write = inputs.own_write(finding);
+        let acting = sends && !own_write;
         let allowed = inputs.policy.allows_remediation(&finding.rule);
         let within_budget = inputs.attempts(&finding.resource) < REMEDIATION_BUDGET_PER_HOUR;
         steps.push(Step {
@@ -108,8 +148,11 @@ pub fn plan(evaluation: &Evaluation, priors: &[Prior], inputs: &Inputs) -> Vec<S
             notify: acting && change != Change::Unchanged,
             remediate: acting && inputs.mode == Mode::Remediate && allowed && within_budget,
             describe_remediation: acting && inputs.mode == Mode::Alert && allowed,
+            own_write,
         });
     }
+    // A resolution is never a repeat: the stored state is still open, so nobody heard of it,
+    // whoever's write brought it about.
     for prior in priors.iter().filter(|p| p.open) {
         let still_open = evaluation.findings.iter().any(|f| same_key(prior, f));
         if !still_open && evaluation.resolves(&prior.rule, &prior.resource) {
@@ -124,9 +167,10 @@ pub fn plan(evaluation: &Evaluation, priors: &[Prior], inputs: &Inputs) -> Vec<S
                     expected: String::new(),
                 },
                 change: Change::Resolved,
-                notify: acting,
+                notify: sends,
                 remediate: false,
                 describe_remediation: false,
+                own_write: false,
             });
         }
     }
@@ -143,7 +187,7 @@ fn same_key(prior: &Prior, finding: &Finding) -> bool {
 /// Whether a plan step's remediation exceeded the budget (reported as its own finding).
 pub fn over_budget(step: &Step, inputs: &Inputs) -> bool {
     inputs.mode == Mode::Remediate
-        && !inputs.caused_by_self
+        && !step.own_write
         && inputs.policy.allows_remediation(&step.finding.rule)
         && inputs.attempts(&step.finding.resource) >= REMEDIATION_BUDGET_PER_HOUR
 }
@@ -225,9 +269,34 @@ mod tests {
         evaluation: &Evaluation,
         priors: &[Prior],
         attempts: u32,
-        by_self: bool,
+    ) -> Vec<Step> {
+        guarded(
+            mode,
+            policy,
+            evaluation,
+            priors,
+            attempts,
+            Cause::Other,
+            &[],
+        )
+    }
+
+    /// Plans with the loop guard's inputs: who caused the event, and which rules cmk-guard
+    /// remediated on the vault within the window.
+    fn guarded(
+        mode: Mode,
+        policy: &Policy,
+        evaluation: &Evaluation,
+        priors: &[Prior],
+        attempts: u32,
+        cause: Cause,
+        remediated_rules: &[&str],
     ) -> Vec<Step> {
         let recent = BTreeMap::from([(VAULT.to_ascii_lowercase(), attempts)]);
+        let own_remediations = remediated_rules
+            .iter()
+            .map(|rule| ((*rule).to_owned(), VAULT.to_ascii_lowercase()))
+            .collect();
         plan(
             evaluation,
             priors,
@@ -235,7 +304,8 @@ mod tests {
                 policy,
                 mode,
                 now: NOW,
-                caused_by_self: by_self,
+                cause,
+                own_remediations: &own_remediations,
                 recent_attempts: &recent,
             },
         )
@@ -245,7 +315,7 @@ mod tests {
     fn alerts_only_on_a_change_of_state() {
         let policy = Policy::default();
         let eval = evaluation(vec![finding("vault.purge-protection", Severity::High)], &[]);
-        let new = run(Mode::Alert, &policy, &eval, &[], 0, false);
+        let new = run(Mode::Alert, &policy, &eval, &[], 0);
         assert_eq!((new[0].change, new[0].notify), (Change::New, true));
         let same = run(
             Mode::Alert,
@@ -253,7 +323,6 @@ mod tests {
             &eval,
             &[prior("vault.purge-protection", Severity::High, true, 1)],
             0,
-            false,
         );
         assert_eq!((same[0].change, same[0].notify), (Change::Unchanged, false));
         let escalated = run(
@@ -262,7 +331,6 @@ mod tests {
             &eval,
             &[prior("vault.purge-protection", Severity::Medium, true, 1)],
             0,
-            false,
         );
         assert_eq!(
             (escalated[0].change, escalated[0].notify),
@@ -274,7 +342,6 @@ mod tests {
             &eval,
             &[prior("vault.purge-protection", Severity::High, false, 1)],
             0,
-            false,
         );
         assert_eq!(reopened[0].change, Change::New);
     }
@@ -289,7 +356,6 @@ mod tests {
             &high,
             &[prior("vault.purge-protection", Severity::High, true, 25)],
             0,
-            false,
         );
         assert_eq!((steps[0].change, steps[0].notify), (Change::Reminder, true));
         let low = evaluation(vec![finding("key.rotation-policy", Severity::Low)], &[]);
@@ -299,7 +365,6 @@ mod tests {
             &low,
             &[prior("key.rotation-policy", Severity::Low, true, 25)],
             0,
-            false,
         );
         assert_eq!(steps[0].change, Change::Unchanged);
     }
@@ -314,7 +379,6 @@ mod tests {
             &eval,
             &[prior("vault.purge-protection", Severity::High, true, 1)],
             0,
-            false,
         );
         assert_eq!(steps.len(), 1);
         assert_eq!(
@@ -328,8 +392,7 @@ mod tests {
                 &policy,
                 &unknown,
                 &[prior("vault.purge-protection", Severity::High, true, 1)],
-                0,
-                false
+                0
             )
             .is_empty()
         );
@@ -339,38 +402,169 @@ mod tests {
     fn remediation_needs_the_mode_the_consent_and_the_budget() {
         let eval = evaluation(vec![finding("vault.purge-protection", Severity::High)], &[]);
         let consenting = consenting_policy();
-        assert!(run(Mode::Remediate, &consenting, &eval, &[], 0, false)[0].remediate);
+        assert!(run(Mode::Remediate, &consenting, &eval, &[], 0)[0].remediate);
         assert!(
-            !run(Mode::Remediate, &Policy::default(), &eval, &[], 0, false)[0].remediate,
+            !run(Mode::Remediate, &Policy::default(), &eval, &[], 0)[0].remediate,
             "no consent"
         );
         assert!(
-            !run(Mode::Alert, &consenting, &eval, &[], 0, false)[0].remediate,
+            !run(Mode::Alert, &consenting, &eval, &[], 0)[0].remediate,
             "alert mode"
         );
-        assert!(run(Mode::Alert, &consenting, &eval, &[], 0, false)[0].describe_remediation);
-        let exhausted = run(Mode::Remediate, &consenting, &eval, &[], 3, false);
+        assert!(run(Mode::Alert, &consenting, &eval, &[], 0)[0].describe_remediation);
+        let exhausted = run(Mode::Remediate, &consenting, &eval, &[], 3);
         assert!(!exhausted[0].remediate);
         let recent = BTreeMap::from([(VAULT.to_ascii_lowercase(), 3)]);
         let inputs = Inputs {
             policy: &consenting,
             mode: Mode::Remediate,
             now: NOW,
-            caused_by_self: false,
+            cause: Cause::Other,
+            own_remediations: &BTreeSet::new(),
             recent_attempts: &recent,
         };
         assert!(over_budget(&exhausted[0], &inputs));
     }
 
     #[test]
-    fn observe_mode_and_own_events_do_nothing() {
-        let eval = evaluation(vec![finding("vault.purge-protection", Severity::High)], &[]);
+    fn observe_mode_plans_no_alert_reminder_or_remediation() {
         let consenting = consenting_policy();
-        for steps in [
-            run(Mode::Observe, &consenting, &eval, &[], 0, false),
-            run(Mode::Remediate, &consenting, &eval, &[], 0, true),
+        let high = evaluation(vec![finding("vault.purge-protection", Severity::High)], &[]);
+        let new = run(Mode::Observe, &consenting, &high, &[], 0);
+        assert_eq!(new[0].change, Change::New, "still recorded");
+        assert!(!new[0].notify && !new[0].remediate && !new[0].describe_remediation);
+        let due = run(
+            Mode::Observe,
+            &consenting,
+            &high,
+            &[prior("vault.purge-protection", Severity::High, true, 25)],
+            0,
+        );
+        assert_eq!(
+            (due[0].change, due[0].notify),
+            (Change::Unchanged, false),
+            "no reminder"
+        );
+        let resolved = run(
+            Mode::Observe,
+            &consenting,
+            &evaluation(Vec::new(), &["vault.purge-protection"]),
+            &[prior("vault.purge-protection", Severity::High, true, 1)],
+            0,
+        );
+        assert_eq!(
+            (resolved[0].change, resolved[0].notify),
+            (Change::Resolved, false)
+        );
+    }
+
+    #[test]
+    fn an_open_finding_nobody_was_told_about_is_new_once_alerts_go_out() {
+        let policy = Policy::default();
+        let medium = evaluation(vec![finding("key.expiry-set", Severity::Medium)], &[]);
+        let untold = Prior {
+            last_notified: None,
+            ..prior("key.expiry-set", Severity::Medium, true, 0)
+        };
+        let steps = run(
+            Mode::Alert,
+            &policy,
+            &medium,
+            std::slice::from_ref(&untold),
+            0,
+        );
+        assert_eq!((steps[0].change, steps[0].notify), (Change::New, true));
+        let observed = run(Mode::Observe, &policy, &medium, &[untold], 0);
+        assert_eq!(observed[0].change, Change::Unchanged, "no write per event");
+    }
+
+    #[test]
+    fn our_own_event_leaves_alone_only_the_rule_and_resource_we_remediated() {
+        let consenting = consenting_policy();
+        let eval = evaluation(
+            vec![
+                finding("vault.purge-protection", Severity::High),
+                finding("key.expiry-set", Severity::Medium),
+            ],
+            &[],
+        );
+        let steps = guarded(
+            Mode::Remediate,
+            &consenting,
+            &eval,
+            &[],
+            1,
+            Cause::Own,
+            &["vault.purge-protection"],
+        );
+        let purge = &steps[0];
+        assert!(purge.own_write);
+        assert!(!purge.notify && !purge.remediate && !purge.describe_remediation);
+        let other = &steps[1];
+        assert!(!other.own_write);
+        assert_eq!((other.change, other.notify), (Change::New, true));
+        let inputs = Inputs {
+            policy: &consenting,
+            mode: Mode::Remediate,
+            now: NOW,
+            cause: Cause::Own,
+            own_remediations: &BTreeSet::new(),
+            recent_attempts: &BTreeMap::from([(VAULT.to_ascii_lowercase(), 3)]),
+        };
+        assert!(
+            !over_budget(purge, &inputs),
+            "no budget finding for our own write"
+        );
+    }
+
+    #[test]
+    fn an_event_that_may_be_ours_is_guarded_like_our_own() {
+        let consenting = consenting_policy();
+        let eval = evaluation(vec![finding("vault.purge-protection", Severity::High)], &[]);
+        let remediated = ["vault.purge-protection"];
+        for (cause, guarded_step) in [
+            (Cause::Own, true),
+            (Cause::Unknown, true),
+            (Cause::Other, false),
         ] {
-            assert!(!steps[0].notify && !steps[0].remediate && !steps[0].describe_remediation);
+            let steps = guarded(
+                Mode::Remediate,
+                &consenting,
+                &eval,
+                &[],
+                1,
+                cause,
+                &remediated,
+            );
+            assert_eq!(steps[0].own_write, guarded_step, "{cause:?}");
+            assert_eq!(steps[0].remediate, !guarded_step, "{cause:?}");
         }
+        let not_remediated = guarded(
+            Mode::Remediate,
+            &consenting,
+            &eval,
+            &[],
+            0,
+            Cause::Own,
+            &["workspace.key-access"],
+        );
+        assert!(!not_remediated[0].own_write && not_remediated[0].remediate);
+    }
+
+    #[test]
+    fn a_resolution_on_our_own_event_is_still_told() {
+        let steps = guarded(
+            Mode::Remediate,
+            &consenting_policy(),
+            &evaluation(Vec::new(), &["vault.purge-protection"]),
+            &[prior("vault.purge-protection", Severity::High, true, 1)],
+            1,
+            Cause::Own,
+            &["vault.purge-protection"],
+        );
+        assert_eq!(
+            (steps[0].change, steps[0].notify, steps[0].own_write),
+            (Change::Resolved, true, false)
+        );
     }
 }

@@ -651,7 +651,7 @@ impl StateStore for BlobStore {
         let mut count = 0usize;
         let mut unlabelled = Vec::new();
         for listed in self.list(&prefix).await? {
-            if !name_time(&listed.name).is_some_and(|at| at >= since) {
+            if name_time(&listed.name).is_none_or(|at| at < since) {
                 continue;
             }
             match listed.metadata.get(ATTEMPT_RULE) {

@@ -1,9 +1,43 @@
 //! ARM resource ids, Key Vault key URLs and subscription ids. Beyond "never panics", a parsed id
-//! must survive a round trip through its own text, and the ids derived from it must parse.
+//! must survive a round trip through its own text, the ids derived from it must parse, and the
+//! request URL built from it must name the same subscription and the same segments (so that the
+//! allowlist checked on the id is the allowlist the request meets).
 #![no_main]
 
+use cmk_guard::azure::SubscriptionScope;
+use cmk_guard::azure::arm::request_url;
 use cmk_guard::ids::{ArmResourceId, KeyUrl, SubscriptionId};
 use libfuzzer_sys::fuzz_target;
+
+/// The URL sent for `id` keeps its subscription and every segment, and passes the allowlist of
+/// exactly that subscription.
+fn url_names_the_same_resource(id: &ArmResourceId) {
+    let endpoint = url::Url::parse("https://management.azure.com").expect("endpoint");
+    let url = request_url(&endpoint, id.as_str(), "2026-02-01", &[])
+        .expect("an id's own text is a valid request path");
+    let sent: Vec<String> = url
+        .path_segments()
+        .expect("a path")
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .expect("UTF-8")
+                .into_owned()
+        })
+        .collect();
+    let parsed: Vec<&str> = id.as_str().trim_start_matches('/').split('/').collect();
+    assert_eq!(sent, parsed, "{url}");
+    assert_eq!(
+        SubscriptionId::parse(&sent[1]).ok().as_ref(),
+        Some(id.subscription())
+    );
+    let only = SubscriptionScope::from_allowlist(Some(std::slice::from_ref(id.subscription())));
+    assert_eq!(
+        only.check(&azure_core::http::Method::Get, &url, None),
+        Ok(()),
+        "{url}"
+    );
+}
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -16,6 +50,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(id.name(), again.name());
         let _ = (id.subscription(), id.resource_group(), id.namespace());
         let _ = id.is_type("Microsoft.KeyVault/vaults");
+        url_names_the_same_resource(&id);
         if let Some(top) = id.top_level_resource() {
             assert_eq!(top.subscription(), id.subscription());
         }

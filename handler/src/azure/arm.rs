@@ -237,35 +237,7 @@ impl ArmClient {
         api_version: &str,
         query: &[(&str, &str)],
     ) -> Result<Url, AzureError> {
-        let refuse = |why: String| {
-            AzureError::transport(
-                format!("request to {}", crate::ids::truncate(path)),
-                ErrorKind::Refused,
-                format!("not an ARM path: {why}"),
-            )
-        };
-        let relative = path
-            .strip_prefix('/')
-            .ok_or_else(|| refuse("it must start with `/`".to_owned()))?;
-        // Segment by segment, each one checked as ids are: the URL then names exactly the
-        // resource the path names (no dot segment or separator can be resolved away).
-        let segments: Vec<&str> = relative.split('/').collect();
-        for segment in &segments {
-            crate::ids::check_segment(segment).map_err(refuse)?;
-        }
-        let mut url = self.endpoint.clone();
-        url.path_segments_mut()
-            .map_err(|()| refuse("the ARM endpoint cannot hold a path".to_owned()))?
-            .clear()
-            .extend(segments);
-        {
-            let mut pairs = url.query_pairs_mut();
-            pairs.append_pair("api-version", api_version);
-            for (key, value) in query {
-                pairs.append_pair(key, value);
-            }
-        }
-        Ok(url)
+        request_url(&self.endpoint, path, api_version, query)
     }
 
     /// `PUT {path}?api-version=…` with a JSON body; a 201/202 long-running operation is
@@ -385,6 +357,45 @@ impl ArmClient {
             body: body.to_vec(),
         })
     }
+}
+
+/// The URL of an ARM request: `endpoint` + `path` + `?api-version=…&{query}`. The path is built
+/// segment by segment, each one checked as ids are, so the URL names exactly the resource the
+/// path names: no dot segment, encoded separator or backslash can be resolved away on the way
+/// (the fuzz target `ids` checks that the URL keeps an id's subscription and segments).
+pub fn request_url(
+    endpoint: &Url,
+    path: &str,
+    api_version: &str,
+    query: &[(&str, &str)],
+) -> Result<Url, AzureError> {
+    let refuse = |why: String| {
+        AzureError::transport(
+            format!("request to {}", crate::ids::truncate(path)),
+            ErrorKind::Refused,
+            format!("not an ARM path: {why}"),
+        )
+    };
+    let relative = path
+        .strip_prefix('/')
+        .ok_or_else(|| refuse("it must start with `/`".to_owned()))?;
+    let segments: Vec<&str> = relative.split('/').collect();
+    for segment in &segments {
+        crate::ids::check_segment(segment).map_err(refuse)?;
+    }
+    let mut url = endpoint.clone();
+    url.path_segments_mut()
+        .map_err(|()| refuse("the ARM endpoint cannot hold a path".to_owned()))?
+        .clear()
+        .extend(segments);
+    {
+        let mut pairs = url.query_pairs_mut();
+        pairs.append_pair("api-version", api_version);
+        for (key, value) in query {
+            pairs.append_pair(key, value);
+        }
+    }
+    Ok(url)
 }
 
 /// One response of the pipeline, as far as the client needs it.

@@ -131,11 +131,7 @@ impl Engine {
             Err(rejection) => return Ok(rejected(EventRef::default(), rejection)),
         };
         let classified = classify(&event, &self.settings.intake);
-        let event_ref = EventRef {
-            id: Some(event.id),
-            event_type: Some(event.event_type),
-            subject: event.subject,
-        };
+        let event_ref = EventRef::from_event(Some(event.id), Some(event.event_type), event.subject);
         match classified {
             Err(rejection) => Ok(rejected(event_ref, rejection)),
             Ok(Classified::Ignored(reason)) => {
@@ -166,6 +162,8 @@ impl Engine {
         };
         let store = &actor.store;
         let id = trigger.event_id.as_str();
+        // The id as reasons may show it; the store gets it as it came.
+        let shown_id = crate::text::field(id);
         let transient = |outcome: Outcome, error: crate::state::StateError| Transient {
             reason: error.to_string(),
             outcome,
@@ -181,12 +179,12 @@ impl Engine {
                 return Ok(Outcome::new(
                     event.clone(),
                     Disposition::Duplicate,
-                    Some(format!("event {id} was already handled")),
+                    Some(format!("event {shown_id} was already handled")),
                 ));
             }
             Ok(EventStart::Busy) => {
                 return Err(Transient {
-                    reason: format!("event {id} is being handled by another instance"),
+                    reason: format!("event {shown_id} is being handled by another instance"),
                     outcome: skeleton(),
                 });
             }
@@ -580,11 +578,11 @@ impl Engine {
             correlation_id: None,
             time: None,
         };
-        let event = EventRef {
-            id: Some(request_id.to_owned()),
-            event_type: Some(EVALUATE_EVENT_TYPE.to_owned()),
-            subject: Some(request.resource),
-        };
+        let event = EventRef::from_event(
+            Some(request_id.to_owned()),
+            Some(EVALUATE_EVENT_TYPE.to_owned()),
+            Some(request.resource),
+        );
         Ok(self
             .reconcile(
                 event,

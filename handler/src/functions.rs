@@ -80,8 +80,9 @@ pub async fn invoke(
             Ok((value, source)) => {
                 if let BindingSource::OnlyEntry(found) = source {
                     logs.push(format!(
-                        "warning: Data has no `{}` binding; used `{found}` instead (check function.json)",
-                        function.binding
+                        "warning: Data has no `{}` binding; used `{}` instead (check function.json)",
+                        function.binding,
+                        crate::text::field(&found)
                     ));
                 }
                 // The sweep and the check are large futures; boxed, they do not make every
@@ -118,7 +119,7 @@ fn host_reply(status: u16, outcome: Outcome, logs: Vec<String>) -> Reply {
     crate::telemetry::record_outcome(&outcome);
     let response = HostResponse {
         outputs: Map::new(),
-        logs,
+        logs: log_lines(logs),
         return_value: &outcome,
     };
     Reply {
@@ -126,6 +127,14 @@ fn host_reply(status: u16, outcome: Outcome, logs: Vec<String>) -> Reply {
         body: to_body(&response),
         disposition: crate::telemetry::disposition(outcome.disposition),
     }
+}
+
+/// The `Logs` lines as the host gets them: the host writes each to its own log, so none may
+/// hold a control character or exceed [`crate::text::LINE_BYTES`], whatever went into it.
+fn log_lines(logs: Vec<String>) -> Vec<String> {
+    logs.into_iter()
+        .map(|line| crate::text::clean_owned(line, crate::text::LINE))
+        .collect()
 }
 
 /// The JSON body of a reply; `{}` in the unreachable case that serialization fails.
@@ -166,11 +175,12 @@ async fn on_timer(
         .as_ref()
         .and_then(|sys| sys.rand_guid.clone())
         .unwrap_or_else(|| invocation_id.to_owned());
-    let event = EventRef {
-        id: Some(id),
-        event_type: Some(TIMER_EVENT_TYPE.to_owned()),
-        subject: Some("Sweep".to_owned()),
-    };
+    // `RandGuid` comes from the request like any event field.
+    let event = EventRef::from_event(
+        Some(id),
+        Some(TIMER_EVENT_TYPE.to_owned()),
+        Some("Sweep".to_owned()),
+    );
     match crate::intake::deserialize_at::<TimerInfo>("timer", value) {
         Err(rejection) => Ok(Outcome::new(
             event,
@@ -216,7 +226,7 @@ async fn invoke_http_envelope(
     );
     let response = HostResponse {
         outputs,
-        logs,
+        logs: log_lines(logs),
         return_value: Value::Null,
     };
     Reply {
@@ -272,6 +282,8 @@ pub async fn evaluate_http(engine: &Engine, body: &[u8], request_id: &str) -> (u
         }
         Ok(Err(Transient { outcome, reason })) => {
             crate::telemetry::record_outcome(&outcome);
+            // The reply's `error`: one line, like a reason, however many reads failed.
+            let reason = crate::text::clean_owned(reason, crate::text::REASON);
             (503, EvaluateReply::Unavailable(Box::new(outcome), reason))
         }
         Err(rejection) => (400, EvaluateReply::BadRequest(rejection.to_string())),

@@ -25,6 +25,8 @@
 //! - [`ids`]: ARM resource ids, key URLs and subscription ids, parsed once at the edge.
 //! - [`notify`]: alerts: Teams cards, email (ACS or SMTP) and the webhook; rendering, routing
 //!   by severity, delivery with retries, secrets redacted.
+//! - [`text`]: text from outside made safe to show: controls escaped, length bounded (logs,
+//!   reasons, cards, emails).
 //! - [`telemetry`]: logging, and OpenTelemetry traces, metrics and logs over OTLP when configured.
 //! - [`settings`]: configuration from environment variables.
 //! - [`snapshot`]: what observe read about one workspace's CMK chain; the input of the rules.
@@ -55,3 +57,4 @@ pub mod settings;
 pub mod snapshot;
 pub mod state;
 pub mod telemetry;
+pub mod text;

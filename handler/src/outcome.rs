@@ -14,6 +14,26 @@ pub struct EventRef {
     pub subject: Option<String>,
 }
 
+impl EventRef {
+    /// The reference to an event from the fields the event itself carries. They are input, and
+    /// every Outcome and log line repeats them, so each is cleaned and bounded here
+    /// ([`crate::text::FIELD`]): a 500 KB id or a newline in a subject goes no further.
+    pub fn from_event(
+        id: Option<String>,
+        event_type: Option<String>,
+        subject: Option<String>,
+    ) -> Self {
+        let field = |text: Option<String>| {
+            text.map(|text| crate::text::clean_owned(text, crate::text::FIELD))
+        };
+        Self {
+            id: field(id),
+            event_type: field(event_type),
+            subject: field(subject),
+        }
+    }
+}
+
 /// What happened to the invocation as a whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -121,12 +141,13 @@ pub struct Exempted {
 }
 
 impl Outcome {
-    /// An outcome with no workspaces, findings or actions.
+    /// An outcome with no workspaces, findings or actions. Reasons often quote input, so the
+    /// reason is cleaned and bounded ([`crate::text::REASON`]).
     pub fn new(event: EventRef, disposition: Disposition, reason: Option<String>) -> Self {
         Self {
             event,
             disposition,
-            reason,
+            reason: reason.map(|reason| crate::text::clean_owned(reason, crate::text::REASON)),
             resource: None,
             workspaces: Vec::new(),
             findings: Vec::new(),
@@ -135,10 +156,11 @@ impl Outcome {
         }
     }
 
-    /// One human-readable line for the host's `Logs`.
+    /// One human-readable line for the host's `Logs`; each part bounded, so the line is too.
     pub fn log_line(&self) -> String {
-        let id = self.event.id.as_deref().unwrap_or("(no id)");
-        let event_type = self.event.event_type.as_deref().unwrap_or("(no type)");
+        use crate::text::{REASON, clean, field};
+        let id = field(self.event.id.as_deref().unwrap_or("(no id)"));
+        let event_type = field(self.event.event_type.as_deref().unwrap_or("(no type)"));
         let verb = match self.disposition {
             Disposition::Evaluated => "evaluated",
             Disposition::Ignored => "ignored",
@@ -147,10 +169,10 @@ impl Outcome {
         };
         let mut line = format!("{verb} event {id} ({event_type})");
         if let Some(resource) = &self.resource {
-            line.push_str(&format!(" on {resource}"));
+            line.push_str(&format!(" on {}", field(resource)));
         }
         if let Some(reason) = &self.reason {
-            line.push_str(&format!(": {reason}"));
+            line.push_str(&format!(": {}", clean(reason, REASON)));
         }
         if self.disposition == Disposition::Evaluated {
             line.push_str(&format!(
@@ -209,6 +231,30 @@ mod tests {
         assert_eq!(json["findings"][0]["state"], "open");
         assert!(json.get("resource").is_none());
         assert_eq!(json["actions"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn event_fields_and_reasons_from_input_are_bounded_and_clean() {
+        let outcome = Outcome::new(
+            EventRef::from_event(
+                Some("x".repeat(500_000)),
+                Some("T\n\u{1b}[31m".into()),
+                Some("s\u{2028}".into()),
+            ),
+            Disposition::Rejected,
+            Some(format!("why: {}", "\r\n".repeat(100_000))),
+        );
+        assert_eq!(
+            outcome.event.id.as_ref().map(|id| id.chars().count()),
+            Some(200)
+        );
+        assert_eq!(outcome.event.event_type.as_deref(), Some("T\\n\\u{1b}[31m"));
+        assert_eq!(outcome.event.subject.as_deref(), Some("s\\u{2028}"));
+        let reason = outcome.reason.clone().unwrap_or_default();
+        assert!(reason.len() <= crate::text::LINE_BYTES, "{}", reason.len());
+        let line = outcome.log_line();
+        assert!(!line.chars().any(crate::text::is_control), "{line:?}");
+        assert!(line.len() < 2 * crate::text::LINE_BYTES, "{}", line.len());
     }
 
     #[test]

@@ -2,9 +2,12 @@
 //! readiness, `POST /{FunctionName}` for invocations, forwarded `POST /api/evaluate`.
 
 use std::net::TcpListener;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use actix_web::body::{BodySize, MessageBody};
 use actix_web::dev::Server;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
@@ -22,10 +25,17 @@ use crate::telemetry;
 pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
 /// Room for the envelope around the largest event the relevant Azure events come close to.
 pub const ENVELOPE_MARGIN_BYTES: usize = 64 * 1024;
-/// Bodies above this are answered 413 without being parsed.
+/// Bodies above this are answered 413 without being parsed; a declared `Content-Length` above
+/// it is answered before the body is read.
 pub const MAX_BODY_BYTES: usize = MAX_EVENT_BYTES + ENVELOPE_MARGIN_BYTES;
-/// After an oversized body, read on at most this much so the caller still sees the 413.
-const MAX_DRAIN_BYTES: usize = 4 * MAX_BODY_BYTES;
+/// A body that sends nothing for this long is answered 408. The host sends a body it already
+/// holds, so a pause this long means a stalled or hostile client, and every stalled body holds a
+/// connection and a buffer.
+pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// However steadily it trickles, a body must be complete within this long (408 otherwise): the
+/// Event Grid budget. A caller that takes longer to send than Event Grid waits for the answer
+/// is not one the answer can help.
+pub const BODY_DEADLINE: Duration = Duration::from_secs(30);
 /// In-flight invocations get this long to finish after SIGTERM.
 pub const SHUTDOWN_GRACE_SECONDS: u64 = 25;
 
@@ -172,7 +182,7 @@ fn unknown_function(name: &str) -> HttpResponse {
     json_response(
         StatusCode::NOT_FOUND,
         &json!({
-            "error": format!("no function named `{}`", crate::ids::truncate(name)),
+            "error": format!("no function named `{}`", crate::text::field(name)),
             "functions": names,
         }),
     )
@@ -183,12 +193,17 @@ fn invocation_id(request: &HttpRequest) -> String {
         .headers()
         .get(INVOCATION_ID_HEADER)
         .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 100)
+        // It is repeated in logs and spans: a tab (the one control a header may hold) or an
+        // overlong value is replaced.
+        .filter(|v| !v.is_empty() && v.len() <= 100 && !v.bytes().any(|b| b.is_ascii_control()))
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }
 
-/// Reads a (possibly chunked) body up to [`MAX_BODY_BYTES`].
+/// Reads a (possibly chunked) body up to [`MAX_BODY_BYTES`]: 413 for a larger one (at once
+/// when its `Content-Length` says so), 408 when it stalls for [`BODY_IDLE_TIMEOUT`] or is not
+/// complete within [`BODY_DEADLINE`]. These answers leave the body unread and close the
+/// connection ([`UnreadBody`]).
 async fn read_body(
     request: &HttpRequest,
     mut payload: web::Payload,
@@ -197,45 +212,114 @@ async fn read_body(
         .headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    let too_large = |size: String| {
-        json_response(
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(declared) = declared.filter(|&d| d > MAX_BODY_BYTES as u64) {
+        let reply = too_large(&format!("{declared} bytes (Content-Length)"));
+        return Err(UnreadBody::reply(
             StatusCode::PAYLOAD_TOO_LARGE,
-            &json!({
-                "error": format!(
-                    "body of {size} exceeds the limit of {MAX_BODY_BYTES} bytes (a 1 MiB Event Grid event plus the host envelope)"
-                ),
-                "limit": MAX_BODY_BYTES,
-            }),
-        )
-    };
+            &reply,
+            payload,
+        ));
+    }
+    let deadline = tokio::time::Instant::now() + BODY_DEADLINE;
     let mut body = BytesMut::new();
-    let mut received = 0usize;
-    while let Some(chunk) = payload.next().await {
+    loop {
+        let wait_until = (tokio::time::Instant::now() + BODY_IDLE_TIMEOUT).min(deadline);
+        let next = match tokio::time::timeout_at(wait_until, payload.next()).await {
+            Ok(next) => next,
+            Err(_elapsed) => {
+                let reply = timed_out(body.len(), wait_until >= deadline);
+                return Err(UnreadBody::reply(
+                    StatusCode::REQUEST_TIMEOUT,
+                    &reply,
+                    payload,
+                ));
+            }
+        };
+        let Some(chunk) = next else {
+            break;
+        };
         let chunk = chunk.map_err(|e| {
             json_response(
                 StatusCode::BAD_REQUEST,
                 &json!({"error": format!("body: could not be read: {e}")}),
             )
         })?;
-        received += chunk.len();
-        if received > MAX_BODY_BYTES || declared.is_some_and(|d| d > MAX_BODY_BYTES) {
-            if received > MAX_DRAIN_BYTES {
-                break;
-            }
-            continue;
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            let reply = too_large(&format!("more than {MAX_BODY_BYTES} bytes"));
+            return Err(UnreadBody::reply(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &reply,
+                payload,
+            ));
         }
         body.extend_from_slice(&chunk);
     }
-    if received > MAX_BODY_BYTES || declared.is_some_and(|d| d > MAX_BODY_BYTES) {
-        let size = if received > MAX_DRAIN_BYTES {
-            format!("more than {MAX_DRAIN_BYTES} bytes")
-        } else {
-            format!("{} bytes", received.max(declared.unwrap_or(0)))
-        };
-        return Err(too_large(size));
-    }
     Ok(body.freeze())
+}
+
+/// The body of an answer given before the request body was read to its end. It keeps the
+/// request body's stream until the answer is written, because actix-web decides then what
+/// becomes of the rest: with the stream still held, it closes the connection after the answer
+/// (reading on briefly, so that the client sees it); a dropped chunked stream would instead
+/// be drained for as long as the client sends — or holds it open without sending.
+struct UnreadBody {
+    reply: Bytes,
+    _payload: web::Payload,
+}
+
+impl UnreadBody {
+    fn reply(status: StatusCode, reply: &Value, payload: web::Payload) -> HttpResponse {
+        HttpResponse::build(status)
+            .insert_header((CONTENT_TYPE, "application/json; charset=utf-8"))
+            .body(Self {
+                reply: Bytes::from(reply.to_string()),
+                _payload: payload,
+            })
+    }
+}
+
+impl MessageBody for UnreadBody {
+    type Error = std::convert::Infallible;
+
+    fn size(&self) -> BodySize {
+        BodySize::Sized(self.reply.len() as u64)
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        let reply = std::mem::take(&mut self.get_mut().reply);
+        Poll::Ready((!reply.is_empty()).then_some(Ok(reply)))
+    }
+}
+
+/// The 413 body: the limit and why it is what it is.
+fn too_large(size: &str) -> Value {
+    json!({
+        "error": format!(
+            "body of {size} exceeds the limit of {MAX_BODY_BYTES} bytes (a 1 MiB Event Grid event plus the host envelope)"
+        ),
+        "limit": MAX_BODY_BYTES,
+    })
+}
+
+/// The 408 body for a body that stalled (or, when `whole`, took longer than [`BODY_DEADLINE`]).
+fn timed_out(received: usize, whole: bool) -> Value {
+    let error = if whole {
+        format!(
+            "body: not complete after {} s ({received} bytes received); the body must arrive within {} s",
+            BODY_DEADLINE.as_secs(),
+            BODY_DEADLINE.as_secs()
+        )
+    } else {
+        format!(
+            "body: nothing received for {} s ({received} bytes so far); the request was given up",
+            BODY_IDLE_TIMEOUT.as_secs()
+        )
+    };
+    json!({ "error": error })
 }
 
 fn json_response(status: StatusCode, body: &Value) -> HttpResponse {

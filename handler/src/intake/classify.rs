@@ -134,12 +134,13 @@ pub fn classify(event: &RawEvent, settings: &IntakeSettings) -> Result<Classifie
     }
     if strip_prefix_ignore_case(event_type, "Microsoft.MachineLearningServices.").is_some() {
         return Ok(Classified::Ignored(format!(
-            "{event_type} is about models and runs, not the workspace's encryption"
+            "{} is about models and runs, not the workspace's encryption",
+            crate::text::field(event_type)
         )));
     }
     Ok(Classified::Ignored(format!(
         "event type {} is not one cmk-guard acts on",
-        crate::ids::truncate(event_type)
+        crate::text::field(event_type)
     )))
 }
 
@@ -154,7 +155,7 @@ fn classify_resource_event(
         .ok_or_else(|| {
             Rejection::new(format!(
                 "event type {}: unknown Microsoft.Resources event",
-                event.event_type
+                crate::text::field(&event.event_type)
             ))
         })?;
     let data: ResourceEventData = deserialize_ref("data", &event.data)?;
@@ -174,7 +175,7 @@ fn classify_resource_event(
         _ => {
             return Err(Rejection::new(format!(
                 "event type {}: unknown Microsoft.Resources event",
-                event.event_type
+                crate::text::field(&event.event_type)
             )));
         }
     }
@@ -197,7 +198,7 @@ fn classify_resource_event(
     }) else {
         return Ok(Classified::Ignored(format!(
             "operation {} cannot change a CMK chain",
-            crate::ids::truncate(&operation)
+            crate::text::field(&operation)
         )));
     };
     let resource = ArmResourceId::parse(&resource_text)
@@ -253,7 +254,7 @@ fn classify_key_vault_event(
             check_scope(event, None, settings)?;
             return Ok(Classified::Ignored(format!(
                 "event type {} is not one cmk-guard acts on",
-                event.event_type
+                crate::text::field(&event.event_type)
             )));
         }
     };
@@ -264,7 +265,8 @@ fn classify_key_vault_event(
         ArmResourceId::parse(source).map_err(|e| Rejection::new(format!("event.topic: {e}")))?;
     if !vault.is_type("Microsoft.KeyVault/vaults") {
         return Err(Rejection::new(format!(
-            "event.topic: `{vault}` is not a key vault"
+            "event.topic: `{}` is not a key vault",
+            crate::text::field(&vault.to_string())
         )));
     }
     check_subscription(vault.subscription(), settings)?;
@@ -278,7 +280,7 @@ fn classify_key_vault_event(
         if !key.is_under(&settings.keyvault_dns_suffix) {
             return Err(Rejection::new(format!(
                 "data.Id: key host {} is not under the Key Vault DNS suffix {} (CMKGUARD_KEYVAULT_DNS_SUFFIX); it will not be contacted",
-                key.host(),
+                crate::text::field(key.host()),
                 settings.keyvault_dns_suffix
             )));
         }
@@ -286,7 +288,7 @@ fn classify_key_vault_event(
             return Err(Rejection::new(format!(
                 "data.Id: key vault {} does not match the topic's vault {}",
                 key.vault_name(),
-                vault.name()
+                crate::text::field(vault.name())
             )));
         }
         Target::Key {

@@ -150,7 +150,7 @@ fn unix_seconds<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64
         },
         Value::String(text) if text.trim().is_empty() => Ok(None),
         Value::String(text) => text.trim().parse::<i64>().map(Some).map_err(|_| {
-            D::Error::custom(format!("{EXPECTED}, got {:?}", crate::ids::truncate(&text)))
+            D::Error::custom(format!("{EXPECTED}, got \"{}\"", crate::text::field(&text)))
         }),
         other => Err(D::Error::custom(format!(
             "{EXPECTED}, got {}",

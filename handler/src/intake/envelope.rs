@@ -82,8 +82,13 @@ impl Invocation {
             // The path is tracked only to explain a failure (it costs an allocation per field).
             Some(value @ Value::Object(_)) => match Metadata::deserialize(&value) {
                 Ok(metadata) => metadata,
-                Err(_) => serde_path_to_error::deserialize(value)
-                    .map_err(|e| Rejection::new(format!("Metadata.{}: {}", e.path(), e.inner())))?,
+                Err(_) => serde_path_to_error::deserialize(value).map_err(|e| {
+                    super::event::path_rejection(
+                        "Metadata",
+                        &e.path().to_string(),
+                        &e.inner().to_string(),
+                    )
+                })?,
             },
             Some(other) => {
                 return Err(Rejection::new(format!(
@@ -107,7 +112,17 @@ impl Invocation {
             let key = key.clone();
             return Ok((value.take(), BindingSource::OnlyEntry(key)));
         }
-        let present: Vec<&str> = self.data.keys().map(String::as_str).collect();
+        // The keys are input: a few, each bounded, are enough to see the mistake.
+        const SHOWN_KEYS: usize = 5;
+        let mut present: Vec<String> = self
+            .data
+            .keys()
+            .take(SHOWN_KEYS)
+            .map(|key| crate::text::field(key).into_owned())
+            .collect();
+        if self.data.len() > SHOWN_KEYS {
+            present.push(format!("… {} more", self.data.len() - SHOWN_KEYS));
+        }
         Err(Rejection::new(format!(
             "Data: no binding named `{name}` (present: [{}])",
             present.join(", ")

@@ -116,8 +116,8 @@ impl RawEvent {
             let event: CloudEvent = deserialize_ref("event", &value)?;
             if event.specversion != "1.0" {
                 return Err(Rejection::new(format!(
-                    "event.specversion: expected \"1.0\", got {:?}",
-                    crate::ids::truncate(&event.specversion)
+                    "event.specversion: expected \"1.0\", got \"{}\"",
+                    crate::text::field(&event.specversion)
                 )));
             }
             if event.data_base64.is_some() {
@@ -181,15 +181,19 @@ fn deserialize_with_path<T: serde::de::DeserializeOwned>(
     prefix: &str,
     value: Value,
 ) -> Result<T, Rejection> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let location = if path == "." {
-            prefix.to_owned()
-        } else {
-            format!("{prefix}.{path}")
-        };
-        Rejection::new(format!("{location}: {}", e.inner()))
-    })
+    serde_path_to_error::deserialize(value)
+        .map_err(|e| path_rejection(prefix, &e.path().to_string(), &e.inner().to_string()))
+}
+
+/// A deserializer's message at a JSON path. Both quote input — a key of any length as the
+/// path, a whole string value in `invalid type: string "…"` — so each is bounded on its own.
+pub(super) fn path_rejection(prefix: &str, path: &str, message: &str) -> Rejection {
+    let message = crate::text::field(message);
+    if path == "." {
+        Rejection::new(format!("{prefix}: {message}"))
+    } else {
+        Rejection::new(format!("{prefix}.{}: {message}", crate::text::field(path)))
+    }
 }
 
 /// Event times have up to 7 fractional digits; any RFC 3339 form is accepted (azure-notes
@@ -201,8 +205,8 @@ fn parse_time(field: &str, text: Option<&str>) -> Result<Option<OffsetDateTime>,
             .map(Some)
             .map_err(|e| {
                 Rejection::new(format!(
-                    "{field}: expected an RFC 3339 time, got {:?} ({e})",
-                    crate::ids::truncate(text)
+                    "{field}: expected an RFC 3339 time, got \"{}\" ({e})",
+                    crate::text::field(text)
                 ))
             }),
     }
@@ -248,6 +252,29 @@ mod tests {
             Value::String(Value::String(event_grid().to_string()).to_string()).to_string(),
         );
         assert!(RawEvent::from_binding(thrice).is_err());
+    }
+
+    #[test]
+    fn deserializer_messages_quote_input_only_briefly() {
+        let huge = "y".repeat(450 * 1024);
+        let mut event = event_grid();
+        event["eventType"] = json!([huge]);
+        event["subject"] = json!({ "k": 1 });
+        let err = RawEvent::from_binding(event).unwrap_err().to_string();
+        assert!(err.starts_with("event."), "{err}");
+        assert!(err.len() < 1024, "{}", err.len());
+        let err = deserialize::<crate::intake::KeyVaultEventData>("data", json!(huge))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("data: invalid type: string"), "{err}");
+        assert!(err.len() < 1024, "{}", err.len());
+        let err = deserialize::<crate::intake::KeyVaultEventData>(
+            "data",
+            json!({"Id": "x", "EXP": format!("\n{huge}")}),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!err.contains('\n') && err.len() < 1024, "{err}");
     }
 
     #[test]

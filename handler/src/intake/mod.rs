@@ -26,9 +26,10 @@ use crate::ids::{ArmResourceId, KeyUrl, SubscriptionId};
 pub struct Rejection(String);
 
 impl Rejection {
-    /// A rejection with a reason a person can act on.
+    /// A rejection with a reason a person can act on. Reasons quote input, so each is made
+    /// safe here, once: controls escaped and the length bounded ([`crate::text::REASON`]).
     pub fn new(reason: impl Into<String>) -> Self {
-        Self(reason.into())
+        Self(crate::text::clean_owned(reason.into(), crate::text::REASON))
     }
 }
 

@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 use serde::{Deserialize, Serialize};
 
-use super::escape::{html, single_line, truncate};
+use super::escape::{bounded_line, html, single_line};
 use super::model::{Alert, Change, Digest, Notification, severity_label};
 use super::teams::title;
 use crate::outcome::Severity;
@@ -43,10 +43,7 @@ pub fn content(alert: Alert<'_>) -> EmailContent {
         Alert::Changes(notifications) => changes_layout(notifications),
         Alert::Digest(digest) => digest_layout(digest),
     };
-    let subject = truncate(
-        &single_line(&format!("[cmk-guard] {}", layout.subject)),
-        SUBJECT_CHARS,
-    );
+    let subject = bounded_line(&format!("[cmk-guard] {}", layout.subject), SUBJECT_CHARS);
     let shown = &layout.listed[..layout.listed.len().min(MAX_LISTED)];
     let more = layout.total.saturating_sub(shown.len());
     EmailContent {
@@ -126,7 +123,7 @@ fn fields(n: &Notification) -> [(&'static str, String); 6] {
 }
 
 fn field(value: &str) -> String {
-    truncate(&single_line(value), FIELD_CHARS)
+    bounded_line(value, FIELD_CHARS)
 }
 
 fn text_part(

@@ -44,13 +44,13 @@ pub fn html(text: &str) -> String {
     out
 }
 
-/// Collapses line breaks and control characters to spaces, so a value cannot start a new
-/// Markdown block or a new mail header line.
+/// Collapses line breaks and control characters ([`crate::text::is_control`]) to spaces, so a
+/// value cannot start a new Markdown block or a new mail header line.
 pub fn single_line(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut last_was_space = false;
     for ch in text.chars() {
-        let ch = if ch.is_control() { ' ' } else { ch };
+        let ch = if crate::text::is_control(ch) { ' ' } else { ch };
         if ch == ' ' && last_was_space {
             continue;
         }
@@ -60,14 +60,10 @@ pub fn single_line(text: &str) -> String {
     out.trim().to_owned()
 }
 
-/// Shortens `text` to at most `max_chars` characters, marking the cut with an ellipsis.
-pub fn truncate(text: &str, max_chars: usize) -> String {
-    if text.chars().count() <= max_chars {
-        return text.to_owned();
-    }
-    let mut out: String = text.chars().take(max_chars.saturating_sub(1)).collect();
-    out.push('…');
-    out
+/// `text` on one line ([`single_line`]) and at most `max_chars` characters, a cut marked with
+/// an ellipsis (the shared bound of [`crate::text`]).
+pub fn bounded_line(text: &str, max_chars: usize) -> String {
+    crate::text::clean_owned(single_line(text), crate::text::Limit::chars(max_chars))
 }
 
 #[cfg(test)]
@@ -105,8 +101,9 @@ mod tests {
     }
 
     #[test]
-    fn truncation_respects_characters() {
-        assert_eq!(truncate("äöüß", 10), "äöüß");
-        assert_eq!(truncate("äöüßxyz", 4), "äöü…");
+    fn bounded_lines_respect_characters_and_separators() {
+        assert_eq!(bounded_line("äöüß", 10), "äöüß");
+        assert_eq!(bounded_line("äöüßxyz", 4), "äöü…");
+        assert_eq!(bounded_line("a\u{2028}b\u{202e}c\n", 10), "a b c");
     }
 }

@@ -103,8 +103,7 @@ pub(crate) async fn post_json(
                         body: text,
                     });
                 }
-                let excerpt =
-                    super::escape::truncate(&super::escape::single_line(&text), BODY_EXCERPT);
+                let excerpt = super::escape::bounded_line(&text, BODY_EXCERPT);
                 let reason = if excerpt.is_empty() {
                     format!("HTTP {}", status.as_u16())
                 } else {

@@ -6,7 +6,7 @@
 
 use serde_json::{Value, json};
 
-use super::escape::{card_text, truncate};
+use super::escape::{bounded_line, card_text};
 use super::model::{Alert, Change, Digest, Notification, severity_label};
 use crate::outcome::Severity;
 
@@ -163,7 +163,7 @@ pub(crate) fn title(n: &Notification) -> String {
 }
 
 fn fact(title: &str, value: &str) -> Value {
-    json!({"title": title, "value": card_text(&truncate(value, FIELD_CHARS))})
+    json!({"title": title, "value": card_text(&bounded_line(value, FIELD_CHARS))})
 }
 
 fn section(n: &Notification, with_link: bool) -> Value {

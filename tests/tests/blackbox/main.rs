@@ -11,6 +11,7 @@ mod packaging;
 mod reliability;
 mod scan;
 mod scenarios;
+mod security_input;
 mod security_scope;
 mod sweep;
 mod telemetry;

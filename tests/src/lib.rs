@@ -9,6 +9,7 @@
 
 pub mod azurite;
 pub mod sink;
+pub mod smtp;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;

@@ -7,6 +7,8 @@ mod cli;
 mod fixtures;
 mod function_definitions;
 mod host_protocol;
+mod loop_guard;
+mod modes;
 mod packaging;
 mod reliability;
 mod scan;

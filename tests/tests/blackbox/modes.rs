@@ -1,0 +1,373 @@
+//! Modes mean what they say, through the real binary, for every function: `observe` reports
+//! findings and sends nothing — no Teams card, no email, no digest — and writes nothing to
+//! Azure; `alert` sends (the sweep's digest too) and writes nothing; `remediate` sends and
+//! applies what the policy allows. `Evaluate` acts only with `apply`, and only in `remediate`.
+//!
+//! One CMK workspace whose vault lacks purge protection (high, routed to Teams and email, with
+//! the policy's consent to remediate it); Teams is a local sink, email a real aiosmtpd.
+
+use azure_sim::{KeySpec, RecordFilter, Sim, SimOptions, Tenant, VaultSpec, WorkspaceSpec};
+use cmk_guard_blackbox::sink::Sink;
+use cmk_guard_blackbox::smtp::Smtp;
+use cmk_guard_blackbox::{Handler, Reply, timer_envelope};
+use serde_json::{Value, json};
+
+const SUB: &str = "3f7b2c1d-8e4a-4b6f-9c2d-5a1e0f9b7c34";
+const RG: &str = "rg-modes";
+const VAULT: &str = "kv-modes";
+const KEY: &str = "cmk";
+const WORKSPACE: &str = "ws-modes";
+const USER: &str = "5e4f3a2b-1c0d-4e9f-8a7b-6c5d4e3f2a10";
+const FINDING: &str = "vault.purge-protection";
+
+const POLICY: &str = r#"
+[remediation."vault.purge-protection"]
+enabled = true
+irreversible_ok = true
+[notify]
+teams = ["critical", "high", "medium", "low"]
+email = ["critical", "high"]
+"#;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Observe,
+    Alert,
+    Remediate,
+}
+
+impl Mode {
+    fn as_str(self) -> &'static str {
+        match self {
+            Mode::Observe => "observe",
+            Mode::Alert => "alert",
+            Mode::Remediate => "remediate",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Function {
+    OnSubscriptionEvent,
+    OnKeyVaultEvent,
+    Sweep,
+    /// With `apply` where the mode allows it (`remediate`), without it elsewhere.
+    Evaluate,
+}
+
+fn tenant() -> Tenant {
+    Tenant::builder()
+        .subscription(SUB)
+        .vault(
+            VaultSpec::new(SUB, RG, VAULT)
+                .purge_protection(None)
+                .key(KeySpec::rsa(KEY, 3072)),
+        )
+        .workspace(WorkspaceSpec::new(SUB, RG, WORKSPACE).cmk(VAULT, KEY))
+        .build()
+        .expect("tenant")
+}
+
+fn workspace_id() -> String {
+    format!(
+        "/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.MachineLearningServices/workspaces/{WORKSPACE}"
+    )
+}
+
+/// What Azure emits when a person writes the workspace.
+fn workspace_write() -> Value {
+    let ws = workspace_id();
+    json!({
+        "id": uuid::Uuid::new_v4().to_string(), "topic": format!("/subscriptions/{SUB}"), "subject": ws,
+        "eventType": "Microsoft.Resources.ResourceWriteSuccess", "eventTime": "2026-11-28T10:00:00Z",
+        "data": {"operationName": "Microsoft.MachineLearningServices/workspaces/write", "resourceUri": ws,
+                 "subscriptionId": SUB,
+                 "claims": {"http://schemas.microsoft.com/identity/claims/objectidentifier": USER}},
+        "dataVersion": "2", "metadataVersion": "1"
+    })
+}
+
+/// Key Vault's `KeyNearExpiry` for the workspace's key (it names no caller).
+fn key_near_expiry() -> Value {
+    let version = "4d8a2f6c1e9b47a3b5c0d7e2f8a1c6b9";
+    json!({
+        "id": uuid::Uuid::new_v4().to_string(),
+        "topic": format!("/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.KeyVault/vaults/{VAULT}"),
+        "subject": KEY, "eventType": "Microsoft.KeyVault.KeyNearExpiry", "eventTime": "2026-11-28T09:20:13.0487719Z",
+        "data": {"Id": format!("https://{VAULT}.vault.azure.net/keys/{KEY}/{version}"), "VaultName": VAULT,
+                 "ObjectType": "Key", "ObjectName": KEY, "Version": version, "NBF": 1766913611, "EXP": 1798449611},
+        "dataVersion": "1", "metadataVersion": "1"
+    })
+}
+
+/// The handler in `mode`, with Teams and email configured and routed.
+struct Running {
+    handler: Handler,
+    teams: Sink,
+    smtp: Smtp,
+    mode: Mode,
+}
+
+impl Running {
+    async fn start(mode: Mode) -> Running {
+        let tls_dir =
+            std::env::temp_dir().join(format!("cmk-guard-modes-tls-{}", uuid::Uuid::new_v4()));
+        let options = SimOptions {
+            tls_out: Some(tls_dir.clone()),
+            ..SimOptions::default()
+        };
+        let sim = Sim::start(tenant(), options).await.expect("sim");
+        let smtp = Smtp::start(&tls_dir).await;
+        let teams = Sink::start().await;
+        let policy =
+            std::env::temp_dir().join(format!("cmk-guard-modes-{}.toml", uuid::Uuid::new_v4()));
+        std::fs::write(&policy, POLICY).expect("policy");
+        let policy = policy.to_string_lossy().into_owned();
+        let teams_url = teams.url("teams");
+        let smtp_url = smtp.url();
+        let handler = Handler::launch(
+            sim,
+            &[
+                ("CMKGUARD_MODE", mode.as_str()),
+                ("CMKGUARD_POLICY_FILE", &policy),
+                ("CMKGUARD_TEAMS_WEBHOOK_URL", &teams_url),
+                ("CMKGUARD_SMTP_URL", &smtp_url),
+                ("CMKGUARD_EMAIL_FROM", "cmk-guard@contoso.example"),
+                ("CMKGUARD_EMAIL_TO", "ml-platform@contoso.example"),
+            ],
+        )
+        .await;
+        Running {
+            handler,
+            teams,
+            smtp,
+            mode,
+        }
+    }
+
+    /// Invokes `function` as the host does; answers the Outcome.
+    async fn invoke(&self, function: Function) -> Value {
+        let reply = match function {
+            Function::OnSubscriptionEvent => {
+                self.deliver("OnSubscriptionEvent", workspace_write()).await
+            }
+            Function::OnKeyVaultEvent => self.deliver("OnKeyVaultEvent", key_near_expiry()).await,
+            Function::Sweep => self.handler.invoke("Sweep", timer_envelope("timer")).await,
+            Function::Evaluate => return self.evaluate().await,
+        };
+        assert_eq!(reply.status, 200, "{:?}", reply.body);
+        reply.outcome().clone()
+    }
+
+    async fn deliver(&self, function: &str, event: Value) -> Reply {
+        self.handler
+            .deliver(function, "event", &[event])
+            .await
+            .remove(0)
+    }
+
+    /// `POST /api/evaluate`: with `apply` in `remediate` mode; elsewhere `apply` is refused
+    /// first, and the read-only check is the Outcome.
+    async fn evaluate(&self) -> Value {
+        let body = |apply: bool| {
+            json!({"resource": workspace_id(), "apply": apply})
+                .to_string()
+                .into_bytes()
+        };
+        if self.mode != Mode::Remediate {
+            let refused = self.handler.post_chunked("/api/evaluate", body(true)).await;
+            assert_eq!(refused.status, 400, "{:?}", refused.body);
+            assert!(
+                refused.body["error"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("CMKGUARD_MODE=remediate"),
+                "{:?}",
+                refused.body
+            );
+        }
+        let reply = self
+            .handler
+            .post_chunked("/api/evaluate", body(self.mode == Mode::Remediate))
+            .await;
+        assert_eq!(reply.status, 200, "{:?}", reply.body);
+        reply.body
+    }
+
+    /// Writes (anything but reads, Resource Graph queries and tokens) sent to Azure.
+    fn writes(&self) -> Vec<String> {
+        self.handler
+            .sim
+            .requests(&RecordFilter::default())
+            .into_iter()
+            .filter(|r| {
+                r.method != "GET"
+                    && r.operation != "ResourceGraph_Resources"
+                    && r.operation != "Identity_GetToken"
+            })
+            .map(|r| format!("{} {} {}", r.operation, r.method, r.path))
+            .collect()
+    }
+}
+
+fn actions(outcome: &Value, kind: &str) -> Vec<Value> {
+    outcome["actions"]
+        .as_array()
+        .map(|a| a.iter().filter(|a| a["kind"] == kind).cloned().collect())
+        .unwrap_or_default()
+}
+
+fn reports_the_finding(outcome: &Value) -> bool {
+    outcome["findings"]
+        .as_array()
+        .is_some_and(|f| f.iter().any(|f| f["rule"] == FINDING))
+}
+
+/// `observe`: the finding is reported, and nothing leaves: no card, no email, no write, no
+/// action of any kind.
+async fn observe(function: Function) {
+    let running = Running::start(Mode::Observe).await;
+    let outcome = running.invoke(function).await;
+    assert!(reports_the_finding(&outcome), "{outcome}");
+    assert_eq!(outcome["actions"], json!([]), "{function:?}: {outcome}");
+    // Invoked again: still nothing (no reminder, no retry).
+    let again = running.invoke(function).await;
+    assert_eq!(again["actions"], json!([]), "{function:?}: {again}");
+    assert_eq!(running.teams.received("teams").len(), 0, "{function:?}");
+    assert_eq!(running.smtp.received().len(), 0, "{function:?}");
+    assert_eq!(running.writes(), Vec::<String>::new(), "{function:?}");
+}
+
+/// `alert`: a card and an email (the sweep adds its digest to both), the remediation described
+/// but not applied, nothing written. `Evaluate` cannot apply here, so it only reads.
+async fn alert(function: Function) {
+    let running = Running::start(Mode::Alert).await;
+    let outcome = running.invoke(function).await;
+    assert!(reports_the_finding(&outcome), "{outcome}");
+    let cards = running.teams.received("teams");
+    let mails = running.smtp.received();
+    if function == Function::Evaluate {
+        assert_eq!(outcome["actions"], json!([]), "read-only: {outcome}");
+        assert_eq!((cards.len(), mails.len()), (0, 0));
+    } else {
+        assert!(
+            actions(&outcome, "remediate")
+                .iter()
+                .any(|a| a["rule"] == FINDING && a["result"] == "planned"),
+            "{outcome}"
+        );
+        let sent = |target: &str| {
+            actions(&outcome, "notify")
+                .iter()
+                .filter(|a| a["target"] == target && a["result"] == "sent")
+                .count()
+        };
+        let expected = if function == Function::Sweep { 2 } else { 1 };
+        assert_eq!(
+            (sent("teams"), sent("email")),
+            (expected, expected),
+            "{outcome}"
+        );
+        assert_eq!((cards.len(), mails.len()), (expected, expected));
+        assert!(cards[0].body.to_string().contains(FINDING));
+        if function == Function::Sweep {
+            assert!(
+                cards[1]
+                    .body
+                    .to_string()
+                    .contains("cmk-guard sweep: 1 open finding")
+            );
+            assert!(
+                mails[1]
+                    .to_string()
+                    .contains("[cmk-guard] Sweep: 1 open finding")
+            );
+        }
+    }
+    assert_eq!(running.writes(), Vec::<String>::new(), "{function:?}");
+}
+
+/// `remediate`: the remediation applied (one vault PATCH) and told on Teams and by email.
+async fn remediate(function: Function) {
+    let running = Running::start(Mode::Remediate).await;
+    let outcome = running.invoke(function).await;
+    assert!(
+        actions(&outcome, "remediate")
+            .iter()
+            .any(|a| a["rule"] == FINDING && a["result"] == "applied"),
+        "{outcome}"
+    );
+    let writes = running.writes();
+    assert_eq!(writes.len(), 1, "{writes:?}");
+    assert!(writes[0].contains("PATCH"), "{writes:?}");
+    let cards = running.teams.received("teams");
+    let mails = running.smtp.received();
+    let expected = if function == Function::Sweep { 2 } else { 1 };
+    assert_eq!(
+        (cards.len(), mails.len()),
+        (expected, expected),
+        "{outcome}"
+    );
+    assert!(cards[0].body.to_string().contains(FINDING));
+    assert!(mails[0].to_string().contains(FINDING));
+}
+
+#[tokio::test]
+async fn observe_on_subscription_event_sends_nothing() {
+    observe(Function::OnSubscriptionEvent).await;
+}
+
+#[tokio::test]
+async fn observe_on_key_vault_event_sends_nothing() {
+    observe(Function::OnKeyVaultEvent).await;
+}
+
+#[tokio::test]
+async fn observe_sweep_sends_no_alert_and_no_digest() {
+    observe(Function::Sweep).await;
+}
+
+#[tokio::test]
+async fn observe_evaluate_refuses_apply_and_sends_nothing() {
+    observe(Function::Evaluate).await;
+}
+
+#[tokio::test]
+async fn alert_on_subscription_event_sends_and_writes_nothing() {
+    alert(Function::OnSubscriptionEvent).await;
+}
+
+#[tokio::test]
+async fn alert_on_key_vault_event_sends_and_writes_nothing() {
+    alert(Function::OnKeyVaultEvent).await;
+}
+
+#[tokio::test]
+async fn alert_sweep_sends_the_alert_and_the_digest_and_writes_nothing() {
+    alert(Function::Sweep).await;
+}
+
+#[tokio::test]
+async fn alert_evaluate_refuses_apply_and_only_reads() {
+    alert(Function::Evaluate).await;
+}
+
+#[tokio::test]
+async fn remediate_on_subscription_event_applies_and_sends() {
+    remediate(Function::OnSubscriptionEvent).await;
+}
+
+#[tokio::test]
+async fn remediate_on_key_vault_event_applies_and_sends() {
+    remediate(Function::OnKeyVaultEvent).await;
+}
+
+#[tokio::test]
+async fn remediate_sweep_applies_and_sends_the_alert_and_the_digest() {
+    remediate(Function::Sweep).await;
+}
+
+#[tokio::test]
+async fn remediate_evaluate_with_apply_applies_and_sends() {
+    remediate(Function::Evaluate).await;
+}

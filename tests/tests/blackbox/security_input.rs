@@ -166,7 +166,6 @@ async fn send_all(handler: &Handler, cases: Vec<(String, &str, Vec<u8>)>) {
 
 #[tokio::test]
 async fn event_fields_with_controls_or_500_kb_stay_bounded_and_clean() {
-    let handler = Handler::start(&[("CMKGUARD_LOG", "debug")]).await;
     let mut cases = Vec::new();
     for (name, h) in hostile() {
         let h = json!(h);
@@ -294,13 +293,14 @@ async fn event_fields_with_controls_or_500_kb_stay_bounded_and_clean() {
             }
         }
     }
+    // Built first: the harness's pooled connection must not sit idle while they are made.
+    let handler = Handler::start(&[("CMKGUARD_LOG", "debug")]).await;
     send_all(&handler, cases).await;
     assert_process_log_clean(&handler);
 }
 
 #[tokio::test]
 async fn deserializer_messages_and_binding_names_do_not_echo_input() {
-    let handler = Handler::start(&[("CMKGUARD_LOG", "debug")]).await;
     let mut cases = Vec::new();
     // `data` as a 450 KB string: the deserializer's message would quote all of it.
     let big = "y".repeat(450 * 1024);
@@ -394,6 +394,8 @@ async fn deserializer_messages_and_binding_names_do_not_echo_input() {
             }
         }
     }
+    // Built first: the harness's pooled connection must not sit idle while they are made.
+    let handler = Handler::start(&[("CMKGUARD_LOG", "debug")]).await;
     send_all(&handler, cases).await;
     assert_process_log_clean(&handler);
 }

@@ -13,9 +13,10 @@ use futures_util::future::join_all;
 use tokio::time::Instant;
 
 use crate::azure::Azure;
+use crate::azure::credential::{self, NO_CREDENTIAL};
 use crate::engine::{Engine, Transient};
 use crate::ids::SubscriptionId;
-use crate::outcome::{Disposition, Outcome, Severity};
+use crate::outcome::{Disposition, FindingState, Outcome, Severity};
 use crate::policy::Policy;
 use crate::server::Application;
 use crate::settings::{self, Settings};
@@ -23,9 +24,32 @@ use crate::settings::{self, Settings};
 /// How long the CLI waits for Azure.
 const CLI_BUDGET: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// The CLI's exit codes (`serve` uses the configuration one); a pipeline branches on those of
+/// `evaluate` and `scan`, so each means one thing and an incomplete result can never pass.
+mod exit {
+    /// Everything was read; no finding at or above `--fail-on`, no event rejected.
+    pub const CLEAN: u8 = 0;
+    /// `scan`: a finding at or above `--fail-on` is open; `evaluate`: an event was rejected.
+    pub const FINDINGS: u8 = 1;
+    /// Bad arguments, input or configuration, including no Azure credential: nothing checked.
+    pub const CONFIGURATION: u8 = 2;
+    /// Incomplete: something could not be read (an open `guard.visibility` finding, or Azure
+    /// did not answer in time). Takes precedence over [`FINDINGS`].
+    pub const INCOMPLETE: u8 = 3;
+}
+
+/// The exit codes as `--help` shows them (the README has the same table).
+const EXIT_CODES: &str = "Exit codes (evaluate, scan):
+  0  complete: everything was read, nothing at or above --fail-on, no event rejected
+  1  scan: a finding at or above --fail-on is open; evaluate: an event was rejected
+  2  bad arguments, input or configuration, including no Azure credential (nothing was checked)
+  3  incomplete: something could not be read (an open guard.visibility finding says what and
+     what to grant, or Azure did not answer in time); 3 wins over 1, so an incomplete result
+     never passes a gate";
+
 /// cmk-guard keeps Azure ML workspaces with customer-managed keys compliant.
 #[derive(Debug, Parser)]
-#[command(name = "cmk-guard", version, about, long_about = None)]
+#[command(name = "cmk-guard", version, about, long_about = None, after_help = EXIT_CODES)]
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -40,13 +64,13 @@ enum Command {
         port: Option<u16>,
     },
     /// Evaluate an event file or one resource and print the Outcome (JSON or a table).
+    #[command(
+        after_help = EXIT_CODES,
+        group(clap::ArgGroup::new("input").required(true).args(["event", "resource"]))
+    )]
     Evaluate {
         /// A file holding one Event Grid or CloudEvents event, or an array of them (`-` for stdin).
-        #[arg(
-            long,
-            required_unless_present = "resource",
-            conflicts_with = "resource"
-        )]
+        #[arg(long)]
         event: Option<PathBuf>,
         /// An ARM id of an ML workspace, key vault or key.
         #[arg(long)]
@@ -56,6 +80,7 @@ enum Command {
         format: Format,
     },
     /// Check every ML workspace of the subscriptions now (a CI gate with --fail-on).
+    #[command(after_help = EXIT_CODES)]
     Scan {
         /// A subscription to scan; repeat for several. Default: CMKGUARD_SUBSCRIPTIONS, else
         /// every subscription the identity can read.
@@ -125,7 +150,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 "cmk-guard: no command given and {} is not set; see `cmk-guard --help`",
                 settings::PORT_VARIABLE
             );
-            return ExitCode::from(2);
+            return ExitCode::from(exit::CONFIGURATION);
         }
     };
     match command {
@@ -150,7 +175,7 @@ pub fn run(cli: Cli) -> ExitCode {
 fn load_settings() -> Result<Settings, ExitCode> {
     Settings::from_env().map_err(|error| {
         eprintln!("cmk-guard: invalid configuration: {error}");
-        ExitCode::from(2)
+        ExitCode::from(exit::CONFIGURATION)
     })
 }
 
@@ -178,25 +203,32 @@ fn serve(settings: Settings, port: Option<u16>) -> ExitCode {
         Ok(port) => port,
         Err(error) => {
             eprintln!("cmk-guard: cannot start: {error}");
-            return ExitCode::from(2);
+            return ExitCode::from(exit::CONFIGURATION);
         }
     };
     let listener = match TcpListener::bind(("127.0.0.1", port)) {
         Ok(listener) => listener,
         Err(error) => {
             eprintln!("cmk-guard: cannot listen on 127.0.0.1:{port}: {error}");
-            return ExitCode::from(2);
+            return ExitCode::from(exit::CONFIGURATION);
         }
     };
     let azure = match Azure::new(&settings, |name| std::env::var(name).ok()) {
         Ok(azure) => azure,
         Err(error) => {
             eprintln!("cmk-guard: cannot set up Azure access: {error}");
-            return ExitCode::from(2);
+            return ExitCode::from(exit::CONFIGURATION);
         }
     };
     let mode = settings.mode;
     let credential = azure.credential_source;
+    let sign_in = (credential == credential::DEVELOPER_TOOLS).then(|| {
+        (
+            azure.credential.clone(),
+            azure.sign_in.clone(),
+            settings.arm_endpoint.to_string(),
+        )
+    });
     let result = actix_web::rt::System::new().block_on(async move {
         let engine = match Engine::acting(settings, azure).await {
             Ok(engine) => engine,
@@ -213,6 +245,9 @@ fn serve(settings: Settings, port: Option<u16>) -> ExitCode {
             credential,
             version = env!("CARGO_PKG_VERSION")
         );
+        if let Some((credential, status, arm_endpoint)) = sign_in {
+            actix_web::rt::spawn(check_sign_in(credential, status, arm_endpoint));
+        }
         application.run_until_stopped().await.map(|()| true)
     });
     match result {
@@ -220,7 +255,7 @@ fn serve(settings: Settings, port: Option<u16>) -> ExitCode {
             tracing::info!(message = "Stopped.");
             ExitCode::SUCCESS
         }
-        Ok(false) => ExitCode::from(2),
+        Ok(false) => ExitCode::from(exit::CONFIGURATION),
         Err(error) => {
             eprintln!("cmk-guard: server failed: {error}");
             ExitCode::FAILURE
@@ -247,7 +282,7 @@ fn evaluate(
             Ok(result) => vec![result],
             Err(reason) => {
                 eprintln!("cmk-guard: {reason}");
-                return ExitCode::from(2);
+                return ExitCode::from(exit::CONFIGURATION);
             }
         }
     } else {
@@ -256,7 +291,7 @@ fn evaluate(
             Ok(text) => text,
             Err(error) => {
                 eprintln!("cmk-guard: cannot read {}: {error}", path.display());
-                return ExitCode::from(2);
+                return ExitCode::from(exit::CONFIGURATION);
             }
         };
         let events = match serde_json::from_slice::<Value>(&text) {
@@ -268,6 +303,9 @@ fn evaluate(
             events.into_iter().map(|e| engine.on_event(e, deadline)),
         ))
     };
+    if engine.no_credential() {
+        return no_credential();
+    }
     let mut unavailable = false;
     let outcomes: Vec<Outcome> = results
         .into_iter()
@@ -292,16 +330,7 @@ fn evaluate(
             return ExitCode::FAILURE;
         }
     }
-    if unavailable {
-        ExitCode::from(3)
-    } else if outcomes
-        .iter()
-        .any(|o| o.disposition == Disposition::Rejected)
-    {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    }
+    ExitCode::from(verdict(&outcomes, unavailable, None))
 }
 
 /// How long a scan may take before what is left unread is reported as not visible.
@@ -322,14 +351,14 @@ fn scan(
         Ok(list) => list,
         Err(error) => {
             eprintln!("cmk-guard: --subscription: {error}");
-            return ExitCode::from(2);
+            return ExitCode::from(exit::CONFIGURATION);
         }
     };
     if let (Some(allowed), false) = (&settings.intake.subscriptions, subscriptions.is_empty())
         && let Some(outside) = subscriptions.iter().find(|s| !allowed.contains(s))
     {
         eprintln!("cmk-guard: --subscription: {outside} is not in CMKGUARD_SUBSCRIPTIONS");
-        return ExitCode::from(2);
+        return ExitCode::from(exit::CONFIGURATION);
     }
     let mut settings = settings;
     if !subscriptions.is_empty() {
@@ -352,13 +381,10 @@ fn scan(
     };
     let id = uuid::Uuid::new_v4().to_string();
     let deadline = Instant::now() + SCAN_BUDGET;
-    let outcome = match runtime.block_on(engine.scan(&id, scope.as_deref(), deadline, &progress)) {
-        Ok(outcome) => outcome,
-        Err(Transient { reason, .. }) => {
-            eprintln!("cmk-guard: scan incomplete: {reason}");
-            return ExitCode::from(3);
-        }
-    };
+    let outcome = runtime.block_on(engine.scan(&id, scope.as_deref(), deadline, &progress));
+    if engine.no_credential() {
+        return no_credential();
+    }
     let printed = match format {
         Format::Table => Ok(crate::report::table(std::slice::from_ref(&outcome))),
         Format::Json => serde_json::to_string_pretty(&outcome),
@@ -370,11 +396,64 @@ fn scan(
             return ExitCode::FAILURE;
         }
     }
-    let threshold = fail_on.map(Severity::from);
-    if threshold.is_some_and(|t| outcome.findings.iter().any(|f| f.severity >= t)) {
-        ExitCode::from(1)
+    ExitCode::from(verdict(
+        std::slice::from_ref(&outcome),
+        false,
+        fail_on.map(Severity::from),
+    ))
+}
+
+/// The exit code of printed outcomes, in the documented precedence: incomplete ([`exit::INCOMPLETE`]:
+/// Azure did not answer in time, or an open `guard.visibility` finding) before a finding at or
+/// above `fail_on` or a rejected event ([`exit::FINDINGS`]), so that a result with blind spots
+/// never passes a gate however clean the rest looks.
+fn verdict(outcomes: &[Outcome], timed_out: bool, fail_on: Option<Severity>) -> u8 {
+    let open = || {
+        outcomes
+            .iter()
+            .flat_map(|o| &o.findings)
+            .filter(|f| f.state == FindingState::Open)
+    };
+    let unseen = open()
+        .filter(|f| f.rule == crate::rules::VISIBILITY)
+        .count();
+    if unseen > 0 {
+        eprintln!(
+            "cmk-guard: incomplete: {unseen} thing(s) could not be read; the {} finding(s) say what and what to grant",
+            crate::rules::VISIBILITY
+        );
+    }
+    if timed_out || unseen > 0 {
+        exit::INCOMPLETE
+    } else if outcomes
+        .iter()
+        .any(|o| o.disposition == Disposition::Rejected)
+        || fail_on.is_some_and(|t| open().any(|f| f.severity >= t))
+    {
+        exit::FINDINGS
     } else {
-        ExitCode::SUCCESS
+        exit::CLEAN
+    }
+}
+
+/// No credential: a configuration error, reported as one paragraph; nothing is printed on
+/// stdout because nothing was checked.
+fn no_credential() -> ExitCode {
+    eprintln!("cmk-guard: {NO_CREDENTIAL}");
+    ExitCode::from(exit::CONFIGURATION)
+}
+
+/// Asks for a token once, in the background (readiness must not wait for `az`), and logs
+/// [`NO_CREDENTIAL`] when there is none: the log then says why invocations fail (503) before
+/// the first one does. A later sign-in is picked up by the next invocation.
+async fn check_sign_in(
+    credential: std::sync::Arc<dyn azure_core::credentials::TokenCredential>,
+    status: credential::SignInStatus,
+    arm_endpoint: String,
+) {
+    let scope = format!("{}/.default", arm_endpoint.trim_end_matches('/'));
+    if credential.get_token(&[scope.as_str()], None).await.is_err() && status.no_credential() {
+        tracing::error!(message = "No Azure credential found.", help = NO_CREDENTIAL);
     }
 }
 
@@ -383,7 +462,7 @@ fn scan(
 fn read_only_engine(settings: Settings) -> Result<(Engine, tokio::runtime::Runtime), ExitCode> {
     let azure = Azure::new(&settings, |name| std::env::var(name).ok()).map_err(|error| {
         eprintln!("cmk-guard: cannot set up Azure access: {error}");
-        ExitCode::from(2)
+        ExitCode::from(exit::CONFIGURATION)
     })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -14,10 +14,12 @@ use tokio::time::Instant;
 
 use crate::act::{Actor, Evaluated};
 use crate::azure::Azure;
+use crate::azure::AzureError;
+use crate::azure::credential::{NO_CREDENTIAL, SignInStatus};
 use crate::ids::{ArmResourceId, KeyUrl};
 use crate::intake::{Classified, RawEvent, Rejection, ResourceKind, Target, Trigger, classify};
-use crate::observe::{DEFAULT_CACHE_TTL, Observer, transient_failures};
-use crate::outcome::{Disposition, EventRef, Exempted, Finding, FindingState, Outcome, Severity};
+use crate::observe::{DEFAULT_CACHE_TTL, Observer, read_failure, transient_failures};
+use crate::outcome::{Disposition, EventRef, Exempted, Outcome};
 use crate::resolve;
 use crate::rules::{self, Context};
 use crate::settings::Settings;
@@ -67,16 +69,20 @@ pub struct Engine {
     observer: Observer,
     /// State, alerts and remediation; `None` for read-only use (the `evaluate` CLI).
     actor: Option<Actor>,
+    /// Whether signing in found no credential: failures then say so instead of listing reads.
+    sign_in: SignInStatus,
 }
 
 impl Engine {
     /// Builds the engine from validated settings and the Azure clients.
     pub fn new(settings: Settings, azure: Azure) -> Self {
+        let sign_in = azure.sign_in.clone();
         let observer = Observer::new(azure.arm, azure.keys, DEFAULT_CACHE_TTL);
         Self {
             settings,
             observer,
             actor: None,
+            sign_in,
         }
     }
 
@@ -106,12 +112,30 @@ impl Engine {
             own_object_id: tokio::sync::OnceCell::new(),
             outbox_checked: std::sync::Mutex::new(None),
         };
+        let sign_in = azure.sign_in.clone();
         let observer = Observer::new(azure.arm, azure.keys, DEFAULT_CACHE_TTL);
         Ok(Self {
             settings,
             observer,
             actor: Some(actor),
+            sign_in,
         })
+    }
+
+    /// True when the last attempt to sign in to Azure found no credential at all: the CLI then
+    /// reports a configuration error instead of the reads that could not be made.
+    pub fn no_credential(&self) -> bool {
+        self.sign_in.no_credential()
+    }
+
+    /// Why an invocation fails: [`NO_CREDENTIAL`] when there is no credential (the reads'
+    /// failures all say the same), else `reason`.
+    fn failure_reason(&self, reason: String) -> String {
+        if self.no_credential() {
+            NO_CREDENTIAL.to_owned()
+        } else {
+            reason
+        }
     }
 
     /// The configuration in force.
@@ -228,18 +252,24 @@ impl Engine {
         let workspaces = match resolve::workspaces(&self.observer, trigger, allowed, deadline).await
         {
             Ok(workspaces) => workspaces,
-            Err(error) if error.is_transient() => {
-                return Err(Transient {
-                    reason: format!("resolving the workspaces failed: {error}"),
-                    outcome,
-                });
-            }
             Err(error) => {
-                outcome.findings.push(visibility_finding(
-                    &trigger.target.to_string(),
-                    "",
-                    format!("cannot list the workspaces that use it: {error}"),
-                ));
+                // Reported either way: an answer without it would read as "nothing affected".
+                let searched = format!("/subscriptions/{}", trigger.subscription);
+                let failure = read_failure(
+                    "list of the workspaces that use it (Resource Graph)",
+                    &searched,
+                    &error,
+                );
+                outcome
+                    .findings
+                    .push(rules::unreadable(&trigger.target.to_string(), &failure));
+                if error.is_transient() {
+                    return Err(Transient {
+                        reason: self
+                            .failure_reason(format!("resolving the workspaces failed: {error}")),
+                        outcome,
+                    });
+                }
                 return Ok(outcome);
             }
         };
@@ -249,21 +279,26 @@ impl Engine {
                 .snapshot_hinted(&found.id, found.hint.as_ref(), deadline)
         }))
         .await;
+        let now = time::OffsetDateTime::now_utc();
         let transient: Vec<String> = snapshots
             .iter()
             .flat_map(transient_failures)
             .map(|f| format!("{} {}: {}", f.what, f.resource, f.message))
             .collect();
         if !transient.is_empty() {
+            // Nothing is acted on, but the outcome shows what was seen and, as
+            // `guard.visibility` findings, what was not: never an empty, compliant-looking list.
+            for snapshot in &snapshots {
+                add_findings(&mut outcome, &self.evaluate(snapshot, Some(trigger), now));
+            }
             return Err(Transient {
-                reason: format!(
+                reason: self.failure_reason(format!(
                     "Azure reads did not succeed in time: {}",
                     transient.join("; ")
-                ),
+                )),
                 outcome,
             });
         }
-        let now = time::OffsetDateTime::now_utc();
         let evaluated: Vec<Evaluated> = snapshots
             .iter()
             .map(|snapshot| {
@@ -357,10 +392,9 @@ impl Engine {
         {
             Ok(ids) => ids,
             Err(error) => {
-                return Err(transient(
-                    outcome,
-                    format!("listing the workspaces failed: {error}"),
-                ));
+                add_listing_failure(&mut outcome, allowed, &error);
+                let reason = self.failure_reason(format!("listing the workspaces failed: {error}"));
+                return Err(transient(outcome, reason));
             }
         };
         let mut todo: Vec<Found> = listed
@@ -469,15 +503,16 @@ impl Engine {
     /// Checks every ML workspace of `subscriptions` (all readable ones when `None`): listed with
     /// Resource Graph, each re-read through ARM (azure-notes Trap T19), at most
     /// [`SCAN_CONCURRENCY`] at a time and within the shared Azure request rate. What could not be
-    /// read in time becomes a `guard.visibility` finding rather than a failed scan. `progress`
-    /// hears (done, total).
+    /// read in time, the list of workspaces included, becomes a `guard.visibility` finding
+    /// rather than a failed scan: the outcome always says what was and was not seen.
+    /// `progress` hears (done, total).
     pub async fn scan(
         &self,
         id: &str,
         subscriptions: Option<&[crate::ids::SubscriptionId]>,
         deadline: Instant,
         progress: &(dyn Fn(usize, usize) + Sync),
-    ) -> Result<Outcome, Transient> {
+    ) -> Outcome {
         use futures_util::StreamExt;
         let event = EventRef {
             id: Some(id.to_owned()),
@@ -502,10 +537,9 @@ impl Engine {
         {
             Ok(ids) => ids,
             Err(error) => {
-                return Err(Transient {
-                    reason: format!("listing the workspaces failed: {error}"),
-                    outcome,
-                });
+                // The scan's answer: it could not see which workspaces there are.
+                add_listing_failure(&mut outcome, subscriptions, &error);
+                return outcome;
             }
         };
         let total = workspaces.len();
@@ -531,7 +565,7 @@ impl Engine {
                 .then(a.rule.cmp(&b.rule))
                 .then(a.resource.cmp(&b.resource))
         });
-        Ok(outcome)
+        outcome
     }
 
     /// Handles an on-demand check (`POST /api/evaluate`, `cmk-guard evaluate --resource`).
@@ -682,16 +716,23 @@ fn rejected(event: EventRef, rejection: Rejection) -> Outcome {
     Outcome::new(event, Disposition::Rejected, Some(rejection.to_string()))
 }
 
-/// `guard.visibility`: cmk-guard could not see what it must check; silence is not compliance.
-fn visibility_finding(resource: &str, workspace: &str, observed: String) -> Finding {
-    Finding {
-        rule: "guard.visibility".to_owned(),
-        resource: resource.to_owned(),
-        workspace: workspace.to_owned(),
-        severity: Severity::High,
-        state: FindingState::Open,
-        observed,
-        expected: "cmk-guard can read every resource of the CMK chain".to_owned(),
+/// One `guard.visibility` finding per subscription whose workspaces could not be listed
+/// (`/subscriptions` when the scope is every readable subscription).
+fn add_listing_failure(
+    outcome: &mut Outcome,
+    subscriptions: Option<&[crate::ids::SubscriptionId]>,
+    error: &AzureError,
+) {
+    let scopes: Vec<String> = match subscriptions {
+        Some(subscriptions) => subscriptions
+            .iter()
+            .map(|s| format!("/subscriptions/{s}"))
+            .collect(),
+        None => vec!["/subscriptions".to_owned()],
+    };
+    for scope in scopes {
+        let failure = read_failure("list of ML workspaces (Resource Graph)", &scope, error);
+        outcome.findings.push(rules::unreadable(&scope, &failure));
     }
 }
 

@@ -1,17 +1,22 @@
-//! Human-readable renderings of outcomes for the command line (`evaluate`, and later `scan`).
+//! Human-readable renderings of outcomes for the command line (`evaluate`, `scan`).
 
-use crate::outcome::{Disposition, Outcome};
+use crate::outcome::{Disposition, Finding, Outcome};
+use crate::rules::VISIBILITY;
 
 /// Longest cell text before it is cut with `…`.
 const MAX_CELL: usize = 70;
 
-/// A fixed-width table of the findings of `outcomes`, worst first, with a summary line.
+/// A fixed-width table of the findings of `outcomes`, with a summary line. What could not be
+/// read comes first, because it qualifies every other row (and a short table may be short only
+/// because cmk-guard could not see); then the worst first. Below the summary, each unread
+/// resource with the whole observation, whose advice (what to grant) a cell would cut.
 pub fn table(outcomes: &[Outcome]) -> String {
     let mut rows: Vec<[String; 5]> = Vec::new();
     let mut findings: Vec<_> = outcomes.iter().flat_map(|o| o.findings.iter()).collect();
     findings.sort_by(|a, b| {
-        b.severity
-            .cmp(&a.severity)
+        is_unseen(b)
+            .cmp(&is_unseen(a))
+            .then(b.severity.cmp(&a.severity))
             .then(a.workspace.cmp(&b.workspace))
             .then(a.rule.cmp(&b.rule))
     });
@@ -52,6 +57,21 @@ pub fn table(outcomes: &[Outcome]) -> String {
     if exempted > 0 {
         out.push_str(&format!(", {exempted} exempted"));
     }
+    let unseen: Vec<&&Finding> = findings.iter().filter(|f| is_unseen(f)).collect();
+    if !unseen.is_empty() {
+        out.push_str("; incomplete, cmk-guard could not read:");
+        for finding in unseen {
+            let observed = single_line(&finding.observed);
+            if observed.contains(&finding.resource) {
+                out.push_str(&format!("\n  {observed}"));
+            } else {
+                out.push_str(&format!(
+                    "\n  {}: {observed}",
+                    single_line(&finding.resource)
+                ));
+            }
+        }
+    }
     for outcome in outcomes
         .iter()
         .filter(|o| o.disposition != Disposition::Evaluated)
@@ -66,11 +86,19 @@ fn short_name(id: &str) -> String {
     id.rsplit('/').next().unwrap_or(id).to_owned()
 }
 
+/// A `guard.visibility` finding: cmk-guard could not see something it must check.
+fn is_unseen(finding: &Finding) -> bool {
+    finding.rule == VISIBILITY
+}
+
+fn single_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if crate::text::is_control(c) { ' ' } else { c })
+        .collect()
+}
+
 fn cell(text: &str) -> String {
-    let clean: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let clean = single_line(text);
     if clean.chars().count() <= MAX_CELL {
         clean
     } else {
@@ -110,6 +138,32 @@ mod tests {
         assert!(lines[2].contains("key.rotation-policy"));
         assert!(lines[1].contains('…'));
         assert_eq!(lines[3], "2 finding(s) in 1 workspace(s)");
+    }
+
+    #[test]
+    fn what_could_not_be_read_comes_first_and_in_full() {
+        let mut outcome = Outcome::new(EventRef::default(), Disposition::Evaluated, None);
+        outcome.workspaces.push("ws1".into());
+        let mut unseen = finding(VISIBILITY, Severity::High);
+        unseen.resource = "/subscriptions/s/x/kv".into();
+        unseen.observed = format!(
+            "could not read the vault: {}grant it Reader",
+            "y".repeat(80)
+        );
+        outcome.findings = vec![finding("workspace.key-access", Severity::Critical), unseen];
+        let text = table(&[outcome]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[1].contains(VISIBILITY), "{text}");
+        assert!(lines[2].contains("workspace.key-access"), "{text}");
+        assert_eq!(
+            lines[3],
+            "2 finding(s) in 1 workspace(s); incomplete, cmk-guard could not read:"
+        );
+        assert!(
+            lines[4].starts_with("  /subscriptions/s/x/kv: could not read the vault: y")
+                && lines[4].ends_with("grant it Reader"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -2,26 +2,77 @@
 //! (`IDENTITY_ENDPOINT`/`IDENTITY_HEADER`, a user-assigned one when `AZURE_CLIENT_ID` is set),
 //! a service principal from `AZURE_TENANT_ID`/`AZURE_CLIENT_ID`/`AZURE_CLIENT_SECRET`, or the
 //! developer's `az`/`azd` login for the CLI. Every credential uses the shared transport.
+//!
+//! When none of them gives a token, cmk-guard has no credential at all: that is a configuration
+//! problem, reported as [`NO_CREDENTIAL`] (never the identity library's aggregated error), and
+//! remembered in [`SignInStatus`] so that the CLI can exit 2 and `serve` can say why it fails
+//! invocations until a sign-in appears.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use azure_core::credentials::{Secret, TokenCredential};
+use async_trait::async_trait;
+use azure_core::credentials::{AccessToken, Secret, TokenCredential, TokenRequestOptions};
 use azure_core::http::{ClientOptions, Transport};
 use azure_identity::{
     ClientSecretCredential, ClientSecretCredentialOptions, DeveloperToolsCredential,
     ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId,
 };
 
+/// What a person is told when cmk-guard finds no credential: the ways it signs in, in the
+/// order [`from_env`] tries them. One paragraph, no line break.
+pub const NO_CREDENTIAL: &str = "no Azure credential found, so nothing was checked. \
+cmk-guard signs in with the first of these that is set up: \
+(1) a managed identity, when IDENTITY_ENDPOINT and IDENTITY_HEADER are set (Azure Functions sets them; AZURE_CLIENT_ID picks a user-assigned identity); \
+(2) a service principal, when AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET are all set; \
+(3) the Azure CLI, after `az login`; \
+(4) the Azure Developer CLI, after `azd auth login`. \
+Set one of them up and try again.";
+
+/// The short form inside each failed read's message (the finding names the read).
+const NO_CREDENTIAL_SHORT: &str = "no Azure credential found (see the startup log)";
+
+/// The source name of the developer tools fallback, as the startup log shows it.
+pub const DEVELOPER_TOOLS: &str = "developer tools (az / azd login)";
+
+/// Whether the last sign-in attempt found no credential at all. Shared by every clone, so the
+/// CLI and the engine can ask after the reads that needed a token.
+#[derive(Debug, Clone, Default)]
+pub struct SignInStatus(Arc<AtomicBool>);
+
+impl SignInStatus {
+    /// True when the last attempt to get a token found no credential. Only the developer tools
+    /// fallback sets it: a configured managed identity or service principal that fails is a
+    /// sign-in failure (perhaps transient), not a missing credential.
+    pub fn no_credential(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, missing: bool) {
+        self.0.store(missing, Ordering::Relaxed);
+    }
+}
+
+/// The credential picked from the environment.
+#[derive(Debug, Clone)]
+pub struct SignIn {
+    pub credential: Arc<dyn TokenCredential>,
+    /// Which credential is in use, for the startup log.
+    pub source: &'static str,
+    pub status: SignInStatus,
+}
+
 /// Picks the credential from the environment, in the order above.
 pub fn from_env(
     transport: &Transport,
     lookup: impl Fn(&str) -> Option<String>,
-) -> Result<(Arc<dyn TokenCredential>, &'static str), String> {
+) -> Result<SignIn, String> {
     let value = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
     let client_options = ClientOptions {
         transport: Some(transport.clone()),
         ..ClientOptions::default()
     };
+    let status = SignInStatus::default();
     if value("IDENTITY_ENDPOINT").is_some() {
         let options = ManagedIdentityCredentialOptions {
             user_assigned_id: value("AZURE_CLIENT_ID").map(UserAssignedId::ClientId),
@@ -29,7 +80,11 @@ pub fn from_env(
         };
         let credential = ManagedIdentityCredential::new(Some(options))
             .map_err(|e| format!("managed identity: {e}"))?;
-        return Ok((credential, "managed identity"));
+        return Ok(SignIn {
+            credential,
+            source: "managed identity",
+            status,
+        });
     }
     if let (Some(tenant), Some(client), Some(secret)) = (
         value("AZURE_TENANT_ID"),
@@ -43,9 +98,107 @@ pub fn from_env(
             Some(ClientSecretCredentialOptions { client_options }),
         )
         .map_err(|e| format!("service principal: {e}"))?;
-        return Ok((credential, "service principal"));
+        return Ok(SignIn {
+            credential,
+            source: "service principal",
+            status,
+        });
     }
-    let credential =
-        DeveloperToolsCredential::new(None).map_err(|e| format!("developer tools: {e}"))?;
-    Ok((credential, "developer tools (az / azd login)"))
+    let tools = DeveloperToolsCredential::new(None).map_err(|e| format!("developer tools: {e}"))?;
+    Ok(SignIn {
+        credential: Arc::new(DeveloperSignIn {
+            tools,
+            status: status.clone(),
+        }),
+        source: DEVELOPER_TOOLS,
+        status,
+    })
+}
+
+/// The last resort, `az` then `azd`: when both fail there is no credential at all. Its failure
+/// is reported in one clean line and recorded in the [`SignInStatus`]; the library's message
+/// (several lines, one per tool) goes to the debug log only.
+#[derive(Debug)]
+struct DeveloperSignIn {
+    tools: Arc<DeveloperToolsCredential>,
+    status: SignInStatus,
+}
+
+#[async_trait]
+impl TokenCredential for DeveloperSignIn {
+    async fn get_token(
+        &self,
+        scopes: &[&str],
+        options: Option<TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<AccessToken> {
+        match self.tools.get_token(scopes, options).await {
+            Ok(token) => {
+                self.status.set(false);
+                Ok(token)
+            }
+            Err(error) => {
+                self.status.set(true);
+                tracing::debug!(
+                    message = "No developer sign-in.",
+                    error = %crate::text::clean(&error.to_string(), crate::text::REASON)
+                );
+                Err(azure_core::Error::with_message(
+                    azure_core::error::ErrorKind::Credential,
+                    NO_CREDENTIAL_SHORT,
+                ))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_advice_is_one_paragraph_naming_every_way_in_order() {
+        assert!(!NO_CREDENTIAL.contains('\n'));
+        let order = [
+            "IDENTITY_ENDPOINT",
+            "AZURE_CLIENT_SECRET",
+            "az login",
+            "azd auth login",
+        ];
+        let positions: Vec<usize> = order
+            .iter()
+            .map(|word| NO_CREDENTIAL.find(word).unwrap())
+            .collect();
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
+    }
+
+    #[test]
+    fn the_source_follows_the_variables() {
+        let http =
+            super::super::transport::http_client(&super::super::TransportSettings::default())
+                .unwrap();
+        let transport = Transport::new(Arc::new(http));
+        let pick = |vars: &'static [(&'static str, &'static str)]| {
+            from_env(&transport, |name| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).to_owned())
+            })
+            .unwrap()
+            .source
+        };
+        assert_eq!(pick(&[]), DEVELOPER_TOOLS);
+        assert_eq!(pick(&[("IDENTITY_ENDPOINT", " ")]), DEVELOPER_TOOLS);
+        assert_eq!(
+            pick(&[("IDENTITY_ENDPOINT", "http://127.0.0.1:1/msi")]),
+            "managed identity"
+        );
+        assert_eq!(
+            pick(&[
+                ("AZURE_TENANT_ID", "00000000-0000-0000-0000-000000000001"),
+                ("AZURE_CLIENT_ID", "00000000-0000-0000-0000-000000000002"),
+                ("AZURE_CLIENT_SECRET", "s"),
+            ]),
+            "service principal"
+        );
+    }
 }

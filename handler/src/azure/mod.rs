@@ -35,6 +35,8 @@ pub struct Azure {
     pub http: reqwest::Client,
     /// Which credential is in use, for the startup log.
     pub credential_source: &'static str,
+    /// Whether signing in found no credential at all (a configuration problem).
+    pub sign_in: credential::SignInStatus,
 }
 
 impl Azure {
@@ -45,7 +47,11 @@ impl Azure {
     ) -> Result<Self, String> {
         let http = transport::http_client(&settings.transport)?;
         let transport = Transport::new(Arc::new(http.clone()));
-        let (credential, credential_source) = credential::from_env(&transport, lookup)?;
+        let credential::SignIn {
+            credential,
+            source: credential_source,
+            status: sign_in,
+        } = credential::from_env(&transport, lookup)?;
         let arm = ArmClient::new(
             settings.arm_endpoint.clone(),
             credential.clone(),
@@ -67,6 +73,7 @@ impl Azure {
             transport,
             http,
             credential_source,
+            sign_in,
         })
     }
 

@@ -576,16 +576,22 @@ fn to_read(result: Shared, what: &str, resource: &str) -> Read<Arc<Value>> {
     match result {
         Ok(value) => Read::Found(value),
         Err(error) if error.is_not_found() => Read::NotFound,
-        Err(error) => Read::Failed(ReadFailure {
-            transient: error.is_transient(),
-            ..failure(
-                what,
-                resource,
-                error.status,
-                error.code.clone(),
-                error.message.clone(),
-            )
-        }),
+        Err(error) => Read::Failed(read_failure(what, resource, &error)),
+    }
+}
+
+/// A failed Azure call as a read failure, for reads made outside a snapshot (listing the
+/// workspaces) to be reported like the chain's own: `what` was being read from `resource`.
+pub fn read_failure(what: &str, resource: &str, error: &AzureError) -> ReadFailure {
+    ReadFailure {
+        transient: error.is_transient(),
+        ..failure(
+            what,
+            resource,
+            error.status,
+            error.code.clone(),
+            error.message.clone(),
+        )
     }
 }
 

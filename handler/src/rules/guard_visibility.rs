@@ -14,16 +14,21 @@
 //! uses (or may use) RBAC; the endpoints; the provider registrations.
 //!
 //! Compliant: every read answered 200 or 404.
-//! Non-compliant: `GET …/vaults/kv` answered 403 `ForbiddenByRbac`.
+//! Non-compliant: `GET …/vaults/kv` answered 403 `ForbiddenByRbac` (observed: "could not read
+//! the vault (403 ForbiddenByRbac): cmk-guard's identity lacks read on …/vaults/kv: grant it
+//! Reader there …").
 
 use super::chain;
 use super::{Check, Context, Remediation, Rule, RuleKind};
 use crate::ids::{ArmResourceId, KeyUrl};
-use crate::outcome::Severity;
+use crate::outcome::{Finding, FindingState, Severity};
 use crate::snapshot::{Read, ReadFailure, Snapshot, Vault};
 
+/// The rule id, also for findings made outside the rules and for the CLI's verdict.
+pub const ID: &str = "guard.visibility";
+
 pub(super) const RULE: Rule = Rule {
-    id: "guard.visibility",
+    id: ID,
     kind: RuleKind::State,
     remediation: Remediation::None,
     check,
@@ -49,6 +54,33 @@ fn check(context: &Context) -> Vec<Check> {
 }
 
 fn failed(failure: &ReadFailure) -> Check {
+    Check::fail(
+        RULE.id,
+        failure.resource.clone(),
+        Severity::High,
+        observed(failure),
+        EXPECTED,
+    )
+}
+
+/// A finding about `resource` for a read made outside any workspace's snapshot (the workspaces
+/// to check could not be listed), worded as the rule words its own: without it, a scan that
+/// could not list anything would look like a tenant without findings.
+pub fn unreadable(resource: &str, failure: &ReadFailure) -> Finding {
+    Finding {
+        rule: ID.to_owned(),
+        resource: resource.to_owned(),
+        workspace: String::new(),
+        severity: Severity::High,
+        state: FindingState::Open,
+        observed: observed(failure),
+        expected: EXPECTED.to_owned(),
+    }
+}
+
+/// What could not be read, how Azure answered, and what to do about it: a refusal names the
+/// grant that ends it, so that a person can act on the finding without Azure's error text.
+fn observed(failure: &ReadFailure) -> String {
     let mut answer = Vec::new();
     if let Some(status) = failure.status {
         answer.push(status.to_string());
@@ -61,16 +93,21 @@ fn failed(failure: &ReadFailure) -> Check {
     } else {
         format!(" ({})", answer.join(" "))
     };
-    Check::fail(
-        RULE.id,
-        failure.resource.clone(),
-        Severity::High,
-        format!(
-            "could not read the {}{answer}: {}",
-            failure.what, failure.message
+    let resource = &failure.resource;
+    let what_to_do = match failure.status {
+        Some(403) => format!(
+            "cmk-guard's identity lacks read on {resource}: grant it Reader there (or on its resource group or subscription)"
         ),
-        EXPECTED,
-    )
+        Some(401) => format!(
+            "Azure did not accept cmk-guard's sign-in for {resource}: check that its identity belongs to the subscription's tenant"
+        ),
+        _ if failure.transient => format!(
+            "{}; the next delivery, sweep or run reads it again",
+            failure.message
+        ),
+        _ => failure.message.clone(),
+    };
+    format!("could not read the {}{answer}: {what_to_do}", failure.what)
 }
 
 /// Every failed read in the snapshot, role definitions included.
@@ -335,7 +372,52 @@ mod tests {
         assert_eq!(check.resource, VAULT_ID);
         assert_eq!(
             check.observed,
-            "could not read the vault (403 Forbidden): access denied"
+            format!(
+                "could not read the vault (403 Forbidden): cmk-guard's identity lacks read on {VAULT_ID}: grant it Reader there (or on its resource group or subscription)"
+            )
+        );
+    }
+
+    #[test]
+    fn other_failures_say_what_azure_said_and_whether_it_is_read_again() {
+        let failure = |status: Option<u16>, transient: bool| ReadFailure {
+            what: "key".into(),
+            resource: KEY_URL.into(),
+            status,
+            code: None,
+            message: "the message".into(),
+            transient,
+        };
+        assert_eq!(
+            observed(&failure(Some(429), true)),
+            "could not read the key (429): the message; the next delivery, sweep or run reads it again"
+        );
+        assert_eq!(
+            observed(&failure(None, false)),
+            "could not read the key: the message"
+        );
+        assert!(
+            observed(&failure(Some(401), false)).contains("did not accept cmk-guard's sign-in")
+        );
+    }
+
+    #[test]
+    fn a_listing_that_failed_is_an_open_finding_with_the_same_words() {
+        let failure = ReadFailure {
+            what: "list of ML workspaces (Resource Graph)".into(),
+            resource: "/subscriptions/s1".into(),
+            status: Some(403),
+            code: Some("AuthorizationFailed".into()),
+            message: "denied".into(),
+            transient: false,
+        };
+        let finding = unreadable("/subscriptions/s1", &failure);
+        assert_eq!(finding.rule, ID);
+        assert_eq!(finding.state, FindingState::Open);
+        assert_eq!(finding.severity, Severity::High);
+        assert_eq!(
+            finding.observed,
+            "could not read the list of ML workspaces (Resource Graph) (403 AuthorizationFailed): cmk-guard's identity lacks read on /subscriptions/s1: grant it Reader there (or on its resource group or subscription)"
         );
     }
 }

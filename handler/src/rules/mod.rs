@@ -28,6 +28,8 @@ mod workspace_vault_same_subscription;
 
 use time::{Date, OffsetDateTime};
 
+pub use guard_visibility::{ID as VISIBILITY, unreadable};
+
 use crate::intake::Trigger;
 use crate::outcome::{Finding, FindingState, Severity};
 use crate::policy::Policy;

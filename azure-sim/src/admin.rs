@@ -385,6 +385,29 @@ impl<'a> Admin<'a> {
         Ok(json)
     }
 
+    /// Deletes a workspace, as `DELETE` on it through ARM would: it is gone from ARM reads and
+    /// Resource Graph (unless frozen), and `ResourceDeleteSuccess` of
+    /// `Microsoft.MachineLearningServices/workspaces/delete` is recorded. Role assignments of
+    /// its identity stay behind, as in Azure.
+    pub fn delete_workspace(&self, name: &str) -> Result<(), AdminError> {
+        let mut tenant = lock(&self.shared.tenant);
+        let actor = operator_actor(&tenant);
+        let index = tenant
+            .workspaces
+            .iter()
+            .position(|w| eq_ci(&w.name, name))
+            .ok_or_else(|| not_found("workspace"))?;
+        let id = tenant.workspaces.remove(index).id();
+        drop(tenant);
+        self.emit(resource_event(
+            ResourceEventKind::Delete,
+            &id,
+            "Microsoft.MachineLearningServices/workspaces/delete",
+            &actor,
+        ));
+        Ok(())
+    }
+
     /// Adds a role assignment; returns its name.
     pub fn add_role_assignment(&self, spec: &RoleAssignmentSpec) -> Result<String, AdminError> {
         let role =
@@ -633,6 +656,7 @@ pub fn handle(ctx: &mut Ctx) -> Reply {
             reply_of(admin.set_rotation_policy(vault, key, &body))
         }
         ("PATCH", ["workspaces", name]) => reply_of(admin.patch_workspace(name, &body)),
+        ("DELETE", ["workspaces", name]) => reply_of(admin.delete_workspace(name)),
         ("POST", ["role-assignments"]) => {
             match serde_json::from_value::<RoleAssignmentSpec>(body) {
                 Ok(spec) => reply_of(

@@ -168,6 +168,10 @@ impl Actor {
                     outcome.actions.push(own_write_action(&step.finding));
                     continue;
                 }
+                // A deleted workspace has no findings of its own: the outcome says what closed.
+                if item.evaluation.workspace_deleted && step.change == Change::Resolved {
+                    outcome.findings.push(step.finding.clone());
+                }
                 let mut step = step;
                 let action = self
                     .remediation(&step, item.snapshot, &inputs, deadline)

@@ -24,7 +24,7 @@ use crate::resolve;
 use crate::rules::{self, Context};
 use crate::settings::Settings;
 use crate::snapshot::Snapshot;
-use crate::state::EventStart;
+use crate::state::{EventStart, FindingKey, FindingRecord, Versioned};
 
 /// Event Grid waits 30 s for an answer; leave room for the host around our work.
 pub const EVENT_BUDGET: Duration = Duration::from_secs(25);
@@ -397,8 +397,14 @@ impl Engine {
                 return Err(transient(outcome, reason));
             }
         };
+        let open = match store.open_findings().await {
+            Ok(open) => open,
+            Err(error) => return Err(transient(outcome, error.to_string())),
+        };
+        let unlisted = unlisted_with_open_findings(&listed, &open, allowed);
         let mut todo: Vec<Found> = listed
             .into_iter()
+            .chain(unlisted)
             .filter(|found| {
                 cursor
                     .as_deref()
@@ -736,6 +742,27 @@ fn add_listing_failure(
     }
 }
 
+/// The workspaces with open findings in `allowed` subscriptions that the listing does not
+/// name. The sweep reads them through ARM too: a workspace that was deleted is no longer listed,
+/// and only the 404 of its own read closes its findings (the listing is only discovery,
+/// azure-notes Trap T19).
+fn unlisted_with_open_findings(
+    listed: &[Found],
+    open: &[(FindingKey, Versioned<FindingRecord>)],
+    allowed: Option<&[crate::ids::SubscriptionId]>,
+) -> Vec<Found> {
+    let mut known: std::collections::BTreeSet<String> = listed
+        .iter()
+        .map(|found| found.id.as_str().to_ascii_lowercase())
+        .collect();
+    open.iter()
+        .filter_map(|(key, _)| ArmResourceId::parse(&key.workspace).ok())
+        .filter(|id| allowed.is_none_or(|allowed| allowed.contains(id.subscription())))
+        .filter(|id| known.insert(id.as_str().to_ascii_lowercase()))
+        .map(|id| Found { id, hint: None })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -793,5 +820,61 @@ mod tests {
                 .unwrap_err();
             assert!(err.to_string().contains(expected), "{body}: {err}");
         }
+    }
+
+    #[test]
+    fn the_sweep_also_reads_unlisted_workspaces_with_open_findings_in_scope() {
+        use crate::outcome::{FindingState, Severity};
+        use crate::state::Version;
+        let in_scope = "00000000-0000-0000-0000-000000000001";
+        let elsewhere = "00000000-0000-0000-0000-000000000002";
+        let ws = |subscription: &str, name: &str| {
+            format!(
+                "/subscriptions/{subscription}/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/{name}"
+            )
+        };
+        let now = time::OffsetDateTime::UNIX_EPOCH;
+        let open = |workspace: String, rule: &str| {
+            let key = FindingKey {
+                workspace,
+                rule: rule.to_owned(),
+                resource: "/subscriptions/s/providers/Microsoft.KeyVault/vaults/kv".to_owned(),
+            };
+            let record = FindingRecord {
+                state: FindingState::Open,
+                severity: Severity::High,
+                first_seen: now,
+                last_seen: now,
+                last_notified: Some(now),
+                observed: String::new(),
+            };
+            (
+                key,
+                Versioned {
+                    value: record,
+                    version: Version::new("1"),
+                },
+            )
+        };
+        let listed = [Found {
+            id: ArmResourceId::parse(&ws(in_scope, "listed")).unwrap(),
+            hint: None,
+        }];
+        let stored = [
+            open(ws(in_scope, "LISTED"), "vault.purge-protection"),
+            open(ws(in_scope, "gone"), "vault.purge-protection"),
+            open(ws(in_scope, "gone"), "key.expiry"),
+            open(ws(elsewhere, "far"), "key.expiry"),
+            open("not an ARM id".to_owned(), "key.expiry"),
+        ];
+        let names = |allowed: Option<&[crate::ids::SubscriptionId]>| -> Vec<String> {
+            unlisted_with_open_findings(&listed, &stored, allowed)
+                .iter()
+                .map(|found| found.id.name().to_owned())
+                .collect()
+        };
+        let allowed = [crate::ids::SubscriptionId::parse(in_scope).unwrap()];
+        assert_eq!(names(Some(&allowed)), ["gone"]);
+        assert_eq!(names(None), ["gone", "far"]);
     }
 }

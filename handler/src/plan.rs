@@ -2,7 +2,9 @@
 //! clock (time is passed in). `act` carries the plan out.
 //!
 //! Alerts go out on a change of state only — a new finding, a higher severity, a resolution —
-//! plus reminders every `reminder_hours` for open critical and high findings. Remediation is
+//! plus reminders every `reminder_hours` for open critical and high findings. A workspace that
+//! is gone (its read answered 404) closes every finding still open about it, with one resolved
+//! alert for those people were told about. Remediation is
 //! planned only in `remediate` mode, only for rules the policy allows, and only within the
 //! per-resource budget. `observe` mode plans neither.
 //!
@@ -112,6 +114,9 @@ impl Inputs<'_> {
     }
 }
 
+/// The `observed` text of a finding closed because its workspace was deleted.
+pub const WORKSPACE_DELETED: &str = "workspace deleted";
+
 /// At most this many remediation attempts per resource per hour; then the finding stays open
 /// and flapping is reported instead of fought.
 pub const REMEDIATION_BUDGET_PER_HOUR: u32 = 3;
@@ -152,27 +157,36 @@ pub fn plan(evaluation: &Evaluation, priors: &[Prior], inputs: &Inputs) -> Vec<S
         });
     }
     // A resolution is never a repeat: the stored state is still open, so nobody heard of it,
-    // whoever's write brought it about.
+    // whoever's write brought it about. A deleted workspace closes every open finding, event
+    // rules' too; its message closes what people were told, so a finding nobody was told
+    // about (recorded in `observe` mode) closes silently.
     for prior in priors.iter().filter(|p| p.open) {
-        let still_open = evaluation.findings.iter().any(|f| same_key(prior, f));
-        if !still_open && evaluation.resolves(&prior.rule, &prior.resource) {
-            steps.push(Step {
-                finding: Finding {
-                    rule: prior.rule.clone(),
-                    resource: prior.resource.clone(),
-                    workspace: prior.workspace.clone(),
-                    severity: prior.severity,
-                    state: crate::outcome::FindingState::Resolved,
-                    observed: "the rule passes now".to_owned(),
-                    expected: String::new(),
-                },
-                change: Change::Resolved,
-                notify: sends,
-                remediate: false,
-                describe_remediation: false,
-                own_write: false,
-            });
+        if evaluation.findings.iter().any(|f| same_key(prior, f)) {
+            continue;
         }
+        let (observed, notify) = if evaluation.workspace_deleted {
+            (WORKSPACE_DELETED, sends && prior.last_notified.is_some())
+        } else if evaluation.resolves(&prior.rule, &prior.resource) {
+            ("the rule passes now", sends)
+        } else {
+            continue;
+        };
+        steps.push(Step {
+            finding: Finding {
+                rule: prior.rule.clone(),
+                resource: prior.resource.clone(),
+                workspace: prior.workspace.clone(),
+                severity: prior.severity,
+                state: crate::outcome::FindingState::Resolved,
+                observed: observed.to_owned(),
+                expected: String::new(),
+            },
+            change: Change::Resolved,
+            notify,
+            remediate: false,
+            describe_remediation: false,
+            own_write: false,
+        });
     }
     steps
 }
@@ -241,6 +255,7 @@ mod tests {
             checks,
             findings,
             exempted: Vec::new(),
+            workspace_deleted: false,
         }
     }
 
@@ -396,6 +411,61 @@ mod tests {
             )
             .is_empty()
         );
+    }
+
+    #[test]
+    fn a_deleted_workspace_closes_every_open_finding_and_tells_what_was_told() {
+        let deleted = Evaluation {
+            checks: Vec::new(),
+            workspace_deleted: true,
+            ..evaluation(Vec::new(), &[])
+        };
+        let untold = Prior {
+            last_notified: None,
+            ..prior("key.expiry-set", Severity::Medium, true, 0)
+        };
+        let priors = [
+            prior("vault.purge-protection", Severity::High, true, 1),
+            prior("managed-resources.tamper", Severity::High, true, 1),
+            prior("key.expiry", Severity::Critical, false, 1),
+            untold,
+        ];
+        let policy = Policy::default();
+        let steps = run(Mode::Alert, &policy, &deleted, &priors, 0);
+        let closed: Vec<_> = steps
+            .iter()
+            .map(|s| {
+                (
+                    s.finding.rule.as_str(),
+                    s.change,
+                    s.finding.state,
+                    s.finding.observed.as_str(),
+                    s.notify,
+                )
+            })
+            .collect();
+        let resolved = |rule, notify| {
+            (
+                rule,
+                Change::Resolved,
+                FindingState::Resolved,
+                WORKSPACE_DELETED,
+                notify,
+            )
+        };
+        assert_eq!(
+            closed,
+            [
+                resolved("vault.purge-protection", true),
+                resolved("managed-resources.tamper", true),
+                resolved("key.expiry-set", false),
+            ],
+            "open ones only, event rules too; nobody hears of what nobody was told"
+        );
+        assert!(steps.iter().all(|s| !s.remediate && !s.own_write));
+        let observed = run(Mode::Observe, &policy, &deleted, &priors, 0);
+        assert_eq!(observed.len(), 3, "still recorded in observe mode");
+        assert!(observed.iter().all(|s| !s.notify), "observe sends nothing");
     }
 
     #[test]

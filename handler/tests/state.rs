@@ -129,6 +129,7 @@ suite!(
     concurrent_claims_of_one_event_have_one_winner,
     finding_state_is_written_with_compare_and_set,
     concurrent_transitions_of_one_finding_have_one_winner,
+    open_findings_are_listed_across_workspaces,
     remediation_attempts_are_counted_per_resource,
     remediation_attempts_are_counted_per_rule,
     a_remediation_in_progress_blocks_others_until_its_lease_ends,
@@ -373,6 +374,76 @@ async fn finding_state_is_written_with_compare_and_set(backend: &Backend) {
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+async fn open_findings_are_listed_across_workspaces(backend: &Backend) {
+    let store = backend.open().await;
+    assert!(store.open_findings().await.unwrap().is_empty());
+    let resolved = |at| FindingRecord {
+        state: FindingState::Resolved,
+        ..open_finding(at)
+    };
+    let written = [
+        (key("ws2", "key.expiry"), open_finding(T0)),
+        (key("ws1", "vault.purge-protection"), open_finding(T0)),
+        (key("ws1", "key.expiry"), resolved(T0)),
+        (key("ws3", "vault.soft-delete"), resolved(T0)),
+        (
+            FindingKey {
+                resource: "https://kv1.vault.azure.net/keys/k/é".to_owned(),
+                ..key("ws1", "key.expiry")
+            },
+            open_finding(T0),
+        ),
+    ];
+    for (key, record) in &written {
+        store.put_finding(key, record, None).await.unwrap();
+    }
+    let listed = store.open_findings().await.unwrap();
+    let keys: Vec<_> = listed.iter().map(|(k, _)| k.clone()).collect();
+    assert_eq!(
+        keys,
+        vec![
+            written[4].0.clone(),
+            written[1].0.clone(),
+            written[0].0.clone()
+        ],
+        "open ones only, by workspace, rule and resource"
+    );
+    assert!(listed.iter().all(|(_, r)| r.value == open_finding(T0)));
+
+    // The listed version is the one to pass back: closing a finding takes it off the list,
+    // and reopening one puts it back, for every instance.
+    let (purge, at) = &listed[1];
+    assert!(matches!(
+        store
+            .put_finding(purge, &resolved(T0), Some(&at.version))
+            .await
+            .unwrap(),
+        CompareAndSet::Won(_)
+    ));
+    let soft_delete = &written[3].0;
+    let stored = store.finding(soft_delete).await.unwrap().unwrap();
+    store
+        .put_finding(soft_delete, &open_finding(T0), Some(&stored.version))
+        .await
+        .unwrap();
+    let other_instance = backend.open().await;
+    let keys: Vec<_> = other_instance
+        .open_findings()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            written[4].0.clone(),
+            written[0].0.clone(),
+            soft_delete.clone()
+        ]
     );
 }
 
@@ -1193,6 +1264,56 @@ async fn blob_attempts_recorded_before_the_rule_label_are_still_counted_per_rule
             "{rule}"
         );
     }
+}
+
+#[tokio::test]
+async fn blob_findings_written_before_the_state_label_are_still_listed_when_open() {
+    use sha2::Digest;
+    let backend = Backend::blob().await;
+    let hex = |text: &str| -> String {
+        sha2::Sha256::digest(text.as_bytes())
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
+    };
+    let (container, sas) = backend.spec().split_once('?').map_or_else(
+        || panic!("the blob backend's URL carries a SAS"),
+        |(c, q)| (c.to_owned(), q.to_owned()),
+    );
+    let http = transport::http_client(&TransportSettings::default()).unwrap();
+    // Findings as an earlier version wrote them: the blob holds the state, its metadata does not.
+    for (workspace, state) in [("ws-open", "open"), ("ws-resolved", "resolved")] {
+        let key = key(workspace, "vault.purge-protection");
+        let name = format!(
+            "findings/{}/{}",
+            hex(&key.workspace),
+            hex(&format!("{}\n{}", key.rule, key.resource))
+        );
+        let body = json!({"writer": "an earlier version", "value": {
+            "key": key,
+            "record": {"state": state, "severity": "high",
+                       "first_seen": "2026-11-28T12:00:00Z", "last_seen": "2026-11-28T12:00:00Z",
+                       "last_notified": null, "observed": "enablePurgeProtection is not set"}}});
+        let response = http
+            .put(format!("{container}/{name}?{sas}"))
+            .header("x-ms-blob-type", "BlockBlob")
+            .header("Content-Type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 201);
+    }
+    let store = backend.open().await;
+    let open = store.open_findings().await.unwrap();
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open[0].0, key("ws-open", "vault.purge-protection"));
+    assert_eq!(open[0].1.value, open_finding(T0));
+    assert_eq!(
+        store.finding(&open[0].0).await.unwrap().map(|f| f.version),
+        Some(open[0].1.version.clone()),
+        "the blob is the one the store reads by key"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

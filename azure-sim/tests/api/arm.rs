@@ -738,3 +738,61 @@ async fn rust_admin_api_drives_stories() {
     );
     t.stop().await;
 }
+
+#[tokio::test]
+async fn deleting_a_workspace_removes_it_from_arm_and_resource_graph_and_records_the_event() {
+    let t = spawn(Tenant::compliant().unwrap()).await;
+    let ws = ids::workspace_id(
+        DEFAULT_SUBSCRIPTION,
+        DEFAULT_RESOURCE_GROUP,
+        DEFAULT_WORKSPACE,
+    );
+    let path = format!("{ws}?api-version=2026-09-01");
+    let graph = "/providers/Microsoft.ResourceGraph/resources?api-version=2024-04-01";
+    let query = json!({"subscriptions": [DEFAULT_SUBSCRIPTION],
+        "query": "resources | where type =~ 'microsoft.machinelearningservices/workspaces' | project id"});
+    let listed = |body: &Value| body["totalRecords"].as_u64().unwrap();
+    assert_eq!(t.arm_get(&path).await.status, 200);
+    assert_eq!(
+        listed(&t.arm(Method::POST, graph, Some(query.clone())).await.body),
+        1
+    );
+
+    let deleted = t
+        .admin(
+            Method::DELETE,
+            &format!("/workspaces/{DEFAULT_WORKSPACE}"),
+            None,
+        )
+        .await;
+    assert_eq!(deleted.status, 200, "{}", deleted.body);
+    let gone = t.arm_get(&path).await;
+    assert_eq!(gone.status, 404);
+    assert_eq!(gone.body["error"]["code"], "ResourceNotFound");
+    assert_eq!(
+        listed(&t.arm(Method::POST, graph, Some(query)).await.body),
+        0
+    );
+    let events = t.sim.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        events[0]["eventType"],
+        "Microsoft.Resources.ResourceDeleteSuccess"
+    );
+    assert_eq!(
+        events[0]["data"]["operationName"],
+        "Microsoft.MachineLearningServices/workspaces/delete"
+    );
+    assert_eq!(events[0]["subject"], ws.as_str());
+    assert_eq!(
+        t.admin(
+            Method::DELETE,
+            &format!("/workspaces/{DEFAULT_WORKSPACE}"),
+            None
+        )
+        .await
+        .status,
+        404
+    );
+    t.stop().await;
+}

@@ -33,7 +33,7 @@ pub use guard_visibility::{ID as VISIBILITY, unreadable};
 use crate::intake::Trigger;
 use crate::outcome::{Finding, FindingState, Severity};
 use crate::policy::Policy;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Read, Snapshot};
 
 /// Everything a rule may look at. Time is passed in so that tests (and replays) control it.
 #[derive(Debug, Clone, Copy)]
@@ -181,6 +181,9 @@ pub struct Evaluation {
     /// The failing checks that no live exemption covers, as Outcome findings (state `open`).
     pub findings: Vec<Finding>,
     pub exempted: Vec<ExemptedFinding>,
+    /// The workspace read answered 404: the workspace is gone, so nothing about it is a problem
+    /// any more, and every finding still open about it is closed (`plan`), whatever its rule.
+    pub workspace_deleted: bool,
 }
 
 impl Evaluation {
@@ -214,6 +217,7 @@ pub fn evaluate(context: &Context) -> Evaluation {
         checks: Vec::new(),
         findings: Vec::new(),
         exempted: Vec::new(),
+        workspace_deleted: matches!(context.snapshot.workspace, Read::NotFound),
     };
     for rule in RULES.iter().filter(|rule| policy.rule_enabled(rule.id)) {
         // One span per rule evaluation, at debug level (CMKGUARD_LOG=debug exports them).
@@ -325,6 +329,33 @@ mod tests {
         }
         assert!(evaluation.resolves("vault.purge-protection", VAULT_ID));
         assert!(!evaluation.resolves("managed-resources.tamper", WORKSPACE_ID));
+    }
+
+    #[test]
+    fn a_deleted_workspace_has_no_findings_and_says_it_is_gone() {
+        let policy = Policy::default();
+        let compliant = compliant_snapshot();
+        assert!(!evaluate(&context(&compliant, &policy)).workspace_deleted);
+        let mut snapshot = compliant_snapshot();
+        snapshot.workspace = Read::NotFound;
+        snapshot.endpoints = Some(Read::NotFound);
+        let evaluation = evaluate(&context(&snapshot, &policy));
+        assert!(evaluation.workspace_deleted);
+        assert_eq!(evaluation.findings, []);
+        assert!(
+            evaluation
+                .checks
+                .iter()
+                .all(|c| matches!(c.status, Status::NotApplicable | Status::Pass)),
+            "{:?}",
+            evaluation.checks
+        );
+        let mut unreadable = compliant_snapshot();
+        unreadable.workspace = failed_read("workspace", WORKSPACE_ID);
+        assert!(
+            !evaluate(&context(&unreadable, &policy)).workspace_deleted,
+            "a read that failed is not a deletion"
+        );
     }
 
     #[test]

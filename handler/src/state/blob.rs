@@ -40,12 +40,16 @@ use super::{
     SENT_NOTIFICATION_RETENTION, StateError, StateStore, Version, Versioned, digest,
 };
 use crate::azure::error::is_transient_status;
+use crate::outcome::FindingState;
 
 /// How many blobs are downloaded at once when a listing needs their contents.
 const PARALLEL_READS: usize = 8;
 /// The listing metadata of an attempt blob naming its rule (SHA-256 hex, as in blob names), so
 /// that counting one rule's attempts needs no downloads.
 const ATTEMPT_RULE: &str = "rule";
+/// The listing metadata of a finding blob naming its state (`open` or `resolved`), so that
+/// listing the open findings downloads only those.
+const FINDING_STATE: &str = "state";
 /// How often a read-modify-write is retried when another writer changes the blob in between.
 const CONTENDED_RETRIES: usize = 5;
 
@@ -531,6 +535,14 @@ fn finding_name(key: &FindingKey) -> String {
     )
 }
 
+/// A finding state as the listing metadata holds it.
+fn state_label(state: FindingState) -> &'static str {
+    match state {
+        FindingState::Open => "open",
+        FindingState::Resolved => "resolved",
+    }
+}
+
 fn metadata_time(listed: &Listed, key: &str) -> Option<OffsetDateTime> {
     listed.metadata.get(key).and_then(|text| parse_nanos(text))
 }
@@ -604,6 +616,39 @@ impl StateStore for BlobStore {
         Ok(findings)
     }
 
+    async fn open_findings(&self) -> Result<Vec<(FindingKey, Versioned<FindingRecord>)>> {
+        // Findings written before the state label say their state only in the blob.
+        let names = self
+            .list("findings/")
+            .await?
+            .into_iter()
+            .filter(|listed| {
+                listed.metadata.get(FINDING_STATE).map(String::as_str)
+                    != Some(state_label(FindingState::Resolved))
+            })
+            .map(|listed| listed.name)
+            .collect();
+        let mut findings: Vec<_> = self
+            .read_all::<StoredFinding>(names)
+            .await?
+            .into_iter()
+            .filter(|(_, stored, _)| stored.record.state == FindingState::Open)
+            .map(|(_, stored, etag)| {
+                (
+                    stored.key,
+                    Versioned {
+                        value: stored.record,
+                        version: Version::new(etag),
+                    },
+                )
+            })
+            .collect();
+        findings.sort_by(|(a, _), (b, _)| {
+            (&a.workspace, &a.rule, &a.resource).cmp(&(&b.workspace, &b.rule, &b.resource))
+        });
+        Ok(findings)
+    }
+
     async fn put_finding(
         &self,
         key: &FindingKey,
@@ -618,9 +663,13 @@ impl StateStore for BlobStore {
             key: key.clone(),
             record: record.clone(),
         };
+        let metadata = HashMap::from([(
+            FINDING_STATE.to_owned(),
+            state_label(record.state).to_owned(),
+        )]);
         Ok(
             match self
-                .write(&finding_name(key), stored, condition, HashMap::new())
+                .write(&finding_name(key), stored, condition, metadata)
                 .await?
             {
                 Some(etag) => CompareAndSet::Won(Version::new(etag)),

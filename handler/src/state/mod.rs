@@ -218,6 +218,11 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
         workspace: &str,
     ) -> Result<Vec<(FindingKey, Versioned<FindingRecord>)>>;
 
+    /// Every open finding of every workspace, ordered by workspace, rule and resource: the
+    /// sweep re-checks the workspaces they belong to, so that the findings of a workspace that
+    /// was deleted (and no longer listed) are closed too.
+    async fn open_findings(&self) -> Result<Vec<(FindingKey, Versioned<FindingRecord>)>>;
+
     /// Writes a finding if it is still at `expected` (`None`: only if it does not exist yet).
     async fn put_finding(
         &self,

@@ -17,6 +17,7 @@ use super::{
     ErrorKind, EventStart, FindingKey, FindingRecord, Notification, OutboxItem, RemediationAttempt,
     Result, SENT_NOTIFICATION_RETENTION, StateError, StateStore, Version, Versioned, event_lease,
 };
+use crate::outcome::FindingState;
 
 /// The schema this build reads and writes; bumped with each migration.
 const SCHEMA_VERSION: i64 = 1;
@@ -577,6 +578,21 @@ impl StateStore for SqliteStore {
             ))?;
             let rows = statement
                 .query_map([workspace], read_finding_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.into_iter().map(finding_from_row).collect()
+        })
+        .await
+    }
+
+    async fn open_findings(&self) -> Result<Vec<(FindingKey, Versioned<FindingRecord>)>> {
+        let open = enum_text(&FindingState::Open)?;
+        self.run(move |connection| {
+            let mut statement = connection.prepare_cached(&format!(
+                "SELECT {FINDING_COLUMNS} FROM findings WHERE state = ?1
+                 ORDER BY workspace, rule, resource"
+            ))?;
+            let rows = statement
+                .query_map([open], read_finding_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             rows.into_iter().map(finding_from_row).collect()
         })

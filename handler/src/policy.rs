@@ -425,10 +425,13 @@ struct RawPolicy {
     scope: Option<RawScope>,
 }
 
+/// The rule no policy can turn off or exempt: without it an unread resource reads as compliant.
+const ALWAYS_ON: &str = "guard.visibility";
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRule {
-    enabled: Option<bool>,
+    enabled: Option<Spanned<bool>>,
     severity: Option<Severity>,
     warn_days: Option<Spanned<u32>>,
     critical_days: Option<Spanned<u32>>,
@@ -449,7 +452,17 @@ impl RawRule {
                 format!("`{key}` applies only to rule `{owner}`, not `{}`", rule.id),
             )
         };
-        if self.enabled == Some(false) {
+        if let Some(enabled) = &self.enabled
+            && !*enabled.get_ref()
+        {
+            if rule.id == ALWAYS_ON {
+                return Err(fail(
+                    enabled.span(),
+                    format!(
+                        "`{ALWAYS_ON}` cannot be turned off: it is how cmk-guard says what it could not read, so that silence never reads as compliant; grant the reads or fix the reference instead"
+                    ),
+                ));
+            }
             policy.disabled.insert(rule.id);
         }
         if let Some(severity) = self.severity {
@@ -720,6 +733,14 @@ struct RawExemption {
 impl RawExemption {
     fn validate(self, fail: &Fail) -> Result<Exemption, PolicyError> {
         let rule = known_rule(self.rule.get_ref()).map_err(|m| fail(self.rule.span(), m))?;
+        if rule.id == ALWAYS_ON {
+            return Err(fail(
+                self.rule.span(),
+                format!(
+                    "`{ALWAYS_ON}` cannot be exempted: a resource cmk-guard cannot read would then look compliant; grant the read or fix the reference instead"
+                ),
+            ));
+        }
         let resource = self.resource.get_ref().trim();
         if ArmResourceId::parse(resource).is_err() && KeyUrl::parse(resource).is_err() {
             return Err(fail(
@@ -1125,6 +1146,27 @@ require_cmk_tag = "cmk-required"
         assert_eq!(iso_duration_days("P"), None);
         assert_eq!(iso_duration_days("P30"), None);
         assert_eq!(iso_duration_days("P1D1Y"), None);
+    }
+
+    #[test]
+    fn guard_visibility_can_be_neither_turned_off_nor_exempted() {
+        let off = error("[rules.\"guard.visibility\"]\nenabled = false\n");
+        assert!(
+            off.starts_with("policy.toml: line 2, key `rules.\"guard.visibility\".enabled`: `guard.visibility` cannot be turned off"),
+            "{off}"
+        );
+        let exempted = error(
+            "[[exemptions]]\nrule = \"guard.visibility\"\nresource = \"/subscriptions/3f7b2c1d-8e4a-4b6f-9c2d-5a1e0f9b7c34\"\nreason = \"no access\"\n",
+        );
+        assert!(exempted.contains("cannot be exempted"), "{exempted}");
+        // Its severity may still be set, and other rules may still be turned off.
+        assert!(
+            Policy::from_toml_str(
+                "[rules.\"guard.visibility\"]\nseverity = \"critical\"\nenabled = true\n[rules.\"key.rotation-policy\"]\nenabled = false\n",
+                "policy.toml"
+            )
+            .is_ok()
+        );
     }
 
     #[test]

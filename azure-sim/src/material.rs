@@ -1,8 +1,9 @@
 //! Public key material for the data plane's JSON Web Keys. RSA moduli are real (the `rsa` crate) so
 //! a client computing the key size from `n` (azure-notes Trap T4) sees the stated bit length.
 //! Generation is slow, so one modulus per size is generated lazily, kept for the process, and
-//! cached in the temp directory so a test suite that starts many simulators pays once per size.
-//! Only the public modulus is kept; it protects nothing.
+//! cached in the user's cache directory (`$XDG_CACHE_HOME/azure-sim`, else `~/.cache/azure-sim`)
+//! so a test suite that starts many simulators pays once per size, and leaves nothing in the
+//! temp directory. Only the public modulus is kept; it protects nothing.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -78,14 +79,22 @@ fn cached(
     cell.get_or_init(make).clone()
 }
 
-fn disk_cache_path(bits: u32) -> PathBuf {
-    std::env::temp_dir().join(format!("azure-sim-rsa-modulus-{bits}.b64"))
+/// `rsa-modulus-{bits}.b64` in the user's cache directory; `None` (no disk cache) without one.
+fn disk_cache_path(bits: u32) -> Option<PathBuf> {
+    let non_empty = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    let base = non_empty("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| non_empty("HOME").map(|home| PathBuf::from(home).join(".cache")))?;
+    Some(
+        base.join("azure-sim")
+            .join(format!("rsa-modulus-{bits}.b64")),
+    )
 }
 
 fn rsa_generate(bits: u32) -> Result<PublicJwk, rsa::Error> {
     let e = URL_SAFE_NO_PAD.encode([1u8, 0, 1]);
     let path = disk_cache_path(bits);
-    if let Ok(text) = std::fs::read_to_string(&path) {
+    if let Some(text) = path.as_ref().and_then(|p| std::fs::read_to_string(p).ok()) {
         let n = text.trim().to_owned();
         if URL_SAFE_NO_PAD
             .decode(&n)
@@ -97,11 +106,22 @@ fn rsa_generate(bits: u32) -> Result<PublicJwk, rsa::Error> {
     }
     let key = rsa::PrivateKey::new(&mut getrandom::SysRng, bits as usize)?;
     let n = URL_SAFE_NO_PAD.encode(key.n_bytes());
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    if std::fs::write(&tmp, &n).is_ok() {
-        let _ = std::fs::rename(&tmp, &path);
+    if let Some(path) = path {
+        store(&path, &n);
     }
     Ok(PublicJwk::Rsa { n, e })
+}
+
+/// Writes the cache file atomically (another process may be reading it); best effort.
+fn store(path: &std::path::Path, n: &str) {
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let stored = std::fs::write(&tmp, n).and_then(|()| std::fs::rename(&tmp, path));
+    if stored.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
 }
 
 /// Bit length of a big-endian unsigned integer (leading zero bytes ignored).

@@ -24,7 +24,8 @@ pub struct SimOptions {
     pub port: u16,
     /// Managed-identity (plain HTTP) port on 127.0.0.1 (0 = any free port).
     pub identity_port: u16,
-    /// Where to write the CA PEM (`None`: a file in the temp directory).
+    /// Where to write the CA PEM (`None`: a temporary directory the [`Sim`] removes when it
+    /// is dropped).
     pub ca_out: Option<PathBuf>,
     /// Where to write the server certificate and key (`server.pem`, `server.key`) for other
     /// local test servers (`None`: not written).
@@ -85,12 +86,15 @@ pub struct SimInfo {
     pub admin_http_url: String,
 }
 
-/// A running simulator. Dropping it does not stop the server; call [`Sim::stop`].
+/// A running simulator. Dropping it does not stop the server (call [`Sim::stop`]), but it
+/// removes the CA file it wrote when [`SimOptions::ca_out`] was not given.
 pub struct Sim {
     shared: Arc<Shared>,
     handle: actix_web::dev::ServerHandle,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     info: SimInfo,
+    /// The temporary directory holding the CA, when the simulator chose where to write it.
+    _ca_dir: Option<tempfile::TempDir>,
 }
 
 impl std::fmt::Debug for Sim {
@@ -115,13 +119,15 @@ impl Sim {
         let identity = TcpListener::bind(("127.0.0.1", options.identity_port))?;
         let https_addr: SocketAddr = https.local_addr()?;
         let identity_addr: SocketAddr = identity.local_addr()?;
-        let ca_path = options.ca_out.clone().unwrap_or_else(|| {
-            std::env::temp_dir().join(format!(
-                "azure-sim-ca-{}-{}.pem",
-                std::process::id(),
-                https_addr.port()
-            ))
-        });
+        // Without `ca_out` the CA goes into a temporary directory of its own, which the `Sim`
+        // owns and removes when dropped.
+        let (ca_path, ca_dir) = match &options.ca_out {
+            Some(path) => (path.clone(), None),
+            None => {
+                let dir = tempfile::Builder::new().prefix("azure-sim-ca-").tempdir()?;
+                (dir.path().join("ca.pem"), Some(dir))
+            }
+        };
         if let Some(parent) = ca_path.parent()
             && !parent.as_os_str().is_empty()
         {
@@ -189,6 +195,7 @@ impl Sim {
             handle,
             task,
             info,
+            _ca_dir: ca_dir,
         })
     }
 

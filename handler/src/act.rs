@@ -689,13 +689,15 @@ mod tests {
     use crate::notify::{Channel, NotifySettings};
     use crate::outcome::{Disposition, EventRef};
     use crate::settings::Settings;
+    use cmk_guard_blackbox::scratch::Scratch;
     use cmk_guard_blackbox::sink::Sink;
     use time::macros::datetime;
 
     const NOW: OffsetDateTime = datetime!(2026-11-28 12:00 UTC);
 
-    /// An actor on a fresh SQLite file whose only channel is Teams, posting to `sink`.
-    async fn actor(sink: &Sink) -> Actor {
+    /// An actor on a fresh SQLite file whose only channel is Teams, posting to `sink`; the
+    /// file lives in the scratch directory returned with it.
+    async fn actor(sink: &Sink) -> (Actor, Scratch) {
         let settings = Settings::from_lookup(|_: &str| None).unwrap();
         let azure = crate::azure::Azure::new(&settings, |_| None).unwrap();
         let teams = sink.url("teams");
@@ -705,11 +707,11 @@ mod tests {
         .unwrap();
         let notifier =
             Notifier::new(notify, azure.http.clone(), &settings.transport, None).unwrap();
-        let path = std::env::temp_dir().join(format!("cmk-guard-act-{}.db", uuid::Uuid::new_v4()));
-        let store = crate::state::sqlite::SqliteStore::open(&path)
+        let scratch = Scratch::new("act");
+        let store = crate::state::sqlite::SqliteStore::open(&scratch.join("state.db"))
             .await
             .unwrap();
-        Actor {
+        let actor = Actor {
             store: Arc::new(store),
             notifier,
             remediator: Remediator::new(&azure),
@@ -718,7 +720,8 @@ mod tests {
             arm_endpoint: settings.arm_endpoint.to_string(),
             own_object_id: tokio::sync::OnceCell::new(),
             outbox_checked: std::sync::Mutex::new(None),
-        }
+        };
+        (actor, scratch)
     }
 
     fn sweep_outcome() -> Outcome {
@@ -736,7 +739,7 @@ mod tests {
     #[tokio::test]
     async fn observe_mode_sends_nothing_not_even_outbox_retries_or_the_digest() {
         let sink = Sink::start().await;
-        let actor = actor(&sink).await;
+        let (actor, _state) = actor(&sink).await;
         let policy = Policy::default();
         let digest = merge_digest(None, &[]);
         let queued = OutboxNotification {
@@ -804,7 +807,7 @@ mod tests {
     #[tokio::test]
     async fn an_event_without_a_caller_may_be_our_own_and_a_check_never_is() {
         let sink = Sink::start().await;
-        let actor = actor(&sink).await;
+        let (actor, _state) = actor(&sink).await;
         assert_eq!(actor.cause(Origin::Check).await, Cause::Other);
         assert_eq!(
             actor.cause(Origin::Event { caller: None }).await,

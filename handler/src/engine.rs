@@ -416,7 +416,10 @@ impl Engine {
         let mut last_done: Option<String> = None;
         let mut stopped_early = false;
         for chunk in todo.chunks(SCAN_CONCURRENCY) {
-            if Instant::now() >= budget_end {
+            // Every invocation checks at least one chunk, however long the listing took: one
+            // that stopped before its first chunk would leave the cursor where it was, and
+            // the sweep would never get further.
+            if last_done.is_some() && Instant::now() >= budget_end {
                 stopped_early = true;
                 break;
             }

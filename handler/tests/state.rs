@@ -22,6 +22,7 @@ use cmk_guard::state::{
     RemediationAttempt, StateStore,
 };
 use cmk_guard_blackbox::azurite::Azurite;
+use cmk_guard_blackbox::scratch::Scratch;
 use serde_json::json;
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
@@ -37,6 +38,8 @@ const T0: OffsetDateTime = datetime!(2026-11-28 12:00 UTC);
 enum Backend {
     Sqlite {
         path: PathBuf,
+        /// Holds the file with its `-wal`, `-shm` and the workers' start markers; removed on drop.
+        _scratch: Scratch,
     },
     Blob {
         sas_url: String,
@@ -46,12 +49,11 @@ enum Backend {
 
 impl Backend {
     fn sqlite() -> Self {
-        let path = std::env::temp_dir().join(format!(
-            "cmk-guard-state-test-{}-{}.db",
-            std::process::id(),
-            uuid::Uuid::new_v4()
-        ));
-        Backend::Sqlite { path }
+        let scratch = Scratch::new("state-test");
+        Backend::Sqlite {
+            path: scratch.join("state.db"),
+            _scratch: scratch,
+        }
     }
 
     async fn blob() -> Self {
@@ -68,7 +70,7 @@ impl Backend {
     /// The `CMKGUARD_STATE` value for this storage.
     fn spec(&self) -> String {
         match self {
-            Backend::Sqlite { path } => format!("sqlite:{}", path.display()),
+            Backend::Sqlite { path, .. } => format!("sqlite:{}", path.display()),
             Backend::Blob { sas_url, .. } => sas_url.clone(),
         }
     }
@@ -78,16 +80,6 @@ impl Backend {
         open(&self.spec())
             .await
             .unwrap_or_else(|e| panic!("opening {}: {e}", self.spec()))
-    }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        if let Backend::Sqlite { path } = self {
-            for suffix in ["", "-wal", "-shm", ".ready-0", ".ready-1"] {
-                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-            }
-        }
     }
 }
 
@@ -1050,7 +1042,7 @@ async fn an_unknown_state_spec_is_a_configuration_error() {
 #[tokio::test]
 async fn sqlite_creates_the_file_and_reopens_its_data() {
     let backend = Backend::sqlite();
-    let Backend::Sqlite { path } = &backend else {
+    let Backend::Sqlite { path, .. } = &backend else {
         unreachable!()
     };
     backend.open().await.claim_event("evt", T0).await.unwrap();
@@ -1075,7 +1067,7 @@ async fn two_processes_share_one_sqlite_file() {
         return;
     }
     let backend = Backend::sqlite();
-    let Backend::Sqlite { path } = &backend else {
+    let Backend::Sqlite { path, .. } = &backend else {
         unreachable!()
     };
     // Create the file first so that both workers start racing at once.

@@ -16,6 +16,8 @@ use time::{Duration, OffsetDateTime};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 
+use crate::scratch::Scratch;
+
 /// The emulator's documented development account.
 const ACCOUNT: &str = "devstoreaccount1";
 const ACCOUNT_KEY: &str =
@@ -29,7 +31,8 @@ const STARTUP_TIMEOUT: StdDuration = StdDuration::from_secs(60);
 pub struct Azurite {
     child: Child,
     endpoint: String,
-    workdir: PathBuf,
+    /// Its working directory, removed after the process has been told to stop.
+    _workdir: Scratch,
 }
 
 impl Azurite {
@@ -52,9 +55,7 @@ impl Azurite {
     /// listens. The SDK's x-ms-version is newer than Azurite 3.35 knows, hence
     /// `--skipApiVersionCheck`.
     pub async fn start() -> Self {
-        let workdir =
-            std::env::temp_dir().join(format!("cmk-guard-azurite-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&workdir).unwrap();
+        let workdir = Scratch::new("azurite");
         let mut child = Command::new(Self::binary())
             .args([
                 "--blobHost",
@@ -68,7 +69,7 @@ impl Azurite {
                 "--skipApiVersionCheck",
                 "--silent",
             ])
-            .current_dir(&workdir)
+            .current_dir(workdir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -91,7 +92,7 @@ impl Azurite {
         Azurite {
             child,
             endpoint,
-            workdir,
+            _workdir: workdir,
         }
     }
 
@@ -176,7 +177,6 @@ impl Azurite {
 impl Drop for Azurite {
     fn drop(&mut self) {
         let _ = self.child.start_kill();
-        let _ = std::fs::remove_dir_all(&self.workdir);
     }
 }
 

@@ -8,6 +8,7 @@
 //! - a batch delivery becomes one concurrent invocation per event.
 
 pub mod azurite;
+pub mod scratch;
 pub mod sink;
 pub mod smtp;
 
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use azure_sim::{Sim, SimOptions, Tenant};
 use futures_util::stream;
+use scratch::Scratch;
 use serde_json::{Value, json};
 
 /// How long the host waits for readiness before giving up (host default).
@@ -82,7 +84,8 @@ impl Lines {
     }
 }
 
-/// A running handler process, killed on drop, with the simulated Azure tenant it talks to.
+/// A running handler process, killed on drop, with the simulated Azure tenant it talks to and
+/// the scratch directory its state lives in (removed once the process is gone).
 pub struct Handler {
     /// The simulated Azure the handler reads (counters, faults, tenant state).
     pub sim: Sim,
@@ -91,6 +94,8 @@ pub struct Handler {
     http: reqwest::Client,
     pub stdout: Lines,
     pub stderr: Lines,
+    /// Its SQLite state; dropped after `Drop::drop` has killed and reaped the child.
+    _scratch: Scratch,
 }
 
 /// The handler's answer to one request.
@@ -140,12 +145,8 @@ impl Handler {
     pub async fn launch(sim: Sim, env: &[(&str, &str)]) -> Handler {
         let mut all: Vec<(String, String)> = sim.handler_env();
         // Each handler gets its own state unless the test shares one on purpose.
-        let state =
-            std::env::temp_dir().join(format!("cmk-guard-state-{}.db", uuid::Uuid::new_v4()));
-        all.push((
-            "CMKGUARD_STATE".into(),
-            format!("sqlite:{}", state.display()),
-        ));
+        let scratch = Scratch::new("handler");
+        all.push(("CMKGUARD_STATE".into(), scratch.sqlite_state("state.db")));
         all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let pairs: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let http = reqwest::Client::builder()
@@ -167,6 +168,7 @@ impl Handler {
                         http,
                         stdout,
                         stderr,
+                        _scratch: scratch,
                     };
                 }
                 Err(error) => {

@@ -6,8 +6,12 @@ use std::process::{Command, Stdio};
 
 #[tokio::test]
 async fn binary_prints_a_ready_line_and_serves_the_scenario() {
-    let dir = std::env::temp_dir().join(format!("azure-sim-bin-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    // Removed with everything in it when the test ends, even when it fails.
+    let scratch = tempfile::Builder::new()
+        .prefix("azure-sim-bin-test-")
+        .tempdir()
+        .unwrap();
+    let dir = scratch.path();
     let scenario = dir.join("scenario.json");
     std::fs::write(
         &scenario,
@@ -87,5 +91,4 @@ async fn binary_prints_a_ready_line_and_serves_the_scenario() {
     assert!(vault["properties"].get("enablePurgeProtection").is_none());
     child.kill().unwrap();
     child.wait().unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -184,10 +184,9 @@ mod tests {
             connect_to: vec![],
         };
         assert!(http_client(&missing).unwrap_err().contains("cannot read"));
-        let dir = std::env::temp_dir().join(format!("cmk-guard-empty-{}.pem", std::process::id()));
-        std::fs::write(&dir, "no certificates here\n").unwrap();
+        let scratch = cmk_guard_blackbox::scratch::Scratch::new("transport");
         let empty = TransportSettings {
-            ca_bundle: Some(dir.clone()),
+            ca_bundle: Some(scratch.write("empty.pem", "no certificates here\n")),
             connect_to: vec![],
         };
         assert!(
@@ -195,7 +194,6 @@ mod tests {
                 .unwrap_err()
                 .contains("holds no certificate")
         );
-        let _ = std::fs::remove_file(dir);
         assert!(http_client(&TransportSettings::default()).is_ok());
     }
 }

@@ -954,18 +954,19 @@ impl StateStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cmk_guard_blackbox::scratch::Scratch;
 
-    fn temp_path(name: &str) -> PathBuf {
-        std::env::temp_dir().join(format!(
-            "cmk-guard-sqlite-{name}-{}-{}.db",
-            std::process::id(),
-            uuid::Uuid::new_v4()
-        ))
+    /// A database path in a scratch directory of its own, which takes the file and its `-wal`
+    /// and `-shm` with it when dropped.
+    fn temp_db(name: &str) -> (Scratch, PathBuf) {
+        let scratch = Scratch::new(&format!("sqlite-{name}"));
+        let path = scratch.join("state.db");
+        (scratch, path)
     }
 
     #[tokio::test]
     async fn creates_the_schema_once_and_reopens_it() {
-        let path = temp_path("schema");
+        let (_scratch, path) = temp_db("schema");
         let first = SqliteStore::open(&path).await.unwrap();
         let second = SqliteStore::open(&path).await.unwrap();
         let version: i64 = second
@@ -982,7 +983,7 @@ mod tests {
 
     #[tokio::test]
     async fn refuses_a_schema_from_another_version() {
-        let path = temp_path("future");
+        let (_scratch, path) = temp_db("future");
         let store = SqliteStore::open(&path).await.unwrap();
         store
             .run(|c| Ok(c.execute("UPDATE schema_version SET version = 99", [])?))
@@ -999,7 +1000,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn processes_starting_together_create_the_schema_once() {
-        let path = temp_path("race");
+        let (_scratch, path) = temp_db("race");
         let opens: Vec<_> = (0..6)
             .map(|_| {
                 let path = path.clone();

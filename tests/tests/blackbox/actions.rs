@@ -6,6 +6,7 @@ use azure_sim::{
     Grant, KeySpec, KeyVersionSpec, RecordFilter, Tenant, VaultSpec, VersionPin, WorkspaceSpec,
 };
 use cmk_guard_blackbox::azurite::Azurite;
+use cmk_guard_blackbox::scratch::Scratch;
 use cmk_guard_blackbox::sink::Sink;
 use cmk_guard_blackbox::{Handler, Reply};
 use serde_json::{Value, json};
@@ -32,11 +33,9 @@ teams = ["critical", "high", "medium", "low"]
 email = []
 "#;
 
-fn policy_file() -> String {
-    let path =
-        std::env::temp_dir().join(format!("cmk-guard-actions-{}.toml", uuid::Uuid::new_v4()));
-    std::fs::write(&path, POLICY).expect("policy");
-    path.to_string_lossy().into_owned()
+/// Writes the remediation policy into `scratch` and returns its path.
+fn policy_file(scratch: &Scratch) -> String {
+    scratch.write("policy.toml", POLICY).display().to_string()
 }
 
 fn tenant() -> Tenant {
@@ -123,7 +122,9 @@ fn workspace_write(subscription: &str, name: &str) -> Value {
 async fn start_acting(mode: &str) -> (Handler, Sink) {
     let sink = Sink::start().await;
     let teams = sink.url("teams");
-    let policy = policy_file();
+    // The handler reads its policy at start; the file goes when this returns.
+    let scratch = Scratch::new("actions");
+    let policy = policy_file(&scratch);
     let env = [
         ("CMKGUARD_MODE", mode),
         ("CMKGUARD_POLICY_FILE", &policy),
@@ -386,7 +387,7 @@ async fn two_instances_sharing_blob_state_send_one_card_for_twenty_deliveries() 
 struct Smtp {
     child: tokio::process::Child,
     port: u16,
-    maildir: std::path::PathBuf,
+    maildir: Scratch,
 }
 
 impl Smtp {
@@ -396,13 +397,12 @@ impl Smtp {
             python.is_file(),
             "aiosmtpd is not installed: run scripts/test-tools"
         );
-        let maildir = std::env::temp_dir().join(format!("cmk-guard-mail-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&maildir).expect("maildir");
+        let maildir = Scratch::new("mail");
         let port = cmk_guard_blackbox::free_port();
         let mut child = tokio::process::Command::new(python)
             .arg(cmk_guard_blackbox::repo_root().join("handler/tests/support/smtp_server.py"))
             .args(["--port", &port.to_string(), "--maildir"])
-            .arg(&maildir)
+            .arg(maildir.path())
             .arg("--cert")
             .arg(tls_dir.join("server.pem"))
             .arg("--key")
@@ -429,7 +429,7 @@ impl Smtp {
     }
 
     fn received(&self) -> Vec<Value> {
-        let mut records: Vec<_> = std::fs::read_dir(&self.maildir)
+        let mut records: Vec<_> = std::fs::read_dir(self.maildir.path())
             .map(|d| {
                 d.filter_map(Result::ok)
                     .map(|e| e.path())
@@ -448,7 +448,8 @@ impl Smtp {
 
 #[tokio::test]
 async fn alerts_reach_email_over_starttls_through_the_binary() {
-    let tls_dir = std::env::temp_dir().join(format!("cmk-guard-sim-tls-{}", uuid::Uuid::new_v4()));
+    let scratch = Scratch::new("email");
+    let tls_dir = scratch.join("tls");
     let options = azure_sim::SimOptions {
         tls_out: Some(tls_dir.clone()),
         ..azure_sim::SimOptions::default()
@@ -456,10 +457,13 @@ async fn alerts_reach_email_over_starttls_through_the_binary() {
     let sim = azure_sim::Sim::start(tenant(), options).await.expect("sim");
     let smtp = Smtp::start(&tls_dir).await;
     let smtp_url = format!("smtp://alerts:Sm7pPassw0rd@localhost:{}", smtp.port);
-    let policy =
-        std::env::temp_dir().join(format!("cmk-guard-email-{}.toml", uuid::Uuid::new_v4()));
-    std::fs::write(&policy, "[notify]\nemail = [\"critical\", \"high\"]\n").expect("policy");
-    let policy = policy.to_string_lossy().into_owned();
+    let policy = scratch
+        .write(
+            "policy.toml",
+            "[notify]\nemail = [\"critical\", \"high\"]\n",
+        )
+        .display()
+        .to_string();
     let handler = Handler::launch(
         sim,
         &[
@@ -514,7 +518,8 @@ async fn alerts_reach_email_over_starttls_through_the_binary() {
 
 #[tokio::test]
 async fn evaluate_applies_only_when_asked_and_only_in_remediate_mode() {
-    let policy = policy_file();
+    let scratch = Scratch::new("actions");
+    let policy = policy_file(&scratch);
     let body = |apply: bool| {
         json!({"resource": workspace_id(SUB, "ws-purge"), "apply": apply})
             .to_string()

@@ -47,6 +47,9 @@ async fn a_429_is_retried_after_its_retry_after() {
         reads.iter().map(|r| r.status).collect::<Vec<_>>(),
         vec![429, 200]
     );
+    // The simulator records a request before it answers, and the handler sleeps the
+    // Retry-After only once the answer arrived: a lower bound the sleep guarantees, however
+    // fast or slow the machine.
     let waited_ms = reads[1].at_ms - reads[0].at_ms;
     assert!(
         waited_ms >= 1000.0,

@@ -3,6 +3,7 @@
 use std::process::Command;
 
 use azure_sim::{Sim, SimOptions, Tenant};
+use cmk_guard_blackbox::scratch::Scratch;
 use cmk_guard_blackbox::{binary, fixtures_dir};
 use serde_json::Value;
 
@@ -111,24 +112,21 @@ async fn evaluate_prints_the_outcome_of_an_event_file() {
 
 #[test]
 fn evaluate_exits_non_zero_on_bad_input() {
-    let dir = std::env::temp_dir().join(format!("cmk-guard-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let bad = dir.join("bad.json");
-    std::fs::write(&bad, "{\"eventType\": 1}").expect("write");
+    let scratch = Scratch::new("cli");
+    let bad = scratch.write("bad.json", "{\"eventType\": 1}");
     let (code, out, _) = run(&["evaluate", "--event", bad.to_str().unwrap_or_default()]);
     assert_eq!(code, Some(1));
     assert!(out.contains("\"rejected\""), "{out}");
     let (code, _, err) = run(&[
         "evaluate",
         "--event",
-        dir.join("missing.json").to_str().unwrap_or_default(),
+        scratch.join("missing.json").to_str().unwrap_or_default(),
     ]);
     assert_eq!(code, Some(2));
     assert!(err.contains("cannot read"), "{err}");
     let (code, _, err) = run(&["evaluate", "--resource", "not-an-id"]);
     assert_eq!(code, Some(2));
     assert!(err.contains("not an ARM resource id"), "{err}");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// A directory that holds no program: as `PATH`, it guarantees that no `az` or `azd` on the

@@ -5,6 +5,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use cmk_guard_blackbox::scratch::Scratch;
 use cmk_guard_blackbox::{Handler, envelope, fixtures_dir, read_json, timer_envelope};
 use serde_json::{Value, json};
 
@@ -194,20 +195,17 @@ async fn unknown_paths_get_404_with_a_json_reason() {
     assert_eq!(reply.body["functions"].as_array().map(Vec::len), Some(4));
 }
 
-/// A policy file with a string where a number belongs, on line 3.
-static BAD_POLICY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    let path =
-        std::env::temp_dir().join(format!("cmk-guard-bad-policy-{}.toml", std::process::id()));
-    std::fs::write(
-        &path,
-        "[rules.\"key.expiry\"]\ncritical_days = 7\nwarn_days = \"thirty\"\n",
-    )
-    .expect("write policy");
-    path.to_string_lossy().into_owned()
-});
-
 #[test]
 fn startup_fails_clearly_without_a_valid_port_or_configuration() {
+    // A policy file with a string where a number belongs, on line 3.
+    let scratch = Scratch::new("bad-policy");
+    let bad_policy = scratch
+        .write(
+            "policy.toml",
+            "[rules.\"key.expiry\"]\ncritical_days = 7\nwarn_days = \"thirty\"\n",
+        )
+        .display()
+        .to_string();
     for (port, extra, expected) in [
         (None, vec![], "FUNCTIONS_CUSTOMHANDLER_PORT"),
         (
@@ -228,7 +226,7 @@ fn startup_fails_clearly_without_a_valid_port_or_configuration() {
         ),
         (
             Some("7071"),
-            vec![("CMKGUARD_POLICY_FILE", BAD_POLICY.as_str())],
+            vec![("CMKGUARD_POLICY_FILE", bad_policy.as_str())],
             "line 3, key `rules.\"key.expiry\".warn_days`",
         ),
     ] {

@@ -2,11 +2,13 @@
 
 use std::process::Command;
 
+use cmk_guard_blackbox::scratch::Scratch;
 use cmk_guard_blackbox::{binary, repo_root};
 
 #[test]
 fn package_assembles_the_app_folder_and_an_executable_zip() {
-    let out = std::env::temp_dir().join(format!("cmk-guard-package-{}", std::process::id()));
+    let scratch = Scratch::new("package");
+    let out = scratch.path();
     let status = Command::new(repo_root().join("scripts/package"))
         .args([
             "--binary",
@@ -53,5 +55,4 @@ fn package_assembles_the_app_folder_and_an_executable_zip() {
             .any(|l| l.starts_with("Evaluate/function.json ")),
         "{listing}"
     );
-    let _ = std::fs::remove_dir_all(out);
 }

@@ -7,6 +7,7 @@
 
 use azure_sim::scenario::{DEFAULT_RESOURCE_GROUP, DEFAULT_SUBSCRIPTION, OTHER_SUBSCRIPTION};
 use azure_sim::{Fault, RecordFilter, Tenant, VaultSpec, WorkspaceSpec};
+use cmk_guard_blackbox::scratch::Scratch;
 use cmk_guard_blackbox::{Handler, Reply};
 use serde_json::{Value, json};
 
@@ -26,26 +27,11 @@ enabled = true
 enabled = true
 "#;
 
-/// A policy file that is removed when the test ends, however it ends.
-struct PolicyFile(std::path::PathBuf);
-
-impl PolicyFile {
-    fn new() -> Self {
-        let path =
-            std::env::temp_dir().join(format!("cmk-guard-security-{}.toml", uuid::Uuid::new_v4()));
-        std::fs::write(&path, POLICY).expect("policy file");
-        Self(path)
-    }
-
-    fn path(&self) -> &str {
-        self.0.to_str().expect("UTF-8 temp path")
-    }
-}
-
-impl Drop for PolicyFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
+/// A scratch directory holding `policy.toml`, removed when the test ends, however it ends.
+fn policy_file() -> Scratch {
+    let scratch = Scratch::new("security-scope");
+    scratch.write("policy.toml", POLICY);
+    scratch
 }
 
 fn vault_b_id() -> String {
@@ -72,13 +58,14 @@ fn tenant(evil_vault: &str) -> Tenant {
         .expect("tenant")
 }
 
-async fn start(tenant: Tenant, policy: &PolicyFile) -> Handler {
+async fn start(tenant: Tenant, policy: &Scratch) -> Handler {
+    let policy = policy.join("policy.toml").display().to_string();
     Handler::start_with(
         tenant,
         &[
             ("CMKGUARD_MODE", "remediate"),
             ("CMKGUARD_SUBSCRIPTIONS", A),
-            ("CMKGUARD_POLICY_FILE", policy.path()),
+            ("CMKGUARD_POLICY_FILE", &policy),
         ],
     )
     .await
@@ -161,7 +148,7 @@ fn findings(reply: &Reply) -> Vec<Value> {
 
 #[tokio::test]
 async fn ids_that_resolve_into_another_subscription_are_refused_at_every_entry_point() {
-    let policy = PolicyFile::new();
+    let policy = policy_file();
     let handler = start(tenant(&vault_b_id()), &policy).await;
     for id in bypasses() {
         let body = json!({"resource": id, "apply": true}).to_string();
@@ -199,7 +186,7 @@ async fn ids_that_resolve_into_another_subscription_are_refused_at_every_entry_p
 
 #[tokio::test]
 async fn a_key_vault_arm_id_that_resolves_elsewhere_is_reported_and_never_followed() {
-    let policy = PolicyFile::new();
+    let policy = policy_file();
     for evil in bypasses() {
         let handler = start(tenant(&evil), &policy).await;
         let reply = handler
@@ -232,7 +219,7 @@ async fn a_key_vault_arm_id_that_resolves_elsewhere_is_reported_and_never_follow
 
 #[tokio::test]
 async fn a_vault_outside_the_allowlist_is_reported_but_never_read_or_written() {
-    let policy = PolicyFile::new();
+    let policy = policy_file();
     let handler = start(tenant(&vault_b_id()), &policy).await;
     let event = resource_write(
         &workspace_id("ws-cross"),

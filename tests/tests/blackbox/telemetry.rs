@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use azure_sim::{KeySpec, Tenant, VaultSpec, WorkspaceSpec};
+use cmk_guard_blackbox::scratch::Scratch;
 use cmk_guard_blackbox::sink::Sink;
 use cmk_guard_blackbox::{Handler, Reply, envelope, free_port};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -518,14 +519,14 @@ async fn no_configured_secret_reaches_telemetry_or_logs() {
     );
     // Nothing listens there: the delivery fails, and its error is logged and exported.
     let smtp = format!("smtp://alerts:SMTPPASSWORDSECRET@localhost:{}", free_port());
-    let policy =
-        std::env::temp_dir().join(format!("cmk-guard-telemetry-{}.toml", uuid::Uuid::new_v4()));
-    std::fs::write(
-        &policy,
-        "[notify]\nteams = [\"critical\", \"high\", \"medium\", \"low\"]\nemail = [\"critical\", \"high\", \"medium\", \"low\"]\nwebhook = [\"critical\", \"high\", \"medium\", \"low\"]\n",
-    )
-    .expect("policy");
-    let policy = policy.to_string_lossy().into_owned();
+    let scratch = Scratch::new("telemetry");
+    let policy = scratch
+        .write(
+            "policy.toml",
+            "[notify]\nteams = [\"critical\", \"high\", \"medium\", \"low\"]\nemail = [\"critical\", \"high\", \"medium\", \"low\"]\nwebhook = [\"critical\", \"high\", \"medium\", \"low\"]\n",
+        )
+        .display()
+        .to_string();
     let mut env = otel_env(&receiver);
     env.extend([
         (

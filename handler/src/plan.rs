@@ -158,8 +158,8 @@ pub fn plan(evaluation: &Evaluation, priors: &[Prior], inputs: &Inputs) -> Vec<S
     }
     // A resolution is never a repeat: the stored state is still open, so nobody heard of it,
     // whoever's write brought it about. A deleted workspace closes every open finding, event
-    // rules' too; its message closes what people were told, so a finding nobody was told
-    // about (recorded in `observe` mode) closes silently.
+    // rules' too. Either way the message closes what people were told, so a finding nobody
+    // was told about (recorded in `observe` mode) closes silently.
     for prior in priors.iter().filter(|p| p.open) {
         if evaluation.findings.iter().any(|f| same_key(prior, f)) {
             continue;
@@ -167,7 +167,10 @@ pub fn plan(evaluation: &Evaluation, priors: &[Prior], inputs: &Inputs) -> Vec<S
         let (observed, notify) = if evaluation.workspace_deleted {
             (WORKSPACE_DELETED, sends && prior.last_notified.is_some())
         } else if evaluation.resolves(&prior.rule, &prior.resource) {
-            ("the rule passes now", sends)
+            (
+                "the rule passes now",
+                sends && prior.last_notified.is_some(),
+            )
         } else {
             continue;
         };
@@ -382,6 +385,21 @@ mod tests {
             0,
         );
         assert_eq!(steps[0].change, Change::Unchanged);
+    }
+
+    #[test]
+    fn a_finding_nobody_was_told_about_resolves_silently() {
+        let policy = Policy::default();
+        let eval = evaluation(Vec::new(), &["vault.purge-protection"]);
+        let untold = Prior {
+            last_notified: None,
+            ..prior("vault.purge-protection", Severity::High, true, 1)
+        };
+        let steps = run(Mode::Alert, &policy, &eval, &[untold], 0);
+        assert_eq!(
+            (steps[0].change, steps[0].notify, steps[0].finding.state),
+            (Change::Resolved, false, FindingState::Resolved)
+        );
     }
 
     #[test]

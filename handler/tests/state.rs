@@ -88,7 +88,9 @@ impl Backend {
 async fn open(spec: &str) -> state::Result<Arc<dyn StateStore>> {
     let http = transport::http_client(&TransportSettings::default()).unwrap();
     let transport = Transport::new(Arc::new(http));
-    let credential = credential::from_env(&transport, |_| None).unwrap().credential;
+    let credential = credential::from_env(&transport, |_| None)
+        .unwrap()
+        .credential;
     state::open(spec, &transport, &credential).await
 }
 

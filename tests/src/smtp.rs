@@ -3,20 +3,23 @@
 //! the handler trusts through `CMKGUARD_CA_BUNDLE`. Every accepted mail is kept as JSON (see
 //! `handler/tests/support/smtp_server.py`), so a test reads what a mail client would show.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::Value;
+
+use crate::scratch::Scratch;
 
 /// The account the server accepts.
 pub const USER: &str = "alerts";
 /// Its password (a secret the handler must never log).
 pub const PASSWORD: &str = "Sm7pPassw0rd";
 
-/// A running server on 127.0.0.1, stopped when dropped.
+/// A running server on 127.0.0.1, stopped when dropped; then its maildir is removed (fields
+/// drop in order).
 pub struct Smtp {
     _child: tokio::process::Child,
     pub port: u16,
-    maildir: PathBuf,
+    maildir: Scratch,
 }
 
 impl Smtp {
@@ -28,13 +31,12 @@ impl Smtp {
             python.is_file(),
             "aiosmtpd is not installed: run scripts/test-tools"
         );
-        let maildir = std::env::temp_dir().join(format!("cmk-guard-mail-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&maildir).expect("maildir");
+        let maildir = Scratch::new("mail");
         let port = crate::free_port();
         let mut child = tokio::process::Command::new(python)
             .arg(crate::repo_root().join("handler/tests/support/smtp_server.py"))
             .args(["--port", &port.to_string(), "--maildir"])
-            .arg(&maildir)
+            .arg(maildir.path())
             .arg("--cert")
             .arg(tls_dir.join("server.pem"))
             .arg("--key")
@@ -67,7 +69,7 @@ impl Smtp {
 
     /// Every mail accepted so far, oldest first.
     pub fn received(&self) -> Vec<Value> {
-        let mut records: Vec<_> = std::fs::read_dir(&self.maildir)
+        let mut records: Vec<_> = std::fs::read_dir(self.maildir.path())
             .map(|d| {
                 d.filter_map(Result::ok)
                     .map(|e| e.path())

@@ -131,23 +131,15 @@ fn evaluate_exits_non_zero_on_bad_input() {
 
 /// A directory that holds no program: as `PATH`, it guarantees that no `az` or `azd` on the
 /// machine can sign cmk-guard in. Removed on drop.
-struct EmptyPath(std::path::PathBuf);
+struct EmptyPath(Scratch);
 
 impl EmptyPath {
     fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("cmk-guard-no-az-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).expect("empty PATH dir");
-        Self(dir)
+        Self(Scratch::new("no-az"))
     }
 
     fn as_str(&self) -> &str {
-        self.0.to_str().unwrap_or_default()
-    }
-}
-
-impl Drop for EmptyPath {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        self.0.path().to_str().unwrap_or_default()
     }
 }
 

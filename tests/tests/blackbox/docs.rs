@@ -8,6 +8,7 @@
 use std::collections::BTreeSet;
 use std::process::Command;
 
+use cmk_guard_blackbox::scratch::Scratch;
 use cmk_guard_blackbox::{binary, repo_root};
 
 /// The info-string word that exempts a toml block from `policy check`.
@@ -153,8 +154,7 @@ fn the_markdown_reader_finds_blocks_their_info_and_the_prose_around_them() {
 
 #[test]
 fn every_policy_in_the_docs_passes_policy_check() {
-    let scratch = std::env::temp_dir().join(format!("cmk-guard-docs-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&scratch).expect("scratch directory");
+    let scratch = Scratch::new("docs");
     let mut checked = Vec::new();
     let mut failures = Vec::new();
     for (name, text) in documents() {
@@ -165,7 +165,7 @@ fn every_policy_in_the_docs_passes_policy_check() {
             {
                 continue;
             }
-            let file = scratch.join(format!("policy-{}.toml", checked.len()));
+            let file = scratch.join(&format!("policy-{}.toml", checked.len()));
             std::fs::write(&file, &block.body).expect("write policy");
             let (code, out, err) = run(&["policy", "check", &file.to_string_lossy()]);
             if code != Some(0) || !out.starts_with("ok: ") {
@@ -174,7 +174,6 @@ fn every_policy_in_the_docs_passes_policy_check() {
             checked.push(block.place);
         }
     }
-    let _ = std::fs::remove_dir_all(&scratch);
     assert!(
         checked.iter().any(|place| place.starts_with("README.md:"))
             && checked.iter().any(|place| place.starts_with("docs/")),

@@ -4,6 +4,7 @@
 
 use azure_sim::{KeySpec, RecordFilter, Tenant, VaultSpec, WorkspaceSpec};
 use cmk_guard_blackbox::Handler;
+use cmk_guard_blackbox::scratch::Scratch;
 use cmk_guard_blackbox::sink::Sink;
 use serde_json::{Value, json};
 
@@ -57,9 +58,9 @@ fn workspace_write() -> Value {
 async fn start() -> (Handler, Sink) {
     let sink = Sink::start().await;
     let teams = sink.url("teams");
-    let policy = std::env::temp_dir().join(format!("cmk-guard-loop-{}.toml", uuid::Uuid::new_v4()));
-    std::fs::write(&policy, POLICY).expect("policy");
-    let policy = policy.to_string_lossy().into_owned();
+    // The handler reads its policy at start; the file goes when this returns.
+    let scratch = Scratch::new("loop-guard");
+    let policy = scratch.write("policy.toml", POLICY).display().to_string();
     let env = [
         ("CMKGUARD_MODE", "remediate"),
         ("CMKGUARD_POLICY_FILE", policy.as_str()),

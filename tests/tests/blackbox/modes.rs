@@ -7,6 +7,7 @@
 //! the policy's consent to remediate it); Teams is a local sink, email a real aiosmtpd.
 
 use azure_sim::{KeySpec, RecordFilter, Sim, SimOptions, Tenant, VaultSpec, WorkspaceSpec};
+use cmk_guard_blackbox::scratch::Scratch;
 use cmk_guard_blackbox::sink::Sink;
 use cmk_guard_blackbox::smtp::Smtp;
 use cmk_guard_blackbox::{Handler, Reply, timer_envelope};
@@ -106,12 +107,14 @@ struct Running {
     teams: Sink,
     smtp: Smtp,
     mode: Mode,
+    /// The certificate aiosmtpd presents and the policy: removed after both processes stop.
+    _scratch: Scratch,
 }
 
 impl Running {
     async fn start(mode: Mode) -> Running {
-        let tls_dir =
-            std::env::temp_dir().join(format!("cmk-guard-modes-tls-{}", uuid::Uuid::new_v4()));
+        let scratch = Scratch::new("modes");
+        let tls_dir = scratch.join("tls");
         let options = SimOptions {
             tls_out: Some(tls_dir.clone()),
             ..SimOptions::default()
@@ -119,10 +122,7 @@ impl Running {
         let sim = Sim::start(tenant(), options).await.expect("sim");
         let smtp = Smtp::start(&tls_dir).await;
         let teams = Sink::start().await;
-        let policy =
-            std::env::temp_dir().join(format!("cmk-guard-modes-{}.toml", uuid::Uuid::new_v4()));
-        std::fs::write(&policy, POLICY).expect("policy");
-        let policy = policy.to_string_lossy().into_owned();
+        let policy = scratch.write("policy.toml", POLICY).display().to_string();
         let teams_url = teams.url("teams");
         let smtp_url = smtp.url();
         let handler = Handler::launch(
@@ -142,6 +142,7 @@ impl Running {
             teams,
             smtp,
             mode,
+            _scratch: scratch,
         }
     }
 

@@ -564,8 +564,9 @@ async fn stalled_and_trickling_bodies_get_408_and_slow_steady_ones_are_served() 
     let (stalled, trickled, steady) = tokio::join!(
         stalled,
         trickling_request(&handler, &body, None),
-        // A chunk a second for longer than the idle timeout, and complete before the deadline.
-        trickling_request(&handler, &body, Some(14)),
+        // A chunk a second for longer than the idle timeout (12 sleeps of 1 s make at least
+        // 12 s), and complete before the 30 s deadline with as much room as that leaves.
+        trickling_request(&handler, &body, Some(12)),
     );
     for ((status, reply), stall) in stalled.into_iter().zip(stalls) {
         assert_eq!(status, 408, "{stall:?}: {reply}");

@@ -7,6 +7,7 @@
 use std::collections::BTreeSet;
 
 use azure_sim::{KeySpec, Tenant, VaultSpec, WorkspaceSpec};
+use cmk_guard_blackbox::scratch::Scratch;
 use cmk_guard_blackbox::sink::Sink;
 use cmk_guard_blackbox::{Handler, timer_envelope};
 use serde_json::{Value, json};
@@ -66,12 +67,12 @@ async fn start(mode: &str) -> (Handler, Sink) {
 
 /// Two instances sharing one SQLite state and one Teams channel, each reading its own
 /// simulator of the same tenant: the second has read nothing yet, so what it reads is Azure as
-/// it is now (an instance's reads are cached for a few seconds).
-async fn start_two(mode: &str) -> (Handler, Handler, Sink) {
+/// it is now (an instance's reads are cached for a few seconds). The state file lives in
+/// `scratch`, which must outlive both.
+async fn start_two(mode: &str, scratch: &Scratch) -> (Handler, Handler, Sink) {
     let sink = Sink::start().await;
     let teams = sink.url("teams");
-    let state = std::env::temp_dir().join(format!("cmk-guard-deleted-{}.db", uuid::Uuid::new_v4()));
-    let state = format!("sqlite:{}", state.display());
+    let state = scratch.sqlite_state("state.db");
     let env = [
         ("CMKGUARD_MODE", mode),
         ("CMKGUARD_STATE", state.as_str()),
@@ -195,7 +196,8 @@ async fn the_delete_event_resolves_the_workspaces_open_findings_with_one_card() 
 
 #[tokio::test]
 async fn the_sweep_notices_a_deleted_workspace_without_its_event() {
-    let (alerted, handler, sink) = start_two("alert").await;
+    let scratch = Scratch::new("deleted");
+    let (alerted, handler, sink) = start_two("alert", &scratch).await;
     let closed = open_findings(&alerted).await;
     // The delete event is lost; the next sweep runs on the other instance.
     handler.sim.admin().delete_workspace(GONE).expect("delete");
@@ -235,7 +237,8 @@ async fn the_sweep_notices_a_deleted_workspace_without_its_event() {
 
 #[tokio::test]
 async fn evaluate_with_apply_resolves_a_deleted_workspaces_findings() {
-    let (alerted, handler, sink) = start_two("remediate").await;
+    let scratch = Scratch::new("deleted");
+    let (alerted, handler, sink) = start_two("remediate", &scratch).await;
     let closed = open_findings(&alerted).await;
     handler.sim.admin().delete_workspace(GONE).expect("delete");
     handler.sim.clear_events();

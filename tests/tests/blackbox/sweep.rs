@@ -175,6 +175,35 @@ async fn a_sweep_of_2000_workspaces_finds_exactly_the_drift_and_resumes_after_it
 }
 
 #[tokio::test]
+async fn a_listing_that_outlasts_the_budget_still_leaves_every_invocation_some_progress() {
+    const WORKSPACES: usize = 100;
+    let (tenant, _) = estate(WORKSPACES, 10);
+    let handler = Handler::start_with(tenant, &[("CMKGUARD_SWEEP_BUDGET_SECONDS", "1")]).await;
+    // Listing the workspaces alone takes longer than the whole budget.
+    handler.sim.add_fault(
+        Fault::on_operation("ResourceGraph_Resources").latency(Duration::from_millis(1500)),
+    );
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    for invocation in 1..=WORKSPACES {
+        let reply = handler.invoke("Sweep", timer_envelope("timer")).await;
+        assert_eq!(reply.status, 200, "{:?}", reply.body);
+        let outcome = reply.outcome();
+        let checked = names(&outcome["workspaces"]);
+        assert!(
+            !checked.is_empty(),
+            "invocation {invocation} made no progress: {outcome}"
+        );
+        seen.extend(checked);
+        if outcome.get("reason").is_none() {
+            assert_eq!(seen.len(), WORKSPACES, "every workspace");
+            assert!(invocation > 1, "the budget ran out in the first invocation");
+            return;
+        }
+    }
+    panic!("the sweep never finished");
+}
+
+#[tokio::test]
 async fn a_sweep_never_exceeds_the_configured_read_rate_even_when_throttled() {
     let (tenant, _) = estate(40, 10);
     let handler = Handler::start_with(tenant, &[("CMKGUARD_READ_RATE", "25")]).await;

@@ -149,8 +149,11 @@ impl Handler {
         all.push(("CMKGUARD_STATE".into(), scratch.sqlite_state("state.db")));
         all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let pairs: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        // An idle pooled connection is dropped well before the handler's 5-second keep-alive
+        // ends: otherwise a request sent just as the server closes it fails with a reset.
         let http = reqwest::Client::builder()
             .no_proxy()
+            .pool_idle_timeout(Duration::from_secs(2))
             .build()
             .expect("http client");
         let mut last_error = String::new();

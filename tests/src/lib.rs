@@ -11,6 +11,7 @@ pub mod azurite;
 pub mod scratch;
 pub mod sink;
 pub mod smtp;
+pub mod story;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -314,6 +315,21 @@ pub fn spawn(port: u16, env: &[(&str, &str)], args: &[&str]) -> Child {
         command.env(key, value);
     }
     command.spawn().expect("spawn cmk-guard")
+}
+
+/// Runs the binary with `args` to completion without the caller's environment (no PATH, no
+/// Azure variables: what a command does with nothing configured): (exit code, stdout, stderr).
+pub fn run_cli(args: &[&str]) -> (Option<i32>, String, String) {
+    let output = Command::new(binary())
+        .args(args)
+        .env_clear()
+        .output()
+        .expect("run cmk-guard");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 /// A port that was free a moment ago.

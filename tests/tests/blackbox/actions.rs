@@ -2,19 +2,18 @@
 //! `alert` mode making no write, the loop guard, and two instances sharing Blob state (a real
 //! Azurite) sending exactly one Teams card for an event delivered 20 times.
 
-use azure_sim::{
-    Grant, KeySpec, KeyVersionSpec, RecordFilter, Tenant, VaultSpec, VersionPin, WorkspaceSpec,
-};
+use azure_sim::{Grant, KeySpec, KeyVersionSpec, Tenant, VaultSpec, VersionPin, WorkspaceSpec};
 use cmk_guard_blackbox::azurite::Azurite;
 use cmk_guard_blackbox::scratch::Scratch;
 use cmk_guard_blackbox::sink::Sink;
+use cmk_guard_blackbox::smtp::{self, Smtp};
+use cmk_guard_blackbox::story;
 use cmk_guard_blackbox::{Handler, Reply};
 use serde_json::{Value, json};
 
 const SUB: &str = "3f7b2c1d-8e4a-4b6f-9c2d-5a1e0f9b7c34";
 const PROVIDERS_SUB: &str = "9d2c7b1e-4a6f-4c3d-8e5b-1f0a2b3c4d5e";
 const RG: &str = "rg-actions";
-const USER: &str = "5e4f3a2b-1c0d-4e9f-8a7b-6c5d4e3f2a10";
 
 const POLICY: &str = r#"
 [remediation."vault.purge-protection"]
@@ -100,22 +99,12 @@ fn tenant() -> Tenant {
 }
 
 fn workspace_id(subscription: &str, name: &str) -> String {
-    format!(
-        "/subscriptions/{subscription}/resourceGroups/{RG}/providers/Microsoft.MachineLearningServices/workspaces/{name}"
-    )
+    story::workspace_id_of(subscription, RG, name)
 }
 
 /// The event Azure emits when a user writes the workspace.
 fn workspace_write(subscription: &str, name: &str) -> Value {
-    let ws = workspace_id(subscription, name);
-    json!({
-        "id": uuid::Uuid::new_v4().to_string(), "topic": format!("/subscriptions/{subscription}"), "subject": ws,
-        "eventType": "Microsoft.Resources.ResourceWriteSuccess", "eventTime": "2026-11-28T10:00:00Z",
-        "data": {"operationName": "Microsoft.MachineLearningServices/workspaces/write", "resourceUri": ws,
-                 "subscriptionId": subscription,
-                 "claims": {"http://schemas.microsoft.com/identity/claims/objectidentifier": USER}},
-        "dataVersion": "2", "metadataVersion": "1"
-    })
+    story::workspace_write_of(subscription, RG, name)
 }
 
 /// The handler in `mode` with the remediation policy and a Teams sink.
@@ -142,17 +131,7 @@ fn actions<'a>(reply: &'a Reply, kind: &str) -> Vec<&'a Value> {
 
 /// Writes (anything but reads and Resource Graph queries) the handler sent to Azure.
 fn writes(handler: &Handler) -> Vec<String> {
-    handler
-        .sim
-        .requests(&RecordFilter::default())
-        .into_iter()
-        .filter(|r| {
-            r.method != "GET"
-                && r.operation != "ResourceGraph_Resources"
-                && r.operation != "Identity_GetToken"
-        })
-        .map(|r| format!("{} {} {}", r.operation, r.method, r.path))
-        .collect()
+    story::writes(&handler.sim)
 }
 
 async fn read_only_findings(handler: &Handler, subscription: &str, name: &str) -> Vec<String> {
@@ -382,70 +361,6 @@ async fn two_instances_sharing_blob_state_send_one_card_for_twenty_deliveries() 
     assert_eq!(sink.received("teams").len(), 1, "exactly one Teams card");
 }
 
-/// A real SMTP server (aiosmtpd: STARTTLS required, AUTH) presenting the simulator's
-/// certificate for `localhost`, which the handler trusts through `CMKGUARD_CA_BUNDLE`.
-struct Smtp {
-    child: tokio::process::Child,
-    port: u16,
-    maildir: Scratch,
-}
-
-impl Smtp {
-    async fn start(tls_dir: &std::path::Path) -> Smtp {
-        let python = cmk_guard_blackbox::repo_root().join(".tools/venv/bin/python");
-        assert!(
-            python.is_file(),
-            "aiosmtpd is not installed: run scripts/test-tools"
-        );
-        let maildir = Scratch::new("mail");
-        let port = cmk_guard_blackbox::free_port();
-        let mut child = tokio::process::Command::new(python)
-            .arg(cmk_guard_blackbox::repo_root().join("handler/tests/support/smtp_server.py"))
-            .args(["--port", &port.to_string(), "--maildir"])
-            .arg(maildir.path())
-            .arg("--cert")
-            .arg(tls_dir.join("server.pem"))
-            .arg("--key")
-            .arg(tls_dir.join("server.key"))
-            .args(["--user", "alerts", "--password", "Sm7pPassw0rd"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start aiosmtpd");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
-        let ready =
-            tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line()).await;
-        assert!(
-            matches!(ready, Ok(Ok(Some(ref line))) if line == "ready"),
-            "aiosmtpd did not start: {ready:?}"
-        );
-        Smtp {
-            child,
-            port,
-            maildir,
-        }
-    }
-
-    fn received(&self) -> Vec<Value> {
-        let mut records: Vec<_> = std::fs::read_dir(self.maildir.path())
-            .map(|d| {
-                d.filter_map(Result::ok)
-                    .map(|e| e.path())
-                    .filter(|p| p.extension().is_some_and(|x| x == "json"))
-                    .collect()
-            })
-            .unwrap_or_default();
-        records.sort();
-        records
-            .iter()
-            .filter_map(|p| std::fs::read(p).ok())
-            .filter_map(|b| serde_json::from_slice(&b).ok())
-            .collect()
-    }
-}
-
 #[tokio::test]
 async fn alerts_reach_email_over_starttls_through_the_binary() {
     let scratch = Scratch::new("email");
@@ -456,7 +371,7 @@ async fn alerts_reach_email_over_starttls_through_the_binary() {
     };
     let sim = azure_sim::Sim::start(tenant(), options).await.expect("sim");
     let smtp = Smtp::start(&tls_dir).await;
-    let smtp_url = format!("smtp://alerts:Sm7pPassw0rd@localhost:{}", smtp.port);
+    let smtp_url = smtp.url();
     let policy = scratch
         .write(
             "policy.toml",
@@ -510,10 +425,10 @@ async fn alerts_reach_email_over_starttls_through_the_binary() {
             .stdout
             .snapshot()
             .join("\n")
-            .contains("Sm7pPassw0rd"),
+            .contains(smtp::PASSWORD),
         "the SMTP password is never logged"
     );
-    drop(smtp.child);
+    drop(smtp);
 }
 
 #[tokio::test]

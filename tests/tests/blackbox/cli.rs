@@ -4,7 +4,7 @@ use std::process::Command;
 
 use azure_sim::{Sim, SimOptions, Tenant};
 use cmk_guard_blackbox::scratch::Scratch;
-use cmk_guard_blackbox::{binary, fixtures_dir};
+use cmk_guard_blackbox::{binary, fixtures_dir, run_cli as run};
 use serde_json::Value;
 
 /// Runs the CLI against a simulator, as a person with a configured identity would.
@@ -15,19 +15,6 @@ async fn run_against(sim: &Sim, args: &[&str]) -> (Option<i32>, String, String) 
         .envs(sim.handler_env())
         .output()
         .await
-        .expect("run cmk-guard");
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
-fn run(args: &[&str]) -> (Option<i32>, String, String) {
-    let output = Command::new(binary())
-        .args(args)
-        .env_clear()
-        .output()
         .expect("run cmk-guard");
     (
         output.status.code(),

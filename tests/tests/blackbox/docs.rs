@@ -6,10 +6,9 @@
 //! is skipped (README.md, *Prerequisites and testing*).
 
 use std::collections::BTreeSet;
-use std::process::Command;
 
 use cmk_guard_blackbox::scratch::Scratch;
-use cmk_guard_blackbox::{binary, repo_root};
+use cmk_guard_blackbox::{repo_root, run_cli as run};
 
 /// The info-string word that exempts a toml block from `policy check`.
 const EXCERPT: &str = "excerpt";
@@ -119,20 +118,6 @@ fn documents() -> Vec<(String, String)> {
             (name, text)
         })
         .collect()
-}
-
-/// Runs the binary with `args`, without the caller's environment: (exit code, stdout, stderr).
-fn run(args: &[&str]) -> (Option<i32>, String, String) {
-    let output = Command::new(binary())
-        .args(args)
-        .env_clear()
-        .output()
-        .expect("run cmk-guard");
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
 }
 
 #[test]

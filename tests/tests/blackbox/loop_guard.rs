@@ -1,66 +1,25 @@
 //! The loop guard through the real binary: the write event of cmk-guard's own remediation
 //! leaves alone only the (resource, rule) it remediated, and everything else it sees is
 //! handled as on any event — even when that event is delivered before a person's.
+//!
+//! The story's tenant and policy (`cmk_guard_blackbox::story`): one CMK workspace whose vault
+//! lacks purge protection, which the policy consents to remediate.
 
-use azure_sim::{KeySpec, RecordFilter, Tenant, VaultSpec, WorkspaceSpec};
 use cmk_guard_blackbox::Handler;
 use cmk_guard_blackbox::scratch::Scratch;
 use cmk_guard_blackbox::sink::Sink;
+use cmk_guard_blackbox::story::{self, VAULT, WORKSPACE, policy_file, tenant, workspace_write};
 use serde_json::{Value, json};
 
-const SUB: &str = "3f7b2c1d-8e4a-4b6f-9c2d-5a1e0f9b7c34";
-const RG: &str = "rg-loop";
-const VAULT: &str = "kv-loop";
-const KEY: &str = "cmk";
-const WORKSPACE: &str = "ws-loop";
-const USER: &str = "5e4f3a2b-1c0d-4e9f-8a7b-6c5d4e3f2a10";
-const PURGE: &str = "vault.purge-protection";
+const PURGE: &str = story::FINDING;
 const ENDPOINTS: &str = "workspace.unsupported-endpoints";
-
-const POLICY: &str = r#"
-[remediation."vault.purge-protection"]
-enabled = true
-irreversible_ok = true
-[notify]
-teams = ["critical", "high", "medium", "low"]
-email = []
-"#;
-
-/// One CMK workspace whose vault lacks purge protection; everything else complies.
-fn tenant() -> Tenant {
-    Tenant::builder()
-        .subscription(SUB)
-        .vault(
-            VaultSpec::new(SUB, RG, VAULT)
-                .purge_protection(None)
-                .key(KeySpec::rsa(KEY, 3072)),
-        )
-        .workspace(WorkspaceSpec::new(SUB, RG, WORKSPACE).cmk(VAULT, KEY))
-        .build()
-        .expect("tenant")
-}
-
-/// What Azure emits when a person writes the workspace.
-fn workspace_write() -> Value {
-    let ws = format!(
-        "/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.MachineLearningServices/workspaces/{WORKSPACE}"
-    );
-    json!({
-        "id": uuid::Uuid::new_v4().to_string(), "topic": format!("/subscriptions/{SUB}"), "subject": ws,
-        "eventType": "Microsoft.Resources.ResourceWriteSuccess", "eventTime": "2026-11-28T10:00:00Z",
-        "data": {"operationName": "Microsoft.MachineLearningServices/workspaces/write", "resourceUri": ws,
-                 "subscriptionId": SUB,
-                 "claims": {"http://schemas.microsoft.com/identity/claims/objectidentifier": USER}},
-        "dataVersion": "2", "metadataVersion": "1"
-    })
-}
 
 async fn start() -> (Handler, Sink) {
     let sink = Sink::start().await;
     let teams = sink.url("teams");
     // The handler reads its policy at start; the file goes when this returns.
     let scratch = Scratch::new("loop-guard");
-    let policy = scratch.write("policy.toml", POLICY).display().to_string();
+    let policy = policy_file(&scratch);
     let env = [
         ("CMKGUARD_MODE", "remediate"),
         ("CMKGUARD_POLICY_FILE", policy.as_str()),
@@ -71,16 +30,7 @@ async fn start() -> (Handler, Sink) {
 
 /// Writes (anything but reads, Resource Graph queries and tokens) sent to Azure.
 fn writes(handler: &Handler) -> usize {
-    handler
-        .sim
-        .requests(&RecordFilter::default())
-        .into_iter()
-        .filter(|r| {
-            r.method != "GET"
-                && r.operation != "ResourceGraph_Resources"
-                && r.operation != "Identity_GetToken"
-        })
-        .count()
+    story::writes(&handler.sim).len()
 }
 
 /// The Teams cards that mention `rule`.

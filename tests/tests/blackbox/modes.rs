@@ -3,24 +3,22 @@
 //! Azure; `alert` sends (the sweep's digest too) and writes nothing; `remediate` sends and
 //! applies what the policy allows. `Evaluate` acts only with `apply`, and only in `remediate`.
 //!
-//! One CMK workspace whose vault lacks purge protection (high, routed to Teams and email, with
-//! the policy's consent to remediate it); Teams is a local sink, email a real aiosmtpd.
+//! The story's tenant (`cmk_guard_blackbox::story`: one CMK workspace whose vault lacks purge
+//! protection) with its finding routed to Teams and email, and the policy's consent to
+//! remediate it; Teams is a local sink, email a real aiosmtpd.
 
-use azure_sim::{KeySpec, RecordFilter, Sim, SimOptions, Tenant, VaultSpec, WorkspaceSpec};
+use azure_sim::{Sim, SimOptions};
 use cmk_guard_blackbox::scratch::Scratch;
 use cmk_guard_blackbox::sink::Sink;
 use cmk_guard_blackbox::smtp::Smtp;
+use cmk_guard_blackbox::story::{
+    self, FINDING, key_near_expiry, tenant, workspace_id, workspace_write,
+};
 use cmk_guard_blackbox::{Handler, Reply, timer_envelope};
 use serde_json::{Value, json};
 
-const SUB: &str = "3f7b2c1d-8e4a-4b6f-9c2d-5a1e0f9b7c34";
-const RG: &str = "rg-modes";
-const VAULT: &str = "kv-modes";
-const KEY: &str = "cmk";
-const WORKSPACE: &str = "ws-modes";
-const USER: &str = "5e4f3a2b-1c0d-4e9f-8a7b-6c5d4e3f2a10";
-const FINDING: &str = "vault.purge-protection";
-
+/// `story::POLICY` with critical and high also sent by email: every mode is checked on both
+/// channels.
 const POLICY: &str = r#"
 [remediation."vault.purge-protection"]
 enabled = true
@@ -54,51 +52,6 @@ enum Function {
     Sweep,
     /// With `apply` where the mode allows it (`remediate`), without it elsewhere.
     Evaluate,
-}
-
-fn tenant() -> Tenant {
-    Tenant::builder()
-        .subscription(SUB)
-        .vault(
-            VaultSpec::new(SUB, RG, VAULT)
-                .purge_protection(None)
-                .key(KeySpec::rsa(KEY, 3072)),
-        )
-        .workspace(WorkspaceSpec::new(SUB, RG, WORKSPACE).cmk(VAULT, KEY))
-        .build()
-        .expect("tenant")
-}
-
-fn workspace_id() -> String {
-    format!(
-        "/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.MachineLearningServices/workspaces/{WORKSPACE}"
-    )
-}
-
-/// What Azure emits when a person writes the workspace.
-fn workspace_write() -> Value {
-    let ws = workspace_id();
-    json!({
-        "id": uuid::Uuid::new_v4().to_string(), "topic": format!("/subscriptions/{SUB}"), "subject": ws,
-        "eventType": "Microsoft.Resources.ResourceWriteSuccess", "eventTime": "2026-11-28T10:00:00Z",
-        "data": {"operationName": "Microsoft.MachineLearningServices/workspaces/write", "resourceUri": ws,
-                 "subscriptionId": SUB,
-                 "claims": {"http://schemas.microsoft.com/identity/claims/objectidentifier": USER}},
-        "dataVersion": "2", "metadataVersion": "1"
-    })
-}
-
-/// Key Vault's `KeyNearExpiry` for the workspace's key (it names no caller).
-fn key_near_expiry() -> Value {
-    let version = "4d8a2f6c1e9b47a3b5c0d7e2f8a1c6b9";
-    json!({
-        "id": uuid::Uuid::new_v4().to_string(),
-        "topic": format!("/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.KeyVault/vaults/{VAULT}"),
-        "subject": KEY, "eventType": "Microsoft.KeyVault.KeyNearExpiry", "eventTime": "2026-11-28T09:20:13.0487719Z",
-        "data": {"Id": format!("https://{VAULT}.vault.azure.net/keys/{KEY}/{version}"), "VaultName": VAULT,
-                 "ObjectType": "Key", "ObjectName": KEY, "Version": version, "NBF": 1766913611, "EXP": 1798449611},
-        "dataVersion": "1", "metadataVersion": "1"
-    })
 }
 
 /// The handler in `mode`, with Teams and email configured and routed.
@@ -197,17 +150,7 @@ impl Running {
 
     /// Writes (anything but reads, Resource Graph queries and tokens) sent to Azure.
     fn writes(&self) -> Vec<String> {
-        self.handler
-            .sim
-            .requests(&RecordFilter::default())
-            .into_iter()
-            .filter(|r| {
-                r.method != "GET"
-                    && r.operation != "ResourceGraph_Resources"
-                    && r.operation != "Identity_GetToken"
-            })
-            .map(|r| format!("{} {} {}", r.operation, r.method, r.path))
-            .collect()
+        story::writes(&self.handler.sim)
     }
 }
 

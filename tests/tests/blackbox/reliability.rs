@@ -14,6 +14,9 @@
 //!   same state → exactly one write, the finding resolved, no second action;
 //! - an unreachable state store → a transient failure (non-2xx), not a crash; the process keeps
 //!   serving.
+//!
+//! The tenant, events and policy are the story's (`cmk_guard_blackbox::story`): one CMK
+//! workspace whose vault lacks purge protection, the finding every delivery must report.
 
 use std::io::Read;
 use std::process::Child;
@@ -24,17 +27,13 @@ use std::time::{Duration, Instant};
 use azure_sim::{Fault, KeySpec, RecordFilter, Sim, SimOptions, Tenant, VaultSpec, WorkspaceSpec};
 use cmk_guard_blackbox::scratch::Scratch;
 use cmk_guard_blackbox::sink::Sink;
+use cmk_guard_blackbox::story::{
+    FINDING, KEY, RG, SUB, VAULT, WORKSPACE, key_near_expiry, policy_file, tenant, workspace_id,
+    workspace_write, writes,
+};
 use cmk_guard_blackbox::{Handler, binary, envelope, free_port, spawn};
 use serde_json::{Value, json};
 
-const SUB: &str = "3f7b2c1d-8e4a-4b6f-9c2d-5a1e0f9b7c34";
-const RG: &str = "rg-reliability";
-const VAULT: &str = "kv-reliability";
-const KEY: &str = "cmk";
-const WORKSPACE: &str = "ws-reliability";
-const USER: &str = "5e4f3a2b-1c0d-4e9f-8a7b-6c5d4e3f2a10";
-/// The finding every delivery must report: the vault has no purge protection.
-const FINDING: &str = "vault.purge-protection";
 const VISIBILITY: &str = "guard.visibility";
 
 /// The Azure calls a Key Vault event costs, by the simulator's operation name: resolve
@@ -46,67 +45,6 @@ const CALLS: [&str; 5] = [
     "Keys_GetVersion",
     "RoleAssignments_ListForScope",
 ];
-
-const POLICY: &str = r#"
-[remediation."vault.purge-protection"]
-enabled = true
-irreversible_ok = true
-[notify]
-teams = ["critical", "high", "medium", "low"]
-email = []
-"#;
-
-/// One CMK workspace whose vault lacks purge protection; everything else complies.
-fn tenant() -> Tenant {
-    Tenant::builder()
-        .subscription(SUB)
-        .vault(
-            VaultSpec::new(SUB, RG, VAULT)
-                .purge_protection(None)
-                .key(KeySpec::rsa(KEY, 3072)),
-        )
-        .workspace(WorkspaceSpec::new(SUB, RG, WORKSPACE).cmk(VAULT, KEY))
-        .build()
-        .expect("tenant")
-}
-
-fn workspace_id() -> String {
-    format!(
-        "/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.MachineLearningServices/workspaces/{WORKSPACE}"
-    )
-}
-
-/// Key Vault's `KeyNearExpiry` for the workspace's key: resolved through Resource Graph, so it
-/// exercises every kind of read.
-fn key_near_expiry() -> Value {
-    let version = "4d8a2f6c1e9b47a3b5c0d7e2f8a1c6b9";
-    json!({
-        "id": uuid::Uuid::new_v4().to_string(),
-        "topic": format!("/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.KeyVault/vaults/{VAULT}"),
-        "subject": KEY, "eventType": "Microsoft.KeyVault.KeyNearExpiry", "eventTime": "2026-11-28T09:20:13.0487719Z",
-        "data": {"Id": format!("https://{VAULT}.vault.azure.net/keys/{KEY}/{version}"), "VaultName": VAULT,
-                 "ObjectType": "Key", "ObjectName": KEY, "Version": version, "NBF": 1766913611, "EXP": 1798449611},
-        "dataVersion": "1", "metadataVersion": "1"
-    })
-}
-
-/// What Azure emits when a person writes the workspace.
-fn workspace_write() -> Value {
-    let ws = workspace_id();
-    json!({
-        "id": uuid::Uuid::new_v4().to_string(), "topic": format!("/subscriptions/{SUB}"), "subject": ws,
-        "eventType": "Microsoft.Resources.ResourceWriteSuccess", "eventTime": "2026-11-28T10:00:00Z",
-        "data": {"operationName": "Microsoft.MachineLearningServices/workspaces/write", "resourceUri": ws,
-                 "subscriptionId": SUB,
-                 "claims": {"http://schemas.microsoft.com/identity/claims/objectidentifier": USER}},
-        "dataVersion": "2", "metadataVersion": "1"
-    })
-}
-
-/// Writes the remediation policy into `scratch` and returns its path.
-fn policy_file(scratch: &Scratch) -> String {
-    scratch.write("policy.toml", POLICY).display().to_string()
-}
 
 /// A `CMKGUARD_STATE` for a SQLite file in `scratch`, for instances that share it.
 fn state_file(scratch: &Scratch) -> String {
@@ -134,19 +72,6 @@ fn statuses(sim: &Sim, operation: &str) -> Vec<u16> {
     .iter()
     .map(|r| r.status)
     .collect()
-}
-
-/// Writes the handler sent to Azure (anything but reads, Resource Graph and tokens).
-fn writes(sim: &Sim) -> Vec<String> {
-    sim.requests(&RecordFilter::default())
-        .into_iter()
-        .filter(|r| {
-            r.method != "GET"
-                && r.operation != "ResourceGraph_Resources"
-                && r.operation != "Identity_GetToken"
-        })
-        .map(|r| format!("{} {} {}", r.operation, r.method, r.path))
-        .collect()
 }
 
 /// The next sweep: `cmk-guard scan` over the simulator, as JSON; it must finish.

@@ -9,6 +9,7 @@ use azure_sim::{
     UserAssignedSpec, VaultSpec, VersionPin, WorkspaceSpec,
 };
 use cmk_guard_blackbox::Handler;
+use cmk_guard_blackbox::story;
 use serde_json::{Value, json};
 
 const SUB: &str = "3f7b2c1d-8e4a-4b6f-9c2d-5a1e0f9b7c34";
@@ -111,9 +112,7 @@ fn tenant() -> Tenant {
 }
 
 fn workspace_id(subscription: &str, name: &str) -> String {
-    format!(
-        "/subscriptions/{subscription}/resourceGroups/{RG}/providers/Microsoft.MachineLearningServices/workspaces/{name}"
-    )
+    story::workspace_id_of(subscription, RG, name)
 }
 
 async fn open_rules(

@@ -2,13 +2,16 @@
 //! here — the invocation span continues the host's trace, Azure calls are child client spans,
 //! the metrics count what happened, logs are exported — and no configured secret reaches any
 //! exported byte or log line.
+//!
+//! The tenant and the event are the story's (`cmk_guard_blackbox::story`): one CMK workspace
+//! whose vault lacks purge protection, written by a person.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use azure_sim::{KeySpec, Tenant, VaultSpec, WorkspaceSpec};
 use cmk_guard_blackbox::scratch::Scratch;
 use cmk_guard_blackbox::sink::Sink;
+use cmk_guard_blackbox::story::{tenant, workspace_write};
 use cmk_guard_blackbox::{Handler, Reply, envelope, free_port};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -17,13 +20,10 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
 use opentelemetry_proto::tonic::trace::v1::{Span, span};
 use prost::Message;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
-const SUB: &str = "3f7b2c1d-8e4a-4b6f-9c2d-5a1e0f9b7c34";
-const RG: &str = "rg-telemetry";
-const USER: &str = "5e4f3a2b-1c0d-4e9f-8a7b-6c5d4e3f2a10";
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT_ID: &str = "00f067aa0ba902b7";
 
@@ -263,34 +263,6 @@ fn attribute(attributes: &[KeyValue], key: &str) -> Option<String> {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// One CMK workspace whose vault has no purge protection.
-fn tenant() -> Tenant {
-    Tenant::builder()
-        .subscription(SUB)
-        .vault(
-            VaultSpec::new(SUB, RG, "kv-purge")
-                .purge_protection(None)
-                .key(KeySpec::rsa("key", 3072)),
-        )
-        .workspace(WorkspaceSpec::new(SUB, RG, "ws-purge").cmk("kv-purge", "key"))
-        .build()
-        .expect("tenant")
-}
-
-fn workspace_write() -> Value {
-    let ws = format!(
-        "/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.MachineLearningServices/workspaces/ws-purge"
-    );
-    json!({
-        "id": uuid::Uuid::new_v4().to_string(), "topic": format!("/subscriptions/{SUB}"), "subject": ws,
-        "eventType": "Microsoft.Resources.ResourceWriteSuccess", "eventTime": "2026-11-28T10:00:00Z",
-        "data": {"operationName": "Microsoft.MachineLearningServices/workspaces/write", "resourceUri": ws,
-                 "subscriptionId": SUB,
-                 "claims": {"http://schemas.microsoft.com/identity/claims/objectidentifier": USER}},
-        "dataVersion": "2", "metadataVersion": "1"
-    })
 }
 
 /// Exports happen often and the batch is small, so the test also sees periodic exports; the

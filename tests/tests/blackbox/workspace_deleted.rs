@@ -9,16 +9,15 @@ use std::collections::BTreeSet;
 use azure_sim::{KeySpec, Tenant, VaultSpec, WorkspaceSpec};
 use cmk_guard_blackbox::scratch::Scratch;
 use cmk_guard_blackbox::sink::Sink;
+use cmk_guard_blackbox::story::{self, SUB};
 use cmk_guard_blackbox::{Handler, timer_envelope};
 use serde_json::{Value, json};
 
-const SUB: &str = "3f7b2c1d-8e4a-4b6f-9c2d-5a1e0f9b7c34";
 const RG: &str = "rg-deleted";
 const VAULT: &str = "kv-deleted";
 const KEY: &str = "cmk";
 const GONE: &str = "ws-gone";
 const STAYS: &str = "ws-stays";
-const USER: &str = "5e4f3a2b-1c0d-4e9f-8a7b-6c5d4e3f2a10";
 const DELETED: &str = "workspace deleted";
 
 /// Two CMK workspaces sharing a vault without purge protection: each has that finding open.
@@ -37,22 +36,12 @@ fn tenant() -> Tenant {
 }
 
 fn workspace_id(name: &str) -> String {
-    format!(
-        "/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.MachineLearningServices/workspaces/{name}"
-    )
+    story::workspace_id_of(SUB, RG, name)
 }
 
 /// What Azure emits when a person writes the workspace.
 fn workspace_write(name: &str) -> Value {
-    let ws = workspace_id(name);
-    json!({
-        "id": uuid::Uuid::new_v4().to_string(), "topic": format!("/subscriptions/{SUB}"), "subject": ws,
-        "eventType": "Microsoft.Resources.ResourceWriteSuccess", "eventTime": "2026-11-28T10:00:00Z",
-        "data": {"operationName": "Microsoft.MachineLearningServices/workspaces/write", "resourceUri": ws,
-                 "subscriptionId": SUB,
-                 "claims": {"http://schemas.microsoft.com/identity/claims/objectidentifier": USER}},
-        "dataVersion": "2", "metadataVersion": "1"
-    })
+    story::workspace_write_of(SUB, RG, name)
 }
 
 async fn start(mode: &str) -> (Handler, Sink) {

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::ids::ArmResourceId;
+use crate::ids::{ArmResourceId, KeyUrl};
 
 /// The GUID of "Key Vault Crypto Service Encryption User", the built-in role that lets a CMK
 /// consumer get, wrap and unwrap keys on RBAC vaults (azure-notes §5).
@@ -185,6 +185,19 @@ pub struct Vault {
     pub enable_rbac_authorization: Option<bool>,
     pub access_policies: Vec<AccessPolicy>,
     pub public_network_access: Option<String>,
+}
+
+impl Vault {
+    /// True when the vault answers at `key`'s host: its `vaultUri` names that host. A key whose
+    /// host is another vault's was not checked by the vault rules, and cmk-guard sends nothing
+    /// to it on this vault's account (reads of it would leave the allowlist unchecked).
+    pub fn serves(&self, key: &KeyUrl) -> bool {
+        self.vault_uri
+            .as_deref()
+            .and_then(|uri| url::Url::parse(uri).ok())
+            .and_then(|uri| uri.host_str().map(str::to_ascii_lowercase))
+            .is_some_and(|host| host == key.host())
+    }
 }
 
 /// One access policy entry of an access-policy vault.

@@ -341,15 +341,21 @@ impl Observer {
                 ),
                 _ => latest.clone(),
             };
+            // The data plane is asked only at the host of the vault read through ARM (in the
+            // allowlist): a key URL naming another vault gets no request, and guard.visibility
+            // reports the mismatch.
+            let served_key = key_url
+                .as_ref()
+                .and_then(|k| k.as_ref().ok())
+                .filter(|key| {
+                    snapshot
+                        .vault
+                        .as_ref()
+                        .and_then(Read::found)
+                        .is_some_and(|vault| vault.serves(key))
+                });
             snapshot.key = match in_use {
-                Some(read) => Some(
-                    self.with_key_size(
-                        read,
-                        key_url.as_ref().and_then(|k| k.as_ref().ok()),
-                        deadline,
-                    )
-                    .await,
-                ),
+                Some(read) => Some(self.with_key_size(read, served_key, deadline).await),
                 None => None,
             };
             snapshot.latest_key = latest;

@@ -216,14 +216,12 @@ fn gaps(snapshot: &Snapshot) -> Vec<(String, String)> {
 
 /// The key URL's host is not the `vaultUri` of the vault `keyVaultArmId` names: every vault
 /// rule then judged another vault than the one holding the key the workspace encrypts with.
-/// (No token is ever sent to the key's host for this: reads go through ARM, and key writes
-/// refuse a key outside the workspace's vault.)
+/// (No token is ever sent to the key's host for this: reads go through ARM, the key size is read
+/// from the data plane only when the vault serves the key, and key writes refuse a key outside
+/// the workspace's vault.)
 fn key_outside_vault(key: &KeyUrl, vault: &Vault) -> Option<String> {
     let vault_uri = vault.vault_uri.as_deref()?;
-    let vault_host = url::Url::parse(vault_uri)
-        .ok()
-        .and_then(|url| url.host_str().map(str::to_ascii_lowercase));
-    if vault_host.as_deref() == Some(key.host()) {
+    if vault.serves(key) {
         return None;
     }
     Some(format!(

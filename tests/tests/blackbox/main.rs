@@ -15,6 +15,7 @@ mod reliability;
 mod scan;
 mod scenarios;
 mod security_input;
+mod security_key_host;
 mod security_scope;
 mod sweep;
 mod telemetry;

@@ -3,7 +3,7 @@
 //! vault, here in a subscription outside the allowlist, gets no request at all (no token).
 
 use azure_sim::scenario::{DEFAULT_SUBSCRIPTION, OTHER_SUBSCRIPTION};
-use azure_sim::{KeySpec, RecordFilter, Tenant, VaultSpec, WorkspaceSpec};
+use azure_sim::{Fault, KeySpec, RecordFilter, Tenant, VaultSpec, WorkspaceSpec};
 use cmk_guard_blackbox::Handler;
 use serde_json::{Value, json};
 
@@ -43,6 +43,23 @@ async fn a_key_in_another_vault_than_key_vault_arm_id_is_a_finding_and_gets_no_r
             .expect("a CMK workspace")
             .key_identifier = elsewhere.clone();
     });
+    // ARM's key without `keySize` (as some api-versions answer): cmk-guard would then ask the
+    // data plane for the modulus — but only ever at the vault it read through ARM.
+    let named_key = format!(
+        "/subscriptions/{DEFAULT_SUBSCRIPTION}/resourceGroups/{RG}/providers/Microsoft.KeyVault/vaults/{VAULT}/keys/{KEY}"
+    );
+    let mut sizeless = Fault::on_operation("Keys_Get").status(200);
+    sizeless.body = Some(json!({
+        "id": named_key, "name": KEY, "type": "Microsoft.KeyVault/vaults/keys",
+        "properties": {
+            "kty": "RSA", "keyOps": ["wrapKey", "unwrapKey"],
+            "attributes": {"enabled": true, "created": 1_700_000_000, "updated": 1_700_000_000,
+                           "recoveryLevel": "Recoverable"},
+            "keyUri": format!("https://{VAULT}.vault.azure.net/keys/{KEY}"),
+            "keyUriWithVersion": format!("https://{VAULT}.vault.azure.net/keys/{KEY}/0123456789abcdef0123456789abcdef")
+        }
+    }));
+    handler.sim.add_fault(sizeless);
     let body = json!({"resource": workspace_id()}).to_string();
     let reply = handler
         .post_chunked("/api/evaluate", body.into_bytes())
@@ -75,4 +92,9 @@ async fn a_key_in_another_vault_than_key_vault_arm_id_is_a_finding_and_gets_no_r
         .map(|r| format!("{} {}{}", r.method, r.host, r.path))
         .collect();
     assert!(reached.is_empty(), "{reached:#?}");
+    let faults = handler.sim.faults();
+    assert!(
+        faults.iter().all(|f| f.hits > 0),
+        "the key was read without its size: {faults:?}"
+    );
 }

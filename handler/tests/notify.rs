@@ -108,6 +108,8 @@ struct Reply {
     status: u16,
     headers: Vec<(&'static str, String)>,
     body: String,
+    /// How long the sink takes before it answers.
+    delay: Duration,
 }
 
 impl Reply {
@@ -116,7 +118,13 @@ impl Reply {
             status,
             headers: Vec::new(),
             body: String::new(),
+            delay: Duration::ZERO,
         }
+    }
+
+    fn after(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
     }
 
     fn header(mut self, name: &'static str, value: &str) -> Self {
@@ -180,6 +188,7 @@ async fn answer(req: HttpRequest, body: web::Bytes, state: web::Data<SinkState>)
         .or_else(|| state.script.lock().unwrap().pop_front())
         .unwrap_or_else(|| state.default.clone());
     state.received.lock().unwrap().push(received);
+    tokio::time::sleep(reply.delay).await;
     let mut response = HttpResponse::build(StatusCode::from_u16(reply.status).unwrap());
     for (name, value) in reply.headers {
         response.insert_header((name, value));
@@ -444,6 +453,28 @@ async fn many_findings_are_trimmed_under_20_kb_with_a_count_of_the_rest() {
     assert_eq!(items[1]["style"], "accent");
     // Batched sections carry their own portal button.
     assert_eq!(items[1]["items"][2]["actions"][0]["type"], "Action.OpenUrl");
+}
+
+#[tokio::test]
+async fn an_absurd_retry_after_after_a_slow_answer_is_refused_without_a_panic() {
+    // The first answer takes over a second, so the time spent plus an unbounded wait would
+    // overflow; the wait is bounded and past the budget, so the send gives up at once.
+    for value in ["18446744073709551615", "Fri, 31 Dec 9999 23:59:59 GMT"] {
+        let sink = workflows_sink(vec![
+            Reply::status(429)
+                .header("Retry-After", value)
+                .after(Duration::from_millis(1100)),
+        ])
+        .await;
+        let message = Message::teams(Alert::Changes(&[hostile_notification(Severity::High)]));
+        let sent = teams_notifier(sink.port).send(&message).await;
+        let (reason, retryable) = failure(&sent);
+        assert!(
+            retryable && reason.contains("past the"),
+            "{value}: {reason}"
+        );
+        assert_eq!(sink.received().len(), 1, "{value}: not retried");
+    }
 }
 
 #[tokio::test]

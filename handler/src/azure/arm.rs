@@ -195,7 +195,16 @@ impl ArmClient {
     ) -> Result<Vec<Value>, AzureError> {
         let mut url = self.url(path, api_version, query)?;
         let mut items = Vec::new();
+        // A nextLink that leads back to a page already read would page until the deadline.
+        let mut seen = std::collections::HashSet::new();
         for _ in 0..MAX_PAGES {
+            if !seen.insert(url.as_str().to_owned()) {
+                return Err(AzureError::transport(
+                    describe(&Method::Get, &url),
+                    ErrorKind::Permanent,
+                    "nextLink leads back to a page already read",
+                ));
+            }
             let page = self.send(Method::Get, url.clone(), None, deadline).await?;
             if let Some(Value::Array(values)) = page.get("value") {
                 items.extend(values.iter().cloned());
@@ -568,31 +577,39 @@ pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// `Retry-After` (seconds or an HTTP date), `retry-after-ms`, `x-ms-retry-after-ms`, at most
 /// [`MAX_RETRY_AFTER`].
 pub(crate) fn retry_after(headers: &azure_core::http::headers::Headers) -> Option<Duration> {
-    parse_retry_after(headers).map(|wait| wait.min(MAX_RETRY_AFTER))
+    retry_after_from(|name| {
+        headers.get_optional_str(&azure_core::http::headers::HeaderName::from_static(name))
+    })
 }
 
-fn parse_retry_after(headers: &azure_core::http::headers::Headers) -> Option<Duration> {
-    let value = |name: &'static str| {
-        headers.get_optional_str(&azure_core::http::headers::HeaderName::from_static(name))
-    };
-    if let Some(ms) = value("x-ms-retry-after-ms")
+/// The one reading of a server's wait, for every HTTP client cmk-guard has (ARM, alerts, ACS):
+/// `x-ms-retry-after-ms`, `retry-after-ms`, or `Retry-After` in seconds or as an HTTP date,
+/// given the header lookup; at most [`MAX_RETRY_AFTER`], so that no caller's arithmetic on it
+/// can overflow.
+pub(crate) fn retry_after_from<'a>(
+    value: impl Fn(&'static str) -> Option<&'a str>,
+) -> Option<Duration> {
+    let wait = if let Some(ms) = value("x-ms-retry-after-ms")
         .or_else(|| value("retry-after-ms"))
         .and_then(|v| v.trim().parse::<u64>().ok())
     {
-        return Some(Duration::from_millis(ms));
-    }
-    let text = value("retry-after")?.trim();
-    if let Ok(seconds) = text.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let format = time::macros::format_description!(
-        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
-    );
-    let at = time::PrimitiveDateTime::parse(text, &format)
-        .ok()?
-        .assume_utc();
-    let wait = at - time::OffsetDateTime::now_utc();
-    Some(Duration::try_from(wait).unwrap_or(Duration::ZERO))
+        Duration::from_millis(ms)
+    } else {
+        let text = value("retry-after")?.trim();
+        match text.parse::<u64>() {
+            Ok(seconds) => Duration::from_secs(seconds),
+            Err(_) => {
+                let format = time::macros::format_description!(
+                    "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+                );
+                let at = time::PrimitiveDateTime::parse(text, &format)
+                    .ok()?
+                    .assume_utc();
+                Duration::try_from(at - time::OffsetDateTime::now_utc()).unwrap_or(Duration::ZERO)
+            }
+        }
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 #[cfg(test)]

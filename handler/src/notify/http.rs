@@ -126,7 +126,11 @@ pub(crate) async fn post_json(
                 "{failure} (gave up after {attempt} attempts)"
             )));
         }
-        if start.elapsed() + wait >= budget.total {
+        if start
+            .elapsed()
+            .checked_add(wait)
+            .is_none_or(|end| end >= budget.total)
+        {
             let why = match server_wait {
                 Some(w) => format!("the server asked to wait {} s", w.as_secs_f32().ceil()),
                 None => "the next attempt".to_owned(),
@@ -170,31 +174,10 @@ fn describe(error: &reqwest::Error) -> String {
     text
 }
 
-/// `retry-after-ms`, `x-ms-retry-after-ms` (ACS) or `Retry-After` in seconds or as an HTTP date.
+/// `retry-after-ms`, `x-ms-retry-after-ms` (ACS) or `Retry-After` in seconds or as an HTTP date,
+/// read as for every Azure client (bounded, so a hostile value cannot overflow the budget check).
 pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-    };
-    if let Some(ms) = value("retry-after-ms")
-        .or_else(|| value("x-ms-retry-after-ms"))
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        return Some(Duration::from_millis(ms));
-    }
-    let text = value("retry-after")?;
-    if let Ok(seconds) = text.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let format = time::macros::format_description!(
-        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
-    );
-    let at = time::PrimitiveDateTime::parse(text, &format)
-        .ok()?
-        .assume_utc();
-    Some(Duration::try_from(at - time::OffsetDateTime::now_utc()).unwrap_or(Duration::ZERO))
+    crate::azure::arm::retry_after_from(|name| headers.get(name).and_then(|v| v.to_str().ok()))
 }
 
 #[cfg(test)]

@@ -149,6 +149,16 @@ impl ArmResourceId {
                     break;
                 }
                 let resource_type = iter.next().unwrap_or_default();
+                // `…/vaults/kv/subscriptions/{other}/resourceGroups/…` would name another
+                // subscription inside this one's path: a scope keyword only starts an id.
+                if ["subscriptions", "resourceGroups"]
+                    .iter()
+                    .any(|keyword| resource_type.eq_ignore_ascii_case(keyword))
+                {
+                    return Err(fail(&format!(
+                        "`{resource_type}` may only come at the start of an id, not under a provider"
+                    )));
+                }
                 let name = iter
                     .next()
                     .ok_or_else(|| fail(&format!("the name after `{resource_type}` is missing")))?;
@@ -638,6 +648,15 @@ mod tests {
             ),
             format!(
                 "/subscriptions/{SUB}/resourceGroups/.../providers/Microsoft.KeyVault/vaults/kv"
+            ),
+            format!(
+                "/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv/subscriptions/{OTHER}/{tail}"
+            ),
+            format!(
+                "/subscriptions/{SUB}/resourceGroups/x/providers/Microsoft.Resources/deployments/d/SUBSCRIPTIONS/{OTHER}/{tail}"
+            ),
+            format!(
+                "/subscriptions/{SUB}/providers/Microsoft.KeyVault/vaults/kv/resourcegroups/rg"
             ),
         ] {
             let err = ArmResourceId::parse(&bad).expect_err(&bad).to_string();

@@ -269,8 +269,15 @@ impl Observer {
             _ => None,
         };
         let assignments_scope = key_path.clone().unwrap_or_else(|| vault_id.to_string());
+        // Only a GUID goes into the OData filter: anything else would change the query (or
+        // make a URL too long to send, retried forever as a transport failure).
+        let unusable_principal = principal
+            .as_ref()
+            .filter(|p| !crate::ids::is_guid(&p.principal_id))
+            .map(|p| p.principal_id.clone());
         let filter = principal
             .as_ref()
+            .filter(|p| crate::ids::is_guid(&p.principal_id))
             .map(|p| format!("assignedTo('{}')", p.principal_id));
 
         let vault_future = self.get(vault_id.as_str(), "Microsoft.KeyVault", &[], deadline);
@@ -363,6 +370,19 @@ impl Observer {
 
         // Role assignments matter on RBAC vaults only (access policies are on the vault).
         if rbac != Some(false)
+            && let Some(principal_id) = unusable_principal
+        {
+            snapshot.role_assignments = Some(Read::Failed(failure(
+                "role assignments",
+                &assignments_path,
+                None,
+                None,
+                format!(
+                    "the CMK identity's principalId `{}` is not a GUID, so its role assignments cannot be listed",
+                    crate::ids::truncate(&principal_id)
+                ),
+            )));
+        } else if rbac != Some(false)
             && let Some(result) = assignments
         {
             snapshot.role_assignments = Some(

@@ -229,13 +229,16 @@ pub fn evaluate(context: &Context) -> Evaluation {
             };
             let severity = policy.severity_override(rule.id).unwrap_or(own_severity);
             check.status = Status::Fail(severity);
+            // What a rule observed quotes Azure's answers (states, names, ids), which are as
+            // hostile as any input: bounded and escaped once here, for every place a finding
+            // goes (Outcome, webhook, state, cards, emails). Real ids and texts pass unchanged.
             let mut finding = Finding {
                 rule: rule.id.to_owned(),
-                resource: check.resource.clone(),
+                resource: crate::text::clean(&check.resource, crate::text::LINE).into_owned(),
                 workspace: workspace.clone(),
                 severity,
                 state: FindingState::Open,
-                observed: check.observed.clone(),
+                observed: crate::text::clean(&check.observed, crate::text::REASON).into_owned(),
                 expected: check.expected.clone(),
             };
             let covering = policy
@@ -329,6 +332,28 @@ mod tests {
         }
         assert!(evaluation.resolves("vault.purge-protection", VAULT_ID));
         assert!(!evaluation.resolves("managed-resources.tamper", WORKSPACE_ID));
+    }
+
+    #[test]
+    fn what_azure_answered_reaches_a_finding_escaped_and_bounded() {
+        let hostile = format!(
+            "\u{1b}[31mDisabled\r\nforged\u{2028}\u{202e}\u{0}{}",
+            "C".repeat(9000)
+        );
+        let mut snapshot = compliant_snapshot();
+        encryption_mut(&mut snapshot).status = Some(hostile);
+        encryption_mut(&mut snapshot).key_vault_arm_id =
+            Some(format!("/subscriptions/\u{1b}{}", "D".repeat(5000)));
+        let policy = Policy::default();
+        let evaluation = evaluate(&context(&snapshot, &policy));
+        assert!(!evaluation.findings.is_empty());
+        for finding in &evaluation.findings {
+            for text in [&finding.observed, &finding.resource] {
+                assert!(text.len() <= crate::text::LINE_BYTES, "{}", text.len());
+                assert!(!text.chars().any(crate::text::is_control), "{text:?}");
+            }
+            assert!(finding.observed.chars().count() <= 1000);
+        }
     }
 
     #[test]

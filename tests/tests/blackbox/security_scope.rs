@@ -319,3 +319,66 @@ async fn an_absurd_retry_after_neither_panics_nor_stalls_the_instance() {
     };
     assert_eq!(evaluated.outcome()["disposition"], "evaluated");
 }
+
+#[tokio::test]
+async fn a_next_link_that_leads_back_to_its_own_page_is_read_once() {
+    let handler = Handler::start(&[]).await;
+    let endpoints = format!("{}/onlineEndpoints", workspace_id("mlw-prod"));
+    let version = "2026-09-01";
+    let mut looping = Fault::on_operation("OnlineEndpoints_List").status(200);
+    looping.body = Some(json!({
+        "value": [],
+        "nextLink": format!("https://management.azure.com{endpoints}?api-version={version}")
+    }));
+    handler.sim.add_fault(looping);
+    let body = json!({"resource": workspace_id("mlw-prod")}).to_string();
+    let reply = handler
+        .post_chunked("/api/evaluate", body.into_bytes())
+        .await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    let found = findings(&reply);
+    assert!(
+        found.iter().any(|f| f["rule"] == "guard.visibility"
+            && f["observed"]
+                .as_str()
+                .is_some_and(|o| o.contains("nextLink leads back"))),
+        "{found:#?}"
+    );
+    let pages = handler.sim.requests(&RecordFilter {
+        operation: Some("OnlineEndpoints_List".into()),
+        ..RecordFilter::default()
+    });
+    assert_eq!(pages.len(), 1, "the page is read once");
+}
+
+#[tokio::test]
+async fn a_principal_id_that_is_not_a_guid_never_reaches_the_role_assignment_filter() {
+    let hostile = format!("x') or true or ('{}", "p".repeat(70_000));
+    let tenant = Tenant::compliant_builder()
+        .with_workspace("mlw-prod", |ws| ws.principal_id = Some(hostile.clone()))
+        .build()
+        .expect("tenant");
+    let handler = Handler::start_with(tenant, &[]).await;
+    let body = json!({"resource": workspace_id("mlw-prod")}).to_string();
+    let reply = handler
+        .post_chunked("/api/evaluate", body.into_bytes())
+        .await;
+    // Answered (not a transient failure redelivered forever), with the reason.
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    let found = findings(&reply);
+    assert!(
+        found.iter().any(|f| f["rule"] == "guard.visibility"
+            && f["observed"]
+                .as_str()
+                .is_some_and(|o| o.contains("is not a GUID"))),
+        "{found:#?}"
+    );
+    let filtered: Vec<String> = handler
+        .sim
+        .requests(&RecordFilter::default())
+        .into_iter()
+        .filter(|r| r.path.to_ascii_lowercase().contains("roleassignments"))
+        .map(|r| r.path)
+        .collect();
+    assert!(filtered.is_empty(), "{filtered:?}");
+}

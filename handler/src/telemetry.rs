@@ -93,7 +93,11 @@ impl Drop for Telemetry {
 /// outside any async runtime. A failed exporter setup is reported on stderr and leaves logging on.
 pub fn init(json: bool) -> Telemetry {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("CMKGUARD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // The Azure SDK logs every credential probe and failed response at info; cmk-guard says
+    // what matters itself, so the libraries speak up only for warnings unless CMKGUARD_LOG asks.
+    let filter = EnvFilter::try_from_env("CMKGUARD_LOG").unwrap_or_else(|_| {
+        EnvFilter::new("info,azure_core=warn,azure_identity=warn,typespec_client_core=warn")
+    });
     let builder = tracing_subscriber::fmt::layer();
     let fmt_layer = if json {
         builder
@@ -103,7 +107,13 @@ pub fn init(json: bool) -> Telemetry {
             .with_writer(std::io::stdout)
             .boxed()
     } else {
-        builder.compact().with_writer(std::io::stderr).boxed()
+        // Colour codes only for a person at a terminal, never into a pipe or a file.
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        builder
+            .compact()
+            .with_ansi(ansi)
+            .with_writer(std::io::stderr)
+            .boxed()
     };
     let mut telemetry = Telemetry::default();
     let export = enabled(|name| std::env::var(name).ok());

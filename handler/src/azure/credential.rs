@@ -74,6 +74,11 @@ pub fn from_env(
     };
     let status = SignInStatus::default();
     if value("IDENTITY_ENDPOINT").is_some() {
+        // Without the header the library silently probes the VM metadata endpoint instead,
+        // which fails slowly and names nothing a person can fix.
+        if value("IDENTITY_HEADER").is_none() {
+            return Err("IDENTITY_ENDPOINT is set but IDENTITY_HEADER is not: a managed identity needs both (Azure Functions sets them); unset IDENTITY_ENDPOINT to sign in another way".to_owned());
+        }
         let options = ManagedIdentityCredentialOptions {
             user_assigned_id: value("AZURE_CLIENT_ID").map(UserAssignedId::ClientId),
             client_options,
@@ -189,8 +194,21 @@ mod tests {
         assert_eq!(pick(&[]), DEVELOPER_TOOLS);
         assert_eq!(pick(&[("IDENTITY_ENDPOINT", " ")]), DEVELOPER_TOOLS);
         assert_eq!(
-            pick(&[("IDENTITY_ENDPOINT", "http://127.0.0.1:1/msi")]),
+            pick(&[
+                ("IDENTITY_ENDPOINT", "http://127.0.0.1:1/msi"),
+                ("IDENTITY_HEADER", "h")
+            ]),
             "managed identity"
+        );
+        let half = from_env(&transport, |name| {
+            (name == "IDENTITY_ENDPOINT").then(|| "http://127.0.0.1:1/msi".to_owned())
+        });
+        assert!(
+            half.as_ref()
+                .err()
+                .is_some_and(|e| e.contains("IDENTITY_HEADER is not")),
+            "{:?}",
+            half.map(|s| s.source)
         );
         assert_eq!(
             pick(&[

@@ -95,6 +95,10 @@ fn observed(failure: &ReadFailure) -> String {
     };
     let resource = &failure.resource;
     let what_to_do = match failure.status {
+        // `/subscriptions` (a scan of every readable subscription) is no scope one can grant on.
+        Some(403) if resource.trim_end_matches('/').eq_ignore_ascii_case("/subscriptions") => {
+            "cmk-guard's identity may not list the workspaces: grant it Reader on each subscription to check (or on their management group)".to_owned()
+        }
         Some(403) => format!(
             "cmk-guard's identity lacks read on {resource}: grant it Reader there (or on its resource group or subscription)"
         ),

@@ -1130,3 +1130,37 @@ async fn a_write_outside_the_subscription_allowlist_is_skipped_with_the_reason()
     }
     h.stop().await;
 }
+
+#[tokio::test]
+async fn a_data_plane_retry_after_past_the_deadline_is_not_waited_out() {
+    let tenant = Tenant::compliant_builder()
+        .with_key(DEFAULT_VAULT, DEFAULT_KEY, |k| k.rotation_policy = None)
+        .build()
+        .expect("tenant");
+    let h = harness(tenant).await;
+    let (finding, _) = h.finding("key.rotation-policy").await;
+    h.sim.add_fault(
+        Fault::on_operation("UpdateKeyRotationPolicy")
+            .throttle(u64::MAX)
+            .times(1),
+    );
+    let attempt = h.apply(&finding).await;
+    assert_eq!(attempt.action.result, ActionResult::Failed, "{attempt:?}");
+    assert!(attempt.transient, "{attempt:?}");
+    // Given up on Key Vault's own answer, not by running into the caller's deadline.
+    assert!(
+        attempt.action.detail.contains("429") && !attempt.action.detail.contains("deadline"),
+        "{}",
+        attempt.action.detail
+    );
+    let puts = h.sim.requests(&RecordFilter {
+        operation: Some("UpdateKeyRotationPolicy".into()),
+        ..RecordFilter::default()
+    });
+    assert_eq!(
+        puts.iter().filter(|r| r.status == 429).count(),
+        1,
+        "not retried"
+    );
+    h.stop().await;
+}

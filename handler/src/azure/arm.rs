@@ -490,8 +490,16 @@ impl Policy for TrustedHostPolicy {
 /// the last answer instead of sleeping past the deadline: the caller then fails the
 /// invocation and Event Grid redelivers.
 #[derive(Debug)]
-struct DeadlineRetryPolicy {
+pub(crate) struct DeadlineRetryPolicy {
     settings: RetrySettings,
+}
+
+impl DeadlineRetryPolicy {
+    /// The policy with these settings (the Key Vault clients use it too, so that every Azure
+    /// call reads `Retry-After` the same way and never sleeps past its deadline).
+    pub(crate) fn new(settings: RetrySettings) -> Self {
+        Self { settings }
+    }
 }
 
 #[async_trait]

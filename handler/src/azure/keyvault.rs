@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use azure_core::credentials::TokenCredential;
-use azure_core::http::{ClientOptions, Transport};
+use azure_core::http::{ClientOptions, RetryOptions, Transport};
 use azure_security_keyvault_keys::{KeyClient, KeyClientOptions};
 
 use super::error::{AzureError, ErrorKind};
@@ -76,6 +76,12 @@ impl KeyVaultClients {
             api_version: KEYVAULT_API_VERSION.to_owned(),
             client_options: ClientOptions {
                 transport: Some(self.transport.clone()),
+                // The SDK's retry would wait out any Retry-After until the caller's timeout;
+                // ARM's deadline-bound retry gives up at once when the wait cannot fit.
+                retry: RetryOptions::none(),
+                per_call_policies: vec![Arc::new(super::arm::DeadlineRetryPolicy::new(
+                    super::RetrySettings::default(),
+                ))],
                 per_try_policies: vec![Arc::new(crate::telemetry::AzureTelemetryPolicy {
                     service: "keyvault",
                 })],

@@ -331,19 +331,9 @@ async fn a_next_link_that_leads_back_to_its_own_page_is_read_once() {
         "nextLink": format!("https://management.azure.com{endpoints}?api-version={version}")
     }));
     handler.sim.add_fault(looping);
-    let body = json!({"resource": workspace_id("mlw-prod")}).to_string();
-    let reply = handler
-        .post_chunked("/api/evaluate", body.into_bytes())
-        .await;
+    let reply = evaluate(&handler, "mlw-prod").await;
     assert_eq!(reply.status, 200, "{:?}", reply.body);
-    let found = findings(&reply);
-    assert!(
-        found.iter().any(|f| f["rule"] == "guard.visibility"
-            && f["observed"]
-                .as_str()
-                .is_some_and(|o| o.contains("nextLink leads back"))),
-        "{found:#?}"
-    );
+    assert_visibility_says(&reply, "nextLink leads back");
     let pages = handler.sim.requests(&RecordFilter {
         operation: Some("OnlineEndpoints_List".into()),
         ..RecordFilter::default()
@@ -359,20 +349,10 @@ async fn a_principal_id_that_is_not_a_guid_never_reaches_the_role_assignment_fil
         .build()
         .expect("tenant");
     let handler = Handler::start_with(tenant, &[]).await;
-    let body = json!({"resource": workspace_id("mlw-prod")}).to_string();
-    let reply = handler
-        .post_chunked("/api/evaluate", body.into_bytes())
-        .await;
+    let reply = evaluate(&handler, "mlw-prod").await;
     // Answered (not a transient failure redelivered forever), with the reason.
     assert_eq!(reply.status, 200, "{:?}", reply.body);
-    let found = findings(&reply);
-    assert!(
-        found.iter().any(|f| f["rule"] == "guard.visibility"
-            && f["observed"]
-                .as_str()
-                .is_some_and(|o| o.contains("is not a GUID"))),
-        "{found:#?}"
-    );
+    assert_visibility_says(&reply, "is not a GUID");
     let filtered: Vec<String> = handler
         .sim
         .requests(&RecordFilter::default())
@@ -381,4 +361,22 @@ async fn a_principal_id_that_is_not_a_guid_never_reaches_the_role_assignment_fil
         .map(|r| r.path)
         .collect();
     assert!(filtered.is_empty(), "{filtered:?}");
+}
+
+/// A read-only `POST /api/evaluate` of one workspace of the compliant tenant's resource group.
+async fn evaluate(handler: &Handler, workspace: &str) -> Reply {
+    let body = json!({"resource": workspace_id(workspace)}).to_string();
+    handler
+        .post_chunked("/api/evaluate", body.into_bytes())
+        .await
+}
+
+/// The reply holds a `guard.visibility` finding whose observation says `text`.
+fn assert_visibility_says(reply: &Reply, text: &str) {
+    let found = findings(reply);
+    assert!(
+        found.iter().any(|f| f["rule"] == "guard.visibility"
+            && f["observed"].as_str().is_some_and(|o| o.contains(text))),
+        "{found:#?}"
+    );
 }

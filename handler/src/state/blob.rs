@@ -351,6 +351,27 @@ impl BlobStore {
         Ok(listed)
     }
 
+    /// The stored findings of the named blobs, each with the version its write must match.
+    async fn read_findings(
+        &self,
+        names: Vec<String>,
+    ) -> Result<Vec<(FindingKey, Versioned<FindingRecord>)>> {
+        Ok(self
+            .read_all::<StoredFinding>(names)
+            .await?
+            .into_iter()
+            .map(|(_, stored, etag)| {
+                (
+                    stored.key,
+                    Versioned {
+                        value: stored.record,
+                        version: Version::new(etag),
+                    },
+                )
+            })
+            .collect())
+    }
+
     /// Downloads the named blobs, a few at a time; blobs deleted meanwhile are skipped.
     async fn read_all<T: DeserializeOwned + Send>(
         &self,
@@ -598,20 +619,7 @@ impl StateStore for BlobStore {
             .into_iter()
             .map(|listed| listed.name)
             .collect();
-        let mut findings: Vec<_> = self
-            .read_all::<StoredFinding>(names)
-            .await?
-            .into_iter()
-            .map(|(_, stored, etag)| {
-                (
-                    stored.key,
-                    Versioned {
-                        value: stored.record,
-                        version: Version::new(etag),
-                    },
-                )
-            })
-            .collect();
+        let mut findings = self.read_findings(names).await?;
         findings.sort_by(|(a, _), (b, _)| (&a.rule, &a.resource).cmp(&(&b.rule, &b.resource)));
         Ok(findings)
     }
@@ -628,21 +636,8 @@ impl StateStore for BlobStore {
             })
             .map(|listed| listed.name)
             .collect();
-        let mut findings: Vec<_> = self
-            .read_all::<StoredFinding>(names)
-            .await?
-            .into_iter()
-            .filter(|(_, stored, _)| stored.record.state == FindingState::Open)
-            .map(|(_, stored, etag)| {
-                (
-                    stored.key,
-                    Versioned {
-                        value: stored.record,
-                        version: Version::new(etag),
-                    },
-                )
-            })
-            .collect();
+        let mut findings = self.read_findings(names).await?;
+        findings.retain(|(_, record)| record.value.state == FindingState::Open);
         findings.sort_by(|(a, _), (b, _)| {
             (&a.workspace, &a.rule, &a.resource).cmp(&(&b.workspace, &b.rule, &b.resource))
         });

@@ -139,6 +139,23 @@ fn fits(text: &str, limit: Limit) -> bool {
     chars <= limit.max_chars
 }
 
+/// An error and its causes as one line, `outer: cause: root`; a cause whose text the line
+/// already holds (libraries often repeat their source in their own message) is not repeated.
+/// The one cause-chain formatter: reasons, logs and alert details all read errors through it.
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !cause_text.is_empty() && !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,5 +222,26 @@ mod tests {
         }
         let exact = "鍵".repeat(LINE_BYTES / 3);
         assert!(matches!(clean(&exact, LINE), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn a_chain_reads_every_cause_once() {
+        #[derive(Debug)]
+        struct E(&'static str, Option<Box<E>>);
+        impl std::fmt::Display for E {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.0)
+            }
+        }
+        impl std::error::Error for E {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                self.1.as_deref().map(|e| e as _)
+            }
+        }
+        let root = E("refused", None);
+        let repeated = E("connect: refused", Some(Box::new(root)));
+        let outer = E("sending failed", Some(Box::new(repeated)));
+        assert_eq!(chain(&outer), "sending failed: connect: refused");
+        assert_eq!(chain(&E("alone", None)), "alone");
     }
 }

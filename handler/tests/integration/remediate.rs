@@ -74,8 +74,9 @@ async fn harness_with_policy(tenant: Tenant, policy: &str) -> Harness {
         .expect("a free port")
         .port();
     let identity_header = format!("remediate-tests-{identity_port}");
-    // SAFETY: the stories of this binary run one at a time (SERIAL), nothing else in it reads or
-    // writes these variables, and they are set before this story starts its simulator's threads.
+    // SAFETY: the stories of this module run one at a time (SERIAL), no other test in this binary
+    // reads or writes these variables (the state suite's credential lookup answers None), and they
+    // are set before this story starts its simulator's threads.
     unsafe {
         std::env::set_var(
             "IDENTITY_ENDPOINT",

@@ -1079,7 +1079,7 @@ async fn two_processes_share_one_sqlite_file() {
             Command::new(std::env::current_exe().unwrap())
                 .args([
                     "--exact",
-                    "two_processes_share_one_sqlite_file",
+                    "state::two_processes_share_one_sqlite_file",
                     "--nocapture",
                     "--test-threads=1",
                 ])

@@ -18,6 +18,17 @@ pub enum TriggerType {
     Http,
 }
 
+impl TriggerType {
+    /// The OpenTelemetry `faas.trigger`: `pubsub` (Event Grid), `timer` or `http`.
+    pub fn faas_name(self) -> &'static str {
+        match self {
+            TriggerType::EventGrid => "pubsub",
+            TriggerType::Timer => "timer",
+            TriggerType::Http => "http",
+        }
+    }
+}
+
 /// One function definition: its folder name (the route) and its trigger binding name.
 #[derive(Debug, Clone, Copy)]
 pub struct FunctionDefinition {
@@ -116,7 +127,7 @@ pub async fn invoke(
 }
 
 fn host_reply(status: u16, outcome: Outcome, logs: Vec<String>) -> Reply {
-    crate::telemetry::record_outcome(&outcome);
+    outcome.record_metrics();
     let response = HostResponse {
         outputs: Map::new(),
         logs: log_lines(logs),
@@ -125,7 +136,7 @@ fn host_reply(status: u16, outcome: Outcome, logs: Vec<String>) -> Reply {
     Reply {
         status,
         body: to_body(&response),
-        disposition: crate::telemetry::disposition(outcome.disposition),
+        disposition: outcome.disposition.name(),
     }
 }
 
@@ -216,7 +227,7 @@ async fn invoke_http_envelope(
     logs.push(payload.log_line());
     // Only a plain Outcome has a top-level `disposition` in the forwarded body.
     let disposition = match &payload {
-        EvaluateReply::Outcome(outcome) => crate::telemetry::disposition(outcome.disposition),
+        EvaluateReply::Outcome(outcome) => outcome.disposition.name(),
         EvaluateReply::BadRequest(_) | EvaluateReply::Unavailable(..) => "-",
     };
     let mut outputs = Map::new();
@@ -277,11 +288,11 @@ pub async fn evaluate_http(engine: &Engine, body: &[u8], request_id: &str) -> (u
     let deadline = Instant::now() + EVENT_BUDGET;
     match engine.evaluate_request(body, request_id, deadline).await {
         Ok(Ok(outcome)) => {
-            crate::telemetry::record_outcome(&outcome);
+            outcome.record_metrics();
             (200, EvaluateReply::Outcome(Box::new(outcome)))
         }
         Ok(Err(Transient { outcome, reason })) => {
-            crate::telemetry::record_outcome(&outcome);
+            outcome.record_metrics();
             // The reply's `error`: one line, like a reason, however many reads failed.
             let reason = crate::text::clean_owned(reason, crate::text::REASON);
             (503, EvaluateReply::Unavailable(Box::new(outcome), reason))

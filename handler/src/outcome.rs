@@ -48,6 +48,18 @@ pub enum Disposition {
     Rejected,
 }
 
+impl Disposition {
+    /// The name the Outcome JSON, the log lines and the metrics use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Disposition::Evaluated => "evaluated",
+            Disposition::Ignored => "ignored",
+            Disposition::Duplicate => "duplicate",
+            Disposition::Rejected => "rejected",
+        }
+    }
+}
+
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -156,17 +168,38 @@ impl Outcome {
         }
     }
 
+    /// Counts the open findings, remediations and notifications in the metrics (one place for
+    /// all, so every reply path counts alike).
+    pub fn record_metrics(&self) {
+        for finding in self
+            .findings
+            .iter()
+            .filter(|f| f.state == FindingState::Open)
+        {
+            crate::telemetry::record_finding(
+                &finding.rule,
+                &crate::telemetry::label(&finding.severity),
+            );
+        }
+        for action in &self.actions {
+            let result = crate::telemetry::label(&action.result);
+            match action.kind {
+                ActionKind::Remediate => {
+                    crate::telemetry::record_remediation(&action.rule, &result)
+                }
+                ActionKind::Notify => {
+                    crate::telemetry::record_notification(&action.target, &result)
+                }
+            }
+        }
+    }
+
     /// One human-readable line for the host's `Logs`; each part bounded, so the line is too.
     pub fn log_line(&self) -> String {
         use crate::text::{REASON, clean, field};
         let id = field(self.event.id.as_deref().unwrap_or("(no id)"));
         let event_type = field(self.event.event_type.as_deref().unwrap_or("(no type)"));
-        let verb = match self.disposition {
-            Disposition::Evaluated => "evaluated",
-            Disposition::Ignored => "ignored",
-            Disposition::Duplicate => "duplicate",
-            Disposition::Rejected => "rejected",
-        };
+        let verb = self.disposition.name();
         let mut line = format!("{verb} event {id} ({event_type})");
         if let Some(resource) = &self.resource {
             line.push_str(&format!(" on {}", field(resource)));

@@ -103,7 +103,7 @@ async fn invoke(
     let started = Instant::now();
     let span = telemetry::invocation_span(
         function.name,
-        telemetry::faas_trigger(function.trigger),
+        function.trigger.faas_name(),
         &invocation_id,
         request.headers(),
     );
@@ -158,9 +158,7 @@ async fn evaluate(
         .await;
     let disposition = match &reply {
         functions::EvaluateReply::Outcome(outcome)
-        | functions::EvaluateReply::Unavailable(outcome, _) => {
-            telemetry::disposition(outcome.disposition)
-        }
+        | functions::EvaluateReply::Unavailable(outcome, _) => outcome.disposition.name(),
         functions::EvaluateReply::BadRequest(_) => "rejected",
     };
     span.record("cmkguard.disposition", disposition);

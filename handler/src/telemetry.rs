@@ -33,8 +33,6 @@ use tracing_subscriber::Layer;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::outcome::{ActionKind, FindingState, Outcome};
-
 /// The variable that switches OTLP export on.
 pub const ENDPOINT_VARIABLE: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 /// The instrumentation scope and default `service.name`.
@@ -262,17 +260,8 @@ pub fn resource(lookup: impl Fn(&str) -> Option<String>) -> Resource {
     }
 }
 
-/// The `faas.trigger` of a function: `pubsub` (Event Grid), `timer` or `http`.
-pub fn faas_trigger(trigger: crate::functions::TriggerType) -> &'static str {
-    match trigger {
-        crate::functions::TriggerType::EventGrid => "pubsub",
-        crate::functions::TriggerType::Timer => "timer",
-        crate::functions::TriggerType::Http => "http",
-    }
-}
-
 /// The span of one invocation, continuing the caller's W3C `traceparent`/`tracestate` when
-/// `headers` carries one. The disposition is recorded later (`cmkguard.disposition`). Without
+/// `headers` carries one; `trigger` is the `faas.trigger` (`pubsub`, `timer` or `http`). The disposition is recorded later (`cmkguard.disposition`). Without
 /// trace export it is a disabled span, so recording into it costs nothing.
 pub fn invocation_span(
     function: &str,
@@ -364,17 +353,6 @@ fn instruments() -> &'static Instruments {
     })
 }
 
-/// The Outcome's name for a disposition.
-pub fn disposition(disposition: crate::outcome::Disposition) -> &'static str {
-    use crate::outcome::Disposition;
-    match disposition {
-        Disposition::Evaluated => "evaluated",
-        Disposition::Ignored => "ignored",
-        Disposition::Duplicate => "duplicate",
-        Disposition::Rejected => "rejected",
-    }
-}
-
 /// Counts one invocation.
 pub fn record_invocation(function: &'static str, disposition: &'static str) {
     instruments().invocations.add(
@@ -386,34 +364,37 @@ pub fn record_invocation(function: &'static str, disposition: &'static str) {
     );
 }
 
-/// Counts an Outcome's open findings, remediations and notifications (one place for all).
-pub fn record_outcome(outcome: &Outcome) {
-    let instruments = instruments();
-    for finding in outcome
-        .findings
-        .iter()
-        .filter(|f| f.state == FindingState::Open)
-    {
-        instruments.findings.add(
-            1,
-            &[
-                KeyValue::new("rule", finding.rule.clone()),
-                KeyValue::new("severity", label(&finding.severity)),
-            ],
-        );
-    }
-    for action in &outcome.actions {
-        let result = KeyValue::new("result", label(&action.result));
-        match action.kind {
-            ActionKind::Remediate => instruments
-                .remediations
-                .add(1, &[KeyValue::new("rule", action.rule.clone()), result]),
-            ActionKind::Notify => instruments.notifications.add(
-                1,
-                &[KeyValue::new("channel", action.target.clone()), result],
-            ),
-        }
-    }
+/// Counts one open finding reported in an Outcome.
+pub fn record_finding(rule: &str, severity: &str) {
+    instruments().findings.add(
+        1,
+        &[
+            KeyValue::new("rule", rule.to_owned()),
+            KeyValue::new("severity", severity.to_owned()),
+        ],
+    );
+}
+
+/// Counts one remediation action by its result.
+pub fn record_remediation(rule: &str, result: &str) {
+    instruments().remediations.add(
+        1,
+        &[
+            KeyValue::new("rule", rule.to_owned()),
+            KeyValue::new("result", result.to_owned()),
+        ],
+    );
+}
+
+/// Counts one alert delivery by its result.
+pub fn record_notification(channel: &str, result: &str) {
+    instruments().notifications.add(
+        1,
+        &[
+            KeyValue::new("channel", channel.to_owned()),
+            KeyValue::new("result", result.to_owned()),
+        ],
+    );
 }
 
 /// The serialized (lower-case) name of an Outcome enum value.

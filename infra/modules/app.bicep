@@ -351,9 +351,10 @@ resource scmCredentials 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@
   }
 }
 
-// Every app setting the app gets, in one place. handler/tests/infra.rs reads this object: its
-// cmk-guard keys must be variables the binary reads (handler/src/settings.rs VARIABLES), and
-// the ones a deployment needs must be here. An empty value means "not set" to cmk-guard.
+// Every app setting the app gets, in one place. handler/tests/integration/infra.rs reads this
+// object: its cmk-guard keys must be variables the binary reads (handler/src/settings.rs
+// VARIABLES), and the ones a deployment needs must be here. An empty value means "not set" to
+// cmk-guard.
 var appSettings = {
   AzureWebJobsStorage__credential: 'managedidentity'
   AzureWebJobsStorage__clientId: identity.properties.clientId

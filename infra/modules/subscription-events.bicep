@@ -19,7 +19,8 @@ param functionId string
 @description('Retry and dead-letter settings: {maxDeliveryAttempts, eventTimeToLiveInMinutes, deadLetterStorageId, deadLetterContainer}.')
 param delivery object
 
-// Exactly RELEVANT_OPERATIONS (handler/tests/infra.rs checks it), matched case-insensitively.
+// Exactly RELEVANT_OPERATIONS (handler/tests/integration/infra.rs checks it), matched
+// case-insensitively.
 var relevantOperations = [
   'Microsoft.KeyVault/vaults/write'
   'Microsoft.KeyVault/vaults/delete'
@@ -48,7 +49,7 @@ var relevantOperations = [
   'Microsoft.Search/unregister/action'
 ]
 
-// MANAGED_RESOURCE_GROUP_PREFIX in classify.rs (handler/tests/infra.rs checks it).
+// MANAGED_RESOURCE_GROUP_PREFIX in classify.rs (handler/tests/integration/infra.rs checks it).
 var managedResourceGroupPrefix = 'azureml-rg-'
 
 var destination = {

@@ -89,6 +89,25 @@ pub struct Evaluated<'a> {
 }
 
 impl Actor {
+    /// The actor of this process: `arm_endpoint` is where its own object id is learnt.
+    pub fn new(
+        store: Arc<dyn StateStore>,
+        notifier: Notifier,
+        azure: &crate::azure::Azure,
+        arm_endpoint: String,
+    ) -> Self {
+        Self {
+            store,
+            notifier,
+            remediator: Remediator::new(azure),
+            instance: uuid::Uuid::new_v4().to_string(),
+            identity: azure.clone(),
+            arm_endpoint,
+            own_object_id: tokio::sync::OnceCell::new(),
+            outbox_checked: std::sync::Mutex::new(None),
+        }
+    }
+
     /// A lease owner unique to one invocation of this instance: leases held by one invocation
     /// must stop concurrent invocations of the same instance too.
     pub fn owner(&self) -> String {
@@ -706,7 +725,7 @@ mod tests {
         })
         .unwrap();
         let notifier =
-            Notifier::new(notify, azure.http.clone(), &settings.transport, None).unwrap();
+            Notifier::new(&notify, azure.http.clone(), &settings.transport, None).unwrap();
         let scratch = Scratch::new("act");
         let store = crate::state::sqlite::SqliteStore::open(&scratch.join("state.db"))
             .await

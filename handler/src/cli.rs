@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use crate::azure::Azure;
 use crate::azure::credential::{self, NO_CREDENTIAL};
-use crate::engine::{Engine, Transient};
+use crate::engine::{Engine, Unfinished};
 use crate::ids::SubscriptionId;
 use crate::outcome::{Disposition, FindingState, Outcome, Severity};
 use crate::policy::Policy;
@@ -233,7 +233,7 @@ fn serve(settings: Settings, port: Option<u16>) -> ExitCode {
         let engine = match Engine::acting(settings, azure).await {
             Ok(engine) => engine,
             Err(error) => {
-                eprintln!("cmk-guard: cannot start: {error}");
+                eprintln!("cmk-guard: cannot start: {}", crate::text::chain(&error));
                 return Ok(false);
             }
         };
@@ -275,7 +275,7 @@ fn evaluate(
         Err(code) => return code,
     };
     let deadline = Instant::now() + CLI_BUDGET;
-    let results: Vec<Result<Outcome, Transient>> = if let Some(resource) = resource {
+    let results: Vec<Result<Outcome, Unfinished>> = if let Some(resource) = resource {
         let body = serde_json::json!({ "resource": resource }).to_string();
         let request_id = uuid::Uuid::new_v4().to_string();
         match runtime.block_on(engine.evaluate_request(body.as_bytes(), &request_id, deadline)) {
@@ -311,10 +311,10 @@ fn evaluate(
         .into_iter()
         .map(|result| match result {
             Ok(outcome) => outcome,
-            Err(Transient { outcome, reason }) => {
-                eprintln!("cmk-guard: incomplete: {reason}");
+            Err(unfinished) => {
+                eprintln!("cmk-guard: incomplete: {}", unfinished.reason());
                 unavailable = true;
-                outcome
+                unfinished.outcome
             }
         })
         .collect();

@@ -6,7 +6,9 @@ use serde_json::{Map, Value, json};
 
 use tokio::time::Instant;
 
-use crate::engine::{EVENT_BUDGET, Engine, Transient};
+use actix_web::http::StatusCode;
+
+use crate::engine::{EVENT_BUDGET, Engine, Unfinished};
 use crate::intake::{BindingSource, Invocation, Rejection};
 use crate::outcome::{Disposition, EventRef, HostResponse, Outcome};
 
@@ -70,7 +72,7 @@ pub fn find(name: &str) -> Option<&'static FunctionDefinition> {
 /// spans and metrics (`-` when the reply holds no Outcome).
 #[derive(Debug)]
 pub struct Reply {
-    pub status: u16,
+    pub status: StatusCode,
     pub body: Vec<u8>,
     pub disposition: &'static str,
 }
@@ -114,19 +116,20 @@ pub async fn invoke(
     match result {
         Ok(outcome) => {
             logs.push(outcome.log_line());
-            host_reply(200, outcome, logs)
+            host_reply(StatusCode::OK, outcome, logs)
         }
-        Err(Transient { outcome, reason }) => {
+        Err(unfinished) => {
             logs.push(format!(
-                "{}; failing the invocation so that it is delivered again: {reason}",
-                outcome.log_line()
+                "{}; failing the invocation so that it is delivered again: {}",
+                unfinished.outcome.log_line(),
+                unfinished.reason()
             ));
-            host_reply(503, outcome, logs)
+            host_reply(StatusCode::SERVICE_UNAVAILABLE, unfinished.outcome, logs)
         }
     }
 }
 
-fn host_reply(status: u16, outcome: Outcome, logs: Vec<String>) -> Reply {
+fn host_reply(status: StatusCode, outcome: Outcome, logs: Vec<String>) -> Reply {
     outcome.record_metrics();
     let response = HostResponse {
         outputs: Map::new(),
@@ -179,7 +182,7 @@ async fn on_timer(
     value: Value,
     invocation: &Invocation,
     invocation_id: &str,
-) -> Result<Outcome, Transient> {
+) -> Result<Outcome, Unfinished> {
     let id = invocation
         .metadata
         .sys
@@ -233,7 +236,7 @@ async fn invoke_http_envelope(
     let mut outputs = Map::new();
     outputs.insert(
         "res".to_owned(),
-        json!({"statusCode": status, "body": payload.to_json().to_string(), "headers": {"Content-Type": "application/json"}}),
+        json!({"statusCode": status.as_u16(), "body": payload.to_json().to_string(), "headers": {"Content-Type": "application/json"}}),
     );
     let response = HostResponse {
         outputs,
@@ -241,7 +244,7 @@ async fn invoke_http_envelope(
         return_value: Value::Null,
     };
     Reply {
-        status: 200,
+        status: StatusCode::OK,
         body: to_body(&response),
         disposition,
     }
@@ -284,19 +287,27 @@ impl EvaluateReply {
 
 /// `POST /api/evaluate`: 200 with the Outcome, 400 with the reason, or 503 when Azure did not
 /// answer in time.
-pub async fn evaluate_http(engine: &Engine, body: &[u8], request_id: &str) -> (u16, EvaluateReply) {
+pub async fn evaluate_http(
+    engine: &Engine,
+    body: &[u8],
+    request_id: &str,
+) -> (StatusCode, EvaluateReply) {
     let deadline = Instant::now() + EVENT_BUDGET;
     match engine.evaluate_request(body, request_id, deadline).await {
         Ok(Ok(outcome)) => {
             outcome.record_metrics();
-            (200, EvaluateReply::Outcome(Box::new(outcome)))
+            (StatusCode::OK, EvaluateReply::Outcome(Box::new(outcome)))
         }
-        Ok(Err(Transient { outcome, reason })) => {
-            outcome.record_metrics();
+        Ok(Err(unfinished)) => {
+            unfinished.outcome.record_metrics();
             // The reply's `error`: one line, like a reason, however many reads failed.
-            let reason = crate::text::clean_owned(reason, crate::text::REASON);
-            (503, EvaluateReply::Unavailable(Box::new(outcome), reason))
+            let reason = crate::text::clean_owned(unfinished.reason(), crate::text::REASON);
+            let reply = EvaluateReply::Unavailable(Box::new(unfinished.outcome), reason);
+            (StatusCode::SERVICE_UNAVAILABLE, reply)
         }
-        Err(rejection) => (400, EvaluateReply::BadRequest(rejection.to_string())),
+        Err(rejection) => (
+            StatusCode::BAD_REQUEST,
+            EvaluateReply::BadRequest(rejection.to_string()),
+        ),
     }
 }

@@ -112,7 +112,7 @@ async fn invoke(
         .await;
     let disposition = reply.disposition;
     span.record("cmkguard.disposition", disposition);
-    span.record("http.response.status_code", reply.status);
+    span.record("http.response.status_code", reply.status.as_u16());
     telemetry::record_invocation(function.name, disposition);
     let elapsed_us = started.elapsed().as_micros() as u64;
     span.in_scope(|| {
@@ -136,10 +136,7 @@ async fn invoke(
             );
         }
     });
-    bytes_response(
-        StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK),
-        reply.body,
-    )
+    bytes_response(reply.status, reply.body)
 }
 
 async fn evaluate(
@@ -162,12 +159,9 @@ async fn evaluate(
         functions::EvaluateReply::BadRequest(_) => "rejected",
     };
     span.record("cmkguard.disposition", disposition);
-    span.record("http.response.status_code", status);
+    span.record("http.response.status_code", status.as_u16());
     telemetry::record_invocation("Evaluate", disposition);
-    json_response(
-        StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
-        &reply.to_json(),
-    )
+    json_response(status, &reply.to_json())
 }
 
 async fn not_found(request: HttpRequest) -> HttpResponse {

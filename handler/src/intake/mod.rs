@@ -5,6 +5,7 @@
 //! as JSON text, Key Vault times may be numbers or strings, ARM sub-objects may be JSON text.
 //! All of that is absorbed here, so the rest of cmk-guard sees one clean type.
 
+mod check;
 mod classify;
 mod data;
 mod envelope;
@@ -14,6 +15,7 @@ use std::fmt;
 
 use time::OffsetDateTime;
 
+pub use check::{CheckRequest, EVALUATE_EVENT_TYPE};
 pub use classify::{Classified, MANAGED_RESOURCE_GROUP_PREFIX, RELEVANT_OPERATIONS, classify};
 pub use data::{KeyVaultEventData, ResourceEventData};
 pub use envelope::{BindingSource, Invocation, Metadata, RetryContext, Sys};

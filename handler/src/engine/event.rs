@@ -1,0 +1,94 @@
+//! An Event Grid event, from the binding's value to an Outcome, at most once across
+//! instances.
+
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::{Engine, Failure, Look, Unfinished};
+use crate::intake::{Classified, RawEvent, Rejection, Trigger, classify};
+use crate::outcome::{Disposition, EventRef, Outcome};
+use crate::state::EventStart;
+
+/// How long an instance holds an event it is working on; past it, a redelivery takes over.
+const EVENT_LEASE: time::Duration = time::Duration::seconds(60);
+
+impl Engine {
+    /// Handles one event (the trigger binding's value) from start to finish.
+    pub async fn on_event(&self, value: Value, deadline: Instant) -> Result<Outcome, Unfinished> {
+        let event = match RawEvent::from_binding(value) {
+            Ok(event) => event,
+            Err(rejection) => return Ok(rejected(EventRef::default(), rejection)),
+        };
+        let classified = classify(&event, &self.settings.intake);
+        let event_ref = EventRef::from_event(Some(event.id), Some(event.event_type), event.subject);
+        match classified {
+            Err(rejection) => Ok(rejected(event_ref, rejection)),
+            Ok(Classified::Ignored(reason)) => {
+                Ok(Outcome::new(event_ref, Disposition::Ignored, Some(reason)))
+            }
+            // Boxed: the relevant path is a large future, and moving it with every ignored
+            // event's future was a measurable share of answering one.
+            Ok(Classified::Relevant(trigger)) => {
+                Box::pin(self.once(event_ref, &trigger, deadline)).await
+            }
+        }
+    }
+
+    /// Handles a relevant event at most once across instances: a finished event id answers
+    /// `duplicate`; an event another instance is working on right now fails (503) so that it is
+    /// delivered again later, when it is either finished or abandoned (a crashed instance's
+    /// lease runs out).
+    async fn once(
+        &self,
+        event: EventRef,
+        trigger: &Trigger,
+        deadline: Instant,
+    ) -> Result<Outcome, Unfinished> {
+        let look = Look::Event {
+            caller: trigger.caller_object_id.as_deref(),
+        };
+        let Some(actor) = self.actor() else {
+            return self.reconcile(event, trigger, deadline, look).await;
+        };
+        let store = &actor.store;
+        let id = trigger.event_id.as_str();
+        let skeleton = || Outcome::new(event.clone(), Disposition::Evaluated, None);
+        // One owner per invocation: concurrent deliveries to the same instance must not
+        // "renew" each other's lease.
+        let owner = actor.owner();
+        let now = time::OffsetDateTime::now_utc();
+        match store.begin_event(id, &owner, now, EVENT_LEASE).await {
+            Ok(EventStart::Leased) => {}
+            Ok(EventStart::Handled) => {
+                return Ok(Outcome::new(
+                    event.clone(),
+                    Disposition::Duplicate,
+                    // The id as reasons may show it; the store gets it as it came.
+                    Some(format!(
+                        "event {} was already handled",
+                        crate::text::field(id)
+                    )),
+                ));
+            }
+            Ok(EventStart::Busy) => {
+                let event = crate::text::field(id).into_owned();
+                return self.settle(skeleton(), Failure::Busy { event });
+            }
+            Err(error) => return self.settle(skeleton(), Failure::State(error)),
+        }
+        let result = self.reconcile(event, trigger, deadline, look).await;
+        let audit = result.as_ref().ok().map(crate::act::audit_record);
+        let now = time::OffsetDateTime::now_utc();
+        let ended = store
+            .end_event(id, &owner, result.is_ok(), now, audit.as_ref())
+            .await;
+        match (result, ended) {
+            (Ok(outcome), Err(error)) => self.settle(outcome, Failure::State(error)),
+            (result, _) => result,
+        }
+    }
+}
+
+fn rejected(event: EventRef, rejection: Rejection) -> Outcome {
+    Outcome::new(event, Disposition::Rejected, Some(rejection.to_string()))
+}

@@ -390,7 +390,7 @@ pub fn request_url(
         .ok_or_else(|| refuse("it must start with `/`".to_owned()))?;
     let segments: Vec<&str> = relative.split('/').collect();
     for segment in &segments {
-        crate::ids::check_segment(segment).map_err(refuse)?;
+        crate::ids::check_segment(segment).map_err(|why| refuse(why.to_string()))?;
     }
     let mut url = endpoint.clone();
     url.path_segments_mut()

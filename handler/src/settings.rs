@@ -9,7 +9,9 @@ use url::Url;
 use crate::azure::{ApiVersions, ConnectTo, TransportSettings};
 use crate::ids::SubscriptionId;
 use crate::intake::IntakeSettings;
+use crate::notify::NotifySettings;
 use crate::policy::Policy;
+use crate::state::StateSpec;
 
 /// Every configuration variable cmk-guard reads, in the order of the README table. The infra
 /// consistency test (issue 8) checks app settings against this list.
@@ -103,8 +105,10 @@ pub struct Settings {
     pub policy: Policy,
     /// `CMKGUARD_READ_RATE`: Azure requests per second, shared by every worker.
     pub read_rate: u32,
-    /// `CMKGUARD_STATE`, validated (`sqlite:<path>` or a Blob container URL).
-    pub state: String,
+    /// `CMKGUARD_STATE`: `sqlite:<path>` or a Blob container URL.
+    pub state: StateSpec,
+    /// The alert channels (`CMKGUARD_TEAMS_WEBHOOK_URL`, `CMKGUARD_EMAIL_TO`, …).
+    pub notify: NotifySettings,
     /// `CMKGUARD_SWEEP_BUDGET_SECONDS`: how long one sweep invocation may work before it saves
     /// its cursor and stops, well inside the host's `functionTimeout` (10 minutes).
     pub sweep_budget: std::time::Duration,
@@ -213,10 +217,12 @@ impl Settings {
             },
             None => std::time::Duration::from_secs(8 * 60),
         };
-        let state =
-            value("CMKGUARD_STATE").unwrap_or_else(|| crate::state::DEFAULT_STATE.to_owned());
-        crate::state::StateSpec::parse(&state)
-            .map_err(|e| ConfigError::new("CMKGUARD_STATE", e.message))?;
+        let state = StateSpec::parse(value("CMKGUARD_STATE").as_deref().unwrap_or_default())
+            .map_err(|e| {
+                let message = e.message.strip_prefix("CMKGUARD_STATE: ").unwrap_or(&e.message);
+                ConfigError::new("CMKGUARD_STATE", message)
+            })?;
+        let notify = NotifySettings::from_lookup(&value)?;
         let policy = match value("CMKGUARD_POLICY_FILE") {
             Some(path) => Policy::load(std::path::Path::new(&path))
                 .map_err(|e| ConfigError::new("CMKGUARD_POLICY_FILE", e.to_string()))?,
@@ -237,6 +243,7 @@ impl Settings {
             policy,
             read_rate,
             state,
+            notify,
             sweep_budget,
         })
     }

@@ -177,11 +177,12 @@ impl Notifier {
     /// gives SMTP the same trusted roots and connection overrides; `credential` is the managed
     /// identity, needed only for ACS.
     pub fn new(
-        settings: NotifySettings,
+        settings: &NotifySettings,
         http: reqwest::Client,
         transport: &TransportSettings,
         credential: Option<Arc<dyn TokenCredential>>,
     ) -> Result<Self, ConfigError> {
+        let settings = settings.clone();
         let mut secrets = Vec::new();
         for url in settings.teams.iter().chain(settings.webhook.iter()) {
             secrets.extend(url.secret_parts());

@@ -365,19 +365,19 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     async fn prune(&self, now: OffsetDateTime) -> Result<usize>;
 }
 
-/// Opens the store named by `spec` (the value of `CMKGUARD_STATE`; blank means
-/// [`DEFAULT_STATE`]). The Blob backend sends its requests through `transport`, the shared one
-/// of [`crate::azure::Azure`], so `CMKGUARD_CA_BUNDLE` and `CMKGUARD_CONNECT_TO` apply, and
-/// authenticates with `credential` unless the URL carries a SAS. SQLite uses neither.
+/// Opens the store named by `spec` (the parsed `CMKGUARD_STATE`). The Blob backend sends its
+/// requests through `transport`, the shared one of [`crate::azure::Azure`], so
+/// `CMKGUARD_CA_BUNDLE` and `CMKGUARD_CONNECT_TO` apply, and authenticates with `credential`
+/// unless the URL carries a SAS. SQLite uses neither.
 pub async fn open(
-    spec: &str,
+    spec: &StateSpec,
     transport: &Transport,
     credential: &Arc<dyn TokenCredential>,
 ) -> Result<Arc<dyn StateStore>> {
-    match StateSpec::parse(spec)? {
-        StateSpec::Sqlite(path) => Ok(Arc::new(sqlite::SqliteStore::open(&path).await?)),
+    match spec {
+        StateSpec::Sqlite(path) => Ok(Arc::new(sqlite::SqliteStore::open(path).await?)),
         StateSpec::Blob(location) => Ok(Arc::new(blob::BlobStore::open(
-            location,
+            location.clone(),
             transport.clone(),
             credential.clone(),
         )?)),

@@ -250,7 +250,7 @@ fn notifier(
         .collect();
     let settings = NotifySettings::from_lookup(|name| map.get(name).cloned()).unwrap();
     Notifier::new(
-        settings,
+        &settings,
         http_client(transport).unwrap(),
         transport,
         credential,

@@ -91,7 +91,7 @@ async fn open(spec: &str) -> state::Result<Arc<dyn StateStore>> {
     let credential = credential::from_env(&transport, |_| None)
         .unwrap()
         .credential;
-    state::open(spec, &transport, &credential).await
+    state::open(&state::StateSpec::parse(spec)?, &transport, &credential).await
 }
 
 /// Runs each scenario against SQLite and against Azure Blob on Azurite.

@@ -11,9 +11,10 @@ use serde_json::json;
 use time::{Duration, OffsetDateTime};
 use tokio::time::Instant;
 
+use crate::notify::Change;
 use crate::notify::{self, Alert, Message, Notifier};
 use crate::outcome::{Action, ActionKind, ActionResult, Finding, FindingState, Outcome, Severity};
-use crate::plan::{self, Cause, Change, Inputs, Prior, Step};
+use crate::plan::{self, Cause, Inputs, Prior, Remediation, Step};
 use crate::policy::Policy;
 use crate::remediate::{self, Consent, Remediator};
 use crate::rules::Evaluation;
@@ -183,59 +184,45 @@ impl Actor {
                     .iter()
                     .find(|(k, _)| same_key(k, &key))
                     .map(|(_, v)| v);
-                if step.own_write {
+                if step.remediation == Remediation::OwnWrite {
                     outcome.actions.push(own_write_action(&step.finding));
                     continue;
                 }
                 // A deleted workspace has no findings of its own: the outcome says what closed.
-                if item.evaluation.workspace_deleted && step.change == Change::Resolved {
+                if item.evaluation.workspace_deleted && step.change == Some(Change::Resolved) {
                     outcome.findings.push(step.finding.clone());
                 }
-                let mut step = step;
-                let action = self
-                    .remediation(&step, item.snapshot, &inputs, deadline)
+                let (step, action) = self
+                    .remediation(step, item.snapshot, &inputs, deadline)
                     .await?;
                 if let Some(action) = &action {
-                    if action.kind == ActionKind::Remediate
-                        && action.result == ActionResult::Applied
-                    {
-                        step.finding.state = FindingState::Resolved;
-                        mark_resolved(outcome, &step.finding);
-                    }
                     outcome.actions.push(action.clone());
                 }
-                if plan::over_budget(&step, &inputs) {
+                if step.remediation == Remediation::OverBudget {
                     outcome.findings.push(budget_finding(&step.finding));
                 }
-                let resolved_by_remediation = step.change != Change::Resolved
-                    && step.finding.state == FindingState::Resolved
-                    && prior.is_some_and(|p| p.value.state == FindingState::Open);
+                if step.finding.state == FindingState::Resolved {
+                    mark_resolved(outcome, &step.finding);
+                }
+                let Some(change) = step.change else {
+                    continue;
+                };
                 let Some(version) = self.transition(&key, &step, prior, now).await? else {
                     continue;
                 };
-                if step.notify || resolved_by_remediation {
-                    let change = match step.change {
-                        Change::Escalated => notify::Change::Escalated {
-                            from: prior.map_or(step.finding.severity, |p| p.value.severity),
-                        },
-                        Change::Resolved => notify::Change::Resolved,
-                        Change::Reminder => notify::Change::Reminder,
-                        Change::New | Change::Unchanged => notify::Change::New,
-                    };
+                if step.alert {
                     let mut note = notify::Notification::from_finding(&step.finding, change, None);
                     if let Some(action) = &action {
                         note = note.with_action(action);
                     }
-                    alerts.push((
-                        note,
-                        format!(
-                            "{}|{}|{}|{}",
-                            key.workspace,
-                            key.rule,
-                            key.resource,
-                            version_text(&version)
-                        ),
-                    ));
+                    let transition = format!(
+                        "{}|{}|{}|{}",
+                        key.workspace,
+                        key.rule,
+                        key.resource,
+                        version.as_str()
+                    );
+                    alerts.push((note, transition));
                 }
             }
         }
@@ -288,10 +275,9 @@ impl Actor {
             return Ok(own);
         }
         let mut asked = BTreeSet::new();
-        for finding in findings
-            .iter()
-            .filter(|f| remediate::remedy(&f.rule).is_some())
-        {
+        for finding in findings.iter().filter(|f| {
+            crate::catalogue::RuleId::parse(&f.rule).is_some_and(|rule| rule.is_remediable())
+        }) {
             let pair = (finding.rule.clone(), finding.resource.to_ascii_lowercase());
             if !asked.insert(pair.clone()) {
                 continue;
@@ -311,42 +297,59 @@ impl Actor {
         Ok(own)
     }
 
-    /// Remediates (or, in `alert` mode, describes the remediation of) one step.
+    /// Carries out the step's remediation: describes it (`alert` mode), skips it (budget
+    /// spent), or applies it under a claim so that one instance writes. Returns the step as it
+    /// stands afterwards (resolved when the remediation was applied and verified) and the
+    /// action for the Outcome.
     #[tracing::instrument(name = "remediation", level = "info", skip_all, fields(rule = %step.finding.rule))]
     async fn remediation(
         &self,
-        step: &Step,
+        step: Step,
         snapshot: &Snapshot,
         inputs: &Inputs<'_>,
         deadline: Instant,
-    ) -> Result<Option<Action>, StateError> {
+    ) -> Result<(Step, Option<Action>), StateError> {
         let finding = &step.finding;
-        if step.describe_remediation {
-            return Ok(
-                remediate::describe(finding, snapshot, inputs.policy).map(|detail| Action {
-                    kind: ActionKind::Remediate,
-                    rule: finding.rule.clone(),
-                    target: finding.resource.clone(),
-                    result: ActionResult::Planned,
-                    detail: format!("{detail} (alert mode: nothing was changed)"),
-                }),
-            );
-        }
-        if plan::over_budget(step, inputs) {
-            return Ok(Some(Action {
-                kind: ActionKind::Remediate,
-                rule: finding.rule.clone(),
-                target: finding.resource.clone(),
-                result: ActionResult::Skipped,
-                detail: format!(
+        let action = |result: ActionResult, detail: String| Action {
+            kind: ActionKind::Remediate,
+            rule: finding.rule.clone(),
+            target: finding.resource.clone(),
+            result,
+            detail,
+        };
+        let action = match step.remediation {
+            Remediation::None | Remediation::OwnWrite => None,
+            Remediation::Describe => {
+                remediate::describe(finding, snapshot, inputs.policy).map(|detail| {
+                    action(
+                        ActionResult::Planned,
+                        format!("{detail} (alert mode: nothing was changed)"),
+                    )
+                })
+            }
+            Remediation::OverBudget => Some(action(
+                ActionResult::Skipped,
+                format!(
                     "remediation budget spent ({} attempts in the last hour): the resource keeps drifting back; find out who changes it",
                     plan::REMEDIATION_BUDGET_PER_HOUR
                 ),
-            }));
-        }
-        if !step.remediate {
-            return Ok(None);
-        }
+            )),
+            Remediation::Apply => Some(self.apply(finding, inputs, deadline).await?),
+        };
+        let applied = action
+            .as_ref()
+            .is_some_and(|a| a.result == ActionResult::Applied);
+        Ok((if applied { step.remediated() } else { step }, action))
+    }
+
+    /// Applies one remediation under a claim (one instance writes), recording the attempt
+    /// against the budget.
+    async fn apply(
+        &self,
+        finding: &Finding,
+        inputs: &Inputs<'_>,
+        deadline: Instant,
+    ) -> Result<Action, StateError> {
         let owner = self.owner();
         let store = &self.store;
         if !store
@@ -359,13 +362,13 @@ impl Actor {
             )
             .await?
         {
-            return Ok(Some(Action {
+            return Ok(Action {
                 kind: ActionKind::Remediate,
                 rule: finding.rule.clone(),
                 target: finding.resource.clone(),
                 result: ActionResult::Skipped,
                 detail: "another cmk-guard instance is remediating this resource".to_owned(),
-            }));
+            });
         }
         let consent = Consent::from_policy(inputs.policy, &finding.rule);
         let attempt = self
@@ -384,7 +387,7 @@ impl Actor {
             .release_remediation(&finding.resource, &finding.rule, &owner)
             .await?;
         recorded?;
-        Ok(Some(attempt.action))
+        Ok(attempt.action)
     }
 
     /// Writes the finding's new state with compare-and-set. `None` when nothing changed or
@@ -396,11 +399,10 @@ impl Actor {
         prior: Option<&crate::state::Versioned<FindingRecord>>,
         now: OffsetDateTime,
     ) -> Result<Option<Version>, StateError> {
-        let resolved = step.finding.state == FindingState::Resolved;
-        let unchanged = step.change == Change::Unchanged && !resolved;
-        if unchanged {
+        if step.change.is_none() {
             return Ok(None);
         }
+        let resolved = step.finding.state == FindingState::Resolved;
         let record = FindingRecord {
             state: if resolved {
                 FindingState::Resolved
@@ -412,7 +414,7 @@ impl Actor {
                 .filter(|p| p.value.state == FindingState::Open)
                 .map_or(now, |p| p.value.first_seen),
             last_seen: now,
-            last_notified: if step.notify {
+            last_notified: if step.alert {
                 Some(now)
             } else {
                 prior.and_then(|p| p.value.last_notified)
@@ -657,10 +659,6 @@ fn same_key(a: &FindingKey, b: &FindingKey) -> bool {
     a.rule == b.rule
         && a.workspace.eq_ignore_ascii_case(&b.workspace)
         && a.resource.eq_ignore_ascii_case(&b.resource)
-}
-
-fn version_text(version: &Version) -> String {
-    format!("{version:?}")
 }
 
 fn mark_resolved(outcome: &mut Outcome, finding: &Finding) {

@@ -17,7 +17,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use time::{Duration, OffsetDateTime};
 
-use crate::outcome::{Finding, Severity};
+use crate::notify::Change;
+use crate::outcome::{Finding, FindingState, Severity};
 use crate::policy::Policy;
 use crate::rules::Evaluation;
 use crate::settings::Mode;
@@ -33,36 +34,52 @@ pub struct Prior {
     pub last_notified: Option<OffsetDateTime>,
 }
 
-/// Why a finding changed, which decides whether and how people hear about it.
+/// What to do about a finding's remediation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Change {
-    /// Open now, and was not open before — or was recorded open but never told to anyone
-    /// (in `observe` mode, or by an older loop guard that swallowed it).
-    New,
-    /// Still open, at a higher severity than before.
-    Escalated,
-    /// Still open, unchanged, and the reminder interval has passed.
-    Reminder,
-    /// Still open, nothing to say.
-    Unchanged,
-    /// Was open, the rule now passes.
-    Resolved,
+pub enum Remediation {
+    /// Nothing: the rule has no remediation, the policy does not consent, or the mode is
+    /// `observe`.
+    None,
+    /// `alert` mode: say what remediation would do, without doing it.
+    Describe,
+    /// `remediate` mode: remediate now.
+    Apply,
+    /// `remediate` mode, but the per-resource budget is spent: skipped, and reported as a
+    /// `guard.remediation-budget` finding (the resource keeps drifting back).
+    OverBudget,
+    /// The triggering event is (or may be) cmk-guard's own recent remediation of this
+    /// (resource, rule) coming back: nothing is remediated, sent or recorded for it.
+    OwnWrite,
 }
 
-/// The decision about one finding.
+/// The decision about one finding: everything act carries out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Step {
     pub finding: Finding,
-    pub change: Change,
-    /// Send an alert (routed by severity later).
-    pub notify: bool,
-    /// Try the rule's remediation now.
-    pub remediate: bool,
-    /// In `alert` mode: say what remediation would do, without doing it.
-    pub describe_remediation: bool,
-    /// The triggering event is (or may be) cmk-guard's own recent remediation of this
-    /// (resource, rule) coming back: nothing is sent, remediated or recorded for it.
-    pub own_write: bool,
+    /// What changed since the stored state, as people hear it; `None` when nothing did (or
+    /// for cmk-guard's own write): then nothing is recorded.
+    pub change: Option<Change>,
+    /// Whether people hear of the change (routed by severity when sent).
+    pub alert: bool,
+    pub remediation: Remediation,
+    /// The stored state was open: a remediation that resolves the finding is news.
+    pub was_open: bool,
+}
+
+impl Step {
+    /// The step once its remediation was applied and verified: the finding is resolved, and a
+    /// finding people knew open is told resolved (a new one is told as planned, with what was
+    /// done).
+    pub fn remediated(mut self) -> Self {
+        self.finding.state = FindingState::Resolved;
+        if self.was_open {
+            self.change = Some(Change::Resolved);
+            self.alert = true;
+        } else if self.change.is_none() {
+            self.change = Some(Change::Resolved);
+        }
+        self
+    }
 }
 
 /// Who caused the triggering event, as far as cmk-guard can tell: the loop guard's input.
@@ -129,31 +146,49 @@ pub fn plan(evaluation: &Evaluation, priors: &[Prior], inputs: &Inputs) -> Vec<S
     for finding in &evaluation.findings {
         let prior = priors.iter().find(|p| same_key(p, finding));
         let change = match prior {
-            Some(prior) if prior.open && finding.severity > prior.severity => Change::Escalated,
+            Some(prior) if prior.open && finding.severity > prior.severity => {
+                Some(Change::Escalated {
+                    from: prior.severity,
+                })
+            }
             Some(prior) if prior.open => match prior.last_notified {
-                None if sends => Change::New,
+                None if sends => Some(Change::New),
                 Some(at)
                     if sends
                         && finding.severity >= Severity::High
                         && inputs.now - at >= reminder =>
                 {
-                    Change::Reminder
+                    Some(Change::Reminder)
                 }
-                _ => Change::Unchanged,
+                _ => None,
             },
-            _ => Change::New,
+            _ => Some(Change::New),
         };
-        let own_write = inputs.own_write(finding);
-        let acting = sends && !own_write;
+        let was_open = prior.is_some_and(|p| p.open);
+        if inputs.own_write(finding) {
+            steps.push(Step {
+                finding: finding.clone(),
+                change: None,
+                alert: false,
+                remediation: Remediation::OwnWrite,
+                was_open,
+            });
+            continue;
+        }
         let allowed = inputs.policy.allows_remediation(&finding.rule);
         let within_budget = inputs.attempts(&finding.resource) < REMEDIATION_BUDGET_PER_HOUR;
+        let remediation = match inputs.mode {
+            Mode::Remediate if allowed && within_budget => Remediation::Apply,
+            Mode::Remediate if allowed => Remediation::OverBudget,
+            Mode::Alert if allowed => Remediation::Describe,
+            _ => Remediation::None,
+        };
         steps.push(Step {
             finding: finding.clone(),
             change,
-            notify: acting && change != Change::Unchanged,
-            remediate: acting && inputs.mode == Mode::Remediate && allowed && within_budget,
-            describe_remediation: acting && inputs.mode == Mode::Alert && allowed,
-            own_write,
+            alert: sends && change.is_some(),
+            remediation,
+            was_open,
         });
     }
     // A resolution is never a repeat: the stored state is still open, so nobody heard of it,
@@ -184,11 +219,10 @@ pub fn plan(evaluation: &Evaluation, priors: &[Prior], inputs: &Inputs) -> Vec<S
                 observed: observed.to_owned(),
                 expected: String::new(),
             },
-            change: Change::Resolved,
-            notify,
-            remediate: false,
-            describe_remediation: false,
-            own_write: false,
+            change: Some(Change::Resolved),
+            alert: notify,
+            remediation: Remediation::None,
+            was_open: true,
         });
     }
     steps
@@ -199,14 +233,6 @@ fn same_key(prior: &Prior, finding: &Finding) -> bool {
     prior.rule == finding.rule
         && prior.workspace.eq_ignore_ascii_case(&finding.workspace)
         && prior.resource.eq_ignore_ascii_case(&finding.resource)
-}
-
-/// Whether a plan step's remediation exceeded the budget (reported as its own finding).
-pub fn over_budget(step: &Step, inputs: &Inputs) -> bool {
-    inputs.mode == Mode::Remediate
-        && !step.own_write
-        && inputs.policy.allows_remediation(&step.finding.rule)
-        && inputs.attempts(&step.finding.resource) >= REMEDIATION_BUDGET_PER_HOUR
 }
 
 #[cfg(test)]
@@ -237,9 +263,8 @@ mod tests {
         let mut checks: Vec<Check> = findings
             .iter()
             .map(|f| Check {
-                rule: crate::rules::find(&f.rule)
-                    .map(|r| r.id)
-                    .unwrap_or("guard.visibility"),
+                rule: crate::catalogue::RuleId::parse(&f.rule)
+                    .unwrap_or(crate::catalogue::RuleId::GuardVisibility),
                 resource: f.resource.clone(),
                 status: Status::Fail(f.severity),
                 observed: String::new(),
@@ -247,7 +272,7 @@ mod tests {
             })
             .collect();
         checks.extend(passes.iter().map(|rule| Check {
-            rule,
+            rule: rule.parse().expect("a rule id"),
             resource: VAULT.into(),
             status: Status::Pass,
             observed: String::new(),
@@ -334,7 +359,7 @@ mod tests {
         let policy = Policy::default();
         let eval = evaluation(vec![finding("vault.purge-protection", Severity::High)], &[]);
         let new = run(Mode::Alert, &policy, &eval, &[], 0);
-        assert_eq!((new[0].change, new[0].notify), (Change::New, true));
+        assert_eq!((new[0].change, new[0].alert), (Some(Change::New), true));
         let same = run(
             Mode::Alert,
             &policy,
@@ -342,7 +367,7 @@ mod tests {
             &[prior("vault.purge-protection", Severity::High, true, 1)],
             0,
         );
-        assert_eq!((same[0].change, same[0].notify), (Change::Unchanged, false));
+        assert_eq!((same[0].change, same[0].alert), (None, false));
         let escalated = run(
             Mode::Alert,
             &policy,
@@ -351,8 +376,13 @@ mod tests {
             0,
         );
         assert_eq!(
-            (escalated[0].change, escalated[0].notify),
-            (Change::Escalated, true)
+            (escalated[0].change, escalated[0].alert),
+            (
+                Some(Change::Escalated {
+                    from: Severity::Medium
+                }),
+                true
+            )
         );
         let reopened = run(
             Mode::Alert,
@@ -361,7 +391,7 @@ mod tests {
             &[prior("vault.purge-protection", Severity::High, false, 1)],
             0,
         );
-        assert_eq!(reopened[0].change, Change::New);
+        assert_eq!(reopened[0].change, Some(Change::New));
     }
 
     #[test]
@@ -375,7 +405,10 @@ mod tests {
             &[prior("vault.purge-protection", Severity::High, true, 25)],
             0,
         );
-        assert_eq!((steps[0].change, steps[0].notify), (Change::Reminder, true));
+        assert_eq!(
+            (steps[0].change, steps[0].alert),
+            (Some(Change::Reminder), true)
+        );
         let low = evaluation(vec![finding("key.rotation-policy", Severity::Low)], &[]);
         let steps = run(
             Mode::Alert,
@@ -384,7 +417,7 @@ mod tests {
             &[prior("key.rotation-policy", Severity::Low, true, 25)],
             0,
         );
-        assert_eq!(steps[0].change, Change::Unchanged);
+        assert_eq!(steps[0].change, None);
     }
 
     #[test]
@@ -397,8 +430,8 @@ mod tests {
         };
         let steps = run(Mode::Alert, &policy, &eval, &[untold], 0);
         assert_eq!(
-            (steps[0].change, steps[0].notify, steps[0].finding.state),
-            (Change::Resolved, false, FindingState::Resolved)
+            (steps[0].change, steps[0].alert, steps[0].finding.state),
+            (Some(Change::Resolved), false, FindingState::Resolved)
         );
     }
 
@@ -415,8 +448,8 @@ mod tests {
         );
         assert_eq!(steps.len(), 1);
         assert_eq!(
-            (steps[0].change, steps[0].notify, steps[0].finding.state),
-            (Change::Resolved, true, FindingState::Resolved)
+            (steps[0].change, steps[0].alert, steps[0].finding.state),
+            (Some(Change::Resolved), true, FindingState::Resolved)
         );
         let unknown = evaluation(Vec::new(), &[]);
         assert!(
@@ -458,14 +491,14 @@ mod tests {
                     s.change,
                     s.finding.state,
                     s.finding.observed.as_str(),
-                    s.notify,
+                    s.alert,
                 )
             })
             .collect();
         let resolved = |rule, notify| {
             (
                 rule,
-                Change::Resolved,
+                Some(Change::Resolved),
                 FindingState::Resolved,
                 WORKSPACE_DELETED,
                 notify,
@@ -480,38 +513,31 @@ mod tests {
             ],
             "open ones only, event rules too; nobody hears of what nobody was told"
         );
-        assert!(steps.iter().all(|s| !s.remediate && !s.own_write));
+        assert!(steps.iter().all(|s| s.remediation == Remediation::None));
         let observed = run(Mode::Observe, &policy, &deleted, &priors, 0);
         assert_eq!(observed.len(), 3, "still recorded in observe mode");
-        assert!(observed.iter().all(|s| !s.notify), "observe sends nothing");
+        assert!(observed.iter().all(|s| !s.alert), "observe sends nothing");
     }
 
     #[test]
     fn remediation_needs_the_mode_the_consent_and_the_budget() {
         let eval = evaluation(vec![finding("vault.purge-protection", Severity::High)], &[]);
         let consenting = consenting_policy();
-        assert!(run(Mode::Remediate, &consenting, &eval, &[], 0)[0].remediate);
-        assert!(
-            !run(Mode::Remediate, &Policy::default(), &eval, &[], 0)[0].remediate,
+        let planned = |mode, policy: &Policy, attempts| {
+            run(mode, policy, &eval, &[], attempts)[0].remediation
+        };
+        assert_eq!(planned(Mode::Remediate, &consenting, 0), Remediation::Apply);
+        assert_eq!(
+            planned(Mode::Remediate, &Policy::default(), 0),
+            Remediation::None,
             "no consent"
         );
-        assert!(
-            !run(Mode::Alert, &consenting, &eval, &[], 0)[0].remediate,
-            "alert mode"
+        assert_eq!(planned(Mode::Alert, &consenting, 0), Remediation::Describe);
+        assert_eq!(planned(Mode::Observe, &consenting, 0), Remediation::None);
+        assert_eq!(
+            planned(Mode::Remediate, &consenting, 3),
+            Remediation::OverBudget
         );
-        assert!(run(Mode::Alert, &consenting, &eval, &[], 0)[0].describe_remediation);
-        let exhausted = run(Mode::Remediate, &consenting, &eval, &[], 3);
-        assert!(!exhausted[0].remediate);
-        let recent = BTreeMap::from([(VAULT.to_ascii_lowercase(), 3)]);
-        let inputs = Inputs {
-            policy: &consenting,
-            mode: Mode::Remediate,
-            now: NOW,
-            cause: Cause::Other,
-            own_remediations: &BTreeSet::new(),
-            recent_attempts: &recent,
-        };
-        assert!(over_budget(&exhausted[0], &inputs));
     }
 
     #[test]
@@ -519,8 +545,11 @@ mod tests {
         let consenting = consenting_policy();
         let high = evaluation(vec![finding("vault.purge-protection", Severity::High)], &[]);
         let new = run(Mode::Observe, &consenting, &high, &[], 0);
-        assert_eq!(new[0].change, Change::New, "still recorded");
-        assert!(!new[0].notify && !new[0].remediate && !new[0].describe_remediation);
+        assert_eq!(new[0].change, Some(Change::New), "still recorded");
+        assert_eq!(
+            (new[0].alert, new[0].remediation),
+            (false, Remediation::None)
+        );
         let due = run(
             Mode::Observe,
             &consenting,
@@ -528,11 +557,7 @@ mod tests {
             &[prior("vault.purge-protection", Severity::High, true, 25)],
             0,
         );
-        assert_eq!(
-            (due[0].change, due[0].notify),
-            (Change::Unchanged, false),
-            "no reminder"
-        );
+        assert_eq!((due[0].change, due[0].alert), (None, false), "no reminder");
         let resolved = run(
             Mode::Observe,
             &consenting,
@@ -541,8 +566,8 @@ mod tests {
             0,
         );
         assert_eq!(
-            (resolved[0].change, resolved[0].notify),
-            (Change::Resolved, false)
+            (resolved[0].change, resolved[0].alert),
+            (Some(Change::Resolved), false)
         );
     }
 
@@ -561,9 +586,9 @@ mod tests {
             std::slice::from_ref(&untold),
             0,
         );
-        assert_eq!((steps[0].change, steps[0].notify), (Change::New, true));
+        assert_eq!((steps[0].change, steps[0].alert), (Some(Change::New), true));
         let observed = run(Mode::Observe, &policy, &medium, &[untold], 0);
-        assert_eq!(observed[0].change, Change::Unchanged, "no write per event");
+        assert_eq!(observed[0].change, None, "no write per event");
     }
 
     #[test]
@@ -586,23 +611,14 @@ mod tests {
             &["vault.purge-protection"],
         );
         let purge = &steps[0];
-        assert!(purge.own_write);
-        assert!(!purge.notify && !purge.remediate && !purge.describe_remediation);
-        let other = &steps[1];
-        assert!(!other.own_write);
-        assert_eq!((other.change, other.notify), (Change::New, true));
-        let inputs = Inputs {
-            policy: &consenting,
-            mode: Mode::Remediate,
-            now: NOW,
-            cause: Cause::Own,
-            own_remediations: &BTreeSet::new(),
-            recent_attempts: &BTreeMap::from([(VAULT.to_ascii_lowercase(), 3)]),
-        };
-        assert!(
-            !over_budget(purge, &inputs),
-            "no budget finding for our own write"
+        assert_eq!(
+            (purge.remediation, purge.change, purge.alert),
+            (Remediation::OwnWrite, None, false),
+            "no remediation, no alert, nothing recorded (and no budget finding)"
         );
+        let other = &steps[1];
+        assert_eq!(other.remediation, Remediation::Apply);
+        assert_eq!((other.change, other.alert), (Some(Change::New), true));
     }
 
     #[test]
@@ -624,8 +640,16 @@ mod tests {
                 cause,
                 &remediated,
             );
-            assert_eq!(steps[0].own_write, guarded_step, "{cause:?}");
-            assert_eq!(steps[0].remediate, !guarded_step, "{cause:?}");
+            assert_eq!(
+                steps[0].remediation == Remediation::OwnWrite,
+                guarded_step,
+                "{cause:?}"
+            );
+            assert_eq!(
+                steps[0].remediation == Remediation::Apply,
+                !guarded_step,
+                "{cause:?}"
+            );
         }
         let not_remediated = guarded(
             Mode::Remediate,
@@ -636,7 +660,7 @@ mod tests {
             Cause::Own,
             &["workspace.key-access"],
         );
-        assert!(!not_remediated[0].own_write && not_remediated[0].remediate);
+        assert_eq!(not_remediated[0].remediation, Remediation::Apply);
     }
 
     #[test]
@@ -651,8 +675,44 @@ mod tests {
             &["vault.purge-protection"],
         );
         assert_eq!(
-            (steps[0].change, steps[0].notify, steps[0].own_write),
-            (Change::Resolved, true, false)
+            (
+                steps[0].change,
+                steps[0].alert,
+                steps[0].remediation == Remediation::OwnWrite
+            ),
+            (Some(Change::Resolved), true, false)
+        );
+    }
+
+    #[test]
+    fn a_remediation_that_resolves_a_finding_people_knew_is_told_resolved() {
+        let policy = consenting_policy();
+        let eval = evaluation(vec![finding("vault.purge-protection", Severity::High)], &[]);
+        let known = run(
+            Mode::Remediate,
+            &policy,
+            &eval,
+            &[prior("vault.purge-protection", Severity::High, true, 1)],
+            0,
+        )
+        .remove(0);
+        assert_eq!(
+            (known.change, known.alert),
+            (None, false),
+            "nothing new yet"
+        );
+        let fixed = known.remediated();
+        assert_eq!(
+            (fixed.change, fixed.alert, fixed.finding.state),
+            (Some(Change::Resolved), true, FindingState::Resolved)
+        );
+        let new = run(Mode::Remediate, &policy, &eval, &[], 0)
+            .remove(0)
+            .remediated();
+        assert_eq!(
+            (new.change, new.alert, new.finding.state),
+            (Some(Change::New), true, FindingState::Resolved),
+            "told once, as new, with what was done"
         );
     }
 }

@@ -59,6 +59,9 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // reqwest is built without a crypto provider of its own (it would bring aws-lc): its
+    // clients use the process default, ring. Fails only when one is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

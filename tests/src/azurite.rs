@@ -112,7 +112,7 @@ impl Azurite {
             "PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{SAS_VERSION}\n/{ACCOUNT}/{ACCOUNT}/{container}\nrestype:container"
         );
         let signature = sign(&string_to_sign);
-        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let client = crate::http_client().build().unwrap();
         let response = client
             .put(format!(
                 "{}/{container}?restype=container",

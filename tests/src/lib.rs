@@ -152,8 +152,7 @@ impl Handler {
         let pairs: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         // An idle pooled connection is dropped well before the handler's 5-second keep-alive
         // ends: otherwise a request sent just as the server closes it fails with a reset.
-        let http = reqwest::Client::builder()
-            .no_proxy()
+        let http = http_client()
             .pool_idle_timeout(Duration::from_secs(2))
             .build()
             .expect("http client");
@@ -330,6 +329,14 @@ pub fn run_cli(args: &[&str]) -> (Option<i32>, String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// An HTTP client for loopback: no proxy, rustls on ring. reqwest is built without a crypto
+/// provider of its own (it would bring aws-lc), so the process default is set to ring first.
+pub fn http_client() -> reqwest::ClientBuilder {
+    // Fails only when a provider is already installed, which is all this needs.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().no_proxy()
 }
 
 /// A port that was free a moment ago.

@@ -1,5 +1,6 @@
 //! The `azure-sim` binary: loads a scenario, prints one JSON ready line, serves until killed.
 
+use crate::helpers::client_builder;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -52,7 +53,9 @@ async fn binary_prints_a_ready_line_and_serves_the_scenario() {
         ready["connectTo"],
         format!("management.azure.com=127.0.0.1:{port},vault.azure.net=127.0.0.1:{port}")
     );
-    let token: Value = reqwest::Client::new()
+    let token: Value = client_builder()
+        .build()
+        .unwrap()
         .get(format!(
             "{}?api-version=2019-08-01&resource=https://management.azure.com/",
             ready["identityEndpoint"].as_str().unwrap()
@@ -67,10 +70,8 @@ async fn binary_prints_a_ready_line_and_serves_the_scenario() {
         .json()
         .await
         .unwrap();
-    let client = reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap())
+    let client = client_builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap()])
         .resolve("management.azure.com", ([127, 0, 0, 1], port as u16).into())
         .build()
         .unwrap();

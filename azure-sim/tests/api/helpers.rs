@@ -41,18 +41,23 @@ pub async fn spawn_with_hosts(tenant: Tenant, extra_vaults: &[&str]) -> TestSim 
         .expect("sim starts");
     let addr: SocketAddr = ([127, 0, 0, 1], sim.https_port()).into();
     let ca = reqwest::Certificate::from_pem(sim.ca_pem().as_bytes()).expect("CA parses");
-    let mut builder = reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(ca);
+    let mut builder = client_builder().tls_certs_only([ca]);
     for host in &hosts {
         builder = builder.resolve(host, addr);
     }
     TestSim {
         sim,
         client: builder.build().expect("client builds"),
-        plain: reqwest::Client::new(),
+        plain: client_builder().build().expect("client builds"),
     }
+}
+
+/// A client builder on rustls with ring: reqwest is built without a crypto provider of its own
+/// (it would bring aws-lc), so the process default is set to ring first.
+pub fn client_builder() -> reqwest::ClientBuilder {
+    // Fails only when a provider is already installed, which is all this needs.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
 }
 
 impl TestSim {

@@ -381,8 +381,7 @@ impl Instance {
                 let _ = std::io::copy(&mut out, &mut std::io::sink());
             });
         }
-        let http = reqwest::Client::builder()
-            .no_proxy()
+        let http = cmk_guard_blackbox::http_client()
             .build()
             .expect("http client");
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -278,8 +278,7 @@ fn otel_env(receiver: &Receiver) -> Vec<(&'static str, String)> {
 
 /// Invokes `OnSubscriptionEvent` like the host, with a known traceparent and invocation id.
 async fn deliver(handler: &Handler, invocation_id: &str) -> Reply {
-    let response = reqwest::Client::builder()
-        .no_proxy()
+    let response = cmk_guard_blackbox::http_client()
         .build()
         .expect("client")
         .post(handler.url("/OnSubscriptionEvent"))

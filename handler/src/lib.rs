@@ -38,6 +38,7 @@
 
 pub mod act;
 pub mod azure;
+pub mod catalogue;
 pub mod cli;
 pub mod engine;
 pub mod functions;

@@ -9,17 +9,12 @@ use azure_security_keyvault_keys::models::{
     KeyAttributes, KeyClientUpdateKeyPropertiesOptions, UpdateKeyPropertiesParameters,
 };
 
-use super::{Act, KeyChain, Remedy, Step, Stop, data_plane, key_chain, key_version};
+use super::{Act, KeyTarget, Stage, Stop, data_plane, key_target, key_version};
+use crate::catalogue::RuleId;
 use crate::ids::{ArmResourceId, KeyUrl};
 use crate::snapshot::{Read, Snapshot};
 
-pub(super) const RULE: &str = "key.enabled";
-
-pub(super) const REMEDY: Remedy = Remedy {
-    rule: RULE,
-    irreversible: false,
-    summary: "enable the key version in use (data plane); off by default, since disabling may be a deliberate revocation",
-};
+const RULE: RuleId = RuleId::KeyEnabled;
 
 /// The whole update: `{"attributes":{"enabled":true}}`.
 pub(super) fn parameters() -> UpdateKeyPropertiesParameters {
@@ -32,9 +27,9 @@ pub(super) fn parameters() -> UpdateKeyPropertiesParameters {
     }
 }
 
-pub(super) async fn apply(act: &Act<'_>, workspace_id: &ArmResourceId) -> Step<String> {
+pub(super) async fn apply(act: &Act<'_>, workspace_id: &ArmResourceId) -> Stage<String> {
     let workspace = act.workspace(workspace_id).await?;
-    let KeyChain { vault, key, client } = key_chain(&workspace, act)?;
+    let KeyTarget { vault, key, client } = key_target(&workspace, act)?;
     let mut snapshot = super::partial_snapshot(workspace_id, workspace);
     snapshot.vault = Some(act.vault(&vault).await?);
     snapshot.key = Some(key_version(

@@ -10,17 +10,12 @@
 
 use serde_json::{Value, json};
 
-use super::{Act, KeyChain, Remedy, Step, Stop, data_plane, key_chain, key_version};
+use super::{Act, KeyTarget, Stage, Stop, data_plane, key_target, key_version};
+use crate::catalogue::RuleId;
 use crate::ids::{ArmResourceId, KeyUrl};
 use crate::snapshot::{KeyVersion, Read, Snapshot, Workspace};
 
-pub(super) const RULE: &str = "key.expiry";
-
-pub(super) const REMEDY: Remedy = Remedy {
-    rule: RULE,
-    irreversible: false,
-    summary: "rotate the key, and PATCH a workspace that pins a version to the new version (same vault)",
-};
+const RULE: RuleId = RuleId::KeyExpiry;
 
 /// The whole workspace PATCH body: only the key identifier, the one CMK setting the update model
 /// allows (azure-notes §3.3).
@@ -28,9 +23,9 @@ pub(super) fn body(key_identifier: &str) -> Value {
     json!({"properties": {"encryption": {"keyVaultProperties": {"keyIdentifier": key_identifier}}}})
 }
 
-pub(super) async fn apply(act: &Act<'_>, workspace_id: &ArmResourceId) -> Step<String> {
+pub(super) async fn apply(act: &Act<'_>, workspace_id: &ArmResourceId) -> Stage<String> {
     let workspace = act.workspace(workspace_id).await?;
-    let KeyChain { vault, key, client } = key_chain(&workspace, act)?;
+    let KeyTarget { vault, key, client } = key_target(&workspace, act)?;
     let pinned = key.version().map(str::to_owned);
     let mut snapshot = super::partial_snapshot(workspace_id, workspace);
     snapshot.vault = Some(act.vault(&vault).await?);

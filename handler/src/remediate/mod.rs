@@ -8,19 +8,19 @@
 //! an [`Action`] whose detail says what was done. Repeating a remediation is harmless: the second
 //! run finds the state compliant and writes nothing.
 //!
-//! Consent cannot be forgotten: [`Remediator::apply`] takes a [`Consent`], which only
-//! [`Consent::from_policy`] produces, and refuses — before any request — unless the policy enables
-//! the rule's remediation (and, for purge protection, also says `irreversible_ok`).
+//! Which rules have a remediation, and which cannot be undone, the [`crate::catalogue`] says; this
+//! module dispatches each to its file. Consent cannot be forgotten: [`Remediator::apply`] takes a
+//! [`Consent`], which only [`Consent::from_policy`] produces, and refuses — before any request —
+//! unless the policy enables the rule's remediation (and, for purge protection, also says
+//! `irreversible_ok`).
 //!
 //! In `alert` mode nothing is written; [`describe`] says what a remediation would do.
 
-mod access_policy;
 mod key_access;
 mod key_enabled;
 mod key_expiry;
 mod providers;
 mod purge_protection;
-mod role_assignment;
 mod rotation_policy;
 
 use std::sync::Arc;
@@ -31,38 +31,13 @@ use time::OffsetDateTime;
 use tokio::time::Instant;
 
 use crate::azure::{ArmClient, Azure, AzureError, ErrorKind, KeyVaultClients, SubscriptionScope};
+use crate::catalogue::RuleId;
 use crate::ids::{ArmResourceId, KeyUrl};
 use crate::observe::parse;
 use crate::outcome::{Action, ActionKind, ActionResult, Finding};
 use crate::policy::Policy;
 use crate::rules::{self, Check, Status};
 use crate::snapshot::{KeyVersion, Read, Snapshot, Vault, Workspace};
-
-/// A rule that has a remediation, as planning, alerts and the README need to know it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Remedy {
-    pub rule: &'static str,
-    /// The change cannot be undone, so the policy must also say `irreversible_ok = true`.
-    pub irreversible: bool,
-    /// What the remediation writes, in one line.
-    pub summary: &'static str,
-}
-
-/// Every remediation, in the order of the rules; agrees with [`rules::RULES`]' `remediation`
-/// field (tested).
-pub const REMEDIES: &[Remedy] = &[
-    key_access::REMEDY,
-    purge_protection::REMEDY,
-    key_enabled::REMEDY,
-    key_expiry::REMEDY,
-    rotation_policy::REMEDY,
-    providers::REMEDY,
-];
-
-/// The remediation of `rule`, if it has one.
-pub fn remedy(rule: &str) -> Option<&'static Remedy> {
-    REMEDIES.iter().find(|remedy| remedy.rule == rule)
-}
 
 /// The policy's consent to one rule's remediation. Only [`Consent::from_policy`] makes one, so a
 /// caller cannot remediate without having asked the policy; [`Remediator::apply`] refuses when
@@ -158,8 +133,8 @@ impl Remediator {
         consent: &Consent<'_>,
         now: OffsetDateTime,
         deadline: Instant,
-    ) -> Step<String> {
-        let Some(remedy) = remedy(&finding.rule) else {
+    ) -> Stage<String> {
+        let Some(rule) = RuleId::parse(&finding.rule).filter(|rule| rule.is_remediable()) else {
             return Err(Stop::refused(format!(
                 "rule {} has no remediation",
                 finding.rule
@@ -172,14 +147,14 @@ impl Remediator {
             )));
         }
         if !consent.is_given() {
-            let how = if remedy.irreversible {
+            let how = if rule.is_irreversible() {
                 "it cannot be undone: set enabled = true and irreversible_ok = true"
             } else {
                 "set enabled = true"
             };
             return Err(Stop::refused(format!(
                 "the policy does not consent to remediating {} ({how} in [remediation.\"{}\"])",
-                remedy.rule, remedy.rule
+                rule, rule
             )));
         }
         let workspace = ArmResourceId::parse(&finding.workspace)
@@ -192,13 +167,15 @@ impl Remediator {
             now,
             deadline,
         };
-        match remedy.rule {
-            key_access::RULE => key_access::apply(&act, &workspace).await,
-            purge_protection::RULE => purge_protection::apply(&act, &workspace).await,
-            key_enabled::RULE => key_enabled::apply(&act, &workspace).await,
-            key_expiry::RULE => key_expiry::apply(&act, &workspace).await,
-            rotation_policy::RULE => rotation_policy::apply(&act, &workspace).await,
-            providers::RULE => providers::apply(&act, &workspace, &finding.resource).await,
+        match rule {
+            RuleId::WorkspaceKeyAccess => key_access::apply(&act, &workspace).await,
+            RuleId::VaultPurgeProtection => purge_protection::apply(&act, &workspace).await,
+            RuleId::KeyEnabled => key_enabled::apply(&act, &workspace).await,
+            RuleId::KeyExpiry => key_expiry::apply(&act, &workspace).await,
+            RuleId::KeyRotationPolicy => rotation_policy::apply(&act, &workspace).await,
+            RuleId::SubscriptionProviders => {
+                providers::apply(&act, &workspace, &finding.resource).await
+            }
             other => Err(Stop::refused(format!("rule {other} has no remediation"))),
         }
     }
@@ -207,13 +184,13 @@ impl Remediator {
 /// What a remediation would do about `finding`, from what observe read, without doing anything
 /// (for alerts in `alert` mode); `None` when the rule has no remediation.
 pub fn describe(finding: &Finding, snapshot: &Snapshot, policy: &Policy) -> Option<String> {
-    let sentence = match remedy(&finding.rule)?.rule {
-        key_access::RULE => key_access::describe(snapshot),
-        purge_protection::RULE => purge_protection::describe(snapshot),
-        key_enabled::RULE => key_enabled::describe(snapshot),
-        key_expiry::RULE => key_expiry::describe(snapshot),
-        rotation_policy::RULE => rotation_policy::describe(snapshot, policy),
-        providers::RULE => providers::describe(&finding.resource),
+    let sentence = match RuleId::parse(&finding.rule)? {
+        RuleId::WorkspaceKeyAccess => key_access::describe(snapshot),
+        RuleId::VaultPurgeProtection => purge_protection::describe(snapshot),
+        RuleId::KeyEnabled => key_enabled::describe(snapshot),
+        RuleId::KeyExpiry => key_expiry::describe(snapshot),
+        RuleId::KeyRotationPolicy => rotation_policy::describe(snapshot, policy),
+        RuleId::SubscriptionProviders => providers::describe(&finding.resource),
         _ => return None,
     };
     Some(sentence)
@@ -246,7 +223,8 @@ impl Stop {
     }
 }
 
-type Step<T> = Result<T, Stop>;
+/// One stage of a remediation: it goes on with a `T`, or the remediation stops here.
+type Stage<T> = Result<T, Stop>;
 
 /// Everything one remediation run needs.
 struct Act<'a> {
@@ -259,7 +237,7 @@ struct Act<'a> {
 
 impl Act<'_> {
     /// A fresh ARM GET; 404 is an answer, not a failure.
-    async fn read(&self, path: &str, namespace: &str, what: &str) -> Step<Read<Value>> {
+    async fn read(&self, path: &str, namespace: &str, what: &str) -> Stage<Read<Value>> {
         let version = self.arm.api_versions().get(namespace);
         match self.arm.get(path, version, &[], self.deadline).await {
             Ok(value) => Ok(Read::Found(value)),
@@ -274,7 +252,7 @@ impl Act<'_> {
     }
 
     /// The workspace, read again; a workspace that is gone needs no remediation.
-    async fn workspace(&self, id: &ArmResourceId) -> Step<Workspace> {
+    async fn workspace(&self, id: &ArmResourceId) -> Stage<Workspace> {
         match self
             .read(
                 id.as_str(),
@@ -291,7 +269,7 @@ impl Act<'_> {
     }
 
     /// The vault, read again.
-    async fn vault(&self, vault_id: &ArmResourceId) -> Step<Read<Vault>> {
+    async fn vault(&self, vault_id: &ArmResourceId) -> Stage<Read<Vault>> {
         Ok(self
             .read(vault_id.as_str(), "Microsoft.KeyVault", "key vault")
             .await?
@@ -304,7 +282,7 @@ impl Act<'_> {
         vault_id: &ArmResourceId,
         name: &str,
         version: Option<&str>,
-    ) -> Step<Read<Value>> {
+    ) -> Stage<Read<Value>> {
         let path = match version {
             Some(version) => format!("{vault_id}/keys/{name}/versions/{version}"),
             None => format!("{vault_id}/keys/{name}"),
@@ -313,7 +291,7 @@ impl Act<'_> {
     }
 
     /// The rule's verdict on a snapshot of fresh reads.
-    fn verdict(&self, rule: &str, snapshot: &Snapshot) -> Check {
+    fn verdict(&self, rule: RuleId, snapshot: &Snapshot) -> Check {
         let context = rules::Context {
             snapshot,
             now: self.now,
@@ -323,7 +301,7 @@ impl Act<'_> {
         rules::find(rule)
             .and_then(|rule| (rule.check)(&context).into_iter().next())
             .unwrap_or(Check {
-                rule: "",
+                rule,
                 resource: String::new(),
                 status: Status::Unknown,
                 observed: format!("rule {rule} reached no verdict"),
@@ -333,7 +311,7 @@ impl Act<'_> {
 
     /// Continues with what the rule observed when it still fails; skips when it passes or does
     /// not apply; fails when it cannot tell.
-    fn still_failing(&self, rule: &str, snapshot: &Snapshot) -> Step<String> {
+    fn still_failing(&self, rule: RuleId, snapshot: &Snapshot) -> Stage<String> {
         let check = self.verdict(rule, snapshot);
         match check.status {
             Status::Fail(_) => Ok(check.observed),
@@ -353,7 +331,7 @@ impl Act<'_> {
     }
 
     /// Confirms, after a write, that the rule no longer fails on a fresh read.
-    fn verified(&self, rule: &str, snapshot: &Snapshot) -> Step<String> {
+    fn verified(&self, rule: RuleId, snapshot: &Snapshot) -> Stage<String> {
         let check = self.verdict(rule, snapshot);
         match check.status {
             Status::Pass | Status::NotApplicable => Ok(check.observed),
@@ -387,7 +365,7 @@ fn partial_snapshot(workspace_id: &ArmResourceId, workspace: Workspace) -> Snaps
 /// Skips, with the reason, a write to a resource outside the subscription allowlist: the finding
 /// stays open and says why nothing was done. (The ARM pipeline refuses such requests anyway;
 /// this says so before the first read, in words a person can act on.)
-fn writable(scope: &SubscriptionScope, id: &ArmResourceId, what: &str) -> Step<()> {
+fn writable(scope: &SubscriptionScope, id: &ArmResourceId, what: &str) -> Stage<()> {
     if scope.allows(id.subscription()) {
         return Ok(());
     }
@@ -398,7 +376,7 @@ fn writable(scope: &SubscriptionScope, id: &ArmResourceId, what: &str) -> Step<(
 }
 
 /// The CMK vault the workspace names, when cmk-guard may write to it.
-fn vault_id(workspace: &Workspace, scope: &SubscriptionScope) -> Step<ArmResourceId> {
+fn vault_id(workspace: &Workspace, scope: &SubscriptionScope) -> Stage<ArmResourceId> {
     let text = workspace
         .encryption
         .as_ref()
@@ -420,17 +398,18 @@ fn vault_id(workspace: &Workspace, scope: &SubscriptionScope) -> Step<ArmResourc
     Ok(id)
 }
 
-/// The CMK vault and key a workspace names, with the data-plane client for the key's vault.
-struct KeyChain {
+/// The CMK key a key remediation writes to: the key and the vault the workspace names, with the
+/// data-plane client for the key's vault.
+struct KeyTarget {
     vault: ArmResourceId,
     key: KeyUrl,
     client: Arc<KeyClient>,
 }
 
-/// The workspace's [`KeyChain`], refused unless the key lives in the vault `keyVaultArmId` names
+/// The workspace's [`KeyTarget`], refused unless the key lives in the vault `keyVaultArmId` names
 /// (azure-notes Trap T21: a workspace's key may only move within its vault, and key writes go to
 /// the key URL's host) on a host under the Key Vault DNS suffix (checked before any request to it).
-fn key_chain(workspace: &Workspace, act: &Act<'_>) -> Step<KeyChain> {
+fn key_target(workspace: &Workspace, act: &Act<'_>) -> Stage<KeyTarget> {
     let keys = act.keys;
     let vault = vault_id(workspace, act.arm.scope())?;
     let text = workspace
@@ -450,7 +429,7 @@ fn key_chain(workspace: &Workspace, act: &Act<'_>) -> Step<KeyChain> {
             vault.name()
         )));
     }
-    Ok(KeyChain { vault, key, client })
+    Ok(KeyTarget { vault, key, client })
 }
 
 /// The key version a fresh ARM read returned, named as the workspace names it.
@@ -516,29 +495,6 @@ async fn data_plane<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::Remediation;
-
-    #[test]
-    fn the_remedies_agree_with_the_rules() {
-        for rule in rules::RULES {
-            match (rule.remediation, remedy(rule.id)) {
-                (Remediation::None, None) => {}
-                (Remediation::Reversible, Some(remedy)) => {
-                    assert!(!remedy.irreversible, "{}", rule.id)
-                }
-                (Remediation::Irreversible, Some(remedy)) => {
-                    assert!(remedy.irreversible, "{}", rule.id)
-                }
-                (declared, found) => panic!(
-                    "{}: rules say {declared:?}, remediate has {found:?}",
-                    rule.id
-                ),
-            }
-        }
-        for remedy in REMEDIES {
-            assert!(rules::find(remedy.rule).is_some(), "{}", remedy.rule);
-        }
-    }
 
     #[test]
     fn describe_answers_for_remediable_rules_only() {
@@ -564,11 +520,10 @@ mod tests {
             None
         );
         assert_eq!(describe(&finding("no.such-rule"), &snapshot, &policy), None);
-        for remedy in REMEDIES {
-            assert!(
-                describe(&finding(remedy.rule), &snapshot, &policy)
-                    .is_some_and(|s| s.starts_with("would "))
-            );
+        for rule in RuleId::ALL {
+            let described = describe(&finding(rule.as_str()), &snapshot, &policy);
+            assert_eq!(described.is_some(), rule.is_remediable(), "{rule}");
+            assert!(described.is_none_or(|s| s.starts_with("would ")), "{rule}");
         }
     }
 

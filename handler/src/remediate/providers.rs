@@ -7,21 +7,13 @@
 
 use serde_json::json;
 
-use super::{Act, Remedy, Step, Stop};
+use super::{Act, Stage, Stop};
 use crate::ids::ArmResourceId;
 use crate::observe::parse;
 use crate::snapshot::{REQUIRED_PROVIDERS, Read};
 
-pub(super) const RULE: &str = "subscription.providers";
-
-pub(super) const REMEDY: Remedy = Remedy {
-    rule: RULE,
-    irreversible: false,
-    summary: "register the missing resource provider in the workspace's subscription",
-};
-
 /// The provider a finding names, if it is one CMK needs in the workspace's subscription.
-fn provider(workspace_id: &ArmResourceId, resource: &str) -> Step<(String, &'static str)> {
+fn provider(workspace_id: &ArmResourceId, resource: &str) -> Stage<(String, &'static str)> {
     let id = ArmResourceId::parse(resource)
         .map_err(|e| Stop::refused(format!("the finding names no provider: {e}")))?;
     let namespace = REQUIRED_PROVIDERS
@@ -44,7 +36,7 @@ fn provider(workspace_id: &ArmResourceId, resource: &str) -> Step<(String, &'sta
 }
 
 /// `registrationState` of a provider, read fresh.
-async fn state(act: &Act<'_>, path: &str) -> Step<String> {
+async fn state(act: &Act<'_>, path: &str) -> Stage<String> {
     match act
         .read(path, "Microsoft.Resources", "provider registration")
         .await?
@@ -60,7 +52,7 @@ pub(super) async fn apply(
     act: &Act<'_>,
     workspace_id: &ArmResourceId,
     resource: &str,
-) -> Step<String> {
+) -> Stage<String> {
     let (subscription, namespace) = provider(workspace_id, resource)?;
     let path = format!("{subscription}/providers/{namespace}");
     let before = state(act, &path).await?;

@@ -4,28 +4,24 @@
 //! network rules (azure-notes Trap T7). Only `true` is ever sent, because the service refuses
 //! `false` (T5). Purge protection only takes effect with soft delete, which cmk-guard does not
 //! touch, so a vault with soft delete off is reported, not patched. Enabling it cannot be undone,
-//! hence [`REMEDY`]`.irreversible` and the policy's `irreversible_ok`.
+//! hence the catalogue's [`crate::catalogue::Remediation::Irreversible`] and the policy's
+//! `irreversible_ok`.
 
 use serde_json::{Value, json};
 
-use super::{Act, Remedy, Step, Stop, partial_snapshot, vault_id};
+use super::{Act, Stage, Stop, partial_snapshot, vault_id};
+use crate::catalogue::RuleId;
 use crate::ids::ArmResourceId;
 use crate::snapshot::{Read, Snapshot};
 
-pub(super) const RULE: &str = "vault.purge-protection";
-
-pub(super) const REMEDY: Remedy = Remedy {
-    rule: RULE,
-    irreversible: true,
-    summary: "PATCH the vault with enablePurgeProtection=true (cannot be undone)",
-};
+const RULE: RuleId = RuleId::VaultPurgeProtection;
 
 /// The whole PATCH body: one flag, so nothing else on the vault can change.
 pub(super) fn body() -> Value {
     json!({"properties": {"enablePurgeProtection": true}})
 }
 
-pub(super) async fn apply(act: &Act<'_>, workspace_id: &ArmResourceId) -> Step<String> {
+pub(super) async fn apply(act: &Act<'_>, workspace_id: &ArmResourceId) -> Stage<String> {
     let workspace = act.workspace(workspace_id).await?;
     let vault_id = vault_id(&workspace, act.arm.scope())?;
     let mut snapshot = partial_snapshot(workspace_id, workspace);

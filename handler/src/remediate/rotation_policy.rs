@@ -9,19 +9,14 @@ use azure_security_keyvault_keys::models::{
     LifetimeActionTrigger, LifetimeActionType,
 };
 
-use super::{Act, KeyChain, Remedy, Step, Stop, data_plane, key_chain, key_version};
+use super::{Act, KeyTarget, Stage, Stop, data_plane, key_target, key_version};
+use crate::catalogue::RuleId;
 use crate::ids::{ArmResourceId, KeyUrl};
 use crate::observe::parse;
 use crate::policy::{Policy, RotationPolicySettings};
 use crate::snapshot::Snapshot;
 
-pub(super) const RULE: &str = "key.rotation-policy";
-
-pub(super) const REMEDY: Remedy = Remedy {
-    rule: RULE,
-    irreversible: false,
-    summary: "PUT the policy file's rotation policy on the key (data plane)",
-};
+const RULE: RuleId = RuleId::KeyRotationPolicy;
 
 /// The policy written: a Rotate and a Notify action before expiry, and the versions' lifetime.
 pub(super) fn policy(settings: &RotationPolicySettings) -> KeyRotationPolicy {
@@ -60,9 +55,9 @@ fn summary(settings: &RotationPolicySettings) -> String {
     )
 }
 
-pub(super) async fn apply(act: &Act<'_>, workspace_id: &ArmResourceId) -> Step<String> {
+pub(super) async fn apply(act: &Act<'_>, workspace_id: &ArmResourceId) -> Stage<String> {
     let workspace = act.workspace(workspace_id).await?;
-    let KeyChain { vault, key, client } = key_chain(&workspace, act)?;
+    let KeyTarget { vault, key, client } = key_target(&workspace, act)?;
     let mut snapshot = super::partial_snapshot(workspace_id, workspace);
     snapshot.vault = Some(act.vault(&vault).await?);
     read_key(act, &mut snapshot, &vault, &key).await?;
@@ -99,7 +94,7 @@ async fn read_key(
     snapshot: &mut Snapshot,
     vault: &ArmResourceId,
     key: &KeyUrl,
-) -> Step<()> {
+) -> Stage<()> {
     let read = act.key(vault, key.name(), None).await?;
     snapshot.rotation_policy = Some(read.clone().map(|value| parse::rotation_policy(&value)));
     snapshot.key = Some(key_version(read, key.name(), None));

@@ -3,6 +3,7 @@
 //! the same way.
 
 use super::{Check, Status};
+use crate::catalogue::RuleId;
 use crate::ids::KeyUrl;
 use crate::snapshot::{Encryption, KeyVersion, Read, Snapshot, Vault, Workspace};
 
@@ -17,7 +18,7 @@ pub(crate) enum Gate {
 
 impl Gate {
     /// The check a rule returns when it stops at this gate.
-    pub(crate) fn check(self, rule: &'static str, resource: String, expected: &str) -> Check {
+    pub(crate) fn check(self, rule: RuleId, resource: String, expected: &str) -> Check {
         let (status, why) = match self {
             Gate::NotApplicable(why) => (Status::NotApplicable, why),
             Gate::Unknown(why) => (Status::Unknown, why),

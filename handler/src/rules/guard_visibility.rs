@@ -19,18 +19,14 @@
 //! Reader there …").
 
 use super::chain;
-use super::{Check, Context, Remediation, Rule, RuleKind};
+use super::{Check, Context, Rule};
+use crate::catalogue::RuleId;
 use crate::ids::{ArmResourceId, KeyUrl};
 use crate::outcome::{Finding, FindingState, Severity};
 use crate::snapshot::{Read, ReadFailure, Snapshot, Vault};
 
-/// The rule id, also for findings made outside the rules and for the CLI's verdict.
-pub const ID: &str = "guard.visibility";
-
 pub(super) const RULE: Rule = Rule {
-    id: ID,
-    kind: RuleKind::State,
-    remediation: Remediation::None,
+    id: RuleId::GuardVisibility,
     check,
 };
 
@@ -68,7 +64,7 @@ fn failed(failure: &ReadFailure) -> Check {
 /// could not list anything would look like a tenant without findings.
 pub fn unreadable(resource: &str, failure: &ReadFailure) -> Finding {
     Finding {
-        rule: ID.to_owned(),
+        rule: RuleId::GuardVisibility.to_string(),
         resource: resource.to_owned(),
         workspace: String::new(),
         severity: Severity::High,
@@ -414,7 +410,7 @@ mod tests {
             transient: false,
         };
         let finding = unreadable("/subscriptions/s1", &failure);
-        assert_eq!(finding.rule, ID);
+        assert_eq!(finding.rule, RuleId::GuardVisibility);
         assert_eq!(finding.state, FindingState::Open);
         assert_eq!(finding.severity, Severity::High);
         assert_eq!(

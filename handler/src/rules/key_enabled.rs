@@ -12,13 +12,12 @@
 
 use super::chain;
 use super::chain::Gate;
-use super::{Check, Context, Remediation, Rule, RuleKind};
+use super::{Check, Context, Rule};
+use crate::catalogue::RuleId;
 use crate::outcome::Severity;
 
 pub(super) const RULE: Rule = Rule {
-    id: "key.enabled",
-    kind: RuleKind::State,
-    remediation: Remediation::Reversible,
+    id: RuleId::KeyEnabled,
     check,
 };
 

@@ -13,15 +13,14 @@
 //! host `other.vault.azure.net` while `keyVaultArmId` names the vault `kv`.
 
 use super::chain::{self, Gate};
-use super::{Check, Context, Remediation, Rule, RuleKind};
+use super::{Check, Context, Rule};
+use crate::catalogue::RuleId;
 use crate::ids::KeyUrl;
 use crate::outcome::Severity;
 use crate::snapshot::Read;
 
 pub(super) const RULE: Rule = Rule {
-    id: "key.exists",
-    kind: RuleKind::State,
-    remediation: Remediation::None,
+    id: RuleId::KeyExists,
     check,
 };
 

@@ -14,14 +14,13 @@
 //! Non-compliant: `"exp"` yesterday (critical), in 3 days (high), in 20 days (medium).
 
 use super::chain::{self, Gate};
-use super::{Check, Context, Remediation, Rule, RuleKind};
+use super::{Check, Context, Rule};
+use crate::catalogue::RuleId;
 use crate::outcome::Severity;
 use crate::snapshot::Read;
 
 pub(super) const RULE: Rule = Rule {
-    id: "key.expiry",
-    kind: RuleKind::State,
-    remediation: Remediation::Reversible,
+    id: RuleId::KeyExpiry,
     check,
 };
 

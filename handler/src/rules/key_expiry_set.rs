@@ -13,13 +13,12 @@
 //! Non-compliant: no `exp` attribute.
 
 use super::chain;
-use super::{Check, Context, Remediation, Rule, RuleKind};
+use super::{Check, Context, Rule};
+use crate::catalogue::RuleId;
 use crate::outcome::Severity;
 
 pub(super) const RULE: Rule = Rule {
-    id: "key.expiry-set",
-    kind: RuleKind::State,
-    remediation: Remediation::None,
+    id: RuleId::KeyExpirySet,
     check,
 };
 

@@ -13,14 +13,13 @@
 //! Non-compliant: no rotation policy, or one with no lifetime actions.
 
 use super::chain::{self, Gate};
-use super::{Check, Context, Remediation, Rule, RuleKind};
+use super::{Check, Context, Rule};
+use crate::catalogue::RuleId;
 use crate::outcome::Severity;
 use crate::snapshot::Read;
 
 pub(super) const RULE: Rule = Rule {
-    id: "key.rotation-policy",
-    kind: RuleKind::State,
-    remediation: Remediation::Reversible,
+    id: RuleId::KeyRotationPolicy,
     check,
 };
 

@@ -14,13 +14,12 @@
 //! Non-compliant: `"kty": "RSA", "keySize": 2048` (medium), `"kty": "EC", "curveName": "P-256"`.
 
 use super::chain::{self, Gate};
-use super::{Check, Context, Remediation, Rule, RuleKind};
+use super::{Check, Context, Rule};
+use crate::catalogue::RuleId;
 use crate::outcome::Severity;
 
 pub(super) const RULE: Rule = Rule {
-    id: "key.type-size",
-    kind: RuleKind::State,
-    remediation: Remediation::None,
+    id: RuleId::KeyTypeSize,
     check,
 };
 

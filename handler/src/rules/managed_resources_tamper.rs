@@ -26,16 +26,15 @@
 //! Non-compliant: `Microsoft.Storage/storageAccounts/delete` in `azureml-rg-ws_…` by a user.
 
 use super::chain::{self, Gate};
-use super::{Check, Context, Remediation, Rule, RuleKind};
+use super::{Check, Context, Rule};
+use crate::catalogue::RuleId;
 use crate::ids::ArmResourceId;
 use crate::intake::{ChangeKind, Target};
 use crate::outcome::Severity;
 use crate::snapshot::Workspace;
 
 pub(super) const RULE: Rule = Rule {
-    id: "managed-resources.tamper",
-    kind: RuleKind::Event,
-    remediation: Remediation::None,
+    id: RuleId::ManagedResourcesTamper,
     check,
 };
 

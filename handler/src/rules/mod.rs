@@ -28,8 +28,9 @@ mod workspace_vault_same_subscription;
 
 use time::{Date, OffsetDateTime};
 
-pub use guard_visibility::{ID as VISIBILITY, unreadable};
+pub use guard_visibility::unreadable;
 
+use crate::catalogue::{Kind, RuleId};
 use crate::intake::Trigger;
 use crate::outcome::{Finding, FindingState, Severity};
 use crate::policy::Policy;
@@ -44,6 +45,9 @@ pub struct Context<'a> {
     /// The event that caused this evaluation; `None` for the sweep and on-demand checks.
     pub trigger: Option<&'a Trigger>,
 }
+
+/// The id of `guard.visibility`, for findings made outside the rules and for the CLI's verdict.
+pub const VISIBILITY: &str = RuleId::GuardVisibility.as_str();
 
 /// A rule's verdict on one resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +67,7 @@ pub enum Status {
 /// included, so that a state layer can resolve findings (see [`Evaluation::resolves`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Check {
-    pub rule: &'static str,
+    pub rule: RuleId,
     /// The ARM id or key URL the verdict is about.
     pub resource: String,
     pub status: Status,
@@ -75,7 +79,7 @@ pub struct Check {
 
 impl Check {
     fn new(
-        rule: &'static str,
+        rule: RuleId,
         resource: impl Into<String>,
         status: Status,
         observed: impl Into<String>,
@@ -91,7 +95,7 @@ impl Check {
     }
 
     fn pass(
-        rule: &'static str,
+        rule: RuleId,
         resource: impl Into<String>,
         observed: impl Into<String>,
         expected: impl Into<String>,
@@ -100,7 +104,7 @@ impl Check {
     }
 
     fn fail(
-        rule: &'static str,
+        rule: RuleId,
         resource: impl Into<String>,
         severity: Severity,
         observed: impl Into<String>,
@@ -110,32 +114,10 @@ impl Check {
     }
 }
 
-/// Whether a rule judges standing state or single events; it decides how findings resolve.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RuleKind {
-    /// Re-checks the whole chain each time: a finding it no longer raises is resolved.
-    State,
-    /// Judges one event (`managed-resources.tamper`): nothing undoes the event, so its findings
-    /// never resolve by a later evaluation.
-    Event,
-}
-
-/// What remediation a rule has, so the policy can refuse consent that would mean nothing and
-/// demand explicit consent for what cannot be undone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Remediation {
-    None,
-    Reversible,
-    /// The fix cannot be undone (purge protection): the policy must also say `irreversible_ok`.
-    Irreversible,
-}
-
-/// One rule: its stable id and its check.
+/// One rule: its id (the catalogue says what kind it is and how it is remediated) and its check.
 #[derive(Debug, Clone, Copy)]
 pub struct Rule {
-    pub id: &'static str,
-    pub kind: RuleKind,
-    pub remediation: Remediation,
+    pub id: RuleId,
     pub check: fn(&Context) -> Vec<Check>,
 }
 
@@ -159,8 +141,8 @@ pub const RULES: &[Rule] = &[
     guard_visibility::RULE,
 ];
 
-/// The rule with this id, if there is one (ids are compared exactly: they are contract).
-pub fn find(id: &str) -> Option<&'static Rule> {
+/// The rule with this id, if a rule over a snapshot raises it.
+pub fn find(id: RuleId) -> Option<&'static Rule> {
     RULES.iter().find(|rule| rule.id == id)
 }
 
@@ -192,11 +174,11 @@ impl Evaluation {
     /// fail and no unknown), and no longer fails on that resource. A rule that is disabled, had
     /// missing data, or judges events leaves open findings open.
     pub fn resolves(&self, rule: &str, resource: &str) -> bool {
-        let Some(definition) = find(rule) else {
+        let Some(rule) = RuleId::parse(rule) else {
             return false;
         };
         let checks: Vec<&Check> = self.checks.iter().filter(|c| c.rule == rule).collect();
-        definition.kind == RuleKind::State
+        rule.kind() == Kind::State
             && checks
                 .iter()
                 .any(|c| matches!(c.status, Status::Pass | Status::Fail(_)))
@@ -221,7 +203,7 @@ pub fn evaluate(context: &Context) -> Evaluation {
     };
     for rule in RULES.iter().filter(|rule| policy.rule_enabled(rule.id)) {
         // One span per rule evaluation, at debug level (CMKGUARD_LOG=debug exports them).
-        let _span = tracing::debug_span!("rule", rule = rule.id).entered();
+        let _span = tracing::debug_span!("rule", rule = rule.id.as_str()).entered();
         for mut check in (rule.check)(context) {
             let Status::Fail(own_severity) = check.status else {
                 evaluation.checks.push(check);
@@ -233,7 +215,7 @@ pub fn evaluate(context: &Context) -> Evaluation {
             // hostile as any input: bounded and escaped once here, for every place a finding
             // goes (Outcome, webhook, state, cards, emails). Real ids and texts pass unchanged.
             let mut finding = Finding {
-                rule: rule.id.to_owned(),
+                rule: rule.id.to_string(),
                 resource: crate::text::clean(&check.resource, crate::text::LINE).into_owned(),
                 workspace: workspace.clone(),
                 severity,
@@ -269,19 +251,6 @@ pub fn evaluate(context: &Context) -> Evaluation {
     evaluation
 }
 
-/// True when `resource` is `scope` or lies below it on `/` boundaries, ignoring ASCII case
-/// (azure-notes Trap T1) and trailing slashes.
-pub(crate) fn is_at_or_below(scope: &str, resource: &str) -> bool {
-    let scope = scope.trim_end_matches('/');
-    let resource = resource.trim_end_matches('/');
-    match resource.get(..scope.len()) {
-        Some(head) if head.eq_ignore_ascii_case(scope) => {
-            resource.len() == scope.len() || resource.as_bytes()[scope.len()] == b'/'
-        }
-        _ => false,
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod test_support;
 
@@ -293,7 +262,7 @@ mod tests {
 
     #[test]
     fn rule_ids_are_the_documented_contract() {
-        let ids: Vec<&str> = RULES.iter().map(|r| r.id).collect();
+        let ids: Vec<&str> = RULES.iter().map(|r| r.id.as_str()).collect();
         assert_eq!(
             ids,
             [
@@ -315,6 +284,7 @@ mod tests {
                 "guard.visibility",
             ]
         );
+        assert!(RULES.iter().map(|r| r.id).eq(RuleId::evaluated()));
     }
 
     #[test]
@@ -467,48 +437,5 @@ expires = 2020-01-31
         assert_eq!(rules, ["guard.visibility"]);
         assert!(!evaluation.resolves("vault.purge-protection", VAULT_ID));
         assert!(!evaluation.resolves("guard.visibility", VAULT_ID));
-    }
-
-    #[test]
-    fn scopes_compare_on_segment_boundaries_ignoring_case() {
-        let cases = [
-            (
-                "/subscriptions/s/resourceGroups/rg",
-                "/subscriptions/S/resourcegroups/RG/providers/x/y/z",
-                true,
-            ),
-            (
-                "/subscriptions/s/resourceGroups/rg",
-                "/subscriptions/s/resourceGroups/rg",
-                true,
-            ),
-            (
-                "/subscriptions/s/resourceGroups/rg/",
-                "/subscriptions/s/resourceGroups/rg",
-                true,
-            ),
-            (
-                "/subscriptions/s/resourceGroups/rg",
-                "/subscriptions/s/resourceGroups/rg2",
-                false,
-            ),
-            (
-                "https://kv.vault.azure.net/keys/k",
-                "https://KV.vault.azure.net/keys/k/0123",
-                true,
-            ),
-            (
-                "https://kv.vault.azure.net/keys/k",
-                "https://kv.vault.azure.net/keys/k2",
-                false,
-            ),
-        ];
-        for (scope, resource, expected) in cases {
-            assert_eq!(
-                is_at_or_below(scope, resource),
-                expected,
-                "{scope} vs {resource}"
-            );
-        }
     }
 }

@@ -11,14 +11,13 @@
 //! Non-compliant: `Microsoft.Search` reports `NotRegistered`, or is missing from the list.
 
 use super::chain::{self, Gate};
-use super::{Check, Context, Remediation, Rule, RuleKind};
+use super::{Check, Context, Rule};
+use crate::catalogue::RuleId;
 use crate::outcome::Severity;
 use crate::snapshot::{REQUIRED_PROVIDERS, Read};
 
 pub(super) const RULE: Rule = Rule {
-    id: "subscription.providers",
-    kind: RuleKind::State,
-    remediation: Remediation::Reversible,
+    id: RuleId::SubscriptionProviders,
     check,
 };
 

@@ -12,14 +12,13 @@
 //! deleted on 2026-11-01 with purge scheduled for 2027-01-30.
 
 use super::chain::{self, Gate};
-use super::{Check, Context, Remediation, Rule, RuleKind};
+use super::{Check, Context, Rule};
+use crate::catalogue::RuleId;
 use crate::outcome::Severity;
 use crate::snapshot::Read;
 
 pub(super) const RULE: Rule = Rule {
-    id: "vault.exists",
-    kind: RuleKind::State,
-    remediation: Remediation::None,
+    id: RuleId::VaultExists,
     check,
 };
 

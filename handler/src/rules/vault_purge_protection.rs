@@ -14,13 +14,12 @@
 //! Non-compliant: the property absent, or `false`.
 
 use super::chain;
-use super::{Check, Context, Remediation, Rule, RuleKind};
+use super::{Check, Context, Rule};
+use crate::catalogue::RuleId;
 use crate::outcome::Severity;
 
 pub(super) const RULE: Rule = Rule {
-    id: "vault.purge-protection",
-    kind: RuleKind::State,
-    remediation: Remediation::Irreversible,
+    id: RuleId::VaultPurgeProtection,
     check,
 };
 

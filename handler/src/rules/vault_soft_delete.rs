@@ -14,13 +14,12 @@
 //! Non-compliant: `"enableSoftDelete": false`.
 
 use super::chain;
-use super::{Check, Context, Remediation, Rule, RuleKind};
+use super::{Check, Context, Rule};
+use crate::catalogue::RuleId;
 use crate::outcome::Severity;
 
 pub(super) const RULE: Rule = Rule {
-    id: "vault.soft-delete",
-    kind: RuleKind::State,
-    remediation: Remediation::None,
+    id: RuleId::VaultSoftDelete,
     check,
 };
 

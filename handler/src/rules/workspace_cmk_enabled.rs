@@ -13,13 +13,12 @@
 //! Non-compliant: `"encryption": {"status": "Disabled"}`, or no `encryption` at all.
 
 use super::chain::{self, Gate};
-use super::{Check, Context, Remediation, Rule, RuleKind};
+use super::{Check, Context, Rule};
+use crate::catalogue::RuleId;
 use crate::outcome::Severity;
 
 pub(super) const RULE: Rule = Rule {
-    id: "workspace.cmk-enabled",
-    kind: RuleKind::State,
-    remediation: Remediation::None,
+    id: RuleId::WorkspaceCmkEnabled,
     check,
 };
 

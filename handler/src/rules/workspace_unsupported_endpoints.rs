@@ -13,14 +13,13 @@
 //! Non-compliant: a CMK workspace with `…/workspaces/ws/onlineEndpoints/scoring`.
 
 use super::chain::{self, Gate};
-use super::{Check, Context, Remediation, Rule, RuleKind};
+use super::{Check, Context, Rule};
+use crate::catalogue::RuleId;
 use crate::outcome::Severity;
 use crate::snapshot::{EndpointKind, Read};
 
 pub(super) const RULE: Rule = Rule {
-    id: "workspace.unsupported-endpoints",
-    kind: RuleKind::State,
-    remediation: Remediation::None,
+    id: RuleId::WorkspaceUnsupportedEndpoints,
     check,
 };
 

@@ -11,14 +11,13 @@
 //! Non-compliant: the same workspace with `keyVaultArmId` `/subscriptions/T/…/vaults/kv`.
 
 use super::chain::{self, Gate};
-use super::{Check, Context, Remediation, Rule, RuleKind};
+use super::{Check, Context, Rule};
+use crate::catalogue::RuleId;
 use crate::ids::ArmResourceId;
 use crate::outcome::Severity;
 
 pub(super) const RULE: Rule = Rule {
-    id: "workspace.vault-same-subscription",
-    kind: RuleKind::State,
-    remediation: Remediation::None,
+    id: RuleId::WorkspaceVaultSameSubscription,
     check,
 };
 

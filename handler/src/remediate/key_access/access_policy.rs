@@ -7,9 +7,9 @@
 
 use serde_json::{Value, json};
 
-use super::key_access::{RULE, who};
-use super::{Act, Step, Stop};
+use super::{RULE, who};
 use crate::ids::ArmResourceId;
+use crate::remediate::{Act, Stage, Stop};
 use crate::snapshot::{CmkPrincipal, Snapshot, Vault};
 
 /// The key permissions CMK needs (Azure ML CMK guide), and nothing more.
@@ -31,7 +31,7 @@ pub(super) async fn grant(
     vault: &Vault,
     principal: &CmkPrincipal,
     observed: &str,
-) -> Step<String> {
+) -> Stage<String> {
     let tenant = vault.tenant_id.as_deref().ok_or_else(|| {
         Stop::refused(format!(
             "the vault {vault_id} reports no tenantId for the access policy"

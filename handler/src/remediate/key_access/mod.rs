@@ -1,22 +1,20 @@
 //! `workspace.key-access`: give the workspace's CMK identity get, wrapKey and unwrapKey on the key
 //! — by the vault's own permission model, because the other one is ignored (azure-notes Trap T8):
-//! an access policy on access-policy vaults ([`super::access_policy`]), a role assignment on RBAC
-//! vaults ([`super::role_assignment`]). The identity is the encryption identity, else the system
+//! an access policy on access-policy vaults ([`access_policy`]), a role assignment on RBAC
+//! vaults ([`role_assignment`]). The identity is the encryption identity, else the system
 //! identity ([`crate::snapshot::Workspace::cmk_principal`], azure-notes Trap T21).
 
-use super::{Act, Remedy, Step, Stop, access_policy, partial_snapshot, role_assignment, vault_id};
+mod access_policy;
+mod role_assignment;
+
+use super::{Act, Stage, Stop, partial_snapshot, vault_id};
+use crate::catalogue::RuleId;
 use crate::ids::{ArmResourceId, KeyUrl};
 use crate::snapshot::{CmkPrincipal, Read, Snapshot, Vault, Workspace};
 
-pub(super) const RULE: &str = "workspace.key-access";
+const RULE: RuleId = RuleId::WorkspaceKeyAccess;
 
-pub(super) const REMEDY: Remedy = Remedy {
-    rule: RULE,
-    irreversible: false,
-    summary: "add an access policy (get, wrapKey, unwrapKey) for the CMK identity, or assign it Key Vault Crypto Service Encryption User on the vault",
-};
-
-pub(super) async fn apply(act: &Act<'_>, workspace_id: &ArmResourceId) -> Step<String> {
+pub(super) async fn apply(act: &Act<'_>, workspace_id: &ArmResourceId) -> Stage<String> {
     let workspace = act.workspace(workspace_id).await?;
     let vault_id = vault_id(&workspace, act.arm.scope())?;
     let principal = principal(&workspace)?;
@@ -58,7 +56,7 @@ pub(super) fn uses_access_policies(vault: &Vault) -> bool {
     vault.enable_rbac_authorization == Some(false)
 }
 
-fn principal(workspace: &Workspace) -> Step<CmkPrincipal> {
+fn principal(workspace: &Workspace) -> Stage<CmkPrincipal> {
     workspace.cmk_principal().ok_or_else(|| {
         Stop::refused(
             "the workspace has no CMK identity with a principal id (encryption identity or system identity) to grant access to"
@@ -80,7 +78,7 @@ fn key_scope(workspace: &Workspace, vault_id: &ArmResourceId) -> String {
 }
 
 /// Who gets access, for details and descriptions.
-pub(super) fn who(principal: &CmkPrincipal) -> String {
+fn who(principal: &CmkPrincipal) -> String {
     match &principal.user_assigned_identity {
         Some(uai) => format!(
             "user-assigned identity {uai} (principal {})",

@@ -12,10 +12,10 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::key_access::{RULE, who};
-use super::{Act, Step, Stop};
+use super::{RULE, who};
 use crate::ids::ArmResourceId;
 use crate::observe::parse;
+use crate::remediate::{Act, Stage, Stop};
 use crate::snapshot::{CmkPrincipal, Read, RoleAssignment, Snapshot};
 
 /// *Key Vault Crypto Service Encryption User* (azure-notes §5, verified against the built-in
@@ -58,7 +58,7 @@ pub(super) async fn grant(
     key_scope: &str,
     principal: &CmkPrincipal,
     observed: &str,
-) -> Step<String> {
+) -> Stage<String> {
     let name = assignment_name(vault_id.as_str(), &principal.principal_id);
     let path = assignment_path(vault_id, name);
     let subscription = vault_id.subscription().as_str();
@@ -97,7 +97,7 @@ pub(super) async fn read(
     act: &Act<'_>,
     scope: &str,
     principal_id: &str,
-) -> Step<Read<Vec<RoleAssignment>>> {
+) -> Stage<Read<Vec<RoleAssignment>>> {
     let path = format!("{scope}/providers/Microsoft.Authorization/roleAssignments");
     let filter = format!("assignedTo('{principal_id}')");
     let version = act.api_version("Microsoft.Authorization");

@@ -13,7 +13,8 @@ use crate::notify::NotifySettings;
 use crate::policy::Policy;
 use crate::state::StateSpec;
 
-/// Every configuration variable cmk-guard reads, in the order of the README table. The infra
+/// Every configuration variable cmk-guard reads, in the order of the README table (a test
+/// holds them, the table and what [`Settings::from_lookup`] reads together). The infra
 /// consistency test (issue 8) checks app settings against this list.
 pub const VARIABLES: &[&str] = &[
     "CMKGUARD_MODE",
@@ -23,6 +24,7 @@ pub const VARIABLES: &[&str] = &[
     "CMKGUARD_KEYVAULT_DNS_SUFFIX",
     "CMKGUARD_CA_BUNDLE",
     "CMKGUARD_CONNECT_TO",
+    "CMKGUARD_API_VERSIONS",
     "CMKGUARD_STATE",
     "CMKGUARD_TEAMS_WEBHOOK_URL",
     "CMKGUARD_WEBHOOK_URL",
@@ -30,11 +32,10 @@ pub const VARIABLES: &[&str] = &[
     "CMKGUARD_EMAIL_FROM",
     "CMKGUARD_ACS_ENDPOINT",
     "CMKGUARD_SMTP_URL",
-    "CMKGUARD_SWEEP_SCHEDULE",
-    "CMKGUARD_LOG",
-    "CMKGUARD_API_VERSIONS",
     "CMKGUARD_READ_RATE",
     "CMKGUARD_SWEEP_BUDGET_SECONDS",
+    "CMKGUARD_SWEEP_SCHEDULE",
+    "CMKGUARD_LOG",
 ];
 
 /// The Functions host sets this to the port it will call (azure-notes §H1).
@@ -219,10 +220,13 @@ impl Settings {
         };
         let state = StateSpec::parse(value("CMKGUARD_STATE").as_deref().unwrap_or_default())
             .map_err(|e| {
-                let message = e.message.strip_prefix("CMKGUARD_STATE: ").unwrap_or(&e.message);
+                let message = e
+                    .message
+                    .strip_prefix("CMKGUARD_STATE: ")
+                    .unwrap_or(&e.message);
                 ConfigError::new("CMKGUARD_STATE", message)
             })?;
-        let notify = NotifySettings::from_lookup(&value)?;
+        let notify = NotifySettings::from_lookup(value)?;
         let policy = match value("CMKGUARD_POLICY_FILE") {
             Some(path) => Policy::load(std::path::Path::new(&path))
                 .map_err(|e| ConfigError::new("CMKGUARD_POLICY_FILE", e.to_string()))?,
@@ -326,6 +330,83 @@ mod tests {
             let err = Settings::from_lookup(lookup(&[(name, value)])).unwrap_err();
             assert_eq!(err.variable, name);
         }
+    }
+
+    /// The `CMKGUARD_*` and `FUNCTIONS_*` names in the first column of the variables table
+    /// that follows `heading` in `doc`, each with the row's last cell (README: "used").
+    fn documented(doc: &str, heading: &str) -> Vec<(String, String)> {
+        let section = &doc[doc.find(heading).expect(heading)..];
+        section
+            .lines()
+            .skip_while(|line| !line.starts_with("| variable"))
+            .skip(2)
+            .take_while(|line| line.starts_with('|'))
+            .flat_map(|row| {
+                let cells: Vec<&str> = row.split(" | ").collect();
+                let last = cells.last().unwrap_or(&"").trim_end_matches('|').trim();
+                cells[0]
+                    .split('`')
+                    .skip(1)
+                    .step_by(2)
+                    .filter(|name| name.starts_with("CMKGUARD_") || *name == PORT_VARIABLE)
+                    .map(|name| (name.to_owned(), last.to_owned()))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    fn read_doc(path: &str) -> String {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// The documented table and the parsing agree: every variable the README says cmk-guard
+    /// uses is asked for by [`Settings::from_lookup`] or [`listen_port`], nothing else is, and
+    /// [`VARIABLES`] lists the README's rows in order (the architecture doc's table too).
+    #[test]
+    fn the_variables_tables_and_the_parsing_agree() {
+        // Read before the settings, by the log filter (telemetry).
+        const READ_ELSEWHERE: &[&str] = &["CMKGUARD_LOG"];
+        let asked = std::cell::RefCell::new(std::collections::BTreeSet::new());
+        let recording = |name: &str| {
+            asked.borrow_mut().insert(name.to_owned());
+            None
+        };
+        Settings::from_lookup(recording).unwrap();
+        let _ = listen_port(recording);
+
+        let readme = documented(&read_doc("../README.md"), "## Configuration");
+        let used: std::collections::BTreeSet<String> = readme
+            .iter()
+            .filter(|(name, used)| used == "yes" && !READ_ELSEWHERE.contains(&name.as_str()))
+            .map(|(name, _)| name.clone())
+            .collect();
+        assert_eq!(
+            asked.into_inner(),
+            used,
+            "read by the parsing vs. the README table"
+        );
+
+        let in_order: Vec<&str> = readme
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .filter(|name| *name != PORT_VARIABLE)
+            .collect();
+        assert_eq!(
+            in_order, VARIABLES,
+            "settings::VARIABLES vs. the README table"
+        );
+
+        let mut architecture: Vec<String> =
+            documented(&read_doc("../docs/architecture.md"), "### Configuration")
+                .into_iter()
+                .map(|(name, _)| name)
+                .filter(|name| name != PORT_VARIABLE)
+                .collect();
+        architecture.sort();
+        let mut variables = VARIABLES.to_vec();
+        variables.sort_unstable();
+        assert_eq!(architecture, variables, "docs/architecture.md's table");
     }
 
     #[test]

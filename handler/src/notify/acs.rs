@@ -20,6 +20,11 @@ pub const API_VERSION: &str = "2023-03-31";
 /// The token audience of Azure Communication Services.
 pub const SCOPE: &str = "https://communication.azure.com/.default";
 
+/// The ACS endpoint cannot be used to send email.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the send URL: {0}")]
+pub(crate) struct AcsSetupError(#[source] url::ParseError);
+
 /// Sends email through one ACS resource.
 #[derive(Debug, Clone)]
 pub(crate) struct AcsSender {
@@ -36,10 +41,8 @@ impl AcsSender {
         credential: Arc<dyn TokenCredential>,
         from: Mailbox,
         to: Vec<Mailbox>,
-    ) -> Result<Self, String> {
-        let mut send_url = endpoint
-            .join("/emails:send")
-            .map_err(|e| format!("cannot build the send URL: {e}"))?;
+    ) -> Result<Self, AcsSetupError> {
+        let mut send_url = endpoint.join("/emails:send").map_err(AcsSetupError)?;
         send_url.set_query(Some(&format!("api-version={API_VERSION}")));
         Ok(Self {
             send_url,
@@ -48,11 +51,6 @@ impl AcsSender {
             from,
             to,
         })
-    }
-
-    /// `https://<resource>.communication.azure.com`, for Action details.
-    pub(crate) fn redacted(&self) -> String {
-        redacted_origin(&self.endpoint)
     }
 
     /// Sends `content`; on success, says which operation ACS created. The token is returned
@@ -113,8 +111,15 @@ impl AcsSender {
         Ok(format!(
             "HTTP {} from {}, operation {operation}",
             posted.status.as_u16(),
-            self.redacted()
+            redacted_origin(&self.endpoint)
         ))
+    }
+}
+
+/// `https://<resource>.communication.azure.com`, for logs and Action details.
+impl std::fmt::Display for AcsSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&redacted_origin(&self.endpoint))
     }
 }
 

@@ -198,13 +198,12 @@ impl Notifier {
                     variable: "CMKGUARD_ACS_ENDPOINT",
                     message: "needs the managed identity credential, and none is available".into(),
                 })?;
-                let sender =
-                    AcsSender::new(&endpoint, credential, from, to).map_err(|message| {
-                        ConfigError {
-                            variable: "CMKGUARD_ACS_ENDPOINT",
-                            message,
-                        }
-                    })?;
+                let sender = AcsSender::new(&endpoint, credential, from, to).map_err(|error| {
+                    ConfigError {
+                        variable: "CMKGUARD_ACS_ENDPOINT",
+                        message: crate::text::chain(&error),
+                    }
+                })?;
                 Some(EmailSender::Acs(sender))
             }
             Some(EmailSettings {
@@ -213,16 +212,12 @@ impl Notifier {
                 transport: EmailTransport::Smtp(smtp),
             }) => {
                 if let Some(password) = &smtp.password {
-                    secrets.push(password.expose().to_owned());
+                    secrets.push(password.secret().to_owned());
                 }
                 let sender =
-                    SmtpSender::new(&smtp, transport, from, to).map_err(|message| ConfigError {
-                        variable: if message.starts_with("CMKGUARD_CA_BUNDLE") {
-                            "CMKGUARD_CA_BUNDLE"
-                        } else {
-                            "CMKGUARD_SMTP_URL"
-                        },
-                        message,
+                    SmtpSender::new(&smtp, transport, from, to).map_err(|error| ConfigError {
+                        variable: error.variable(),
+                        message: crate::text::chain(&error),
                     })?;
                 Some(EmailSender::Smtp(sender))
             }
@@ -259,8 +254,8 @@ impl Notifier {
             lines.push(format!("teams: {url}"));
         }
         match &self.email {
-            Some(EmailSender::Acs(acs)) => lines.push(format!("email: ACS {}", acs.redacted())),
-            Some(EmailSender::Smtp(smtp)) => lines.push(format!("email: SMTP {}", smtp.redacted())),
+            Some(EmailSender::Acs(acs)) => lines.push(format!("email: ACS {acs}")),
+            Some(EmailSender::Smtp(smtp)) => lines.push(format!("email: SMTP {smtp}")),
             None => {}
         }
         if let Some(url) = &self.webhook {

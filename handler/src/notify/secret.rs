@@ -1,6 +1,9 @@
 //! Secrets of the alert channels: webhook URLs carry their credential in the query (`sig=`),
-//! SMTP URLs carry a password. They are kept in types whose `Debug` and `Display` show only
-//! scheme and host, and every error text leaving this module is scrubbed of them.
+//! SMTP URLs carry a password (kept in `azure_core`'s [`Secret`], like tokens). Destinations are
+//! shown only as [`redacted_origin`] (scheme, host and port), and every error text leaving this
+//! module is [`scrub`]bed of the secrets.
+//!
+//! [`Secret`]: azure_core::credentials::Secret
 
 use std::fmt;
 
@@ -24,11 +27,6 @@ impl SecretUrl {
         &self.0
     }
 
-    /// `scheme://host[:port]`: enough to tell which service is meant, nothing to call it with.
-    pub fn redacted(&self) -> String {
-        redacted_origin(&self.0)
-    }
-
     /// The pieces of the URL that must never appear in text: the whole URL, its path and
     /// query, and every query value (the `sig`).
     pub(crate) fn secret_parts(&self) -> Vec<String> {
@@ -43,42 +41,23 @@ impl SecretUrl {
 
 impl fmt::Debug for SecretUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SecretUrl({})", self.redacted())
+        write!(f, "SecretUrl({})", redacted_origin(&self.0))
     }
 }
 
 impl fmt::Display for SecretUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.redacted())
+        f.write_str(&redacted_origin(&self.0))
     }
 }
 
-/// `scheme://host[:port]` of any URL.
+/// `scheme://host[:port]` of any URL: enough to tell which service is meant, nothing to call
+/// it with. The one way a destination is shown in logs, reasons and Actions.
 pub fn redacted_origin(url: &Url) -> String {
     let host = url.host_str().unwrap_or("?");
     match url.port() {
         Some(port) => format!("{}://{host}:{port}", url.scheme()),
         None => format!("{}://{host}", url.scheme()),
-    }
-}
-
-/// A password or token. `Debug` never shows it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SecretString(String);
-
-impl SecretString {
-    pub(crate) fn new(text: String) -> Self {
-        Self(text)
-    }
-
-    pub(crate) fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for SecretString {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(REDACTED)
     }
 }
 
@@ -122,7 +101,6 @@ mod tests {
             "https://abc.12.environment.api.powerplatform.com"
         );
         assert!(!format!("{url:?}").contains("sig"));
-        assert_eq!(format!("{:?}", SecretString::new("pw".into())), REDACTED);
     }
 
     #[test]

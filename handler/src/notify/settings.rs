@@ -7,10 +7,11 @@ use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
+use azure_core::credentials::Secret;
 use lettre::message::Mailbox;
 use url::Url;
 
-use super::secret::{SecretString, SecretUrl, redacted_origin};
+use super::secret::{SecretUrl, redacted_origin};
 use crate::settings::ConfigError;
 
 const TEAMS: &str = "CMKGUARD_TEAMS_WEBHOOK_URL";
@@ -52,30 +53,20 @@ pub enum EmailTransport {
     Smtp(SmtpSettings),
 }
 
-/// An SMTP submission server from `CMKGUARD_SMTP_URL`.
-#[derive(Clone)]
+/// An SMTP submission server from `CMKGUARD_SMTP_URL`. `Debug` shows no password.
+#[derive(Debug, Clone)]
 pub struct SmtpSettings {
     pub host: String,
     pub port: u16,
     pub username: Option<String>,
-    pub password: Option<SecretString>,
+    pub password: Option<Secret>,
 }
 
-impl fmt::Debug for SmtpSettings {
+/// `smtp://host:port` (the port always shown): the server without its credentials, for logs
+/// and Action details.
+impl fmt::Display for SmtpSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SmtpSettings")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("username", &self.username)
-            .field("password", &self.password)
-            .finish()
-    }
-}
-
-impl SmtpSettings {
-    /// `smtp://host:port`, for logs and Action details.
-    pub fn redacted(&self) -> String {
-        format!("smtp://{}:{}", self.host, self.port)
+        write!(f, "smtp://{}:{}", self.host, self.port)
     }
 }
 
@@ -306,11 +297,7 @@ fn smtp_settings(text: &str) -> Result<SmtpSettings, ConfigError> {
         .filter(|u| !u.is_empty())
         .map(decode)
         .transpose()?;
-    let password = url
-        .password()
-        .map(decode)
-        .transpose()?
-        .map(SecretString::new);
+    let password = url.password().map(decode).transpose()?.map(Secret::new);
     if password.is_some() && username.is_none() {
         return Err(error(SMTP, "a password without a user name"));
     }
@@ -357,7 +344,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(
-            s.teams.unwrap().redacted(),
+            s.teams.unwrap().to_string(),
             "https://abc.12.environment.api.powerplatform.com"
         );
         let email = s.email.unwrap();
@@ -368,7 +355,7 @@ mod tests {
         };
         assert_eq!(smtp.port, 587);
         assert_eq!(smtp.username.as_deref(), Some("alerts|app"));
-        assert_eq!(smtp.password.as_ref().unwrap().expose(), "p@ss");
+        assert_eq!(smtp.password.as_ref().unwrap().secret(), "p@ss");
         assert!(!format!("{smtp:?}").contains("p@ss"));
 
         let acs = settings(&[

@@ -3,6 +3,7 @@
 //! as for HTTPS — Mozilla's plus `CMKGUARD_CA_BUNDLE` — and `CMKGUARD_CONNECT_TO` applies too,
 //! keeping the configured host name for certificate checks.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use lettre::message::{Mailbox, MultiPart};
@@ -18,11 +19,41 @@ use crate::azure::TransportSettings;
 /// Time for one SMTP conversation.
 const CONVERSATION_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Why the SMTP transport cannot be built: the configuration is wrong, so the app must not start.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SmtpSetupError {
+    #[error("CMKGUARD_CA_BUNDLE {}: cannot read: {source}", path.display())]
+    CaBundleUnreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("CMKGUARD_CA_BUNDLE {}: not a PEM certificate bundle: {source}", path.display())]
+    CaBundleNotPem {
+        path: PathBuf,
+        #[source]
+        source: lettre::transport::smtp::Error,
+    },
+    #[error("SMTP TLS setup failed: {0}")]
+    Tls(#[source] lettre::transport::smtp::Error),
+}
+
+impl SmtpSetupError {
+    /// The variable to fix.
+    pub(crate) fn variable(&self) -> &'static str {
+        match self {
+            Self::CaBundleUnreadable { .. } | Self::CaBundleNotPem { .. } => "CMKGUARD_CA_BUNDLE",
+            Self::Tls(_) => "CMKGUARD_SMTP_URL",
+        }
+    }
+}
+
 /// Sends email through one SMTP server.
 #[derive(Clone)]
 pub(crate) struct SmtpSender {
     transport: AsyncSmtpTransport<Tokio1Executor>,
-    redacted: String,
+    /// `smtp://host:port`, never the credentials.
+    server: String,
     from: Mailbox,
     to: Vec<Mailbox>,
 }
@@ -30,8 +61,15 @@ pub(crate) struct SmtpSender {
 impl std::fmt::Debug for SmtpSender {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SmtpSender")
-            .field("server", &self.redacted)
+            .field("server", &self.server)
             .finish_non_exhaustive()
+    }
+}
+
+/// The server, as its settings show it: `smtp://host:port`.
+impl std::fmt::Display for SmtpSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.server)
     }
 }
 
@@ -42,23 +80,22 @@ impl SmtpSender {
         transport: &TransportSettings,
         from: Mailbox,
         to: Vec<Mailbox>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, SmtpSetupError> {
         let mut tls = TlsParameters::builder(settings.host.clone())
             .certificate_store(CertificateStore::WebpkiRoots);
         if let Some(path) = &transport.ca_bundle {
-            let pem = std::fs::read(path)
-                .map_err(|e| format!("CMKGUARD_CA_BUNDLE {}: cannot read: {e}", path.display()))?;
-            let certificates = Certificate::from_pem(&pem).map_err(|e| {
-                format!(
-                    "CMKGUARD_CA_BUNDLE {}: not a PEM certificate bundle: {e}",
-                    path.display()
-                )
+            let pem = std::fs::read(path).map_err(|source| SmtpSetupError::CaBundleUnreadable {
+                path: path.clone(),
+                source,
             })?;
+            let certificates =
+                Certificate::from_pem(&pem).map_err(|source| SmtpSetupError::CaBundleNotPem {
+                    path: path.clone(),
+                    source,
+                })?;
             tls = tls.add_root_certificate(certificates);
         }
-        let tls = tls
-            .build_rustls()
-            .map_err(|e| format!("SMTP TLS setup failed: {e}"))?;
+        let tls = tls.build_rustls().map_err(SmtpSetupError::Tls)?;
         let host = settings.host.to_ascii_lowercase();
         let (server, port) = match transport.connect_to.iter().find(|o| {
             host == o.host_suffix
@@ -75,19 +112,14 @@ impl SmtpSender {
             .timeout(Some(CONVERSATION_TIMEOUT));
         if let (Some(user), Some(password)) = (&settings.username, &settings.password) {
             builder =
-                builder.credentials(Credentials::new(user.clone(), password.expose().to_owned()));
+                builder.credentials(Credentials::new(user.clone(), password.secret().to_owned()));
         }
         Ok(Self {
             transport: builder.build(),
-            redacted: settings.redacted(),
+            server: settings.to_string(),
             from,
             to,
         })
-    }
-
-    /// `smtp://host:port`, for Action details.
-    pub(crate) fn redacted(&self) -> &str {
-        &self.redacted
     }
 
     /// Sends `content`, retrying transient failures (4xx replies, network errors) within the
@@ -107,7 +139,7 @@ impl SmtpSender {
                     return Ok(format!(
                         "{} from {} for {} recipient(s)",
                         response.code(),
-                        self.redacted,
+                        self.server,
                         self.to.len()
                     ));
                 }
@@ -154,16 +186,7 @@ impl SmtpSender {
 
 /// lettre's error with its causes, and what it means for a STARTTLS refusal.
 fn describe(error: &lettre::transport::smtp::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
+    let mut text = crate::text::chain(error);
     if error.is_client() && text.to_ascii_lowercase().contains("starttls") {
         text.push_str(" (cmk-guard requires STARTTLS and does not send mail in clear)");
     }

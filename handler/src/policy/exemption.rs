@@ -6,7 +6,7 @@ use time::{Date, Month};
 use toml::Spanned;
 
 use super::error::{Invalid, KeyPath};
-use super::file::NamedRule;
+use super::named_rule::NamedRule;
 use crate::catalogue::RuleId;
 use crate::ids::{ArmResourceId, KeyUrl};
 

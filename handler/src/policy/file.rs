@@ -4,39 +4,19 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use toml::Spanned;
 
 use super::Policy;
 use super::error::{self, Invalid, KeyPath, PolicyError};
 use super::exemption::RawExemption;
+use super::named_rule::{NamedRule, RemediableRule};
 use super::notify::RawNotify;
-use super::remediation::{RawRemediation, RemediableRule};
+use super::remediation::RawRemediation;
 use super::scope::RawScope;
-use crate::catalogue::{Kind, RuleId, UnknownRule};
+use crate::catalogue::RuleId;
 use crate::ids::is_guid;
 use crate::outcome::Severity;
-
-/// A rule id as the policy file may write it: a rule over a snapshot. Anything else is refused
-/// where it is written, with the list of rules.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(super) struct NamedRule(RuleId);
-
-impl NamedRule {
-    pub(super) fn id(self) -> RuleId {
-        self.0
-    }
-}
-
-impl<'de> Deserialize<'de> for NamedRule {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        match RuleId::parse(&text) {
-            Some(rule) if rule.kind() != Kind::Acting => Ok(NamedRule(rule)),
-            _ => Err(serde::de::Error::custom(UnknownRule { id: text })),
-        }
-    }
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -10,6 +10,7 @@
 mod error;
 mod exemption;
 mod file;
+mod named_rule;
 mod notify;
 mod remediation;
 mod scope;

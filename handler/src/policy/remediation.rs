@@ -4,11 +4,10 @@
 
 use std::ops::Range;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use toml::Spanned;
 
 use super::error::{Invalid, KeyPath};
-use super::file::NamedRule;
 use crate::catalogue::{Remediation, RuleId};
 
 /// What the policy says about one rule's remediation. Off unless the file turns it on.
@@ -39,30 +38,6 @@ impl Default for RotationPolicySettings {
             expiry_time: "P1Y".to_owned(),
             rotate_before_expiry: "P30D".to_owned(),
             notify_before_expiry: "P30D".to_owned(),
-        }
-    }
-}
-
-/// A `[remediation]` key: a rule the catalogue gives a remediation. Any other id is refused
-/// where it is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(super) struct RemediableRule(RuleId);
-
-impl RemediableRule {
-    pub(super) fn id(self) -> RuleId {
-        self.0
-    }
-}
-
-impl<'de> Deserialize<'de> for RemediableRule {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let rule = NamedRule::deserialize(deserializer)?.id();
-        if rule.is_remediable() {
-            Ok(RemediableRule(rule))
-        } else {
-            Err(serde::de::Error::custom(format!(
-                "rule `{rule}` has no remediation"
-            )))
         }
     }
 }

@@ -617,7 +617,11 @@ mod tests {
             "no remediation, no alert, nothing recorded (and no budget finding)"
         );
         let other = &steps[1];
-        assert_eq!(other.remediation, Remediation::Apply);
+        assert_eq!(
+            other.remediation,
+            Remediation::None,
+            "not our write: planned as on any event (no consent for this rule)"
+        );
         assert_eq!((other.change, other.alert), (Some(Change::New), true));
     }
 

@@ -17,6 +17,7 @@ mod scenarios;
 mod security_input;
 mod security_key_host;
 mod security_scope;
+mod settings;
 mod sweep;
 mod telemetry;
 mod workspace_deleted;

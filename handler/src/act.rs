@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use crate::notify::Change;
 use crate::notify::{self, Alert, Message, Notifier};
 use crate::outcome::{Action, ActionKind, ActionResult, Finding, FindingState, Outcome, Severity};
-use crate::plan::{self, Cause, Inputs, Prior, Remediation, Step};
+use crate::plan::{self, Cause, Inputs, Prior, Remedy, Step};
 use crate::policy::Policy;
 use crate::remediate::{self, Consent, Remediator};
 use crate::rules::Evaluation;
@@ -184,7 +184,7 @@ impl Actor {
                     .iter()
                     .find(|(k, _)| same_key(k, &key))
                     .map(|(_, v)| v);
-                if step.remediation == Remediation::OwnWrite {
+                if step.remediation == Remedy::OwnWrite {
                     outcome.actions.push(own_write_action(&step.finding));
                     continue;
                 }
@@ -198,7 +198,7 @@ impl Actor {
                 if let Some(action) = &action {
                     outcome.actions.push(action.clone());
                 }
-                if step.remediation == Remediation::OverBudget {
+                if step.remediation == Remedy::OverBudget {
                     outcome.findings.push(budget_finding(&step.finding));
                 }
                 if step.finding.state == FindingState::Resolved {
@@ -318,8 +318,8 @@ impl Actor {
             detail,
         };
         let action = match step.remediation {
-            Remediation::None | Remediation::OwnWrite => None,
-            Remediation::Describe => {
+            Remedy::None | Remedy::OwnWrite => None,
+            Remedy::Describe => {
                 remediate::describe(finding, snapshot, inputs.policy).map(|detail| {
                     action(
                         ActionResult::Planned,
@@ -327,14 +327,14 @@ impl Actor {
                     )
                 })
             }
-            Remediation::OverBudget => Some(action(
+            Remedy::OverBudget => Some(action(
                 ActionResult::Skipped,
                 format!(
                     "remediation budget spent ({} attempts in the last hour): the resource keeps drifting back; find out who changes it",
                     plan::REMEDIATION_BUDGET_PER_HOUR
                 ),
             )),
-            Remediation::Apply => Some(self.apply(finding, inputs, deadline).await?),
+            Remedy::Apply => Some(self.apply(finding, inputs, deadline).await?),
         };
         let applied = action
             .as_ref()
@@ -441,10 +441,7 @@ impl Actor {
         now: OffsetDateTime,
     ) -> Result<(), StateError> {
         let notes: Vec<notify::Notification> = alerts.iter().map(|(n, _)| n.clone()).collect();
-        let routing = &policy.notify;
-        for (channel, batch) in
-            notify::by_channel(&notes, &routing.teams, &routing.email, &routing.webhook)
-        {
+        for (channel, batch) in notify::Routes::from(&policy.notify).by_channel(&notes) {
             if !self.notifier.is_configured(channel) {
                 continue;
             }
@@ -509,12 +506,9 @@ impl Actor {
             return Ok(());
         }
         let sweep = outcome.event.id.clone().unwrap_or_default();
-        let routes = [
-            (notify::Channel::Teams, !policy.notify.teams.is_empty()),
-            (notify::Channel::Email, !policy.notify.email.is_empty()),
-        ];
-        for (channel, routed) in routes {
-            if !routed || !self.notifier.is_configured(channel) {
+        let routes = notify::Routes::from(&policy.notify);
+        for channel in routes.routed().filter(notify::Channel::takes_digest) {
+            if !self.notifier.is_configured(channel) {
                 continue;
             }
             let id = format!("digest|{sweep}|{channel}");

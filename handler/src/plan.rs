@@ -36,7 +36,7 @@ pub struct Prior {
 
 /// What to do about a finding's remediation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Remediation {
+pub enum Remedy {
     /// Nothing: the rule has no remediation, the policy does not consent, or the mode is
     /// `observe`.
     None,
@@ -61,7 +61,7 @@ pub struct Step {
     pub change: Option<Change>,
     /// Whether people hear of the change (routed by severity when sent).
     pub alert: bool,
-    pub remediation: Remediation,
+    pub remediation: Remedy,
     /// The stored state was open: a remediation that resolves the finding is news.
     pub was_open: bool,
 }
@@ -170,7 +170,7 @@ pub fn plan(evaluation: &Evaluation, priors: &[Prior], inputs: &Inputs) -> Vec<S
                 finding: finding.clone(),
                 change: None,
                 alert: false,
-                remediation: Remediation::OwnWrite,
+                remediation: Remedy::OwnWrite,
                 was_open,
             });
             continue;
@@ -178,10 +178,10 @@ pub fn plan(evaluation: &Evaluation, priors: &[Prior], inputs: &Inputs) -> Vec<S
         let allowed = inputs.policy.allows_remediation(&finding.rule);
         let within_budget = inputs.attempts(&finding.resource) < REMEDIATION_BUDGET_PER_HOUR;
         let remediation = match inputs.mode {
-            Mode::Remediate if allowed && within_budget => Remediation::Apply,
-            Mode::Remediate if allowed => Remediation::OverBudget,
-            Mode::Alert if allowed => Remediation::Describe,
-            _ => Remediation::None,
+            Mode::Remediate if allowed && within_budget => Remedy::Apply,
+            Mode::Remediate if allowed => Remedy::OverBudget,
+            Mode::Alert if allowed => Remedy::Describe,
+            _ => Remedy::None,
         };
         steps.push(Step {
             finding: finding.clone(),
@@ -221,7 +221,7 @@ pub fn plan(evaluation: &Evaluation, priors: &[Prior], inputs: &Inputs) -> Vec<S
             },
             change: Some(Change::Resolved),
             alert: notify,
-            remediation: Remediation::None,
+            remediation: Remedy::None,
             was_open: true,
         });
     }
@@ -513,7 +513,7 @@ mod tests {
             ],
             "open ones only, event rules too; nobody hears of what nobody was told"
         );
-        assert!(steps.iter().all(|s| s.remediation == Remediation::None));
+        assert!(steps.iter().all(|s| s.remediation == Remedy::None));
         let observed = run(Mode::Observe, &policy, &deleted, &priors, 0);
         assert_eq!(observed.len(), 3, "still recorded in observe mode");
         assert!(observed.iter().all(|s| !s.alert), "observe sends nothing");
@@ -526,17 +526,17 @@ mod tests {
         let planned = |mode, policy: &Policy, attempts| {
             run(mode, policy, &eval, &[], attempts)[0].remediation
         };
-        assert_eq!(planned(Mode::Remediate, &consenting, 0), Remediation::Apply);
+        assert_eq!(planned(Mode::Remediate, &consenting, 0), Remedy::Apply);
         assert_eq!(
             planned(Mode::Remediate, &Policy::default(), 0),
-            Remediation::None,
+            Remedy::None,
             "no consent"
         );
-        assert_eq!(planned(Mode::Alert, &consenting, 0), Remediation::Describe);
-        assert_eq!(planned(Mode::Observe, &consenting, 0), Remediation::None);
+        assert_eq!(planned(Mode::Alert, &consenting, 0), Remedy::Describe);
+        assert_eq!(planned(Mode::Observe, &consenting, 0), Remedy::None);
         assert_eq!(
             planned(Mode::Remediate, &consenting, 3),
-            Remediation::OverBudget
+            Remedy::OverBudget
         );
     }
 
@@ -548,7 +548,7 @@ mod tests {
         assert_eq!(new[0].change, Some(Change::New), "still recorded");
         assert_eq!(
             (new[0].alert, new[0].remediation),
-            (false, Remediation::None)
+            (false, Remedy::None)
         );
         let due = run(
             Mode::Observe,
@@ -613,13 +613,13 @@ mod tests {
         let purge = &steps[0];
         assert_eq!(
             (purge.remediation, purge.change, purge.alert),
-            (Remediation::OwnWrite, None, false),
+            (Remedy::OwnWrite, None, false),
             "no remediation, no alert, nothing recorded (and no budget finding)"
         );
         let other = &steps[1];
         assert_eq!(
             other.remediation,
-            Remediation::None,
+            Remedy::None,
             "not our write: planned as on any event (no consent for this rule)"
         );
         assert_eq!((other.change, other.alert), (Some(Change::New), true));
@@ -645,12 +645,12 @@ mod tests {
                 &remediated,
             );
             assert_eq!(
-                steps[0].remediation == Remediation::OwnWrite,
+                steps[0].remediation == Remedy::OwnWrite,
                 guarded_step,
                 "{cause:?}"
             );
             assert_eq!(
-                steps[0].remediation == Remediation::Apply,
+                steps[0].remediation == Remedy::Apply,
                 !guarded_step,
                 "{cause:?}"
             );
@@ -664,7 +664,7 @@ mod tests {
             Cause::Own,
             &["workspace.key-access"],
         );
-        assert_eq!(not_remediated[0].remediation, Remediation::Apply);
+        assert_eq!(not_remediated[0].remediation, Remedy::Apply);
     }
 
     #[test]
@@ -682,7 +682,7 @@ mod tests {
             (
                 steps[0].change,
                 steps[0].alert,
-                steps[0].remediation == Remediation::OwnWrite
+                steps[0].remediation == Remedy::OwnWrite
             ),
             (Some(Change::Resolved), true, false)
         );

@@ -18,8 +18,10 @@ use azure_core::http::{
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::error::{AzureError, ErrorKind, is_transient_status};
-use super::scope::{SubscriptionScope, SubscriptionScopePolicy};
+use super::error::{AzureError, ErrorKind};
+use super::ratelimit::{RateLimitPolicy, RateLimiter, Throttled};
+use super::retry::{Deadline, DeadlineRetryPolicy, RetrySettings, fits_before, retry_after};
+use super::scope::{OutOfScope, SubscriptionScope, SubscriptionScopePolicy};
 
 /// The api-version pinned per resource provider (azure-notes §0); overridable with
 /// `CMKGUARD_API_VERSIONS` because a region may not serve the newest yet (azure-notes Trap T20).
@@ -82,28 +84,6 @@ impl ApiVersions {
     }
 }
 
-/// The point in time by which a call must have an answer, carried in the pipeline context.
-#[derive(Debug, Clone, Copy)]
-pub struct Deadline(pub Instant);
-
-/// Retry tuning; the deadline bounds it all.
-#[derive(Debug, Clone)]
-pub struct RetrySettings {
-    pub initial_delay: Duration,
-    pub max_delay: Duration,
-    pub max_retries: u32,
-}
-
-impl Default for RetrySettings {
-    fn default() -> Self {
-        Self {
-            initial_delay: Duration::from_millis(200),
-            max_delay: Duration::from_secs(10),
-            max_retries: 6,
-        }
-    }
-}
-
 /// Resource Manager client.
 #[derive(Debug, Clone)]
 pub struct ArmClient {
@@ -121,7 +101,7 @@ impl ArmClient {
         transport: Transport,
         api_versions: ApiVersions,
         retry: RetrySettings,
-        limiter: super::ratelimit::RateLimiter,
+        limiter: RateLimiter,
         subscriptions: SubscriptionScope,
     ) -> Self {
         let scope = format!("{}/.default", endpoint.as_str().trim_end_matches('/'));
@@ -130,8 +110,7 @@ impl ArmClient {
             retry: RetryOptions::none(),
             ..ClientOptions::default()
         };
-        let per_call: Vec<Arc<dyn Policy>> =
-            vec![Arc::new(DeadlineRetryPolicy { settings: retry })];
+        let per_call: Vec<Arc<dyn Policy>> = vec![Arc::new(DeadlineRetryPolicy::new(retry))];
         // The rate limit comes last, right before the transport: a token fetch in between
         // would delay a granted request into the next second as Azure counts it.
         let per_try: Vec<Arc<dyn Policy>> = vec![
@@ -143,7 +122,7 @@ impl ArmClient {
                 scope: subscriptions.clone(),
             }),
             Arc::new(BearerTokenAuthorizationPolicy::new(credential, vec![scope])),
-            Arc::new(super::ratelimit::RateLimitPolicy { limiter }),
+            Arc::new(RateLimitPolicy { limiter }),
             // Last, so the span and the duration cover the HTTP exchange only.
             Arc::new(crate::telemetry::AzureTelemetryPolicy { service: "arm" }),
         ];
@@ -434,27 +413,36 @@ fn refused(url: &Url, message: String) -> AzureError {
 }
 
 fn from_core_error(request: String, error: &azure_core::Error) -> AzureError {
-    let kind = match error.kind() {
-        azure_core::error::ErrorKind::Io
-        | azure_core::error::ErrorKind::Connection
-        | azure_core::error::ErrorKind::Credential => ErrorKind::Transient,
-        azure_core::error::ErrorKind::Other
-            if error.to_string().contains(super::ratelimit::THROTTLED) =>
-        {
-            ErrorKind::Transient
+    let kind = if caused_by::<Throttled>(error) {
+        ErrorKind::Transient
+    } else if caused_by::<UntrustedHost>(error) || caused_by::<OutOfScope>(error) {
+        ErrorKind::Refused
+    } else {
+        match error.kind() {
+            azure_core::error::ErrorKind::Io
+            | azure_core::error::ErrorKind::Connection
+            | azure_core::error::ErrorKind::Credential => ErrorKind::Transient,
+            _ => ErrorKind::Permanent,
         }
-        azure_core::error::ErrorKind::Other
-            if error.to_string().contains(UNTRUSTED_HOST)
-                || error.to_string().contains(super::scope::REFUSED) =>
-        {
-            ErrorKind::Refused
-        }
-        _ => ErrorKind::Permanent,
     };
     AzureError::transport(request, kind, crate::ids::truncate(&error.to_string()))
 }
 
-const UNTRUSTED_HOST: &str = "refused to send a request to an untrusted host";
+/// True when one of our policies stopped the request with a `T` (anywhere in the cause chain,
+/// should a policy after it add context).
+fn caused_by<T: std::error::Error + 'static>(error: &azure_core::Error) -> bool {
+    std::iter::successors(Some(error as &(dyn std::error::Error + 'static)), |cause| {
+        cause.source()
+    })
+    .any(|cause| cause.is::<T>())
+}
+
+/// A request to another host than the ARM endpoint, refused before it was sent.
+#[derive(Debug, thiserror::Error)]
+#[error("refused to send a request to an untrusted host {host}")]
+struct UntrustedHost {
+    host: String,
+}
 
 /// Refuses requests to any host but the ARM endpoint, so a token can never leak elsewhere
 /// (a `nextLink` or a resource id cannot redirect it).
@@ -477,147 +465,15 @@ impl Policy for TrustedHostPolicy {
                 == self.endpoint.host_str().map(str::to_ascii_lowercase)
             && url.port_or_known_default() == self.endpoint.port_or_known_default();
         if !trusted {
-            return Err(azure_core::Error::with_message(
+            return Err(azure_core::Error::new(
                 azure_core::error::ErrorKind::Other,
-                format!("{UNTRUSTED_HOST} {}", url.host_str().unwrap_or_default()),
+                UntrustedHost {
+                    host: url.host_str().unwrap_or_default().to_owned(),
+                },
             ));
         }
         next[0].send(ctx, request, &next[1..]).await
     }
-}
-
-/// Retries transient failures with exponential backoff, honouring `Retry-After`, but returns
-/// the last answer instead of sleeping past the deadline: the caller then fails the
-/// invocation and Event Grid redelivers.
-#[derive(Debug)]
-pub(crate) struct DeadlineRetryPolicy {
-    settings: RetrySettings,
-}
-
-impl DeadlineRetryPolicy {
-    /// The policy with these settings (the Key Vault clients use it too, so that every Azure
-    /// call reads `Retry-After` the same way and never sleeps past its deadline).
-    pub(crate) fn new(settings: RetrySettings) -> Self {
-        Self { settings }
-    }
-}
-
-#[async_trait]
-impl Policy for DeadlineRetryPolicy {
-    async fn send(
-        &self,
-        ctx: &Context,
-        request: &mut Request,
-        next: &[Arc<dyn Policy>],
-    ) -> PolicyResult {
-        let deadline = ctx
-            .value::<Deadline>()
-            .map(|d| d.0)
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(25));
-        let mut attempt: u32 = 0;
-        loop {
-            if attempt > 0 {
-                request.body_mut().reset().await?;
-            }
-            let result = next[0].send(ctx, request, &next[1..]).await;
-            let retry_after = match &result {
-                Ok(response) if is_transient_status(u16::from(response.status())) => {
-                    retry_after(response.headers())
-                }
-                Ok(_) => return result,
-                Err(error)
-                    if matches!(
-                        error.kind(),
-                        azure_core::error::ErrorKind::Io | azure_core::error::ErrorKind::Connection
-                    ) =>
-                {
-                    None
-                }
-                Err(_) => return result,
-            };
-            attempt += 1;
-            let backoff = self.backoff(attempt);
-            let delay = retry_after.map_or(backoff, |after| after.max(backoff));
-            if attempt > self.settings.max_retries || !fits_before(delay, deadline) {
-                return result;
-            }
-            tracing::debug!(
-                message = "Retrying Azure request.",
-                attempt,
-                delay_ms = delay.as_millis() as u64
-            );
-            tokio::time::sleep(delay).await;
-        }
-    }
-}
-
-impl DeadlineRetryPolicy {
-    /// Exponential backoff with up to 25% jitter.
-    fn backoff(&self, attempt: u32) -> Duration {
-        let base = self
-            .settings
-            .initial_delay
-            .saturating_mul(1u32 << attempt.min(16).saturating_sub(1));
-        let base = base.min(self.settings.max_delay);
-        let jitter_percent = u64::from(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or(0)
-                % 25,
-        );
-        base + base.mul_f64(jitter_percent as f64 / 100.0)
-    }
-}
-
-/// True when waiting `delay` from now still ends before `deadline` (checked: the delay comes
-/// from a response and may be absurd).
-pub(crate) fn fits_before(delay: Duration, deadline: Instant) -> bool {
-    Instant::now()
-        .checked_add(delay)
-        .is_some_and(|end| end < deadline)
-}
-
-/// No answer asks cmk-guard to wait longer than this; larger values are cut to it (callers
-/// bound it further by their deadline).
-pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
-
-/// `Retry-After` (seconds or an HTTP date), `retry-after-ms`, `x-ms-retry-after-ms`, at most
-/// [`MAX_RETRY_AFTER`].
-pub(crate) fn retry_after(headers: &azure_core::http::headers::Headers) -> Option<Duration> {
-    retry_after_from(|name| {
-        headers.get_optional_str(&azure_core::http::headers::HeaderName::from_static(name))
-    })
-}
-
-/// The one reading of a server's wait, for every HTTP client cmk-guard has (ARM, alerts, ACS):
-/// `x-ms-retry-after-ms`, `retry-after-ms`, or `Retry-After` in seconds or as an HTTP date,
-/// given the header lookup; at most [`MAX_RETRY_AFTER`], so that no caller's arithmetic on it
-/// can overflow.
-pub(crate) fn retry_after_from<'a>(
-    value: impl Fn(&'static str) -> Option<&'a str>,
-) -> Option<Duration> {
-    let wait = if let Some(ms) = value("x-ms-retry-after-ms")
-        .or_else(|| value("retry-after-ms"))
-        .and_then(|v| v.trim().parse::<u64>().ok())
-    {
-        Duration::from_millis(ms)
-    } else {
-        let text = value("retry-after")?.trim();
-        match text.parse::<u64>() {
-            Ok(seconds) => Duration::from_secs(seconds),
-            Err(_) => {
-                let format = time::macros::format_description!(
-                    "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
-                );
-                let at = time::PrimitiveDateTime::parse(text, &format)
-                    .ok()?
-                    .assume_utc();
-                Duration::try_from(at - time::OffsetDateTime::now_utc()).unwrap_or(Duration::ZERO)
-            }
-        }
-    };
-    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 #[cfg(test)]
@@ -637,43 +493,6 @@ mod tests {
         assert!(ApiVersions::with_overrides(Some("Microsoft.KeyVault")).is_err());
         assert!(ApiVersions::with_overrides(Some("Microsoft.KeyVault=latest")).is_err());
         assert!(ApiVersions::with_overrides(Some("Microsoft.KeyVault=2025-05-01-preview")).is_ok());
-    }
-
-    #[test]
-    fn reads_every_retry_after_form() {
-        let mut headers = azure_core::http::headers::Headers::new();
-        headers.insert("retry-after", "7");
-        assert_eq!(retry_after(&headers), Some(Duration::from_secs(7)));
-        headers.insert("x-ms-retry-after-ms", "1500");
-        assert_eq!(retry_after(&headers), Some(Duration::from_millis(1500)));
-        let mut past = azure_core::http::headers::Headers::new();
-        past.insert("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT");
-        assert_eq!(retry_after(&past), Some(Duration::ZERO));
-        assert_eq!(
-            retry_after(&azure_core::http::headers::Headers::new()),
-            None
-        );
-    }
-
-    #[test]
-    fn an_absurd_retry_after_is_bounded_and_never_overflows() {
-        for value in [
-            "18446744073709551615",
-            "86400",
-            "Fri, 31 Dec 9999 23:59:59 GMT",
-        ] {
-            let mut headers = azure_core::http::headers::Headers::new();
-            headers.insert("retry-after", value);
-            let wait = retry_after(&headers).expect(value);
-            assert!(wait <= MAX_RETRY_AFTER, "{value}: {wait:?}");
-        }
-        let mut headers = azure_core::http::headers::Headers::new();
-        headers.insert("retry-after-ms", "18446744073709551615");
-        assert_eq!(retry_after(&headers), Some(MAX_RETRY_AFTER));
-        let deadline = Instant::now() + Duration::from_secs(25);
-        assert!(!fits_before(Duration::MAX, deadline));
-        assert!(!fits_before(Duration::from_secs(26), deadline));
-        assert!(fits_before(Duration::from_secs(1), deadline));
     }
 
     #[test]
@@ -729,21 +548,8 @@ mod tests {
             Transport::new(Arc::new(http)),
             ApiVersions::with_overrides(None).unwrap(),
             RetrySettings::default(),
-            super::super::ratelimit::RateLimiter::new(1),
+            RateLimiter::new(1),
             SubscriptionScope::all(),
         )
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let policy = DeadlineRetryPolicy {
-            settings: RetrySettings::default(),
-        };
-        assert!(
-            policy.backoff(1) >= Duration::from_millis(200)
-                && policy.backoff(1) < Duration::from_millis(260)
-        );
-        assert!(policy.backoff(3) >= Duration::from_millis(800));
-        assert!(policy.backoff(30) <= Duration::from_millis(12_500));
     }
 }

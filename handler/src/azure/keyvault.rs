@@ -79,8 +79,8 @@ impl KeyVaultClients {
                 // The SDK's retry would wait out any Retry-After until the caller's timeout;
                 // ARM's deadline-bound retry gives up at once when the wait cannot fit.
                 retry: RetryOptions::none(),
-                per_call_policies: vec![Arc::new(super::arm::DeadlineRetryPolicy::new(
-                    super::RetrySettings::default(),
+                per_call_policies: vec![Arc::new(super::retry::DeadlineRetryPolicy::new(
+                    super::retry::RetrySettings::default(),
                 ))],
                 per_try_policies: vec![Arc::new(crate::telemetry::AzureTelemetryPolicy {
                     service: "keyvault",

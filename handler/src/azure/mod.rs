@@ -6,6 +6,7 @@ pub mod credential;
 pub mod error;
 pub mod keyvault;
 pub mod ratelimit;
+pub mod retry;
 pub mod scope;
 pub mod transport;
 
@@ -14,9 +15,10 @@ use std::sync::Arc;
 use azure_core::credentials::TokenCredential;
 use azure_core::http::Transport;
 
-pub use arm::{ApiVersions, ArmClient, Deadline, RetrySettings};
+pub use arm::{ApiVersions, ArmClient};
 pub use error::{AzureError, ErrorKind};
 pub use keyvault::KeyVaultClients;
+pub use retry::{Deadline, RetrySettings, retry_after_from};
 pub use scope::SubscriptionScope;
 pub use transport::{ConnectTo, TransportSettings};
 

@@ -24,9 +24,14 @@ const HOLD: Duration = Duration::from_secs(1);
 /// honours its own `Retry-After` within its deadline, but the shared pause stops here.
 pub const MAX_SHARED_PAUSE: Duration = Duration::from_secs(60);
 
-/// The start of the error of a request given up because of a shared pause; the ARM client
-/// reports it as transient (the invocation fails and is delivered again).
-pub(crate) const THROTTLED: &str = "Azure throttled this instance";
+/// A request given up because a shared pause outlasts its deadline; the ARM client reports it
+/// as transient (the invocation fails and is delivered again).
+#[derive(Debug, thiserror::Error)]
+#[error("Azure throttled this instance for {} s more, past this request's deadline", .wait.as_secs())]
+pub struct Throttled {
+    /// How much longer the pause lasts.
+    pub wait: Duration,
+}
 
 /// Requests per second when `CMKGUARD_READ_RATE` is not set: a fifth of ARM's per-principal
 /// subscription read refill (25/s, azure-notes §6.1), leaving room for everything else.
@@ -76,7 +81,7 @@ impl RateLimiter {
     pub async fn acquire_before(&self, deadline: Option<Instant>) -> Result<Slot, Duration> {
         loop {
             if let Some(wait) = self.paused_for() {
-                if deadline.is_some_and(|deadline| !super::arm::fits_before(wait, deadline)) {
+                if deadline.is_some_and(|deadline| !super::retry::fits_before(wait, deadline)) {
                     return Err(wait);
                 }
                 tokio::time::sleep(wait).await;
@@ -140,17 +145,14 @@ impl Policy for RateLimitPolicy {
         request: &mut Request,
         next: &[Arc<dyn Policy>],
     ) -> PolicyResult {
-        let deadline = ctx.value::<super::arm::Deadline>().map(|d| d.0);
+        let deadline = ctx.value::<super::retry::Deadline>().map(|d| d.0);
         let slot = match self.limiter.acquire_before(deadline).await {
             Ok(slot) => slot,
             Err(wait) => {
                 // Not an I/O error: retrying inside this invocation cannot help.
-                return Err(azure_core::Error::with_message(
+                return Err(azure_core::Error::new(
                     azure_core::error::ErrorKind::Other,
-                    format!(
-                        "{THROTTLED} for {} s more, past this request's deadline",
-                        wait.as_secs()
-                    ),
+                    Throttled { wait },
                 ));
             }
         };
@@ -159,7 +161,7 @@ impl Policy for RateLimitPolicy {
         let response = result?;
         if u16::from(response.status()) == 429 {
             let wait =
-                super::arm::retry_after(response.headers()).unwrap_or(Duration::from_secs(1));
+                super::retry::retry_after(response.headers()).unwrap_or(Duration::from_secs(1));
             self.limiter.pause(wait);
         }
         Ok(response)

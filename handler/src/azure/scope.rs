@@ -19,9 +19,42 @@ use serde_json::Value;
 
 use crate::ids::SubscriptionId;
 
-/// The start of every refusal's message; [`super::arm`] turns such errors into
-/// [`super::ErrorKind::Refused`].
-pub(crate) const REFUSED: &str = "cmk-guard refused to send this request:";
+/// Why a request must not be sent. The pipeline policy returns it as the cause of the
+/// request's error, and the ARM client reports such errors as refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cmk-guard refused to send this request: {reason}")]
+pub struct OutOfScope {
+    pub reason: ScopeRefusal,
+}
+
+/// The one reason a request is out of scope.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScopeRefusal {
+    #[error("the URL has no path")]
+    NoPath,
+    #[error("a path segment is not UTF-8 once decoded")]
+    NotUtf8,
+    #[error("the path has an empty, `.` or `..` segment")]
+    DotOrEmptySegment,
+    #[error("a path segment holds an encoded `/`, `\\` or a control character")]
+    EncodedSeparator,
+    #[error("the path names no subscription id")]
+    NoSubscription,
+    #[error("subscription {0} is outside CMKGUARD_SUBSCRIPTIONS")]
+    Subscription(SubscriptionId),
+    #[error("a request outside any subscription is outside CMKGUARD_SUBSCRIPTIONS")]
+    OutsideAnySubscription,
+    #[error("the Resource Graph query body is not JSON")]
+    GraphQueryNotJson,
+    #[error("a Resource Graph query over management groups is outside CMKGUARD_SUBSCRIPTIONS")]
+    GraphManagementGroups,
+    #[error("a Resource Graph query without `subscriptions` covers every subscription")]
+    GraphEverySubscription,
+    #[error("the Resource Graph query names a subscription that is not a GUID")]
+    GraphSubscriptionNotGuid,
+    #[error("the Resource Graph query names subscription {0}, outside CMKGUARD_SUBSCRIPTIONS")]
+    GraphSubscription(SubscriptionId),
+}
 
 /// Which subscriptions cmk-guard may read and write.
 #[derive(Debug, Clone, Default)]
@@ -46,7 +79,12 @@ impl SubscriptionScope {
     }
 
     /// Checks a request as it will be sent. `Err` says why it must not be.
-    pub fn check(&self, method: &Method, url: &Url, body: Option<&[u8]>) -> Result<(), String> {
+    pub fn check(
+        &self,
+        method: &Method,
+        url: &Url,
+        body: Option<&[u8]>,
+    ) -> Result<(), ScopeRefusal> {
         let segments = canonical_segments(url)?;
         let Some(allowed) = self.0.as_deref() else {
             return Ok(());
@@ -60,13 +98,11 @@ impl SubscriptionScope {
             let subscription = segments
                 .get(1)
                 .and_then(|s| SubscriptionId::parse(s).ok())
-                .ok_or("the path names no subscription id")?;
+                .ok_or(ScopeRefusal::NoSubscription)?;
             return if allowed.contains(&subscription) {
                 Ok(())
             } else {
-                Err(format!(
-                    "subscription {subscription} is outside CMKGUARD_SUBSCRIPTIONS"
-                ))
+                Err(ScopeRefusal::Subscription(subscription))
             };
         }
         if is(0, "providers") && is(1, "Microsoft.ResourceGraph") && is(2, "resources") {
@@ -81,28 +117,28 @@ impl SubscriptionScope {
         {
             return Ok(());
         }
-        Err("a request outside any subscription is outside CMKGUARD_SUBSCRIPTIONS".to_owned())
+        Err(ScopeRefusal::OutsideAnySubscription)
     }
 }
 
 /// The path's segments decoded as the server decodes them; `Err` for a path that a server or
 /// proxy could resolve to something else than it reads.
-fn canonical_segments(url: &Url) -> Result<Vec<Cow<'_, str>>, String> {
+fn canonical_segments(url: &Url) -> Result<Vec<Cow<'_, str>>, ScopeRefusal> {
     let segments = url
         .path_segments()
-        .ok_or("the URL has no path")?
+        .ok_or(ScopeRefusal::NoPath)?
         .map(|segment| {
             percent_encoding::percent_decode_str(segment)
                 .decode_utf8()
-                .map_err(|_| "a path segment is not UTF-8 once decoded".to_owned())
+                .map_err(|_| ScopeRefusal::NotUtf8)
         })
         .collect::<Result<Vec<_>, _>>()?;
     for segment in &segments {
         if segment.is_empty() || segment.bytes().all(|b| b == b'.') {
-            return Err("the path has an empty, `.` or `..` segment".to_owned());
+            return Err(ScopeRefusal::DotOrEmptySegment);
         }
         if segment.contains(['/', '\\']) || segment.chars().any(char::is_control) {
-            return Err("a path segment holds an encoded `/`, `\\` or a control character".into());
+            return Err(ScopeRefusal::EncodedSeparator);
         }
     }
     Ok(segments)
@@ -110,29 +146,23 @@ fn canonical_segments(url: &Url) -> Result<Vec<Cow<'_, str>>, String> {
 
 /// A Resource Graph query covers what its body names: it must name only allowed subscriptions
 /// (and no management group, whose subscriptions are unknown here).
-fn graph_query_in_scope(body: &[u8], allowed: &[SubscriptionId]) -> Result<(), String> {
-    let query: Value = serde_json::from_slice(body)
-        .map_err(|_| "the Resource Graph query body is not JSON".to_owned())?;
+fn graph_query_in_scope(body: &[u8], allowed: &[SubscriptionId]) -> Result<(), ScopeRefusal> {
+    let query: Value = serde_json::from_slice(body).map_err(|_| ScopeRefusal::GraphQueryNotJson)?;
     if query.get("managementGroups").is_some_and(|v| !v.is_null()) {
-        return Err(
-            "a Resource Graph query over management groups is outside CMKGUARD_SUBSCRIPTIONS"
-                .into(),
-        );
+        return Err(ScopeRefusal::GraphManagementGroups);
     }
     let named = query
         .get("subscriptions")
         .and_then(Value::as_array)
         .filter(|list| !list.is_empty())
-        .ok_or("a Resource Graph query without `subscriptions` covers every subscription")?;
+        .ok_or(ScopeRefusal::GraphEverySubscription)?;
     for entry in named {
         let subscription = entry
             .as_str()
             .and_then(|text| SubscriptionId::parse(text).ok())
-            .ok_or("the Resource Graph query names a subscription that is not a GUID")?;
+            .ok_or(ScopeRefusal::GraphSubscriptionNotGuid)?;
         if !allowed.contains(&subscription) {
-            return Err(format!(
-                "the Resource Graph query names subscription {subscription}, outside CMKGUARD_SUBSCRIPTIONS"
-            ));
+            return Err(ScopeRefusal::GraphSubscription(subscription));
         }
     }
     Ok(())
@@ -157,10 +187,10 @@ impl Policy for SubscriptionScopePolicy {
             Body::Bytes(bytes) => Some(bytes.as_ref()),
             _ => None,
         };
-        if let Err(why) = self.scope.check(&request.method(), request.url(), body) {
-            return Err(azure_core::Error::with_message(
+        if let Err(reason) = self.scope.check(&request.method(), request.url(), body) {
+            return Err(azure_core::Error::new(
                 azure_core::error::ErrorKind::Other,
-                format!("{REFUSED} {why}"),
+                OutOfScope { reason },
             ));
         }
         next[0].send(ctx, request, &next[1..]).await
@@ -183,7 +213,7 @@ mod tests {
         method: Method,
         url: &str,
         body: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), ScopeRefusal> {
         let url = Url::parse(url).unwrap();
         scope.check(&method, &url, Some(body.as_bytes()))
     }

@@ -177,7 +177,7 @@ fn describe(error: &reqwest::Error) -> String {
 /// `retry-after-ms`, `x-ms-retry-after-ms` (ACS) or `Retry-After` in seconds or as an HTTP date,
 /// read as for every Azure client (bounded, so a hostile value cannot overflow the budget check).
 pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    crate::azure::arm::retry_after_from(|name| headers.get(name).and_then(|v| v.to_str().ok()))
+    crate::azure::retry_after_from(|name| headers.get(name).and_then(|v| v.to_str().ok()))
 }
 
 #[cfg(test)]

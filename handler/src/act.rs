@@ -710,7 +710,7 @@ mod tests {
     /// file lives in the scratch directory returned with it.
     async fn actor(sink: &Sink) -> (Actor, Scratch) {
         let settings = Settings::from_lookup(|_: &str| None).unwrap();
-        let azure = crate::azure::Azure::new(&settings, |_| None).unwrap();
+        let azure = crate::azure::Azure::new(&settings.azure(), |_| None).unwrap();
         let teams = sink.url("teams");
         let notify = NotifySettings::from_lookup(|name| {
             (name == "CMKGUARD_TEAMS_WEBHOOK_URL").then(|| teams.clone())

@@ -213,7 +213,7 @@ fn serve(settings: Settings, port: Option<u16>) -> ExitCode {
             return ExitCode::from(exit::CONFIGURATION);
         }
     };
-    let azure = match Azure::new(&settings, |name| std::env::var(name).ok()) {
+    let azure = match Azure::new(&settings.azure(), |name| std::env::var(name).ok()) {
         Ok(azure) => azure,
         Err(error) => {
             eprintln!("cmk-guard: cannot set up Azure access: {error}");
@@ -460,10 +460,11 @@ async fn check_sign_in(
 /// The read-only engine of the CLI commands and a runtime to drive it, or the exit code after
 /// saying what is wrong.
 fn read_only_engine(settings: Settings) -> Result<(Engine, tokio::runtime::Runtime), ExitCode> {
-    let azure = Azure::new(&settings, |name| std::env::var(name).ok()).map_err(|error| {
-        eprintln!("cmk-guard: cannot set up Azure access: {error}");
-        ExitCode::from(exit::CONFIGURATION)
-    })?;
+    let azure =
+        Azure::new(&settings.azure(), |name| std::env::var(name).ok()).map_err(|error| {
+            eprintln!("cmk-guard: cannot set up Azure access: {error}");
+            ExitCode::from(exit::CONFIGURATION)
+        })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

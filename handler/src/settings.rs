@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use url::Url;
 
-use crate::azure::{ApiVersions, ConnectTo, TransportSettings};
+use crate::azure::{ApiVersions, AzureSettings, ConnectTo, SubscriptionScope, TransportSettings};
 use crate::ids::SubscriptionId;
 use crate::intake::IntakeSettings;
 use crate::notify::NotifySettings;
@@ -186,12 +186,13 @@ impl Settings {
         }
         let connect_to = value("CMKGUARD_CONNECT_TO")
             .map(|text| {
-                ConnectTo::parse_list(&text).map_err(|e| ConfigError::new("CMKGUARD_CONNECT_TO", e))
+                ConnectTo::parse_list(&text)
+                    .map_err(|e| ConfigError::new("CMKGUARD_CONNECT_TO", e.to_string()))
             })
             .transpose()?
             .unwrap_or_default();
         let api_versions = ApiVersions::with_overrides(value("CMKGUARD_API_VERSIONS").as_deref())
-            .map_err(|e| ConfigError::new("CMKGUARD_API_VERSIONS", e))?;
+            .map_err(|e| ConfigError::new("CMKGUARD_API_VERSIONS", e.to_string()))?;
         let read_rate = match value("CMKGUARD_READ_RATE") {
             Some(text) => match text.parse::<u32>() {
                 Ok(rate) if (1..=10_000).contains(&rate) => rate,
@@ -250,6 +251,18 @@ impl Settings {
             notify,
             sweep_budget,
         })
+    }
+
+    /// The part the Azure clients need.
+    pub fn azure(&self) -> AzureSettings {
+        AzureSettings {
+            arm_endpoint: self.arm_endpoint.clone(),
+            transport: self.transport.clone(),
+            api_versions: self.api_versions.clone(),
+            read_rate: self.read_rate,
+            subscriptions: SubscriptionScope::from_allowlist(self.intake.subscriptions.as_deref()),
+            keyvault_dns_suffix: self.intake.keyvault_dns_suffix.clone(),
+        }
     }
 }
 

@@ -36,13 +36,22 @@ pub const DEFAULT_API_VERSIONS: &[(&str, &str)] = &[
     ("Microsoft.Search", "2025-05-01"),
 ];
 
+/// Why `CMKGUARD_API_VERSIONS` cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiVersionError {
+    #[error("`{0}` is not `Namespace=api-version`")]
+    NotAnEntry(String),
+    #[error("`{0}` is not an api-version such as 2025-09-01")]
+    NotAVersion(String),
+}
+
 /// api-versions by provider namespace (lower-case keys).
 #[derive(Debug, Clone)]
 pub struct ApiVersions(BTreeMap<String, String>);
 
 impl ApiVersions {
     /// The defaults with `overrides` (`Namespace=version,…`) applied.
-    pub fn with_overrides(overrides: Option<&str>) -> Result<Self, String> {
+    pub fn with_overrides(overrides: Option<&str>) -> Result<Self, ApiVersionError> {
         let mut versions: BTreeMap<String, String> = DEFAULT_API_VERSIONS
             .iter()
             .map(|(ns, v)| (ns.to_ascii_lowercase(), (*v).to_owned()))
@@ -55,7 +64,7 @@ impl ApiVersions {
         {
             let (namespace, version) = entry
                 .split_once('=')
-                .ok_or_else(|| format!("`{entry}` is not `Namespace=api-version`"))?;
+                .ok_or_else(|| ApiVersionError::NotAnEntry(entry.to_owned()))?;
             let version = version.trim();
             let valid = version.len() >= 10
                 && version[..10].bytes().enumerate().all(|(i, b)| {
@@ -66,9 +75,7 @@ impl ApiVersions {
                     }
                 });
             if !valid {
-                return Err(format!(
-                    "`{version}` is not an api-version such as 2025-09-01"
-                ));
+                return Err(ApiVersionError::NotAVersion(version.to_owned()));
             }
             versions.insert(namespace.trim().to_ascii_lowercase(), version.to_owned());
         }

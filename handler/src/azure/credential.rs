@@ -62,11 +62,26 @@ pub struct SignIn {
     pub status: SignInStatus,
 }
 
+/// Why no credential could be set up from the environment.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    #[error(
+        "IDENTITY_ENDPOINT is set but IDENTITY_HEADER is not: a managed identity needs both (Azure Functions sets them); unset IDENTITY_ENDPOINT to sign in another way"
+    )]
+    IdentityHeaderMissing,
+    #[error("managed identity: {0}")]
+    ManagedIdentity(#[source] azure_core::Error),
+    #[error("service principal: {0}")]
+    ServicePrincipal(#[source] azure_core::Error),
+    #[error("developer tools: {0}")]
+    DeveloperTools(#[source] azure_core::Error),
+}
+
 /// Picks the credential from the environment, in the order above.
 pub fn from_env(
     transport: &Transport,
     lookup: impl Fn(&str) -> Option<String>,
-) -> Result<SignIn, String> {
+) -> Result<SignIn, CredentialError> {
     let value = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
     let client_options = ClientOptions {
         transport: Some(transport.clone()),
@@ -77,14 +92,14 @@ pub fn from_env(
         // Without the header the library silently probes the VM metadata endpoint instead,
         // which fails slowly and names nothing a person can fix.
         if value("IDENTITY_HEADER").is_none() {
-            return Err("IDENTITY_ENDPOINT is set but IDENTITY_HEADER is not: a managed identity needs both (Azure Functions sets them); unset IDENTITY_ENDPOINT to sign in another way".to_owned());
+            return Err(CredentialError::IdentityHeaderMissing);
         }
         let options = ManagedIdentityCredentialOptions {
             user_assigned_id: value("AZURE_CLIENT_ID").map(UserAssignedId::ClientId),
             client_options,
         };
         let credential = ManagedIdentityCredential::new(Some(options))
-            .map_err(|e| format!("managed identity: {e}"))?;
+            .map_err(CredentialError::ManagedIdentity)?;
         return Ok(SignIn {
             credential,
             source: "managed identity",
@@ -102,14 +117,14 @@ pub fn from_env(
             Secret::new(secret),
             Some(ClientSecretCredentialOptions { client_options }),
         )
-        .map_err(|e| format!("service principal: {e}"))?;
+        .map_err(CredentialError::ServicePrincipal)?;
         return Ok(SignIn {
             credential,
             source: "service principal",
             status,
         });
     }
-    let tools = DeveloperToolsCredential::new(None).map_err(|e| format!("developer tools: {e}"))?;
+    let tools = DeveloperToolsCredential::new(None).map_err(CredentialError::DeveloperTools)?;
     Ok(SignIn {
         credential: Arc::new(DeveloperSignIn {
             tools,
@@ -206,7 +221,7 @@ mod tests {
         assert!(
             half.as_ref()
                 .err()
-                .is_some_and(|e| e.contains("IDENTITY_HEADER is not")),
+                .is_some_and(|e| e.to_string().contains("IDENTITY_HEADER is not")),
             "{:?}",
             half.map(|s| s.source)
         );

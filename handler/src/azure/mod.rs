@@ -22,7 +22,41 @@ pub use retry::{Deadline, RetrySettings, retry_after_from};
 pub use scope::SubscriptionScope;
 pub use transport::{ConnectTo, TransportSettings};
 
-use crate::settings::Settings;
+/// What the Azure clients need from the configuration. `crate::settings` builds it from its
+/// parse, so this layer knows nothing of the rest of the configuration.
+#[derive(Debug, Clone)]
+pub struct AzureSettings {
+    /// The only host ARM requests, and so ARM tokens, may go to (`CMKGUARD_ARM_ENDPOINT`).
+    pub arm_endpoint: url::Url,
+    /// The CA bundle and connection overrides every outbound connection uses.
+    pub transport: TransportSettings,
+    /// The api-version per resource provider.
+    pub api_versions: ApiVersions,
+    /// Azure requests per second, shared by every worker (`CMKGUARD_READ_RATE`).
+    pub read_rate: u32,
+    /// The subscriptions requests may reach (`CMKGUARD_SUBSCRIPTIONS`).
+    pub subscriptions: SubscriptionScope,
+    /// Key Vault data-plane clients are built only for hosts under this suffix.
+    pub keyvault_dns_suffix: String,
+}
+
+/// Why the Azure clients cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Transport(#[from] transport::TransportError),
+    #[error(transparent)]
+    Credential(#[from] credential::CredentialError),
+}
+
+/// Why cmk-guard cannot learn its own object id.
+#[derive(Debug, thiserror::Error)]
+pub enum OwnObjectIdError {
+    #[error("cannot get a token to learn our own object id: {0}")]
+    Token(#[source] azure_core::Error),
+    #[error("the token carries no `oid` claim")]
+    NoClaim,
+}
 
 /// Everything that talks to Azure, built once at start.
 #[derive(Debug, Clone)]
@@ -44,9 +78,9 @@ pub struct Azure {
 impl Azure {
     /// Builds the clients from the settings and the environment's credential variables.
     pub fn new(
-        settings: &Settings,
+        settings: &AzureSettings,
         lookup: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, SetupError> {
         let http = transport::http_client(&settings.transport)?;
         let transport = Transport::new(Arc::new(http.clone()));
         let credential::SignIn {
@@ -61,12 +95,12 @@ impl Azure {
             settings.api_versions.clone(),
             RetrySettings::default(),
             ratelimit::RateLimiter::new(settings.read_rate),
-            SubscriptionScope::from_allowlist(settings.intake.subscriptions.as_deref()),
+            settings.subscriptions.clone(),
         );
         let keys = KeyVaultClients::new(
             credential.clone(),
             transport.clone(),
-            settings.intake.keyvault_dns_suffix.clone(),
+            settings.keyvault_dns_suffix.clone(),
         );
         Ok(Self {
             arm,
@@ -81,15 +115,14 @@ impl Azure {
 
     /// The object id cmk-guard acts as: the `oid` claim of its own ARM token. Events whose
     /// caller is this id were caused by cmk-guard's own remediation (the loop guard).
-    pub async fn own_object_id(&self, arm_endpoint: &str) -> Result<String, String> {
+    pub async fn own_object_id(&self, arm_endpoint: &str) -> Result<String, OwnObjectIdError> {
         let scope = format!("{}/.default", arm_endpoint.trim_end_matches('/'));
         let token = self
             .credential
             .get_token(&[scope.as_str()], None)
             .await
-            .map_err(|e| format!("cannot get a token to learn our own object id: {e}"))?;
-        object_id_of(token.token.secret())
-            .ok_or_else(|| "the token carries no `oid` claim".to_owned())
+            .map_err(OwnObjectIdError::Token)?;
+        object_id_of(token.token.secret()).ok_or(OwnObjectIdError::NoClaim)
     }
 }
 

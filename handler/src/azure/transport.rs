@@ -27,26 +27,26 @@ pub struct ConnectTo {
 
 impl ConnectTo {
     /// Parses `host-suffix=ip:port,…`.
-    pub fn parse_list(text: &str) -> Result<Vec<ConnectTo>, String> {
+    pub fn parse_list(text: &str) -> Result<Vec<ConnectTo>, ConnectToError> {
         text.split(',')
             .map(str::trim)
             .filter(|entry| !entry.is_empty())
             .map(|entry| {
                 let (suffix, address) = entry
                     .split_once('=')
-                    .ok_or_else(|| format!("`{entry}` is not `host-suffix=ip:port`"))?;
+                    .ok_or_else(|| ConnectToError::NotAnEntry(entry.to_owned()))?;
                 let suffix = suffix.trim().trim_start_matches('.').to_ascii_lowercase();
                 if suffix.is_empty()
                     || !suffix
                         .bytes()
                         .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
                 {
-                    return Err(format!("`{suffix}` is not a host name suffix"));
+                    return Err(ConnectToError::NotASuffix(suffix));
                 }
                 let address = address
                     .trim()
                     .parse::<SocketAddr>()
-                    .map_err(|_| format!("`{}` is not ip:port", address.trim()))?;
+                    .map_err(|_| ConnectToError::NotAnAddress(address.trim().to_owned()))?;
                 Ok(ConnectTo {
                     host_suffix: suffix,
                     address,
@@ -61,6 +61,47 @@ impl ConnectTo {
                 .strip_suffix(&self.host_suffix)
                 .is_some_and(|head| head.ends_with('.'))
     }
+}
+
+/// Why `CMKGUARD_CONNECT_TO` cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectToError {
+    #[error("`{0}` is not `host-suffix=ip:port`")]
+    NotAnEntry(String),
+    #[error("`{0}` is not a host name suffix")]
+    NotASuffix(String),
+    #[error("`{0}` is not ip:port")]
+    NotAnAddress(String),
+}
+
+/// Why the shared HTTP client cannot be built. Each message names what a person can fix; the
+/// cause is kept for the chain.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("CMKGUARD_CA_BUNDLE {}: cannot read: {source}", .path.display())]
+    UnreadableBundle {
+        path: PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("CMKGUARD_CA_BUNDLE {}: not a PEM certificate bundle: {source}", .path.display())]
+    NotPem {
+        path: PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("CMKGUARD_CA_BUNDLE {}: holds no certificate", .path.display())]
+    EmptyBundle { path: PathBuf },
+    #[error("CMKGUARD_CA_BUNDLE {}: a certificate is not usable: {source}", .path.display())]
+    UnusableCertificate {
+        path: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("TLS setup failed: {0}")]
+    Tls(#[source] rustls::Error),
+    #[error("HTTP client setup failed: {0}")]
+    Client(#[source] reqwest::Error),
 }
 
 /// What the transport needs from the configuration.
@@ -98,24 +139,24 @@ impl Resolve for ConnectToResolver {
 }
 
 /// Builds the shared HTTP client. Fails when the CA bundle cannot be read.
-pub fn http_client(settings: &TransportSettings) -> Result<reqwest::Client, String> {
+pub fn http_client(settings: &TransportSettings) -> Result<reqwest::Client, TransportError> {
     let mut roots = RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
     if let Some(path) = &settings.ca_bundle {
         for certificate in read_bundle(path)? {
-            roots.add(certificate).map_err(|e| {
-                format!(
-                    "CMKGUARD_CA_BUNDLE {}: a certificate is not usable: {e}",
-                    path.display()
-                )
-            })?;
+            roots
+                .add(certificate)
+                .map_err(|source| TransportError::UnusableCertificate {
+                    path: path.clone(),
+                    source,
+                })?;
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup failed: {e}"))?
+        .map_err(TransportError::Tls)?
         .with_root_certificates(roots)
         .with_no_client_auth();
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -130,24 +171,24 @@ pub fn http_client(settings: &TransportSettings) -> Result<reqwest::Client, Stri
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("cmk-guard/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| format!("HTTP client setup failed: {e}"))
+        .map_err(TransportError::Client)
 }
 
-fn read_bundle(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+fn read_bundle(path: &Path) -> Result<Vec<CertificateDer<'static>>, TransportError> {
     let certificates = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("CMKGUARD_CA_BUNDLE {}: cannot read: {e}", path.display()))?
+        .map_err(|source| TransportError::UnreadableBundle {
+            path: path.to_owned(),
+            source,
+        })?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| {
-            format!(
-                "CMKGUARD_CA_BUNDLE {}: not a PEM certificate bundle: {e}",
-                path.display()
-            )
+        .map_err(|source| TransportError::NotPem {
+            path: path.to_owned(),
+            source,
         })?;
     if certificates.is_empty() {
-        return Err(format!(
-            "CMKGUARD_CA_BUNDLE {}: holds no certificate",
-            path.display()
-        ));
+        return Err(TransportError::EmptyBundle {
+            path: path.to_owned(),
+        });
     }
     Ok(certificates)
 }
@@ -183,7 +224,12 @@ mod tests {
             ca_bundle: Some("/nonexistent/ca.pem".into()),
             connect_to: vec![],
         };
-        assert!(http_client(&missing).unwrap_err().contains("cannot read"));
+        assert!(
+            http_client(&missing)
+                .unwrap_err()
+                .to_string()
+                .contains("cannot read")
+        );
         let scratch = cmk_guard_blackbox::scratch::Scratch::new("transport");
         let empty = TransportSettings {
             ca_bundle: Some(scratch.write("empty.pem", "no certificates here\n")),
@@ -192,6 +238,7 @@ mod tests {
         assert!(
             http_client(&empty)
                 .unwrap_err()
+                .to_string()
                 .contains("holds no certificate")
         );
         assert!(http_client(&TransportSettings::default()).is_ok());

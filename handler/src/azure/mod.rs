@@ -22,7 +22,7 @@ pub use retry::{Deadline, RetrySettings, retry_after_from};
 pub use scope::SubscriptionScope;
 pub use transport::{ConnectTo, TransportSettings};
 
-/// What the Azure clients need from the configuration. `crate::settings` builds it from its
+/// What the Azure clients need from the configuration. `Settings::azure` builds it from its
 /// parse, so this layer knows nothing of the rest of the configuration.
 #[derive(Debug, Clone)]
 pub struct AzureSettings {

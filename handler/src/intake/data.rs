@@ -154,7 +154,7 @@ fn unix_seconds<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64
         }),
         other => Err(D::Error::custom(format!(
             "{EXPECTED}, got {}",
-            super::envelope::kind_of(&other)
+            super::kind_of(&other)
         ))),
     }
 }

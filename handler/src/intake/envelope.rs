@@ -4,7 +4,7 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::Rejection;
+use super::{Rejection, kind_of};
 
 /// The parsed envelope. Binding values stay as JSON until the function knows what it expects.
 #[derive(Debug)]
@@ -83,11 +83,7 @@ impl Invocation {
             Some(value @ Value::Object(_)) => match Metadata::deserialize(&value) {
                 Ok(metadata) => metadata,
                 Err(_) => serde_path_to_error::deserialize(value).map_err(|e| {
-                    super::event::path_rejection(
-                        "Metadata",
-                        &e.path().to_string(),
-                        &e.inner().to_string(),
-                    )
+                    Rejection::at_path("Metadata", &e.path().to_string(), &e.inner().to_string())
                 })?,
             },
             Some(other) => {
@@ -127,18 +123,6 @@ impl Invocation {
             "Data: no binding named `{name}` (present: [{}])",
             present.join(", ")
         )))
-    }
-}
-
-/// A short name for the JSON type of a value, for error messages.
-pub fn kind_of(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

@@ -7,8 +7,7 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::Rejection;
-use super::envelope::kind_of;
+use super::{Rejection, kind_of};
 
 /// How many times a binding value that is JSON text is decoded before giving up. The host
 /// sends objects, but strings (and strings of strings) are seen from other publishers.
@@ -182,18 +181,7 @@ fn deserialize_with_path<T: serde::de::DeserializeOwned>(
     value: Value,
 ) -> Result<T, Rejection> {
     serde_path_to_error::deserialize(value)
-        .map_err(|e| path_rejection(prefix, &e.path().to_string(), &e.inner().to_string()))
-}
-
-/// A deserializer's message at a JSON path. Both quote input — a key of any length as the
-/// path, a whole string value in `invalid type: string "…"` — so each is bounded on its own.
-pub(super) fn path_rejection(prefix: &str, path: &str, message: &str) -> Rejection {
-    let message = crate::text::field(message);
-    if path == "." {
-        Rejection::new(format!("{prefix}: {message}"))
-    } else {
-        Rejection::new(format!("{prefix}.{}: {message}", crate::text::field(path)))
-    }
+        .map_err(|e| Rejection::at_path(prefix, &e.path().to_string(), &e.inner().to_string()))
 }
 
 /// Event times have up to 7 fractional digits; any RFC 3339 form is accepted (azure-notes

@@ -13,6 +13,7 @@ mod event;
 
 use std::fmt;
 
+use serde_json::Value;
 use time::OffsetDateTime;
 
 pub use check::{CheckRequest, EVALUATE_EVENT_TYPE};
@@ -32,6 +33,29 @@ impl Rejection {
     /// safe here, once: controls escaped and the length bounded ([`crate::text::REASON`]).
     pub fn new(reason: impl Into<String>) -> Self {
         Self(crate::text::clean_owned(reason.into(), crate::text::REASON))
+    }
+
+    /// A deserializer's message at a JSON path. Both quote input — a key of any length as the
+    /// path, a whole string value in `invalid type: string "…"` — so each is bounded on its own.
+    pub fn at_path(prefix: &str, path: &str, message: &str) -> Self {
+        let message = crate::text::field(message);
+        if path == "." {
+            Self::new(format!("{prefix}: {message}"))
+        } else {
+            Self::new(format!("{prefix}.{}: {message}", crate::text::field(path)))
+        }
+    }
+}
+
+/// A short name for the JSON type of a value, for error messages.
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
     }
 }
 

@@ -99,7 +99,7 @@ async fn harness_with_policy(tenant: Tenant, policy: &str) -> Harness {
             .map(|(_, value)| value.clone())
     };
     let settings = Settings::from_lookup(&lookup).expect("settings");
-    let azure = Azure::new(&settings, &lookup).expect("Azure clients");
+    let azure = Azure::new(&settings.azure(), &lookup).expect("Azure clients");
     let remediator = Remediator::new(&azure);
     let app = sim.tenant(|t| t.app.principal_id.clone().expect("the app has an identity"));
     Harness {
@@ -1086,7 +1086,7 @@ async fn a_write_outside_the_subscription_allowlist_is_skipped_with_the_reason()
             .map(|(_, value)| value.clone())
     };
     let settings = Settings::from_lookup(&lookup).expect("settings");
-    let scoped = Remediator::new(&Azure::new(&settings, &lookup).expect("Azure clients"));
+    let scoped = Remediator::new(&Azure::new(&settings.azure(), &lookup).expect("Azure clients"));
     let rules = [
         "vault.purge-protection",
         "workspace.key-access",

@@ -31,7 +31,7 @@ use serde_json::Value;
 pub use email::EmailContent;
 pub use http::RetryBudget;
 pub use model::{ActionNote, Alert, Change, DIGEST_WORST, Digest, Notification};
-pub use routing::{Channel, by_channel, route};
+pub use routing::{Channel, Routes};
 pub use secret::{REDACTED, SecretUrl};
 pub use settings::{EmailSettings, EmailTransport, NotifySettings, SmtpSettings};
 

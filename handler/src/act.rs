@@ -11,6 +11,7 @@ use serde_json::json;
 use time::{Duration, OffsetDateTime};
 use tokio::time::Instant;
 
+use crate::catalogue::RuleId;
 use crate::notify::Change;
 use crate::notify::{self, Alert, Message, Notifier};
 use crate::outcome::{Action, ActionKind, ActionResult, Finding, FindingState, Outcome, Severity};
@@ -142,9 +143,7 @@ impl Actor {
             let priors: Vec<Prior> = stored
                 .iter()
                 .map(|(key, record)| Prior {
-                    workspace: key.workspace.clone(),
-                    rule: key.rule.clone(),
-                    resource: key.resource.clone(),
+                    key: key.clone(),
                     open: record.value.state == FindingState::Open,
                     severity: record.value.severity,
                     last_notified: record.value.last_notified,
@@ -155,7 +154,7 @@ impl Actor {
                 .evaluation
                 .findings
                 .iter()
-                .filter(|f| policy.allows_remediation(&f.rule))
+                .filter(|f| policy.allows_remediation(f.rule))
             {
                 let count = self
                     .store
@@ -175,15 +174,8 @@ impl Actor {
                 recent_attempts: &attempts,
             };
             for step in plan::plan(&item.evaluation, &priors, &inputs) {
-                let key = FindingKey {
-                    workspace: step.finding.workspace.clone(),
-                    rule: step.finding.rule.clone(),
-                    resource: step.finding.resource.clone(),
-                };
-                let prior = stored
-                    .iter()
-                    .find(|(k, _)| same_key(k, &key))
-                    .map(|(_, v)| v);
+                let key = FindingKey::of(&step.finding);
+                let prior = stored.iter().find(|(k, _)| *k == key).map(|(_, v)| v);
                 if step.remediation == Remedy::OwnWrite {
                     outcome.actions.push(own_write_action(&step.finding));
                     continue;
@@ -269,16 +261,14 @@ impl Actor {
         findings: &[Finding],
         cause: Cause,
         now: OffsetDateTime,
-    ) -> Result<BTreeSet<(String, String)>, StateError> {
+    ) -> Result<BTreeSet<(RuleId, String)>, StateError> {
         let mut own = BTreeSet::new();
         if cause == Cause::Other {
             return Ok(own);
         }
         let mut asked = BTreeSet::new();
-        for finding in findings.iter().filter(|f| {
-            crate::catalogue::RuleId::parse(&f.rule).is_some_and(|rule| rule.is_remediable())
-        }) {
-            let pair = (finding.rule.clone(), finding.resource.to_ascii_lowercase());
+        for finding in findings.iter().filter(|f| f.rule.is_remediable()) {
+            let pair = (finding.rule, finding.resource.to_ascii_lowercase());
             if !asked.insert(pair.clone()) {
                 continue;
             }
@@ -286,7 +276,7 @@ impl Actor {
                 .store
                 .count_rule_attempts(
                     &finding.resource,
-                    &finding.rule,
+                    finding.rule.as_str(),
                     now - plan::OWN_WRITE_WINDOW,
                 )
                 .await?;
@@ -312,7 +302,7 @@ impl Actor {
         let finding = &step.finding;
         let action = |result: ActionResult, detail: String| Action {
             kind: ActionKind::Remediate,
-            rule: finding.rule.clone(),
+            rule: finding.rule.to_string(),
             target: finding.resource.clone(),
             result,
             detail,
@@ -355,7 +345,7 @@ impl Actor {
         if !store
             .claim_remediation(
                 &finding.resource,
-                &finding.rule,
+                finding.rule.as_str(),
                 &owner,
                 inputs.now,
                 REMEDIATION_LEASE,
@@ -364,13 +354,13 @@ impl Actor {
         {
             return Ok(Action {
                 kind: ActionKind::Remediate,
-                rule: finding.rule.clone(),
+                rule: finding.rule.to_string(),
                 target: finding.resource.clone(),
                 result: ActionResult::Skipped,
                 detail: "another cmk-guard instance is remediating this resource".to_owned(),
             });
         }
-        let consent = Consent::from_policy(inputs.policy, &finding.rule);
+        let consent = Consent::from_policy(inputs.policy, finding.rule);
         let attempt = self
             .remediator
             .apply(finding, &consent, inputs.now, deadline)
@@ -378,13 +368,13 @@ impl Actor {
         let recorded = store
             .record_attempt(&RemediationAttempt {
                 resource: finding.resource.clone(),
-                rule: finding.rule.clone(),
+                rule: finding.rule.to_string(),
                 at: inputs.now,
                 result: attempt.action.result,
             })
             .await;
         store
-            .release_remediation(&finding.resource, &finding.rule, &owner)
+            .release_remediation(&finding.resource, finding.rule.as_str(), &owner)
             .await?;
         recorded?;
         Ok(attempt.action)
@@ -642,17 +632,11 @@ fn cause_of(caller: &str, own: Option<&str>) -> Cause {
 fn own_write_action(finding: &Finding) -> Action {
     Action {
         kind: ActionKind::Remediate,
-        rule: finding.rule.clone(),
+        rule: finding.rule.to_string(),
         target: finding.resource.clone(),
         result: ActionResult::Suppressed,
         detail: "cmk-guard remediated this within the hour and the event may be its own write: no second remediation or alert; the next event or sweep that is not its own checks it again".to_owned(),
     }
-}
-
-fn same_key(a: &FindingKey, b: &FindingKey) -> bool {
-    a.rule == b.rule
-        && a.workspace.eq_ignore_ascii_case(&b.workspace)
-        && a.resource.eq_ignore_ascii_case(&b.resource)
 }
 
 fn mark_resolved(outcome: &mut Outcome, finding: &Finding) {
@@ -668,7 +652,7 @@ fn mark_resolved(outcome: &mut Outcome, finding: &Finding) {
 
 fn budget_finding(finding: &Finding) -> Finding {
     Finding {
-        rule: BUDGET_RULE.to_owned(),
+        rule: RuleId::GuardRemediationBudget,
         resource: finding.resource.clone(),
         workspace: finding.workspace.clone(),
         severity: Severity::High,

@@ -81,7 +81,7 @@ pub enum FindingState {
 /// One rule's verdict on one resource of one workspace's CMK chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Finding {
-    pub rule: String,
+    pub rule: crate::catalogue::RuleId,
     pub resource: String,
     pub workspace: String,
     pub severity: Severity,
@@ -177,7 +177,7 @@ impl Outcome {
             .filter(|f| f.state == FindingState::Open)
         {
             crate::telemetry::record_finding(
-                &finding.rule,
+                finding.rule.as_str(),
                 &crate::telemetry::label(&finding.severity),
             );
         }
@@ -248,7 +248,7 @@ mod tests {
             Some("why".into()),
         );
         outcome.findings.push(Finding {
-            rule: "vault.purge-protection".into(),
+            rule: crate::catalogue::RuleId::VaultPurgeProtection,
             resource: "/subscriptions/x".into(),
             workspace: "/subscriptions/x/ws".into(),
             severity: Severity::High,

@@ -17,18 +17,18 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use time::{Duration, OffsetDateTime};
 
+use crate::catalogue::RuleId;
 use crate::notify::Change;
 use crate::outcome::{Finding, FindingState, Severity};
 use crate::policy::Policy;
 use crate::rules::Evaluation;
 use crate::settings::Mode;
+use crate::state::FindingKey;
 
 /// What is stored about one finding key (workspace, rule, resource).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Prior {
-    pub workspace: String,
-    pub rule: String,
-    pub resource: String,
+    pub key: FindingKey,
     pub open: bool,
     pub severity: Severity,
     pub last_notified: Option<OffsetDateTime>,
@@ -109,7 +109,7 @@ pub struct Inputs<'a> {
     pub cause: Cause,
     /// (rule, lower-case resource) pairs cmk-guard remediated within [`OWN_WRITE_WINDOW`];
     /// only consulted when the cause is not [`Cause::Other`].
-    pub own_remediations: &'a BTreeSet<(String, String)>,
+    pub own_remediations: &'a BTreeSet<(RuleId, String)>,
     /// Remediation attempts in the last hour, by lower-case resource id.
     pub recent_attempts: &'a BTreeMap<String, u32>,
 }
@@ -127,7 +127,7 @@ impl Inputs<'_> {
         self.cause != Cause::Other
             && self
                 .own_remediations
-                .contains(&(finding.rule.clone(), finding.resource.to_ascii_lowercase()))
+                .contains(&(finding.rule, finding.resource.to_ascii_lowercase()))
     }
 }
 
@@ -144,7 +144,7 @@ pub fn plan(evaluation: &Evaluation, priors: &[Prior], inputs: &Inputs) -> Vec<S
     let reminder = Duration::hours(i64::from(inputs.policy.notify.reminder_hours.max(1)));
     let sends = inputs.mode != Mode::Observe;
     for finding in &evaluation.findings {
-        let prior = priors.iter().find(|p| same_key(p, finding));
+        let prior = priors.iter().find(|p| p.key.names(finding));
         let change = match prior {
             Some(prior) if prior.open && finding.severity > prior.severity => {
                 Some(Change::Escalated {
@@ -175,7 +175,7 @@ pub fn plan(evaluation: &Evaluation, priors: &[Prior], inputs: &Inputs) -> Vec<S
             });
             continue;
         }
-        let allowed = inputs.policy.allows_remediation(&finding.rule);
+        let allowed = inputs.policy.allows_remediation(finding.rule);
         let within_budget = inputs.attempts(&finding.resource) < REMEDIATION_BUDGET_PER_HOUR;
         let remediation = match inputs.mode {
             Mode::Remediate if allowed && within_budget => Remedy::Apply,
@@ -196,12 +196,16 @@ pub fn plan(evaluation: &Evaluation, priors: &[Prior], inputs: &Inputs) -> Vec<S
     // rules' too. Either way the message closes what people were told, so a finding nobody
     // was told about (recorded in `observe` mode) closes silently.
     for prior in priors.iter().filter(|p| p.open) {
-        if evaluation.findings.iter().any(|f| same_key(prior, f)) {
+        if evaluation.findings.iter().any(|f| prior.key.names(f)) {
             continue;
         }
+        // A rule id this version does not know (written by a newer one) is left as it is.
+        let Some(rule) = RuleId::parse(&prior.key.rule) else {
+            continue;
+        };
         let (observed, notify) = if evaluation.workspace_deleted {
             (WORKSPACE_DELETED, sends && prior.last_notified.is_some())
-        } else if evaluation.resolves(&prior.rule, &prior.resource) {
+        } else if evaluation.resolves(&prior.key.rule, &prior.key.resource) {
             (
                 "the rule passes now",
                 sends && prior.last_notified.is_some(),
@@ -211,9 +215,9 @@ pub fn plan(evaluation: &Evaluation, priors: &[Prior], inputs: &Inputs) -> Vec<S
         };
         steps.push(Step {
             finding: Finding {
-                rule: prior.rule.clone(),
-                resource: prior.resource.clone(),
-                workspace: prior.workspace.clone(),
+                rule,
+                resource: prior.key.resource.clone(),
+                workspace: prior.key.workspace.clone(),
                 severity: prior.severity,
                 state: crate::outcome::FindingState::Resolved,
                 observed: observed.to_owned(),
@@ -226,13 +230,6 @@ pub fn plan(evaluation: &Evaluation, priors: &[Prior], inputs: &Inputs) -> Vec<S
         });
     }
     steps
-}
-
-/// True when the finding is the same (workspace, rule, resource), ignoring ASCII case.
-fn same_key(prior: &Prior, finding: &Finding) -> bool {
-    prior.rule == finding.rule
-        && prior.workspace.eq_ignore_ascii_case(&finding.workspace)
-        && prior.resource.eq_ignore_ascii_case(&finding.resource)
 }
 
 #[cfg(test)]
@@ -249,7 +246,7 @@ mod tests {
 
     fn finding(rule: &str, severity: Severity) -> Finding {
         Finding {
-            rule: rule.into(),
+            rule: RuleId::parse(rule).unwrap(),
             resource: VAULT.into(),
             workspace: WS.into(),
             severity,
@@ -263,8 +260,7 @@ mod tests {
         let mut checks: Vec<Check> = findings
             .iter()
             .map(|f| Check {
-                rule: crate::catalogue::RuleId::parse(&f.rule)
-                    .unwrap_or(crate::catalogue::RuleId::GuardVisibility),
+                rule: f.rule,
                 resource: f.resource.clone(),
                 status: Status::Fail(f.severity),
                 observed: String::new(),
@@ -289,9 +285,11 @@ mod tests {
 
     fn prior(rule: &str, severity: Severity, open: bool, notified_hours_ago: i64) -> Prior {
         Prior {
-            workspace: WS.into(),
-            rule: rule.into(),
-            resource: VAULT.into(),
+            key: FindingKey {
+                workspace: WS.into(),
+                rule: rule.into(),
+                resource: VAULT.into(),
+            },
             open,
             severity,
             last_notified: Some(NOW - Duration::hours(notified_hours_ago)),
@@ -338,7 +336,7 @@ mod tests {
         let recent = BTreeMap::from([(VAULT.to_ascii_lowercase(), attempts)]);
         let own_remediations = remediated_rules
             .iter()
-            .map(|rule| ((*rule).to_owned(), VAULT.to_ascii_lowercase()))
+            .map(|rule| (RuleId::parse(rule).unwrap(), VAULT.to_ascii_lowercase()))
             .collect();
         plan(
             evaluation,
@@ -534,10 +532,7 @@ mod tests {
         );
         assert_eq!(planned(Mode::Alert, &consenting, 0), Remedy::Describe);
         assert_eq!(planned(Mode::Observe, &consenting, 0), Remedy::None);
-        assert_eq!(
-            planned(Mode::Remediate, &consenting, 3),
-            Remedy::OverBudget
-        );
+        assert_eq!(planned(Mode::Remediate, &consenting, 3), Remedy::OverBudget);
     }
 
     #[test]
@@ -546,10 +541,7 @@ mod tests {
         let high = evaluation(vec![finding("vault.purge-protection", Severity::High)], &[]);
         let new = run(Mode::Observe, &consenting, &high, &[], 0);
         assert_eq!(new[0].change, Some(Change::New), "still recorded");
-        assert_eq!(
-            (new[0].alert, new[0].remediation),
-            (false, Remedy::None)
-        );
+        assert_eq!((new[0].alert, new[0].remediation), (false, Remedy::None));
         let due = run(
             Mode::Observe,
             &consenting,

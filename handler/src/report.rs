@@ -23,7 +23,7 @@ pub fn table(outcomes: &[Outcome]) -> String {
     for finding in &findings {
         rows.push([
             short_name(&finding.workspace),
-            finding.rule.clone(),
+            finding.rule.to_string(),
             format!("{:?}", finding.severity).to_ascii_lowercase(),
             cell(&finding.observed),
             cell(&finding.expected),
@@ -113,7 +113,7 @@ mod tests {
 
     fn finding(rule: &str, severity: Severity) -> Finding {
         Finding {
-            rule: rule.into(),
+            rule: crate::catalogue::RuleId::parse(rule).unwrap(),
             resource: "r".into(),
             workspace: "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws1".into(),
             severity,

@@ -72,7 +72,7 @@ impl Notification {
         Self {
             workspace: finding.workspace.clone(),
             resource: finding.resource.clone(),
-            rule: finding.rule.clone(),
+            rule: finding.rule.to_string(),
             severity: finding.severity,
             change,
             observed: finding.observed.clone(),
@@ -262,7 +262,7 @@ pub(crate) mod tests {
 
     pub(crate) fn finding(severity: Severity, resource: &str) -> Finding {
         Finding {
-            rule: "vault.purge-protection".into(),
+            rule: crate::catalogue::RuleId::VaultPurgeProtection,
             resource: resource.into(),
             workspace: WORKSPACE.into(),
             severity,

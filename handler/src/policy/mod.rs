@@ -123,11 +123,8 @@ impl Policy {
     }
 
     /// What the policy says about a rule's remediation (a finding's rule, as written in it).
-    pub fn remediation(&self, rule: &str) -> RemediationConsent {
-        RuleId::parse(rule)
-            .and_then(|rule| self.remediation.get(&rule))
-            .copied()
-            .unwrap_or_default()
+    pub fn remediation(&self, rule: RuleId) -> RemediationConsent {
+        self.remediation.get(&rule).copied().unwrap_or_default()
     }
 
     /// The rotation policy the `key.rotation-policy` remediation writes.
@@ -138,12 +135,8 @@ impl Policy {
     /// True when the policy allows remediating the rule (in `remediate` mode): the catalogue
     /// gives the rule a remediation, the policy enables it, and an irreversible one also has
     /// `irreversible_ok`.
-    pub fn allows_remediation(&self, rule: &str) -> bool {
-        RuleId::parse(rule).is_some_and(|rule| self.allows(rule))
-    }
-
-    fn allows(&self, rule: RuleId) -> bool {
-        let consent = self.remediation.get(&rule).copied().unwrap_or_default();
+    pub fn allows_remediation(&self, rule: RuleId) -> bool {
+        let consent = self.remediation(rule);
         consent.enabled
             && match rule.remediation() {
                 Remediation::Reversible => true,
@@ -167,7 +160,7 @@ impl Policy {
             .filter(|e| e.is_expired(today))
             .count();
         let remediations = RuleId::evaluated()
-            .filter(|rule| self.allows(*rule))
+            .filter(|rule| self.allows_remediation(*rule))
             .map(RuleId::as_str)
             .collect();
         let scope = match &self.scope.require_cmk_tag {

@@ -67,7 +67,7 @@ fn the_built_in_policy_has_the_documented_defaults() {
     );
     assert_eq!(policy.min_rsa_bits(), 3072);
     assert!(RuleId::evaluated().all(|r| policy.rule_enabled(r)));
-    assert!(RuleId::evaluated().all(|r| !policy.allows_remediation(r.as_str())));
+    assert!(RuleId::evaluated().all(|r| !policy.allows_remediation(r)));
     assert_eq!(policy.notify.email, [Severity::Critical, Severity::High]);
     assert_eq!(policy.notify.reminder_hours, 24);
     assert!(policy.scope.requires_cmk(&BTreeMap::new()));
@@ -103,11 +103,11 @@ fn a_full_policy_parses() {
         policy.azure_ml_object_ids(),
         ["dddddddd-0000-0000-0000-000000000001"]
     );
-    assert!(policy.allows_remediation("vault.purge-protection"));
-    assert!(policy.allows_remediation("key.rotation-policy"));
-    assert!(!policy.allows_remediation("workspace.key-access"));
+    assert!(policy.allows_remediation(RuleId::parse("vault.purge-protection").unwrap()));
+    assert!(policy.allows_remediation(RuleId::parse("key.rotation-policy").unwrap()));
+    assert!(!policy.allows_remediation(RuleId::parse("workspace.key-access").unwrap()));
     assert_eq!(
-        policy.remediation("vault.purge-protection"),
+        policy.remediation(RuleId::parse("vault.purge-protection").unwrap()),
         RemediationConsent {
             enabled: true,
             irreversible_ok: true
@@ -242,7 +242,7 @@ fn the_documented_example_is_valid() {
         .and_then(|rest| rest.split("```").next())
         .unwrap();
     let policy = Policy::from_toml_str(example, "docs/rules.md").unwrap();
-    assert!(policy.allows_remediation("vault.purge-protection"));
+    assert!(policy.allows_remediation(RuleId::parse("vault.purge-protection").unwrap()));
     assert_eq!(policy.exemptions.len(), 1);
 }
 
@@ -261,7 +261,7 @@ fn the_rotation_policy_remediation_has_defaults_and_validated_settings() {
         "policy.toml",
     )
     .unwrap();
-    assert!(policy.allows_remediation("key.rotation-policy"));
+    assert!(policy.allows_remediation(RuleId::parse("key.rotation-policy").unwrap()));
     assert_eq!(
         policy.key_rotation_policy(),
         &RotationPolicySettings {

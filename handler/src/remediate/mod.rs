@@ -46,12 +46,12 @@ use crate::snapshot::{KeyVersion, Read, Snapshot, Vault, Workspace};
 #[derive(Debug, Clone, Copy)]
 pub struct Consent<'p> {
     policy: &'p Policy,
-    rule: &'p str,
+    rule: RuleId,
 }
 
 impl<'p> Consent<'p> {
     /// What `policy` says about remediating `rule`.
-    pub fn from_policy(policy: &'p Policy, rule: &'p str) -> Self {
+    pub fn from_policy(policy: &'p Policy, rule: RuleId) -> Self {
         Self { policy, rule }
     }
 
@@ -103,7 +103,7 @@ impl Remediator {
         };
         let action = Action {
             kind: ActionKind::Remediate,
-            rule: finding.rule.clone(),
+            rule: finding.rule.to_string(),
             target: finding.resource.clone(),
             result,
             detail,
@@ -134,7 +134,7 @@ impl Remediator {
         now: OffsetDateTime,
         deadline: Instant,
     ) -> Stage<String> {
-        let Some(rule) = RuleId::parse(&finding.rule).filter(|rule| rule.is_remediable()) else {
+        let Some(rule) = Some(finding.rule).filter(|rule| rule.is_remediable()) else {
             return Err(Stop::refused(format!(
                 "rule {} has no remediation",
                 finding.rule
@@ -184,7 +184,7 @@ impl Remediator {
 /// What a remediation would do about `finding`, from what observe read, without doing anything
 /// (for alerts in `alert` mode); `None` when the rule has no remediation.
 pub fn describe(finding: &Finding, snapshot: &Snapshot, policy: &Policy) -> Option<String> {
-    let sentence = match RuleId::parse(&finding.rule)? {
+    let sentence = match finding.rule {
         RuleId::WorkspaceKeyAccess => key_access::describe(snapshot),
         RuleId::VaultPurgeProtection => purge_protection::describe(snapshot),
         RuleId::KeyEnabled => key_enabled::describe(snapshot),
@@ -501,7 +501,7 @@ mod tests {
         use crate::outcome::{FindingState, Severity};
         use crate::rules::test_support::{VAULT_ID, WORKSPACE_ID, compliant_snapshot};
         let finding = |rule: &str| Finding {
-            rule: rule.to_owned(),
+            rule: RuleId::parse(rule).unwrap(),
             resource: VAULT_ID.to_owned(),
             workspace: WORKSPACE_ID.to_owned(),
             severity: Severity::High,
@@ -519,7 +519,6 @@ mod tests {
             describe(&finding("vault.soft-delete"), &snapshot, &policy),
             None
         );
-        assert_eq!(describe(&finding("no.such-rule"), &snapshot, &policy), None);
         for rule in RuleId::ALL {
             let described = describe(&finding(rule.as_str()), &snapshot, &policy);
             assert_eq!(described.is_some(), rule.is_remediable(), "{rule}");
@@ -530,16 +529,24 @@ mod tests {
     #[test]
     fn consent_follows_the_policy() {
         let none = Policy::default();
-        assert!(!Consent::from_policy(&none, "vault.purge-protection").is_given());
+        assert!(
+            !Consent::from_policy(&none, RuleId::parse("vault.purge-protection").unwrap())
+                .is_given()
+        );
         let policy = Policy::from_toml_str(
             "[remediation.\"vault.purge-protection\"]\nenabled = true\nirreversible_ok = true\n[remediation.\"key.enabled\"]\nenabled = true\n",
             "test.toml",
         )
         .unwrap();
-        assert!(Consent::from_policy(&policy, "vault.purge-protection").is_given());
-        assert!(Consent::from_policy(&policy, "key.enabled").is_given());
-        assert!(!Consent::from_policy(&policy, "key.expiry").is_given());
-        assert!(!Consent::from_policy(&policy, "vault.soft-delete").is_given());
+        assert!(
+            Consent::from_policy(&policy, RuleId::parse("vault.purge-protection").unwrap())
+                .is_given()
+        );
+        assert!(Consent::from_policy(&policy, RuleId::parse("key.enabled").unwrap()).is_given());
+        assert!(!Consent::from_policy(&policy, RuleId::parse("key.expiry").unwrap()).is_given());
+        assert!(
+            !Consent::from_policy(&policy, RuleId::parse("vault.soft-delete").unwrap()).is_given()
+        );
     }
 
     #[test]

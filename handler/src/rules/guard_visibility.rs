@@ -64,7 +64,7 @@ fn failed(failure: &ReadFailure) -> Check {
 /// could not list anything would look like a tenant without findings.
 pub fn unreadable(resource: &str, failure: &ReadFailure) -> Finding {
     Finding {
-        rule: RuleId::GuardVisibility.to_string(),
+        rule: RuleId::GuardVisibility,
         resource: resource.to_owned(),
         workspace: String::new(),
         severity: Severity::High,

@@ -215,7 +215,7 @@ pub fn evaluate(context: &Context) -> Evaluation {
             // hostile as any input: bounded and escaped once here, for every place a finding
             // goes (Outcome, webhook, state, cards, emails). Real ids and texts pass unchanged.
             let mut finding = Finding {
-                rule: rule.id.to_string(),
+                rule: rule.id,
                 resource: crate::text::clean(&check.resource, crate::text::LINE).into_owned(),
                 workspace: workspace.clone(),
                 severity,

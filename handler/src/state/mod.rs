@@ -76,11 +76,76 @@ impl StateError {
 pub type Result<T, E = StateError> = std::result::Result<T, E>;
 
 /// Which finding a record is about: one rule's verdict on one resource of one workspace.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+///
+/// Serialised and stored as written. Compared, ordered and hashed the way Azure compares
+/// them: ARM ids (the workspace, and the resource when it is one) ignoring ASCII case, the
+/// rule id exactly. Every comparison of finding identities goes through this type.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FindingKey {
     pub workspace: String,
     pub rule: String,
     pub resource: String,
+}
+
+impl FindingKey {
+    /// The key of `finding`.
+    pub fn of(finding: &crate::outcome::Finding) -> Self {
+        Self {
+            workspace: finding.workspace.clone(),
+            rule: finding.rule.as_str().to_owned(),
+            resource: finding.resource.clone(),
+        }
+    }
+
+    /// Whether `finding` is the finding this key names.
+    pub fn names(&self, finding: &crate::outcome::Finding) -> bool {
+        self.rule == finding.rule.as_str()
+            && self.workspace.eq_ignore_ascii_case(&finding.workspace)
+            && self.resource.eq_ignore_ascii_case(&finding.resource)
+    }
+
+    /// The parts in the order keys sort by, ids folded to lower case byte by byte.
+    fn folded(&self) -> impl Iterator<Item = u8> + '_ {
+        fn fold(text: &str) -> impl Iterator<Item = u8> + '_ {
+            text.bytes().map(|b| b.to_ascii_lowercase())
+        }
+        // 0 cannot occur in any of the parts: it separates them.
+        fold(&self.workspace)
+            .chain([0])
+            .chain(self.rule.bytes())
+            .chain([0])
+            .chain(fold(&self.resource))
+    }
+}
+
+impl PartialEq for FindingKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.rule == other.rule
+            && self.workspace.eq_ignore_ascii_case(&other.workspace)
+            && self.resource.eq_ignore_ascii_case(&other.resource)
+    }
+}
+
+impl Eq for FindingKey {}
+
+impl std::hash::Hash for FindingKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        for byte in self.folded() {
+            state.write_u8(byte);
+        }
+    }
+}
+
+impl PartialOrd for FindingKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for FindingKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.folded().cmp(other.folded())
+    }
 }
 
 /// What was last decided about a finding; the planner compares it with the new verdict to
@@ -404,6 +469,35 @@ pub(crate) fn digest(parts: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finding_keys_compare_ids_ignoring_case_and_rules_exactly() {
+        use std::collections::HashSet;
+        let key = |workspace: &str, rule: &str, resource: &str| FindingKey {
+            workspace: workspace.to_owned(),
+            rule: rule.to_owned(),
+            resource: resource.to_owned(),
+        };
+        let a = key("/subscriptions/s/x/WS1", "key.expiry", "/Vaults/KV");
+        let same = key("/SUBSCRIPTIONS/S/X/ws1", "key.expiry", "/vaults/kv");
+        assert_eq!(a, same);
+        assert_eq!(a.cmp(&same), std::cmp::Ordering::Equal);
+        assert_eq!(HashSet::from([a.clone(), same.clone()]).len(), 1);
+        assert_eq!(
+            serde_json::to_value(&same).unwrap()["workspace"],
+            "/SUBSCRIPTIONS/S/X/ws1",
+            "serialised as written"
+        );
+        assert_ne!(
+            a,
+            key("/subscriptions/s/x/WS1", "key.expiry-set", "/Vaults/KV")
+        );
+        assert_ne!(
+            a,
+            key("/subscriptions/s/x/WS1x", "key.expiry", "/Vaults/KV")
+        );
+        assert!(key("a", "r", "b") < key("A", "r", "c"));
+    }
 
     #[test]
     fn digests_are_stable_hex_and_separate_parts() {

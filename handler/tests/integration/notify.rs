@@ -60,7 +60,7 @@ fn hostile_vault() -> String {
 
 fn finding(severity: Severity, resource: &str) -> Finding {
     Finding {
-        rule: "vault.purge-protection".into(),
+        rule: cmk_guard::catalogue::RuleId::VaultPurgeProtection,
         resource: resource.into(),
         workspace: workspace(),
         severity,

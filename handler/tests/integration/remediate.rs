@@ -170,7 +170,7 @@ impl Harness {
     }
 
     async fn apply_with(&self, finding: &Finding, policy: &Policy) -> Attempt {
-        let consent = Consent::from_policy(policy, &finding.rule);
+        let consent = Consent::from_policy(policy, finding.rule);
         self.remediator
             .apply(finding, &consent, OffsetDateTime::now_utc(), deadline())
             .await
@@ -273,7 +273,7 @@ fn failed(attempt: &Attempt) -> &str {
 
 fn manual_finding(rule: &str, resource: &str) -> Finding {
     Finding {
-        rule: rule.to_owned(),
+        rule: cmk_guard::catalogue::RuleId::parse(rule).unwrap(),
         resource: resource.to_owned(),
         workspace: workspace_id(),
         severity: Severity::High,
@@ -389,7 +389,10 @@ async fn purge_protection_without_consent_is_refused_before_any_request() {
     assert_eq!(h.sim.counters().total, 0, "no request at all");
     assert_eq!(vault_state(&h.sim, |v| v.enable_purge_protection), None);
 
-    let other_rule = Consent::from_policy(&h.policy, "key.expiry");
+    let other_rule = Consent::from_policy(
+        &h.policy,
+        cmk_guard::catalogue::RuleId::parse("key.expiry").unwrap(),
+    );
     let attempt = h
         .remediator
         .apply(&finding, &other_rule, OffsetDateTime::now_utc(), deadline())
@@ -449,7 +452,7 @@ async fn a_write_that_keeps_failing_transiently_is_reported_as_transient() {
     let (finding, _) = h.finding("vault.purge-protection").await;
     h.sim
         .add_fault(Fault::on_operation("Vaults_Update").status(503));
-    let consent = Consent::from_policy(&h.policy, &finding.rule);
+    let consent = Consent::from_policy(&h.policy, finding.rule);
     let attempt = h
         .remediator
         .apply(
@@ -907,7 +910,7 @@ async fn a_key_url_outside_the_key_vault_dns_suffix_is_refused_before_any_reques
         h.reset();
         let attempt = h
             .apply(&Finding {
-                rule: rule.to_owned(),
+                rule: cmk_guard::catalogue::RuleId::parse(rule).unwrap(),
                 ..finding.clone()
             })
             .await;
@@ -1098,7 +1101,10 @@ async fn a_write_outside_the_subscription_allowlist_is_skipped_with_the_reason()
             .find(|f| f.rule == rule)
             .unwrap_or_else(|| panic!("no {rule} finding: {findings:#?}"));
         h.reset();
-        let consent = Consent::from_policy(&h.policy, rule);
+        let consent = Consent::from_policy(
+            &h.policy,
+            cmk_guard::catalogue::RuleId::parse(rule).unwrap(),
+        );
         let attempt = scoped
             .apply(finding, &consent, OffsetDateTime::now_utc(), deadline())
             .await;

@@ -314,7 +314,7 @@ fn evaluate(
             Err(unfinished) => {
                 eprintln!("cmk-guard: incomplete: {}", unfinished.reason());
                 unavailable = true;
-                unfinished.outcome
+                *unfinished.outcome
             }
         })
         .collect();

@@ -124,7 +124,7 @@ pub async fn invoke(
                 unfinished.outcome.log_line(),
                 unfinished.reason()
             ));
-            host_reply(StatusCode::SERVICE_UNAVAILABLE, unfinished.outcome, logs)
+            host_reply(StatusCode::SERVICE_UNAVAILABLE, *unfinished.outcome, logs)
         }
     }
 }
@@ -302,7 +302,7 @@ pub async fn evaluate_http(
             unfinished.outcome.record_metrics();
             // The reply's `error`: one line, like a reason, however many reads failed.
             let reason = crate::text::clean_owned(unfinished.reason(), crate::text::REASON);
-            let reply = EvaluateReply::Unavailable(Box::new(unfinished.outcome), reason);
+            let reply = EvaluateReply::Unavailable(unfinished.outcome, reason);
             (StatusCode::SERVICE_UNAVAILABLE, reply)
         }
         Err(rejection) => (

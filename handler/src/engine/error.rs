@@ -79,7 +79,8 @@ pub fn error_policy(failure: &Failure) -> Verdict {
 /// the failure why it is not finished.
 #[derive(Debug)]
 pub struct Unfinished {
-    pub outcome: Outcome,
+    /// Boxed: an Outcome is large, and this travels in every invocation's `Result`.
+    pub outcome: Box<Outcome>,
     pub failure: Failure,
 }
 
@@ -106,7 +107,10 @@ pub fn settle(
                 }
                 failure => failure,
             };
-            Err(Unfinished { outcome, failure })
+            Err(Unfinished {
+                outcome: Box::new(outcome),
+                failure,
+            })
         }
     }
 }

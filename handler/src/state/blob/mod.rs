@@ -39,8 +39,17 @@ use super::{
     FindingRecord, Notification, OutboxItem, RemediationAttempt, Result,
     SENT_NOTIFICATION_RETENTION, StateError, StateStore, Version, Versioned, digest,
 };
-use crate::azure::error::is_transient_status;
 use crate::outcome::FindingState;
+
+use container::{Condition, Listed, contended, sas_secrets, scrub};
+use names::{
+    earlier, finding_name, later, metadata_time, name_time, nanos_text, state_label, timed_name,
+};
+
+mod container;
+mod names;
+#[cfg(test)]
+mod tests;
 
 /// How many blobs are downloaded at once when a listing needs their contents.
 const PARALLEL_READS: usize = 8;
@@ -71,30 +80,6 @@ pub struct BlobStore {
     shown: String,
     /// Strings that must never appear in a message: the SAS query and its signature.
     secrets: Vec<String>,
-}
-
-/// What every blob holds: the value and the id of the write that stored it.
-#[derive(Debug, Serialize, Deserialize)]
-struct Envelope<T> {
-    writer: String,
-    value: T,
-}
-
-/// The precondition of a write.
-enum Condition {
-    /// Only if the blob does not exist (`If-None-Match: *`).
-    Absent,
-    /// Only if the blob is still at this ETag (`If-Match`).
-    Matches(Etag),
-    /// Unconditionally: for blobs with unique names and last-writer-wins values.
-    Always,
-}
-
-/// One blob of a listing.
-struct Listed {
-    name: String,
-    etag: Option<Etag>,
-    metadata: HashMap<String, String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -180,7 +165,10 @@ impl BlobStore {
             .map_err(|e| {
                 StateError::new(
                     ErrorKind::Config,
-                    format!("CMKGUARD_STATE: {shown}: {}", scrub(&secrets, &chain(&e))),
+                    format!(
+                        "CMKGUARD_STATE: {shown}: {}",
+                        scrub(&secrets, &crate::text::chain(&e))
+                    ),
                 )
             })?;
         Ok(Self {
@@ -188,217 +176,6 @@ impl BlobStore {
             shown,
             secrets,
         })
-    }
-
-    /// A state error for a failed request, without secrets, classified for retry.
-    fn failure(&self, action: &str, name: &str, error: &azure_core::Error) -> StateError {
-        let (kind, detail) = match error.kind() {
-            AzureErrorKind::HttpResponse {
-                status, error_code, ..
-            } => {
-                let status = u16::from(*status);
-                let code = error_code.as_deref().unwrap_or_default();
-                let kind = if is_transient_status(status) {
-                    ErrorKind::Transient
-                } else {
-                    ErrorKind::Permanent
-                };
-                let hint = match (status, code) {
-                    (401 | 403, _) => {
-                        "; the identity needs the Storage Blob Data Contributor role on the \
-                         container, or the SAS needs read, add, create, write, delete and list \
-                         permissions and must not have expired"
-                    }
-                    (404, "ContainerNotFound") => {
-                        "; create the container (cmk-guard does not create it)"
-                    }
-                    _ => "",
-                };
-                (kind, format!("HTTP {status} {code}{hint}"))
-            }
-            AzureErrorKind::Io | AzureErrorKind::Connection | AzureErrorKind::Credential => {
-                (ErrorKind::Transient, scrub(&self.secrets, &chain(error)))
-            }
-            _ => (ErrorKind::Permanent, scrub(&self.secrets, &chain(error))),
-        };
-        StateError::new(kind, format!("{action} {}/{name}: {detail}", self.shown))
-    }
-
-    /// Reads a blob and its ETag; `None` if it does not exist.
-    async fn read<T: DeserializeOwned>(&self, name: &str) -> Result<Option<(T, String, Etag)>> {
-        let blob = self.container.blob_client(name);
-        let response = match blob.download(None).await {
-            Ok(response) => response,
-            Err(error) if is_blob_not_found(&error) => return Ok(None),
-            Err(error) => return Err(self.failure("reading", name, &error)),
-        };
-        let etag = response.properties.etag.clone().ok_or_else(|| {
-            StateError::new(
-                ErrorKind::Permanent,
-                format!("reading {}/{name}: the response has no ETag", self.shown),
-            )
-        })?;
-        let body = response
-            .body
-            .collect()
-            .await
-            .map_err(|error| self.failure("reading", name, &error))?;
-        let envelope: Envelope<T> = serde_json::from_slice(&body).map_err(|e| {
-            StateError::new(
-                ErrorKind::Permanent,
-                format!(
-                    "reading {}/{name}: not a cmk-guard state blob: {e}",
-                    self.shown
-                ),
-            )
-        })?;
-        Ok(Some((envelope.value, envelope.writer, etag)))
-    }
-
-    /// Writes a blob under `condition`. `Some(etag)` if this write took effect, `None` if the
-    /// condition failed because of another writer.
-    async fn write<T: Serialize>(
-        &self,
-        name: &str,
-        value: T,
-        condition: Condition,
-        metadata: HashMap<String, String>,
-    ) -> Result<Option<Etag>> {
-        let writer = uuid::Uuid::new_v4().to_string();
-        let envelope = Envelope {
-            writer: writer.clone(),
-            value,
-        };
-        let body = serde_json::to_vec(&envelope)
-            .map_err(|e| StateError::new(ErrorKind::Permanent, format!("encoding {name}: {e}")))?;
-        let conditional = !matches!(condition, Condition::Always);
-        let (if_match, if_none_match) = match condition {
-            Condition::Absent => (None, Some(Etag::from("*"))),
-            Condition::Matches(etag) => (Some(etag), None),
-            Condition::Always => (None, None),
-        };
-        let options = BlobClientUploadOptions {
-            blob_content_type: Some("application/json".into()),
-            if_match,
-            if_none_match,
-            metadata: Some(metadata),
-            ..BlobClientUploadOptions::default()
-        };
-        let blob = self.container.blob_client(name);
-        match blob.upload(RequestContent::from(body), Some(options)).await {
-            Ok(result) => result.etag.map(Some).ok_or_else(|| {
-                StateError::new(
-                    ErrorKind::Permanent,
-                    format!("writing {}/{name}: the response has no ETag", self.shown),
-                )
-            }),
-            Err(error) if conditional && is_condition_failure(&error) => {
-                // Either another writer got there first, or an earlier try of this very write
-                // succeeded and only its response was lost: the writer id tells which.
-                match self.read::<serde_json::Value>(name).await? {
-                    Some((_, stored_writer, etag)) if stored_writer == writer => Ok(Some(etag)),
-                    _ => Ok(None),
-                }
-            }
-            Err(error) => Err(self.failure("writing", name, &error)),
-        }
-    }
-
-    /// Deletes a blob, only if it is still at `etag` when one is given. `false` if it was
-    /// already gone or changed meanwhile.
-    async fn delete(&self, name: &str, etag: Option<Etag>) -> Result<bool> {
-        let options = BlobClientDeleteOptions {
-            if_match: etag,
-            ..BlobClientDeleteOptions::default()
-        };
-        match self.container.blob_client(name).delete(Some(options)).await {
-            Ok(_) => Ok(true),
-            Err(error) if is_blob_not_found(&error) || is_condition_failure(&error) => Ok(false),
-            Err(error) => Err(self.failure("deleting", name, &error)),
-        }
-    }
-
-    /// Lists the blobs under `prefix` with their ETags and metadata.
-    async fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
-        let options = BlobContainerClientListBlobsOptions {
-            prefix: Some(prefix.to_owned()),
-            include: Some(vec![ListBlobsIncludeItem::Metadata]),
-            ..BlobContainerClientListBlobsOptions::default()
-        };
-        let mut pager = self
-            .container
-            .list_blobs(Some(options))
-            .map_err(|error| self.failure("listing", prefix, &error))?;
-        let mut listed = Vec::new();
-        while let Some(item) = pager
-            .try_next()
-            .await
-            .map_err(|error| self.failure("listing", prefix, &error))?
-        {
-            let Some(name) = item.name else { continue };
-            listed.push(Listed {
-                name,
-                etag: item.properties.and_then(|properties| properties.etag),
-                metadata: item
-                    .metadata
-                    .and_then(|metadata| metadata.values)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(key, value)| (key.to_ascii_lowercase(), value))
-                    .collect(),
-            });
-        }
-        Ok(listed)
-    }
-
-    /// The stored findings of the named blobs, each with the version its write must match.
-    async fn read_findings(
-        &self,
-        names: Vec<String>,
-    ) -> Result<Vec<(FindingKey, Versioned<FindingRecord>)>> {
-        Ok(self
-            .read_all::<StoredFinding>(names)
-            .await?
-            .into_iter()
-            .map(|(_, stored, etag)| {
-                (
-                    stored.key,
-                    Versioned {
-                        value: stored.record,
-                        version: Version::new(etag),
-                    },
-                )
-            })
-            .collect())
-    }
-
-    /// Downloads the named blobs, a few at a time; blobs deleted meanwhile are skipped.
-    async fn read_all<T: DeserializeOwned + Send>(
-        &self,
-        names: Vec<String>,
-    ) -> Result<Vec<(String, T, Etag)>> {
-        let results: Vec<Result<Option<(String, T, Etag)>>> = futures_util::stream::iter(names)
-            .map(|name| async move {
-                Ok(self
-                    .read::<T>(&name)
-                    .await?
-                    .map(|(value, _, etag)| (name, value, etag)))
-            })
-            .buffered(PARALLEL_READS)
-            .collect()
-            .await;
-        results.into_iter().filter_map(Result::transpose).collect()
-    }
-
-    /// Deletes listed blobs at their listed ETags; returns how many went.
-    async fn delete_listed(&self, blobs: Vec<Listed>) -> Result<usize> {
-        let mut removed = 0;
-        for blob in blobs {
-            if self.delete(&blob.name, blob.etag).await? {
-                removed += 1;
-            }
-        }
-        Ok(removed)
     }
 
     fn notification_name(id: &str) -> String {
@@ -440,142 +217,6 @@ impl std::fmt::Debug for BlobStore {
             .field("container", &self.shown)
             .finish_non_exhaustive()
     }
-}
-
-fn contended(shown: &str, name: &str) -> StateError {
-    StateError::new(
-        ErrorKind::Transient,
-        format!(
-            "writing {shown}/{name}: changed by other writers {CONTENDED_RETRIES} times in a row"
-        ),
-    )
-}
-
-/// What must never appear in a message: the whole SAS query and its signature, both as sent
-/// (percent-encoded) and decoded.
-fn sas_secrets(sas: &str) -> Vec<String> {
-    let mut secrets = vec![sas.to_owned()];
-    for pair in sas.split('&') {
-        if let Some(raw) = pair.strip_prefix("sig=").filter(|raw| !raw.is_empty()) {
-            secrets.push(raw.to_owned());
-        }
-    }
-    for (name, value) in url::form_urlencoded::parse(sas.as_bytes()) {
-        if name == "sig" && !value.is_empty() {
-            secrets.push(value.into_owned());
-        }
-    }
-    secrets
-}
-
-/// The error's message and its causes, as one line.
-fn chain(error: &azure_core::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-/// Removes URLs' query strings and any known secret from `text`.
-fn scrub(secrets: &[String], text: &str) -> String {
-    let mut text = redact_urls(text);
-    for secret in secrets {
-        text = text.replace(secret.as_str(), "<redacted>");
-    }
-    text
-}
-
-fn error_code(error: &azure_core::Error) -> Option<(u16, &str)> {
-    match error.kind() {
-        AzureErrorKind::HttpResponse {
-            status, error_code, ..
-        } => Some((
-            u16::from(*status),
-            error_code.as_deref().unwrap_or_default(),
-        )),
-        _ => None,
-    }
-}
-
-/// 404 for the blob itself (not for a missing container, which is a configuration error).
-fn is_blob_not_found(error: &azure_core::Error) -> bool {
-    matches!(error_code(error), Some((404, code)) if code != "ContainerNotFound")
-}
-
-/// A failed precondition: 409 when `If-None-Match: *` meets an existing blob, 412 when
-/// `If-Match` meets another ETag, 404 when the blob was deleted meanwhile.
-fn is_condition_failure(error: &azure_core::Error) -> bool {
-    match error_code(error) {
-        Some((409, "BlobAlreadyExists")) | Some((412, _)) => true,
-        Some((404, code)) => code != "ContainerNotFound",
-        _ => false,
-    }
-}
-
-/// Zero-padded UTC nanoseconds: sorts like the time it names.
-fn nanos_text(time: OffsetDateTime) -> Result<String> {
-    u64::try_from(time.unix_timestamp_nanos())
-        .map(|nanos| format!("{nanos:020}"))
-        .map_err(|_| {
-            StateError::new(
-                ErrorKind::Permanent,
-                format!("time {time} is outside the range the store keeps"),
-            )
-        })
-}
-
-fn parse_nanos(text: &str) -> Option<OffsetDateTime> {
-    let nanos: u64 = text.parse().ok()?;
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos)).ok()
-}
-
-/// The time at the start of the last segment of `{prefix}/{time}-{uuid}` names.
-fn name_time(name: &str) -> Option<OffsetDateTime> {
-    let last = name.rsplit('/').next()?;
-    parse_nanos(last.split('-').next()?)
-}
-
-/// A time-ordered unique name under `prefix`.
-fn timed_name(prefix: &str, at: OffsetDateTime) -> Result<String> {
-    Ok(format!(
-        "{prefix}/{}-{}",
-        nanos_text(at)?,
-        uuid::Uuid::new_v4()
-    ))
-}
-
-fn finding_name(key: &FindingKey) -> String {
-    format!(
-        "findings/{}/{}",
-        digest(&[&key.workspace]),
-        digest(&[&key.rule, &key.resource])
-    )
-}
-
-/// A finding state as the listing metadata holds it.
-fn state_label(state: FindingState) -> &'static str {
-    match state {
-        FindingState::Open => "open",
-        FindingState::Resolved => "resolved",
-    }
-}
-
-fn metadata_time(listed: &Listed, key: &str) -> Option<OffsetDateTime> {
-    listed.metadata.get(key).and_then(|text| parse_nanos(text))
-}
-
-fn earlier(now: OffsetDateTime, by: Duration) -> Result<OffsetDateTime> {
-    now.checked_sub(by)
-        .ok_or_else(|| StateError::new(ErrorKind::Permanent, "time out of range"))
-}
-
-fn later(now: OffsetDateTime, by: Duration) -> Result<OffsetDateTime> {
-    now.checked_add(by)
-        .ok_or_else(|| StateError::new(ErrorKind::Permanent, "time out of range"))
 }
 
 #[async_trait]
@@ -962,48 +603,5 @@ impl StateStore for BlobStore {
             removed += self.delete_listed(blobs).await?;
         }
         Ok(removed)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn time_names_sort_like_times_and_parse_back() {
-        let early = time::macros::datetime!(2026-11-28 09:00:00.5 UTC);
-        let late = time::macros::datetime!(2026-11-28 10:00 UTC);
-        let a = timed_name("audit", early).unwrap();
-        let b = timed_name("audit", late).unwrap();
-        assert!(a < b, "{a} {b}");
-        assert_eq!(name_time(&a), Some(early));
-        assert_eq!(name_time("attempts/abc/not-a-time"), None);
-        assert!(nanos_text(time::macros::datetime!(1960-01-01 0:00 UTC)).is_err());
-    }
-
-    #[test]
-    fn scrubbing_removes_the_sas_even_outside_urls() {
-        let secrets = sas_secrets("sv=1&sig=abc%2Bdef");
-        assert_eq!(secrets, ["sv=1&sig=abc%2Bdef", "abc%2Bdef", "abc+def"]);
-        let text = "request to http://127.0.0.1:1/a/b?sv=1&sig=abc%2Bdef failed; sig abc+def";
-        let scrubbed = scrub(&secrets, text);
-        assert!(!scrubbed.contains("abc"), "{scrubbed}");
-        assert!(
-            scrubbed.contains("http://127.0.0.1:1/a/b?<redacted>"),
-            "{scrubbed}"
-        );
-    }
-
-    #[test]
-    fn finding_names_are_fixed_length_and_grouped_by_workspace() {
-        let key = FindingKey {
-            workspace: "/subscriptions/s/resourceGroups/rg/providers/x/workspaces/ws".into(),
-            rule: "vault.purge-protection".into(),
-            resource: "/subscriptions/s/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv"
-                .into(),
-        };
-        let name = finding_name(&key);
-        assert_eq!(name.len(), "findings/".len() + 64 + 1 + 64);
-        assert!(name.starts_with(&format!("findings/{}/", digest(&[&key.workspace]))));
     }
 }

@@ -4,6 +4,10 @@
 //! failed send loses nothing), and write an audit record. In `observe` mode nothing leaves:
 //! no alert, no digest, no retry of the outbox.
 
+mod outbox;
+
+pub use outbox::merge_digest;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -12,8 +16,7 @@ use time::{Duration, OffsetDateTime};
 use tokio::time::Instant;
 
 use crate::catalogue::RuleId;
-use crate::notify::Change;
-use crate::notify::{self, Alert, Message, Notifier};
+use crate::notify::{self, Change, Notifier};
 use crate::outcome::{Action, ActionKind, ActionResult, Finding, FindingState, Outcome, Severity};
 use crate::plan::{self, Cause, Inputs, Prior, Remedy, Step};
 use crate::policy::Policy;
@@ -22,21 +25,11 @@ use crate::rules::Evaluation;
 use crate::settings::Mode;
 use crate::snapshot::Snapshot;
 use crate::state::{
-    CompareAndSet, FindingKey, FindingRecord, Notification as OutboxNotification,
-    RemediationAttempt, StateError, StateStore, Version,
+    CompareAndSet, FindingKey, FindingRecord, RemediationAttempt, StateError, StateStore, Version,
 };
 
 /// How long a remediation claim holds other instances off (covers the write and its check).
 const REMEDIATION_LEASE: Duration = Duration::minutes(2);
-/// How long an outbox item handed to a sender stays with it.
-const OUTBOX_LEASE: Duration = Duration::minutes(1);
-/// When a failed send is tried again.
-const OUTBOX_RETRY: Duration = Duration::minutes(1);
-/// Outbox items retried per invocation, so an outage backlog cannot stall an event.
-const OUTBOX_BATCH: usize = 10;
-/// How often one instance looks for due outbox items: nothing is due sooner than
-/// [`OUTBOX_RETRY`] after a failure, so looking on every event would only cost a store write.
-const OUTBOX_CHECK_INTERVAL: Duration = Duration::seconds(10);
 /// The synthetic rule id of a remediation that gave up because it kept coming back.
 pub const BUDGET_RULE: &str = "guard.remediation-budget";
 
@@ -420,202 +413,6 @@ impl Actor {
             CompareAndSet::Lost => Ok(None),
         }
     }
-
-    /// One message per routed channel: enqueued first (id from the transitions it reports), then
-    /// sent; a failure stays in the outbox for the next invocation.
-    async fn send_alerts(
-        &self,
-        outcome: &mut Outcome,
-        alerts: &[(notify::Notification, String)],
-        policy: &Policy,
-        now: OffsetDateTime,
-    ) -> Result<(), StateError> {
-        let notes: Vec<notify::Notification> = alerts.iter().map(|(n, _)| n.clone()).collect();
-        for (channel, batch) in notify::Routes::from(&policy.notify).by_channel(&notes) {
-            if !self.notifier.is_configured(channel) {
-                continue;
-            }
-            let identity: Vec<&str> = alerts
-                .iter()
-                .filter(|(n, _)| batch.contains(n))
-                .map(|(_, id)| id.as_str())
-                .collect();
-            let id = uuid::Uuid::new_v5(
-                &uuid::Uuid::NAMESPACE_OID,
-                format!("{channel}|{}", identity.join(";")).as_bytes(),
-            )
-            .to_string();
-            let message = Message::for_channel(channel, Alert::Changes(&batch), outcome);
-            let rule = batch.first().map(|n| n.rule.clone()).unwrap_or_default();
-            if let Some(action) = self
-                .enqueue_and_send(&id, channel, &message, &rule, now)
-                .await?
-            {
-                outcome.actions.push(action);
-            }
-        }
-        Ok(())
-    }
-
-    /// Writes the message to the outbox, then sends it. `None` when the outbox already had it
-    /// (another invocation made the same alert).
-    async fn enqueue_and_send(
-        &self,
-        id: &str,
-        channel: notify::Channel,
-        message: &Message,
-        rule: &str,
-        now: OffsetDateTime,
-    ) -> Result<Option<Action>, StateError> {
-        let item = OutboxNotification {
-            id: id.to_owned(),
-            channel: channel.as_str().to_owned(),
-            payload: serde_json::to_value(message).unwrap_or_default(),
-        };
-        if !self
-            .store
-            .enqueue_notification(&item, now, now + OUTBOX_LEASE)
-            .await?
-        {
-            return Ok(None);
-        }
-        self.deliver(id, message, rule, now).await.map(Some)
-    }
-
-    /// The sweep's digest (counts by severity, the worst findings) to every configured channel,
-    /// through the outbox like any alert; none in `observe` mode.
-    pub async fn send_digest(
-        &self,
-        outcome: &mut Outcome,
-        digest: &notify::Digest,
-        policy: &Policy,
-        mode: Mode,
-        now: OffsetDateTime,
-    ) -> Result<(), StateError> {
-        if mode == Mode::Observe {
-            return Ok(());
-        }
-        let sweep = outcome.event.id.clone().unwrap_or_default();
-        let routes = notify::Routes::from(&policy.notify);
-        for channel in routes.routed().filter(notify::Channel::takes_digest) {
-            if !self.notifier.is_configured(channel) {
-                continue;
-            }
-            let id = format!("digest|{sweep}|{channel}");
-            let message = Message::for_channel(channel, Alert::Digest(digest), outcome);
-            if let Some(action) = self
-                .enqueue_and_send(&id, channel, &message, "digest", now)
-                .await?
-            {
-                outcome.actions.push(action);
-            }
-        }
-        Ok(())
-    }
-
-    /// Sends one stored message and records the result in the outbox.
-    #[tracing::instrument(name = "notification", level = "info", skip_all, fields(rule = %rule, channel = tracing::field::Empty, result = tracing::field::Empty))]
-    async fn deliver(
-        &self,
-        id: &str,
-        message: &Message,
-        rule: &str,
-        now: OffsetDateTime,
-    ) -> Result<Action, StateError> {
-        let delivery = self.notifier.send(message).await;
-        if delivery.is_sent() {
-            self.store.mark_notification_sent(id, now).await?;
-        } else if let notify::DeliveryStatus::Failed { reason, .. } = &delivery.status {
-            self.store
-                .reschedule_notification(id, now + OUTBOX_RETRY, reason)
-                .await?;
-        }
-        let action = delivery.action(rule);
-        let span = tracing::Span::current();
-        span.record("channel", action.target.as_str());
-        span.record("result", crate::telemetry::label(&action.result).as_str());
-        Ok(action)
-    }
-
-    /// Retries what earlier invocations could not send, looking at most every
-    /// [`OUTBOX_CHECK_INTERVAL`].
-    async fn flush_outbox(
-        &self,
-        outcome: &mut Outcome,
-        now: OffsetDateTime,
-    ) -> Result<(), StateError> {
-        {
-            let mut checked = self
-                .outbox_checked
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            // A clock that went back counts as due.
-            if checked.is_some_and(|at| at <= now && now - at < OUTBOX_CHECK_INTERVAL) {
-                return Ok(());
-            }
-            *checked = Some(now);
-        }
-        for item in self
-            .store
-            .claim_due_notifications(now, OUTBOX_LEASE, OUTBOX_BATCH)
-            .await?
-        {
-            let id = item.notification.id.clone();
-            match serde_json::from_value::<Message>(item.notification.payload.clone()) {
-                Ok(message) => {
-                    let action = self.deliver(&id, &message, "outbox", now).await?;
-                    outcome.actions.push(action);
-                }
-                Err(error) => {
-                    self.store
-                        .reschedule_notification(
-                            &id,
-                            now + Duration::days(365),
-                            &format!("unreadable payload: {error}"),
-                        )
-                        .await?;
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Adds a chunk's findings to a sweep's running digest: counts add up, the worst findings
-/// stay listed (at most [`notify::DIGEST_WORST`]), workspaces are counted once (a sweep visits
-/// each once).
-pub fn merge_digest(previous: Option<notify::Digest>, findings: &[Finding]) -> notify::Digest {
-    let chunk = notify::Digest::from_notifications(
-        findings
-            .iter()
-            .filter(|f| f.state == FindingState::Open)
-            .map(|f| notify::Notification::from_finding(f, notify::Change::Reminder, None))
-            .collect(),
-    );
-    let Some(previous) = previous else {
-        return chunk;
-    };
-    let mut counts: BTreeMap<Severity, usize> = previous.open.iter().copied().collect();
-    for (severity, count) in &chunk.open {
-        *counts.entry(*severity).or_default() += count;
-    }
-    let mut worst = previous.worst;
-    worst.extend(chunk.worst);
-    worst.sort_by(|a, b| {
-        b.severity
-            .cmp(&a.severity)
-            .then_with(|| a.workspace.cmp(&b.workspace))
-            .then_with(|| a.rule.cmp(&b.rule))
-    });
-    let total: usize = counts.values().sum();
-    worst.truncate(notify::DIGEST_WORST);
-    notify::Digest {
-        open: counts.into_iter().rev().filter(|(_, c)| *c > 0).collect(),
-        resolved: previous.resolved + chunk.resolved,
-        workspaces: previous.workspaces + chunk.workspaces,
-        omitted: total - worst.len(),
-        worst,
-    }
 }
 
 /// The loop guard's verdict on an event's caller, given cmk-guard's own object id if known.
@@ -679,134 +476,4 @@ pub fn audit_record(outcome: &Outcome) -> serde_json::Value {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::notify::{Channel, NotifySettings};
-    use crate::outcome::{Disposition, EventRef};
-    use crate::settings::Settings;
-    use cmk_guard_blackbox::scratch::Scratch;
-    use cmk_guard_blackbox::sink::Sink;
-    use time::macros::datetime;
-
-    const NOW: OffsetDateTime = datetime!(2026-11-28 12:00 UTC);
-
-    /// An actor on a fresh SQLite file whose only channel is Teams, posting to `sink`; the
-    /// file lives in the scratch directory returned with it.
-    async fn actor(sink: &Sink) -> (Actor, Scratch) {
-        let settings = Settings::from_lookup(|_: &str| None).unwrap();
-        let azure = crate::azure::Azure::new(&settings.azure(), |_| None).unwrap();
-        let teams = sink.url("teams");
-        let notify = NotifySettings::from_lookup(|name| {
-            (name == "CMKGUARD_TEAMS_WEBHOOK_URL").then(|| teams.clone())
-        })
-        .unwrap();
-        let notifier =
-            Notifier::new(&notify, azure.http.clone(), &settings.transport, None).unwrap();
-        let scratch = Scratch::new("act");
-        let store = crate::state::sqlite::SqliteStore::open(&scratch.join("state.db"))
-            .await
-            .unwrap();
-        let actor = Actor {
-            store: Arc::new(store),
-            notifier,
-            remediator: Remediator::new(&azure),
-            instance: "test".to_owned(),
-            identity: azure.clone(),
-            arm_endpoint: settings.arm_endpoint.to_string(),
-            own_object_id: tokio::sync::OnceCell::new(),
-            outbox_checked: std::sync::Mutex::new(None),
-        };
-        (actor, scratch)
-    }
-
-    fn sweep_outcome() -> Outcome {
-        Outcome::new(
-            EventRef {
-                id: Some("sweep-1".to_owned()),
-                event_type: Some("cmk-guard.Sweep".to_owned()),
-                subject: None,
-            },
-            Disposition::Evaluated,
-            None,
-        )
-    }
-
-    #[tokio::test]
-    async fn observe_mode_sends_nothing_not_even_outbox_retries_or_the_digest() {
-        let sink = Sink::start().await;
-        let (actor, _state) = actor(&sink).await;
-        let policy = Policy::default();
-        let digest = merge_digest(None, &[]);
-        let queued = OutboxNotification {
-            id: "an alert that failed in alert mode".to_owned(),
-            channel: "teams".to_owned(),
-            payload: serde_json::to_value(Message::for_channel(
-                Channel::Teams,
-                Alert::Digest(&digest),
-                &sweep_outcome(),
-            ))
-            .unwrap(),
-        };
-        assert!(
-            actor
-                .store
-                .enqueue_notification(&queued, NOW, NOW - Duration::minutes(1))
-                .await
-                .unwrap()
-        );
-        let situation = |mode| Situation {
-            origin: Origin::Check,
-            policy: &policy,
-            mode,
-            now: NOW,
-            deadline: Instant::now() + std::time::Duration::from_secs(10),
-            audit: false,
-        };
-
-        let mut observed = sweep_outcome();
-        actor
-            .act(&mut observed, &[], &situation(Mode::Observe))
-            .await
-            .unwrap();
-        actor
-            .send_digest(&mut observed, &digest, &policy, Mode::Observe, NOW)
-            .await
-            .unwrap();
-        assert_eq!(observed.actions, Vec::new());
-        assert_eq!(sink.received("teams").len(), 0);
-
-        let mut alerted = sweep_outcome();
-        actor
-            .act(&mut alerted, &[], &situation(Mode::Alert))
-            .await
-            .unwrap();
-        actor
-            .send_digest(&mut alerted, &digest, &policy, Mode::Alert, NOW)
-            .await
-            .unwrap();
-        assert_eq!(
-            sink.received("teams").len(),
-            2,
-            "the queued item, then the digest: {:?}",
-            alerted.actions
-        );
-    }
-
-    #[test]
-    fn only_our_own_object_id_is_our_own_and_an_unknown_one_may_be() {
-        assert_eq!(cause_of("OID-1", Some("oid-1")), Cause::Own);
-        assert_eq!(cause_of("oid-2", Some("oid-1")), Cause::Other);
-        assert_eq!(cause_of("oid-2", None), Cause::Unknown);
-    }
-
-    #[tokio::test]
-    async fn an_event_without_a_caller_may_be_our_own_and_a_check_never_is() {
-        let sink = Sink::start().await;
-        let (actor, _state) = actor(&sink).await;
-        assert_eq!(actor.cause(Origin::Check).await, Cause::Other);
-        assert_eq!(
-            actor.cause(Origin::Event { caller: None }).await,
-            Cause::Unknown
-        );
-    }
-}
+mod tests;

@@ -1,0 +1,129 @@
+use super::*;
+use crate::notify::{Alert, Channel, Message, NotifySettings};
+use crate::outcome::{Disposition, EventRef};
+use crate::settings::Settings;
+use crate::state::Notification as OutboxNotification;
+use cmk_guard_blackbox::scratch::Scratch;
+use cmk_guard_blackbox::sink::Sink;
+use time::macros::datetime;
+
+const NOW: OffsetDateTime = datetime!(2026-11-28 12:00 UTC);
+
+/// An actor on a fresh SQLite file whose only channel is Teams, posting to `sink`; the
+/// file lives in the scratch directory returned with it.
+async fn actor(sink: &Sink) -> (Actor, Scratch) {
+    let settings = Settings::from_lookup(|_: &str| None).unwrap();
+    let azure = crate::azure::Azure::new(&settings.azure(), |_| None).unwrap();
+    let teams = sink.url("teams");
+    let notify = NotifySettings::from_lookup(|name| {
+        (name == "CMKGUARD_TEAMS_WEBHOOK_URL").then(|| teams.clone())
+    })
+    .unwrap();
+    let notifier = Notifier::new(&notify, azure.http.clone(), &settings.transport, None).unwrap();
+    let scratch = Scratch::new("act");
+    let store = crate::state::sqlite::SqliteStore::open(&scratch.join("state.db"))
+        .await
+        .unwrap();
+    let actor = Actor {
+        store: Arc::new(store),
+        notifier,
+        remediator: Remediator::new(&azure),
+        instance: "test".to_owned(),
+        identity: azure.clone(),
+        arm_endpoint: settings.arm_endpoint.to_string(),
+        own_object_id: tokio::sync::OnceCell::new(),
+        outbox_checked: std::sync::Mutex::new(None),
+    };
+    (actor, scratch)
+}
+
+fn sweep_outcome() -> Outcome {
+    Outcome::new(
+        EventRef {
+            id: Some("sweep-1".to_owned()),
+            event_type: Some("cmk-guard.Sweep".to_owned()),
+            subject: None,
+        },
+        Disposition::Evaluated,
+        None,
+    )
+}
+
+#[tokio::test]
+async fn observe_mode_sends_nothing_not_even_outbox_retries_or_the_digest() {
+    let sink = Sink::start().await;
+    let (actor, _state) = actor(&sink).await;
+    let policy = Policy::default();
+    let digest = merge_digest(None, &[]);
+    let queued = OutboxNotification {
+        id: "an alert that failed in alert mode".to_owned(),
+        channel: "teams".to_owned(),
+        payload: serde_json::to_value(Message::for_channel(
+            Channel::Teams,
+            Alert::Digest(&digest),
+            &sweep_outcome(),
+        ))
+        .unwrap(),
+    };
+    assert!(
+        actor
+            .store
+            .enqueue_notification(&queued, NOW, NOW - Duration::minutes(1))
+            .await
+            .unwrap()
+    );
+    let situation = |mode| Situation {
+        origin: Origin::Check,
+        policy: &policy,
+        mode,
+        now: NOW,
+        deadline: Instant::now() + std::time::Duration::from_secs(10),
+        audit: false,
+    };
+
+    let mut observed = sweep_outcome();
+    actor
+        .act(&mut observed, &[], &situation(Mode::Observe))
+        .await
+        .unwrap();
+    actor
+        .send_digest(&mut observed, &digest, &policy, Mode::Observe, NOW)
+        .await
+        .unwrap();
+    assert_eq!(observed.actions, Vec::new());
+    assert_eq!(sink.received("teams").len(), 0);
+
+    let mut alerted = sweep_outcome();
+    actor
+        .act(&mut alerted, &[], &situation(Mode::Alert))
+        .await
+        .unwrap();
+    actor
+        .send_digest(&mut alerted, &digest, &policy, Mode::Alert, NOW)
+        .await
+        .unwrap();
+    assert_eq!(
+        sink.received("teams").len(),
+        2,
+        "the queued item, then the digest: {:?}",
+        alerted.actions
+    );
+}
+
+#[test]
+fn only_our_own_object_id_is_our_own_and_an_unknown_one_may_be() {
+    assert_eq!(cause_of("OID-1", Some("oid-1")), Cause::Own);
+    assert_eq!(cause_of("oid-2", Some("oid-1")), Cause::Other);
+    assert_eq!(cause_of("oid-2", None), Cause::Unknown);
+}
+
+#[tokio::test]
+async fn an_event_without_a_caller_may_be_our_own_and_a_check_never_is() {
+    let sink = Sink::start().await;
+    let (actor, _state) = actor(&sink).await;
+    assert_eq!(actor.cause(Origin::Check).await, Cause::Other);
+    assert_eq!(
+        actor.cause(Origin::Event { caller: None }).await,
+        Cause::Unknown
+    );
+}

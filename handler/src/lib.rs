@@ -40,6 +40,7 @@ pub mod act;
 pub mod azure;
 pub mod catalogue;
 pub mod cli;
+pub mod config;
 pub mod engine;
 pub mod functions;
 pub mod ids;

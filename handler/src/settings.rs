@@ -41,22 +41,7 @@ pub const VARIABLES: &[&str] = &[
 /// The Functions host sets this to the port it will call (azure-notes §H1).
 pub const PORT_VARIABLE: &str = "FUNCTIONS_CUSTOMHANDLER_PORT";
 
-/// A configuration value that cannot be used.
-#[derive(Debug, thiserror::Error)]
-#[error("{variable}: {message}")]
-pub struct ConfigError {
-    pub variable: &'static str,
-    pub message: String,
-}
-
-impl ConfigError {
-    fn new(variable: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            variable,
-            message: message.into(),
-        }
-    }
-}
+pub use crate::config::ConfigError;
 
 /// How far cmk-guard may go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -37,7 +37,7 @@ pub use settings::{EmailSettings, EmailTransport, NotifySettings, SmtpSettings};
 
 use crate::azure::TransportSettings;
 use crate::outcome::{Action, ActionKind, ActionResult, Outcome};
-use crate::settings::ConfigError;
+use crate::config::ConfigError;
 use acs::AcsSender;
 use http::{Failure, post_json};
 use smtp::SmtpSender;

@@ -12,7 +12,7 @@ use lettre::message::Mailbox;
 use url::Url;
 
 use super::secret::{SecretUrl, redacted_origin};
-use crate::settings::ConfigError;
+use crate::config::ConfigError;
 
 const TEAMS: &str = "CMKGUARD_TEAMS_WEBHOOK_URL";
 const WEBHOOK: &str = "CMKGUARD_WEBHOOK_URL";

@@ -4,59 +4,67 @@
 //! [`outcome::Outcome`].
 //!
 //! # Layout
-//! - [`cli`]: the command line (`serve`, `evaluate`); `main.rs` only calls it.
-//! - [`server`]: the actix-web server the host talks to: readiness, invocations, forwarded HTTP.
-//! - [`functions`]: the function definitions and how each invocation becomes a reply.
-//! - [`intake`]: host envelope, Event Grid and CloudEvents parsing and classification into a
-//!   [`intake::Trigger`], without I/O.
-//! - [`resolve`]: which workspaces a trigger affects (Resource Graph for vault, key and role events).
-//! - [`observe`]: reads a workspace's CMK chain into a [`snapshot::Snapshot`] (single-flight, cached).
-//! - [`engine`]: runs a trigger or an on-demand check through the pipeline to an Outcome.
-//! - [`report`]: readable tables of outcomes for the command line.
-//! - [`plan`]: findings + policy + mode + stored state → alerts and remediations to carry out (pure).
-//! - [`remediate`]: the remediations, one file each: re-read, skip what complies, the narrowest
-//!   write, verify; consent from the policy; dry-run descriptions for `alert` mode.
-//! - [`outcome`]: the Outcome contract (findings, actions, dispositions).
-//! - [`rules`]: the CMK rules, one file per rule: pure checks of a snapshot, and `evaluate`.
-//! - [`policy`]: the TOML policy file: thresholds, severities, remediation consent, routing,
-//!   exemptions and scope.
-//! - [`act`]: carries a plan out: remediation, finding state (compare-and-set), alerts via the outbox, audit.
-//! - [`azure`]: the Azure clients (ARM reads, Key Vault data plane), transport and credential.
-//! - [`ids`]: ARM resource ids, key URLs and subscription ids, parsed once at the edge.
-//! - [`notify`]: alerts: Teams cards, email (ACS or SMTP) and the webhook; rendering, routing
-//!   by severity, delivery with retries, secrets redacted.
-//! - [`text`]: text from outside made safe to show: controls escaped, length bounded (logs,
-//!   reasons, cards, emails).
-//! - [`telemetry`]: logging, and OpenTelemetry traces, metrics and logs over OTLP when configured.
-//! - [`settings`]: configuration from environment variables.
-//! - [`snapshot`]: what observe read about one workspace's CMK chain; the input of the rules.
-//! - [`state`]: the state all instances share (event claims, finding state, remediation
-//!   attempts, audit, outbox, sweep cursor): one trait, SQLite and Azure Blob backends.
 //!
-//! Data flows one way: intake → resolve → observe → evaluate → plan → act → Outcome
-//! (docs/architecture.md). The stages after intake arrive with later versions.
+//! Modules are declared bottom-up, in layers: each depends only on modules declared above it,
+//! never on one below or beside it in a cycle (the black-box test `architecture` checks this,
+//! and that no source file outgrows 700 lines). Data flows one way through the middle:
+//! intake → resolve → observe → evaluate (rules) → plan → act → Outcome (docs/architecture.md).
+//!
+//! 1. **Foundations**, depending on nothing in the crate: `text` (outside text made safe to
+//!    show), `telemetry` (logs, traces, metrics), [`catalogue`] (every rule id and what its
+//!    remediation may do), `config` (the error of a configuration value).
+//! 2. **Vocabulary**: [`ids`] (ARM ids, key URLs, subscriptions, parsed once at the edge),
+//!    [`outcome`] (the Outcome contract), [`snapshot`] (what was read of one workspace's CMK
+//!    chain), [`policy`] (the policy file), [`intake`] (host envelope, Event Grid and
+//!    CloudEvents, on-demand check requests → a `Trigger`, without I/O).
+//! 3. **Rules**: [`rules`], pure checks of a snapshot, one file per rule.
+//! 4. **Edges** to the outside world: [`azure`] (ARM and Key Vault clients, the request
+//!    pipeline and its guards), [`state`] (what all instances share: one contract, SQLite and
+//!    Blob backends), [`notify`] (Teams, email, webhook), [`settings`] (every variable, parsed
+//!    once at start).
+//! 5. **Pipeline**: [`observe`] (reads a workspace's chain: single-flight, cached), `resolve`
+//!    (which workspaces a trigger affects), `plan` (pure: findings + policy + mode + stored
+//!    state → steps), [`remediate`] (one file per remediation: re-read, narrowest write,
+//!    verify), `act` (carries the steps out: remediation, state by compare-and-set, alerts
+//!    through the outbox, audit).
+//! 6. **Orchestration**: `engine`, one entry point per kind of work (event, check, sweep,
+//!    scan) and the one error policy (`engine::error`): every failure is classified there,
+//!    as redeliver (503) or acknowledge with a `guard.visibility` finding.
+//! 7. **Surfaces**: `report` (tables for the command line), [`functions`] (the function
+//!    definitions and their replies), `server` (the actix-web server the host talks to),
+//!    [`cli`] (the command line; `main.rs` only calls it).
+//!
+//! Modules without a link are private: only what other crates (tests, fuzz targets, the
+//! benchmark) use is public, so that unused code is reported.
 
-pub mod act;
-pub mod azure;
+// 1. Foundations
+mod text;
+mod telemetry;
 pub mod catalogue;
-pub mod cli;
-pub mod config;
-pub mod engine;
-pub mod functions;
+mod config;
+// 2. Vocabulary
 pub mod ids;
-pub mod intake;
-pub mod notify;
-pub mod observe;
 pub mod outcome;
-pub mod plan;
-pub mod policy;
-pub mod remediate;
-pub mod report;
-pub mod resolve;
-pub mod rules;
-pub mod server;
-pub mod settings;
 pub mod snapshot;
+pub mod policy;
+pub mod intake;
+// 3. Rules
+pub mod rules;
+// 4. Edges
+pub mod azure;
 pub mod state;
-pub mod telemetry;
-pub mod text;
+pub mod notify;
+pub mod settings;
+// 5. Pipeline
+pub mod observe;
+mod resolve;
+mod plan;
+pub mod remediate;
+mod act;
+// 6. Orchestration
+mod engine;
+// 7. Surfaces
+mod report;
+pub mod functions;
+mod server;
+pub mod cli;

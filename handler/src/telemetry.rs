@@ -58,11 +58,6 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// Whether OTLP export is on.
-    pub fn exporting(&self) -> bool {
-        self.traces.is_some()
-    }
-
     /// Exports what is buffered and stops the exporters (after the server has stopped).
     pub fn shutdown(&mut self) {
         if let Some(traces) = self.traces.take() {
@@ -173,7 +168,22 @@ fn is_exporter_target(target: &str) -> bool {
 
 type Providers = (SdkTracerProvider, SdkMeterProvider, SdkLoggerProvider);
 
-fn providers() -> Result<Providers, String> {
+/// Why OTLP export could not be set up (logging stays on).
+#[derive(Debug, thiserror::Error)]
+enum ExportError {
+    #[error("trace exporter: {0}")]
+    Traces(#[source] opentelemetry_otlp::ExporterBuildError),
+    #[error("metric exporter: {0}")]
+    Metrics(#[source] opentelemetry_otlp::ExporterBuildError),
+    #[error("log exporter: {0}")]
+    Logs(#[source] opentelemetry_otlp::ExporterBuildError),
+    #[error("TLS setup failed: {0}")]
+    Tls(#[source] rustls::Error),
+    #[error("HTTP client setup failed: {0}")]
+    Client(#[source] reqwest::Error),
+}
+
+fn providers() -> Result<Providers, ExportError> {
     use opentelemetry_otlp::{LogExporter, MetricExporter, Protocol, SpanExporter};
     use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
     let client = http_client()?;
@@ -183,19 +193,19 @@ fn providers() -> Result<Providers, String> {
         .with_protocol(Protocol::HttpBinary)
         .with_http_client(client.clone())
         .build()
-        .map_err(|e| format!("trace exporter: {e}"))?;
+        .map_err(ExportError::Traces)?;
     let metrics = MetricExporter::builder()
         .with_http()
         .with_protocol(Protocol::HttpBinary)
         .with_http_client(client.clone())
         .build()
-        .map_err(|e| format!("metric exporter: {e}"))?;
+        .map_err(ExportError::Metrics)?;
     let logs = LogExporter::builder()
         .with_http()
         .with_protocol(Protocol::HttpBinary)
         .with_http_client(client)
         .build()
-        .map_err(|e| format!("log exporter: {e}"))?;
+        .map_err(ExportError::Logs)?;
     let traces = SdkTracerProvider::builder()
         .with_batch_exporter(spans)
         .with_resource(resource.clone())
@@ -213,14 +223,14 @@ fn providers() -> Result<Providers, String> {
 
 /// A blocking client (the SDK exports from its own threads) on rustls with ring and Mozilla's
 /// roots; built outside any async runtime.
-fn http_client() -> Result<reqwest::blocking::Client, String> {
+fn http_client() -> Result<reqwest::blocking::Client, ExportError> {
     let roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup failed: {e}"))?
+        .map_err(ExportError::Tls)?
         .with_root_certificates(roots)
         .with_no_client_auth();
     reqwest::blocking::Client::builder()
@@ -229,7 +239,7 @@ fn http_client() -> Result<reqwest::blocking::Client, String> {
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("cmk-guard/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| format!("HTTP client setup failed: {e}"))
+        .map_err(ExportError::Client)
 }
 
 /// `service.*`, `cloud.*` and `faas.*` resource attributes; `OTEL_SERVICE_NAME` and

@@ -30,8 +30,6 @@ use crate::state::{
 
 /// How long a remediation claim holds other instances off (covers the write and its check).
 const REMEDIATION_LEASE: Duration = Duration::minutes(2);
-/// The synthetic rule id of a remediation that gave up because it kept coming back.
-pub const BUDGET_RULE: &str = "guard.remediation-budget";
 
 /// Everything act needs, built once at start.
 #[derive(Debug)]

@@ -31,9 +31,8 @@ use crate::settings::Settings;
 use crate::snapshot::Snapshot;
 use crate::state::StateError;
 
-pub use crate::intake::EVALUATE_EVENT_TYPE;
-pub use error::{Failure, Unfinished, Verdict, error_policy};
-pub use scan::{SCAN_CONCURRENCY, SCAN_EVENT_TYPE};
+pub use error::{Failure, Unfinished};
+pub use scan::SCAN_CONCURRENCY;
 
 /// Event Grid waits 30 s for an answer; leave room for the host around our work.
 pub const EVENT_BUDGET: Duration = Duration::from_secs(25);

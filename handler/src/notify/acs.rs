@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 use url::Url;
 
 use super::email::EmailContent;
-use super::http::{Failure, RetryBudget, post_json};
+use super::http::post_json;
+use super::retry::{Failure, RetryBudget};
 use super::secret::redacted_origin;
 
 /// The ACS Email REST api-version: the first stable one, served by every ACS resource.

@@ -3,58 +3,13 @@
 //! failures. `Retry-After` is honoured, but only within the budget: a notification must never
 //! hold up an invocation, and a send that runs out of time goes to the outbox instead.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use url::Url;
 
-/// How long and how often one send may try.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryBudget {
-    /// Time for all attempts and the waits between them.
-    pub total: Duration,
-    pub max_attempts: u32,
-    /// The first wait when the server names none; doubled per attempt.
-    pub first_backoff: Duration,
-}
-
-impl Default for RetryBudget {
-    /// Ten seconds: well inside the 30 s Event Grid delivery budget, and long enough for a
-    /// `Retry-After` of a few seconds from Workflows or ACS.
-    fn default() -> Self {
-        Self {
-            total: Duration::from_secs(10),
-            max_attempts: 4,
-            first_backoff: Duration::from_millis(500),
-        }
-    }
-}
-
-/// Why a send did not succeed. The reason may still hold secrets: the caller scrubs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
-    pub reason: String,
-    /// Whether sending the same message later can succeed (throttling, outages), as opposed
-    /// to a rejected message or a misconfiguration.
-    pub retryable: bool,
-}
-
-impl Failure {
-    pub(crate) fn retryable(reason: impl Into<String>) -> Self {
-        Self {
-            reason: reason.into(),
-            retryable: true,
-        }
-    }
-
-    pub(crate) fn permanent(reason: impl Into<String>) -> Self {
-        Self {
-            reason: reason.into(),
-            retryable: false,
-        }
-    }
-}
+use super::retry::{Attempt, Failure, RetryBudget, with_retries};
 
 /// A successful answer.
 #[derive(Debug)]
@@ -75,14 +30,7 @@ pub(crate) async fn post_json(
     body: &[u8],
     budget: RetryBudget,
 ) -> Result<Posted, Failure> {
-    let start = Instant::now();
-    let mut attempt: u32 = 0;
-    loop {
-        attempt += 1;
-        let remaining = budget.total.saturating_sub(start.elapsed());
-        if remaining.is_zero() {
-            return Err(Failure::retryable("the send budget ran out"));
-        }
+    with_retries(budget, |remaining| async move {
         let result = client
             .post(url.clone())
             .headers(headers.clone())
@@ -91,62 +39,41 @@ pub(crate) async fn post_json(
             .timeout(remaining)
             .send()
             .await;
-        let (failure, server_wait) = match result {
-            Ok(response) => {
-                let status = response.status();
-                let response_headers = response.headers().clone();
-                let text = response.text().await.unwrap_or_default();
-                if status.is_success() {
-                    return Ok(Posted {
-                        status,
-                        headers: response_headers,
-                        body: text,
-                    });
-                }
-                let excerpt = super::escape::bounded_line(&text, BODY_EXCERPT);
-                let reason = if excerpt.is_empty() {
-                    format!("HTTP {}", status.as_u16())
-                } else {
-                    format!("HTTP {}: {excerpt}", status.as_u16())
+        let response = match result {
+            Ok(response) => response,
+            Err(error) => {
+                return Attempt::Failed {
+                    reason: describe(&error),
+                    server_wait: None,
                 };
-                if !is_retryable(status) {
-                    return Err(Failure::permanent(reason));
-                }
-                (reason, retry_after(&response_headers))
             }
-            Err(error) => (describe(&error), None),
         };
-        let backoff = budget
-            .first_backoff
-            .saturating_mul(1u32 << (attempt - 1).min(8));
-        // The server's own wait wins; it knows when it will take the next request.
-        let wait = server_wait.unwrap_or(backoff);
-        if attempt >= budget.max_attempts {
-            return Err(Failure::retryable(format!(
-                "{failure} (gave up after {attempt} attempts)"
-            )));
+        let status = response.status();
+        let response_headers = response.headers().clone();
+        let text = response.text().await.unwrap_or_default();
+        if status.is_success() {
+            return Attempt::Sent(Posted {
+                status,
+                headers: response_headers,
+                body: text,
+            });
         }
-        if start
-            .elapsed()
-            .checked_add(wait)
-            .is_none_or(|end| end >= budget.total)
-        {
-            let why = match server_wait {
-                Some(w) => format!("the server asked to wait {} s", w.as_secs_f32().ceil()),
-                None => "the next attempt".to_owned(),
-            };
-            return Err(Failure::retryable(format!(
-                "{failure} ({why}, past the {} s send budget)",
-                budget.total.as_secs()
-            )));
+        let excerpt = super::escape::bounded_line(&text, BODY_EXCERPT);
+        let reason = if excerpt.is_empty() {
+            format!("HTTP {}", status.as_u16())
+        } else {
+            format!("HTTP {}: {excerpt}", status.as_u16())
+        };
+        if is_retryable(status) {
+            Attempt::Failed {
+                reason,
+                server_wait: retry_after(&response_headers),
+            }
+        } else {
+            Attempt::Refused(reason)
         }
-        tracing::debug!(
-            message = "Retrying alert delivery.",
-            attempt,
-            wait_ms = wait.as_millis() as u64
-        );
-        tokio::time::sleep(wait).await;
-    }
+    })
+    .await
 }
 
 fn is_retryable(status: StatusCode) -> bool {
@@ -164,14 +91,10 @@ fn describe(error: &reqwest::Error) -> String {
     } else {
         "request failed"
     };
-    let mut text = what.to_owned();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
+    match std::error::Error::source(error) {
+        Some(cause) => format!("{what}: {}", crate::text::chain(cause)),
+        None => what.to_owned(),
     }
-    text
 }
 
 /// `retry-after-ms`, `x-ms-retry-after-ms` (ACS) or `Retry-After` in seconds or as an HTTP date,

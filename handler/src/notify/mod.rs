@@ -16,6 +16,7 @@ mod email;
 mod escape;
 mod http;
 mod model;
+mod retry;
 mod routing;
 mod secret;
 mod settings;
@@ -29,17 +30,18 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use email::EmailContent;
-pub use http::RetryBudget;
 pub use model::{ActionNote, Alert, Change, DIGEST_WORST, Digest, Notification};
+pub use retry::RetryBudget;
 pub use routing::{Channel, Routes};
 pub use secret::{REDACTED, SecretUrl};
 pub use settings::{EmailSettings, EmailTransport, NotifySettings, SmtpSettings};
 
 use crate::azure::TransportSettings;
-use crate::outcome::{Action, ActionKind, ActionResult, Outcome};
 use crate::config::ConfigError;
+use crate::outcome::{Action, ActionKind, ActionResult, Outcome};
 use acs::AcsSender;
-use http::{Failure, post_json};
+use http::post_json;
+use retry::Failure;
 use smtp::SmtpSender;
 
 /// A rendered alert for one channel. It holds no secret and no address: the channel's URL

@@ -4,7 +4,7 @@
 //! keeping the configured host name for certificate checks.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
@@ -12,7 +12,7 @@ use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsPar
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::email::EmailContent;
-use super::http::{Failure, RetryBudget};
+use super::retry::{Attempt, Failure, RetryBudget, with_retries};
 use super::settings::SmtpSettings;
 use crate::azure::TransportSettings;
 
@@ -130,40 +130,37 @@ impl SmtpSender {
         budget: RetryBudget,
     ) -> Result<String, Failure> {
         let message = self.message(content)?;
-        let start = Instant::now();
-        let mut attempt: u32 = 0;
-        loop {
-            attempt += 1;
-            let error = match self.transport.send(message.clone()).await {
-                Ok(response) => {
-                    return Ok(format!(
-                        "{} from {} for {} recipient(s)",
-                        response.code(),
-                        self.server,
-                        self.to.len()
-                    ));
+        with_retries(budget, |_| {
+            let message = message.clone();
+            async move {
+                let error = match self.transport.send(message).await {
+                    Ok(response) => {
+                        return Attempt::Sent(format!(
+                            "{} from {} for {} recipient(s)",
+                            response.code(),
+                            self.server,
+                            self.to.len()
+                        ));
+                    }
+                    Err(error) => error,
+                };
+                let reason = describe(&error);
+                let transient = !error.is_tls()
+                    && !is_certificate_failure(&error)
+                    && !error.is_permanent()
+                    && !error.is_client()
+                    && (error.is_transient() || error.status().is_none());
+                if transient {
+                    Attempt::Failed {
+                        reason,
+                        server_wait: None,
+                    }
+                } else {
+                    Attempt::Refused(reason)
                 }
-                Err(error) => error,
-            };
-            let reason = describe(&error);
-            let transient = !error.is_tls()
-                && !is_certificate_failure(&error)
-                && !error.is_permanent()
-                && !error.is_client()
-                && (error.is_transient() || error.status().is_none());
-            if !transient {
-                return Err(Failure::permanent(reason));
             }
-            let wait = budget
-                .first_backoff
-                .saturating_mul(1u32 << (attempt - 1).min(8));
-            if attempt >= budget.max_attempts || start.elapsed() + wait >= budget.total {
-                return Err(Failure::retryable(format!(
-                    "{reason} (gave up after {attempt} attempt(s))"
-                )));
-            }
-            tokio::time::sleep(wait).await;
-        }
+        })
+        .await
     }
 
     fn message(&self, content: &EmailContent) -> Result<Message, Failure> {

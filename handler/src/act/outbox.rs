@@ -11,7 +11,7 @@ use crate::notify::{self, Alert, Message};
 use crate::outcome::{Action, Finding, FindingState, Outcome, Severity};
 use crate::policy::Policy;
 use crate::settings::Mode;
-use crate::state::{Notification as OutboxNotification, StateError};
+use crate::state::{OutboxMessage, StateError};
 
 /// How long an outbox item handed to a sender stays with it.
 const OUTBOX_LEASE: Duration = Duration::minutes(1);
@@ -70,7 +70,7 @@ impl Actor {
         rule: &str,
         now: OffsetDateTime,
     ) -> Result<Option<Action>, StateError> {
-        let item = OutboxNotification {
+        let item = OutboxMessage {
             id: id.to_owned(),
             channel: channel.as_str().to_owned(),
             payload: serde_json::to_value(message).unwrap_or_default(),

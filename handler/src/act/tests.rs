@@ -2,7 +2,7 @@ use super::*;
 use crate::notify::{Alert, Channel, Message, NotifySettings};
 use crate::outcome::{Disposition, EventRef};
 use crate::settings::Settings;
-use crate::state::Notification as OutboxNotification;
+use crate::state::OutboxMessage;
 use cmk_guard_blackbox::scratch::Scratch;
 use cmk_guard_blackbox::sink::Sink;
 use time::macros::datetime;
@@ -55,7 +55,7 @@ async fn observe_mode_sends_nothing_not_even_outbox_retries_or_the_digest() {
     let (actor, _state) = actor(&sink).await;
     let policy = Policy::default();
     let digest = merge_digest(None, &[]);
-    let queued = OutboxNotification {
+    let queued = OutboxMessage {
         id: "an alert that failed in alert mode".to_owned(),
         channel: "teams".to_owned(),
         payload: serde_json::to_value(Message::for_channel(

@@ -148,7 +148,7 @@ mod tests {
     #[test]
     fn a_state_store_failure_is_redelivered() {
         let failure = Failure::State(StateError::new(
-            crate::state::ErrorKind::Transient,
+            crate::state::StateErrorKind::Transient,
             "blob: HTTP 503",
         ));
         assert_eq!(error_policy(&failure), Verdict::Redeliver);

@@ -39,7 +39,7 @@ pub const SENT_NOTIFICATION_RETENTION: Duration = Duration::days(7);
 
 /// Why the store failed, with the one decision the caller needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
+pub enum StateErrorKind {
     /// `CMKGUARD_STATE` is not usable (bad syntax, missing credential): fix the configuration.
     Config,
     /// The store is unreachable, busy or throttled: fail the invocation (non-2xx) so that the
@@ -54,12 +54,12 @@ pub enum ErrorKind {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("state store: {message}")]
 pub struct StateError {
-    pub kind: ErrorKind,
+    pub kind: StateErrorKind,
     pub message: String,
 }
 
 impl StateError {
-    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+    pub(crate) fn new(kind: StateErrorKind, message: impl Into<String>) -> Self {
         Self {
             kind,
             message: message.into(),
@@ -68,7 +68,7 @@ impl StateError {
 
     /// True when a later attempt may succeed, so the invocation should fail and be retried.
     pub fn is_transient(&self) -> bool {
-        self.kind == ErrorKind::Transient
+        self.kind == StateErrorKind::Transient
     }
 }
 
@@ -217,7 +217,7 @@ pub struct AuditEntry {
 
 /// A notification to deliver: the channel it goes to and what to send, opaque to the store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Notification {
+pub struct OutboxMessage {
     /// Chosen by the caller and unique per notification; enqueueing the same id twice keeps
     /// one item, so a retried invocation does not send twice. Derive it from what the
     /// notification is about (finding key and transition), not from a random number.
@@ -230,7 +230,7 @@ pub struct Notification {
 /// A queued notification and its delivery bookkeeping.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutboxItem {
-    pub notification: Notification,
+    pub notification: OutboxMessage,
     #[serde(with = "time::serde::rfc3339")]
     pub enqueued_at: OffsetDateTime,
     /// When the item is next handed out by [`StateStore::claim_due_notifications`].
@@ -390,7 +390,7 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// item with this id is already queued or was sent within [`SENT_NOTIFICATION_RETENTION`].
     async fn enqueue_notification(
         &self,
-        notification: &Notification,
+        notification: &OutboxMessage,
         now: OffsetDateTime,
         next_attempt_at: OffsetDateTime,
     ) -> Result<bool>;
@@ -517,10 +517,10 @@ mod tests {
 
     #[test]
     fn only_transient_errors_ask_for_a_retry() {
-        assert!(StateError::new(ErrorKind::Transient, "busy").is_transient());
-        assert!(!StateError::new(ErrorKind::Permanent, "403").is_transient());
+        assert!(StateError::new(StateErrorKind::Transient, "busy").is_transient());
+        assert!(!StateError::new(StateErrorKind::Permanent, "403").is_transient());
         assert_eq!(
-            StateError::new(ErrorKind::Config, "bad").to_string(),
+            StateError::new(StateErrorKind::Config, "bad").to_string(),
             "state store: bad"
         );
     }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use url::Url;
 
-use super::{ErrorKind, Result, StateError};
+use super::{Result, StateError, StateErrorKind};
 
 /// The store used when `CMKGUARD_STATE` is not set: a SQLite file in the working directory.
 pub const DEFAULT_STATE: &str = "sqlite:cmk-guard.db";
@@ -140,7 +140,7 @@ fn valid_container_name(name: &str) -> bool {
 
 fn config(message: impl Into<String>) -> StateError {
     StateError::new(
-        ErrorKind::Config,
+        StateErrorKind::Config,
         format!("CMKGUARD_STATE: {}", message.into()),
     )
 }
@@ -269,7 +269,7 @@ mod tests {
             "https://user:pw@acct.blob.core.windows.net/state",
         ] {
             let error = StateSpec::parse(bad).unwrap_err();
-            assert_eq!(error.kind, ErrorKind::Config, "{bad}");
+            assert_eq!(error.kind, StateErrorKind::Config, "{bad}");
             assert!(error.message.starts_with("CMKGUARD_STATE: "), "{bad}");
             assert!(!error.message.contains("pw@"), "{}", error.message);
         }

@@ -18,8 +18,8 @@ use azure_core::http::Transport;
 use cmk_guard::azure::{TransportSettings, credential, transport};
 use cmk_guard::outcome::{ActionResult, FindingState, Severity};
 use cmk_guard::state::{
-    self, CompareAndSet, ErrorKind, EventStart, FindingKey, FindingRecord, Notification,
-    RemediationAttempt, StateStore,
+    self, CompareAndSet, EventStart, FindingKey, FindingRecord, OutboxMessage, RemediationAttempt,
+    StateErrorKind, StateStore,
 };
 use cmk_guard_blackbox::azurite::Azurite;
 use cmk_guard_blackbox::scratch::Scratch;
@@ -730,8 +730,8 @@ async fn audit_records_are_appended_and_listed_in_order(backend: &Backend) {
     );
 }
 
-fn teams(id: &str) -> Notification {
-    Notification {
+fn teams(id: &str) -> OutboxMessage {
+    OutboxMessage {
         id: id.to_owned(),
         channel: "teams".into(),
         payload: json!({"type": "message", "attachments": [{"finding": id}]}),
@@ -1033,7 +1033,7 @@ async fn pruning_removes_only_what_outlived_its_retention(backend: &Backend) {
 #[tokio::test]
 async fn an_unknown_state_spec_is_a_configuration_error() {
     let error = open("redis://cache/0").await.unwrap_err();
-    assert_eq!(error.kind, ErrorKind::Config);
+    assert_eq!(error.kind, StateErrorKind::Config);
     assert!(
         error.message.contains("CMKGUARD_STATE"),
         "{}",
@@ -1199,7 +1199,7 @@ async fn a_rejected_sas_is_a_permanent_error_that_names_the_fix() {
     );
     let store = open(&forged).await.unwrap();
     let error = store.claim_event("evt", T0).await.unwrap_err();
-    assert_eq!(error.kind, ErrorKind::Permanent, "{error}");
+    assert_eq!(error.kind, StateErrorKind::Permanent, "{error}");
     assert!(error.message.contains("HTTP 403"), "{error}");
     assert!(
         error.message.contains("Storage Blob Data Contributor"),
@@ -1215,7 +1215,7 @@ async fn a_missing_container_is_a_permanent_error_that_names_the_fix() {
         .await
         .unwrap();
     let error = store.claim_event("evt", T0).await.unwrap_err();
-    assert_eq!(error.kind, ErrorKind::Permanent, "{error}");
+    assert_eq!(error.kind, StateErrorKind::Permanent, "{error}");
     assert!(error.message.contains("ContainerNotFound"), "{error}");
     assert!(!error.message.contains("sig="), "{error}");
 }

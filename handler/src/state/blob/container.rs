@@ -43,9 +43,9 @@ impl BlobStore {
                 let status = u16::from(*status);
                 let code = error_code.as_deref().unwrap_or_default();
                 let kind = if is_transient_status(status) {
-                    ErrorKind::Transient
+                    StateErrorKind::Transient
                 } else {
-                    ErrorKind::Permanent
+                    StateErrorKind::Permanent
                 };
                 let hint = match (status, code) {
                     (401 | 403, _) => {
@@ -61,11 +61,11 @@ impl BlobStore {
                 (kind, format!("HTTP {status} {code}{hint}"))
             }
             AzureErrorKind::Io | AzureErrorKind::Connection | AzureErrorKind::Credential => (
-                ErrorKind::Transient,
+                StateErrorKind::Transient,
                 scrub(&self.secrets, &crate::text::chain(error)),
             ),
             _ => (
-                ErrorKind::Permanent,
+                StateErrorKind::Permanent,
                 scrub(&self.secrets, &crate::text::chain(error)),
             ),
         };
@@ -85,7 +85,7 @@ impl BlobStore {
         };
         let etag = response.properties.etag.clone().ok_or_else(|| {
             StateError::new(
-                ErrorKind::Permanent,
+                StateErrorKind::Permanent,
                 format!("reading {}/{name}: the response has no ETag", self.shown),
             )
         })?;
@@ -96,7 +96,7 @@ impl BlobStore {
             .map_err(|error| self.failure("reading", name, &error))?;
         let envelope: Envelope<T> = serde_json::from_slice(&body).map_err(|e| {
             StateError::new(
-                ErrorKind::Permanent,
+                StateErrorKind::Permanent,
                 format!(
                     "reading {}/{name}: not a cmk-guard state blob: {e}",
                     self.shown
@@ -120,8 +120,9 @@ impl BlobStore {
             writer: writer.clone(),
             value,
         };
-        let body = serde_json::to_vec(&envelope)
-            .map_err(|e| StateError::new(ErrorKind::Permanent, format!("encoding {name}: {e}")))?;
+        let body = serde_json::to_vec(&envelope).map_err(|e| {
+            StateError::new(StateErrorKind::Permanent, format!("encoding {name}: {e}"))
+        })?;
         let conditional = !matches!(condition, Condition::Always);
         let (if_match, if_none_match) = match condition {
             Condition::Absent => (None, Some(Etag::from("*"))),
@@ -139,7 +140,7 @@ impl BlobStore {
         match blob.upload(RequestContent::from(body), Some(options)).await {
             Ok(result) => result.etag.map(Some).ok_or_else(|| {
                 StateError::new(
-                    ErrorKind::Permanent,
+                    StateErrorKind::Permanent,
                     format!("writing {}/{name}: the response has no ETag", self.shown),
                 )
             }),
@@ -255,7 +256,7 @@ impl BlobStore {
 
 pub(super) fn contended(shown: &str, name: &str) -> StateError {
     StateError::new(
-        ErrorKind::Transient,
+        StateErrorKind::Transient,
         format!(
             "writing {shown}/{name}: changed by other writers {CONTENDED_RETRIES} times in a row"
         ),

@@ -35,9 +35,9 @@ use time::{Duration, OffsetDateTime};
 
 use super::spec::{BlobLocation, redact_urls};
 use super::{
-    ATTEMPT_RETENTION, AuditEntry, CompareAndSet, EVENT_CLAIM_RETENTION, ErrorKind, FindingKey,
-    FindingRecord, Notification, OutboxItem, RemediationAttempt, Result,
-    SENT_NOTIFICATION_RETENTION, StateError, StateStore, Version, Versioned, digest,
+    ATTEMPT_RETENTION, AuditEntry, CompareAndSet, EVENT_CLAIM_RETENTION, FindingKey, FindingRecord,
+    OutboxItem, OutboxMessage, RemediationAttempt, Result, SENT_NOTIFICATION_RETENTION, StateError,
+    StateErrorKind, StateStore, Version, Versioned, digest,
 };
 use crate::outcome::FindingState;
 
@@ -164,7 +164,7 @@ impl BlobStore {
         let container = BlobContainerClient::new(location.request_url(), credential, Some(options))
             .map_err(|e| {
                 StateError::new(
-                    ErrorKind::Config,
+                    StateErrorKind::Config,
                     format!(
                         "CMKGUARD_STATE: {shown}: {}",
                         scrub(&secrets, &crate::text::chain(&e))
@@ -449,7 +449,7 @@ impl StateStore for BlobStore {
 
     async fn enqueue_notification(
         &self,
-        notification: &Notification,
+        notification: &OutboxMessage,
         now: OffsetDateTime,
         next_attempt_at: OffsetDateTime,
     ) -> Result<bool> {

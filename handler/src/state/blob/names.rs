@@ -9,7 +9,7 @@ pub(super) fn nanos_text(time: OffsetDateTime) -> Result<String> {
         .map(|nanos| format!("{nanos:020}"))
         .map_err(|_| {
             StateError::new(
-                ErrorKind::Permanent,
+                StateErrorKind::Permanent,
                 format!("time {time} is outside the range the store keeps"),
             )
         })
@@ -57,10 +57,10 @@ pub(super) fn metadata_time(listed: &Listed, key: &str) -> Option<OffsetDateTime
 
 pub(super) fn earlier(now: OffsetDateTime, by: Duration) -> Result<OffsetDateTime> {
     now.checked_sub(by)
-        .ok_or_else(|| StateError::new(ErrorKind::Permanent, "time out of range"))
+        .ok_or_else(|| StateError::new(StateErrorKind::Permanent, "time out of range"))
 }
 
 pub(super) fn later(now: OffsetDateTime, by: Duration) -> Result<OffsetDateTime> {
     now.checked_add(by)
-        .ok_or_else(|| StateError::new(ErrorKind::Permanent, "time out of range"))
+        .ok_or_else(|| StateError::new(StateErrorKind::Permanent, "time out of range"))
 }

@@ -14,8 +14,9 @@ use time::{Duration, OffsetDateTime};
 
 use super::{
     ATTEMPT_RETENTION, AuditEntry, CompareAndSet, EVENT_CLAIM_RETENTION, EVENT_LEASE_RULE,
-    ErrorKind, EventStart, FindingKey, FindingRecord, Notification, OutboxItem, RemediationAttempt,
-    Result, SENT_NOTIFICATION_RETENTION, StateError, StateStore, Version, Versioned, event_lease,
+    EventStart, FindingKey, FindingRecord, OutboxItem, OutboxMessage, RemediationAttempt, Result,
+    SENT_NOTIFICATION_RETENTION, StateError, StateErrorKind, StateStore, Version, Versioned,
+    event_lease,
 };
 use crate::outcome::FindingState;
 
@@ -56,7 +57,10 @@ impl SqliteStore {
             let opened = tokio::task::spawn_blocking(move || open_connection(&path))
                 .await
                 .map_err(|e| {
-                    StateError::new(ErrorKind::Permanent, format!("opening SQLite failed: {e}"))
+                    StateError::new(
+                        StateErrorKind::Permanent,
+                        format!("opening SQLite failed: {e}"),
+                    )
                 })?;
             match opened {
                 Err(error) if error.is_transient() && started.elapsed() < BUSY_TIMEOUT => {
@@ -94,7 +98,12 @@ impl SqliteStore {
             work(&mut guard)
         })
         .await
-        .map_err(|e| StateError::new(ErrorKind::Permanent, format!("SQLite task failed: {e}")))?
+        .map_err(|e| {
+            StateError::new(
+                StateErrorKind::Permanent,
+                format!("SQLite task failed: {e}"),
+            )
+        })?
         .map_err(|e| StateError::new(e.kind, format!("{}: {}", path.display(), e.message)))
     }
 }
@@ -138,9 +147,9 @@ impl From<rusqlite::Error> for StateError {
             )
         );
         let kind = if transient {
-            ErrorKind::Transient
+            StateErrorKind::Transient
         } else {
-            ErrorKind::Permanent
+            StateErrorKind::Permanent
         };
         StateError::new(kind, format!("SQLite: {error}"))
     }
@@ -482,7 +491,7 @@ impl StateStore for SqliteStore {
 
     async fn enqueue_notification(
         &self,
-        notification: &Notification,
+        notification: &OutboxMessage,
         now: OffsetDateTime,
         next_attempt_at: OffsetDateTime,
     ) -> Result<bool> {

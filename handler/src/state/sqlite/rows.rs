@@ -6,7 +6,7 @@ use super::*;
 pub(super) fn to_nanos(time: OffsetDateTime) -> Result<i64> {
     i64::try_from(time.unix_timestamp_nanos()).map_err(|_| {
         StateError::new(
-            ErrorKind::Permanent,
+            StateErrorKind::Permanent,
             format!("time {time} is outside the range the store keeps"),
         )
     })
@@ -18,7 +18,7 @@ pub(super) fn from_nanos(nanos: i64) -> Result<OffsetDateTime> {
 
 pub(super) fn corrupt(message: impl Into<String>) -> StateError {
     StateError::new(
-        ErrorKind::Permanent,
+        StateErrorKind::Permanent,
         format!("unreadable stored value: {}", message.into()),
     )
 }
@@ -28,7 +28,7 @@ pub(super) fn enum_text<T: Serialize>(value: &T) -> Result<String> {
     match serde_json::to_value(value) {
         Ok(serde_json::Value::String(text)) => Ok(text),
         _ => Err(StateError::new(
-            ErrorKind::Permanent,
+            StateErrorKind::Permanent,
             "value is not a named variant",
         )),
     }
@@ -42,7 +42,7 @@ pub(super) fn parse_enum<T: DeserializeOwned>(text: &str) -> Result<T> {
 pub(super) fn parse_version(version: &Version) -> Result<i64> {
     version.as_str().parse().map_err(|_| {
         StateError::new(
-            ErrorKind::Permanent,
+            StateErrorKind::Permanent,
             "the version was not issued by the SQLite store",
         )
     })
@@ -143,7 +143,7 @@ pub(super) type OutboxRow = (String, String, String, i64, i64, i64, Option<Strin
 pub(super) fn outbox_item(row: OutboxRow) -> Result<OutboxItem> {
     let (id, channel, payload, enqueued_at, next_attempt_at, attempts, last_error) = row;
     Ok(OutboxItem {
-        notification: Notification {
+        notification: OutboxMessage {
             id,
             channel,
             payload: serde_json::from_str(&payload).map_err(|e| corrupt(e.to_string()))?,
@@ -157,10 +157,10 @@ pub(super) fn outbox_item(row: OutboxRow) -> Result<OutboxItem> {
 
 pub(super) fn later(now: OffsetDateTime, by: Duration) -> Result<OffsetDateTime> {
     now.checked_add(by)
-        .ok_or_else(|| StateError::new(ErrorKind::Permanent, "time out of range"))
+        .ok_or_else(|| StateError::new(StateErrorKind::Permanent, "time out of range"))
 }
 
 pub(super) fn earlier(now: OffsetDateTime, by: Duration) -> Result<OffsetDateTime> {
     now.checked_sub(by)
-        .ok_or_else(|| StateError::new(ErrorKind::Permanent, "time out of range"))
+        .ok_or_else(|| StateError::new(StateErrorKind::Permanent, "time out of range"))
 }

@@ -102,7 +102,7 @@ pub(super) fn open_connection(path: &Path) -> Result<Connection> {
     let mode: String = connection.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(StateError::new(
-            ErrorKind::Permanent,
+            StateErrorKind::Permanent,
             format!(
                 "cannot switch to WAL (journal mode is {mode}); is the file on a network share?"
             ),
@@ -137,7 +137,7 @@ pub(super) fn migrate(connection: &mut Connection) -> Result<()> {
         Some(version) if version == SCHEMA_VERSION => {}
         Some(version) => {
             return Err(StateError::new(
-                ErrorKind::Permanent,
+                StateErrorKind::Permanent,
                 format!(
                     "schema version {version} is not the one this build uses ({SCHEMA_VERSION}); \
                      it was written by another cmk-guard version"

@@ -35,7 +35,7 @@ async fn refuses_a_schema_from_another_version() {
         .await
         .unwrap();
     let error = SqliteStore::open(&path).await.unwrap_err();
-    assert_eq!(error.kind, ErrorKind::Permanent);
+    assert_eq!(error.kind, StateErrorKind::Permanent);
     assert!(
         error.message.contains("schema version 99"),
         "{}",

@@ -156,6 +156,63 @@ pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// What stands where a secret was.
+pub const REDACTED: &str = "[redacted]";
+
+/// `text` without secrets: the query string of every URL in it (a SAS, a Workflows `sig` —
+/// credentials travel in queries) and every occurrence of each of `secrets`, as written or
+/// percent-encoded. The one redaction: state store errors, alert delivery failures and the
+/// configuration's messages all go through it. Fragments under 4 characters are not
+/// replaced: replacing `/` everywhere would only garble the message.
+pub fn redact(text: &str, secrets: &[String]) -> String {
+    let mut out = redact_urls(text);
+    let mut secrets: Vec<&String> = secrets.iter().filter(|s| s.len() >= 4).collect();
+    // Longest first, so a URL is replaced whole before its query is.
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    for secret in secrets {
+        let encoded =
+            percent_encoding::utf8_percent_encode(secret, percent_encoding::NON_ALPHANUMERIC)
+                .to_string();
+        out = out.replace(secret.as_str(), REDACTED);
+        if encoded != *secret {
+            out = out.replace(&encoded, REDACTED);
+        }
+    }
+    out
+}
+
+/// `text` with the query string of every `http://` or `https://` URL in it replaced.
+pub fn redact_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = find_url(rest) {
+        out.push_str(&rest[..start]);
+        let url_and_after = &rest[start..];
+        let end = url_and_after
+            .find(|c: char| c.is_whitespace() || matches!(c, ')' | '"' | '\'' | '<' | '>' | '`'))
+            .unwrap_or(url_and_after.len());
+        let url = &url_and_after[..end];
+        match url.find('?') {
+            Some(query) => {
+                out.push_str(&url[..query]);
+                out.push('?');
+                out.push_str(REDACTED);
+            }
+            None => out.push_str(url),
+        }
+        rest = &url_and_after[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn find_url(text: &str) -> Option<usize> {
+    match (text.find("https://"), text.find("http://")) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,5 +300,18 @@ mod tests {
         let outer = E("sending failed", Some(Box::new(repeated)));
         assert_eq!(chain(&outer), "sending failed: connect: refused");
         assert_eq!(chain(&E("alone", None)), "alone");
+    }
+
+    #[test]
+    fn redaction_removes_url_queries_and_known_secrets_plain_or_encoded() {
+        let secrets = vec!["p@ss".to_owned(), "ab".to_owned()];
+        assert_eq!(
+            redact(
+                "GET https://acct.blob.core.windows.net/c/b?sv=1&sig=xyz failed for p@ss (p%40ss) ab",
+                &secrets
+            ),
+            "GET https://acct.blob.core.windows.net/c/b?[redacted] failed for [redacted] ([redacted]) ab"
+        );
+        assert_eq!(redact_urls("no url here"), "no url here");
     }
 }

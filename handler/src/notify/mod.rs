@@ -279,7 +279,7 @@ impl Notifier {
             Err((failure, extra_secret)) => {
                 let mut secrets = self.secrets.clone();
                 secrets.extend(extra_secret);
-                let reason = secret::scrub(&failure.reason, &secrets);
+                let reason = crate::text::redact(&failure.reason, &secrets);
                 tracing::warn!(
                     message = "Alert not sent.",
                     channel = %channel,

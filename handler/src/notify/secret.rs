@@ -10,7 +10,7 @@ use std::fmt;
 use url::Url;
 
 /// What replaces a secret in any text cmk-guard writes.
-pub const REDACTED: &str = "[redacted]";
+pub use crate::text::REDACTED;
 
 /// A URL whose path and query are a credential. Only `SecretUrl::expose` gives it away,
 /// and only the HTTP sender calls that.
@@ -61,25 +61,6 @@ pub fn redacted_origin(url: &Url) -> String {
     }
 }
 
-/// Replaces every occurrence of each secret (and its percent-encoded form) in `text`.
-/// Very short fragments are skipped: replacing `/` everywhere would only garble messages.
-pub fn scrub(text: &str, secrets: &[String]) -> String {
-    let mut out = text.to_owned();
-    let mut secrets: Vec<&String> = secrets.iter().filter(|s| s.len() >= 4).collect();
-    // Longest first, so a URL is replaced whole before its query is.
-    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    for secret in secrets {
-        let encoded =
-            percent_encoding::utf8_percent_encode(secret, percent_encoding::NON_ALPHANUMERIC)
-                .to_string();
-        out = out.replace(secret.as_str(), REDACTED);
-        if encoded != *secret {
-            out = out.replace(&encoded, REDACTED);
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,11 +91,11 @@ mod tests {
             "error sending request for url ({}): sig was S3cr3tSig",
             url.expose()
         );
-        let clean = scrub(&text, &url.secret_parts());
+        let clean = crate::text::redact(&text, &url.secret_parts());
         assert!(!clean.contains("S3cr3tSig"), "{clean}");
         assert!(!clean.contains("workflows/w1"), "{clean}");
         assert!(clean.contains(REDACTED));
-        let encoded = scrub("user p%40ss", &["p@ss".to_owned()]);
+        let encoded = crate::text::redact("user p%40ss", &["p@ss".to_owned()]);
         assert_eq!(encoded, format!("user {REDACTED}"));
     }
 }

@@ -1,6 +1,7 @@
 //! `CMKGUARD_STATE`: which store to open. Parsed once, so that a typo fails at start with a
 //! message that never repeats a SAS token.
 
+use crate::text::redact_urls;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -145,38 +146,6 @@ fn config(message: impl Into<String>) -> StateError {
     )
 }
 
-/// Removes the query string of every URL in `text`: a SAS is a credential and must not reach
-/// a log line or an error message.
-pub(crate) fn redact_urls(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = find_url(rest) {
-        out.push_str(&rest[..start]);
-        let url_and_after = &rest[start..];
-        let end = url_and_after
-            .find(|c: char| c.is_whitespace() || matches!(c, ')' | '"' | '\'' | '<' | '>' | '`'))
-            .unwrap_or(url_and_after.len());
-        let url = &url_and_after[..end];
-        match url.find('?') {
-            Some(query) => {
-                out.push_str(&url[..query]);
-                out.push_str("?<redacted>");
-            }
-            None => out.push_str(url),
-        }
-        rest = &url_and_after[end..];
-    }
-    out.push_str(rest);
-    out
-}
-
-fn find_url(text: &str) -> Option<usize> {
-    match (text.find("https://"), text.find("http://")) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
 impl fmt::Display for StateSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -203,7 +172,7 @@ impl fmt::Debug for BlobLocation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BlobLocation")
             .field("container_url", &self.container_url.as_str())
-            .field("sas", &self.sas.as_ref().map(|_| "<redacted>"))
+            .field("sas", &self.sas.as_ref().map(|_| crate::text::REDACTED))
             .finish()
     }
 }
@@ -285,7 +254,7 @@ mod tests {
         );
         let redacted = redact_urls(&message);
         assert!(!redacted.contains("sig"), "{redacted}");
-        assert!(redacted.contains("(https://acct.blob.core.windows.net/s/events/x?<redacted>)"));
-        assert!(redacted.ends_with("http://h/p?<redacted> and https://plain/path"));
+        assert!(redacted.contains("(https://acct.blob.core.windows.net/s/events/x?[redacted])"));
+        assert!(redacted.ends_with("http://h/p?[redacted] and https://plain/path"));
     }
 }

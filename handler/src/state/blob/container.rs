@@ -62,11 +62,11 @@ impl BlobStore {
             }
             AzureErrorKind::Io | AzureErrorKind::Connection | AzureErrorKind::Credential => (
                 StateErrorKind::Transient,
-                scrub(&self.secrets, &crate::text::chain(error)),
+                crate::text::redact(&crate::text::chain(error), &self.secrets),
             ),
             _ => (
                 StateErrorKind::Permanent,
-                scrub(&self.secrets, &crate::text::chain(error)),
+                crate::text::redact(&crate::text::chain(error), &self.secrets),
             ),
         };
         StateError::new(kind, format!("{action} {}/{name}: {detail}", self.shown))
@@ -278,15 +278,6 @@ pub(super) fn sas_secrets(sas: &str) -> Vec<String> {
         }
     }
     secrets
-}
-
-/// Removes URLs' query strings and any known secret from `text`.
-pub(super) fn scrub(secrets: &[String], text: &str) -> String {
-    let mut text = redact_urls(text);
-    for secret in secrets {
-        text = text.replace(secret.as_str(), "<redacted>");
-    }
-    text
 }
 
 pub(super) fn error_code(error: &azure_core::Error) -> Option<(u16, &str)> {

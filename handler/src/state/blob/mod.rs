@@ -33,7 +33,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
-use super::spec::{BlobLocation, redact_urls};
+use super::spec::BlobLocation;
 use super::{
     ATTEMPT_RETENTION, AuditEntry, CompareAndSet, EVENT_CLAIM_RETENTION, FindingKey, FindingRecord,
     OutboxItem, OutboxMessage, RemediationAttempt, Result, SENT_NOTIFICATION_RETENTION, StateError,
@@ -41,7 +41,7 @@ use super::{
 };
 use crate::outcome::FindingState;
 
-use container::{Condition, Listed, contended, sas_secrets, scrub};
+use container::{Condition, Listed, contended, sas_secrets};
 use names::{
     earlier, finding_name, later, metadata_time, name_time, nanos_text, state_label, timed_name,
 };
@@ -167,7 +167,7 @@ impl BlobStore {
                     StateErrorKind::Config,
                     format!(
                         "CMKGUARD_STATE: {shown}: {}",
-                        scrub(&secrets, &crate::text::chain(&e))
+                        crate::text::redact(&crate::text::chain(&e), &secrets)
                     ),
                 )
             })?;

@@ -315,7 +315,7 @@ impl Actor {
                     plan::REMEDIATION_BUDGET_PER_HOUR
                 ),
             )),
-            Remedy::Apply => Some(self.apply(finding, inputs, deadline).await?),
+            Remedy::Apply => Some(self.apply(finding, snapshot, inputs, deadline).await?),
         };
         let applied = action
             .as_ref()
@@ -328,6 +328,7 @@ impl Actor {
     async fn apply(
         &self,
         finding: &Finding,
+        snapshot: &Snapshot,
         inputs: &Inputs<'_>,
         deadline: Instant,
     ) -> Result<Action, StateError> {
@@ -354,7 +355,13 @@ impl Actor {
         let consent = Consent::from_policy(inputs.policy, finding.rule);
         let attempt = self
             .remediator
-            .apply(finding, &consent, inputs.now, deadline)
+            .apply_to(
+                finding,
+                &snapshot.workspace_id,
+                &consent,
+                inputs.now,
+                deadline,
+            )
             .await;
         let recorded = store
             .record_attempt(&RemediationAttempt {

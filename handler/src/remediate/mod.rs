@@ -87,7 +87,8 @@ impl Remediator {
     }
 
     /// Remediates one finding: refuses without consent, skips what is already compliant, writes,
-    /// verifies. `now` judges key expiry; `deadline` bounds every request.
+    /// verifies. `now` judges key expiry; `deadline` bounds every request. The workspace is
+    /// read from the finding; [`Remediator::apply_to`] takes the id already parsed.
     pub async fn apply(
         &self,
         finding: &Finding,
@@ -95,41 +96,39 @@ impl Remediator {
         now: OffsetDateTime,
         deadline: Instant,
     ) -> Attempt {
-        let result = self.run(finding, consent, now, deadline).await;
-        let (result, detail, transient) = match result {
-            Ok(detail) => (ActionResult::Applied, detail, false),
-            Err(Stop::Skipped(detail)) => (ActionResult::Skipped, detail, false),
-            Err(Stop::Failed { detail, transient }) => (ActionResult::Failed, detail, transient),
-        };
-        let action = Action {
-            kind: ActionKind::Remediate,
-            rule: finding.rule.to_string(),
-            target: finding.resource.clone(),
-            result,
-            detail,
-        };
-        match action.result {
-            ActionResult::Failed => tracing::warn!(
-                message = "Remediation failed.",
-                rule = %action.rule,
-                resource = %action.target,
-                transient,
-                detail = %action.detail
-            ),
-            _ => tracing::info!(
-                message = "Remediation done.",
-                rule = %action.rule,
-                resource = %action.target,
-                result = ?action.result,
-                detail = %action.detail
+        match ArmResourceId::parse(&finding.workspace) {
+            Ok(workspace) => {
+                self.apply_to(finding, &workspace, consent, now, deadline)
+                    .await
+            }
+            Err(e) => finish(
+                finding,
+                Err(Stop::refused(format!(
+                    "the finding names no workspace: {e}"
+                ))),
             ),
         }
-        Attempt { action, transient }
+    }
+
+    /// [`Remediator::apply`] for the finding of `workspace`, whose id observe parsed.
+    pub async fn apply_to(
+        &self,
+        finding: &Finding,
+        workspace: &ArmResourceId,
+        consent: &Consent<'_>,
+        now: OffsetDateTime,
+        deadline: Instant,
+    ) -> Attempt {
+        finish(
+            finding,
+            self.run(finding, workspace, consent, now, deadline).await,
+        )
     }
 
     async fn run(
         &self,
         finding: &Finding,
+        workspace: &ArmResourceId,
         consent: &Consent<'_>,
         now: OffsetDateTime,
         deadline: Instant,
@@ -157,9 +156,7 @@ impl Remediator {
                 rule, rule
             )));
         }
-        let workspace = ArmResourceId::parse(&finding.workspace)
-            .map_err(|e| Stop::refused(format!("the finding names no workspace: {e}")))?;
-        writable(self.arm.scope(), &workspace, "workspace")?;
+        writable(self.arm.scope(), workspace, "workspace")?;
         let act = Act {
             arm: &self.arm,
             keys: &self.keys,
@@ -168,17 +165,50 @@ impl Remediator {
             deadline,
         };
         match rule {
-            RuleId::WorkspaceKeyAccess => key_access::apply(&act, &workspace).await,
-            RuleId::VaultPurgeProtection => purge_protection::apply(&act, &workspace).await,
-            RuleId::KeyEnabled => key_enabled::apply(&act, &workspace).await,
-            RuleId::KeyExpiry => key_expiry::apply(&act, &workspace).await,
-            RuleId::KeyRotationPolicy => rotation_policy::apply(&act, &workspace).await,
+            RuleId::WorkspaceKeyAccess => key_access::apply(&act, workspace).await,
+            RuleId::VaultPurgeProtection => purge_protection::apply(&act, workspace).await,
+            RuleId::KeyEnabled => key_enabled::apply(&act, workspace).await,
+            RuleId::KeyExpiry => key_expiry::apply(&act, workspace).await,
+            RuleId::KeyRotationPolicy => rotation_policy::apply(&act, workspace).await,
             RuleId::SubscriptionProviders => {
-                providers::apply(&act, &workspace, &finding.resource).await
+                providers::apply(&act, workspace, &finding.resource).await
             }
             other => Err(Stop::refused(format!("rule {other} has no remediation"))),
         }
     }
+}
+
+/// The Outcome action of a remediation's result, logged.
+fn finish(finding: &Finding, result: Stage<String>) -> Attempt {
+    let (result, detail, transient) = match result {
+        Ok(detail) => (ActionResult::Applied, detail, false),
+        Err(Stop::Skipped(detail)) => (ActionResult::Skipped, detail, false),
+        Err(Stop::Failed { detail, transient }) => (ActionResult::Failed, detail, transient),
+    };
+    let action = Action {
+        kind: ActionKind::Remediate,
+        rule: finding.rule.to_string(),
+        target: finding.resource.clone(),
+        result,
+        detail,
+    };
+    match action.result {
+        ActionResult::Failed => tracing::warn!(
+            message = "Remediation failed.",
+            rule = %action.rule,
+            resource = %action.target,
+            transient,
+            detail = %action.detail
+        ),
+        _ => tracing::info!(
+            message = "Remediation done.",
+            rule = %action.rule,
+            resource = %action.target,
+            result = ?action.result,
+            detail = %action.detail
+        ),
+    }
+    Attempt { action, transient }
 }
 
 /// What a remediation would do about `finding`, from what observe read, without doing anything

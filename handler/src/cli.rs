@@ -206,16 +206,10 @@ fn serve(settings: Settings, port: Option<u16>) -> ExitCode {
             return ExitCode::from(exit::CONFIGURATION);
         }
     };
-    let listener = match TcpListener::bind(("127.0.0.1", port)) {
-        Ok(listener) => listener,
-        Err(error) => {
-            eprintln!("cmk-guard: cannot listen on 127.0.0.1:{port}: {error}");
-            return ExitCode::from(exit::CONFIGURATION);
-        }
-    };
     let azure = match Azure::new(&settings.azure(), |name| std::env::var(name).ok()) {
         Ok(azure) => azure,
         Err(error) => {
+            let error = crate::text::chain(&error);
             eprintln!("cmk-guard: cannot set up Azure access: {error}");
             return ExitCode::from(exit::CONFIGURATION);
         }
@@ -234,6 +228,15 @@ fn serve(settings: Settings, port: Option<u16>) -> ExitCode {
             Ok(engine) => engine,
             Err(error) => {
                 eprintln!("cmk-guard: cannot start: {}", crate::text::chain(&error));
+                return Ok(false);
+            }
+        };
+        // The port is taken last: the host sees it open only once everything it needs —
+        // settings, Azure access, the state store, the alert channels — is ready.
+        let listener = match TcpListener::bind(("127.0.0.1", port)) {
+            Ok(listener) => listener,
+            Err(error) => {
+                eprintln!("cmk-guard: cannot listen on 127.0.0.1:{port}: {error}");
                 return Ok(false);
             }
         };

@@ -74,6 +74,29 @@ fn serve_with_an_unusable_alert_channel_stops_before_it_listens() {
     }
 }
 
+#[test]
+fn serve_with_a_state_store_that_cannot_open_stops_before_it_listens() {
+    let scratch = Scratch::new("settings");
+    // A file where the database's folder should be: the path is valid, the store is not.
+    std::fs::write(scratch.join("not-a-folder"), b"").expect("write a file");
+    let state = format!(
+        "sqlite:{}",
+        scratch.join("not-a-folder").join("state.db").display()
+    );
+    let port = free_port();
+    let mut child = spawn(port, &[("CMKGUARD_STATE", state.as_str())], &["serve"]);
+
+    let (code, listened) = wait_watching_the_port(&mut child, port);
+    let stderr = read_all(child.stderr.take());
+
+    assert_eq!(code, Some(CONFIGURATION), "{stderr}");
+    assert!(!listened, "something answered on port {port}");
+    assert!(
+        stderr.contains("cmk-guard: cannot start: CMKGUARD_STATE"),
+        "{stderr}"
+    );
+}
+
 /// Waits for `child` to exit, trying to connect to `port` meanwhile: (exit code, whether a
 /// connection was ever accepted). Kills a child that does not exit in time.
 fn wait_watching_the_port(child: &mut Child, port: u16) -> (Option<i32>, bool) {

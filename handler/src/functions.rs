@@ -139,7 +139,7 @@ fn host_reply(status: StatusCode, outcome: Outcome, logs: Vec<String>) -> Reply 
     Reply {
         status,
         body: to_body(&response),
-        disposition: outcome.disposition.name(),
+        disposition: outcome.disposition.as_str(),
     }
 }
 
@@ -230,7 +230,7 @@ async fn invoke_http_envelope(
     logs.push(payload.log_line());
     // Only a plain Outcome has a top-level `disposition` in the forwarded body.
     let disposition = match &payload {
-        EvaluateReply::Outcome(outcome) => outcome.disposition.name(),
+        EvaluateReply::Outcome(outcome) => outcome.disposition.as_str(),
         EvaluateReply::BadRequest(_) | EvaluateReply::Unavailable(..) => "-",
     };
     let mut outputs = Map::new();

@@ -48,18 +48,6 @@ pub enum Disposition {
     Rejected,
 }
 
-impl Disposition {
-    /// The name the Outcome JSON, the log lines and the metrics use.
-    pub fn name(self) -> &'static str {
-        match self {
-            Disposition::Evaluated => "evaluated",
-            Disposition::Ignored => "ignored",
-            Disposition::Duplicate => "duplicate",
-            Disposition::Rejected => "rejected",
-        }
-    }
-}
-
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -108,6 +96,56 @@ pub enum ActionResult {
     Failed,
     Sent,
     Suppressed,
+}
+
+/// `as_str` for an enum serialised `rename_all = "lowercase"`: the one name a value has in the
+/// Outcome JSON, log lines, spans and metrics (a test checks it against serde).
+macro_rules! lowercase_names {
+    ($($enum:ident { $($variant:ident => $name:literal),+ $(,)? })+) => {
+        $(impl $enum {
+            /// The value's name, as the Outcome JSON writes it.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($enum::$variant => $name),+
+                }
+            }
+
+            /// Every value, for the check against serde.
+            #[cfg(test)]
+            const ALL: &'static [$enum] = &[$($enum::$variant),+];
+        })+
+    };
+}
+
+lowercase_names! {
+    Disposition {
+        Evaluated => "evaluated",
+        Ignored => "ignored",
+        Duplicate => "duplicate",
+        Rejected => "rejected",
+    }
+    Severity {
+        Low => "low",
+        Medium => "medium",
+        High => "high",
+        Critical => "critical",
+    }
+    FindingState {
+        Open => "open",
+        Resolved => "resolved",
+    }
+    ActionKind {
+        Remediate => "remediate",
+        Notify => "notify",
+    }
+    ActionResult {
+        Applied => "applied",
+        Planned => "planned",
+        Skipped => "skipped",
+        Failed => "failed",
+        Sent => "sent",
+        Suppressed => "suppressed",
+    }
 }
 
 /// A remediation or notification with its result.
@@ -176,20 +214,13 @@ impl Outcome {
             .iter()
             .filter(|f| f.state == FindingState::Open)
         {
-            crate::telemetry::record_finding(
-                finding.rule.as_str(),
-                &crate::telemetry::label(&finding.severity),
-            );
+            crate::telemetry::record_finding(finding.rule.as_str(), finding.severity.as_str());
         }
         for action in &self.actions {
-            let result = crate::telemetry::label(&action.result);
+            let result = action.result.as_str();
             match action.kind {
-                ActionKind::Remediate => {
-                    crate::telemetry::record_remediation(&action.rule, &result)
-                }
-                ActionKind::Notify => {
-                    crate::telemetry::record_notification(&action.target, &result)
-                }
+                ActionKind::Remediate => crate::telemetry::record_remediation(&action.rule, result),
+                ActionKind::Notify => crate::telemetry::record_notification(&action.target, result),
             }
         }
     }
@@ -199,7 +230,7 @@ impl Outcome {
         use crate::text::{REASON, clean, field};
         let id = field(self.event.id.as_deref().unwrap_or("(no id)"));
         let event_type = field(self.event.event_type.as_deref().unwrap_or("(no type)"));
-        let verb = self.disposition.name();
+        let verb = self.disposition.as_str();
         let mut line = format!("{verb} event {id} ({event_type})");
         if let Some(resource) = &self.resource {
             line.push_str(&format!(" on {}", field(resource)));
@@ -296,5 +327,23 @@ mod tests {
         let json = serde_json::to_value(&outcome).unwrap();
         assert!(json.get("reason").is_none());
         assert!(outcome.log_line().starts_with("evaluated event (no id)"));
+    }
+
+    #[test]
+    fn every_name_is_what_serde_writes() {
+        fn check<T: Serialize + Copy + std::fmt::Debug>(all: &[T], name: fn(T) -> &'static str) {
+            for value in all {
+                assert_eq!(
+                    serde_json::to_value(value).unwrap(),
+                    name(*value),
+                    "{value:?}"
+                );
+            }
+        }
+        check(Disposition::ALL, Disposition::as_str);
+        check(Severity::ALL, Severity::as_str);
+        check(FindingState::ALL, FindingState::as_str);
+        check(ActionKind::ALL, ActionKind::as_str);
+        check(ActionResult::ALL, ActionResult::as_str);
     }
 }

@@ -24,7 +24,7 @@ pub fn table(outcomes: &[Outcome]) -> String {
         rows.push([
             short_name(&finding.workspace),
             finding.rule.to_string(),
-            format!("{:?}", finding.severity).to_ascii_lowercase(),
+            finding.severity.as_str().to_owned(),
             cell(&finding.observed),
             cell(&finding.expected),
         ]);

@@ -155,7 +155,7 @@ async fn evaluate(
         .await;
     let disposition = match &reply {
         functions::EvaluateReply::Outcome(outcome)
-        | functions::EvaluateReply::Unavailable(outcome, _) => outcome.disposition.name(),
+        | functions::EvaluateReply::Unavailable(outcome, _) => outcome.disposition.as_str(),
         functions::EvaluateReply::BadRequest(_) => "rejected",
     };
     span.record("cmkguard.disposition", disposition);

@@ -407,14 +407,6 @@ pub fn record_notification(channel: &str, result: &str) {
     );
 }
 
-/// The serialized (lower-case) name of an Outcome enum value.
-pub fn label<T: serde::Serialize>(value: &T) -> String {
-    match serde_json::to_value(value) {
-        Ok(serde_json::Value::String(text)) => text,
-        _ => "unknown".to_owned(),
-    }
-}
-
 /// Counts one read-cache lookup.
 pub fn record_cache_lookup(hit: bool) {
     instruments().cache_lookups.add(

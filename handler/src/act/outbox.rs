@@ -136,7 +136,7 @@ impl Actor {
         let action = delivery.action(rule);
         let span = tracing::Span::current();
         span.record("channel", action.target.as_str());
-        span.record("result", crate::telemetry::label(&action.result).as_str());
+        span.record("result", action.result.as_str());
         Ok(action)
     }
 

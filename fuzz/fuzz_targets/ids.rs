@@ -5,7 +5,7 @@
 #![no_main]
 
 use cmk_guard::azure::SubscriptionScope;
-use cmk_guard::azure::arm::request_url;
+use cmk_guard::azure::request_url;
 use cmk_guard::ids::{ArmResourceId, KeyUrl, SubscriptionId};
 use libfuzzer_sys::fuzz_target;
 

@@ -40,7 +40,7 @@ pub const DEFAULT_API_VERSIONS: &[(&str, &str)] = &[
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApiVersionError {
     #[error("`{0}` is not `Namespace=api-version`")]
-    NotAnEntry(String),
+    Entry(String),
     #[error("`{0}` is not an api-version such as 2025-09-01")]
     NotAVersion(String),
 }
@@ -64,7 +64,7 @@ impl ApiVersions {
         {
             let (namespace, version) = entry
                 .split_once('=')
-                .ok_or_else(|| ApiVersionError::NotAnEntry(entry.to_owned()))?;
+                .ok_or_else(|| ApiVersionError::Entry(entry.to_owned()))?;
             let version = version.trim();
             let valid = version.len() >= 10
                 && version[..10].bytes().enumerate().all(|(i, b)| {

@@ -1,26 +1,26 @@
 //! Azure access: the shared transport, the credential, the ARM client (all reads) and the Key
 //! Vault data-plane clients (key writes). Rules and planning never import this module.
 
-pub mod arm;
-pub mod credential;
-pub mod error;
-pub mod keyvault;
-pub mod ratelimit;
-pub mod retry;
-pub mod scope;
-pub mod transport;
+pub(crate) mod arm;
+pub(crate) mod credential;
+pub(crate) mod error;
+pub(crate) mod keyvault;
+pub(crate) mod ratelimit;
+pub(crate) mod retry;
+pub(crate) mod scope;
+pub(crate) mod transport;
 
 use std::sync::Arc;
 
 use azure_core::credentials::TokenCredential;
 use azure_core::http::Transport;
 
-pub use arm::{ApiVersions, ArmClient};
+pub use arm::{ApiVersions, ArmClient, request_url};
 pub use error::{AzureError, ErrorKind};
 pub use keyvault::KeyVaultClients;
 pub use retry::{Deadline, RetrySettings, retry_after_from};
 pub use scope::SubscriptionScope;
-pub use transport::{ConnectTo, TransportSettings};
+pub use transport::{ConnectTo, TransportSettings, http_client};
 
 /// What the Azure clients need from the configuration. `Settings::azure` builds it from its
 /// parse, so this layer knows nothing of the rest of the configuration.

@@ -34,19 +34,19 @@ impl ConnectTo {
             .map(|entry| {
                 let (suffix, address) = entry
                     .split_once('=')
-                    .ok_or_else(|| ConnectToError::NotAnEntry(entry.to_owned()))?;
+                    .ok_or_else(|| ConnectToError::Entry(entry.to_owned()))?;
                 let suffix = suffix.trim().trim_start_matches('.').to_ascii_lowercase();
                 if suffix.is_empty()
                     || !suffix
                         .bytes()
                         .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
                 {
-                    return Err(ConnectToError::NotASuffix(suffix));
+                    return Err(ConnectToError::Suffix(suffix));
                 }
                 let address = address
                     .trim()
                     .parse::<SocketAddr>()
-                    .map_err(|_| ConnectToError::NotAnAddress(address.trim().to_owned()))?;
+                    .map_err(|_| ConnectToError::Address(address.trim().to_owned()))?;
                 Ok(ConnectTo {
                     host_suffix: suffix,
                     address,
@@ -67,11 +67,11 @@ impl ConnectTo {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConnectToError {
     #[error("`{0}` is not `host-suffix=ip:port`")]
-    NotAnEntry(String),
+    Entry(String),
     #[error("`{0}` is not a host name suffix")]
-    NotASuffix(String),
+    Suffix(String),
     #[error("`{0}` is not ip:port")]
-    NotAnAddress(String),
+    Address(String),
 }
 
 /// Why the shared HTTP client cannot be built. Each message names what a person can fix; the

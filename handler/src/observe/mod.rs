@@ -4,7 +4,7 @@
 //! cache. A read that fails is recorded in the snapshot, never treated as compliant.
 
 mod cache;
-pub mod parse;
+pub(crate) mod parse;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use actix_web::http::StatusCode;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOptions};
-use cmk_guard::azure::transport::http_client;
+use cmk_guard::azure::http_client;
 use cmk_guard::azure::{ConnectTo, TransportSettings};
 use cmk_guard::notify::{
     Alert, Change, Channel, Delivery, DeliveryStatus, Message, Notification, Notifier,

@@ -14,8 +14,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
-use azure_core::http::Transport;
-use cmk_guard::azure::{TransportSettings, credential, transport};
+use cmk_guard::azure::{TransportSettings, http_client};
 use cmk_guard::outcome::{ActionResult, FindingState, Severity};
 use cmk_guard::state::{
     self, CompareAndSet, EventStart, FindingKey, FindingRecord, OutboxMessage, RemediationAttempt,
@@ -86,12 +85,14 @@ impl Backend {
 /// Opens a store the way the handler does: on the shared transport, with the credential from
 /// the environment (unused here: every Blob URL in these tests carries a SAS).
 async fn open(spec: &str) -> state::Result<Arc<dyn StateStore>> {
-    let http = transport::http_client(&TransportSettings::default()).unwrap();
-    let transport = Transport::new(Arc::new(http));
-    let credential = credential::from_env(&transport, |_| None)
-        .unwrap()
-        .credential;
-    state::open(&state::StateSpec::parse(spec)?, &transport, &credential).await
+    let settings = cmk_guard::settings::Settings::from_lookup(|_: &str| None).unwrap();
+    let azure = cmk_guard::azure::Azure::new(&settings.azure(), |_| None).unwrap();
+    state::open(
+        &state::StateSpec::parse(spec)?,
+        &azure.transport,
+        &azure.credential,
+    )
+    .await
 }
 
 /// Runs each scenario against SQLite and against Azure Blob on Azurite.
@@ -1239,7 +1240,7 @@ async fn blob_attempts_recorded_before_the_rule_label_are_still_counted_per_rule
     let body = json!({"writer": "an earlier version", "value": {
         "resource": vault, "rule": "vault.purge-protection",
         "at": "2026-11-28T12:00:00Z", "result": "applied"}});
-    let response = transport::http_client(&TransportSettings::default())
+    let response = http_client(&TransportSettings::default())
         .unwrap()
         .put(format!("{container}/{name}?{sas}"))
         .header("x-ms-blob-type", "BlockBlob")
@@ -1274,7 +1275,7 @@ async fn blob_findings_written_before_the_state_label_are_still_listed_when_open
         || panic!("the blob backend's URL carries a SAS"),
         |(c, q)| (c.to_owned(), q.to_owned()),
     );
-    let http = transport::http_client(&TransportSettings::default()).unwrap();
+    let http = http_client(&TransportSettings::default()).unwrap();
     // Findings as an earlier version wrote them: the blob holds the state, its metadata does not.
     for (workspace, state) in [("ws-open", "open"), ("ws-resolved", "resolved")] {
         let key = key(workspace, "vault.purge-protection");

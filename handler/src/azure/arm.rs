@@ -13,7 +13,7 @@ use azure_core::http::policies::auth::BearerTokenAuthorizationPolicy;
 use azure_core::http::policies::{Policy, PolicyResult};
 use azure_core::http::{
     ClientOptions, Context, Method, Pipeline, PipelineSendOptions, Request, RetryOptions,
-    Transport, Url,
+    StatusCode, Transport, Url,
 };
 use serde_json::Value;
 use tokio::time::Instant;
@@ -272,7 +272,7 @@ impl ArmClient {
         let mut answer = self.send_once(method, url, body, deadline).await?;
         // 202 + Location (+ Retry-After): poll the Location (on the ARM host only) until it
         // stops answering 202. Callers verify the result by reading the resource again.
-        while answer.status == 202 {
+        while answer.status == StatusCode::Accepted {
             let Some(location) = answer.location.take() else {
                 break;
             };
@@ -333,7 +333,7 @@ impl ArmClient {
             )
         })?
         .map_err(|e| from_core_error(description.clone(), &e))?;
-        let status = u16::from(response.status());
+        let status = response.status();
         let location = response
             .headers()
             .get_optional_str(&azure_core::http::headers::HeaderName::from_static(
@@ -342,7 +342,7 @@ impl ArmClient {
             .map(str::to_owned);
         let retry_after = retry_after(response.headers());
         let body = response.into_body();
-        if !(200..300).contains(&status) {
+        if !status.is_success() {
             return Err(AzureError::from_response(description, status, &body));
         }
         Ok(Answer {
@@ -395,7 +395,7 @@ pub fn request_url(
 
 /// One response of the pipeline, as far as the client needs it.
 struct Answer {
-    status: u16,
+    status: StatusCode,
     location: Option<String>,
     retry_after: Option<Duration>,
     body: Vec<u8>,

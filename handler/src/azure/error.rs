@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use azure_core::http::StatusCode;
+
 /// Whether a failed call may succeed if repeated later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -19,7 +21,7 @@ pub enum ErrorKind {
 pub struct AzureError {
     pub kind: ErrorKind,
     /// The HTTP status, when Azure answered.
-    pub status: Option<u16>,
+    pub status: Option<StatusCode>,
     /// The ARM / Key Vault error code (`AuthorizationFailed`, `ResourceNotFound`, …).
     pub code: Option<String>,
     pub message: String,
@@ -29,7 +31,7 @@ pub struct AzureError {
 
 impl AzureError {
     /// An error for a response with a non-success status and its body.
-    pub fn from_response(request: String, status: u16, body: &[u8]) -> Self {
+    pub fn from_response(request: String, status: StatusCode, body: &[u8]) -> Self {
         let (code, message) = error_body(body);
         let kind = if is_transient_status(status) {
             ErrorKind::Transient
@@ -58,7 +60,7 @@ impl AzureError {
 
     /// True for 404.
     pub fn is_not_found(&self) -> bool {
-        self.status == Some(404)
+        self.status == Some(StatusCode::NotFound)
     }
 
     /// True when a later attempt may succeed.
@@ -83,8 +85,8 @@ impl fmt::Display for AzureError {
 impl std::error::Error for AzureError {}
 
 /// Statuses retried within the deadline (the azure_core defaults).
-pub fn is_transient_status(status: u16) -> bool {
-    matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
+pub fn is_transient_status(status: StatusCode) -> bool {
+    matches!(u16::from(status), 408 | 429 | 500 | 502 | 503 | 504)
 }
 
 /// Reads `{"error":{"code","message"}}` (ARM, Key Vault, Resource Graph all use it).
@@ -110,15 +112,18 @@ mod tests {
     fn classifies_statuses_and_reads_the_error_body() {
         let throttled = AzureError::from_response(
             "GET x".into(),
-            429,
+            StatusCode::TooManyRequests,
             br#"{"error":{"code":"TooManyRequests","message":"slow down"}}"#,
         );
         assert!(throttled.is_transient());
         assert_eq!(throttled.code.as_deref(), Some("TooManyRequests"));
-        let forbidden = AzureError::from_response("GET x".into(), 403, b"not json");
+        let forbidden =
+            AzureError::from_response("GET x".into(), StatusCode::Forbidden, b"not json");
         assert_eq!(forbidden.kind, ErrorKind::Permanent);
         assert_eq!(forbidden.message, "HTTP 403");
-        assert!(AzureError::from_response("GET x".into(), 404, b"{}").is_not_found());
+        assert!(
+            AzureError::from_response("GET x".into(), StatusCode::NotFound, b"{}").is_not_found()
+        );
         assert_eq!(
             throttled.to_string(),
             "GET x: HTTP 429 TooManyRequests: slow down"

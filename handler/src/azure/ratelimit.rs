@@ -159,7 +159,7 @@ impl Policy for RateLimitPolicy {
         let result = next[0].send(ctx, request, &next[1..]).await;
         self.limiter.release(slot);
         let response = result?;
-        if u16::from(response.status()) == 429 {
+        if response.status() == azure_core::http::StatusCode::TooManyRequests {
             let wait =
                 super::retry::retry_after(response.headers()).unwrap_or(Duration::from_secs(1));
             self.limiter.pause(wait);

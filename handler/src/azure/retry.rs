@@ -70,7 +70,7 @@ impl Policy for DeadlineRetryPolicy {
             }
             let result = next[0].send(ctx, request, &next[1..]).await;
             let retry_after = match &result {
-                Ok(response) if is_transient_status(u16::from(response.status())) => {
+                Ok(response) if is_transient_status(response.status()) => {
                     retry_after(response.headers())
                 }
                 Ok(_) => return result,

@@ -127,7 +127,7 @@ mod tests {
             kind,
             "failed",
         );
-        error.status = status;
+        error.status = status.map(azure_core::http::StatusCode::from);
         error
     }
 

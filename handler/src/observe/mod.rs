@@ -614,7 +614,7 @@ pub fn read_failure(what: &str, resource: &str, error: &AzureError) -> ReadFailu
         ..failure(
             what,
             resource,
-            error.status,
+            error.status.map(u16::from),
             error.code.clone(),
             error.message.clone(),
         )

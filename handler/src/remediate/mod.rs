@@ -477,7 +477,7 @@ fn data_plane_error(request: String, error: &azure_core::Error) -> AzureError {
             error_code,
             raw_response,
         } => {
-            let status = u16::from(*status);
+            let status = *status;
             // azure_core cannot read an error body whose message holds escapes (it borrows the
             // strings), and then reports the status as the code; the body says what happened.
             if let Some(raw) = raw_response {
@@ -594,7 +594,7 @@ mod tests {
             &forbidden,
         );
         assert_eq!(error.kind, ErrorKind::Permanent);
-        assert_eq!(error.status, Some(403));
+        assert_eq!(error.status, Some(azure_core::http::StatusCode::Forbidden));
         assert_eq!(error.code.as_deref(), Some("ForbiddenByRbac"));
         let detail = match Stop::azure("rotating", &error) {
             Stop::Failed { detail, transient } => {

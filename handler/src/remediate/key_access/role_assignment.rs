@@ -74,7 +74,7 @@ pub(super) async fn grant(
     let how = match written {
         Ok(_) => format!("PUT role assignment {path}"),
         Err(error)
-            if error.status == Some(409)
+            if error.status == Some(azure_core::http::StatusCode::Conflict)
                 && error.code.as_deref() == Some("RoleAssignmentExists") =>
         {
             format!(

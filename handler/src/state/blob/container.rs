@@ -40,14 +40,14 @@ impl BlobStore {
             AzureErrorKind::HttpResponse {
                 status, error_code, ..
             } => {
-                let status = u16::from(*status);
+                let status = *status;
                 let code = error_code.as_deref().unwrap_or_default();
                 let kind = if is_transient_status(status) {
                     StateErrorKind::Transient
                 } else {
                     StateErrorKind::Permanent
                 };
-                let hint = match (status, code) {
+                let hint = match (u16::from(status), code) {
                     (401 | 403, _) => {
                         "; the identity needs the Storage Blob Data Contributor role on the \
                          container, or the SAS needs read, add, create, write, delete and list \

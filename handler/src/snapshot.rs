@@ -140,6 +140,19 @@ pub struct CmkPrincipal {
     pub user_assigned_identity: Option<String>,
 }
 
+impl CmkPrincipal {
+    /// Who this is, for findings, remediation details and their descriptions.
+    pub fn describe(&self) -> String {
+        match &self.user_assigned_identity {
+            Some(uai) => format!(
+                "user-assigned identity {uai} (principal {})",
+                self.principal_id
+            ),
+            None => format!("system identity (principal {})", self.principal_id),
+        }
+    }
+}
+
 /// `identity` of an ARM resource.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ManagedIdentity {

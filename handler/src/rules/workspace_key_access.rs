@@ -121,16 +121,6 @@ fn missing_identity(workspace: &crate::snapshot::Workspace) -> String {
     }
 }
 
-fn who(principal: &CmkPrincipal) -> String {
-    match &principal.user_assigned_identity {
-        Some(uai) => format!(
-            "user-assigned identity {uai} (principal {})",
-            principal.principal_id
-        ),
-        None => format!("system identity (principal {})", principal.principal_id),
-    }
-}
-
 fn access_policy_verdict(vault: &Vault, principal: &CmkPrincipal) -> Verdict {
     let tenant = principal
         .tenant_id
@@ -161,7 +151,7 @@ fn access_policy_verdict(vault: &Vault, principal: &CmkPrincipal) -> Verdict {
         .into_iter()
         .filter(|permission| !granted(permission))
         .collect();
-    let who = who(principal);
+    let who = principal.describe();
     if missing.is_empty() {
         return Verdict::Granted(format!(
             "an access policy grants get, wrapKey and unwrapKey to the {who}"
@@ -275,7 +265,7 @@ fn rbac_verdict(
             }
         }
     }
-    let who = who(principal);
+    let who = principal.describe();
     if clean.iter().all(|g| *g) {
         return Ok(Verdict::Granted(format!(
             "the {who} holds {} ({model})",

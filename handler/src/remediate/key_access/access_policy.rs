@@ -7,7 +7,7 @@
 
 use serde_json::{Value, json};
 
-use super::{RULE, who};
+use super::RULE;
 use crate::ids::ArmResourceId;
 use crate::remediate::{Act, Stage, Stop};
 use crate::snapshot::{CmkPrincipal, Snapshot, Vault};
@@ -52,7 +52,7 @@ pub(super) async fn grant(
     Ok(format!(
         "PUT accessPolicies/add on {vault_id} granting keys {} to the {} in tenant {tenant} (before: {observed}); verified: {now}",
         KEY_PERMISSIONS.join(", "),
-        who(principal)
+        principal.describe()
     ))
 }
 
@@ -66,7 +66,7 @@ pub(super) fn describe(vault: &Vault, principal: &CmkPrincipal) -> String {
         "would PUT accessPolicies/add on {} granting keys {} to the {} in tenant {tenant}",
         vault.id,
         KEY_PERMISSIONS.join(", "),
-        who(principal)
+        principal.describe()
     )
 }
 

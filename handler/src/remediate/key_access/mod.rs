@@ -77,17 +77,6 @@ fn key_scope(workspace: &Workspace, vault_id: &ArmResourceId) -> String {
         .unwrap_or_else(|| vault_id.to_string())
 }
 
-/// Who gets access, for details and descriptions.
-fn who(principal: &CmkPrincipal) -> String {
-    match &principal.user_assigned_identity {
-        Some(uai) => format!(
-            "user-assigned identity {uai} (principal {})",
-            principal.principal_id
-        ),
-        None => format!("system identity (principal {})", principal.principal_id),
-    }
-}
-
 pub(super) fn describe(snapshot: &Snapshot) -> String {
     let Some(workspace) = snapshot.workspace.found() else {
         return "would grant the workspace's CMK identity access to the key, once the workspace can be read".to_owned();

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::{RULE, who};
+use super::RULE;
 use crate::ids::ArmResourceId;
 use crate::observe::parse;
 use crate::remediate::{Act, Stage, Stop};
@@ -87,7 +87,7 @@ pub(super) async fn grant(
     let now = act.verified(RULE, snapshot)?;
     Ok(format!(
         "{how} giving the {} Key Vault Crypto Service Encryption User on the vault (before: {observed}); verified: {now}",
-        who(principal)
+        principal.describe()
     ))
 }
 
@@ -155,7 +155,7 @@ pub(super) fn describe(vault_id: &ArmResourceId, principal: &CmkPrincipal) -> St
     format!(
         "would PUT role assignment {} giving the {} Key Vault Crypto Service Encryption User on the vault",
         assignment_path(vault_id, name),
-        who(principal)
+        principal.describe()
     )
 }
 

@@ -2,6 +2,7 @@
 //! message that never repeats a SAS token.
 
 use crate::text::redact_urls;
+use azure_core::credentials::Secret;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -26,8 +27,8 @@ pub enum StateSpec {
 pub struct BlobLocation {
     /// The container URL without a query string: safe to log.
     container_url: Url,
-    /// The SAS query string (`sv=…&sig=…`), when the URL carried one.
-    sas: Option<String>,
+    /// The SAS query string (`sv=…&sig=…`), when the URL carried one: a credential.
+    sas: Option<Secret>,
 }
 
 impl BlobLocation {
@@ -38,13 +39,13 @@ impl BlobLocation {
 
     /// The SAS query, when the store authenticates with one instead of a credential.
     pub(crate) fn sas(&self) -> Option<&str> {
-        self.sas.as_deref()
+        self.sas.as_ref().map(Secret::secret)
     }
 
     /// The URL the SDK is given: the container URL with the SAS, if any.
     pub(crate) fn request_url(&self) -> Url {
         let mut url = self.container_url.clone();
-        url.set_query(self.sas.as_deref());
+        url.set_query(self.sas());
         url
     }
 }
@@ -118,7 +119,9 @@ fn parse_blob(text: &str) -> Result<BlobLocation> {
     }
     let sas = match url.query().filter(|q| !q.is_empty()) {
         None => None,
-        Some(query) if url.query_pairs().any(|(name, _)| name == "sig") => Some(query.to_owned()),
+        Some(query) if url.query_pairs().any(|(name, _)| name == "sig") => {
+            Some(Secret::new(query.to_owned()))
+        }
         Some(_) => {
             return Err(config(format!(
                 "`{shown}` has a query string that is not a SAS (no `sig`); \

@@ -1,14 +1,14 @@
 //! `CMKGUARD_STATE`: which store to open. Parsed once, so that a typo fails at start with a
 //! message that never repeats a SAS token.
 
-use crate::text::redact_urls;
-use azure_core::credentials::Secret;
 use std::fmt;
 use std::path::PathBuf;
 
+use azure_core::credentials::Secret;
 use url::Url;
 
 use super::{Result, StateError, StateErrorKind};
+use crate::text::redact_urls;
 
 /// The store used when `CMKGUARD_STATE` is not set: a SQLite file in the working directory.
 pub const DEFAULT_STATE: &str = "sqlite:cmk-guard.db";

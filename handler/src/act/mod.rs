@@ -441,14 +441,11 @@ fn own_write_action(finding: &Finding) -> Action {
     }
 }
 
+/// Marks the Outcome's copy of `finding` resolved (a remediation was applied and verified).
 fn mark_resolved(outcome: &mut Outcome, finding: &Finding) {
-    for f in outcome.findings.iter_mut() {
-        if f.rule == finding.rule
-            && f.resource.eq_ignore_ascii_case(&finding.resource)
-            && f.workspace.eq_ignore_ascii_case(&finding.workspace)
-        {
-            f.state = FindingState::Resolved;
-        }
+    let key = FindingKey::of(finding);
+    for f in outcome.findings.iter_mut().filter(|f| key.names(f)) {
+        f.state = FindingState::Resolved;
     }
 }
 

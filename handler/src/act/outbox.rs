@@ -48,7 +48,7 @@ impl Actor {
                 format!("{channel}|{}", identity.join(";")).as_bytes(),
             )
             .to_string();
-            let message = Message::for_channel(channel, Alert::Changes(&batch), outcome);
+            let message = Message::for_channel(channel, Alert::Changes(&batch), &id, now);
             let rule = batch.first().map(|n| n.rule.clone()).unwrap_or_default();
             if let Some(action) = self
                 .enqueue_and_send(&id, channel, &message, &rule, now)
@@ -105,7 +105,7 @@ impl Actor {
                 continue;
             }
             let id = format!("digest|{sweep}|{channel}");
-            let message = Message::for_channel(channel, Alert::Digest(digest), outcome);
+            let message = Message::for_channel(channel, Alert::Digest(digest), &id, now);
             if let Some(action) = self
                 .enqueue_and_send(&id, channel, &message, "digest", now)
                 .await?

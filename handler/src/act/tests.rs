@@ -61,7 +61,8 @@ async fn observe_mode_sends_nothing_not_even_outbox_retries_or_the_digest() {
         payload: serde_json::to_value(Message::for_channel(
             Channel::Teams,
             Alert::Digest(&digest),
-            &sweep_outcome(),
+            "an alert that failed in alert mode",
+            NOW,
         ))
         .unwrap(),
     };

@@ -22,7 +22,8 @@ pub(crate) struct Posted {
 /// Longest excerpt of an error body kept in a reason.
 const BODY_EXCERPT: usize = 300;
 
-/// POSTs `body` as JSON with `headers` until a 2xx, a non-retryable status, or the budget ends.
+/// POSTs `body` with `headers` (`Content-Type` JSON unless they name another) until a 2xx, a
+/// non-retryable status, or the budget ends.
 pub(crate) async fn post_json(
     client: &reqwest::Client,
     url: &Url,
@@ -33,8 +34,8 @@ pub(crate) async fn post_json(
     with_retries(budget, |remaining| async move {
         let result = client
             .post(url.clone())
-            .headers(headers.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .headers(headers.clone())
             .body(body.to_vec())
             .timeout(remaining)
             .send()

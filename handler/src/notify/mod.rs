@@ -1,5 +1,6 @@
 //! Alerts: rendering findings for people and sending them to Teams (Workflows webhook with an
-//! Adaptive Card), email (Azure Communication Services or SMTP) and a generic JSON webhook.
+//! Adaptive Card), email (Azure Communication Services or SMTP) and a generic webhook
+//! (CloudEvents signed per Standard Webhooks, [`webhook`]).
 //!
 //! The engine decides *whether* to alert (a change of state, a reminder) and *where* (routing
 //! by severity, [`route`]); this module decides *what* the alert says and delivers it:
@@ -22,12 +23,14 @@ mod secret;
 mod settings;
 mod smtp;
 mod teams;
+mod webhook;
 
 use std::sync::Arc;
 
 use azure_core::credentials::TokenCredential;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use time::OffsetDateTime;
 
 pub use email::EmailContent;
 pub use model::{ActionNote, Alert, Change, DIGEST_WORST, Digest, Notification};
@@ -35,10 +38,11 @@ pub use retry::RetryBudget;
 pub use routing::{Channel, Routes};
 pub use secret::{REDACTED, SecretUrl};
 pub use settings::{EmailSettings, EmailTransport, NotifySettings, SmtpSettings};
+pub use webhook::{CLOUDEVENTS_JSON, EVENT_TYPES, SecretError, WebhookEvent, WebhookSecret};
 
 use crate::azure::TransportSettings;
 use crate::config::ConfigError;
-use crate::outcome::{Action, ActionKind, ActionResult, Outcome};
+use crate::outcome::{Action, ActionKind, ActionResult};
 use acs::AcsSender;
 use http::post_json;
 use retry::Failure;
@@ -55,9 +59,9 @@ pub enum Message {
         payload: Value,
     },
     Email(EmailContent),
-    /// The generic webhook receives the Outcome as it is.
+    /// The generic webhook's events, one per finding change, posted one by one.
     Webhook {
-        outcome: Outcome,
+        events: Vec<WebhookEvent>,
     },
 }
 
@@ -74,19 +78,27 @@ impl Message {
         Message::Email(email::content(alert))
     }
 
-    /// The generic webhook's body.
-    pub fn webhook(outcome: &Outcome) -> Self {
+    /// The generic webhook's events for `changes`, seen at `now`; their ids derive from
+    /// `outbox_id`, so the same change always carries the same id.
+    pub fn webhook(outbox_id: &str, changes: &[Notification], now: OffsetDateTime) -> Self {
         Message::Webhook {
-            outcome: outcome.clone(),
+            events: WebhookEvent::for_changes(outbox_id, changes, now),
         }
     }
 
-    /// Renders `alert` for `channel`; the webhook channel carries `outcome` instead.
-    pub fn for_channel(channel: Channel, alert: Alert<'_>, outcome: &Outcome) -> Self {
-        match channel {
-            Channel::Teams => Self::teams(alert),
-            Channel::Email => Self::email(alert),
-            Channel::Webhook => Self::webhook(outcome),
+    /// Renders `alert` for `channel`, to be stored under `outbox_id`. The webhook takes finding
+    /// changes only: a digest is a summary for people and makes no event.
+    pub fn for_channel(
+        channel: Channel,
+        alert: Alert<'_>,
+        outbox_id: &str,
+        now: OffsetDateTime,
+    ) -> Self {
+        match (channel, alert) {
+            (Channel::Teams, alert) => Self::teams(alert),
+            (Channel::Email, alert) => Self::email(alert),
+            (Channel::Webhook, Alert::Changes(changes)) => Self::webhook(outbox_id, changes, now),
+            (Channel::Webhook, Alert::Digest(_)) => Message::Webhook { events: Vec::new() },
         }
     }
 
@@ -158,6 +170,8 @@ pub struct Notifier {
     http: reqwest::Client,
     teams: Option<SecretUrl>,
     webhook: Option<SecretUrl>,
+    webhook_secret: Option<WebhookSecret>,
+    event_source: String,
     email: Option<EmailSender>,
     budget: RetryBudget,
     /// Everything to scrub from reasons: URLs, query values, the SMTP password.
@@ -188,6 +202,9 @@ impl Notifier {
         let mut secrets = Vec::new();
         for url in settings.teams.iter().chain(settings.webhook.iter()) {
             secrets.extend(url.secret_parts());
+        }
+        if let Some(secret) = &settings.webhook_secret {
+            secrets.push(secret.secret_text().to_owned());
         }
         let email = match settings.email {
             None => None,
@@ -228,6 +245,11 @@ impl Notifier {
             http,
             teams: settings.teams,
             webhook: settings.webhook,
+            webhook_secret: settings.webhook_secret,
+            event_source: match settings.event_source {
+                source if source.is_empty() => webhook::event_source(None),
+                source => source,
+            },
             email,
             budget: RetryBudget::default(),
             secrets,
@@ -261,7 +283,15 @@ impl Notifier {
             None => {}
         }
         if let Some(url) = &self.webhook {
-            lines.push(format!("webhook: {url}"));
+            let signed = if self.webhook_secret.is_some() {
+                "signed"
+            } else {
+                "unsigned"
+            };
+            lines.push(format!(
+                "webhook: {url} (CloudEvents from {}, {signed})",
+                self.event_source
+            ));
         }
         lines
     }
@@ -306,18 +336,12 @@ impl Notifier {
                     .ok_or_else(|| not_configured("CMKGUARD_TEAMS_WEBHOOK_URL"))?;
                 self.post(url, payload).await
             }
-            Message::Webhook { outcome } => {
+            Message::Webhook { events } => {
                 let url = self
                     .webhook
                     .as_ref()
                     .ok_or_else(|| not_configured("CMKGUARD_WEBHOOK_URL"))?;
-                let body = serde_json::to_value(outcome).map_err(|e| {
-                    (
-                        Failure::permanent(format!("cannot encode the Outcome: {e}")),
-                        None,
-                    )
-                })?;
-                self.post(url, &body).await
+                self.post_events(url, events).await
             }
             Message::Email(content) => match &self.email {
                 None => Err(not_configured("CMKGUARD_EMAIL_TO")),
@@ -328,6 +352,35 @@ impl Notifier {
                     .map_err(|failure| (failure, None)),
             },
         }
+    }
+
+    /// POSTs each event in order; the first failure fails the message, which the outbox sends
+    /// again whole (receivers drop the repeats by `webhook-id`).
+    async fn post_events(
+        &self,
+        url: &SecretUrl,
+        events: &[WebhookEvent],
+    ) -> Result<String, (Failure, Option<String>)> {
+        let mut last = None;
+        for event in events {
+            let body = event.cloud_event(&self.event_source).map_err(|e| {
+                (
+                    Failure::permanent(format!("cannot encode the event: {e}")),
+                    None,
+                )
+            })?;
+            let timestamp = OffsetDateTime::now_utc().unix_timestamp();
+            let headers =
+                webhook::headers(self.webhook_secret.as_ref(), &event.id, timestamp, &body);
+            let posted = post_json(&self.http, url.expose(), &headers, &body, self.budget)
+                .await
+                .map_err(|failure| (failure, None))?;
+            last = Some(posted.status.as_u16());
+        }
+        Ok(match last {
+            Some(status) => format!("HTTP {status} from {url} ({} event(s))", events.len()),
+            None => "no finding change, no event".to_owned(),
+        })
     }
 
     async fn post(

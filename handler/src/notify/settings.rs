@@ -1,5 +1,6 @@
 //! The alert channels' configuration (`CMKGUARD_TEAMS_WEBHOOK_URL`, `CMKGUARD_WEBHOOK_URL`,
-//! `CMKGUARD_EMAIL_TO`, `CMKGUARD_EMAIL_FROM`, `CMKGUARD_ACS_ENDPOINT`, `CMKGUARD_SMTP_URL`),
+//! `CMKGUARD_WEBHOOK_SECRET`, `CMKGUARD_EMAIL_TO`, `CMKGUARD_EMAIL_FROM`,
+//! `CMKGUARD_ACS_ENDPOINT`, `CMKGUARD_SMTP_URL`),
 //! parsed once at start. A half-configured channel is an error rather than silence: an alert
 //! that cannot go out must be noticed when the app starts, not when a key has expired.
 
@@ -12,10 +13,14 @@ use lettre::message::Mailbox;
 use url::Url;
 
 use super::secret::{SecretUrl, redacted_origin};
+use super::webhook::{WebhookSecret, event_source};
 use crate::config::ConfigError;
 
 const TEAMS: &str = "CMKGUARD_TEAMS_WEBHOOK_URL";
 const WEBHOOK: &str = "CMKGUARD_WEBHOOK_URL";
+const WEBHOOK_SECRET: &str = "CMKGUARD_WEBHOOK_SECRET";
+/// The Function App's name, set by the platform: the webhook events' `source`.
+const SITE_NAME: &str = "WEBSITE_SITE_NAME";
 const EMAIL_TO: &str = "CMKGUARD_EMAIL_TO";
 const EMAIL_FROM: &str = "CMKGUARD_EMAIL_FROM";
 const ACS: &str = "CMKGUARD_ACS_ENDPOINT";
@@ -31,8 +36,12 @@ const SMTP_SUBMISSION_PORT: u16 = 587;
 pub struct NotifySettings {
     /// A Teams Workflows webhook ("When a Teams webhook request is received").
     pub teams: Option<SecretUrl>,
-    /// A generic webhook that receives the Outcome JSON.
+    /// A generic webhook that receives one CloudEvent per finding change.
     pub webhook: Option<SecretUrl>,
+    /// The Standard Webhooks key the webhook's requests are signed with.
+    pub webhook_secret: Option<WebhookSecret>,
+    /// The CloudEvents `source` of the webhook's events (`/cmk-guard/<app>`).
+    pub event_source: String,
     pub email: Option<EmailSettings>,
 }
 
@@ -94,10 +103,24 @@ impl NotifySettings {
         let webhook = value(WEBHOOK)
             .map(|text| webhook_url(WEBHOOK, &text))
             .transpose()?;
+        let webhook_secret = value(WEBHOOK_SECRET)
+            .map(|text| {
+                WebhookSecret::parse(&text).map_err(|e| error(WEBHOOK_SECRET, e.to_string()))
+            })
+            .transpose()?;
+        if webhook_secret.is_some() && webhook.is_none() {
+            return Err(error(
+                WEBHOOK_SECRET,
+                format!("is set but {WEBHOOK} is not; set both or neither"),
+            ));
+        }
+        let event_source = event_source(value(SITE_NAME).as_deref());
         let email = email_settings(value(EMAIL_TO), value(EMAIL_FROM), value(ACS), value(SMTP))?;
         Ok(Self {
             teams,
             webhook,
+            webhook_secret,
+            event_source,
             email,
         })
     }
@@ -428,6 +451,34 @@ mod tests {
             let err = settings(pairs).unwrap_err();
             assert_eq!(err.variable, *variable, "{pairs:?}: {err}");
             assert!(!err.to_string().contains("S3cr3tSig"), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_webhook_secret_is_checked_at_start_and_never_shown() {
+        let hook = (WEBHOOK, "http://127.0.0.1:9000/hook");
+        let good = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let s = settings(&[hook, (WEBHOOK_SECRET, good), (SITE_NAME, "func-cmk")]).unwrap();
+        assert!(s.webhook_secret.is_some());
+        assert_eq!(s.event_source, "/cmk-guard/func-cmk");
+        assert!(!format!("{s:?}").contains("MfKQ9r8"));
+        assert_eq!(settings(&[hook]).unwrap().event_source, "/cmk-guard/local");
+        for (pairs, why) in [
+            (
+                vec![hook, (WEBHOOK_SECRET, "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")],
+                "whsec_",
+            ),
+            (vec![hook, (WEBHOOK_SECRET, "whsec_MfKQ9r8GKYq!")], "base64"),
+            (
+                vec![hook, (WEBHOOK_SECRET, "whsec_MfKQ9r8G")],
+                "at least 24",
+            ),
+            (vec![(WEBHOOK_SECRET, good)], WEBHOOK),
+        ] {
+            let err = settings(&pairs).unwrap_err();
+            assert_eq!(err.variable, WEBHOOK_SECRET);
+            assert!(err.message.contains(why), "{err}");
+            assert!(!err.to_string().contains("MfKQ9r8"), "{err}");
         }
     }
 

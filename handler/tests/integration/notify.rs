@@ -17,10 +17,7 @@ use cmk_guard::notify::{
     Alert, Change, Channel, Delivery, DeliveryStatus, Message, Notification, Notifier,
     NotifySettings, RetryBudget,
 };
-use cmk_guard::outcome::{
-    Action, ActionKind, ActionResult, Disposition, EventRef, Finding, FindingState, Outcome,
-    Severity,
-};
+use cmk_guard::outcome::{Action, ActionKind, ActionResult, Finding, FindingState, Severity};
 use cmk_guard_blackbox::scratch::Scratch;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -83,21 +80,6 @@ fn hostile_notification(severity: Severity) -> Notification {
         result: ActionResult::Planned,
         detail: "PATCH enablePurgeProtection=true".into(),
     })
-}
-
-fn outcome_with(findings: Vec<Finding>) -> Outcome {
-    let mut outcome = Outcome::new(
-        EventRef {
-            id: Some("e-1".into()),
-            event_type: Some("Microsoft.Resources.ResourceWriteSuccess".into()),
-            subject: Some(hostile_vault()),
-        },
-        Disposition::Evaluated,
-        None,
-    );
-    outcome.workspaces.push(workspace());
-    outcome.findings = findings;
-    outcome
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -595,26 +577,167 @@ async fn an_unconfigured_channel_fails_without_sending() {
 // ---------------------------------------------------------------------------------------------
 // Generic webhook
 
+const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// `v1,` + base64 HMAC-SHA256 of `id.timestamp.body` with the secret's key, computed here with
+/// the `hmac` crate as a receiver would, not with cmk-guard's signer.
+fn standard_webhooks_signature(secret: &str, id: &str, timestamp: &str, body: &[u8]) -> String {
+    use base64::Engine;
+    use hmac::{Hmac, KeyInit, Mac};
+    let engine = base64::engine::general_purpose::STANDARD;
+    let key = engine
+        .decode(secret.strip_prefix("whsec_").unwrap())
+        .unwrap();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
+    mac.update(body);
+    format!("v1,{}", engine.encode(mac.finalize().into_bytes()))
+}
+
 #[tokio::test]
-async fn the_webhook_receives_the_outcome_json() {
+async fn the_webhook_gets_one_signed_cloudevent_per_change_with_ids_kept_on_retry() {
+    // The second event is refused once (503, past the budget's retries) so the message fails.
+    let refusals = (0..FAST.max_attempts).map(|_| Reply::status(503));
+    let sink = workflows_sink(
+        std::iter::once(Reply::status(202))
+            .chain(refusals)
+            .collect(),
+    )
+    .await;
+    let notifier = notifier(
+        &[
+            (
+                "CMKGUARD_WEBHOOK_URL",
+                format!("http://127.0.0.1:{}/hooks/cmk?token={SIG}", sink.port),
+            ),
+            ("CMKGUARD_WEBHOOK_SECRET", WEBHOOK_SECRET.to_owned()),
+            ("WEBSITE_SITE_NAME", "func-cmk-guard".to_owned()),
+        ],
+        &TransportSettings::default(),
+        None,
+    );
+    let opened = hostile_notification(Severity::Critical);
+    let mut resolved = Notification::from_finding(
+        &Finding {
+            rule: cmk_guard::catalogue::RuleId::WorkspaceKeyAccess,
+            state: FindingState::Resolved,
+            ..finding(Severity::High, &workspace())
+        },
+        Change::Resolved,
+        None,
+    );
+    resolved.observed = "the identity can unwrap".into();
+    let now = time::OffsetDateTime::from_unix_timestamp(1_796_000_000).unwrap();
+    let message = Message::webhook("outbox-1", &[opened, resolved], now);
+    let stored: Message = serde_json::from_value(serde_json::to_value(&message).unwrap()).unwrap();
+
+    let first = notifier.send(&message).await;
+    let (reason, retryable) = failure(&first);
+    assert!(retryable && reason.contains("503"), "{reason}");
+    assert!(
+        !reason.contains(SIG) && !reason.contains("MfKQ9r8"),
+        "{reason}"
+    );
+    let again = notifier.send(&stored).await;
+    assert!(sent_detail(&again).contains("2 event(s)"), "{again:?}");
+    assert!(!sent_detail(&again).contains(SIG));
+
+    let received = sink.received();
+    // Sent: event 1; refused: event 2 (4 tries); sent again: events 1 and 2.
+    assert_eq!(received.len(), 1 + FAST.max_attempts as usize + 2);
+    let ids: Vec<String> = received
+        .iter()
+        .map(|r| r.json()["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        ids[0],
+        ids[ids.len() - 2],
+        "a retry of a change keeps its id"
+    );
+    assert_eq!(ids[1], ids[ids.len() - 1]);
+    assert_ne!(ids[0], ids[1], "one id per change");
+
+    for request in &received {
+        let event = request.json();
+        assert_eq!(
+            request.headers["content-type"],
+            "application/cloudevents+json"
+        );
+        assert_eq!(event["specversion"], "1.0");
+        assert_eq!(event["source"], "/cmk-guard/func-cmk-guard");
+        assert_eq!(event["time"], "2026-11-30T00:53:20Z");
+        assert_eq!(event["subject"], workspace());
+        assert_eq!(event["datacontenttype"], "application/json");
+        assert_eq!(request.headers["webhook-id"], event["id"].as_str().unwrap());
+        let timestamp = &request.headers["webhook-timestamp"];
+        let age =
+            time::OffsetDateTime::now_utc().unix_timestamp() - timestamp.parse::<i64>().unwrap();
+        assert!(
+            (0..300).contains(&age),
+            "timestamp {timestamp} is this attempt's"
+        );
+        assert_eq!(
+            request.headers["webhook-signature"],
+            standard_webhooks_signature(
+                WEBHOOK_SECRET,
+                &request.headers["webhook-id"],
+                timestamp,
+                &request.body
+            )
+        );
+        assert_ne!(
+            request.headers["webhook-signature"],
+            standard_webhooks_signature(
+                "whsec_dGhpcyBpcyBhbm90aGVyIGtleSBvZiAzMiBieXRlcyE=",
+                &request.headers["webhook-id"],
+                timestamp,
+                &request.body
+            )
+        );
+    }
+    let opened = received[0].json();
+    assert_eq!(opened["type"], "com.cmk-guard.finding.opened");
+    assert_eq!(opened["data"]["change"]["kind"], "new");
+    assert_eq!(opened["data"]["finding"]["rule"], "vault.purge-protection");
+    assert_eq!(opened["data"]["finding"]["resource"], hostile_vault());
+    assert_eq!(opened["data"]["finding"]["severity"], "critical");
+    assert_eq!(opened["data"]["finding"]["state"], "open");
+    assert_eq!(
+        opened["data"]["finding"]["observed"],
+        "enablePurgeProtection is false"
+    );
+    assert_eq!(
+        opened["data"]["finding"]["expected"],
+        "enablePurgeProtection is true"
+    );
+    assert_eq!(opened["data"]["finding"]["action"]["result"], "planned");
+    let resolved = received[received.len() - 1].json();
+    assert_eq!(resolved["type"], "com.cmk-guard.finding.resolved");
+    assert_eq!(resolved["data"]["finding"]["state"], "resolved");
+    assert_eq!(resolved["data"]["finding"]["action"], Value::Null);
+}
+
+#[tokio::test]
+async fn an_unsigned_webhook_sends_no_signature_headers() {
     let sink = workflows_sink(Vec::new()).await;
     let notifier = notifier(
         &[(
             "CMKGUARD_WEBHOOK_URL",
-            format!("http://127.0.0.1:{}/hooks/cmk?token={SIG}", sink.port),
+            format!("http://127.0.0.1:{}/hooks/cmk", sink.port),
         )],
         &TransportSettings::default(),
         None,
     );
-    let outcome = outcome_with(vec![finding(Severity::Critical, &hostile_vault())]);
+    let now = time::OffsetDateTime::now_utc();
+    let message = Message::webhook("outbox-2", &[hostile_notification(Severity::Low)], now);
 
-    let delivery = notifier.send(&Message::webhook(&outcome)).await;
+    let delivery = notifier.send(&message).await;
 
     assert_eq!(delivery.channel, Channel::Webhook);
-    assert!(!sent_detail(&delivery).contains(SIG));
-    let body = sink.received()[0].json();
-    assert_eq!(body, serde_json::to_value(&outcome).unwrap());
-    assert_eq!(body["findings"][0]["severity"], "critical");
+    let request = &sink.received()[0];
+    assert_eq!(request.json()["source"], "/cmk-guard/local");
+    assert!(!request.headers.contains_key("webhook-signature"));
+    assert!(!request.headers.contains_key("webhook-id"));
 }
 
 // ---------------------------------------------------------------------------------------------

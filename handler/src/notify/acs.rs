@@ -156,6 +156,7 @@ mod tests {
             subject: "s".into(),
             text: "t".into(),
             html: "<p>h</p>".into(),
+            thread: None,
         };
         let to = vec![
             "oncall@contoso.com".parse().unwrap(),

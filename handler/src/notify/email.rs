@@ -7,8 +7,7 @@ use std::fmt::Write;
 use serde::{Deserialize, Serialize};
 
 use super::escape::{bounded_line, html, single_line};
-use super::model::{Alert, Change, Digest, Notification, severity_label};
-use super::teams::title;
+use super::model::{Alert, Change, Digest, Notification, headline, severity_label, worst_first};
 use crate::outcome::Severity;
 
 /// How many findings one email lists; the rest are counted.
@@ -24,17 +23,23 @@ pub struct EmailContent {
     pub subject: String,
     pub text: String,
     pub html: String,
+    /// A stable Message-ID (`<…@cmk-guard>`) per workspace (or for the sweep digest) that
+    /// every message about it refers to (`In-Reply-To`, `References`), so a mail client groups
+    /// one workspace's alerts; absent in messages stored before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread: Option<String>,
 }
 
 /// What one email shows, whichever the alert.
 struct Layout<'a> {
     subject: String,
-    heading: String,
     /// Label/value rows above the findings (a digest's counts).
     summary: Vec<(String, String)>,
-    listed: &'a [Notification],
+    listed: Vec<&'a Notification>,
     /// Findings in the alert, listed or not.
     total: usize,
+    /// What the thread id is derived from.
+    thread: String,
 }
 
 /// The email for `alert`.
@@ -47,57 +52,42 @@ pub fn content(alert: Alert<'_>) -> EmailContent {
     let shown = &layout.listed[..layout.listed.len().min(MAX_LISTED)];
     let more = layout.total.saturating_sub(shown.len());
     EmailContent {
-        text: text_part(&layout.heading, &layout.summary, shown, more),
-        html: html_part(&subject, &layout.heading, &layout.summary, shown, more),
+        text: text_part(&layout.subject, &layout.summary, shown, more),
+        html: html_part(&subject, &layout.subject, &layout.summary, shown, more),
         subject,
+        thread: Some(thread_id(&layout.thread)),
     }
 }
 
+/// `<{uuid v5 of the key}@cmk-guard>`: the same for every message of one workspace.
+fn thread_id(key: &str) -> String {
+    let id = uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_OID,
+        key.to_ascii_lowercase().as_bytes(),
+    );
+    format!("<{id}@cmk-guard>")
+}
+
 fn changes_layout(notifications: &[Notification]) -> Layout<'_> {
-    let subject = match notifications {
-        [single] => title(single),
-        _ => format!(
-            "{} finding change(s), worst {}",
-            notifications.len(),
-            notifications
-                .iter()
-                .map(|n| n.severity)
-                .max()
-                .map_or("none", severity_label)
-        ),
-    };
+    let mut workspaces: Vec<&str> = notifications.iter().map(|n| n.workspace.as_str()).collect();
+    workspaces.sort_unstable();
+    workspaces.dedup();
     Layout {
-        heading: subject.clone(),
-        subject,
+        subject: headline(notifications),
         summary: Vec::new(),
-        listed: notifications,
+        listed: worst_first(notifications),
         total: notifications.len(),
+        thread: format!("workspace|{}", workspaces.join("|")),
     }
 }
 
 fn digest_layout(digest: &Digest) -> Layout<'_> {
-    let counts = digest
-        .open
-        .iter()
-        .map(|(s, n)| format!("{n} {}", severity_label(*s).to_lowercase()))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let heading = format!(
-        "Sweep: {} open finding(s) in {} workspace(s)",
-        digest.open_total(),
-        digest.workspaces
-    );
-    let subject = if counts.is_empty() {
-        heading.clone()
-    } else {
-        format!("{heading} ({counts})")
-    };
     Layout {
-        subject,
-        heading,
+        subject: digest.headline(),
         summary: digest_summary(digest),
-        listed: &digest.worst,
+        listed: digest.worst.iter().collect(),
         total: digest.worst.len() + digest.omitted,
+        thread: "digest".to_owned(),
     }
 }
 
@@ -108,18 +98,51 @@ fn digest_summary(digest: &Digest) -> Vec<(String, String)> {
         .map(|(s, n)| (severity_label(*s).to_owned(), n.to_string()))
         .collect();
     rows.push(("Resolved".to_owned(), digest.resolved.to_string()));
+    rows.push(("Workspaces".to_owned(), digest.workspaces.to_string()));
     rows
 }
 
-fn fields(n: &Notification) -> [(&'static str, String); 6] {
-    [
-        ("Workspace", n.workspace.clone()),
-        ("Resource", n.resource.clone()),
-        ("Rule", n.rule.clone()),
+/// The explanation of a finding, in reading order: label and text.
+fn explained(n: &Notification) -> Vec<(&'static str, String)> {
+    let mut rows = Vec::new();
+    if n.change != Change::Resolved
+        && let Some(why) = n.why()
+    {
+        rows.push(("Why it matters", why.to_owned()));
+    }
+    rows.push(("What cmk-guard does", n.does().to_owned()));
+    if let Some(command) = n.fix_command() {
+        rows.push(("How to fix", command));
+    }
+    rows
+}
+
+/// The facts of a finding: names first, full ids last.
+fn fields(n: &Notification) -> Vec<(&'static str, String)> {
+    let mut rows = vec![
+        ("Workspace", n.workspace_name().to_owned()),
+        ("Resource", n.resource_name().to_owned()),
         ("Observed", n.observed.clone()),
         ("Expected", n.expected.clone()),
-        ("Action", n.action_text()),
-    ]
+    ];
+    if n.action.is_some() {
+        rows.push(("Action", n.action_text()));
+    }
+    rows.push(("Rule", n.rule.clone()));
+    rows.push(("Resource id", n.resource.clone()));
+    rows.push(("Workspace id", n.workspace.clone()));
+    rows
+}
+
+fn links(n: &Notification) -> Vec<(&'static str, String)> {
+    let mut rows = Vec::new();
+    if let Some(url) = n.portal_blade_url() {
+        rows.push(("Open in the Azure portal", url));
+    }
+    if let Some(url) = n.doc_url() {
+        rows.push(("How to fix (Microsoft Learn)", url.to_owned()));
+    }
+    rows
 }
 
 fn field(value: &str) -> String {
@@ -129,7 +152,7 @@ fn field(value: &str) -> String {
 fn text_part(
     heading: &str,
     summary: &[(String, String)],
-    shown: &[Notification],
+    shown: &[&Notification],
     more: usize,
 ) -> String {
     let mut out = format!("{}\n", single_line(heading));
@@ -137,12 +160,12 @@ fn text_part(
         let _ = writeln!(out, "{name}: {value}");
     }
     for n in shown {
-        let _ = writeln!(out, "\n{}", field(&title(n)));
-        for (name, value) in fields(n) {
+        let _ = writeln!(out, "\n{}", field(&n.headline()));
+        for (name, value) in explained(n).into_iter().chain(fields(n)) {
             let _ = writeln!(out, "  {name}: {}", field(&value));
         }
-        if let Some(url) = &n.portal_url {
-            let _ = writeln!(out, "  Portal: {url}");
+        for (name, url) in links(n) {
+            let _ = writeln!(out, "  {name}: {url}");
         }
     }
     if more > 0 {
@@ -169,7 +192,7 @@ fn html_part(
     subject: &str,
     heading: &str,
     summary: &[(String, String)],
-    shown: &[Notification],
+    shown: &[&Notification],
     more: usize,
 ) -> String {
     let mut out = format!(
@@ -197,8 +220,21 @@ fn html_part(
             out,
             "<table style=\"border-collapse:collapse;border-left:6px solid {colour};margin:12px 0\">\n\
              <tr><td colspan=\"2\" style=\"padding:4px 8px;font-weight:bold;color:{colour}\">{}</td></tr>",
-            html(&field(&title(n)))
+            html(&field(&n.headline()))
         );
+        for (name, value) in explained(n) {
+            let style = if name == "How to fix" {
+                "padding:2px 8px;font-family:Consolas,monospace;background:#f4f4f4"
+            } else {
+                "padding:2px 8px"
+            };
+            let _ = writeln!(
+                out,
+                "<tr><th align=\"left\" valign=\"top\" style=\"padding:2px 8px\">{name}</th>\
+                 <td style=\"{style}\">{}</td></tr>",
+                html(&field(&value))
+            );
+        }
         for (name, value) in fields(n) {
             let _ = writeln!(
                 out,
@@ -207,11 +243,15 @@ fn html_part(
                 html(&field(&value))
             );
         }
-        if let Some(url) = &n.portal_url {
+        let buttons: Vec<String> = links(n)
+            .into_iter()
+            .map(|(name, url)| format!("<a href=\"{}\">{name}</a>", html(&url)))
+            .collect();
+        if !buttons.is_empty() {
             let _ = writeln!(
                 out,
-                "<tr><td colspan=\"2\" style=\"padding:4px 8px\"><a href=\"{}\">Open in the Azure portal</a></td></tr>",
-                html(url)
+                "<tr><td colspan=\"2\" style=\"padding:4px 8px\">{}</td></tr>",
+                buttons.join(" · ")
             );
         }
         out.push_str("</table>\n");
@@ -241,12 +281,14 @@ mod tests {
         assert!(!email.html.contains("<script>"), "{}", email.html);
         assert!(email.html.contains("kv1kv&lt;script&gt;*_[x](http://evil)"));
         assert!(!email.subject.contains('\n') && !email.subject.contains('\r'));
+        assert_eq!(
+            email.subject,
+            "[cmk-guard] ws1: 1 CMK problem, worst Critical"
+        );
         assert!(
             email
-                .subject
-                .starts_with("[cmk-guard] Critical · new: vault.purge-protection on "),
-            "{}",
-            email.subject
+                .text
+                .contains("  Why it matters: Anyone with purge rights")
         );
         assert!(
             email
@@ -256,7 +298,34 @@ mod tests {
         assert!(
             email
                 .text
-                .contains("  Portal: https://portal.azure.com/#resource/")
+                .contains("  Open in the Azure portal: https://portal.azure.com/#resource/")
+        );
+    }
+
+    #[test]
+    fn explains_why_and_how_to_fix_with_the_names() {
+        let n = Notification::from_finding(&finding(Severity::High, VAULT), Change::New, None);
+        let email = content(Alert::Changes(std::slice::from_ref(&n)));
+        assert!(email.text.contains(
+            "  How to fix: az keyvault update --name kv1 --resource-group ml --enable-purge-protection true\n"
+        ));
+        assert!(
+            email
+                .text
+                .contains("  What cmk-guard does: cmk-guard fixes this only when")
+        );
+        assert!(email.html.contains("az keyvault update --name kv1"));
+        assert!(
+            email
+                .text
+                .contains("/providers/Microsoft.KeyVault/vaults/kv1/properties\n")
+        );
+        let handled = n.handled(true, false);
+        let email = content(Alert::Changes(std::slice::from_ref(&handled)));
+        assert!(
+            email
+                .text
+                .contains("  What cmk-guard does: cmk-guard would fix this in remediate mode")
         );
     }
 
@@ -269,7 +338,7 @@ mod tests {
         assert_eq!(
             email.subject,
             format!(
-                "[cmk-guard] {} finding change(s), worst High",
+                "[cmk-guard] ws1: {} CMK problems, worst High",
                 MAX_LISTED + 7
             )
         );
@@ -286,8 +355,40 @@ mod tests {
         let email = content(Alert::Digest(&digest));
         assert_eq!(
             email.subject,
-            "[cmk-guard] Sweep: 2 open finding(s) in 1 workspace(s) (1 critical, 1 high)"
+            "[cmk-guard] ws1: 2 CMK problems, worst Critical"
         );
-        assert!(email.text.contains("Critical: 1\nHigh: 1\nResolved: 0\n"));
+        assert!(
+            email
+                .text
+                .contains("Critical: 1\nHigh: 1\nResolved: 0\nWorkspaces: 1\n")
+        );
+    }
+
+    #[test]
+    fn findings_come_worst_first_and_one_workspace_keeps_one_thread() {
+        let mut resolved = finding(Severity::Critical, VAULT);
+        resolved.state = crate::outcome::FindingState::Resolved;
+        let notifications = vec![
+            Notification::from_finding(&finding(Severity::Medium, VAULT), Change::New, None),
+            Notification::from_finding(&resolved, Change::New, None),
+            Notification::from_finding(&finding(Severity::Critical, VAULT), Change::New, None),
+        ];
+        let email = content(Alert::Changes(&notifications));
+        assert_eq!(
+            email.subject,
+            "[cmk-guard] ws1: 2 CMK problems, worst Critical; 1 resolved"
+        );
+        let critical = email.text.find("Critical · new").unwrap();
+        let medium = email.text.find("Medium · new").unwrap();
+        let done = email.text.find("Resolved: ").unwrap();
+        assert!(critical < medium && medium < done, "{}", email.text);
+        let again = content(Alert::Changes(&notifications[..1]));
+        assert_eq!(email.thread, again.thread);
+        assert!(email.thread.as_deref().unwrap().ends_with("@cmk-guard>"));
+        let only_resolved = content(Alert::Changes(&notifications[1..2]));
+        assert_eq!(
+            only_resolved.subject,
+            "[cmk-guard] ws1: 1 CMK problem resolved"
+        );
     }
 }

@@ -3,26 +3,46 @@
 //! a link or a mail header line.
 
 /// Characters that Adaptive Card Markdown (a CommonMark subset), Teams and the card's
-/// `{{DATE()}}` substitution treat specially. Each is prefixed with a backslash: clients that
-/// honour CommonMark escapes show the character, and the few that do not still see a
-/// backslash between `]` and `(`, which can never form a link.
-const CARD_SPECIAL: &[char] = &[
-    '\\', '*', '_', '[', ']', '(', ')', '<', '>', '`', '~', '#', '|', '{', '}', '&', '!',
+/// `{{DATE()}}` substitution act on, each with the look-alike shown instead. Teams clients show
+/// backslash escapes literally (`change\(s\)`), so nothing is escaped: the few characters that
+/// could make a link, emphasis, code, a tag, an entity or a substitution are replaced by
+/// Unicode look-alikes, and parentheses, which act only after `]`, stay as they are.
+const CARD_LOOKALIKES: &[(char, char)] = &[
+    ('\\', '\u{29F5}'), // ⧵ reverse solidus operator
+    ('*', '\u{2217}'),  // ∗ asterisk operator
+    ('_', '\u{02CD}'),  // ˍ modifier letter low macron
+    ('[', '\u{FF3B}'),  // ［ fullwidth left square bracket
+    (']', '\u{FF3D}'),  // ］
+    ('<', '\u{2039}'),  // ‹ single left-pointing angle quotation mark
+    ('>', '\u{203A}'),  // ›
+    ('`', '\u{02CB}'),  // ˋ modifier letter grave accent
+    ('~', '\u{223C}'),  // ∼ tilde operator
+    ('#', '\u{FF03}'),  // ＃
+    ('|', '\u{2223}'),  // ∣ divides
+    ('{', '\u{FF5B}'),  // ｛
+    ('}', '\u{FF5D}'),  // ｝
+    ('&', '\u{FF06}'),  // ＆
 ];
 
-/// Text for an Adaptive Card `TextBlock` or `FactSet` value: one line, no Markdown effect.
+/// Text for an Adaptive Card `TextBlock` or `FactSet` value: one line, no Markdown effect, no
+/// backslash.
 pub fn card_text(text: &str) -> String {
     let line = single_line(text);
     let mut out = String::with_capacity(line.len() + 8);
     let mut only_digits_so_far = true;
     for (index, ch) in line.chars().enumerate() {
-        // A leading `-`, `+` or `1.` would start a list, a leading `=` underline a heading.
-        let starts_block = (index == 0 && matches!(ch, '-' | '+' | '='))
-            || (ch == '.' && index > 0 && only_digits_so_far);
+        // A leading `-`, `+` or `=` would start a list or underline a heading, `1.` a list.
+        let ch = match ch {
+            '-' if index == 0 => '\u{2010}',                      // ‐ hyphen
+            '+' if index == 0 => '\u{FF0B}',                      // ＋
+            '=' if index == 0 => '\u{FF1D}',                      // ＝
+            '.' if index > 0 && only_digits_so_far => '\u{2024}', // ․ one dot leader
+            other => CARD_LOOKALIKES
+                .iter()
+                .find(|(special, _)| *special == other)
+                .map_or(other, |(_, lookalike)| *lookalike),
+        };
         only_digits_so_far = only_digits_so_far && ch.is_ascii_digit();
-        if CARD_SPECIAL.contains(&ch) || starts_block {
-            out.push('\\');
-        }
         out.push(ch);
     }
     out
@@ -73,23 +93,28 @@ mod tests {
     const HOSTILE: &str = "kv<script>*_[x](http://evil)";
 
     #[test]
-    fn card_text_defuses_links_emphasis_and_tags() {
-        let escaped = card_text(HOSTILE);
-        assert_eq!(escaped, r"kv\<script\>\*\_\[x\]\(http://evil\)");
-        assert!(!escaped.contains("]("));
-        assert!(!escaped.replace("\\<", "").contains('<'));
+    fn card_text_defuses_links_emphasis_and_tags_without_backslashes() {
+        let shown = card_text(HOSTILE);
+        assert_eq!(shown, "kv‹script›∗ˍ［x］(http://evil)");
+        assert!(!shown.contains("]("));
+        assert!(!shown.contains('<') && !shown.contains('\\'));
+        assert_eq!(
+            card_text("change(s) (never enabled)"),
+            "change(s) (never enabled)"
+        );
     }
 
     #[test]
     fn card_text_stays_on_one_line_and_starts_no_block() {
         assert_eq!(card_text("a\n\n- b\r\nc"), "a - b c");
-        assert_eq!(card_text("- item"), r"\- item");
-        assert_eq!(card_text("12. item"), r"12\. item");
+        assert_eq!(card_text("- item"), "\u{2010} item");
+        assert_eq!(card_text("12. item"), "12\u{2024} item");
         assert_eq!(card_text("kv1.vault.azure.net"), "kv1.vault.azure.net");
         assert_eq!(
             card_text("{{DATE(2020-01-01T00:00:00Z)}}"),
-            r"\{\{DATE\(2020-01-01T00:00:00Z\)\}\}"
+            "｛｛DATE(2020-01-01T00:00:00Z)｝｝"
         );
+        assert_eq!(card_text(r"a\b"), "a⧵b");
     }
 
     #[test]

@@ -3,8 +3,13 @@
 
 use serde::{Deserialize, Serialize};
 
+mod advice;
+
+use crate::catalogue::RuleId;
 use crate::ids::ArmResourceId;
 use crate::outcome::{Action, ActionResult, Finding, FindingState, Severity};
+pub use advice::Handling;
+use advice::{advice, fix_command};
 
 /// How many findings a digest lists; the counts still cover all of them.
 pub const DIGEST_WORST: usize = 50;
@@ -57,6 +62,10 @@ pub struct Notification {
     /// The Azure portal page of the resource (or of the workspace when the resource is a key
     /// URL), when an ARM id is known.
     pub portal_url: Option<String>,
+    /// What cmk-guard does about the finding under the policy ([`Notification::handled`]);
+    /// absent in messages stored before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handling: Option<Handling>,
 }
 
 impl Notification {
@@ -79,7 +88,100 @@ impl Notification {
             expected: finding.expected.clone(),
             action: None,
             portal_url,
+            handling: None,
         }
+    }
+
+    /// Records what cmk-guard does about the finding: `allowed` when the policy allows its
+    /// remediation (`Policy::allows_remediation`), `remediating` in `remediate` mode.
+    pub fn handled(mut self, allowed: bool, remediating: bool) -> Self {
+        self.handling = Some(Handling::of(allowed, remediating));
+        self
+    }
+
+    /// What cmk-guard does, as one sentence that every message about the finding repeats:
+    /// from the policy when known, else from the action taken or planned, else from the
+    /// catalogue.
+    pub fn does(&self) -> &'static str {
+        if self.change == Change::Resolved {
+            return "Nothing left to do.";
+        }
+        let handling = self.handling.or_else(|| {
+            self.action.as_ref().and_then(|note| match note.result {
+                ActionResult::Planned => Some(Handling::WouldFix),
+                ActionResult::Applied | ActionResult::Skipped | ActionResult::Failed => {
+                    Some(Handling::Fixes)
+                }
+                ActionResult::Sent | ActionResult::Suppressed => None,
+            })
+        });
+        match (handling, self.rule_id()) {
+            (Some(handling), _) => handling.sentence(),
+            (None, Some(rule)) if !rule.is_remediable() => Handling::NeedsPerson.sentence(),
+            (None, _) => "cmk-guard fixes this only when the policy allows its remediation.",
+        }
+    }
+
+    /// The rule, when the id is one of the catalogue's.
+    pub fn rule_id(&self) -> Option<RuleId> {
+        RuleId::parse(&self.rule)
+    }
+
+    /// The problem in plain words ("purge protection is off on the key vault").
+    pub fn problem(&self) -> &str {
+        self.rule_id()
+            .map_or(self.rule.as_str(), |rule| advice(rule).problem)
+    }
+
+    /// Why the finding matters, one sentence.
+    pub fn why(&self) -> Option<&'static str> {
+        self.rule_id().map(|rule| advice(rule).why)
+    }
+
+    /// The `az` command that fixes it, with the real names, where one exists.
+    pub fn fix_command(&self) -> Option<String> {
+        if self.change == Change::Resolved {
+            return None;
+        }
+        fix_command(self.rule_id()?, &self.resource, &self.observed)
+    }
+
+    /// The Microsoft documentation section about the fix.
+    pub fn doc_url(&self) -> Option<&'static str> {
+        self.rule_id().map(|rule| advice(rule).doc)
+    }
+
+    /// The portal link, opened on the rule's blade when the link is the resource's own.
+    pub fn portal_blade_url(&self) -> Option<String> {
+        let url = self.portal_url.as_ref()?;
+        let blade = self.rule_id().and_then(|rule| advice(rule).blade);
+        match blade {
+            // Blades are the vault's: a key URL links to the workspace, which has none.
+            Some(blade)
+                if ArmResourceId::parse(&self.resource)
+                    .is_ok_and(|id| id.is_type("Microsoft.KeyVault/vaults")) =>
+            {
+                Some(format!("{url}/{blade}"))
+            }
+            _ => Some(url.clone()),
+        }
+    }
+
+    /// `Critical · new: purge protection is off on the key vault (kv1)`.
+    pub fn headline(&self) -> String {
+        let change = match self.change {
+            Change::Escalated { from } => format!("escalated from {}", severity_label(from)),
+            Change::Resolved => {
+                return format!("Resolved: {} ({})", self.problem(), self.resource_name());
+            }
+            other => other.label().to_owned(),
+        };
+        format!(
+            "{} · {change}: {} ({})",
+            self.severity_label(),
+            self.problem(),
+            self.resource_name()
+        )
     }
 
     /// Adds the remediation taken (or planned, in `alert` mode) for this finding.
@@ -127,6 +229,70 @@ impl Notification {
     /// The workspace's name, for short titles.
     pub fn workspace_name(&self) -> &str {
         short_name(&self.workspace)
+    }
+}
+
+/// The findings in the order a person reads them: open before resolved, worst first, then by
+/// rule, workspace and resource.
+pub fn worst_first(notifications: &[Notification]) -> Vec<&Notification> {
+    let mut ordered: Vec<&Notification> = notifications.iter().collect();
+    ordered.sort_by(|a, b| {
+        (a.change == Change::Resolved)
+            .cmp(&(b.change == Change::Resolved))
+            .then_with(|| b.severity.cmp(&a.severity))
+            .then_with(|| rule_order(a).cmp(&rule_order(b)))
+            .then_with(|| a.workspace.cmp(&b.workspace))
+            .then_with(|| a.resource.cmp(&b.resource))
+    });
+    ordered
+}
+
+/// The catalogue's order of rules (unknown ids last, by name).
+fn rule_order(n: &Notification) -> (usize, &str) {
+    let index = n
+        .rule_id()
+        .and_then(|rule| RuleId::ALL.iter().position(|r| *r == rule))
+        .unwrap_or(RuleId::ALL.len());
+    (index, n.rule.as_str())
+}
+
+/// `3 CMK problems` / `1 CMK problem`.
+pub fn problems(count: usize) -> String {
+    if count == 1 {
+        "1 CMK problem".to_owned()
+    } else {
+        format!("{count} CMK problems")
+    }
+}
+
+/// The title and subject of a message about `notifications`: the workspace by name (or how
+/// many workspaces), how many problems, the worst severity; a resolved-only message says so.
+/// E.g. `mlw-cmk-prod: 3 CMK problems, worst Critical`.
+pub fn headline(notifications: &[Notification]) -> String {
+    let mut workspaces: Vec<&str> = notifications.iter().map(|n| n.workspace.as_str()).collect();
+    workspaces.sort_unstable();
+    workspaces.dedup();
+    let subject = match workspaces.as_slice() {
+        [one] => short_name(one).to_owned(),
+        many => format!("{} workspaces", many.len()),
+    };
+    let open: Vec<&Notification> = notifications
+        .iter()
+        .filter(|n| n.change != Change::Resolved)
+        .collect();
+    let resolved = notifications.len() - open.len();
+    match open.iter().map(|n| n.severity).max() {
+        None => format!("{subject}: {} resolved", problems(resolved)),
+        Some(worst) if resolved == 0 => format!(
+            "{subject}: {}, worst {}",
+            problems(open.len()),
+            severity_label(worst)
+        ),
+        Some(worst) => format!(
+            "{subject}: {}, worst {}; {resolved} resolved",
+            problems(open.len()),
+            severity_label(worst)
+        ),
     }
 }
 
@@ -242,6 +408,40 @@ impl Digest {
     /// The worst severity among open findings.
     pub fn worst_severity(&self) -> Option<Severity> {
         self.open.first().map(|(severity, _)| *severity)
+    }
+
+    /// Records what cmk-guard does about each listed finding, as [`Notification::handled`]:
+    /// `allowed` answers for a rule, `remediating` is the mode.
+    pub fn handled(mut self, allowed: impl Fn(&Notification) -> bool, remediating: bool) -> Self {
+        self.worst = self
+            .worst
+            .into_iter()
+            .map(|n| {
+                let allows = allowed(&n);
+                n.handled(allows, remediating)
+            })
+            .collect();
+        self
+    }
+
+    /// The sweep's title: `mlw-cmk-prod: 3 CMK problems, worst Critical` for one workspace,
+    /// `4 workspaces: …` for several, `no open CMK problems` when all is well.
+    pub fn headline(&self) -> String {
+        let Some(worst) = self.worst_severity() else {
+            return match self.resolved {
+                0 => "cmk-guard sweep: no open CMK problems".to_owned(),
+                resolved => format!("cmk-guard sweep: no open CMK problems; {resolved} resolved"),
+            };
+        };
+        let subject = match (self.workspaces, self.worst.first()) {
+            (1, Some(first)) => first.workspace_name().to_owned(),
+            (count, _) => format!("{count} workspaces"),
+        };
+        format!(
+            "{subject}: {}, worst {}",
+            problems(self.open_total()),
+            severity_label(worst)
+        )
     }
 }
 

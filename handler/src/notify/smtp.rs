@@ -164,11 +164,17 @@ impl SmtpSender {
     }
 
     fn message(&self, content: &EmailContent) -> Result<Message, Failure> {
-        // A Message-ID lets mail clients thread and de-duplicate alerts.
+        // A unique Message-ID lets mail clients de-duplicate alerts; `In-Reply-To` and
+        // `References` naming the workspace's stable thread id group its alerts.
         let mut builder = Message::builder()
             .message_id(None)
             .from(self.from.clone())
             .subject(content.subject.clone());
+        if let Some(thread) = &content.thread {
+            builder = builder
+                .in_reply_to(thread.clone())
+                .references(thread.clone());
+        }
         for recipient in &self.to {
             builder = builder.to(recipient.clone());
         }
@@ -242,10 +248,14 @@ mod tests {
                 subject: "[cmk-guard] hi".into(),
                 text: "plain".into(),
                 html: "<p>html</p>".into(),
+                thread: Some("<thread@cmk-guard>".into()),
             })
             .unwrap();
         let raw = String::from_utf8(message.formatted()).unwrap();
         assert!(raw.contains("Subject: [cmk-guard] hi"), "{raw}");
+        assert!(raw.contains("In-Reply-To: <thread@cmk-guard>"), "{raw}");
+        assert!(raw.contains("References: <thread@cmk-guard>"), "{raw}");
+        assert!(raw.contains("Message-ID: <"), "{raw}");
         assert!(raw.contains("To: a@contoso.com, b@contoso.com"), "{raw}");
         assert!(raw.contains("multipart/alternative"));
         assert!(raw.contains("text/plain"));

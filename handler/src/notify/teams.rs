@@ -1,13 +1,18 @@
-//! The Teams message: an Adaptive Card 1.4 wrapped as a Workflows webhook message
-//! (`{"type":"message","attachments":[…]}`, azure-notes §C1). Workflows renders
-//! Adaptive Cards only, and a posted card fails above ~28 KB after the flow's own wrapping,
-//! so the whole payload is kept under [`PAYLOAD_BUDGET`] by listing fewer findings and saying
-//! how many were left out.
+//! The Teams message: an Adaptive Card 1.5 wrapped as a Workflows webhook message
+//! (`{"type":"message","attachments":[…]}`, azure-notes §C1), full width, with a
+//! `fallbackText` that notifications show. Workflows renders Adaptive Cards only, and a posted
+//! card fails above ~28 KB after the flow's own wrapping, so the whole payload is kept under
+//! [`PAYLOAD_BUDGET`] by listing fewer findings and saying how many were left out.
+//!
+//! Names from Azure are plain text: `TextBlock` and `FactSet` text goes through
+//! [`card_text`] (look-alikes instead of the characters Markdown acts on, never a backslash),
+//! and the `az` commands, which must stay copyable exactly, are `TextRun`s, which Adaptive
+//! Cards never read as Markdown.
 
 use serde_json::{Value, json};
 
-use super::escape::{bounded_line, card_text};
-use super::model::{Alert, Change, Digest, Notification, severity_label};
+use super::escape::{bounded_line, card_text, single_line};
+use super::model::{Alert, Change, Digest, Notification, headline, severity_label, worst_first};
 use crate::outcome::Severity;
 
 /// The largest payload sent, in bytes of JSON.
@@ -38,24 +43,18 @@ pub fn colour(severity: Severity, change: Change) -> &'static str {
 }
 
 fn changes_card(notifications: &[Notification]) -> Value {
-    if let [single] = notifications {
-        let body = vec![header("cmk-guard alert"), section(single, false)];
-        let actions = single.portal_url.iter().map(|url| open_url(url)).collect();
-        return wrap(body, actions);
+    let title = headline(notifications);
+    let ordered = worst_first(notifications);
+    let fallback = fallback(&title, ordered.first().copied());
+    if let [single] = ordered.as_slice() {
+        let body = vec![header(&title), section(single, false)];
+        return wrap(body, buttons(single), &fallback);
     }
-    let worst = notifications.iter().map(|n| n.severity).max();
-    let title = match worst {
-        Some(worst) => format!(
-            "cmk-guard: {} finding change(s), worst {}",
-            notifications.len(),
-            severity_label(worst)
-        ),
-        None => "cmk-guard: no finding changes".to_owned(),
-    };
     fill(
         vec![header(&title)],
-        notifications.iter().map(|n| section(n, true)),
+        ordered.into_iter().map(|n| section(n, true)),
         notifications.len(),
+        &fallback,
     )
 }
 
@@ -69,24 +68,36 @@ fn digest_card(digest: &Digest) -> Value {
     let colour = digest
         .worst_severity()
         .map_or("good", |s| colour(s, Change::Reminder));
+    let title = digest.headline();
     let prefix = vec![
-        header(&format!(
-            "cmk-guard sweep: {} open finding(s) in {} workspace(s)",
-            digest.open_total(),
-            digest.workspaces
-        )),
+        header(&title),
         json!({"type": "Container", "style": colour, "items": [{"type": "FactSet", "facts": facts}]}),
     ];
     fill(
         prefix,
         digest.worst.iter().map(|n| section(n, true)),
         digest.worst.len() + digest.omitted,
+        &fallback(&title, digest.worst.first()),
     )
+}
+
+/// What a notification (toast, activity feed) shows: the title and the worst finding.
+fn fallback(title: &str, worst: Option<&Notification>) -> String {
+    let text = match worst {
+        Some(n) => format!("{title}. {}", n.headline()),
+        None => title.to_owned(),
+    };
+    bounded_line(&text, 200)
 }
 
 /// Appends sections while the payload stays within budget, then a "+N more" line for the
 /// rest (`total` counts findings that have no section at all, such as a digest's omitted).
-fn fill(prefix: Vec<Value>, sections: impl Iterator<Item = Value>, total: usize) -> Value {
+fn fill(
+    prefix: Vec<Value>,
+    sections: impl Iterator<Item = Value>,
+    total: usize,
+    fallback: &str,
+) -> Value {
     let mut body = prefix;
     let mut shown = 0;
     for section in sections {
@@ -96,7 +107,7 @@ fn fill(prefix: Vec<Value>, sections: impl Iterator<Item = Value>, total: usize)
         if remaining > 0 {
             candidate.push(more(remaining));
         }
-        if size(&wrap(candidate, Vec::new())) > PAYLOAD_BUDGET {
+        if size(&wrap(candidate, Vec::new(), fallback)) > PAYLOAD_BUDGET {
             body.pop();
             break;
         }
@@ -105,23 +116,25 @@ fn fill(prefix: Vec<Value>, sections: impl Iterator<Item = Value>, total: usize)
     if total > shown {
         body.push(more(total - shown));
     }
-    wrap(body, Vec::new())
+    wrap(body, Vec::new(), fallback)
 }
 
 fn size(payload: &Value) -> usize {
     serde_json::to_vec(payload).map_or(usize::MAX, |bytes| bytes.len())
 }
 
-fn wrap(body: Vec<Value>, actions: Vec<Value>) -> Value {
+fn wrap(body: Vec<Value>, actions: Vec<Value>, fallback: &str) -> Value {
     json!({
         "type": "message",
+        "summary": card_text(fallback),
         "attachments": [{
             "contentType": "application/vnd.microsoft.card.adaptive",
             "contentUrl": null,
             "content": {
                 "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
                 "type": "AdaptiveCard",
-                "version": "1.4",
+                "version": "1.5",
+                "fallbackText": card_text(fallback),
                 "msteams": {"width": "Full"},
                 "body": body,
                 "actions": actions,
@@ -143,44 +156,69 @@ fn more(count: usize) -> Value {
     })
 }
 
-fn open_url(url: &str) -> Value {
-    json!({"type": "Action.OpenUrl", "title": "Open in the Azure portal", "url": url})
-}
-
-/// `High · new: vault.purge-protection on kv1`.
-pub(crate) fn title(n: &Notification) -> String {
-    let change = match n.change {
-        Change::Escalated { from } => format!("escalated from {}", severity_label(from)),
-        Change::Resolved => return format!("Resolved: {} on {}", n.rule, n.resource_name()),
-        other => other.label().to_owned(),
-    };
-    format!(
-        "{} · {change}: {} on {}",
-        n.severity_label(),
-        n.rule,
-        n.resource_name()
-    )
+/// The portal (on the rule's blade) and documentation buttons of a finding.
+fn buttons(n: &Notification) -> Vec<Value> {
+    let mut actions = Vec::new();
+    if let Some(url) = n.portal_blade_url() {
+        actions.push(
+            json!({"type": "Action.OpenUrl", "title": "Open in the Azure portal", "url": url}),
+        );
+    }
+    if let Some(url) = n.doc_url() {
+        actions.push(
+            json!({"type": "Action.OpenUrl", "title": "How to fix (Microsoft Learn)", "url": url}),
+        );
+    }
+    actions
 }
 
 fn fact(title: &str, value: &str) -> Value {
     json!({"title": title, "value": card_text(&bounded_line(value, FIELD_CHARS))})
 }
 
-fn section(n: &Notification, with_link: bool) -> Value {
+fn text(text: &str) -> Value {
+    json!({"type": "TextBlock", "text": card_text(text), "wrap": true, "spacing": "Small"})
+}
+
+fn section(n: &Notification, with_buttons: bool) -> Value {
     let colour = colour(n.severity, n.change);
-    let mut items = vec![
-        json!({"type": "TextBlock", "text": card_text(&title(n)), "weight": "Bolder", "color": colour, "wrap": true}),
-        json!({"type": "FactSet", "facts": [
-            fact("Workspace", n.workspace_name()),
-            fact("Resource", &n.resource),
-            fact("Rule", &n.rule),
-            fact("Observed", &n.observed),
-            fact("Expected", &n.expected),
-            fact("Action", &n.action_text()),
-        ]}),
+    let mut items = vec![json!({
+        "type": "TextBlock",
+        "text": card_text(&n.headline()),
+        "weight": "Bolder",
+        "color": colour,
+        "wrap": true,
+    })];
+    if n.change != Change::Resolved
+        && let Some(why) = n.why()
+    {
+        items.push(text(&format!("Why it matters: {why}")));
+    }
+    items.push(text(&format!("What cmk-guard does: {}", n.does())));
+    if let Some(command) = n.fix_command() {
+        items.push(json!({"type": "RichTextBlock", "inlines": [
+            {"type": "TextRun", "text": "How to fix: ", "weight": "Bolder"},
+            {"type": "TextRun", "text": single_line(&command), "fontType": "Monospace"},
+        ]}));
+    }
+    let mut facts = vec![
+        fact("Workspace", n.workspace_name()),
+        fact("Resource", n.resource_name()),
+        fact("Observed", &n.observed),
+        fact("Expected", &n.expected),
     ];
-    if with_link && let Some(url) = &n.portal_url {
-        items.push(json!({"type": "ActionSet", "actions": [open_url(url)]}));
+    if n.action.is_some() {
+        facts.push(fact("Action", &n.action_text()));
+    }
+    facts.push(fact("Rule", &n.rule));
+    facts.push(fact("Resource id", &n.resource));
+    facts.push(fact("Workspace id", &n.workspace));
+    items.push(json!({"type": "FactSet", "facts": facts}));
+    if with_buttons {
+        let actions = buttons(n);
+        if !actions.is_empty() {
+            items.push(json!({"type": "ActionSet", "actions": actions}));
+        }
     }
     json!({"type": "Container", "style": colour, "separator": true, "items": items})
 }
@@ -204,10 +242,58 @@ mod tests {
             "application/vnd.microsoft.card.adaptive"
         );
         let card = card(&payload);
-        assert_eq!(card["version"], "1.4");
+        assert_eq!(card["version"], "1.5");
+        assert_eq!(card["msteams"]["width"], "Full");
+        assert_eq!(
+            card["body"][0]["text"],
+            "ws1: 1 CMK problem, worst Critical"
+        );
+        assert!(
+            card["fallbackText"].as_str().unwrap().starts_with(
+                "ws1: 1 CMK problem, worst Critical. Critical · new: purge protection"
+            )
+        );
         assert_eq!(card["body"][1]["style"], "attention");
         assert_eq!(card["actions"][0]["type"], "Action.OpenUrl");
-        assert_eq!(card["actions"][0]["url"], n.portal_url.unwrap().as_str());
+        assert_eq!(
+            card["actions"][0]["url"],
+            format!("{}/properties", n.portal_url.unwrap())
+        );
+        assert!(
+            card["actions"][1]["url"]
+                .as_str()
+                .unwrap()
+                .starts_with("https://learn.microsoft.com/")
+        );
+        let text = payload.to_string();
+        assert!(text.contains(
+            "az keyvault update --name kv1 --resource-group ml --enable-purge-protection true"
+        ));
+    }
+
+    #[test]
+    fn hostile_names_show_no_markdown_and_no_backslash() {
+        let hostile = format!("{VAULT}_x*(y)[z]");
+        let n = Notification::from_finding(&finding(Severity::High, &hostile), Change::New, None);
+        let payload = payload(Alert::Changes(std::slice::from_ref(&n)));
+        let text = payload.to_string();
+        for escaped in ["\\\\(", "\\\\)", "\\\\*", "\\\\_", "\\\\[", "\\\\]"] {
+            assert!(!text.contains(escaped), "{escaped} in {text}");
+        }
+        assert!(!text.contains("[z]("), "{text}");
+    }
+
+    #[test]
+    fn findings_are_ordered_worst_first() {
+        let notifications = vec![
+            Notification::from_finding(&finding(Severity::High, VAULT), Change::New, None),
+            Notification::from_finding(&finding(Severity::Critical, VAULT), Change::New, None),
+        ];
+        let payload = payload(Alert::Changes(&notifications));
+        let body = card(&payload)["body"].as_array().unwrap();
+        assert_eq!(body[0]["text"], "ws1: 2 CMK problems, worst Critical");
+        assert_eq!(body[1]["style"], "attention");
+        assert_eq!(body[2]["style"], "warning");
     }
 
     #[test]

@@ -316,7 +316,18 @@ async fn a_teams_card_reaches_workflows_with_escaped_names_and_a_portal_link() {
     assert_eq!(attachment["contentUrl"], Value::Null);
     let card = &attachment["content"];
     assert_eq!(card["type"], "AdaptiveCard");
-    assert_eq!(card["version"], "1.4");
+    assert_eq!(card["version"], "1.5");
+    assert_eq!(card["msteams"]["width"], "Full");
+    assert_eq!(
+        card["body"][0]["text"],
+        "ws1: 1 CMK problem, worst Critical"
+    );
+    assert!(
+        card["fallbackText"]
+            .as_str()
+            .unwrap()
+            .starts_with("ws1: 1 CMK problem, worst Critical. Critical · new: ")
+    );
     assert_eq!(
         card["$schema"],
         "http://adaptivecards.io/schemas/adaptive-card.json"
@@ -326,17 +337,32 @@ async fn a_teams_card_reaches_workflows_with_escaped_names_and_a_portal_link() {
     assert_eq!(section["type"], "Container");
     assert_eq!(section["style"], "attention");
     assert_eq!(section["items"][0]["color"], "attention");
-    let facts = section["items"][1]["facts"].as_array().unwrap();
+    let items = section["items"].as_array().unwrap();
+    assert!(
+        items[1]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("Why it matters: ")
+    );
+    assert_eq!(
+        items[2]["text"],
+        "What cmk-guard does: cmk-guard would fix this in remediate mode; in this mode a person fixes it."
+    );
+    let facts = items.iter().find(|item| item["type"] == "FactSet").unwrap()["facts"]
+        .as_array()
+        .unwrap();
     let titles: Vec<&str> = facts.iter().map(|f| f["title"].as_str().unwrap()).collect();
     assert_eq!(
         titles,
         [
             "Workspace",
             "Resource",
-            "Rule",
             "Observed",
             "Expected",
-            "Action"
+            "Action",
+            "Rule",
+            "Resource id",
+            "Workspace id"
         ]
     );
     let fact = |name: &str| {
@@ -347,15 +373,16 @@ async fn a_teams_card_reaches_workflows_with_escaped_names_and_a_portal_link() {
             .unwrap()
     };
     assert_eq!(fact("Workspace"), "ws1");
+    // Names are plain text: look-alikes for what Markdown acts on, never a backslash.
     assert_eq!(
-        fact("Resource"),
+        fact("Resource id"),
         format!(
-            "/subscriptions/{SUBSCRIPTION}/resourceGroups/ml/providers/Microsoft.KeyVault/vaults/kv\\<script\\>\\*\\_\\[x\\]\\(http://evil\\)"
+            "/subscriptions/{SUBSCRIPTION}/resourceGroups/ml/providers/Microsoft.KeyVault/vaults/kv‹script›∗ˍ［x］(http://evil)"
         )
     );
     assert_eq!(
         fact("Action"),
-        "would remediate \\(not applied in this mode\\): PATCH enablePurgeProtection=true"
+        "would remediate (not applied in this mode): PATCH enablePurgeProtection=true"
     );
 
     // The resource name cannot form a link, emphasis or a tag anywhere in the card.
@@ -363,11 +390,9 @@ async fn a_teams_card_reaches_workflows_with_escaped_names_and_a_portal_link() {
     card_texts(card, &mut texts);
     for text in &texts {
         assert!(!text.contains("]("), "link syntax in {text:?}");
-        assert!(!text.replace("\\<", "").contains('<'), "tag in {text:?}");
-        assert!(
-            !text.replace("\\*", "").contains('*'),
-            "emphasis in {text:?}"
-        );
+        assert!(!text.contains('<'), "tag in {text:?}");
+        assert!(!text.contains('*'), "emphasis in {text:?}");
+        assert!(!text.contains('\\'), "escape backslash in {text:?}");
     }
 
     // The only link is the portal button; the hostile id is no ARM id, so it is the workspace's.
@@ -434,7 +459,13 @@ async fn many_findings_are_trimmed_under_20_kb_with_a_count_of_the_rest() {
     );
     assert_eq!(items[1]["style"], "accent");
     // Batched sections carry their own portal button.
-    assert_eq!(items[1]["items"][2]["actions"][0]["type"], "Action.OpenUrl");
+    let buttons = items[1]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|item| item["type"] == "ActionSet")
+        .unwrap();
+    assert_eq!(buttons["actions"][0]["type"], "Action.OpenUrl");
 }
 
 #[tokio::test]
@@ -933,7 +964,7 @@ async fn acs_email_goes_over_https_with_the_managed_identity_token() {
     );
     let subject = body["content"]["subject"].as_str().unwrap();
     assert!(
-        subject.starts_with("[cmk-guard] Critical · new: vault.purge-protection on "),
+        subject == "[cmk-guard] ws1: 1 CMK problem, worst Critical",
         "{subject}"
     );
     let html = body["content"]["html"].as_str().unwrap();
@@ -948,7 +979,7 @@ async fn acs_email_goes_over_https_with_the_managed_identity_token() {
     )));
     let text = body["content"]["plainText"].as_str().unwrap();
     assert!(
-        text.contains(&format!("  Resource: {}\n", hostile_vault())),
+        text.contains(&format!("  Resource id: {}\n", hostile_vault())),
         "{text}"
     );
     assert!(text.contains(
@@ -1204,7 +1235,7 @@ async fn smtp_email_is_delivered_over_starttls_with_auth() {
     );
     assert_eq!(
         headers["subject"],
-        "[cmk-guard] 2 finding change(s), worst Critical"
+        "[cmk-guard] ws1: 2 CMK problems, worst Critical"
     );
     assert!(headers["date"].is_string() && headers["message-id"].is_string());
     assert_eq!(message["content_type"], "multipart/alternative");
@@ -1218,11 +1249,11 @@ async fn smtp_email_is_delivered_over_starttls_with_auth() {
     let text = parts[0]["body"].as_str().unwrap().replace("\r\n", "\n");
     let html = parts[1]["body"].as_str().unwrap();
     assert!(
-        text.contains(&format!("  Resource: {}\n", hostile_vault())),
+        text.contains(&format!("  Resource id: {}\n", hostile_vault())),
         "{text}"
     );
     assert!(
-        text.contains("High · reminder: vault.purge-protection on ws1"),
+        text.contains("High · reminder: purge protection is off on the key vault (ws1)"),
         "{text}"
     );
     assert!(
@@ -1236,6 +1267,9 @@ async fn smtp_email_is_delivered_over_starttls_with_auth() {
     );
     let raw = std::fs::read_to_string(server.maildir.join("0001.eml")).unwrap();
     assert!(!raw.contains(SMTP_PASSWORD));
+    // One workspace's mails thread together.
+    assert!(raw.contains("In-Reply-To: <"), "{raw}");
+    assert!(raw.contains("@cmk-guard>"), "{raw}");
 }
 
 #[tokio::test]

@@ -1,0 +1,366 @@
+//! What a finding means to the person who reads the alert: the problem in plain words, why it
+//! matters (from the CMK requirements of docs/rules.md and docs/azure-notes.md), how to fix it
+//! (an `az` command filled in with the real names where one exists, the portal blade, the
+//! Microsoft doc section). One table keyed by [`RuleId`], so every channel says the same.
+
+use crate::catalogue::RuleId;
+use crate::ids::{ArmResourceId, KeyUrl};
+
+/// The fixed text of one rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuleAdvice {
+    /// The problem in a few plain words, for headlines ("purge protection is off").
+    pub problem: &'static str,
+    /// One sentence on what goes wrong if nobody acts.
+    pub why: &'static str,
+    /// The Microsoft documentation section that explains the fix.
+    pub doc: &'static str,
+    /// The portal blade of the resource to open (appended to its portal link), if any.
+    pub blade: Option<&'static str>,
+}
+
+const CMK_DOC: &str =
+    "https://learn.microsoft.com/azure/machine-learning/concept-customer-managed-keys";
+const SOFT_DELETE_DOC: &str =
+    "https://learn.microsoft.com/azure/key-vault/general/soft-delete-overview#purge-protection";
+const ROTATION_DOC: &str =
+    "https://learn.microsoft.com/azure/key-vault/keys/how-to-configure-key-rotation";
+
+/// The one table of advice per rule.
+pub const fn advice(rule: RuleId) -> RuleAdvice {
+    let (problem, why, doc, blade) = match rule {
+        RuleId::WorkspaceCmkEnabled => (
+            "the workspace is not encrypted with a customer-managed key",
+            "Its data is encrypted with a Microsoft-managed key, which the CMK requirement does not allow, and encryption can only be chosen when a workspace is created.",
+            "https://learn.microsoft.com/azure/machine-learning/how-to-setup-customer-managed-keys",
+            None,
+        ),
+        RuleId::WorkspaceVaultSameSubscription => (
+            "the key vault is in another subscription",
+            "Azure Machine Learning requires the key vault in the workspace's subscription; a vault elsewhere is not supported and can break encryption.",
+            CMK_DOC,
+            None,
+        ),
+        RuleId::WorkspaceKeyAccess => (
+            "the workspace identity cannot use the key",
+            "Without get, wrapKey and unwrapKey on the key the workspace cannot unwrap its data encryption key and loses access to its data.",
+            "https://learn.microsoft.com/azure/key-vault/general/rbac-guide",
+            None,
+        ),
+        RuleId::WorkspaceUnsupportedEndpoints => (
+            "the workspace uses an endpoint type CMK does not cover",
+            "Data of this endpoint type is not protected by the customer-managed key, so the requirement is not met for it.",
+            CMK_DOC,
+            None,
+        ),
+        RuleId::VaultExists => (
+            "the key vault is missing",
+            "Without the vault the key is gone and the workspace cannot decrypt its data; a deleted vault can be recovered only while it is soft-deleted.",
+            "https://learn.microsoft.com/azure/key-vault/general/key-vault-recovery",
+            None,
+        ),
+        RuleId::VaultSoftDelete => (
+            "soft-delete is off on the key vault",
+            "A deleted key or vault is gone at once, and with it every workspace's data encrypted with it.",
+            "https://learn.microsoft.com/azure/key-vault/general/soft-delete-overview",
+            Some("properties"),
+        ),
+        RuleId::VaultPurgeProtection => (
+            "purge protection is off on the key vault",
+            "Anyone with purge rights can destroy the key for good, and data encrypted with it becomes unrecoverable.",
+            SOFT_DELETE_DOC,
+            Some("properties"),
+        ),
+        RuleId::KeyExists => (
+            "the key is missing",
+            "The workspace cannot unwrap its data encryption key, so its data is unreadable until the key is recovered.",
+            "https://learn.microsoft.com/azure/key-vault/general/key-vault-recovery",
+            Some("keys"),
+        ),
+        RuleId::KeyEnabled => (
+            "the key is disabled",
+            "A disabled key cannot unwrap, so the workspace loses access to its data.",
+            CMK_DOC,
+            Some("keys"),
+        ),
+        RuleId::KeyExpiry => (
+            "the key expires soon or has expired",
+            "An expired key cannot wrap or unwrap, so the workspace stops working with its data.",
+            ROTATION_DOC,
+            Some("keys"),
+        ),
+        RuleId::KeyExpirySet => (
+            "the key has no expiration date",
+            "A key that never expires is never forced to rotate, against the key-lifetime requirement.",
+            ROTATION_DOC,
+            Some("keys"),
+        ),
+        RuleId::KeyTypeSize => (
+            "the key type or size is not supported",
+            "Azure Machine Learning needs an RSA key of a supported size; another key cannot protect the workspace.",
+            CMK_DOC,
+            Some("keys"),
+        ),
+        RuleId::KeyRotationPolicy => (
+            "the key has no rotation policy",
+            "Without automatic rotation the key ages past its lifetime and expires unnoticed.",
+            ROTATION_DOC,
+            Some("keys"),
+        ),
+        RuleId::SubscriptionProviders => (
+            "a resource provider CMK needs is not registered",
+            "The workspace creates its CMK resources (Cosmos DB, Search, Storage) in a managed resource group; without the provider that fails.",
+            "https://learn.microsoft.com/azure/azure-resource-manager/management/resource-providers-and-types",
+            None,
+        ),
+        RuleId::ManagedResourcesTamper => (
+            "someone changed the workspace's managed resources",
+            "The managed resources hold the workspace's encrypted data; changing them can break encryption or the workspace.",
+            CMK_DOC,
+            None,
+        ),
+        RuleId::GuardVisibility => (
+            "cmk-guard cannot read part of the chain",
+            "What cannot be read cannot be checked, so a problem there would go unnoticed.",
+            "https://learn.microsoft.com/azure/role-based-access-control/role-assignments-portal",
+            None,
+        ),
+        RuleId::GuardRemediationBudget => (
+            "cmk-guard stopped remediating a resource",
+            "Something keeps undoing the fix; a person must find out what before cmk-guard tries again.",
+            CMK_DOC,
+            None,
+        ),
+    };
+    RuleAdvice {
+        problem,
+        why,
+        doc,
+        blade,
+    }
+}
+
+/// The names an `az` command needs, taken from a finding's resource (an ARM id or a key URL).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Names {
+    vault: Option<String>,
+    resource_group: Option<String>,
+    key: Option<String>,
+    subscription: Option<String>,
+    namespace: Option<String>,
+}
+
+impl Names {
+    fn of(resource: &str) -> Self {
+        if let Ok(url) = KeyUrl::parse(resource) {
+            return Names {
+                vault: Some(url.vault_name().to_owned()),
+                key: Some(url.name().to_owned()),
+                ..Names::default()
+            };
+        }
+        let Ok(id) = ArmResourceId::parse(resource) else {
+            return Names::default();
+        };
+        let mut names = Names {
+            resource_group: id.resource_group().map(str::to_owned),
+            subscription: Some(id.subscription().as_str().to_owned()),
+            ..Names::default()
+        };
+        if id.is_type("Microsoft.KeyVault/vaults") {
+            names.vault = Some(id.name().to_owned());
+        } else if id.is_type("Microsoft.KeyVault/vaults/keys") {
+            names.key = Some(id.name().to_owned());
+            names.vault = id.top_level_resource().map(|v| v.name().to_owned());
+        } else if id.resource_group().is_none() {
+            // `/subscriptions/{id}/providers/{namespace}` names a resource provider.
+            names.namespace = resource
+                .rsplit_once("/providers/")
+                .map(|(_, namespace)| namespace.trim_end_matches('/').to_owned())
+                .filter(|namespace| !namespace.is_empty() && !namespace.contains('/'));
+        }
+        names
+    }
+}
+
+/// A shell-safe word: names from Azure are quoted unless they hold only safe characters.
+fn word(text: &str) -> String {
+    if !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | ':'))
+    {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
+}
+
+/// The `az` command that fixes the finding, with the real names, when one exists and the
+/// names are known. `observed` tells an access-policy vault from an RBAC one.
+pub fn fix_command(rule: RuleId, resource: &str, observed: &str) -> Option<String> {
+    let names = Names::of(resource);
+    let vault = names.vault.as_deref().map(word);
+    let key = names.key.as_deref().map(word);
+    let group = names.resource_group.as_deref().map(word);
+    match rule {
+        RuleId::VaultPurgeProtection => Some(format!(
+            "az keyvault update --name {} --resource-group {} --enable-purge-protection true",
+            vault?, group?
+        )),
+        RuleId::VaultSoftDelete => Some(format!(
+            "az keyvault update --name {} --resource-group {} --enable-soft-delete true",
+            vault?, group?
+        )),
+        RuleId::WorkspaceKeyAccess
+            if observed.contains("access-policy") || observed.contains("access policy") =>
+        {
+            Some(format!(
+                "az keyvault set-policy --name {} --object-id <workspace identity object id> --key-permissions get wrapKey unwrapKey",
+                vault?
+            ))
+        }
+        RuleId::WorkspaceKeyAccess => Some(format!(
+            "az role assignment create --role \"Key Vault Crypto Service Encryption User\" --assignee-object-id <workspace identity object id> --assignee-principal-type ServicePrincipal --scope \"$(az keyvault show --name {} --query id -o tsv)/keys/{}\"",
+            vault?, key?
+        )),
+        RuleId::KeyEnabled => Some(format!(
+            "az keyvault key set-attributes --vault-name {} --name {} --enabled true",
+            vault?, key?
+        )),
+        RuleId::KeyExpiry => Some(format!(
+            "az keyvault key rotate --vault-name {} --name {}",
+            vault?, key?
+        )),
+        RuleId::KeyExpirySet => Some(format!(
+            "az keyvault key set-attributes --vault-name {} --name {} --expires <YYYY-MM-DDThh:mm:ssZ>",
+            vault?, key?
+        )),
+        RuleId::KeyRotationPolicy => Some(format!(
+            "az keyvault key rotation-policy update --vault-name {} --name {} --value <policy.json>",
+            vault?, key?
+        )),
+        RuleId::SubscriptionProviders => Some(format!(
+            "az provider register --namespace {} --subscription {}",
+            word(names.namespace.as_deref()?),
+            word(names.subscription.as_deref()?)
+        )),
+        RuleId::VaultExists => Some(format!("az keyvault recover --name {}", vault?)),
+        RuleId::KeyExists => Some(format!(
+            "az keyvault key recover --vault-name {} --name {}",
+            vault?, key?
+        )),
+        _ => None,
+    }
+}
+
+/// What cmk-guard does about a finding, from the policy: the same words in every message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Handling {
+    /// The policy allows the remediation and the mode is `remediate`.
+    Fixes,
+    /// The policy allows the remediation, but the mode only alerts.
+    WouldFix,
+    /// No remediation exists or the policy does not allow it.
+    NeedsPerson,
+}
+
+impl Handling {
+    /// `allowed`: the policy allows remediating the rule; `remediating`: the mode is
+    /// `remediate`.
+    pub fn of(allowed: bool, remediating: bool) -> Self {
+        match (allowed, remediating) {
+            (true, true) => Handling::Fixes,
+            (true, false) => Handling::WouldFix,
+            (false, _) => Handling::NeedsPerson,
+        }
+    }
+
+    /// The sentence shown for it.
+    pub fn sentence(self) -> &'static str {
+        match self {
+            Handling::Fixes => "cmk-guard fixes this (remediate mode).",
+            Handling::WouldFix => {
+                "cmk-guard would fix this in remediate mode; in this mode a person fixes it."
+            }
+            Handling::NeedsPerson => "cmk-guard does not fix this: it needs a person.",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SUB: &str = "3f7b2c1d-8e4a-4b6f-9c2d-5a1e0f9b7c34";
+
+    #[test]
+    fn every_rule_has_advice_in_one_sentence() {
+        for rule in RuleId::ALL {
+            let advice = advice(rule);
+            assert!(advice.why.ends_with('.'), "{rule}");
+            assert_eq!(advice.why.matches(". ").count(), 0, "{rule}: one sentence");
+            assert!(advice.doc.starts_with("https://learn.microsoft.com/"));
+        }
+    }
+
+    #[test]
+    fn commands_carry_the_real_names() {
+        let vault = format!(
+            "/subscriptions/{SUB}/resourceGroups/rg-ml/providers/Microsoft.KeyVault/vaults/kv-prod"
+        );
+        assert_eq!(
+            fix_command(RuleId::VaultPurgeProtection, &vault, "").as_deref(),
+            Some(
+                "az keyvault update --name kv-prod --resource-group rg-ml --enable-purge-protection true"
+            )
+        );
+        let key = "https://kv-prod.vault.azure.net/keys/cmk/0123456789abcdef0123456789abcdef";
+        assert_eq!(
+            fix_command(RuleId::KeyExpiry, key, "").as_deref(),
+            Some("az keyvault key rotate --vault-name kv-prod --name cmk")
+        );
+        assert!(
+            fix_command(
+                RuleId::WorkspaceKeyAccess,
+                key,
+                "the vault (access-policy model) has no access policy"
+            )
+            .unwrap()
+            .starts_with("az keyvault set-policy --name kv-prod ")
+        );
+        assert!(
+            fix_command(RuleId::WorkspaceKeyAccess, key, "no role assignment")
+                .unwrap()
+                .contains("--role \"Key Vault Crypto Service Encryption User\"")
+        );
+        assert_eq!(
+            fix_command(
+                RuleId::SubscriptionProviders,
+                &format!("/subscriptions/{SUB}/providers/Microsoft.Search"),
+                ""
+            )
+            .as_deref(),
+            Some(
+                format!("az provider register --namespace Microsoft.Search --subscription {SUB}")
+                    .as_str()
+            )
+        );
+        assert_eq!(fix_command(RuleId::WorkspaceCmkEnabled, &vault, ""), None);
+    }
+
+    #[test]
+    fn hostile_names_stay_one_shell_word() {
+        assert_eq!(word("rg-1"), "rg-1");
+        assert_eq!(word("a b;rm -rf"), "'a b;rm -rf'");
+        assert_eq!(word("it's"), "'it'\\''s'");
+    }
+
+    #[test]
+    fn handling_follows_the_policy_and_mode() {
+        assert_eq!(Handling::of(true, true), Handling::Fixes);
+        assert_eq!(Handling::of(true, false), Handling::WouldFix);
+        assert_eq!(Handling::of(false, true), Handling::NeedsPerson);
+    }
+}

@@ -131,15 +131,7 @@ impl Actor {
                 .store
                 .workspace_findings(&item.evaluation.workspace)
                 .await?;
-            let priors: Vec<Prior> = stored
-                .iter()
-                .map(|(key, record)| Prior {
-                    key: key.clone(),
-                    open: record.value.state == FindingState::Open,
-                    severity: record.value.severity,
-                    last_notified: record.value.last_notified,
-                })
-                .collect();
+            let priors: Vec<Prior> = stored.iter().map(prior).collect();
             let mut attempts = BTreeMap::new();
             for finding in item
                 .evaluation
@@ -417,6 +409,16 @@ impl Actor {
             CompareAndSet::Won(version) => Ok(Some(version)),
             CompareAndSet::Lost => Ok(None),
         }
+    }
+}
+
+/// What the planner needs of a stored finding.
+fn prior((key, record): &(FindingKey, crate::state::Versioned<FindingRecord>)) -> Prior {
+    Prior {
+        key: key.clone(),
+        open: record.value.state == FindingState::Open,
+        severity: record.value.severity,
+        last_notified: record.value.last_notified,
     }
 }
 

@@ -9,6 +9,7 @@ use time::{Duration, OffsetDateTime};
 use super::Actor;
 use crate::notify::{self, Alert, Message};
 use crate::outcome::{Action, Finding, FindingState, Outcome, Severity};
+use crate::plan;
 use crate::policy::Policy;
 use crate::settings::Mode;
 use crate::state::{OutboxMessage, StateError};
@@ -86,7 +87,10 @@ impl Actor {
     }
 
     /// The sweep's digest (counts by severity, the worst findings) to every configured channel,
-    /// through the outbox like any alert; none in `observe` mode.
+    /// through the outbox like any alert, when [`plan::digest_window`] finds one due over the
+    /// findings open now (after the sweep acted, so its own alerts count as told). The digest's
+    /// id names its interval: the outbox refuses it a second time, so at most one goes out per
+    /// interval whichever instance runs the sweep.
     pub async fn send_digest(
         &self,
         outcome: &mut Outcome,
@@ -98,13 +102,26 @@ impl Actor {
         if mode == Mode::Observe {
             return Ok(());
         }
-        let sweep = outcome.event.id.clone().unwrap_or_default();
+        let open: Vec<plan::Prior> = self
+            .store
+            .open_findings()
+            .await?
+            .iter()
+            .map(super::prior)
+            .collect();
+        let Some(window) = plan::digest_window(&open, &policy.notify, mode, now) else {
+            return Ok(());
+        };
+        // An id the store can always write: a window that cannot be formatted is its seconds.
+        let window = window
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_else(|_| window.unix_timestamp().to_string());
         let routes = notify::Routes::from(&policy.notify);
         for channel in routes.routed().filter(notify::Channel::takes_digest) {
             if !self.notifier.is_configured(channel) {
                 continue;
             }
-            let id = format!("digest|{sweep}|{channel}");
+            let id = format!("digest|{window}|{channel}");
             let message = Message::for_channel(channel, Alert::Digest(digest), &id, now);
             if let Some(action) = self
                 .enqueue_and_send(&id, channel, &message, "digest", now)

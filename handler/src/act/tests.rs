@@ -105,10 +105,71 @@ async fn observe_mode_sends_nothing_not_even_outbox_retries_or_the_digest() {
         .unwrap();
     assert_eq!(
         sink.received("teams").len(),
-        2,
-        "the queued item, then the digest: {:?}",
+        1,
+        "the queued item; no digest, with nothing open: {:?}",
         alerted.actions
     );
+}
+
+/// Stores an open medium finding last told about `hours_ago` before [`NOW`].
+async fn open_finding(actor: &Actor, resource: &str, hours_ago: i64) {
+    let key = FindingKey {
+        workspace: "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws".to_owned(),
+        rule: "key.rotation-policy".to_owned(),
+        resource: resource.to_owned(),
+    };
+    let told = NOW - Duration::hours(hours_ago);
+    let record = FindingRecord {
+        state: FindingState::Open,
+        severity: Severity::Medium,
+        first_seen: told,
+        last_seen: told,
+        last_notified: Some(told),
+        observed: "no rotation policy".to_owned(),
+    };
+    let stored = actor.store.put_finding(&key, &record, None).await.unwrap();
+    assert!(matches!(stored, CompareAndSet::Won(_)));
+}
+
+#[tokio::test]
+async fn a_digest_goes_out_once_per_interval_and_only_with_something_not_told_lately() {
+    let sink = Sink::start().await;
+    let (actor, _state) = actor(&sink).await;
+    let policy = Policy::default();
+    let digest = merge_digest(None, &[]);
+    let sweep = |now: OffsetDateTime| {
+        let actor = &actor;
+        let policy = &policy;
+        let digest = &digest;
+        async move {
+            let mut outcome = sweep_outcome();
+            actor
+                .send_digest(&mut outcome, digest, policy, Mode::Alert, now)
+                .await
+                .unwrap();
+            outcome.actions.len()
+        }
+    };
+
+    open_finding(&actor, "/subscriptions/s/vaults/kv1/keys/told-just-now", 0).await;
+    assert_eq!(sweep(NOW).await, 0, "everything open was told just now");
+    assert_eq!(sink.received("teams").len(), 0);
+
+    open_finding(
+        &actor,
+        "/subscriptions/s/vaults/kv1/keys/told-yesterday",
+        30,
+    )
+    .await;
+    assert_eq!(sweep(NOW).await, 1, "one finding not told for a day");
+    assert_eq!(
+        sweep(NOW + Duration::hours(1)).await,
+        0,
+        "a second sweep the same day"
+    );
+    assert_eq!(sink.received("teams").len(), 1);
+    assert_eq!(sweep(NOW + Duration::hours(12)).await, 1, "the next day");
+    assert_eq!(sink.received("teams").len(), 2);
 }
 
 #[test]

@@ -2,7 +2,9 @@
 //! clock (time is passed in). `act` carries the plan out.
 //!
 //! Alerts go out on a change of state only — a new finding, a higher severity, a resolution —
-//! plus reminders every `reminder_hours` for open critical and high findings. A workspace that
+//! plus reminders every `reminder_hours` for open critical and high findings (none when it is
+//! 0). The sweep's digest goes out at most once per `digest_hours`, and only when it would tell
+//! people something they have not heard within that interval ([`digest_window`]). A workspace that
 //! is gone (its read answered 404) closes every finding still open about it, with one resolved
 //! alert for those people were told about. Remediation is
 //! planned only in `remediate` mode, only for rules the policy allows, and only within the
@@ -20,7 +22,7 @@ use time::{Duration, OffsetDateTime};
 use crate::catalogue::RuleId;
 use crate::notify::Change;
 use crate::outcome::{Finding, FindingState, Severity};
-use crate::policy::Policy;
+use crate::policy::{Notify, Policy};
 use crate::rules::Evaluation;
 use crate::settings::Mode;
 use crate::state::FindingKey;
@@ -141,7 +143,8 @@ pub const REMEDIATION_BUDGET_PER_HOUR: u32 = 3;
 /// Decides, for one workspace's evaluation and what was stored before.
 pub fn plan(evaluation: &Evaluation, priors: &[Prior], inputs: &Inputs) -> Vec<Step> {
     let mut steps = Vec::new();
-    let reminder = Duration::hours(i64::from(inputs.policy.notify.reminder_hours.max(1)));
+    let reminders = inputs.policy.notify.reminder_hours;
+    let reminder = Duration::hours(i64::from(reminders));
     let sends = inputs.mode != Mode::Observe;
     for finding in &evaluation.findings {
         let prior = priors.iter().find(|p| p.key.names(finding));
@@ -155,6 +158,7 @@ pub fn plan(evaluation: &Evaluation, priors: &[Prior], inputs: &Inputs) -> Vec<S
                 None if sends => Some(Change::New),
                 Some(at)
                     if sends
+                        && reminders > 0
                         && finding.severity >= Severity::High
                         && inputs.now - at >= reminder =>
                 {
@@ -230,6 +234,33 @@ pub fn plan(evaluation: &Evaluation, priors: &[Prior], inputs: &Inputs) -> Vec<S
         });
     }
     steps
+}
+
+/// When the sweep's digest is due: the start of the current digest interval (intervals of
+/// `digest_hours` from the Unix epoch, UTC), which names the digest in the outbox so that of all
+/// sweeps within one interval, on any instance, only the first sends it. `None` when no digest
+/// goes out: in `observe` mode, with `digest_hours = 0`, when nothing is `open`, or when people
+/// were told about every open finding within the interval — by an event's alert, a reminder or
+/// the sweep's own alert just now — so that the digest would only repeat it.
+pub fn digest_window(
+    open: &[Prior],
+    notify: &Notify,
+    mode: Mode,
+    now: OffsetDateTime,
+) -> Option<OffsetDateTime> {
+    if mode == Mode::Observe || notify.digest_hours == 0 {
+        return None;
+    }
+    let interval = Duration::hours(i64::from(notify.digest_hours));
+    let unheard = open
+        .iter()
+        .filter(|prior| prior.open)
+        .any(|prior| prior.last_notified.is_none_or(|at| now - at >= interval));
+    if !unheard {
+        return None;
+    }
+    let seconds = interval.whole_seconds();
+    OffsetDateTime::from_unix_timestamp(now.unix_timestamp().div_euclid(seconds) * seconds).ok()
 }
 
 #[cfg(test)]

@@ -474,3 +474,114 @@ fn a_remediation_that_resolves_a_finding_people_knew_is_told_resolved() {
         "told once, as new, with what was done"
     );
 }
+
+fn notify(reminder_hours: u32, digest_hours: u32) -> Policy {
+    let mut policy = Policy::default();
+    policy.notify.reminder_hours = reminder_hours;
+    policy.notify.digest_hours = digest_hours;
+    policy
+}
+
+#[test]
+fn a_check_right_after_an_alert_reminds_of_nothing_and_a_reminder_waits_its_interval() {
+    let critical = evaluation(
+        vec![finding("vault.purge-protection", Severity::Critical)],
+        &[],
+    );
+    let after = |policy: &Policy, hours: i64| {
+        let steps = run(
+            Mode::Alert,
+            policy,
+            &critical,
+            &[prior(
+                "vault.purge-protection",
+                Severity::Critical,
+                true,
+                hours,
+            )],
+            0,
+        );
+        (steps[0].change, steps[0].alert)
+    };
+    let daily = notify(24, 24);
+    assert_eq!(after(&daily, 0), (None, false), "the sweep right after");
+    assert_eq!(after(&daily, 23), (None, false));
+    assert_eq!(after(&daily, 24), (Some(Change::Reminder), true));
+    let never = notify(0, 24);
+    assert_eq!(
+        after(&never, 0),
+        (None, false),
+        "0 is no reminders, not hourly"
+    );
+    assert_eq!(after(&never, 24 * 365), (None, false));
+}
+
+#[test]
+fn a_digest_goes_out_once_per_interval_only_with_something_people_have_not_heard_lately() {
+    let daily = notify(24, 24);
+    let told = |hours: i64| prior("vault.purge-protection", Severity::Medium, true, hours);
+    let today = datetime!(2026-11-28 00:00 UTC);
+    assert_eq!(
+        digest_window(&[told(25)], &daily.notify, Mode::Alert, NOW),
+        Some(today),
+        "an open finding last told more than a day ago"
+    );
+    assert_eq!(
+        digest_window(
+            &[told(25)],
+            &daily.notify,
+            Mode::Alert,
+            NOW + Duration::hours(11)
+        ),
+        Some(today),
+        "later the same day: the same digest, which the outbox refuses twice"
+    );
+    assert_eq!(
+        digest_window(
+            &[told(25)],
+            &daily.notify,
+            Mode::Alert,
+            NOW + Duration::hours(12)
+        ),
+        Some(today + Duration::days(1)),
+        "the next day: the next digest"
+    );
+    let mut never_told = told(0);
+    never_told.last_notified = None;
+    assert_eq!(
+        digest_window(&[never_told], &daily.notify, Mode::Alert, NOW),
+        Some(today)
+    );
+    assert_eq!(
+        digest_window(&[told(0), told(23)], &daily.notify, Mode::Alert, NOW),
+        None,
+        "everything open was told within the day (an event's alert, the sweep's own)"
+    );
+    assert_eq!(
+        digest_window(&[told(0), told(25)], &daily.notify, Mode::Alert, NOW),
+        Some(today),
+        "one finding people have not heard of lately is enough"
+    );
+    let resolved = prior("vault.purge-protection", Severity::Medium, false, 48);
+    assert_eq!(
+        digest_window(&[resolved], &daily.notify, Mode::Alert, NOW),
+        None,
+        "nothing open"
+    );
+    assert_eq!(digest_window(&[], &daily.notify, Mode::Alert, NOW), None);
+    assert_eq!(
+        digest_window(&[told(25)], &daily.notify, Mode::Observe, NOW),
+        None,
+        "never in observe mode"
+    );
+    assert_eq!(
+        digest_window(&[told(25)], &notify(24, 0).notify, Mode::Remediate, NOW),
+        None,
+        "digest_hours = 0: none"
+    );
+    assert_eq!(
+        digest_window(&[told(7)], &notify(24, 6).notify, Mode::Remediate, NOW),
+        Some(datetime!(2026-11-28 12:00 UTC)),
+        "six-hour intervals start at 00, 06, 12 and 18 UTC"
+    );
+}

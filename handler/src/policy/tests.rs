@@ -31,6 +31,7 @@ enabled = true
 teams = ["critical", "high", "medium"]
 email = ["critical"]
 reminder_hours = 12
+digest_hours = 6
 
 [[exemptions]]
 rule = "vault.purge-protection"
@@ -70,6 +71,7 @@ fn the_built_in_policy_has_the_documented_defaults() {
     assert!(RuleId::evaluated().all(|r| !policy.allows_remediation(r)));
     assert_eq!(policy.notify.email, [Severity::Critical, Severity::High]);
     assert_eq!(policy.notify.reminder_hours, 24);
+    assert_eq!(policy.notify.digest_hours, 24);
     assert!(policy.scope.requires_cmk(&BTreeMap::new()));
     assert_eq!(
         Policy::from_toml_str("", "empty.toml").unwrap().source,
@@ -116,6 +118,7 @@ fn a_full_policy_parses() {
     assert_eq!(policy.notify.email, [Severity::Critical]);
     assert_eq!(policy.notify.webhook, Notify::default().webhook);
     assert_eq!(policy.notify.reminder_hours, 12);
+    assert_eq!(policy.notify.digest_hours, 6);
     assert_eq!(policy.exemptions.len(), 2);
     assert_eq!(policy.exemptions[0].expires, Some(date!(2027 - 01 - 31)));
     assert_eq!(policy.exemptions[1].expires, Some(date!(2026 - 01 - 31)));
@@ -138,6 +141,10 @@ fn a_full_policy_parses() {
 #[test]
 fn errors_name_the_line_and_key() {
     let cases = [
+        (
+            "[notify]\ndigest_hours = 169\n",
+            "policy.toml: line 2, key `notify.digest_hours`: digest_hours must be at most 168 (a week)",
+        ),
         (
             "[rules.\"key.expiry\"]\nwarn_dayz = 3\n",
             "policy.toml: line 2, key `rules.\"key.expiry\".warn_dayz`: unknown field `warn_dayz`",

@@ -1,7 +1,7 @@
 //! Modes mean what they say, through the real binary, for every function: `observe` reports
 //! findings and sends nothing — no Teams card, no email, no digest — and writes nothing to
-//! Azure; `alert` sends (the sweep's digest too) and writes nothing; `remediate` sends and
-//! applies what the policy allows. `Evaluate` acts only with `apply`, and only in `remediate`.
+//! Azure; `alert` sends (once: the sweep adds no digest repeating its own alert) and writes
+//! nothing; `remediate` sends and applies what the policy allows. `Evaluate` acts only with `apply`, and only in `remediate`.
 //!
 //! The story's tenant (`cmk_guard_blackbox::story`: one CMK workspace whose vault lacks purge
 //! protection) with its finding routed to Teams and email, and the policy's consent to
@@ -182,8 +182,8 @@ async fn observe(function: Function) {
     assert_eq!(running.writes(), Vec::<String>::new(), "{function:?}");
 }
 
-/// `alert`: a card and an email (the sweep adds its digest to both), the remediation described
-/// but not applied, nothing written. `Evaluate` cannot apply here, so it only reads.
+/// `alert`: a card and an email (the sweep's too: no digest repeats what it just told), the
+/// remediation described but not applied, nothing written. `Evaluate` cannot apply here, so it only reads.
 async fn alert(function: Function) {
     let running = Running::start(Mode::Alert).await;
     let outcome = running.invoke(function).await;
@@ -206,27 +206,9 @@ async fn alert(function: Function) {
                 .filter(|a| a["target"] == target && a["result"] == "sent")
                 .count()
         };
-        let expected = if function == Function::Sweep { 2 } else { 1 };
-        assert_eq!(
-            (sent("teams"), sent("email")),
-            (expected, expected),
-            "{outcome}"
-        );
-        assert_eq!((cards.len(), mails.len()), (expected, expected));
+        assert_eq!((sent("teams"), sent("email")), (1, 1), "{outcome}");
+        assert_eq!((cards.len(), mails.len()), (1, 1));
         assert!(cards[0].body.to_string().contains(FINDING));
-        if function == Function::Sweep {
-            assert!(
-                cards[1]
-                    .body
-                    .to_string()
-                    .contains("cmk-guard sweep: 1 open finding")
-            );
-            assert!(
-                mails[1]
-                    .to_string()
-                    .contains("[cmk-guard] Sweep: 1 open finding")
-            );
-        }
     }
     assert_eq!(running.writes(), Vec::<String>::new(), "{function:?}");
 }
@@ -246,12 +228,7 @@ async fn remediate(function: Function) {
     assert!(writes[0].contains("PATCH"), "{writes:?}");
     let cards = running.teams.received("teams");
     let mails = running.smtp.received();
-    let expected = if function == Function::Sweep { 2 } else { 1 };
-    assert_eq!(
-        (cards.len(), mails.len()),
-        (expected, expected),
-        "{outcome}"
-    );
+    assert_eq!((cards.len(), mails.len()), (1, 1), "{outcome}");
     assert!(cards[0].body.to_string().contains(FINDING));
     assert!(mails[0].to_string().contains(FINDING));
 }
@@ -287,7 +264,7 @@ async fn alert_on_key_vault_event_sends_and_writes_nothing() {
 }
 
 #[tokio::test]
-async fn alert_sweep_sends_the_alert_and_the_digest_and_writes_nothing() {
+async fn alert_sweep_sends_the_alert_once_and_writes_nothing() {
     alert(Function::Sweep).await;
 }
 
@@ -307,7 +284,7 @@ async fn remediate_on_key_vault_event_applies_and_sends() {
 }
 
 #[tokio::test]
-async fn remediate_sweep_applies_and_sends_the_alert_and_the_digest() {
+async fn remediate_sweep_applies_and_sends_the_alert_once() {
     remediate(Function::Sweep).await;
 }
 

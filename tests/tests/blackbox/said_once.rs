@@ -1,0 +1,156 @@
+//! Said once, through the real binary: an event's alert and the sweep do not repeat each other.
+//! A sweep right after an event's alert sends nothing about those findings — no reminder, no
+//! digest that only repeats them — and neither does a second sweep; a sweep whose own alert
+//! told everything adds no digest; with nothing open there is no digest; `observe` sends
+//! nothing at all.
+//!
+//! The tenant: one CMK workspace whose vault lacks purge protection and whose key is RSA 2048,
+//! so one event raises several findings, all routed to Teams (a local sink). When a digest is
+//! due (a finding open and untold for a whole interval) and that it goes out once per interval
+//! is decided with a controlled clock: `plan::digest_window` and `act`'s tests over a real
+//! SQLite store.
+
+use azure_sim::{KeySpec, Tenant, VaultSpec, WorkspaceSpec};
+use cmk_guard_blackbox::scratch::Scratch;
+use cmk_guard_blackbox::sink::Sink;
+use cmk_guard_blackbox::story::{KEY, RG, SUB, VAULT, WORKSPACE, workspace_write};
+use cmk_guard_blackbox::{Handler, timer_envelope};
+use serde_json::Value;
+
+/// Every severity to Teams, nothing by email.
+const POLICY: &str = r#"
+[notify]
+teams = ["critical", "high", "medium", "low"]
+email = []
+"#;
+
+/// The story's workspace, with a vault without purge protection and a key too small.
+fn tenant() -> Tenant {
+    Tenant::builder()
+        .subscription(SUB)
+        .vault(
+            VaultSpec::new(SUB, RG, VAULT)
+                .purge_protection(None)
+                .key(KeySpec::rsa(KEY, 2048)),
+        )
+        .workspace(WorkspaceSpec::new(SUB, RG, WORKSPACE).cmk(VAULT, KEY))
+        .build()
+        .expect("tenant")
+}
+
+/// The handler in `mode` with Teams configured; the scratch holds its policy file.
+async fn start(tenant: Tenant, mode: &str) -> (Handler, Sink, Scratch) {
+    let scratch = Scratch::new("said-once");
+    let policy = scratch.write("policy.toml", POLICY).display().to_string();
+    let sink = Sink::start().await;
+    let teams = sink.url("teams");
+    let handler = Handler::start_with(
+        tenant,
+        &[
+            ("CMKGUARD_MODE", mode),
+            ("CMKGUARD_POLICY_FILE", &policy),
+            ("CMKGUARD_TEAMS_WEBHOOK_URL", &teams),
+        ],
+    )
+    .await;
+    (handler, sink, scratch)
+}
+
+/// The notify actions of an Outcome (one per message sent, or failed).
+fn notifications(outcome: &Value) -> Vec<Value> {
+    outcome["actions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|a| a["kind"] == "notify")
+        .cloned()
+        .collect()
+}
+
+fn open_findings(outcome: &Value) -> usize {
+    outcome["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| f["state"] == "open")
+        .count()
+}
+
+async fn sweep(handler: &Handler) -> Value {
+    let reply = handler.invoke("Sweep", timer_envelope("timer")).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    reply.outcome().clone()
+}
+
+#[tokio::test]
+async fn a_sweep_right_after_an_events_alert_sends_nothing_again() {
+    let (handler, sink, _scratch) = start(tenant(), "alert").await;
+    let replies = handler
+        .deliver("OnSubscriptionEvent", "event", &[workspace_write()])
+        .await;
+    assert_eq!(replies[0].status, 200, "{:?}", replies[0].body);
+    let event = replies[0].outcome();
+    assert!(open_findings(event) >= 2, "several findings: {event}");
+    assert_eq!(notifications(event).len(), 1, "one card: {event}");
+    assert_eq!(sink.received("teams").len(), 1);
+
+    for sweep_number in 1..=2 {
+        let swept = sweep(&handler).await;
+        assert_eq!(
+            open_findings(&swept),
+            open_findings(event),
+            "the sweep sees the same findings open: {swept}"
+        );
+        assert_eq!(
+            notifications(&swept),
+            Vec::<Value>::new(),
+            "sweep {sweep_number}: no reminder, no digest: {swept}"
+        );
+    }
+    assert_eq!(
+        sink.received("teams").len(),
+        1,
+        "only the event's card: {:?}",
+        sink.received("teams").last().map(|c| c.body.to_string())
+    );
+}
+
+#[tokio::test]
+async fn a_sweep_that_alerts_new_findings_adds_no_digest_repeating_them() {
+    let (handler, sink, _scratch) = start(tenant(), "alert").await;
+    let first = sweep(&handler).await;
+    assert!(open_findings(&first) >= 2, "{first}");
+    assert_eq!(
+        notifications(&first).len(),
+        1,
+        "the findings' card and no digest: {first}"
+    );
+    let second = sweep(&handler).await;
+    assert_eq!(notifications(&second), Vec::<Value>::new(), "{second}");
+    assert_eq!(sink.received("teams").len(), 1);
+}
+
+#[tokio::test]
+async fn with_nothing_open_a_sweep_sends_no_digest() {
+    let (handler, sink, _scratch) =
+        start(Tenant::compliant().expect("compliant tenant"), "alert").await;
+    let swept = sweep(&handler).await;
+    assert_eq!(open_findings(&swept), 0, "{swept}");
+    assert_eq!(notifications(&swept), Vec::<Value>::new(), "{swept}");
+    assert_eq!(sink.received("teams").len(), 0);
+}
+
+#[tokio::test]
+async fn observe_mode_sends_neither_alerts_nor_digests() {
+    let (handler, sink, _scratch) = start(tenant(), "observe").await;
+    let replies = handler
+        .deliver("OnSubscriptionEvent", "event", &[workspace_write()])
+        .await;
+    assert!(open_findings(replies[0].outcome()) >= 2);
+    for _ in 0..2 {
+        let swept = sweep(&handler).await;
+        assert!(open_findings(&swept) >= 2, "{swept}");
+        assert_eq!(notifications(&swept), Vec::<Value>::new(), "{swept}");
+    }
+    assert_eq!(sink.received("teams").len(), 0);
+}

@@ -186,7 +186,11 @@ impl Actor {
                     continue;
                 };
                 if step.alert {
-                    let mut note = notify::Notification::from_finding(&step.finding, change, None);
+                    let mut note = notify::Notification::from_finding(&step.finding, change, None)
+                        .handled(
+                            policy.allows_remediation(step.finding.rule),
+                            mode == Mode::Remediate,
+                        );
                     if let Some(action) = &action {
                         note = note.with_action(action);
                     }

@@ -116,6 +116,11 @@ impl Actor {
         let window = window
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_else(|_| window.unix_timestamp().to_string());
+        // Each listed finding says what cmk-guard does about it, as its own alert said.
+        let digest = &digest.clone().handled(
+            |n| n.rule_id().is_some_and(|rule| policy.allows_remediation(rule)),
+            mode == Mode::Remediate,
+        );
         let routes = notify::Routes::from(&policy.notify);
         for channel in routes.routed().filter(notify::Channel::takes_digest) {
             if !self.notifier.is_configured(channel) {

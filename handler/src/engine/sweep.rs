@@ -1,5 +1,6 @@
 //! The timer's sweep: every workspace in scope re-checked, resumable across invocations, with
-//! one digest at the end.
+//! a digest at the end when one is due (`plan::digest_window`: at most one per `digest_hours`,
+//! and only with an open finding people were not told about within it).
 
 use futures_util::StreamExt;
 use tokio::time::Instant;
@@ -15,7 +16,8 @@ use crate::state::{FindingKey, FindingRecord, Versioned};
 impl Engine {
     /// The timer's full re-check: every workspace in scope, in id order, resuming after the
     /// cursor a previous sweep left when its time ran out; evaluated with the current time
-    /// (keys expire without any event), acted on like an event, with one digest at the end.
+    /// (keys expire without any event), acted on like an event, with a digest at the end when
+    /// one is due.
     pub async fn sweep(&self, event: EventRef) -> Result<Outcome, Unfinished> {
         let mut outcome = Outcome::new(event, Disposition::Evaluated, None);
         match self.sweep_into(&mut outcome).await {

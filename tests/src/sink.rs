@@ -13,6 +13,20 @@ use tokio::net::TcpListener;
 pub struct Received {
     pub path: String,
     pub body: Value,
+    /// Header names in lower case, in the order received.
+    pub headers: Vec<(String, String)>,
+    /// The body as sent, for checking signatures over its exact bytes.
+    pub raw: Vec<u8>,
+}
+
+impl Received {
+    /// The first value of header `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// A running sink on 127.0.0.1.
@@ -83,6 +97,7 @@ impl Sink {
                 .trim_start_matches('/')
                 .to_owned();
             let mut length = 0usize;
+            let mut headers = Vec::new();
             loop {
                 let mut line = String::new();
                 if reader.read_line(&mut line).await.unwrap_or(0) == 0 {
@@ -93,6 +108,9 @@ impl Sink {
                 }
                 if line == "\r\n" {
                     break;
+                }
+                if let Some((name, value)) = line.split_once(':') {
+                    headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
                 }
             }
             let mut body = vec![0; length];
@@ -106,9 +124,14 @@ impl Sink {
                 .and_then(|mut q| q.pop_front())
                 .unwrap_or(202);
             if status == 202 {
-                let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
                 if let Ok(mut received) = self.received.lock() {
-                    received.push(Received { path, body });
+                    received.push(Received {
+                        path,
+                        body: json,
+                        headers,
+                        raw: body,
+                    });
                 }
             }
             let reason = if status == 202 { "Accepted" } else { "Error" };

@@ -13,6 +13,7 @@ mod loop_guard;
 mod modes;
 mod packaging;
 mod reliability;
+mod said_once;
 mod scan;
 mod scenarios;
 mod security_input;

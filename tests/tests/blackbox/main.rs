@@ -1,6 +1,7 @@
 //! Black-box tests of the real `cmk-guard` binary, driven like the Azure Functions host drives it.
 
 mod actions;
+mod alert_content;
 mod architecture;
 mod azure_reads;
 mod bad_input;

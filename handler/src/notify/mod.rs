@@ -54,7 +54,7 @@ use smtp::SmtpSender;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "channel", rename_all = "lowercase")]
 pub enum Message {
-    /// The Workflows webhook body (Adaptive Card 1.4 in a `message`).
+    /// The Workflows webhook body (Adaptive Card 1.5 in a `message`).
     Teams {
         payload: Value,
     },

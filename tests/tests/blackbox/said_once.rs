@@ -5,10 +5,11 @@
 //! nothing at all.
 //!
 //! The tenant: one CMK workspace whose vault lacks purge protection and whose key is RSA 2048,
-//! so one event raises several findings, all routed to Teams (a local sink). When a digest is
-//! due (a finding open and untold for a whole interval) and that it goes out once per interval
-//! is decided with a controlled clock: `plan::digest_window` and `act`'s tests over a real
-//! SQLite store.
+//! so one event raises several findings, all routed to Teams (a local sink). A digest is due
+//! only once a finding has stayed open and untold for a whole interval: that test moves the
+//! stored "last told" time a day back in the handler's SQLite file (the binary has no clock to
+//! set), then two sweeps within the interval send one digest. Interval edges are tested with a
+//! controlled clock in `plan::digest_window`'s and `act`'s tests.
 
 use azure_sim::{KeySpec, Tenant, VaultSpec, WorkspaceSpec};
 use cmk_guard_blackbox::scratch::Scratch;
@@ -38,10 +39,16 @@ fn tenant() -> Tenant {
         .expect("tenant")
 }
 
-/// The handler in `mode` with Teams configured; the scratch holds its policy file.
+/// The handler in `mode` with Teams configured; the scratch holds its policy file and its
+/// state (`state.db`).
 async fn start(tenant: Tenant, mode: &str) -> (Handler, Sink, Scratch) {
+    start_with_policy(tenant, mode, POLICY).await
+}
+
+async fn start_with_policy(tenant: Tenant, mode: &str, policy: &str) -> (Handler, Sink, Scratch) {
     let scratch = Scratch::new("said-once");
-    let policy = scratch.write("policy.toml", POLICY).display().to_string();
+    let policy = scratch.write("policy.toml", policy).display().to_string();
+    let state = scratch.sqlite_state("state.db");
     let sink = Sink::start().await;
     let teams = sink.url("teams");
     let handler = Handler::start_with(
@@ -49,11 +56,31 @@ async fn start(tenant: Tenant, mode: &str) -> (Handler, Sink, Scratch) {
         &[
             ("CMKGUARD_MODE", mode),
             ("CMKGUARD_POLICY_FILE", &policy),
+            ("CMKGUARD_STATE", &state),
             ("CMKGUARD_TEAMS_WEBHOOK_URL", &teams),
         ],
     )
     .await;
     (handler, sink, scratch)
+}
+
+/// Moves every stored finding's "last told" time `hours` back, as if that long had passed
+/// since people were told (Python's sqlite3, from the tools `scripts/test-tools` installs).
+fn told_hours_ago(state: &std::path::Path, hours: i64) {
+    let python = cmk_guard_blackbox::repo_root().join(".tools/venv/bin/python");
+    assert!(python.is_file(), "run scripts/test-tools");
+    let script = "import sqlite3, sys\n\
+        db = sqlite3.connect(sys.argv[1], timeout=10)\n\
+        db.execute('UPDATE findings SET last_notified = last_notified - ?', (int(sys.argv[2]),))\n\
+        db.commit()\n";
+    let nanos = hours * 3600 * 1_000_000_000;
+    let status = std::process::Command::new(python)
+        .args(["-c", script])
+        .arg(state)
+        .arg(nanos.to_string())
+        .status()
+        .expect("python");
+    assert!(status.success(), "aging the stored findings failed");
 }
 
 /// The notify actions of an Outcome (one per message sent, or failed).
@@ -153,4 +180,37 @@ async fn observe_mode_sends_neither_alerts_nor_digests() {
         assert_eq!(notifications(&swept), Vec::<Value>::new(), "{swept}");
     }
     assert_eq!(sink.received("teams").len(), 0);
+}
+
+#[tokio::test]
+async fn a_finding_untold_for_a_day_gets_one_digest_however_many_sweeps_that_day() {
+    // Reminders every two days, so that a day later only the digest is due.
+    let policy = format!("{POLICY}reminder_hours = 48\n");
+    let (handler, sink, scratch) = start_with_policy(tenant(), "alert", &policy).await;
+    let replies = handler
+        .deliver("OnSubscriptionEvent", "event", &[workspace_write()])
+        .await;
+    assert_eq!(notifications(replies[0].outcome()).len(), 1);
+    told_hours_ago(&scratch.join("state.db"), 25);
+
+    let digests = |outcome: &Value| {
+        notifications(outcome)
+            .iter()
+            .filter(|a| a["rule"] == "digest")
+            .count()
+    };
+    let first = sweep(&handler).await;
+    assert_eq!(notifications(&first).len(), 1, "{first}");
+    assert_eq!(digests(&first), 1, "the day's digest: {first}");
+    let second = sweep(&handler).await;
+    assert_eq!(
+        notifications(&second),
+        Vec::<Value>::new(),
+        "the same day: {second}"
+    );
+    assert_eq!(
+        sink.received("teams").len(),
+        2,
+        "the event's card, one digest"
+    );
 }

@@ -95,8 +95,8 @@ impl Message {
         now: OffsetDateTime,
     ) -> Self {
         match (channel, alert) {
-            (Channel::Teams, alert) => Self::teams(alert),
-            (Channel::Email, alert) => Self::email(alert),
+            (Channel::Teams, alert) => Self::teams(alert.relative_to(now).as_alert()),
+            (Channel::Email, alert) => Self::email(alert.relative_to(now).as_alert()),
             (Channel::Webhook, Alert::Changes(changes)) => Self::webhook(outbox_id, changes, now),
             (Channel::Webhook, Alert::Digest(_)) => Message::Webhook { events: Vec::new() },
         }

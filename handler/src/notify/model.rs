@@ -2,6 +2,8 @@
 //! state changed (or that is due a reminder), and a [`Digest`] for the sweep.
 
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 mod advice;
 
@@ -452,6 +454,84 @@ pub enum Alert<'a> {
     Digest(&'a Digest),
 }
 
+impl Alert<'_> {
+    /// The alert with every relative time ("expires … in 5 days") computed from `now`, the one
+    /// clock of the message about to be rendered: findings evaluated seconds apart could
+    /// otherwise say "in 5 days" and "in 4 days" about one key.
+    pub fn relative_to(self, now: OffsetDateTime) -> OwnedAlert {
+        let at = |n: &Notification| Notification {
+            observed: relative_to(&n.observed, now),
+            ..n.clone()
+        };
+        match self {
+            Alert::Changes(notifications) => {
+                OwnedAlert::Changes(notifications.iter().map(at).collect())
+            }
+            Alert::Digest(digest) => OwnedAlert::Digest(Digest {
+                worst: digest.worst.iter().map(at).collect(),
+                ..digest.clone()
+            }),
+        }
+    }
+}
+
+/// An [`Alert`] that owns its findings, such as one with its times made relative to a clock.
+#[derive(Debug, Clone)]
+pub enum OwnedAlert {
+    Changes(Vec<Notification>),
+    Digest(Digest),
+}
+
+impl OwnedAlert {
+    pub fn as_alert(&self) -> Alert<'_> {
+        match self {
+            OwnedAlert::Changes(notifications) => Alert::Changes(notifications),
+            OwnedAlert::Digest(digest) => Alert::Digest(digest),
+        }
+    }
+}
+
+/// Rewrites each "expires at {RFC 3339}, in N days" (the rules' wording, `key.expiry`) with N
+/// counted from `now`, and "expired at {RFC 3339}" once that time has passed.
+fn relative_to(text: &str, now: OffsetDateTime) -> String {
+    const MARK: &str = "expires at ";
+    const SECONDS_PER_DAY: i64 = 86_400;
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find(MARK) {
+        let after = &rest[start + MARK.len()..];
+        let parsed = after.split_once(", in ").and_then(|(at, tail)| {
+            let expires = OffsetDateTime::parse(at, &Rfc3339).ok()?;
+            let digits = tail.find(|c: char| !c.is_ascii_digit())?;
+            let unit = tail[digits..]
+                .strip_prefix(" days")
+                .or_else(|| tail[digits..].strip_prefix(" day"))?;
+            (digits > 0).then_some((at, expires, unit))
+        });
+        let Some((at, expires, unit_rest)) = parsed else {
+            out.push_str(&rest[..start + MARK.len()]);
+            rest = after;
+            continue;
+        };
+        out.push_str(&rest[..start]);
+        let remaining = (expires - now).whole_seconds();
+        if remaining <= 0 {
+            out.push_str(&format!("expired at {at}"));
+        } else {
+            let days = remaining / SECONDS_PER_DAY;
+            let when = match days {
+                0 => "in less than a day".to_owned(),
+                1 => "in 1 day".to_owned(),
+                days => format!("in {days} days"),
+            };
+            out.push_str(&format!("{MARK}{at}, {when}"));
+        }
+        rest = unit_rest;
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -539,6 +619,33 @@ pub(crate) mod tests {
             planned.action_text(),
             "would remediate (not applied in this mode): PATCH enablePurgeProtection=true"
         );
+    }
+
+    #[test]
+    fn relative_times_come_from_the_messages_clock() {
+        let now = OffsetDateTime::parse("2026-12-03T12:00:00Z", &Rfc3339).unwrap();
+        let text = "the key cmk expires at 2026-12-08T11:00:00Z, in 5 days; pinned";
+        assert_eq!(
+            relative_to(text, now),
+            "the key cmk expires at 2026-12-08T11:00:00Z, in 4 days; pinned"
+        );
+        assert_eq!(
+            relative_to("expires at 2026-12-04T11:00:00Z, in 1 day", now),
+            "expires at 2026-12-04T11:00:00Z, in less than a day"
+        );
+        assert_eq!(
+            relative_to("the key expires at 2026-12-01T00:00:00Z, in 2 days", now),
+            "the key expired at 2026-12-01T00:00:00Z"
+        );
+        assert_eq!(relative_to("expires at soon", now), "expires at soon");
+        let mut f = finding(Severity::Medium, VAULT);
+        f.observed = text.into();
+        let notes = [Notification::from_finding(&f, Change::New, None)];
+        let owned = Alert::Changes(&notes).relative_to(now);
+        let Alert::Changes(rendered) = owned.as_alert() else {
+            panic!("changes stay changes")
+        };
+        assert!(rendered[0].observed.contains("in 4 days"));
     }
 
     #[test]

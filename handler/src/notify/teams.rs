@@ -20,6 +20,9 @@ pub const PAYLOAD_BUDGET: usize = 20 * 1024;
 /// Longest value of one fact, in characters; one long observed value must not crowd out the
 /// other findings.
 const FIELD_CHARS: usize = 400;
+/// Longest action text: a remediation's detail ends with what it verified, which a reader of
+/// a resolved card needs, so it gets more room than other values.
+const ACTION_CHARS: usize = 1_500;
 
 /// The Workflows webhook body for `alert`.
 pub fn payload(alert: Alert<'_>) -> Value {
@@ -208,7 +211,10 @@ fn section(n: &Notification, with_buttons: bool) -> Value {
         fact("Expected", &n.expected),
     ];
     if n.action.is_some() {
-        facts.push(fact("Action", &n.action_text()));
+        facts.push(json!({
+            "title": "Action",
+            "value": card_text(&bounded_line(&n.action_text(), ACTION_CHARS)),
+        }));
     }
     facts.push(fact("Rule", &n.rule));
     facts.push(fact("Resource id", &n.resource));
@@ -294,6 +300,31 @@ mod tests {
         assert_eq!(body[0]["text"], "ws1: 2 CMK problems, worst Critical");
         assert_eq!(body[1]["style"], "attention");
         assert_eq!(body[2]["style"], "warning");
+    }
+
+    #[test]
+    fn a_long_action_keeps_what_it_verified() {
+        let mut f = finding(Severity::High, VAULT);
+        f.state = crate::outcome::FindingState::Resolved;
+        let detail = format!(
+            "PATCHed {VAULT} with enablePurgeProtection=true (before: {}); verified: purge protection is on",
+            "x".repeat(600)
+        );
+        let n = Notification::from_finding(&f, Change::New, None).with_action(
+            &crate::outcome::Action {
+                kind: crate::outcome::ActionKind::Remediate,
+                rule: "vault.purge-protection".into(),
+                target: VAULT.into(),
+                result: crate::outcome::ActionResult::Applied,
+                detail,
+            },
+        );
+        let payload = payload(Alert::Changes(std::slice::from_ref(&n)));
+        assert!(
+            payload
+                .to_string()
+                .contains("verified: purge protection is on")
+        );
     }
 
     #[test]

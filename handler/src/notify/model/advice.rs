@@ -203,6 +203,13 @@ pub fn fix_command(rule: RuleId, resource: &str, observed: &str) -> Option<Strin
     let vault = names.vault.as_deref().map(word);
     let key = names.key.as_deref().map(word);
     let group = names.resource_group.as_deref().map(word);
+    // The rules name the workspace identity as "(principal {object id})".
+    let principal = observed
+        .split_once("(principal ")
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(id, _)| id)
+        .filter(|id| crate::ids::is_guid(id))
+        .unwrap_or("<workspace identity object id>");
     match rule {
         RuleId::VaultPurgeProtection => Some(format!(
             "az keyvault update --name {} --resource-group {} --enable-purge-protection true",
@@ -216,12 +223,12 @@ pub fn fix_command(rule: RuleId, resource: &str, observed: &str) -> Option<Strin
             if observed.contains("access-policy") || observed.contains("access policy") =>
         {
             Some(format!(
-                "az keyvault set-policy --name {} --object-id <workspace identity object id> --key-permissions get wrapKey unwrapKey",
+                "az keyvault set-policy --name {} --object-id {principal} --key-permissions get wrapKey unwrapKey",
                 vault?
             ))
         }
         RuleId::WorkspaceKeyAccess => Some(format!(
-            "az role assignment create --role \"Key Vault Crypto Service Encryption User\" --assignee-object-id <workspace identity object id> --assignee-principal-type ServicePrincipal --scope \"$(az keyvault show --name {} --query id -o tsv)/keys/{}\"",
+            "az role assignment create --role \"Key Vault Crypto Service Encryption User\" --assignee-object-id {principal} --assignee-principal-type ServicePrincipal --scope \"$(az keyvault show --name {} --query id -o tsv)/keys/{}\"",
             vault?, key?
         )),
         RuleId::KeyEnabled => Some(format!(
@@ -329,6 +336,17 @@ mod tests {
             )
             .unwrap()
             .starts_with("az keyvault set-policy --name kv-prod ")
+        );
+        assert_eq!(
+            fix_command(
+                RuleId::WorkspaceKeyAccess,
+                key,
+                "the access policy for the system identity (principal ae1d8c63-4e71-4682-8636-a569839d0b78) lacks unwrapKey"
+            )
+            .as_deref(),
+            Some(
+                "az keyvault set-policy --name kv-prod --object-id ae1d8c63-4e71-4682-8636-a569839d0b78 --key-permissions get wrapKey unwrapKey"
+            )
         );
         assert!(
             fix_command(RuleId::WorkspaceKeyAccess, key, "no role assignment")

@@ -118,7 +118,10 @@ impl Actor {
             .unwrap_or_else(|_| window.unix_timestamp().to_string());
         // Each listed finding says what cmk-guard does about it, as its own alert said.
         let digest = &digest.clone().handled(
-            |n| n.rule_id().is_some_and(|rule| policy.allows_remediation(rule)),
+            |n| {
+                n.rule_id()
+                    .is_some_and(|rule| policy.allows_remediation(rule))
+            },
             mode == Mode::Remediate,
         );
         let routes = notify::Routes::from(&policy.notify);

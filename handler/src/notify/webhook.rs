@@ -62,11 +62,25 @@ struct CloudEvent<'a> {
     data: EventData<'a>,
 }
 
-/// `data`: what changed, and the finding as it is now.
+/// `data`: what changed, the finding as it is now, and the same advice the cards and emails
+/// give.
 #[derive(Debug, Serialize)]
 struct EventData<'a> {
     change: &'a Change,
     finding: FindingData<'a>,
+    advice: Advice<'a>,
+}
+
+/// What the finding means and what to do, as every message about it says.
+#[derive(Debug, Serialize)]
+struct Advice<'a> {
+    problem: &'a str,
+    why: Option<&'static str>,
+    /// What cmk-guard does about it (fixes it, would fix it in remediate mode, needs a person).
+    does: &'static str,
+    /// The `az` command that fixes it, with the real names, where one exists.
+    fix_command: Option<String>,
+    doc_url: Option<&'static str>,
 }
 
 #[derive(Debug, Serialize)]
@@ -150,6 +164,13 @@ impl WebhookEvent {
                     expected: &note.expected,
                     action: note.action.as_ref(),
                     portal_url: note.portal_url.as_deref(),
+                },
+                advice: Advice {
+                    problem: note.problem(),
+                    why: note.why(),
+                    does: note.does(),
+                    fix_command: note.fix_command(),
+                    doc_url: note.doc_url(),
                 },
             },
         })
@@ -345,10 +366,31 @@ mod tests {
         assert_eq!(body["data"]["finding"]["state"], "open");
         assert_eq!(body["data"]["finding"]["severity"], "critical");
         assert_eq!(body["data"]["finding"]["action"]["result"], "planned");
+        let advice = &body["data"]["advice"];
+        assert!(
+            advice["why"].as_str().is_some_and(|s| !s.is_empty()),
+            "{advice}"
+        );
+        assert!(
+            advice["does"].as_str().is_some_and(|s| !s.is_empty()),
+            "{advice}"
+        );
+        assert!(
+            advice["fix_command"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("az ") && c.contains("kv1")),
+            "{advice}"
+        );
+        assert!(
+            advice["doc_url"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("https://"))
+        );
         let resolved: Value =
             serde_json::from_slice(&events[1].cloud_event("/cmk-guard/app").unwrap()).unwrap();
         assert_eq!(resolved["type"], "com.cmk-guard.finding.resolved");
         assert_eq!(resolved["data"]["finding"]["state"], "resolved");
+        assert_eq!(resolved["data"]["advice"]["fix_command"], Value::Null);
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod alert_content;
 mod architecture;
 mod azure_reads;
 mod bad_input;
+mod card_rendering;
 mod cli;
 mod docs;
 mod fixtures;

@@ -313,10 +313,23 @@ impl Actor {
             )),
             Remedy::Apply => Some(self.apply(finding, snapshot, inputs, deadline).await?),
         };
-        let applied = action
+        // An applied remediation's detail ends with what it verified ("…; verified: purge
+        // protection is on"): the resolved finding shows that, not the state before the fix.
+        let verified = action
             .as_ref()
-            .is_some_and(|a| a.result == ActionResult::Applied);
-        Ok((if applied { step.remediated() } else { step }, action))
+            .filter(|a| a.result == ActionResult::Applied)
+            .map(|a| {
+                a.detail
+                    .rsplit_once("verified: ")
+                    .map_or_else(|| a.detail.clone(), |(_, now)| format!("verified: {now}"))
+            });
+        Ok((
+            match verified {
+                Some(verified) => step.remediated(&verified),
+                None => step,
+            },
+            action,
+        ))
     }
 
     /// Applies one remediation under a claim (one instance writes), recording the attempt

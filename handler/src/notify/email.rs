@@ -119,19 +119,10 @@ fn explained(n: &Notification) -> Vec<(&'static str, String)> {
 
 /// The facts of a finding: names first, full ids last.
 fn fields(n: &Notification) -> Vec<(&'static str, String)> {
-    let mut rows = vec![
-        ("Workspace", n.workspace_name().to_owned()),
-        ("Resource", n.resource_name().to_owned()),
-        ("Observed", n.observed.clone()),
-        ("Expected", n.expected.clone()),
-    ];
-    if n.action.is_some() {
-        rows.push(("Action", n.action_text()));
-    }
-    rows.push(("Rule", n.rule.clone()));
-    rows.push(("Resource id", n.resource.clone()));
-    rows.push(("Workspace id", n.workspace.clone()));
-    rows
+    n.facts()
+        .into_iter()
+        .map(|fact| (fact.label, fact.value))
+        .collect()
 }
 
 fn links(n: &Notification) -> Vec<(&'static str, String)> {
@@ -139,7 +130,10 @@ fn links(n: &Notification) -> Vec<(&'static str, String)> {
     if let Some(url) = n.portal_blade_url() {
         rows.push(("Open in the Azure portal", url));
     }
-    if let Some(url) = n.doc_url() {
+    // A resolved finding needs no fix: no "how to fix" link.
+    if n.change != Change::Resolved
+        && let Some(url) = n.doc_url()
+    {
         rows.push(("How to fix (Microsoft Learn)", url.to_owned()));
     }
     rows

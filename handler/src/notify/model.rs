@@ -6,12 +6,13 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 mod advice;
+mod facts;
 
 use crate::catalogue::RuleId;
 use crate::ids::ArmResourceId;
 use crate::outcome::{Action, ActionResult, Finding, FindingState, Severity};
 pub use advice::Handling;
-use advice::{advice, fix_command};
+use advice::{advice, doc, fix_command};
 
 /// How many findings a digest lists; the counts still cover all of them.
 pub const DIGEST_WORST: usize = 50;
@@ -145,12 +146,17 @@ impl Notification {
         if self.change == Change::Resolved {
             return None;
         }
-        fix_command(self.rule_id()?, &self.resource, &self.observed)
+        fix_command(
+            self.rule_id()?,
+            &self.resource,
+            &self.observed,
+            &self.workspace,
+        )
     }
 
     /// The Microsoft documentation section about the fix.
     pub fn doc_url(&self) -> Option<&'static str> {
-        self.rule_id().map(|rule| advice(rule).doc)
+        self.rule_id().map(|rule| doc(rule, &self.observed))
     }
 
     /// The portal link, opened on the rule's blade when the link is the resource's own.

@@ -6,8 +6,8 @@
 //!
 //! Names from Azure are plain text: `TextBlock` and `FactSet` text goes through
 //! [`card_text`] (look-alikes instead of the characters Markdown acts on, never a backslash),
-//! and the `az` commands, which must stay copyable exactly, are `TextRun`s, which Adaptive
-//! Cards never read as Markdown.
+//! and what must stay copyable exactly — the `az` commands and the names and full ids of the
+//! workspace and resource — are `TextRun`s, which Adaptive Cards never read as Markdown.
 
 use serde_json::{Value, json};
 
@@ -167,7 +167,10 @@ fn buttons(n: &Notification) -> Vec<Value> {
             json!({"type": "Action.OpenUrl", "title": "Open in the Azure portal", "url": url}),
         );
     }
-    if let Some(url) = n.doc_url() {
+    // A resolved finding needs no fix: no "how to fix" button.
+    if n.change != Change::Resolved
+        && let Some(url) = n.doc_url()
+    {
         actions.push(
             json!({"type": "Action.OpenUrl", "title": "How to fix (Microsoft Learn)", "url": url}),
         );
@@ -175,8 +178,12 @@ fn buttons(n: &Notification) -> Vec<Value> {
     actions
 }
 
-fn fact(title: &str, value: &str) -> Value {
-    json!({"title": title, "value": card_text(&bounded_line(value, FIELD_CHARS))})
+/// A name or id from Azure, unaltered: `TextRun` text is plain text in Adaptive Cards.
+fn verbatim_fact(label: &str, value: &str) -> Value {
+    json!({"type": "RichTextBlock", "spacing": "None", "inlines": [
+        {"type": "TextRun", "text": format!("{label}: "), "weight": "Bolder"},
+        {"type": "TextRun", "text": single_line(value)},
+    ]})
 }
 
 fn text(text: &str) -> Value {
@@ -204,22 +211,30 @@ fn section(n: &Notification, with_buttons: bool) -> Value {
             {"type": "TextRun", "text": single_line(&command), "fontType": "Monospace"},
         ]}));
     }
-    let mut facts = vec![
-        fact("Workspace", n.workspace_name()),
-        fact("Resource", n.resource_name()),
-        fact("Observed", &n.observed),
-        fact("Expected", &n.expected),
-    ];
-    if n.action.is_some() {
-        facts.push(json!({
-            "title": "Action",
-            "value": card_text(&bounded_line(&n.action_text(), ACTION_CHARS)),
-        }));
+    // Runs of text facts are a FactSet; a name or id is a RichTextBlock line of TextRuns,
+    // which Teams never reads as Markdown, so it is shown (and copied) exactly.
+    let mut text_facts = Vec::new();
+    for fact in n.facts() {
+        if fact.verbatim {
+            if !text_facts.is_empty() {
+                items.push(json!({"type": "FactSet", "facts": std::mem::take(&mut text_facts)}));
+            }
+            items.push(verbatim_fact(fact.label, &fact.value));
+        } else {
+            let limit = if fact.label == "Action" {
+                ACTION_CHARS
+            } else {
+                FIELD_CHARS
+            };
+            text_facts.push(json!({
+                "title": fact.label,
+                "value": card_text(&bounded_line(&fact.value, limit)),
+            }));
+        }
     }
-    facts.push(fact("Rule", &n.rule));
-    facts.push(fact("Resource id", &n.resource));
-    facts.push(fact("Workspace id", &n.workspace));
-    items.push(json!({"type": "FactSet", "facts": facts}));
+    if !text_facts.is_empty() {
+        items.push(json!({"type": "FactSet", "facts": text_facts}));
+    }
     if with_buttons {
         let actions = buttons(n);
         if !actions.is_empty() {
@@ -287,6 +302,56 @@ mod tests {
             assert!(!text.contains(escaped), "{escaped} in {text}");
         }
         assert!(!text.contains("[z]("), "{text}");
+    }
+
+    /// The `TextRun` that follows the bold label `label` in the card, wherever it is.
+    fn verbatim<'a>(card: &'a Value, label: &str) -> Option<&'a str> {
+        match card {
+            Value::Object(map) => {
+                if map.get("type").and_then(Value::as_str) == Some("RichTextBlock")
+                    && map["inlines"][0]["text"] == format!("{label}: ")
+                {
+                    return map["inlines"][1]["text"].as_str();
+                }
+                map.values().find_map(|v| verbatim(v, label))
+            }
+            Value::Array(items) => items.iter().find_map(|v| verbatim(v, label)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_copied_id_is_the_real_id() {
+        let workspace = "/subscriptions/3f7b2c1d-8e4a-4b6f-9c2d-5a1e0f9b7c34/resourceGroups/rg_ml/providers/Microsoft.MachineLearningServices/workspaces/mlw_cmk";
+        let vault = format!("{VAULT}_x*(y)");
+        let mut f = finding(Severity::High, &vault);
+        f.workspace = workspace.into();
+        let n = Notification::from_finding(&f, Change::New, None);
+        let payload = payload(Alert::Changes(std::slice::from_ref(&n)));
+        let card = card(&payload);
+        assert_eq!(verbatim(card, "Workspace id"), Some(workspace));
+        assert_eq!(verbatim(card, "Workspace"), Some("mlw_cmk"));
+        assert_eq!(verbatim(card, "Resource id"), Some(vault.as_str()));
+        assert_eq!(verbatim(card, "Resource"), Some("kv1_x*(y)"));
+    }
+
+    #[test]
+    fn a_resolved_finding_says_what_holds_now_and_offers_no_fix() {
+        let mut f = finding(Severity::High, VAULT);
+        f.state = crate::outcome::FindingState::Resolved;
+        f.observed = "verified: purge protection is on".into();
+        f.expected = String::new();
+        let n = Notification::from_finding(&f, Change::Resolved, None);
+        let payload = payload(Alert::Changes(std::slice::from_ref(&n)));
+        let text = payload.to_string();
+        assert!(text.contains(r#"{"title":"Now","value":"verified: purge protection is on"}"#));
+        assert!(!text.contains("enablePurgeProtection is false"), "{text}");
+        assert!(!text.contains(r#""title":"Expected""#), "{text}");
+        assert!(!text.contains("How to fix"), "{text}");
+        assert_eq!(
+            verbatim(card(&payload), "Resource id (when found)"),
+            Some(VAULT)
+        );
     }
 
     #[test]

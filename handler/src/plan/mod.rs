@@ -71,9 +71,11 @@ pub struct Step {
 impl Step {
     /// The step once its remediation was applied and verified: the finding is resolved, and a
     /// finding people knew open is told resolved (a new one is told as planned, with what was
-    /// done).
-    pub fn remediated(mut self) -> Self {
+    /// done). `verified` — what the remediation's check saw after the write — replaces the
+    /// observation from before it, so the resolved finding says what holds now.
+    pub fn remediated(mut self, verified: &str) -> Self {
         self.finding.state = FindingState::Resolved;
+        self.finding.observed = verified.to_owned();
         if self.was_open {
             self.change = Some(Change::Resolved);
             self.alert = true;

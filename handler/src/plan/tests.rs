@@ -460,14 +460,15 @@ fn a_remediation_that_resolves_a_finding_people_knew_is_told_resolved() {
         (None, false),
         "nothing new yet"
     );
-    let fixed = known.remediated();
+    let fixed = known.remediated("verified: purge protection is on");
     assert_eq!(
         (fixed.change, fixed.alert, fixed.finding.state),
         (Some(Change::Resolved), true, FindingState::Resolved)
     );
+    assert_eq!(fixed.finding.observed, "verified: purge protection is on");
     let new = run(Mode::Remediate, &policy, &eval, &[], 0)
         .remove(0)
-        .remediated();
+        .remediated("verified: purge protection is on");
     assert_eq!(
         (new.change, new.alert, new.finding.state),
         (Some(Change::New), true, FindingState::Resolved),

@@ -148,6 +148,8 @@ struct Names {
     key: Option<String>,
     subscription: Option<String>,
     namespace: Option<String>,
+    /// The key version the workspace pins (the version in use), when its key URL names one.
+    version: Option<String>,
 }
 
 impl Names {
@@ -156,6 +158,7 @@ impl Names {
             return Names {
                 vault: Some(url.vault_name().to_owned()),
                 key: Some(url.name().to_owned()),
+                version: url.version().map(str::to_owned),
                 ..Names::default()
             };
         }
@@ -196,9 +199,67 @@ fn word(text: &str) -> String {
     }
 }
 
+/// The Microsoft doc section for the fix: for key access on an access-policy vault the
+/// access-policy guide, matching the `set-policy` command, else the rule's own.
+pub fn doc(rule: RuleId, observed: &str) -> &'static str {
+    match rule {
+        RuleId::WorkspaceKeyAccess if uses_access_policies(observed) => ACCESS_POLICY_DOC,
+        _ => advice(rule).doc,
+    }
+}
+
+const ACCESS_POLICY_DOC: &str =
+    "https://learn.microsoft.com/azure/key-vault/general/assign-access-policy";
+
+/// Whether the key-access rule found an access-policy vault (rather than an RBAC one).
+fn uses_access_policies(observed: &str) -> bool {
+    observed.contains("access-policy") || observed.contains("access policy")
+}
+
+/// `--version <v>` when the workspace pins a key version: `set-attributes` without it changes
+/// the newest version, which may not be the one in use.
+fn version_flag(names: &Names) -> String {
+    names
+        .version
+        .as_deref()
+        .map_or_else(String::new, |version| {
+            format!(" --version {}", word(version))
+        })
+}
+
+/// The fix for an expiring key. A workspace that pins a key version keeps using the old one
+/// after a rotation, so it is pointed at the new version too: the PATCH of the workspace's
+/// `keyIdentifier` (docs/azure-notes.md §3.3), with the version `rotate` returns.
+fn rotate_command(names: &Names, workspace: &str) -> Option<String> {
+    let vault = word(names.vault.as_deref()?);
+    let key = word(names.key.as_deref()?);
+    let rotate = format!("az keyvault key rotate --vault-name {vault} --name {key}");
+    if names.version.is_none() {
+        return Some(rotate);
+    }
+    let Ok(workspace) = ArmResourceId::parse(workspace) else {
+        return Some(format!(
+            "{rotate}, then point the workspace's keyIdentifier at the new key version"
+        ));
+    };
+    let url = word(&format!(
+        "https://management.azure.com{}?api-version=2024-04-01",
+        workspace.as_str()
+    ));
+    Some(format!(
+        "KID=$({rotate} --query key.kid -o tsv) && az rest --method patch --url {url} --body '{{\"properties\":{{\"encryption\":{{\"keyVaultProperties\":{{\"keyIdentifier\":\"'\"$KID\"'\"}}}}}}}}'"
+    ))
+}
+
 /// The `az` command that fixes the finding, with the real names, when one exists and the
-/// names are known. `observed` tells an access-policy vault from an RBAC one.
-pub fn fix_command(rule: RuleId, resource: &str, observed: &str) -> Option<String> {
+/// names are known. `observed` tells an access-policy vault from an RBAC one; `workspace` (its
+/// ARM id) is where a rotated key's new version must be set.
+pub fn fix_command(
+    rule: RuleId,
+    resource: &str,
+    observed: &str,
+    workspace: &str,
+) -> Option<String> {
     let names = Names::of(resource);
     let vault = names.vault.as_deref().map(word);
     let key = names.key.as_deref().map(word);
@@ -219,29 +280,26 @@ pub fn fix_command(rule: RuleId, resource: &str, observed: &str) -> Option<Strin
             "az keyvault update --name {} --resource-group {} --enable-soft-delete true",
             vault?, group?
         )),
-        RuleId::WorkspaceKeyAccess
-            if observed.contains("access-policy") || observed.contains("access policy") =>
-        {
-            Some(format!(
-                "az keyvault set-policy --name {} --object-id {principal} --key-permissions get wrapKey unwrapKey",
-                vault?
-            ))
-        }
+        RuleId::WorkspaceKeyAccess if uses_access_policies(observed) => Some(format!(
+            "az keyvault set-policy --name {} --object-id {principal} --key-permissions get wrapKey unwrapKey",
+            vault?
+        )),
         RuleId::WorkspaceKeyAccess => Some(format!(
             "az role assignment create --role \"Key Vault Crypto Service Encryption User\" --assignee-object-id {principal} --assignee-principal-type ServicePrincipal --scope \"$(az keyvault show --name {} --query id -o tsv)/keys/{}\"",
             vault?, key?
         )),
         RuleId::KeyEnabled => Some(format!(
-            "az keyvault key set-attributes --vault-name {} --name {} --enabled true",
-            vault?, key?
+            "az keyvault key set-attributes --vault-name {} --name {}{} --enabled true",
+            vault?,
+            key?,
+            version_flag(&names)
         )),
-        RuleId::KeyExpiry => Some(format!(
-            "az keyvault key rotate --vault-name {} --name {}",
-            vault?, key?
-        )),
+        RuleId::KeyExpiry => rotate_command(&names, workspace),
         RuleId::KeyExpirySet => Some(format!(
-            "az keyvault key set-attributes --vault-name {} --name {} --expires <YYYY-MM-DDThh:mm:ssZ>",
-            vault?, key?
+            "az keyvault key set-attributes --vault-name {} --name {}{} --expires <YYYY-MM-DDThh:mm:ssZ>",
+            vault?,
+            key?,
+            version_flag(&names)
         )),
         RuleId::KeyRotationPolicy => Some(format!(
             "az keyvault key rotation-policy update --vault-name {} --name {} --value <policy.json>",
@@ -318,21 +376,28 @@ mod tests {
             "/subscriptions/{SUB}/resourceGroups/rg-ml/providers/Microsoft.KeyVault/vaults/kv-prod"
         );
         assert_eq!(
-            fix_command(RuleId::VaultPurgeProtection, &vault, "").as_deref(),
+            fix_command(RuleId::VaultPurgeProtection, &vault, "", "").as_deref(),
             Some(
                 "az keyvault update --name kv-prod --resource-group rg-ml --enable-purge-protection true"
             )
         );
         let key = "https://kv-prod.vault.azure.net/keys/cmk/0123456789abcdef0123456789abcdef";
         assert_eq!(
-            fix_command(RuleId::KeyExpiry, key, "").as_deref(),
+            fix_command(
+                RuleId::KeyExpiry,
+                "https://kv-prod.vault.azure.net/keys/cmk",
+                "",
+                ""
+            )
+            .as_deref(),
             Some("az keyvault key rotate --vault-name kv-prod --name cmk")
         );
         assert!(
             fix_command(
                 RuleId::WorkspaceKeyAccess,
                 key,
-                "the vault (access-policy model) has no access policy"
+                "the vault (access-policy model) has no access policy",
+                ""
             )
             .unwrap()
             .starts_with("az keyvault set-policy --name kv-prod ")
@@ -341,7 +406,8 @@ mod tests {
             fix_command(
                 RuleId::WorkspaceKeyAccess,
                 key,
-                "the access policy for the system identity (principal ae1d8c63-4e71-4682-8636-a569839d0b78) lacks unwrapKey"
+                "the access policy for the system identity (principal ae1d8c63-4e71-4682-8636-a569839d0b78) lacks unwrapKey",
+                ""
             )
             .as_deref(),
             Some(
@@ -349,7 +415,7 @@ mod tests {
             )
         );
         assert!(
-            fix_command(RuleId::WorkspaceKeyAccess, key, "no role assignment")
+            fix_command(RuleId::WorkspaceKeyAccess, key, "no role assignment", "")
                 .unwrap()
                 .contains("--role \"Key Vault Crypto Service Encryption User\"")
         );
@@ -357,6 +423,7 @@ mod tests {
             fix_command(
                 RuleId::SubscriptionProviders,
                 &format!("/subscriptions/{SUB}/providers/Microsoft.Search"),
+                "",
                 ""
             )
             .as_deref(),
@@ -365,7 +432,56 @@ mod tests {
                     .as_str()
             )
         );
-        assert_eq!(fix_command(RuleId::WorkspaceCmkEnabled, &vault, ""), None);
+        assert_eq!(
+            fix_command(RuleId::WorkspaceCmkEnabled, &vault, "", ""),
+            None
+        );
+    }
+
+    #[test]
+    fn a_pinned_version_is_the_one_the_fix_changes() {
+        let key = "https://kv-prod.vault.azure.net/keys/cmk/0123456789abcdef0123456789abcdef";
+        let workspace = format!(
+            "/subscriptions/{SUB}/resourceGroups/rg-ml/providers/Microsoft.MachineLearningServices/workspaces/mlw_cmk"
+        );
+        let rotate = fix_command(RuleId::KeyExpiry, key, "", &workspace).unwrap();
+        assert!(rotate.starts_with(
+            "KID=$(az keyvault key rotate --vault-name kv-prod --name cmk --query key.kid -o tsv) && az rest --method patch --url "
+        ));
+        assert!(rotate.contains(&format!(
+            "'https://management.azure.com{workspace}?api-version=2024-04-01'"
+        )));
+        assert!(rotate.ends_with(
+            r#"--body '{"properties":{"encryption":{"keyVaultProperties":{"keyIdentifier":"'"$KID"'"}}}}'"#
+        ));
+        assert!(!rotate.contains('\\'));
+        assert!(
+            fix_command(RuleId::KeyExpiry, key, "", "")
+                .unwrap()
+                .ends_with("then point the workspace's keyIdentifier at the new key version")
+        );
+        for rule in [RuleId::KeyEnabled, RuleId::KeyExpirySet] {
+            assert!(
+                fix_command(rule, key, "", &workspace)
+                    .unwrap()
+                    .starts_with(
+                        "az keyvault key set-attributes --vault-name kv-prod --name cmk --version 0123456789abcdef0123456789abcdef "
+                    ),
+                "{rule}"
+            );
+        }
+    }
+
+    #[test]
+    fn key_access_links_the_guide_of_the_vaults_permission_model() {
+        assert!(
+            doc(
+                RuleId::WorkspaceKeyAccess,
+                "the vault (access-policy model) has no access policy"
+            )
+            .ends_with("/assign-access-policy")
+        );
+        assert!(doc(RuleId::WorkspaceKeyAccess, "no role assignment").ends_with("/rbac-guide"));
     }
 
     #[test]

@@ -25,8 +25,10 @@ const OUTBOX_BATCH: usize = 10;
 const OUTBOX_CHECK_INTERVAL: Duration = Duration::seconds(10);
 
 impl Actor {
-    /// One message per routed channel: enqueued first (id from the transitions it reports), then
-    /// sent; a failure stays in the outbox for the next invocation.
+    /// One message per routed channel and workspace (the webhook: one per channel, its events
+    /// one per change), so every card and email is titled by its workspace and an email threads
+    /// with that workspace's earlier ones: enqueued first (id from the transitions it reports),
+    /// then sent; a failure stays in the outbox for the next invocation.
     pub(super) async fn send_alerts(
         &self,
         outcome: &mut Outcome,
@@ -35,27 +37,29 @@ impl Actor {
         now: OffsetDateTime,
     ) -> Result<(), StateError> {
         let notes: Vec<notify::Notification> = alerts.iter().map(|(n, _)| n.clone()).collect();
-        for (channel, batch) in notify::Routes::from(&policy.notify).by_channel(&notes) {
+        for (channel, routed) in notify::Routes::from(&policy.notify).by_channel(&notes) {
             if !self.notifier.is_configured(channel) {
                 continue;
             }
-            let identity: Vec<&str> = alerts
-                .iter()
-                .filter(|(n, _)| batch.contains(n))
-                .map(|(_, id)| id.as_str())
-                .collect();
-            let id = uuid::Uuid::new_v5(
-                &uuid::Uuid::NAMESPACE_OID,
-                format!("{channel}|{}", identity.join(";")).as_bytes(),
-            )
-            .to_string();
-            let message = Message::for_channel(channel, Alert::Changes(&batch), &id, now);
-            let rule = batch.first().map(|n| n.rule.clone()).unwrap_or_default();
-            if let Some(action) = self
-                .enqueue_and_send(&id, channel, &message, &rule, now)
-                .await?
-            {
-                outcome.actions.push(action);
+            for batch in per_workspace(channel, routed) {
+                let identity: Vec<&str> = alerts
+                    .iter()
+                    .filter(|(n, _)| batch.contains(n))
+                    .map(|(_, id)| id.as_str())
+                    .collect();
+                let id = uuid::Uuid::new_v5(
+                    &uuid::Uuid::NAMESPACE_OID,
+                    format!("{channel}|{}", identity.join(";")).as_bytes(),
+                )
+                .to_string();
+                let message = Message::for_channel(channel, Alert::Changes(&batch), &id, now);
+                let rule = batch.first().map(|n| n.rule.clone()).unwrap_or_default();
+                if let Some(action) = self
+                    .enqueue_and_send(&id, channel, &message, &rule, now)
+                    .await?
+                {
+                    outcome.actions.push(action);
+                }
             }
         }
         Ok(())
@@ -207,6 +211,30 @@ impl Actor {
         }
         Ok(())
     }
+}
+
+/// A channel's notifications as messages: for people (Teams, email) one per workspace, in the
+/// order the workspaces first appear, so a title and a thread name one workspace; the webhook
+/// keeps one message per invocation (its events are one per change either way, and their ids
+/// stay what they were).
+fn per_workspace(
+    channel: notify::Channel,
+    routed: Vec<notify::Notification>,
+) -> Vec<Vec<notify::Notification>> {
+    if channel == notify::Channel::Webhook {
+        return vec![routed];
+    }
+    let mut batches: Vec<Vec<notify::Notification>> = Vec::new();
+    for note in routed {
+        match batches
+            .iter_mut()
+            .find(|b| b.first().is_some_and(|n| n.workspace == note.workspace))
+        {
+            Some(batch) => batch.push(note),
+            None => batches.push(vec![note]),
+        }
+    }
+    batches
 }
 
 /// Adds a chunk's findings to a sweep's running digest: counts add up, the worst findings

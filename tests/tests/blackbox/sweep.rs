@@ -225,3 +225,123 @@ async fn a_sweep_never_exceeds_the_configured_read_rate_even_when_throttled() {
     assert!(peak.considered > 100, "{peak:?}");
     assert!(peak.peak <= 25, "at most 25 reads in any second: {peak:?}");
 }
+
+/// Teams and email for critical and high: the sweep's findings reach both.
+const TWO_WORKSPACES_POLICY: &str = r#"
+[notify]
+teams = ["critical", "high", "medium", "low"]
+email = ["critical", "high"]
+"#;
+
+/// One sweep that finds problems in two workspaces sends each workspace its own card and its own
+/// email, titled by that workspace; each email threads (`In-Reply-To`) with that workspace's
+/// later alerts, here the one saying its vault's purge protection was put right.
+#[tokio::test]
+async fn a_sweep_finding_two_workspaces_sends_each_its_own_card_and_email() {
+    use azure_sim::{Sim, SimOptions};
+    use cmk_guard_blackbox::scratch::Scratch;
+    use cmk_guard_blackbox::smtp::Smtp;
+    use cmk_guard_blackbox::story::workspace_write_of;
+
+    const WORKSPACES: [(&str, &str); 2] = [("mlw-alpha", "kv-alpha"), ("mlw-bravo", "kv-bravo")];
+    let mut tenant = Tenant::builder().subscription(SUB);
+    for (workspace, vault) in WORKSPACES {
+        tenant = tenant
+            .vault(
+                VaultSpec::new(SUB, RG, vault)
+                    .purge_protection(None)
+                    .key(KeySpec::rsa("cmk", 3072)),
+            )
+            .workspace(WorkspaceSpec::new(SUB, RG, workspace).cmk(vault, "cmk"));
+    }
+    let tenant = tenant.build().expect("tenant");
+    let scratch = Scratch::new("sweep-two");
+    let tls_dir = scratch.join("tls");
+    let options = SimOptions {
+        tls_out: Some(tls_dir.clone()),
+        ..SimOptions::default()
+    };
+    let sim = Sim::start(tenant, options).await.expect("sim");
+    let smtp = Smtp::start(&tls_dir).await;
+    let teams = Sink::start().await;
+    let policy = scratch
+        .write("policy.toml", TWO_WORKSPACES_POLICY)
+        .display()
+        .to_string();
+    let (teams_url, smtp_url) = (teams.url("teams"), smtp.url());
+    let handler = Handler::launch(
+        sim,
+        &[
+            ("CMKGUARD_MODE", "alert"),
+            ("CMKGUARD_POLICY_FILE", &policy),
+            ("CMKGUARD_TEAMS_WEBHOOK_URL", &teams_url),
+            ("CMKGUARD_SMTP_URL", &smtp_url),
+            ("CMKGUARD_EMAIL_FROM", "cmk-guard@contoso.example"),
+            ("CMKGUARD_EMAIL_TO", "ml-platform@contoso.example"),
+        ],
+    )
+    .await;
+
+    let reply = handler.invoke("Sweep", timer_envelope("timer")).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    let cards = teams.received("teams");
+    let mails = smtp.received();
+    assert_eq!((cards.len(), mails.len()), (2, 2), "{}", reply.outcome());
+    let header = |mail: &Value, name: &str| {
+        mail["headers"][name]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let mut threads = Vec::new();
+    for (workspace, _) in WORKSPACES {
+        let (other, _) = WORKSPACES
+            .iter()
+            .find(|(w, _)| *w != workspace)
+            .expect("two");
+        let card: Vec<&Value> = cards
+            .iter()
+            .map(|c| &c.body)
+            .filter(|b| b.to_string().contains(&format!("{workspace}: ")))
+            .collect();
+        assert_eq!(card.len(), 1, "one card titled {workspace}: {cards:?}");
+        assert!(!card[0].to_string().contains(other), "{}", card[0]);
+        let mail: Vec<&Value> = mails
+            .iter()
+            .filter(|m| header(m, "subject").starts_with(&format!("[cmk-guard] {workspace}: ")))
+            .collect();
+        assert_eq!(mail.len(), 1, "one email titled {workspace}: {mails:?}");
+        assert!(!mail[0].to_string().contains(other), "{}", mail[0]);
+        let thread = header(mail[0], "in-reply-to");
+        assert!(thread.ends_with("@cmk-guard>"), "{}", mail[0]);
+        threads.push(thread);
+    }
+    assert_ne!(threads[0], threads[1], "a thread per workspace");
+
+    // A later alert of each workspace (its vault fixed, the finding resolved) joins its thread;
+    // the handler's reads are cached for five seconds, so the fix is seen after that.
+    for (_, vault) in WORKSPACES {
+        handler
+            .sim
+            .admin()
+            .patch_vault(vault, &serde_json::json!({"purgeProtection": true}))
+            .expect("patch");
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    for ((workspace, _), thread) in WORKSPACES.into_iter().zip(&threads) {
+        let before = smtp.received().len();
+        let replies = handler
+            .deliver(
+                "OnSubscriptionEvent",
+                "event",
+                &[workspace_write_of(SUB, RG, workspace)],
+            )
+            .await;
+        assert_eq!(replies[0].status, 200, "{:?}", replies[0].body);
+        let mails = smtp.received();
+        assert_eq!(mails.len(), before + 1, "{}", replies[0].outcome());
+        let later = &mails[before];
+        assert!(header(later, "subject").contains(workspace), "{later}");
+        assert_eq!(&header(later, "in-reply-to"), thread, "{later}");
+    }
+}

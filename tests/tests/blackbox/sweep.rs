@@ -318,8 +318,8 @@ async fn a_sweep_finding_two_workspaces_sends_each_its_own_card_and_email() {
     }
     assert_ne!(threads[0], threads[1], "a thread per workspace");
 
-    // A later alert of each workspace (its vault fixed, the finding resolved) joins its thread;
-    // the handler's reads are cached for five seconds, so the fix is seen after that.
+    // A later alert of each workspace (its vault fixed, the finding resolved) joins its thread.
+    // Each event is dated after the fix: the handler drops cached reads older than an event.
     for (_, vault) in WORKSPACES {
         handler
             .sim
@@ -327,15 +327,15 @@ async fn a_sweep_finding_two_workspaces_sends_each_its_own_card_and_email() {
             .patch_vault(vault, &serde_json::json!({"purgeProtection": true}))
             .expect("patch");
     }
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    let fixed_at = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("a time");
     for ((workspace, _), thread) in WORKSPACES.into_iter().zip(&threads) {
         let before = smtp.received().len();
+        let mut event = workspace_write_of(SUB, RG, workspace);
+        event["eventTime"] = Value::String(fixed_at.clone());
         let replies = handler
-            .deliver(
-                "OnSubscriptionEvent",
-                "event",
-                &[workspace_write_of(SUB, RG, workspace)],
-            )
+            .deliver("OnSubscriptionEvent", "event", &[event])
             .await;
         assert_eq!(replies[0].status, 200, "{:?}", replies[0].body);
         let mails = smtp.received();

@@ -8,6 +8,7 @@
 //! The id and event builders also take any subscription, resource group and workspace, for the
 //! tests whose tenants hold several workspaces (actions, a deleted workspace, scenarios).
 
+use azure_sim::scenario::TenantBuilder;
 use azure_sim::{KeySpec, RecordFilter, Sim, Tenant, VaultSpec, WorkspaceSpec};
 use serde_json::{Value, json};
 
@@ -56,6 +57,37 @@ pub fn tenant() -> Tenant {
                 .key(KeySpec::rsa(KEY, 3072)),
         )
         .workspace(WorkspaceSpec::new(SUB, RG, WORKSPACE).cmk(VAULT, KEY))
+        .build()
+        .expect("tenant")
+}
+
+/// Every severity to Teams, nothing by email, no remediation: for tests that read what alerts say.
+pub const TEAMS_ONLY: &str = r#"
+[notify]
+teams = ["critical", "high", "medium", "low"]
+email = []
+"#;
+
+/// A CMK workspace with several problems at once: its vault lacks purge protection and its key
+/// is too small (RSA 2048).
+pub fn several_problems(
+    builder: TenantBuilder,
+    resource_group: &str,
+    vault: &str,
+    workspace: &str,
+) -> TenantBuilder {
+    builder
+        .vault(
+            VaultSpec::new(SUB, resource_group, vault)
+                .purge_protection(None)
+                .key(KeySpec::rsa(KEY, 2048)),
+        )
+        .workspace(WorkspaceSpec::new(SUB, resource_group, workspace).cmk(vault, KEY))
+}
+
+/// The story's workspace with [`several_problems`].
+pub fn several_problems_tenant() -> Tenant {
+    several_problems(Tenant::builder().subscription(SUB), RG, VAULT, WORKSPACE)
         .build()
         .expect("tenant")
 }

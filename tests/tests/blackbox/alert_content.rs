@@ -5,32 +5,13 @@
 //! command with the real names for each rule that has one, has a notification text, and shows
 //! no Markdown escape backslash anywhere.
 
-use azure_sim::{KeySpec, Tenant, VaultSpec, WorkspaceSpec};
 use cmk_guard_blackbox::Handler;
 use cmk_guard_blackbox::scratch::Scratch;
 use cmk_guard_blackbox::sink::Sink;
-use cmk_guard_blackbox::story::{KEY, RG, SUB, VAULT, WORKSPACE, workspace_write};
+use cmk_guard_blackbox::story::{
+    RG, TEAMS_ONLY, VAULT, WORKSPACE, several_problems_tenant, workspace_write,
+};
 use serde_json::Value;
-
-/// Every severity to Teams, nothing by email.
-const POLICY: &str = r#"
-[notify]
-teams = ["critical", "high", "medium", "low"]
-email = []
-"#;
-
-fn tenant() -> Tenant {
-    Tenant::builder()
-        .subscription(SUB)
-        .vault(
-            VaultSpec::new(SUB, RG, VAULT)
-                .purge_protection(None)
-                .key(KeySpec::rsa(KEY, 2048)),
-        )
-        .workspace(WorkspaceSpec::new(SUB, RG, WORKSPACE).cmk(VAULT, KEY))
-        .build()
-        .expect("tenant")
-}
 
 /// Every text a card renders (not URLs).
 fn texts(value: &Value, out: &mut Vec<String>) {
@@ -58,12 +39,15 @@ fn rank(style: &str) -> u8 {
 #[tokio::test]
 async fn several_problems_make_one_card_a_person_can_act_on() {
     let scratch = Scratch::new("alert-content");
-    let policy = scratch.write("policy.toml", POLICY).display().to_string();
+    let policy = scratch
+        .write("policy.toml", TEAMS_ONLY)
+        .display()
+        .to_string();
     let state = scratch.sqlite_state("state.db");
     let sink = Sink::start().await;
     let teams = sink.url("teams");
     let handler = Handler::start_with(
-        tenant(),
+        several_problems_tenant(),
         &[
             ("CMKGUARD_MODE", "alert"),
             ("CMKGUARD_POLICY_FILE", &policy),

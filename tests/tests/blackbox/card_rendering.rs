@@ -11,19 +11,14 @@
 //! The tenant: one workspace whose vault lacks purge protection and whose key is RSA 2048, and
 //! one whose names carry characters Teams' Markdown would interpret (`_`, `(`, `)`, `-`).
 
-use azure_sim::{KeySpec, Tenant, VaultSpec, WorkspaceSpec};
+use azure_sim::Tenant;
 use cmk_guard_blackbox::scratch::Scratch;
 use cmk_guard_blackbox::sink::Sink;
-use cmk_guard_blackbox::story::{KEY, RG, SUB, VAULT, WORKSPACE, workspace_write_of};
+use cmk_guard_blackbox::story::{
+    RG, SUB, TEAMS_ONLY, VAULT, WORKSPACE, several_problems, workspace_write_of,
+};
 use cmk_guard_blackbox::{Handler, render};
 use serde_json::{Value, json};
-
-/// Every severity to Teams, nothing by email.
-const POLICY: &str = r#"
-[notify]
-teams = ["critical", "high", "medium", "low"]
-email = []
-"#;
 
 /// The second workspace's names.
 const RG2: &str = "rg_cmk-(test)";
@@ -65,20 +60,8 @@ fn shown(name: &str) -> String {
 const MARKDOWN: &[char] = &['(', ')', '*', '_', '[', ']', '#', '`', '>', '-', '+'];
 
 fn tenant() -> Tenant {
-    Tenant::builder()
-        .subscription(SUB)
-        .vault(
-            VaultSpec::new(SUB, RG, VAULT)
-                .purge_protection(None)
-                .key(KeySpec::rsa(KEY, 2048)),
-        )
-        .workspace(WorkspaceSpec::new(SUB, RG, WORKSPACE).cmk(VAULT, KEY))
-        .vault(
-            VaultSpec::new(SUB, RG2, VAULT2)
-                .purge_protection(None)
-                .key(KeySpec::rsa(KEY, 2048)),
-        )
-        .workspace(WorkspaceSpec::new(SUB, RG2, WORKSPACE2).cmk(VAULT2, KEY))
+    let builder = several_problems(Tenant::builder().subscription(SUB), RG, VAULT, WORKSPACE);
+    several_problems(builder, RG2, VAULT2, WORKSPACE2)
         .build()
         .expect("tenant")
 }
@@ -193,7 +176,7 @@ async fn every_alert_card_renders_in_the_official_renderer_without_errors_or_esc
     render::chromium();
     render::renderer();
 
-    let cards = cards("alert", POLICY).await;
+    let cards = cards("alert", TEAMS_ONLY).await;
     assert!(cards.len() >= 2, "a card per workspace: {}", cards.len());
     let named = render_and_check(&cards, "alert");
     for workspace in [WORKSPACE, WORKSPACE2] {

@@ -11,38 +11,17 @@
 //! set), then two sweeps within the interval send one digest. Interval edges are tested with a
 //! controlled clock in `plan::digest_window`'s and `act`'s tests.
 
-use azure_sim::{KeySpec, Tenant, VaultSpec, WorkspaceSpec};
+use azure_sim::Tenant;
 use cmk_guard_blackbox::scratch::Scratch;
 use cmk_guard_blackbox::sink::Sink;
-use cmk_guard_blackbox::story::{KEY, RG, SUB, VAULT, WORKSPACE, workspace_write};
+use cmk_guard_blackbox::story::{TEAMS_ONLY, several_problems_tenant, workspace_write};
 use cmk_guard_blackbox::{Handler, timer_envelope};
 use serde_json::Value;
-
-/// Every severity to Teams, nothing by email.
-const POLICY: &str = r#"
-[notify]
-teams = ["critical", "high", "medium", "low"]
-email = []
-"#;
-
-/// The story's workspace, with a vault without purge protection and a key too small.
-fn tenant() -> Tenant {
-    Tenant::builder()
-        .subscription(SUB)
-        .vault(
-            VaultSpec::new(SUB, RG, VAULT)
-                .purge_protection(None)
-                .key(KeySpec::rsa(KEY, 2048)),
-        )
-        .workspace(WorkspaceSpec::new(SUB, RG, WORKSPACE).cmk(VAULT, KEY))
-        .build()
-        .expect("tenant")
-}
 
 /// The handler in `mode` with Teams configured; the scratch holds its policy file and its
 /// state (`state.db`).
 async fn start(tenant: Tenant, mode: &str) -> (Handler, Sink, Scratch) {
-    start_with_policy(tenant, mode, POLICY).await
+    start_with_policy(tenant, mode, TEAMS_ONLY).await
 }
 
 async fn start_with_policy(tenant: Tenant, mode: &str, policy: &str) -> (Handler, Sink, Scratch) {
@@ -111,7 +90,7 @@ async fn sweep(handler: &Handler) -> Value {
 
 #[tokio::test]
 async fn a_sweep_right_after_an_events_alert_sends_nothing_again() {
-    let (handler, sink, _scratch) = start(tenant(), "alert").await;
+    let (handler, sink, _scratch) = start(several_problems_tenant(), "alert").await;
     let replies = handler
         .deliver("OnSubscriptionEvent", "event", &[workspace_write()])
         .await;
@@ -144,7 +123,7 @@ async fn a_sweep_right_after_an_events_alert_sends_nothing_again() {
 
 #[tokio::test]
 async fn a_sweep_that_alerts_new_findings_adds_no_digest_repeating_them() {
-    let (handler, sink, _scratch) = start(tenant(), "alert").await;
+    let (handler, sink, _scratch) = start(several_problems_tenant(), "alert").await;
     let first = sweep(&handler).await;
     assert!(open_findings(&first) >= 2, "{first}");
     assert_eq!(
@@ -169,7 +148,7 @@ async fn with_nothing_open_a_sweep_sends_no_digest() {
 
 #[tokio::test]
 async fn observe_mode_sends_neither_alerts_nor_digests() {
-    let (handler, sink, _scratch) = start(tenant(), "observe").await;
+    let (handler, sink, _scratch) = start(several_problems_tenant(), "observe").await;
     let replies = handler
         .deliver("OnSubscriptionEvent", "event", &[workspace_write()])
         .await;
@@ -185,8 +164,9 @@ async fn observe_mode_sends_neither_alerts_nor_digests() {
 #[tokio::test]
 async fn a_finding_untold_for_a_day_gets_one_digest_however_many_sweeps_that_day() {
     // Reminders every two days, so that a day later only the digest is due.
-    let policy = format!("{POLICY}reminder_hours = 48\n");
-    let (handler, sink, scratch) = start_with_policy(tenant(), "alert", &policy).await;
+    let policy = format!("{TEAMS_ONLY}reminder_hours = 48\n");
+    let (handler, sink, scratch) =
+        start_with_policy(several_problems_tenant(), "alert", &policy).await;
     let replies = handler
         .deliver("OnSubscriptionEvent", "event", &[workspace_write()])
         .await;

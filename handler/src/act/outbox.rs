@@ -36,22 +36,20 @@ impl Actor {
         policy: &Policy,
         now: OffsetDateTime,
     ) -> Result<(), StateError> {
-        let notes: Vec<notify::Notification> = alerts.iter().map(|(n, _)| n.clone()).collect();
-        for (channel, routed) in notify::Routes::from(&policy.notify).by_channel(&notes) {
+        let routes = notify::Routes::from(&policy.notify);
+        for (channel, routed) in routes.by_channel(alerts, |(note, _)| note.severity) {
             if !self.notifier.is_configured(channel) {
                 continue;
             }
-            for batch in per_workspace(channel, routed) {
-                let identity: Vec<&str> = alerts
-                    .iter()
-                    .filter(|(n, _)| batch.contains(n))
-                    .map(|(_, id)| id.as_str())
-                    .collect();
+            for alerts in per_workspace(channel, routed) {
+                let identity: Vec<&str> = alerts.iter().map(|(_, id)| id.as_str()).collect();
                 let id = uuid::Uuid::new_v5(
                     &uuid::Uuid::NAMESPACE_OID,
                     format!("{channel}|{}", identity.join(";")).as_bytes(),
                 )
                 .to_string();
+                let batch: Vec<notify::Notification> =
+                    alerts.iter().map(|(note, _)| note.clone()).collect();
                 let message = Message::for_channel(channel, Alert::Changes(&batch), &id, now);
                 let rule = batch.first().map(|n| n.rule.clone()).unwrap_or_default();
                 if let Some(action) = self
@@ -219,19 +217,19 @@ impl Actor {
 /// stay what they were).
 fn per_workspace(
     channel: notify::Channel,
-    routed: Vec<notify::Notification>,
-) -> Vec<Vec<notify::Notification>> {
+    routed: Vec<&(notify::Notification, String)>,
+) -> Vec<Vec<&(notify::Notification, String)>> {
     if channel == notify::Channel::Webhook {
         return vec![routed];
     }
-    let mut batches: Vec<Vec<notify::Notification>> = Vec::new();
-    for note in routed {
-        match batches
-            .iter_mut()
-            .find(|b| b.first().is_some_and(|n| n.workspace == note.workspace))
-        {
-            Some(batch) => batch.push(note),
-            None => batches.push(vec![note]),
+    let mut batches: Vec<Vec<&(notify::Notification, String)>> = Vec::new();
+    for alert in routed {
+        match batches.iter_mut().find(|b| {
+            b.first()
+                .is_some_and(|(n, _)| n.workspace == alert.0.workspace)
+        }) {
+            Some(batch) => batch.push(alert),
+            None => batches.push(vec![alert]),
         }
     }
     batches

@@ -6,7 +6,6 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::model::Notification;
 use crate::outcome::Severity;
 
 /// An alert channel. Its name ([`Channel::as_str`]) is also its serialised form.
@@ -104,16 +103,17 @@ impl Routes {
             .map(|(channel, _)| *channel)
     }
 
-    /// Groups notifications by the channels they are routed to, so each channel gets one
-    /// batched message. Channels with nothing to say are left out.
-    pub fn by_channel(&self, notifications: &[Notification]) -> Vec<(Channel, Vec<Notification>)> {
-        let mut groups: BTreeMap<Channel, Vec<Notification>> = BTreeMap::new();
-        for notification in notifications {
-            for channel in self.channels_for(notification.severity) {
-                groups
-                    .entry(channel)
-                    .or_default()
-                    .push(notification.clone());
+    /// Groups items by the channels their severity is routed to, so each channel gets one
+    /// batched message; borrowed, in the items' order. Channels with nothing to say are left out.
+    pub fn by_channel<'a, T>(
+        &self,
+        items: &'a [T],
+        severity: impl Fn(&T) -> Severity,
+    ) -> Vec<(Channel, Vec<&'a T>)> {
+        let mut groups: BTreeMap<Channel, Vec<&'a T>> = BTreeMap::new();
+        for item in items {
+            for channel in self.channels_for(severity(item)) {
+                groups.entry(channel).or_default().push(item);
             }
         }
         groups.into_iter().collect()
@@ -134,6 +134,7 @@ impl From<&crate::policy::Notify> for Routes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::notify::Notification;
     use crate::notify::model::Change;
     use crate::notify::model::tests::{VAULT, finding};
     use Severity::*;
@@ -172,7 +173,7 @@ mod tests {
             (Channel::Email, [Critical, High].as_slice()),
             (Channel::Teams, [Critical, High, Medium].as_slice()),
         ]);
-        let groups = routes.by_channel(&all);
+        let groups = routes.by_channel(&all, |n| n.severity);
         assert_eq!(groups.len(), 2);
         assert_eq!(groups[0].0, Channel::Teams);
         assert_eq!(groups[0].1.len(), 2);

@@ -21,12 +21,14 @@ pub enum RuleId {
     VaultExists,
     VaultSoftDelete,
     VaultPurgeProtection,
+    VaultEventsWired,
     KeyExists,
     KeyEnabled,
     KeyExpiry,
     KeyExpirySet,
     KeyTypeSize,
     KeyRotationPolicy,
+    KeyUseFailures,
     SubscriptionProviders,
     ManagedResourcesTamper,
     GuardVisibility,
@@ -72,7 +74,7 @@ pub struct Entry {
 
 impl RuleId {
     /// Every id, in the order of the docs/architecture.md table (and of the findings).
-    pub const ALL: [RuleId; 17] = [
+    pub const ALL: [RuleId; 19] = [
         RuleId::WorkspaceCmkEnabled,
         RuleId::WorkspaceVaultSameSubscription,
         RuleId::WorkspaceKeyAccess,
@@ -80,12 +82,14 @@ impl RuleId {
         RuleId::VaultExists,
         RuleId::VaultSoftDelete,
         RuleId::VaultPurgeProtection,
+        RuleId::VaultEventsWired,
         RuleId::KeyExists,
         RuleId::KeyEnabled,
         RuleId::KeyExpiry,
         RuleId::KeyExpirySet,
         RuleId::KeyTypeSize,
         RuleId::KeyRotationPolicy,
+        RuleId::KeyUseFailures,
         RuleId::SubscriptionProviders,
         RuleId::ManagedResourcesTamper,
         RuleId::GuardVisibility,
@@ -102,12 +106,14 @@ impl RuleId {
             RuleId::VaultExists => "vault.exists",
             RuleId::VaultSoftDelete => "vault.soft-delete",
             RuleId::VaultPurgeProtection => "vault.purge-protection",
+            RuleId::VaultEventsWired => "vault.events-wired",
             RuleId::KeyExists => "key.exists",
             RuleId::KeyEnabled => "key.enabled",
             RuleId::KeyExpiry => "key.expiry",
             RuleId::KeyExpirySet => "key.expiry-set",
             RuleId::KeyTypeSize => "key.type-size",
             RuleId::KeyRotationPolicy => "key.rotation-policy",
+            RuleId::KeyUseFailures => "key.use-failures",
             RuleId::SubscriptionProviders => "subscription.providers",
             RuleId::ManagedResourcesTamper => "managed-resources.tamper",
             RuleId::GuardVisibility => "guard.visibility",
@@ -132,12 +138,14 @@ impl RuleId {
             RuleId::VaultExists => (State, Manual),
             RuleId::VaultSoftDelete => (State, Manual),
             RuleId::VaultPurgeProtection => (State, Irreversible),
+            RuleId::VaultEventsWired => (State, Reversible),
             RuleId::KeyExists => (State, Manual),
             RuleId::KeyEnabled => (State, Reversible),
             RuleId::KeyExpiry => (State, Reversible),
             RuleId::KeyExpirySet => (State, Manual),
             RuleId::KeyTypeSize => (State, Manual),
             RuleId::KeyRotationPolicy => (State, Reversible),
+            RuleId::KeyUseFailures => (State, Manual),
             RuleId::SubscriptionProviders => (State, Reversible),
             RuleId::ManagedResourcesTamper => (Event, Manual),
             RuleId::GuardVisibility => (State, Manual),
@@ -290,6 +298,7 @@ mod tests {
             [
                 "workspace.key-access",
                 "vault.purge-protection",
+                "vault.events-wired",
                 "key.enabled",
                 "key.expiry",
                 "key.rotation-policy",
@@ -305,7 +314,7 @@ mod tests {
             .filter(|id| !id.entry().optional)
             .collect();
         assert_eq!(always_on, [RuleId::GuardVisibility]);
-        assert_eq!(RuleId::evaluated().count(), 16);
+        assert_eq!(RuleId::evaluated().count(), 18);
     }
 
     #[test]

@@ -221,6 +221,9 @@ pub fn describe(finding: &Finding, snapshot: &Snapshot, policy: &Policy) -> Opti
         RuleId::KeyExpiry => key_expiry::describe(snapshot),
         RuleId::KeyRotationPolicy => rotation_policy::describe(snapshot, policy),
         RuleId::SubscriptionProviders => providers::describe(&finding.resource),
+        RuleId::VaultEventsWired => {
+            "would create the vault's Event Grid subscription and AuditEvent diagnostic setting for cmk-guard".to_owned()
+        }
         _ => return None,
     };
     Some(sentence)

@@ -16,8 +16,10 @@ mod key_expiry;
 mod key_expiry_set;
 mod key_rotation_policy;
 mod key_type_size;
+mod key_use_failures;
 mod managed_resources_tamper;
 mod subscription_providers;
+mod vault_events_wired;
 mod vault_exists;
 mod vault_purge_protection;
 mod vault_soft_delete;
@@ -130,12 +132,14 @@ pub const RULES: &[Rule] = &[
     vault_exists::RULE,
     vault_soft_delete::RULE,
     vault_purge_protection::RULE,
+    vault_events_wired::RULE,
     key_exists::RULE,
     key_enabled::RULE,
     key_expiry::RULE,
     key_expiry_set::RULE,
     key_type_size::RULE,
     key_rotation_policy::RULE,
+    key_use_failures::RULE,
     subscription_providers::RULE,
     managed_resources_tamper::RULE,
     guard_visibility::RULE,
@@ -273,12 +277,14 @@ mod tests {
                 "vault.exists",
                 "vault.soft-delete",
                 "vault.purge-protection",
+                "vault.events-wired",
                 "key.exists",
                 "key.enabled",
                 "key.expiry",
                 "key.expiry-set",
                 "key.type-size",
                 "key.rotation-policy",
+                "key.use-failures",
                 "subscription.providers",
                 "managed-resources.tamper",
                 "guard.visibility",

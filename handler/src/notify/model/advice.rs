@@ -71,6 +71,12 @@ pub const fn advice(rule: RuleId) -> RuleAdvice {
             SOFT_DELETE_DOC,
             Some("properties"),
         ),
+        RuleId::VaultEventsWired => (
+            "cmk-guard does not receive the vault's events",
+            "Without the vault's Event Grid subscription and audit log, a disabled key or a failed unwrap is seen only by the next sweep, hours later.",
+            "https://learn.microsoft.com/azure/key-vault/general/event-grid-overview",
+            Some("events"),
+        ),
         RuleId::KeyExists => (
             "the key is missing",
             "The workspace cannot unwrap its data encryption key, so its data is unreadable until the key is recovered.",
@@ -105,6 +111,12 @@ pub const fn advice(rule: RuleId) -> RuleAdvice {
             "the key has no rotation policy",
             "Without automatic rotation the key ages past its lifetime and expires unnoticed.",
             ROTATION_DOC,
+            Some("keys"),
+        ),
+        RuleId::KeyUseFailures => (
+            "a service failed to use the key",
+            "A service that encrypts the workspace's data could not wrap, unwrap or read the key: this is the CMK outage itself, and the workspace's data becomes unavailable.",
+            "https://learn.microsoft.com/azure/key-vault/general/troubleshooting-access-issues",
             Some("keys"),
         ),
         RuleId::SubscriptionProviders => (

@@ -55,6 +55,7 @@ impl CheckRequest {
             caller_app_id: None,
             correlation_id: None,
             time: None,
+            uses: Vec::new(),
         };
         Ok(Self {
             resource: body.resource,

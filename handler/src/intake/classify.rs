@@ -230,6 +230,7 @@ fn classify_resource_event(
         caller_app_id: data.caller_app_id(),
         correlation_id: data.correlation_id.clone(),
         time: event.time,
+        uses: Vec::new(),
     })))
 }
 
@@ -307,6 +308,7 @@ fn classify_key_vault_event(
         caller_app_id: None,
         correlation_id: None,
         time: event.time,
+        uses: Vec::new(),
     })))
 }
 

@@ -5,6 +5,7 @@
 //! as JSON text, Key Vault times may be numbers or strings, ARM sub-objects may be JSON text.
 //! All of that is absorbed here, so the rest of cmk-guard sees one clean type.
 
+mod audit;
 mod check;
 mod classify;
 mod data;
@@ -16,6 +17,9 @@ use std::fmt;
 use serde_json::Value;
 use time::OffsetDateTime;
 
+pub use audit::{
+    AuditBatch, CHAIN_OPERATIONS, Caller, ChainChange, KeyUse, UseOperation, VaultActivity, same_key,
+};
 pub use check::{CheckRequest, EVALUATE_EVENT_TYPE};
 pub use classify::{Classified, MANAGED_RESOURCE_GROUP_PREFIX, RELEVANT_OPERATIONS, classify};
 pub use data::{KeyVaultEventData, ResourceEventData};
@@ -84,6 +88,8 @@ pub enum ChangeKind {
     KeyNearExpiry,
     KeyExpired,
     VaultAccessPolicyChanged,
+    /// Key Vault audit log records (`OnKeyVaultAudit`): changes and uses of a vault's keys.
+    AuditLog,
 }
 
 /// The kind of ARM resource a trigger points at; resolve maps each to the workspaces it affects.
@@ -141,4 +147,7 @@ pub struct Trigger {
     pub caller_app_id: Option<String>,
     pub correlation_id: Option<String>,
     pub time: Option<OffsetDateTime>,
+    /// Uses of the vault's keys by services, from the Key Vault audit log (`key.use-failures`);
+    /// empty for every other trigger.
+    pub uses: Vec<KeyUse>,
 }

@@ -169,6 +169,7 @@ mod tests {
             caller_app_id: None,
             correlation_id: None,
             time: None,
+            uses: Vec::new(),
         }
     }
 

@@ -16,15 +16,17 @@ use crate::outcome::{Disposition, EventRef, HostResponse, Outcome};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TriggerType {
     EventGrid,
+    /// Event Hubs with `cardinality: many`: a batch of messages per invocation.
+    EventHub,
     Timer,
     Http,
 }
 
 impl TriggerType {
-    /// The OpenTelemetry `faas.trigger`: `pubsub` (Event Grid), `timer` or `http`.
+    /// The OpenTelemetry `faas.trigger`: `pubsub` (Event Grid, Event Hubs), `timer` or `http`.
     pub fn faas_name(self) -> &'static str {
         match self {
-            TriggerType::EventGrid => "pubsub",
+            TriggerType::EventGrid | TriggerType::EventHub => "pubsub",
             TriggerType::Timer => "timer",
             TriggerType::Http => "http",
         }
@@ -50,6 +52,11 @@ pub const FUNCTIONS: &[FunctionDefinition] = &[
         name: "OnKeyVaultEvent",
         binding: "event",
         trigger: TriggerType::EventGrid,
+    },
+    FunctionDefinition {
+        name: "OnKeyVaultAudit",
+        binding: "messages",
+        trigger: TriggerType::EventHub,
     },
     FunctionDefinition {
         name: "Sweep",
@@ -102,6 +109,10 @@ pub async fn invoke(
                 // event's future larger (it is moved several times per request).
                 match function.trigger {
                     TriggerType::EventGrid => engine.on_event(value, deadline).await,
+                    TriggerType::EventHub => {
+                        let batch = invocation.metadata.event_hub_batch();
+                        Box::pin(engine.on_audit(value, batch, invocation_id, deadline)).await
+                    }
                     TriggerType::Timer => {
                         Box::pin(on_timer(engine, value, &invocation, invocation_id)).await
                     }

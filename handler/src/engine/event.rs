@@ -29,29 +29,33 @@ impl Engine {
             // Boxed: the relevant path is a large future, and moving it with every ignored
             // event's future was a measurable share of answering one.
             Ok(Classified::Relevant(trigger)) => {
-                Box::pin(self.once(event_ref, &trigger, deadline)).await
+                let id = trigger.event_id.clone();
+                Box::pin(self.once(event_ref, &id, std::slice::from_ref(&trigger), deadline)).await
             }
         }
     }
 
-    /// Handles a relevant event at most once across instances: a finished event id answers
-    /// `duplicate`; an event another instance is working on right now fails (503) so that it is
-    /// delivered again later, when it is either finished or abandoned (a crashed instance's
-    /// lease runs out).
-    async fn once(
+    /// Handles a relevant event (or an audit-log batch, `id` naming it) at most once across
+    /// instances: a finished id answers `duplicate`; one another instance is working on right
+    /// now fails (503) so that it is delivered again later, when it is either finished or
+    /// abandoned (a crashed instance's lease runs out).
+    pub(super) async fn once(
         &self,
         event: EventRef,
-        trigger: &Trigger,
+        id: &str,
+        triggers: &[Trigger],
         deadline: Instant,
     ) -> Result<Outcome, Unfinished> {
-        let look = Look::Event {
-            caller: trigger.caller_object_id.as_deref(),
-        };
+        // The loop guard compares the caller with cmk-guard's own id: one caller for all of it.
+        let mut callers = triggers.iter().map(|t| t.caller_object_id.as_deref());
+        let first = callers.next().flatten();
+        let caller =
+            first.filter(|first| callers.all(|c| c.is_some_and(|c| c.eq_ignore_ascii_case(first))));
+        let look = Look::Event { caller };
         let Some(actor) = self.actor() else {
-            return self.reconcile(event, trigger, deadline, look).await;
+            return self.reconcile_all(event, triggers, deadline, look).await;
         };
         let store = &actor.store;
-        let id = trigger.event_id.as_str();
         let skeleton = || Outcome::new(event.clone(), Disposition::Evaluated, None);
         // One owner per invocation: concurrent deliveries to the same instance must not
         // "renew" each other's lease.
@@ -76,7 +80,7 @@ impl Engine {
             }
             Err(error) => return self.settle(skeleton(), Failure::State(error)),
         }
-        let result = self.reconcile(event, trigger, deadline, look).await;
+        let result = self.reconcile_all(event, triggers, deadline, look).await;
         let audit = result.as_ref().ok().map(crate::act::audit_record);
         let now = time::OffsetDateTime::now_utc();
         let ended = store

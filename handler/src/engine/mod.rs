@@ -4,11 +4,13 @@
 //! - [`event`]: an Event Grid event, at most once across instances;
 //! - [`check`]: an on-demand check (`POST /api/evaluate`, `cmk-guard evaluate`);
 //! - [`sweep`]: the timer's full re-check, resumable, with one digest;
-//! - [`scan`]: the read-only `cmk-guard scan` of whole subscriptions.
+//! - [`scan`]: the read-only `cmk-guard scan` of whole subscriptions;
+//! - [`audit`]: a batch of Key Vault audit-log records, at most once across instances.
 //!
 //! Whatever falls short goes through the one error policy in [`error`]: redeliver, or
 //! acknowledge with a `guard.visibility` finding. Nothing here decides that inline.
 
+mod audit;
 mod check;
 pub mod error;
 mod event;
@@ -155,27 +157,58 @@ impl Engine {
         deadline: Instant,
         look: Look<'_>,
     ) -> Result<Outcome, Unfinished> {
+        self.reconcile_all(event, std::slice::from_ref(trigger), deadline, look)
+            .await
+    }
+
+    /// [`Engine::reconcile`] for several triggers at once (an audit-log batch names several
+    /// vaults): each workspace they affect is read and evaluated once, with the first trigger
+    /// that named it.
+    pub async fn reconcile_all(
+        &self,
+        event: EventRef,
+        triggers: &[Trigger],
+        deadline: Instant,
+        look: Look<'_>,
+    ) -> Result<Outcome, Unfinished> {
         let mut outcome = Outcome::new(event, Disposition::Evaluated, None);
-        outcome.resource = Some(trigger.target.to_string());
-        if let Some(time) = trigger.time {
+        if let [trigger] = triggers {
+            outcome.resource = Some(trigger.target.to_string());
+        }
+        for time in triggers.iter().filter_map(|t| t.time) {
             self.observer.forget_reads_before(time);
         }
         let allowed = self.settings.intake.subscriptions.as_deref();
-        let resolved = crate::resolve::workspaces(&self.observer, trigger, allowed, deadline).await;
-        let workspaces = match resolved {
-            Ok(workspaces) => workspaces,
-            Err(error) => {
-                // Reported either way: an answer without it would read as "nothing affected".
-                let searched = format!("/subscriptions/{}", trigger.subscription);
-                let what = "list of the workspaces that use it (Resource Graph)";
-                let failure = read_failure(what, &searched, &error);
-                let target = trigger.target.to_string();
-                outcome.findings.push(rules::unreadable(&target, &failure));
-                return self.settle(outcome, Failure::Resolve(error));
+        let resolved =
+            join_all(triggers.iter().map(|trigger| {
+                crate::resolve::workspaces(&self.observer, trigger, allowed, deadline)
+            }))
+            .await;
+        let mut workspaces: Vec<(crate::resolve::Found, &Trigger)> = Vec::new();
+        for (trigger, result) in triggers.iter().zip(resolved) {
+            match result {
+                Ok(found) => {
+                    for found in found {
+                        if !workspaces.iter().any(|(seen, _)| {
+                            seen.id.as_str().eq_ignore_ascii_case(found.id.as_str())
+                        }) {
+                            workspaces.push((found, trigger));
+                        }
+                    }
+                }
+                Err(error) => {
+                    // Reported either way: an answer without it would read as "nothing affected".
+                    let searched = format!("/subscriptions/{}", trigger.subscription);
+                    let what = "list of the workspaces that use it (Resource Graph)";
+                    let failure = read_failure(what, &searched, &error);
+                    let target = trigger.target.to_string();
+                    outcome.findings.push(rules::unreadable(&target, &failure));
+                    return self.settle(outcome, Failure::Resolve(error));
+                }
             }
-        };
-        outcome.workspaces = workspaces.iter().map(|f| f.id.to_string()).collect();
-        let snapshots: Vec<Snapshot> = join_all(workspaces.iter().map(|found| {
+        }
+        outcome.workspaces = workspaces.iter().map(|(f, _)| f.id.to_string()).collect();
+        let snapshots: Vec<Snapshot> = join_all(workspaces.iter().map(|(found, _)| {
             self.observer
                 .snapshot_hinted(&found.id, found.hint.as_ref(), deadline)
         }))
@@ -183,7 +216,8 @@ impl Engine {
         let now = time::OffsetDateTime::now_utc();
         let evaluated: Vec<Evaluated> = snapshots
             .iter()
-            .map(|snapshot| {
+            .zip(&workspaces)
+            .map(|(snapshot, (_, trigger))| {
                 let evaluation = self.evaluate(snapshot, Some(trigger), now);
                 add_findings(&mut outcome, &evaluation);
                 Evaluated {

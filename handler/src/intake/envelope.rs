@@ -21,6 +21,47 @@ pub struct Metadata {
     pub sys: Option<Sys>,
     #[serde(rename = "RetryContext", default)]
     pub retry_context: Option<RetryContext>,
+    /// Event Hub triggers: the partition the batch came from. Kept as JSON and read
+    /// leniently ([`Metadata::event_hub_batch`]): its shape is the extension's, not a contract.
+    #[serde(rename = "PartitionContext", default)]
+    pub partition_context: Option<Value>,
+    /// Event Hub triggers (`cardinality: many`): each message's sequence number.
+    #[serde(rename = "SequenceNumberArray", default)]
+    pub sequence_numbers: Option<Value>,
+}
+
+impl Metadata {
+    /// The identity of an Event Hub batch: namespace, hub, consumer group, partition and the
+    /// range of sequence numbers — the same on every redelivery of the batch, so it can be
+    /// claimed once. `None` when the host did not say.
+    pub fn event_hub_batch(&self) -> Option<String> {
+        let context = self.partition_context.as_ref()?;
+        let part = |name: &str| {
+            context
+                .get(name)
+                .and_then(|v| match v {
+                    Value::String(s) => Some(s.clone()),
+                    Value::Number(n) => Some(n.to_string()),
+                    _ => None,
+                })
+                .map(|s| crate::text::field(&s).into_owned())
+        };
+        let numbers: Vec<i64> = self
+            .sequence_numbers
+            .as_ref()?
+            .as_array()?
+            .iter()
+            .filter_map(|v| v.as_i64().or_else(|| v.as_str()?.trim().parse().ok()))
+            .collect();
+        let (first, last) = (numbers.iter().min()?, numbers.iter().max()?);
+        Some(format!(
+            "eventhub:{}/{}/{}/{}:{first}-{last}",
+            part("FullyQualifiedNamespace").unwrap_or_default(),
+            part("EventHubName").unwrap_or_default(),
+            part("ConsumerGroup").unwrap_or_default(),
+            part("PartitionId")?,
+        ))
+    }
 }
 
 /// `Metadata.sys` (the WebJobs `SystemBindingData`).

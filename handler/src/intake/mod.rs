@@ -18,7 +18,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 pub use audit::{
-    AuditBatch, CHAIN_OPERATIONS, Caller, ChainChange, KeyUse, UseOperation, VaultActivity, same_key,
+    AUDIT_EVENT_TYPE, AuditBatch, CHAIN_OPERATIONS, Caller, ChainChange, KeyUse, UseOperation, VaultActivity, same_key,
 };
 pub use check::{CheckRequest, EVALUATE_EVENT_TYPE};
 pub use classify::{Classified, MANAGED_RESOURCE_GROUP_PREFIX, RELEVANT_OPERATIONS, classify};

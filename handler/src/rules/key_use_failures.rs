@@ -1,14 +1,381 @@
-//! `key.use-failures`: a service's `wrapKey`, `unwrapKey` or `get` on the CMK key failed, as the
-//! Key Vault audit log reports it. Being written; not evaluated yet.
+//! `key.use-failures`: a service's `wrapKey`, `unwrapKey` or `get` on the workspace's CMK key
+//! failed, as the Key Vault audit log reports it — the moment a CMK outage actually happens,
+//! whatever caused it (access removed, key disabled or deleted, a firewall, a policy).
+//!
+//! Requirement: the services that encrypt the workspace's data can use its key. Source: Azure
+//! ML CMK guide, <https://learn.microsoft.com/azure/machine-learning/concept-customer-managed-keys>
+//! (losing access to the key makes the workspace's data unavailable); Key Vault logging,
+//! <https://learn.microsoft.com/azure/key-vault/general/logging>. No Azure Policy built-in,
+//! Defender recommendation or Cloud Custodian filter reads these failures.
+//!
+//! Only the audit log (`OnKeyVaultAudit`) raises it: a failed use (403, 404 or another 4xx but
+//! the 401 challenge and 429 throttling) of the workspace's key, by any caller, fails. It
+//! resolves when a later `wrapKey`/`unwrapKey` of the key succeeds (a successful `get` proves
+//! nothing: anyone with read can get), or when a sweep or a check finds the chain healthy
+//! (vault and key exist, the key is enabled, the workspace identity can wrap and unwrap it).
+//! Every other event says nothing about uses: the rule answers not applicable and an open
+//! finding stays open.
+//!
+//! Compliant: no failed use; or a later successful wrap/unwrap. Non-compliant: a record such as
+//! `"operationName": "KeyUnwrap", "properties": {"httpStatusCode": 403}` naming the key.
 
-use super::{Context, Rule};
+use std::collections::BTreeMap;
+
+use super::chain;
+use super::{Check, Context, Rule, Status};
 use crate::catalogue::RuleId;
+use crate::ids::KeyUrl;
+use crate::intake::{ChangeKind, KeyUse, Trigger, UseOperation, same_key};
+use crate::outcome::Severity;
 
 pub(super) const RULE: Rule = Rule {
     id: RuleId::KeyUseFailures,
     check,
 };
 
-fn check(_context: &Context) -> Vec<super::Check> {
-    Vec::new()
+const EXPECTED: &str =
+    "services can wrap, unwrap and get the key: no failed use in the Key Vault audit log";
+
+/// At most this many (caller, operation, result) groups are named in `observed`.
+const NAMED: usize = 3;
+
+fn check(context: &Context) -> Vec<Check> {
+    let snapshot = context.snapshot;
+    let resource = chain::key_resource(snapshot);
+    if let Err(gate) = chain::cmk(snapshot) {
+        return vec![gate.check(RULE.id, resource, EXPECTED)];
+    }
+    let Some(key) = chain::key_url(snapshot) else {
+        let why = "the workspace names no usable key (see guard.visibility)";
+        return vec![Check::new(
+            RULE.id,
+            resource,
+            Status::NotApplicable,
+            why,
+            EXPECTED,
+        )];
+    };
+    let check = match context.trigger {
+        Some(trigger) if trigger.change == ChangeKind::AuditLog => {
+            from_uses(trigger, &key, resource)
+        }
+        Some(_) => Check::new(
+            RULE.id,
+            resource,
+            Status::NotApplicable,
+            "the event says nothing about uses of the key; only the Key Vault audit log does",
+            EXPECTED,
+        ),
+        None => from_chain(context, resource),
+    };
+    vec![check]
+}
+
+/// The verdict of an audit-log batch: its uses of this key, in time order.
+fn from_uses(trigger: &Trigger, key: &KeyUrl, resource: String) -> Check {
+    let uses: Vec<&KeyUse> = trigger
+        .uses
+        .iter()
+        .filter(|u| same_key(&u.key, key))
+        .collect();
+    let failures: Vec<&KeyUse> = uses.iter().copied().filter(|u| u.failed()).collect();
+    let last_failure = failures.iter().map(|u| u.time).max().flatten();
+    let recovered = uses.iter().find(|u| {
+        u.succeeded()
+            && u.operation != UseOperation::Get
+            && (failures.is_empty() || u.time.is_some_and(|t| last_failure.is_some_and(|f| t > f)))
+    });
+    match (failures.is_empty(), recovered) {
+        (false, None) => Check::fail(
+            RULE.id,
+            resource,
+            Severity::Critical,
+            describe(&failures),
+            EXPECTED,
+        ),
+        (_, Some(success)) => Check::pass(
+            RULE.id,
+            resource,
+            format!(
+                "{} {} the key successfully{}",
+                success.caller,
+                past_tense(success.operation),
+                success
+                    .time
+                    .map(|t| format!(" at {}", chain::format_unix(t.unix_timestamp())))
+                    .unwrap_or_default()
+            ),
+            EXPECTED,
+        ),
+        (true, None) => Check::new(
+            RULE.id,
+            resource,
+            Status::NotApplicable,
+            "the audit log names no wrap or unwrap of this key",
+            EXPECTED,
+        ),
+    }
+}
+
+/// Who failed to do what, how often and with what result: one sentence per group.
+fn describe(failures: &[&KeyUse]) -> String {
+    let mut groups: BTreeMap<(String, UseOperation, String), (usize, Option<i64>)> =
+        BTreeMap::new();
+    for failure in failures {
+        let result = if failure.result.is_empty() {
+            failure.status.to_string()
+        } else {
+            format!("{} {}", failure.status, failure.result)
+        };
+        let entry = groups
+            .entry((failure.caller.to_string(), failure.operation, result))
+            .or_default();
+        entry.0 += 1;
+        entry.1 = entry.1.max(failure.time.map(|t| t.unix_timestamp()));
+    }
+    let mut sentences: Vec<String> = groups
+        .iter()
+        .take(NAMED)
+        .map(|((caller, operation, result), (count, last))| {
+            let times = if *count == 1 {
+                "once".to_owned()
+            } else {
+                format!("{count} times")
+            };
+            let when = last
+                .map(|t| format!(", last at {}", chain::format_unix(t)))
+                .unwrap_or_default();
+            format!(
+                "{caller}: {} failed {times} ({result}){when}",
+                operation.as_str()
+            )
+        })
+        .collect();
+    if groups.len() > NAMED {
+        sentences.push(format!("and {} more", groups.len() - NAMED));
+    }
+    sentences.join("; ")
+}
+
+fn past_tense(operation: UseOperation) -> &'static str {
+    match operation {
+        UseOperation::Wrap => "wrapped with",
+        UseOperation::Unwrap => "unwrapped with",
+        UseOperation::Get => "read",
+    }
+}
+
+/// The verdict of a sweep or a check: healthy when the rules a failed use would point at all
+/// pass; otherwise those rules say what is wrong and an open finding stays open.
+fn from_chain(context: &Context, resource: String) -> Check {
+    let healthy = [
+        super::vault_exists::RULE,
+        super::key_exists::RULE,
+        super::key_enabled::RULE,
+        super::workspace_key_access::RULE,
+    ]
+    .iter()
+    .all(|rule| {
+        let checks = (rule.check)(context);
+        !checks.is_empty() && checks.iter().all(|c| c.status == Status::Pass)
+    });
+    if healthy {
+        Check::pass(
+            RULE.id,
+            resource,
+            "the chain is healthy: the vault and key exist, the key is enabled and the workspace identity can wrap and unwrap it",
+            EXPECTED,
+        )
+    } else {
+        Check::new(
+            RULE.id,
+            resource,
+            Status::NotApplicable,
+            "the chain has a problem its own rule reports; a failed use is judged from the audit log",
+            EXPECTED,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use super::*;
+    use crate::ids::{ArmResourceId, SubscriptionId};
+    use crate::intake::{Caller, Target};
+    use crate::policy::Policy;
+    use crate::snapshot::Snapshot;
+
+    fn key_of(snapshot: &Snapshot) -> KeyUrl {
+        chain::key_url(snapshot).unwrap()
+    }
+
+    fn key_use(key: &KeyUrl, operation: UseOperation, status: u16, second: i64) -> KeyUse {
+        KeyUse {
+            key: key.clone(),
+            operation,
+            status,
+            result: if status == 403 {
+                "Forbidden: Operation unwrapKey is not permitted on this key.".into()
+            } else {
+                "OK".into()
+            },
+            caller: Caller {
+                app_id: Some("3a1b5c7d-9e2f-4a6b-8c0d-1e3f5a7b9c2d".into()),
+                ..Caller::default()
+            },
+            time: time::OffsetDateTime::from_unix_timestamp(1_800_000_000 + second).ok(),
+        }
+    }
+
+    fn audit(snapshot: &Snapshot, uses: Vec<KeyUse>) -> Trigger {
+        let vault = ArmResourceId::parse(&chain::vault_resource(snapshot)).unwrap();
+        Trigger {
+            event_id: "batch".into(),
+            event_type: crate::intake::AUDIT_EVENT_TYPE.into(),
+            change: ChangeKind::AuditLog,
+            subscription: SubscriptionId::parse(vault.subscription().as_str()).unwrap(),
+            target: Target::Arm {
+                id: vault,
+                kind: crate::intake::ResourceKind::Vault,
+            },
+            operation: None,
+            caller_object_id: None,
+            caller_app_id: None,
+            correlation_id: None,
+            time: None,
+            uses,
+        }
+    }
+
+    fn verdict(snapshot: &Snapshot, trigger: Option<&Trigger>) -> Vec<Check> {
+        let policy = Policy::default();
+        let mut context = context(snapshot, &policy);
+        context.trigger = trigger;
+        check(&context)
+    }
+
+    #[test]
+    fn a_failed_unwrap_is_critical_and_names_caller_operation_and_result() {
+        let snapshot = compliant_snapshot();
+        let key = key_of(&snapshot);
+        let trigger = audit(
+            &snapshot,
+            vec![
+                key_use(&key, UseOperation::Unwrap, 403, 0),
+                key_use(&key, UseOperation::Unwrap, 403, 5),
+            ],
+        );
+        let checks = verdict(&snapshot, Some(&trigger));
+        assert_eq!(checks[0].status, Status::Fail(Severity::Critical));
+        let observed = &checks[0].observed;
+        assert!(
+            observed.starts_with("application 3a1b5c7d-9e2f-4a6b-8c0d-1e3f5a7b9c2d: unwrapKey failed 2 times (403 Forbidden: Operation unwrapKey is not permitted on this key.), last at "),
+            "{observed}"
+        );
+    }
+
+    #[test]
+    fn a_later_wrap_or_unwrap_resolves_and_a_get_does_not() {
+        let snapshot = compliant_snapshot();
+        let key = key_of(&snapshot);
+        let later_unwrap = audit(
+            &snapshot,
+            vec![
+                key_use(&key, UseOperation::Unwrap, 403, 0),
+                key_use(&key, UseOperation::Unwrap, 200, 10),
+            ],
+        );
+        assert_eq!(
+            verdict(&snapshot, Some(&later_unwrap))[0].status,
+            Status::Pass
+        );
+        let earlier_unwrap = audit(
+            &snapshot,
+            vec![
+                key_use(&key, UseOperation::Unwrap, 200, 0),
+                key_use(&key, UseOperation::Unwrap, 403, 10),
+            ],
+        );
+        assert!(matches!(
+            verdict(&snapshot, Some(&earlier_unwrap))[0].status,
+            Status::Fail(_)
+        ));
+        let get = audit(
+            &snapshot,
+            vec![
+                key_use(&key, UseOperation::Unwrap, 403, 0),
+                key_use(&key, UseOperation::Get, 200, 10),
+            ],
+        );
+        assert!(matches!(
+            verdict(&snapshot, Some(&get))[0].status,
+            Status::Fail(_)
+        ));
+        let only_success = audit(&snapshot, vec![key_use(&key, UseOperation::Wrap, 200, 0)]);
+        assert_eq!(
+            verdict(&snapshot, Some(&only_success))[0].status,
+            Status::Pass
+        );
+    }
+
+    #[test]
+    fn uses_of_other_keys_and_401s_say_nothing() {
+        let snapshot = compliant_snapshot();
+        let key = key_of(&snapshot);
+        let other = KeyUrl::parse(&format!("https://{}/keys/other-key", key.host())).unwrap();
+        let trigger = audit(
+            &snapshot,
+            vec![
+                key_use(&other, UseOperation::Unwrap, 403, 0),
+                key_use(&key, UseOperation::Unwrap, 401, 0),
+            ],
+        );
+        assert_eq!(
+            verdict(&snapshot, Some(&trigger))[0].status,
+            Status::NotApplicable
+        );
+    }
+
+    #[test]
+    fn the_sweep_resolves_on_a_healthy_chain_only_and_other_events_leave_it_open() {
+        let snapshot = compliant_snapshot();
+        assert_eq!(verdict(&snapshot, None)[0].status, Status::Pass);
+        let mut disabled = compliant_snapshot();
+        key_mut(&mut disabled).enabled = Some(false);
+        assert_eq!(verdict(&disabled, None)[0].status, Status::NotApplicable);
+        let mut unreadable = compliant_snapshot();
+        unreadable.key = Some(failed_read("key", "k"));
+        assert_eq!(verdict(&unreadable, None)[0].status, Status::NotApplicable);
+        let mut event = audit(&snapshot, Vec::new());
+        event.change = ChangeKind::Write;
+        assert_eq!(
+            verdict(&snapshot, Some(&event))[0].status,
+            Status::NotApplicable
+        );
+    }
+
+    #[test]
+    fn many_callers_are_bounded() {
+        let snapshot = compliant_snapshot();
+        let key = key_of(&snapshot);
+        let uses = (0..6)
+            .map(|i| {
+                let mut u = key_use(&key, UseOperation::Wrap, 403, i);
+                u.caller.app_id = Some(format!("app-{i}"));
+                u
+            })
+            .collect();
+        let checks = verdict(&snapshot, Some(&audit(&snapshot, uses)));
+        assert!(
+            checks[0].observed.ends_with("; and 3 more"),
+            "{}",
+            checks[0].observed
+        );
+    }
+
+    #[test]
+    fn no_cmk_is_not_applicable() {
+        assert_eq!(statuses(&RULE, no_cmk), [Status::NotApplicable]);
+    }
 }

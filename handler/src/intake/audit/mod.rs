@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::{IntakeSettings, Rejection};
+use super::{ChangeKind, IntakeSettings, Rejection, ResourceKind, Target, Trigger};
 use crate::ids::{ArmResourceId, KeyUrl};
 
 /// At most this many Event Hub messages in one invocation (the host's `maxEventBatchSize`
@@ -139,6 +139,11 @@ impl KeyUse {
     pub fn failed(&self) -> bool {
         (400..500).contains(&self.status) && self.status != 401 && self.status != 429
     }
+
+    /// True when the call succeeded (2xx): the service could use the key.
+    pub fn succeeded(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
 }
 
 /// A change that can break the chain: what changed and who changed it.
@@ -192,7 +197,43 @@ impl VaultActivity {
     pub fn has_failures(&self) -> bool {
         self.uses.iter().any(KeyUse::failed)
     }
+
+    /// The trigger that re-checks the vault's workspaces: the key when every record names
+    /// the same one, else the vault; the uses for `key.use-failures`; the latest record's
+    /// time, so that reads cached before it are not trusted.
+    pub fn trigger(&self, batch: &str) -> Trigger {
+        let target = match self.only_key() {
+            Some(key) => Target::Key {
+                key: key.clone(),
+                vault: self.vault.clone(),
+            },
+            None => Target::Arm {
+                id: self.vault.clone(),
+                kind: ResourceKind::Vault,
+            },
+        };
+        let mut operations: Vec<&str> = self.changes.iter().map(|c| c.operation.as_str()).collect();
+        operations.extend(self.uses.iter().map(|u| u.operation.as_str()));
+        operations.sort_unstable();
+        operations.dedup();
+        Trigger {
+            event_id: format!("{batch}/{}", self.vault.name().to_ascii_lowercase()),
+            event_type: AUDIT_EVENT_TYPE.to_owned(),
+            change: ChangeKind::AuditLog,
+            subscription: self.vault.subscription().clone(),
+            target,
+            operation: Some(operations.join(", ")),
+            caller_object_id: self.only_caller().map(str::to_owned),
+            caller_app_id: None,
+            correlation_id: None,
+            time: self.latest(),
+            uses: self.uses.clone(),
+        }
+    }
 }
+
+/// The `event.type` of an audit-log batch's Outcome (Azure Monitor's records have none).
+pub const AUDIT_EVENT_TYPE: &str = "Microsoft.KeyVault.AuditEvent";
 
 /// Two key URLs name the same key (host and name; versions aside).
 pub fn same_key(a: &KeyUrl, b: &KeyUrl) -> bool {

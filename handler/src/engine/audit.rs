@@ -1,0 +1,99 @@
+//! A batch of Key Vault audit-log records (`OnKeyVaultAudit`), from the binding's value to an
+//! Outcome: the vaults whose chain may have changed, or whose keys a service failed to use,
+//! re-checked once per affected workspace, the batch claimed at most once across instances.
+
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::{Engine, Failure, Unfinished};
+use crate::catalogue::RuleId;
+use crate::ids::KeyUrl;
+use crate::intake::{AUDIT_EVENT_TYPE, AuditBatch, Trigger, VaultActivity, same_key};
+use crate::outcome::{Disposition, EventRef, Outcome};
+
+impl Engine {
+    /// Handles one `OnKeyVaultAudit` invocation. `batch` names the batch the same way on every
+    /// redelivery (partition and sequence numbers); without it the batch is not claimed.
+    pub async fn on_audit(
+        &self,
+        value: Value,
+        batch: Option<String>,
+        fallback_id: &str,
+        deadline: Instant,
+    ) -> Result<Outcome, Unfinished> {
+        let id = batch.clone().unwrap_or_else(|| fallback_id.to_owned());
+        let event = EventRef::from_event(
+            Some(id.clone()),
+            Some(AUDIT_EVENT_TYPE.to_owned()),
+            Some("OnKeyVaultAudit".to_owned()),
+        );
+        let records = match AuditBatch::parse(value, &self.settings.intake) {
+            Ok(records) => records,
+            Err(rejection) => {
+                return Ok(Outcome::new(
+                    event,
+                    Disposition::Rejected,
+                    Some(rejection.to_string()),
+                ));
+            }
+        };
+        let summary = records.summary();
+        let relevant = match self.relevant(&records).await {
+            Ok(relevant) => relevant,
+            Err(error) => {
+                let skeleton = Outcome::new(event, Disposition::Evaluated, Some(summary));
+                return self.settle(skeleton, Failure::State(error));
+            }
+        };
+        if relevant.is_empty() {
+            // Refused records are answered, not failed: Event Hubs would deliver them again
+            // and again and hold up their partition. The reason names them.
+            let disposition = if records.rejected_count > 0 && records.vaults.is_empty() {
+                Disposition::Rejected
+            } else {
+                Disposition::Ignored
+            };
+            return Ok(Outcome::new(event, disposition, Some(summary)));
+        }
+        let triggers: Vec<Trigger> = relevant.iter().map(|a| a.trigger(&id)).collect();
+        let result = match batch {
+            Some(batch) => Box::pin(self.once(event, &batch, &triggers, deadline)).await,
+            None => {
+                let look = super::Look::Event { caller: None };
+                Box::pin(self.reconcile_all(event, &triggers, deadline, look)).await
+            }
+        };
+        result.map(|mut outcome| {
+            outcome.reason.get_or_insert(summary);
+            outcome
+        })
+    }
+
+    /// The vaults worth re-checking: every change and every failed use; successful uses only
+    /// when they can resolve an open `key.use-failures` finding (one store read, no Azure read).
+    async fn relevant<'a>(
+        &self,
+        records: &'a AuditBatch,
+    ) -> Result<Vec<&'a VaultActivity>, crate::state::StateError> {
+        let (mut relevant, successes): (Vec<&VaultActivity>, Vec<&VaultActivity>) = records
+            .vaults
+            .iter()
+            .partition(|a| !a.changes.is_empty() || a.has_failures());
+        let Some(actor) = self.actor().filter(|_| !successes.is_empty()) else {
+            return Ok(relevant);
+        };
+        let open = actor.store.open_findings().await?;
+        let failing: Vec<KeyUrl> = open
+            .iter()
+            .filter(|(key, _)| key.rule == RuleId::KeyUseFailures.as_str())
+            .filter_map(|(key, _)| KeyUrl::parse(&key.resource).ok())
+            .collect();
+        relevant.extend(successes.into_iter().filter(|activity| {
+            activity
+                .uses
+                .iter()
+                .any(|u| u.succeeded() && failing.iter().any(|key| same_key(key, &u.key)))
+        }));
+        Ok(relevant)
+    }
+}

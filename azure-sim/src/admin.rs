@@ -3,6 +3,7 @@
 //! state changes for test and demo stories. State changes record the events Azure would emit,
 //! attributed to the tenant's operator, so a demo can feed them to the handler.
 
+use crate::audit::{self, Object};
 use crate::events::{Actor, KeyVaultEvent, ResourceEventKind, resource_event};
 use crate::faults::Fault;
 use crate::http::{Ctx, Reply, Shared, lock};
@@ -68,6 +69,18 @@ fn tri<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// The vault id, vault name and key name as stored, for audit records.
+fn key_names(tenant: &Tenant, vault: &str, key: &str) -> (String, String, String) {
+    let v = tenant.vault(vault);
+    (
+        v.map(|v| v.id()).unwrap_or_default(),
+        v.map(|v| v.name.clone()).unwrap_or_default(),
+        v.and_then(|v| v.key(key))
+            .map(|k| k.name.clone())
+            .unwrap_or_else(|| key.to_owned()),
+    )
+}
+
 impl<'a> Admin<'a> {
     pub(crate) fn new(shared: &'a Shared) -> Self {
         Self { shared }
@@ -101,7 +114,7 @@ impl<'a> Admin<'a> {
         vault.updated = clock::now_unix();
         vault.last_modified_by = actor.object_id.clone();
         let json = crate::arm::vault_json(vault);
-        let id = vault.id();
+        let (id, vault_name) = (vault.id(), vault.name.clone());
         drop(tenant);
         self.emit(resource_event(
             ResourceEventKind::Write,
@@ -109,6 +122,7 @@ impl<'a> Admin<'a> {
             "Microsoft.KeyVault/vaults/write",
             &actor,
         ));
+        audit::operator_change(self.shared, &id, &vault_name, "VaultPatch", Object::Vault);
         Ok(json)
     }
 
@@ -122,7 +136,7 @@ impl<'a> Admin<'a> {
             .position(|v| eq_ci(&v.name, name))
             .ok_or_else(|| not_found("vault"))?;
         let vault = tenant.vaults.remove(index);
-        let id = vault.id();
+        let (id, vault_name) = (vault.id(), vault.name.clone());
         tenant
             .role_assignments
             .retain(|a| !scope_covers(&id, &a.scope));
@@ -140,6 +154,7 @@ impl<'a> Admin<'a> {
             "Microsoft.KeyVault/vaults/delete",
             &actor,
         ));
+        audit::operator_change(self.shared, &id, &vault_name, "VaultDelete", Object::Vault);
         Ok(())
     }
 
@@ -154,7 +169,7 @@ impl<'a> Admin<'a> {
             .ok_or_else(|| not_found("deleted vault"))?;
         let deleted = tenant.deleted_vaults.remove(index);
         let json = crate::arm::vault_json(&deleted.vault);
-        let id = deleted.vault.id();
+        let (id, vault_name) = (deleted.vault.id(), deleted.vault.name.clone());
         tenant.vaults.push(deleted.vault);
         drop(tenant);
         self.emit(resource_event(
@@ -163,6 +178,7 @@ impl<'a> Admin<'a> {
             "Microsoft.KeyVault/vaults/write",
             &actor,
         ));
+        audit::operator_change(self.shared, &id, &vault_name, "VaultRecover", Object::Vault);
         Ok(json)
     }
 
@@ -221,6 +237,10 @@ impl<'a> Admin<'a> {
             }
             .to_json(),
         );
+        // Key Vault logs an access-policy change as `VaultPatch`, then the Event Grid
+        // notification it publishes.
+        audit::operator_change(self.shared, &id, &name, "VaultPatch", Object::Vault);
+        audit::access_policy_notification(self.shared, &id, &name);
         Ok(json!({ "accessPolicies": list }))
     }
 
@@ -255,7 +275,13 @@ impl<'a> Admin<'a> {
             v.nbf = nbf;
         }
         v.updated = now;
-        Ok(serde_json::to_value(&*v).unwrap_or(Value::Null))
+        let json = serde_json::to_value(&*v).unwrap_or(Value::Null);
+        let version = v.version.clone();
+        let (vault_id, vault_name, key_name) = key_names(&tenant, vault, key);
+        drop(tenant);
+        let object = Object::KeyVersion(&key_name, &version);
+        audit::operator_change(self.shared, &vault_id, &vault_name, "KeyUpdate", object);
+        Ok(json)
     }
 
     /// Rotates a key (new version) and records `KeyNewVersionCreated`; returns the new version.
@@ -293,6 +319,8 @@ impl<'a> Admin<'a> {
             }
             .to_json(),
         );
+        let object = Object::KeyVersion(&key_name, &version.version);
+        audit::operator_change(self.shared, &vault_id, &vault_name, "KeyRotate", object);
         Ok(version.version)
     }
 
@@ -305,6 +333,10 @@ impl<'a> Admin<'a> {
         if v.keys.len() == before {
             return Err(not_found("key"));
         }
+        let (vault_id, vault_name) = (v.id(), v.name.clone());
+        drop(tenant);
+        let object = Object::Key(key);
+        audit::operator_change(self.shared, &vault_id, &vault_name, "KeyDelete", object);
         Ok(())
     }
 
@@ -326,7 +358,41 @@ impl<'a> Admin<'a> {
             .and_then(|v| v.key_mut(key))
             .ok_or_else(|| not_found("key"))?;
         k.rotation_policy = parsed;
+        let (vault_id, vault_name, key_name) = key_names(&tenant, vault, key);
+        drop(tenant);
+        let object = Object::RotationPolicy(&key_name);
+        audit::operator_change(
+            self.shared,
+            &vault_id,
+            &vault_name,
+            "KeyRotationPolicySet",
+            object,
+        );
         Ok(())
+    }
+
+    /// A service uses a customer-managed key: `operation` is `wrapKey`, `unwrapKey` or `get`,
+    /// called with `principal_object_id`'s token (the workspace's identity, or Storage and
+    /// Cosmos DB on its behalf); `key` is `name` or `name/version` (default: the latest). Access
+    /// is decided as the data plane decides it (access policies or RBAC data actions), then the
+    /// version must exist (404) and be enabled (403). Records `KeyWrap`, `KeyUnwrap` or
+    /// `KeyGet` with the outcome and returns its HTTP status; an unknown vault or operation is
+    /// an error and records nothing.
+    pub fn use_key(
+        &self,
+        vault: &str,
+        key: &str,
+        operation: &str,
+        principal_object_id: &str,
+    ) -> Result<u16, AdminError> {
+        audit::use_key(
+            self.shared,
+            vault,
+            key,
+            operation,
+            principal_object_id,
+            audit::SERVICE_CLIENT,
+        )
     }
 
     /// Changes a workspace: `keyIdentifier` (not validated), `onlineEndpoints`/`batchEndpoints`
@@ -654,6 +720,37 @@ pub fn handle(ctx: &mut Ctx) -> Reply {
         ),
         ("PUT", ["vaults", vault, "keys", key, "rotation-policy"]) => {
             reply_of(admin.set_rotation_policy(vault, key, &body))
+        }
+        ("POST", ["vaults", vault, "keys", key, "use"]) => {
+            let text = |name: &str| body.get(name).and_then(Value::as_str).unwrap_or_default();
+            let key = match text("version") {
+                "" => (*key).to_owned(),
+                version => format!("{key}/{version}"),
+            };
+            let client_info = match text("clientInfo") {
+                "" => audit::SERVICE_CLIENT,
+                given => given,
+            };
+            let principal = text("principalId");
+            reply_of(
+                audit::use_key(
+                    shared,
+                    vault,
+                    &key,
+                    text("operation"),
+                    principal,
+                    client_info,
+                )
+                .map(|status| json!({ "status": status })),
+            )
+        }
+        ("GET", ["audit"]) => {
+            let records = if ctx.q("drain").is_some_and(|v| v == "true") {
+                std::mem::take(&mut *lock(&shared.audit))
+            } else {
+                lock(&shared.audit).clone()
+            };
+            Reply::ok(Value::Array(records))
         }
         ("PATCH", ["workspaces", name]) => reply_of(admin.patch_workspace(name, &body)),
         ("DELETE", ["workspaces", name]) => reply_of(admin.delete_workspace(name)),

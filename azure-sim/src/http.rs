@@ -25,6 +25,8 @@ pub struct Shared {
     pub telemetry: Mutex<Telemetry>,
     /// Recorded events.
     pub events: Mutex<Vec<Value>>,
+    /// Key Vault `AuditEvent` records, oldest first (see `audit`).
+    pub audit: Mutex<Vec<Value>>,
     /// Token issuer/verifier.
     pub issuer: TokenIssuer,
     /// `IDENTITY_HEADER` secret.
@@ -351,6 +353,9 @@ pub async fn entry(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>
             (route.operation, route.resource, reply)
         }
     };
+    if surface == Surface::KeyVault {
+        crate::audit::data_plane(&ctx, operation, &reply);
+    }
     let fault = reply.fault;
     let record = RequestRecord {
         seq: 0,

@@ -163,17 +163,14 @@ pub fn authenticate(ctx: &mut Ctx) -> Result<(), Reply> {
 
 fn caller_text(ctx: &Ctx) -> String {
     match &ctx.caller {
-        Some(c) => format!(
-            "appid={};oid={};iss=https://sts.windows.net/{}/",
-            c.client_id, c.object_id, c.tenant_id
-        ),
+        Some(c) => Principal::of(c).text(),
         None => "unknown".to_owned(),
     }
 }
 
 /// A data-plane permission: the access-policy name and the RBAC data action.
 #[derive(Debug, Clone, Copy)]
-struct Permission {
+pub(crate) struct Permission {
     policy: &'static str,
     action: &'static str,
 }
@@ -206,6 +203,47 @@ const SET_POLICY: Permission = Permission {
     policy: "setrotationpolicy",
     action: "Microsoft.KeyVault/vaults/keyrotationpolicies/write",
 };
+const WRAP: Permission = Permission {
+    policy: "wrapKey",
+    action: "Microsoft.KeyVault/vaults/keys/wrap/action",
+};
+const UNWRAP: Permission = Permission {
+    policy: "unwrapKey",
+    action: "Microsoft.KeyVault/vaults/keys/unwrap/action",
+};
+
+/// Who asks for access: the token's `oid`, `appid` and `tid`.
+#[derive(Debug, Clone)]
+pub(crate) struct Principal {
+    pub object_id: String,
+    pub client_id: String,
+    pub tenant_id: String,
+}
+
+impl Principal {
+    fn of(claims: &crate::token::Claims) -> Self {
+        Self {
+            object_id: claims.object_id.clone(),
+            client_id: claims.client_id.clone(),
+            tenant_id: claims.tenant_id.clone(),
+        }
+    }
+
+    /// The caller as Key Vault's error messages name it.
+    fn text(&self) -> String {
+        format!(
+            "appid={};oid={};iss=https://sts.windows.net/{}/",
+            self.client_id, self.object_id, self.tenant_id
+        )
+    }
+}
+
+/// A refusal: the 403 body's message and inner error code.
+#[derive(Debug, Clone)]
+pub(crate) struct Denied {
+    pub message: String,
+    pub inner: &'static str,
+}
 
 /// 403 unless the caller may perform `permission` on `key` (or the vault for lists).
 fn authorize(
@@ -218,7 +256,20 @@ fn authorize(
     let Some(caller) = &ctx.caller else {
         return Err(challenge(ctx, "Request is missing a Bearer or PoP token."));
     };
-    let oid = &caller.object_id;
+    decide(tenant, vault, key, &Principal::of(caller), permission)
+        .map_err(|d| kv_error_inner(403, "Forbidden", &d.message, d.inner))
+}
+
+/// The access decision of the data plane and of services using a key (the admin API's key
+/// uses): RBAC data actions or access policies, depending on the vault's permission model.
+pub(crate) fn decide(
+    tenant: &Tenant,
+    vault: &Vault,
+    key: Option<&str>,
+    principal: &Principal,
+    permission: Permission,
+) -> Result<(), Denied> {
+    let oid = &principal.object_id;
     if vault.rbac_effective() {
         let scope = match key {
             Some(k) => format!("{}/keys/{k}", vault.id()),
@@ -232,41 +283,95 @@ fn authorize(
         if granted {
             return Ok(());
         }
-        let caller = caller_text(ctx);
-        return Err(kv_error_inner(
-            403,
-            "Forbidden",
-            &format!(
-                "Caller is not authorized to perform action on resource.\r\nIf role assignments, deny assignments or role definitions were changed recently, please observe propagation time.\r\nCaller: {caller}\r\nAction: '{}'\r\nResource: '{}'\r\nAssignment: (not found)\r\nDenyAssignmentId: null\r\nDecisionReason: null \r\nVault: {};location={}\r\n",
+        return Err(Denied {
+            message: format!(
+                "Caller is not authorized to perform action on resource.\r\nIf role assignments, deny assignments or role definitions were changed recently, please observe propagation time.\r\nCaller: {}\r\nAction: '{}'\r\nResource: '{}'\r\nAssignment: (not found)\r\nDenyAssignmentId: null\r\nDecisionReason: null \r\nVault: {};location={}\r\n",
+                principal.text(),
                 permission.action,
                 scope.to_ascii_lowercase(),
                 vault.name,
                 vault.location
             ),
-            "ForbiddenByRbac",
-        ));
+            inner: "ForbiddenByRbac",
+        });
     }
     let groups = tenant.groups_of(oid);
     let granted = vault.access_policies.iter().any(|p| {
         (eq_ci(&p.object_id, oid) || groups.iter().any(|g| eq_ci(g, &p.object_id)))
-            && eq_ci(&p.tenant_id, &caller.tenant_id)
+            && eq_ci(&p.tenant_id, &principal.tenant_id)
             && p.grants_key(permission.policy)
     });
     if granted {
         return Ok(());
     }
-    Err(kv_error_inner(
-        403,
-        "Forbidden",
-        &format!(
+    Err(Denied {
+        message: format!(
             "The user, group or application '{}' does not have keys {} permission on key vault '{};location={}'. For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125287",
-            caller_text(ctx),
+            principal.text(),
             permission.policy,
             vault.name,
             vault.location
         ),
-        "AccessDenied",
-    ))
+        inner: "AccessDenied",
+    })
+}
+
+/// A service's use of a key (`wrapKey`, `unwrapKey`, `get`), decided as the data plane decides
+/// it: access first, then the key version must exist (404) and be enabled (403 `KeyDisabled`).
+/// `Ok` carries the key id used; `Err` the status and Key Vault's message. The id is the
+/// version's when it is known, so a refused call still names the key it was for.
+pub(crate) fn use_key(
+    tenant: &Tenant,
+    vault: &Vault,
+    key: &str,
+    version: Option<&str>,
+    operation: &str,
+    principal: &Principal,
+) -> Result<String, (u16, String, String)> {
+    let permission = match operation {
+        "wrapKey" => WRAP,
+        "unwrapKey" => UNWRAP,
+        _ => GET,
+    };
+    let found = vault.key(key);
+    let used = found.and_then(|k| match version {
+        Some(v) => k.version(v),
+        None => k.latest(),
+    });
+    let id = match (found, used) {
+        (Some(k), Some(v)) => kid(vault, k, Some(v)),
+        _ => match version {
+            Some(v) => format!("{}/keys/{key}/{v}", vault.uri()),
+            None => format!("{}/keys/{key}", vault.uri()),
+        },
+    };
+    decide(tenant, vault, Some(key), principal, permission)
+        .map_err(|d| (403, d.message, id.clone()))?;
+    let not_found = |what: &str| {
+        let message = key_not_found(what)
+            .body
+            .and_then(|b| {
+                b.pointer("/error/message")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
+            .unwrap_or_default();
+        (404, message, id.clone())
+    };
+    let Some(v) = used else {
+        return Err(not_found(&match version {
+            Some(v) => format!("{key}/{v}"),
+            None => key.to_owned(),
+        }));
+    };
+    if !v.enabled {
+        return Err((
+            403,
+            format!("Operation {operation} is not allowed on a disabled key."),
+            id,
+        ));
+    }
+    Ok(id)
 }
 
 fn key_not_found(name: &str) -> Reply {

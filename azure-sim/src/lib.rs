@@ -19,6 +19,8 @@
 //! - `graph`: Resource Graph with a documented KQL subset.
 //! - `identity`: the managed-identity token endpoint.
 //! - [`admin`]: the `/_sim` admin API and its Rust twin [`admin::Admin`].
+//! - [`audit`]: Key Vault `AuditEvent` records of data-plane calls, vault writes, the operator's
+//!   changes and services' key uses, read as Event Hub messages (`Sim::audit_messages`).
 //! - [`faults`], [`telemetry`], [`events`]: fault rules, counters and request log, Event Grid
 //!   events for writes.
 //! - [`roles`]: built-in role definitions and wildcard action matching.
@@ -28,6 +30,7 @@
 
 pub mod admin;
 mod arm;
+pub mod audit;
 pub mod clock;
 pub mod events;
 pub mod faults;

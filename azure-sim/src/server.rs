@@ -166,6 +166,7 @@ impl Sim {
             faults: Mutex::new(FaultTable::default()),
             telemetry: Mutex::new(Telemetry::default()),
             events: Mutex::new(Vec::new()),
+            audit: Mutex::new(Vec::new()),
             identity_header,
             identity_port: identity_addr.port(),
             started: Instant::now(),
@@ -309,6 +310,25 @@ impl Sim {
     /// Forgets recorded events.
     pub fn clear_events(&self) {
         lock(&self.shared.events).clear();
+    }
+
+    /// Key Vault `AuditEvent` records so far, oldest first, in the shape Azure Monitor streams
+    /// them (one object per record; see [`Sim::audit_messages`] for message bodies).
+    pub fn audit_records(&self) -> Vec<Value> {
+        lock(&self.shared.audit).clone()
+    }
+
+    /// Takes the audit records so far: returns them, oldest first, and forgets them, as an Event
+    /// Hub consumer checkpoints what it has read.
+    pub fn drain_audit(&self) -> Vec<Value> {
+        std::mem::take(&mut *lock(&self.shared.audit))
+    }
+
+    /// Takes the audit records so far as Event Hub message bodies, `{"records": [...]}` with at
+    /// most `records_per_message` records each (at least one), ready for
+    /// `cmk_guard_blackbox::event_hub_envelope`.
+    pub fn audit_messages(&self, records_per_message: usize) -> Vec<Value> {
+        crate::audit::messages(self.drain_audit(), records_per_message)
     }
 
     /// A token the simulator accepts, for `principal_id` (client id derived) and `audience`

@@ -240,6 +240,7 @@ pub(crate) fn patch(ctx: &mut Ctx) -> Reply {
             "Microsoft.KeyVault/vaults/write",
             &actor,
         ));
+        crate::audit::arm_vault_write(ctx, &vault_id, &current.name, "VaultPatch");
         Ok(reply)
     })();
     result.unwrap_or_else(|reply| reply)
@@ -403,6 +404,10 @@ pub(crate) fn update_access_policy(ctx: &mut Ctx) -> Reply {
         }
         .to_json(),
     );
+    // Key Vault logs an access-policy change as `VaultPatch`, then the Event Grid
+    // notification it publishes.
+    crate::audit::arm_vault_write(ctx, &vault_id, &vault.name, "VaultPatch");
+    crate::audit::access_policy_notification(ctx.shared, &vault_id, &vault.name);
     Reply::ok(json!({
         "id": format!("{vault_id}/accessPolicies/"),
         "type": "Microsoft.KeyVault/vaults/accessPolicies",

@@ -1,6 +1,7 @@
 //! Black-box tests of the simulator over HTTPS, the way cmk-guard talks to it.
 
 mod arm;
+mod audit;
 mod binary;
 mod faults;
 mod graph;

@@ -361,6 +361,62 @@ pub fn envelope(binding: &str, event: &Value, method_name: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// The envelope the host builds for an Event Hub trigger with `cardinality: many`
+/// (`tests/fixtures/keyvault-audit/host-request.eventHubTrigger.many.json`): `Data.<binding>`
+/// holds one element per Event Hub message, each as JSON text (the binding's `dataType` is
+/// string), and `Metadata` the partition context and one array entry per message — offsets,
+/// sequence numbers from `first_sequence`, enqueued times, application and system properties.
+pub fn event_hub_envelope(
+    binding: &str,
+    messages: &[Value],
+    first_sequence: u64,
+    method_name: &str,
+) -> Vec<u8> {
+    let texts: Vec<String> = messages.iter().map(Value::to_string).collect();
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let enqueued = now.trim_end_matches('Z').to_owned();
+    let mut offset = first_sequence * 1024;
+    let mut offsets = Vec::new();
+    let mut sequences = Vec::new();
+    let mut system = Vec::new();
+    for (sequence, text) in (first_sequence..).zip(&texts) {
+        offsets.push(json!(offset.to_string()));
+        sequences.push(json!(sequence));
+        system.push(json!({
+            "x-opt-sequence-number": sequence,
+            "x-opt-offset": offset,
+            "x-opt-enqueued-time": format!("{enqueued}+00:00"),
+            "SequenceNumber": sequence,
+            "Offset": offset,
+            "PartitionKey": null,
+            "EnqueuedTimeUtc": enqueued,
+        }));
+        offset += text.len() as u64;
+    }
+    json!({
+        "Data": { binding: texts },
+        "Metadata": {
+            "PartitionContext": {
+                "FullyQualifiedNamespace": "evhns-cmkguard.servicebus.windows.net",
+                "EventHubName": "kv-audit",
+                "ConsumerGroup": "cmk-guard",
+                "PartitionId": "0"
+            },
+            "PartitionKeyArray": [],
+            "OffsetArray": offsets,
+            "SequenceNumberArray": sequences,
+            "EnqueuedTimeUtcArray": vec![enqueued; texts.len()],
+            "PropertiesArray": vec![json!({}); texts.len()],
+            "SystemPropertiesArray": system,
+            "sys": {"MethodName": method_name, "UtcNow": now, "RandGuid": uuid::Uuid::new_v4().to_string()}
+        }
+    })
+    .to_string()
+    .into_bytes()
+}
+
 /// The envelope the host builds for a timer trigger (azure-notes §H2.4).
 pub fn timer_envelope(binding: &str) -> Vec<u8> {
     json!({
@@ -401,4 +457,61 @@ fn hex(bytes: usize) -> String {
 pub fn read_json(path: &Path) -> Value {
     let text = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_slice(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each value's JSON type, recursively; arrays keep one entry per element.
+    fn shape(value: &Value) -> Value {
+        match value {
+            Value::Object(map) => {
+                Value::Object(map.iter().map(|(k, v)| (k.clone(), shape(v))).collect())
+            }
+            Value::Array(items) => Value::Array(items.iter().map(shape).collect()),
+            Value::String(_) => json!("string"),
+            Value::Number(_) => json!("number"),
+            Value::Bool(_) => json!("bool"),
+            Value::Null => json!("null"),
+        }
+    }
+
+    #[test]
+    fn event_hub_envelope_has_the_host_request_fixture_shape() {
+        let fixture = read_json(
+            &fixtures_dir().join("keyvault-audit/host-request.eventHubTrigger.many.json"),
+        );
+        let messages: Vec<Value> = fixture["Data"]["messages"]
+            .as_array()
+            .expect("the fixture holds messages")
+            .iter()
+            .map(|text| serde_json::from_str(text.as_str().expect("JSON text")).expect("JSON"))
+            .collect();
+        let built: Value = serde_json::from_slice(&event_hub_envelope(
+            "messages",
+            &messages,
+            59,
+            "OnKeyVaultAudit",
+        ))
+        .expect("the envelope is JSON");
+        assert_eq!(shape(&built), shape(&fixture));
+        // Each message goes as JSON text of the document it was given.
+        let texts = built["Data"]["messages"].as_array().unwrap();
+        for (text, message) in texts.iter().zip(&messages) {
+            let parsed: Value = serde_json::from_str(text.as_str().unwrap()).unwrap();
+            assert_eq!(&parsed, message);
+        }
+        let metadata = &built["Metadata"];
+        assert_eq!(metadata["SequenceNumberArray"], json!([59, 60]));
+        assert_eq!(metadata["SystemPropertiesArray"][1]["SequenceNumber"], 60);
+        assert_eq!(metadata["sys"]["MethodName"], "OnKeyVaultAudit");
+        let offsets = &metadata["OffsetArray"];
+        let offset = |i: usize| offsets[i].as_str().unwrap().parse::<u64>().unwrap();
+        assert!(offset(1) > offset(0), "offsets grow: {offsets}");
+        assert_eq!(
+            metadata["PartitionContext"],
+            fixture["Metadata"]["PartitionContext"]
+        );
+    }
 }

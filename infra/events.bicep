@@ -1,7 +1,9 @@
-// cmk-guard's Event Grid event subscriptions, deployed after the code (azure.yaml postdeploy
-// hook, infra/hooks/postdeploy.sh): an AzureFunction destination is validated against the
-// function, which exists only once the package is deployed. The system topics themselves and
-// their dead-letter rights come from main.bicep; its outputs are this file's parameters.
+// cmk-guard's Event Grid event subscriptions on the watched subscriptions' system topics,
+// deployed after the code (azure.yaml postdeploy hook, infra/hooks/postdeploy.sh): an
+// AzureFunction destination is validated against the function, which exists only once the
+// package is deployed. The system topics themselves and their dead-letter rights come from
+// main.bicep; its outputs are this file's parameters. Key Vault event subscriptions are not
+// here: cmk-guard's sweep creates them (self-wiring, CMKGUARD_KEYVAULT_EVENTS_TARGET).
 targetScope = 'subscription'
 
 @description('Resource id of the function app (main.bicep output CMK_GUARD_FUNCTION_APP_ID).')
@@ -15,9 +17,6 @@ param deadLetterContainer string
 
 @description('Subscription system topics: [{subscriptionId, resourceGroup, name}].')
 param subscriptionTopics array
-
-@description('Key Vault system topics: [{subscriptionId, resourceGroup, name}].')
-param keyVaultTopics array = []
 
 @minValue(1)
 @maxValue(30)
@@ -42,16 +41,6 @@ module subscriptionEvents 'modules/subscription-events.bicep' = [for (t, i) in s
   params: {
     topicName: t.name
     functionId: '${functionAppId}/functions/OnSubscriptionEvent'
-    delivery: delivery
-  }
-}]
-
-module keyVaultEvents 'modules/keyvault-events.bicep' = [for (t, i) in keyVaultTopics: {
-  name: take('cmkguard-events-vault-${i}-${uniqueString(functionAppId)}', 64)
-  scope: resourceGroup(t.subscriptionId, t.resourceGroup)
-  params: {
-    topicName: t.name
-    functionId: '${functionAppId}/functions/OnKeyVaultEvent'
     delivery: delivery
   }
 }]

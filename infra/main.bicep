@@ -1,6 +1,9 @@
-// cmk-guard: everything `azd provision` deploys. The Event Grid event subscriptions are not
-// here: an AzureFunction destination needs the function to exist, so events.bicep adds them
-// after the code is deployed (azure.yaml postdeploy hook, infra/hooks/postdeploy.sh).
+// cmk-guard: everything `azd provision` deploys. The subscriptions' Event Grid event
+// subscriptions are not here: an AzureFunction destination needs the function to exist, so
+// events.bicep adds them after the code is deployed (azure.yaml postdeploy hook,
+// infra/hooks/postdeploy.sh). Key vaults are not listed anywhere: the sweep finds the CMK
+// vaults and wires each one (system topic, event subscription, AuditEvent diagnostic setting)
+// in remediate mode with the eventsWiring consent, or reports `vault.events-wired` otherwise.
 targetScope = 'subscription'
 
 @minLength(1)
@@ -27,11 +30,16 @@ param subscriptions array = [
   }
 ]
 
-@description('CMK key vaults: [{id, rotation?, rbac?, existingTopicName?}]. Each gets Key Vault events and, in remediate mode, the vault rights below.')
-param keyVaults array = []
+@description('Management group ids (names) whose subscriptions cmk-guard discovers at each sweep (CMKGUARD_MANAGEMENT_GROUPS). Their subscriptions still need `subscriptions` entries for events and rights: docs/deploy.md.')
+param managementGroups array = []
 
-@description('Rights for the remediations the policy file enables (remediate mode only): {purgeProtection, keyAccessPolicy, keyAccessRbac, keyExpiry, providers}, each false by default.')
+@description('Rights for the remediations the policy file enables and for self-wiring (remediate mode only): {purgeProtection, keyAccessPolicy, keyAccessRbac, keyExpiry, keyRotation, providers, eventsWiring}, each false by default.')
 param remediations object = {}
+
+@minValue(1)
+@maxValue(32)
+@description('Partitions of the audit hub (AuditEvent records); fixed once created.')
+param auditPartitionCount int = 2
 
 @description('Local path of the policy file the package carries as policy.toml (azd env CMK_GUARD_POLICY), or empty for the built-in policy.')
 param policySource string = ''
@@ -105,7 +113,9 @@ var consent = union({
   keyAccessPolicy: false
   keyAccessRbac: false
   keyExpiry: false
+  keyRotation: false
   providers: false
+  eventsWiring: false
 }, remediations)
 
 // The writes of handler/src/remediate/, each only when its remediation is enabled.
@@ -124,6 +134,32 @@ var vaultActions = concat(remediate && consent.purgeProtection ? [
   'Microsoft.KeyVault/vaults/accessPolicies/write'
 ] : [])
 var grantKeyAccess = remediate && consent.keyAccessRbac
+var grantKeyRotation = remediate && consent.keyRotation
+var grantWiring = remediate && consent.eventsWiring
+
+// Self-wiring's writes at subscription scope, and the reads that go with them (Reader has the
+// reads too; they are listed so that the role stands on its own). Creating an event
+// subscription on a system topic is also checked as Microsoft.EventGrid/eventSubscriptions/write
+// on the source (the vault): Event Grid, "Permissions for event subscriptions". Exactly this
+// list: handler/tests/integration/infra/roles.rs.
+var selfWiringActions = [
+  'Microsoft.EventGrid/systemTopics/read'
+  'Microsoft.EventGrid/systemTopics/write'
+  'Microsoft.EventGrid/systemTopics/eventSubscriptions/read'
+  'Microsoft.EventGrid/systemTopics/eventSubscriptions/write'
+  'Microsoft.EventGrid/eventSubscriptions/write'
+  'Microsoft.Insights/diagnosticSettings/read'
+  'Microsoft.Insights/diagnosticSettings/write'
+]
+
+// The audit hub (modules/audit-hub.bicep). The consumer group is the one
+// function-definitions/OnKeyVaultAudit/function.json reads.
+var audit = {
+  namespaceName: 'evhns-cmkguard-${resourceToken}'
+  hubName: 'kv-audit'
+  consumerGroupName: 'cmk-guard'
+  ruleName: 'cmk-guard-diagnostics'
+}
 
 var watched = [for s in subscriptions: union({
   topicResourceGroup: resourceGroupName
@@ -131,20 +167,25 @@ var watched = [for s in subscriptions: union({
   existingTopicName: ''
 }, s)]
 var subscriptionIds = [for s in subscriptions: s.id]
-var vaults = [for v in keyVaults: union({
-  rotation: false
-  rbac: true
-  existingTopicName: ''
-}, v, {
-  subscriptionId: split(v.id, '/')[2]
-  resourceGroup: split(v.id, '/')[4]
-  name: last(split(v.id, '/'))
-})]
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: resourceGroupName
   location: location
   tags: tags
+}
+
+module auditHub 'modules/audit-hub.bicep' = {
+  name: 'cmkguard-audit-hub'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    namespaceName: audit.namespaceName
+    hubName: audit.hubName
+    consumerGroupName: audit.consumerGroupName
+    ruleName: audit.ruleName
+    partitionCount: auditPartitionCount
+  }
 }
 
 module app 'modules/app.bicep' = {
@@ -157,6 +198,10 @@ module app 'modules/app.bicep' = {
     serviceName: 'cmk-guard'
     mode: mode
     subscriptionIds: subscriptionIds
+    managementGroups: managementGroups
+    auditEventHubNamespace: auditHub.outputs.fullyQualifiedNamespace
+    auditEventHubName: auditHub.outputs.hubName
+    auditEventHubRuleId: auditHub.outputs.ruleId
     policyFile: empty(policySource) ? '' : 'policy.toml'
     sweepSchedule: sweepSchedule
     logLevel: logLevel
@@ -194,36 +239,34 @@ module watch 'modules/subscription.bicep' = [for (s, i) in watched: {
       subscriptionWrites: guid('cmk-guard', environmentName, s.id, 'subscription-writes')
       vaultWrites: guid('cmk-guard', environmentName, s.id, 'vault-writes')
       keyAccessGrants: guid('cmk-guard', environmentName, s.id, 'key-access-grants')
+      keyRotation: guid('cmk-guard', environmentName, s.id, 'key-rotation')
+      selfWiring: guid('cmk-guard', environmentName, s.id, 'self-wiring')
     }
     subscriptionActions: subscriptionActions
     vaultActions: vaultActions
     grantKeyAccess: grantKeyAccess
+    grantKeyRotation: grantKeyRotation
+    wiringActions: grantWiring ? selfWiringActions : []
   }
 }]
 
-resource vaultsFound 'Microsoft.KeyVault/vaults@2023-07-01' existing = [for v in vaults: {
-  name: v.name
-  scope: resourceGroup(v.subscriptionId, v.resourceGroup)
-}]
-
-module vault 'modules/vault.bicep' = [for (v, i) in vaults: {
-  name: take('cmkguard-${environmentName}-vault-${i}', 64)
-  scope: resourceGroup(v.subscriptionId, v.resourceGroup)
-  dependsOn: [
-    watch
-  ]
+module auditAccess 'modules/audit-access.bicep' = {
+  name: take('cmkguard-${environmentName}-audit-access', 64)
+  scope: rg
   params: {
-    vaultName: v.name
-    location: vaultsFound[i].location
-    tags: tags
     principalId: app.outputs.identityPrincipalId
-    vaultWritesRoleDefinitionId: empty(vaultActions) ? '' : subscriptionResourceId(v.subscriptionId, 'Microsoft.Authorization/roleDefinitions', guid('cmk-guard', environmentName, v.subscriptionId, 'vault-writes'))
-    keyAccessGrantsRoleDefinitionId: grantKeyAccess ? subscriptionResourceId(v.subscriptionId, 'Microsoft.Authorization/roleDefinitions', guid('cmk-guard', environmentName, v.subscriptionId, 'key-access-grants')) : ''
-    rotation: remediate && v.rotation
-    rbac: v.rbac
-    existingTopicName: v.existingTopicName
+    namespaceName: auditHub.outputs.namespaceName
+    hubName: auditHub.outputs.hubName
+    ruleName: audit.ruleName
+    functionAppName: app.outputs.functionAppName
+    grantWiring: grantWiring
+    environmentName: environmentName
+    roleDefinitionNames: {
+      ruleKeys: guid('cmk-guard', environmentName, subscription().subscriptionId, 'audit-rule-keys')
+      functionSubscriber: guid('cmk-guard', environmentName, subscription().subscriptionId, 'function-subscriber')
+    }
   }
-}]
+}
 
 module alertSecrets 'modules/secrets-access.bicep' = if (!empty(alertSecretsVaultId)) {
   name: take('cmkguard-${environmentName}-alert-secrets', 64)
@@ -244,21 +287,12 @@ module subscriptionDeadLetters 'modules/deadletter-access.bicep' = [for (s, i) i
   }
 }]
 
-module vaultDeadLetters 'modules/deadletter-access.bicep' = [for (v, i) in vaults: {
-  name: take('cmkguard-${environmentName}-deadletter-vault-${i}', 64)
-  scope: rg
-  params: {
-    storageAccountName: app.outputs.dataStorageName
-    containerName: app.outputs.deadLetterContainerName
-    principalId: vault[i].outputs.topicPrincipalId
-  }
-}]
-
 output AZURE_LOCATION string = location
 output AZURE_RESOURCE_GROUP string = rg.name
 output AZURE_FUNCTION_APP_NAME string = app.outputs.functionAppName
 output CMK_GUARD_IDENTITY_PRINCIPAL_ID string = app.outputs.identityPrincipalId
 output CMK_GUARD_STATE_URL string = app.outputs.stateContainerUrl
+output CMK_GUARD_AUDIT_EVENTHUB_RULE_ID string = auditHub.outputs.ruleId
 
 // What events.bicep needs, read by infra/hooks/postdeploy.sh from the azd environment.
 output CMK_GUARD_FUNCTION_APP_ID string = app.outputs.functionAppId
@@ -268,9 +302,4 @@ output CMK_GUARD_SUBSCRIPTION_TOPICS array = [for (s, i) in watched: {
   subscriptionId: s.id
   resourceGroup: watch[i].outputs.topicResourceGroup
   name: watch[i].outputs.topicName
-}]
-output CMK_GUARD_KEY_VAULT_TOPICS array = [for (v, i) in vaults: {
-  subscriptionId: v.subscriptionId
-  resourceGroup: v.resourceGroup
-  name: vault[i].outputs.topicName
 }]

@@ -31,7 +31,6 @@ parameters = {
     "deadLetterStorageId": need("CMK_GUARD_DEAD_LETTER_STORAGE_ID"),
     "deadLetterContainer": need("CMK_GUARD_DEAD_LETTER_CONTAINER"),
     "subscriptionTopics": json.loads(need("CMK_GUARD_SUBSCRIPTION_TOPICS")),
-    "keyVaultTopics": json.loads(os.environ.get("CMK_GUARD_KEY_VAULT_TOPICS") or "[]"),
 }
 with open(sys.argv[1], "w") as f:
     json.dump({

@@ -26,6 +26,18 @@ param mode string
 @description('Subscription ids in scope (CMKGUARD_SUBSCRIPTIONS).')
 param subscriptionIds array
 
+@description('Management group ids whose subscriptions join the scope (CMKGUARD_MANAGEMENT_GROUPS).')
+param managementGroups array
+
+@description('Host name of the audit Event Hubs namespace (<name>.servicebus.windows.net).')
+param auditEventHubNamespace string
+
+@description('Name of the audit hub (CMKGUARD_AUDIT_EVENTHUB_NAME).')
+param auditEventHubName string
+
+@description('ARM id of the authorization rule diagnostic settings send with (CMKGUARD_AUDIT_EVENTHUB_RULE_ID).')
+param auditEventHubRuleId string
+
 @description('Path of the policy file inside the package, or empty for the built-in policy.')
 param policyFile string
 
@@ -353,7 +365,8 @@ resource scmCredentials 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@
 
 // Every app setting the app gets, in one place. handler/tests/integration/infra.rs reads this
 // object: its cmk-guard keys must be variables the binary reads (handler/src/settings.rs
-// VARIABLES), and the ones a deployment needs must be here. An empty value means "not set" to
+// VARIABLES) or properties of a trigger's connection (`<connection>__<property>`, read by the
+// host), and the ones a deployment needs must be here. An empty value means "not set" to
 // cmk-guard.
 var appSettings = {
   AzureWebJobsStorage__credential: 'managedidentity'
@@ -365,6 +378,7 @@ var appSettings = {
   AZURE_CLIENT_ID: identity.properties.clientId
   CMKGUARD_MODE: mode
   CMKGUARD_SUBSCRIPTIONS: join(subscriptionIds, ',')
+  CMKGUARD_MANAGEMENT_GROUPS: join(managementGroups, ',')
   CMKGUARD_STATE: '${dataStorage.properties.primaryEndpoints.blob}${stateContainerName}'
   CMKGUARD_SWEEP_SCHEDULE: sweepSchedule
   CMKGUARD_POLICY_FILE: policyFile
@@ -376,6 +390,16 @@ var appSettings = {
   CMKGUARD_EMAIL_FROM: emailFrom
   CMKGUARD_ACS_ENDPOINT: acsEndpoint
   CMKGUARD_SMTP_URL: empty(smtpUrlSecretUri) ? smtpUrl : '${keyVaultReference}${smtpUrlSecretUri})'
+  // Self-wiring: where a CMK vault's event subscription delivers (the Event Grid destination)
+  // and where its AuditEvent diagnostic setting streams.
+  CMKGUARD_KEYVAULT_EVENTS_TARGET: '${site.id}/functions/OnKeyVaultEvent'
+  CMKGUARD_AUDIT_EVENTHUB_RULE_ID: auditEventHubRuleId
+  CMKGUARD_AUDIT_EVENTHUB_NAME: auditEventHubName
+  // OnKeyVaultAudit's trigger connection (`connection: CMKGUARD_AUDIT_EVENTHUB` in its
+  // function.json), identity-based: the host reads the hub with the user-assigned identity.
+  CMKGUARD_AUDIT_EVENTHUB__fullyQualifiedNamespace: auditEventHubNamespace
+  CMKGUARD_AUDIT_EVENTHUB__credential: 'managedidentity'
+  CMKGUARD_AUDIT_EVENTHUB__clientId: identity.properties.clientId
 }
 
 resource settings 'Microsoft.Web/sites/config@2024-04-01' = {

@@ -3,11 +3,15 @@
 //! with checkov), and what they set is compared with what the binary reads and classifies:
 //!
 //! - the app settings in `infra/modules/app.bicep` are configuration variables cmk-guard reads
-//!   (`settings::VARIABLES`) or platform settings named here with their reason, and every
-//!   variable a deployment needs is set;
+//!   (`settings::VARIABLES`), platform settings named here with their reason, or the host's
+//!   identity-based trigger connections, and every variable a deployment needs is set;
 //! - the Event Grid filter lists exactly `RELEVANT_OPERATIONS`, and the managed resource groups
 //!   are matched with intake's prefix;
-//! - the event subscriptions deliver to functions that exist and have an Event Grid trigger.
+//! - the event subscriptions (and the self-wiring target) deliver to functions that exist and
+//!   have an Event Grid trigger;
+//! - least privilege: the custom roles hold exactly the actions listed here, the write rights
+//!   exist only in remediate mode with their consent, no broad built-in role is assigned, and
+//!   no list of vaults remains (the sweep wires vaults itself).
 //!
 //! A file that cannot be read or a literal that cannot be found fails the test with its path.
 
@@ -19,8 +23,14 @@ use cmk_guard::functions::{FUNCTIONS, TriggerType};
 use cmk_guard::intake::{MANAGED_RESOURCE_GROUP_PREFIX, RELEVANT_OPERATIONS};
 use cmk_guard::settings::VARIABLES;
 
+mod roles;
+
 const APP_TEMPLATE: &str = "infra/modules/app.bicep";
+const MAIN_TEMPLATE: &str = "infra/main.bicep";
+const SUBSCRIPTION_TEMPLATE: &str = "infra/modules/subscription.bicep";
 const SUBSCRIPTION_EVENTS_TEMPLATE: &str = "infra/modules/subscription-events.bicep";
+const AUDIT_ACCESS_TEMPLATE: &str = "infra/modules/audit-access.bicep";
+const AUDIT_FUNCTION: &str = "function-definitions/OnKeyVaultAudit/function.json";
 
 /// App settings that are not cmk-guard's own variables, each read by the platform.
 const PLATFORM_SETTINGS: &[(&str, &str)] = &[
@@ -72,6 +82,18 @@ const REQUIRED_SETTINGS: &[(&str, &str)] = &[
     (
         "AZURE_CLIENT_ID",
         "without it the credential looks for a system-assigned identity, which the app has not",
+    ),
+    (
+        "CMKGUARD_KEYVAULT_EVENTS_TARGET",
+        "self-wiring subscribes each CMK vault's events to this function",
+    ),
+    (
+        "CMKGUARD_AUDIT_EVENTHUB_RULE_ID",
+        "self-wiring streams each CMK vault's AuditEvent logs with this rule",
+    ),
+    (
+        "CMKGUARD_MANAGEMENT_GROUPS",
+        "set even when empty, so that the deployed scope is what the parameters say",
     ),
 ];
 
@@ -209,6 +231,47 @@ fn app_settings() -> Vec<String> {
     keys
 }
 
+/// The `connection` of every function binding: the host reads an identity-based connection
+/// from the app settings `<connection>__<property>`.
+fn function_connections() -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for path in files_under("function-definitions") {
+        if path.file_name().is_none_or(|name| name != "function.json") {
+            continue;
+        }
+        let text = fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        let definition: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{}: not JSON: {e}", path.display()));
+        let bindings = definition["bindings"].as_array().into_iter().flatten();
+        names.extend(
+            bindings
+                .filter_map(|binding| binding["connection"].as_str())
+                .map(str::to_owned),
+        );
+    }
+    names
+}
+
+/// Whether `key` is `<connection>__<property>` for a binding's connection.
+fn is_connection_setting(key: &str, connections: &BTreeSet<String>) -> bool {
+    key.split_once("__").is_some_and(|(connection, property)| {
+        connections.contains(connection) && !property.is_empty()
+    })
+}
+
+/// The value of `key: value` in the `appSettings` literal, as written.
+fn app_setting_value(key: &str) -> String {
+    let text = read(APP_TEMPLATE);
+    literal_items(&text, "appSettings", '{')
+        .iter()
+        .find_map(|item| {
+            let (name, value) = item.split_once(':')?;
+            (name.trim() == key).then(|| value.trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("{APP_TEMPLATE}: `{key}` is not in `appSettings`"))
+}
+
 /// `NAME` for every `%NAME%` in the function definitions: the host fills these in from app
 /// settings, and a missing one stops the function from loading.
 fn function_placeholders() -> BTreeSet<String> {
@@ -228,15 +291,18 @@ fn function_placeholders() -> BTreeSet<String> {
 #[test]
 fn every_app_setting_is_read_by_the_binary_or_the_platform() {
     let settings = app_settings();
+    let connections = function_connections();
     let mut seen = BTreeSet::new();
     for key in &settings {
         assert!(seen.insert(key), "{APP_TEMPLATE}: `{key}` is set twice");
         let known = VARIABLES.contains(&key.as_str())
-            || PLATFORM_SETTINGS.iter().any(|(name, _)| name == key);
+            || PLATFORM_SETTINGS.iter().any(|(name, _)| name == key)
+            || is_connection_setting(key, &connections);
         assert!(
             known,
             "{APP_TEMPLATE}: app setting `{key}` is neither a variable cmk-guard reads \
-             (settings::VARIABLES) nor a platform setting listed in this test"
+             (settings::VARIABLES), a platform setting listed in this test, nor a property of a \
+             function binding's connection ({connections:?})"
         );
         assert!(
             !TEST_ONLY_VARIABLES.contains(&key.as_str()),
@@ -268,6 +334,7 @@ fn every_setting_a_deployment_needs_is_set() {
 fn every_cmkguard_name_in_infra_is_a_variable_the_binary_reads() {
     let mut files = files_under("infra");
     files.push(repo_root().join("azure.yaml"));
+    let connections = function_connections();
     let mut names = 0;
     for path in files {
         let text = fs::read_to_string(&path)
@@ -277,6 +344,19 @@ fn every_cmkguard_name_in_infra_is_a_variable_the_binary_reads() {
                 .chars()
                 .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
                 .collect();
+            // `CMKGUARD_AUDIT_EVENTHUB__fullyQualifiedNamespace`: a binding's connection, read
+            // by the host, not by cmk-guard.
+            if let Some(connection) = name
+                .strip_suffix("__")
+                .or_else(|| connections.contains(&name).then_some(name.as_str()))
+            {
+                assert!(
+                    connections.contains(connection),
+                    "{}: `{name}…` is not the connection of a function binding",
+                    path.display()
+                );
+                continue;
+            }
             assert!(
                 VARIABLES.contains(&name.as_str()),
                 "{}: `{name}` is not a variable cmk-guard reads (settings::VARIABLES)",
@@ -353,7 +433,10 @@ fn event_subscriptions_deliver_to_event_grid_functions() {
     for path in files_under("infra") {
         let text = fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-        for (at, _) in text.match_indices("/functions/") {
+        // A function's ARM id is written `${<app id>}/functions/<name>`; a bare
+        // `Microsoft.Web/sites/functions/…` is a role's action, not a destination.
+        for (at, _) in text.match_indices("}/functions/") {
+            let at = at + 1;
             let name: String = text[at + "/functions/".len()..]
                 .chars()
                 .take_while(char::is_ascii_alphanumeric)
@@ -376,4 +459,91 @@ fn event_subscriptions_deliver_to_event_grid_functions() {
             );
         }
     }
+}
+
+#[test]
+fn the_audit_hub_is_read_with_the_managed_identity() {
+    let text = fs::read_to_string(repo_root().join(AUDIT_FUNCTION))
+        .unwrap_or_else(|e| panic!("cannot read {AUDIT_FUNCTION}: {e}"));
+    let definition: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{AUDIT_FUNCTION}: {e}"));
+    let trigger = &definition["bindings"][0];
+    assert_eq!(trigger["type"], "eventHubTrigger", "{AUDIT_FUNCTION}");
+    let connection = trigger["connection"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{AUDIT_FUNCTION}: the trigger names no connection"));
+
+    // Identity-based: the namespace's host name and the user-assigned identity, no
+    // connection string (a bare `<connection>` setting would be one).
+    let settings = app_settings();
+    assert!(
+        !settings.iter().any(|key| key == connection),
+        "{APP_TEMPLATE}: `{connection}` would be a connection string; use the identity"
+    );
+    assert!(
+        app_setting_value(&format!("{connection}__fullyQualifiedNamespace"))
+            .contains("auditEventHubNamespace"),
+        "{APP_TEMPLATE}: the connection must name the audit namespace"
+    );
+    assert_eq!(
+        app_setting_value(&format!("{connection}__credential")),
+        "'managedidentity'"
+    );
+    assert_eq!(
+        app_setting_value(&format!("{connection}__clientId")),
+        "identity.properties.clientId",
+        "{APP_TEMPLATE}: the app has a user-assigned identity only; the host must be told which"
+    );
+
+    // The hub the trigger reads is the one main.bicep creates, with the consumer group the
+    // trigger names.
+    let main = read(MAIN_TEMPLATE);
+    let consumer_group = trigger["consumerGroup"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{AUDIT_FUNCTION}: no consumerGroup"));
+    assert!(
+        main.contains(&format!("consumerGroupName: '{consumer_group}'\n")),
+        "{MAIN_TEMPLATE}: the audit hub's consumer group is not `{consumer_group}`"
+    );
+    assert_eq!(
+        trigger["eventHubName"], "%CMKGUARD_AUDIT_EVENTHUB_NAME%",
+        "{AUDIT_FUNCTION}"
+    );
+    assert_eq!(
+        app_setting_value("CMKGUARD_AUDIT_EVENTHUB_NAME"),
+        "auditEventHubName"
+    );
+
+    // Azure Event Hubs Data Receiver, on the hub rather than the namespace.
+    let access = read(AUDIT_ACCESS_TEMPLATE);
+    let receiver = access
+        .split("\nresource receiver ")
+        .nth(1)
+        .and_then(|rest| rest.split("\n}\n").next())
+        .unwrap_or_else(|| panic!("{AUDIT_ACCESS_TEMPLATE}: no `receiver` role assignment"));
+    assert!(
+        access.contains("var eventHubsDataReceiverRoleId = 'a638d3c7-ab3a-418d-83e6-5f17a39d4fde'")
+            && receiver.contains("eventHubsDataReceiverRoleId")
+            && receiver.contains("  scope: hub\n")
+            && !receiver.contains("if ("),
+        "{AUDIT_ACCESS_TEMPLATE}: Azure Event Hubs Data Receiver must always be granted on the hub"
+    );
+}
+
+#[test]
+fn the_self_wiring_target_is_the_key_vault_event_function() {
+    assert_eq!(
+        app_setting_value("CMKGUARD_KEYVAULT_EVENTS_TARGET"),
+        "'${site.id}/functions/OnKeyVaultEvent'"
+    );
+    assert!(
+        FUNCTIONS
+            .iter()
+            .any(|f| f.name == "OnKeyVaultEvent" && f.trigger == TriggerType::EventGrid),
+        "OnKeyVaultEvent is no longer an Event Grid function"
+    );
+    assert_eq!(
+        app_setting_value("CMKGUARD_MANAGEMENT_GROUPS"),
+        "join(managementGroups, ',')"
+    );
 }

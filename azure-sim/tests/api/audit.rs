@@ -358,3 +358,89 @@ async fn the_admin_http_api_uses_keys_and_drains_the_log_as_event_hub_messages()
     assert_eq!(t.admin(Method::GET, "/audit", None).await.body, json!([]));
     t.stop().await;
 }
+
+#[tokio::test]
+async fn every_change_of_the_operator_and_through_arm_is_logged_by_its_caller() {
+    let t = spawn(Tenant::compliant().unwrap()).await;
+    let admin = t.sim.admin();
+    let version = admin.rotate_key(DEFAULT_VAULT, DEFAULT_KEY).unwrap();
+    let policy = json!({"lifetimeActions": [{"trigger": {"timeBeforeExpiry": "P30D"}, "action": {"type": "Notify"}}]});
+    admin
+        .set_rotation_policy(DEFAULT_VAULT, DEFAULT_KEY, &policy)
+        .unwrap();
+    admin
+        .patch_vault(DEFAULT_VAULT, &json!({"publicNetworkAccess": "Enabled"}))
+        .unwrap();
+    let vault_id = t
+        .sim
+        .tenant(|tenant| tenant.vault(DEFAULT_VAULT).unwrap().id());
+    let patched = t
+        .arm(
+            Method::PATCH,
+            &format!("{vault_id}?api-version=2026-02-01"),
+            Some(json!({"tags": {"owner": "ml-platform"}})),
+        )
+        .await;
+    assert_eq!(patched.status, 200, "{}", patched.body);
+    admin.delete_key(DEFAULT_VAULT, DEFAULT_KEY).unwrap();
+    admin.delete_vault(DEFAULT_VAULT).unwrap();
+    admin.recover_vault(DEFAULT_VAULT).unwrap();
+
+    let records = t.sim.drain_audit();
+    let operations: Vec<String> = summary(&records).into_iter().map(|(op, _)| op).collect();
+    assert_eq!(
+        operations,
+        [
+            "KeyRotate",
+            "KeyRotationPolicySet",
+            "VaultPatch",
+            "VaultPatch",
+            "KeyDelete",
+            "VaultDelete",
+            "VaultRecover"
+        ]
+    );
+    records.iter().for_each(assert_record_shape);
+    let operator = t.sim.operator().object_id;
+    let app = t
+        .sim
+        .tenant(|tenant| tenant.app.principal_id.clone().unwrap());
+    let callers: Vec<&str> = records
+        .iter()
+        .map(|r| r["identity"]["claim"][OID].as_str().unwrap())
+        .collect();
+    let by_operator = operator.as_str();
+    assert_eq!(
+        callers,
+        [
+            by_operator,
+            by_operator,
+            by_operator,
+            app.as_str(),
+            by_operator,
+            by_operator,
+            by_operator
+        ]
+    );
+    let kv = format!("https://{DEFAULT_VAULT}.vault.azure.net");
+    assert_eq!(
+        records[0]["properties"]["id"],
+        format!("{kv}/keys/{DEFAULT_KEY}/{version}").as_str()
+    );
+    assert_eq!(
+        records[1]["properties"]["id"],
+        format!("{kv}/keys/{DEFAULT_KEY}/rotationpolicy").as_str()
+    );
+    assert_eq!(records[3]["properties"]["id"], format!("{kv}/").as_str());
+    assert_eq!(
+        records[3]["properties"]["clientInfo"],
+        "azure-resource-manager/2.0"
+    );
+    assert_eq!(records[3]["operationVersion"], "2026-02-01");
+    assert!(
+        records
+            .iter()
+            .all(|r| r["properties"]["httpStatusCode"] == 200)
+    );
+    t.stop().await;
+}

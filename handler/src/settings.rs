@@ -11,6 +11,7 @@ use crate::ids::SubscriptionId;
 use crate::intake::IntakeSettings;
 use crate::notify::NotifySettings;
 use crate::policy::Policy;
+use crate::snapshot::{AuditHub, WiringTargets};
 use crate::state::StateSpec;
 
 /// Every configuration variable cmk-guard reads, in the order of the README table (a test
@@ -34,6 +35,9 @@ pub const VARIABLES: &[&str] = &[
     "CMKGUARD_ACS_ENDPOINT",
     "CMKGUARD_SMTP_URL",
     "CMKGUARD_READ_RATE",
+    "CMKGUARD_KEYVAULT_EVENTS_TARGET",
+    "CMKGUARD_AUDIT_EVENTHUB_RULE_ID",
+    "CMKGUARD_AUDIT_EVENTHUB_NAME",
     "CMKGUARD_SWEEP_BUDGET_SECONDS",
     "CMKGUARD_SWEEP_SCHEDULE",
     "CMKGUARD_LOG",
@@ -100,6 +104,8 @@ pub struct Settings {
     /// its cursor and stops, well inside the host's `functionTimeout` (10 minutes).
     pub sweep_budget: std::time::Duration,
 }
+    /// Self-wiring (`vault.events-wired`): where CMK vaults' events and audit logs must go.
+    pub wiring: WiringTargets,
 
 impl Settings {
     /// Reads the process environment.
@@ -229,6 +235,7 @@ impl Settings {
             transport: TransportSettings {
                 ca_bundle,
                 connect_to,
+        let wiring = wiring_targets(value)?;
             },
             api_versions,
             policy,
@@ -251,6 +258,7 @@ impl Settings {
         }
     }
 }
+            wiring,
 
 /// The port the host will call, from `FUNCTIONS_CUSTOMHANDLER_PORT`.
 pub fn listen_port(lookup: impl Fn(&str) -> Option<String>) -> Result<u16, ConfigError> {
@@ -268,6 +276,65 @@ pub fn listen_port(lookup: impl Fn(&str) -> Option<String>) -> Result<u16, Confi
         )),
     }
 }
+/// The self-wiring targets. The audit hub needs both of its variables: one without the other
+/// is a configuration error, as is an id that is not an ARM id of the right type.
+fn wiring_targets(value: impl Fn(&str) -> Option<String>) -> Result<WiringTargets, ConfigError> {
+    const TARGET: &str = "CMKGUARD_KEYVAULT_EVENTS_TARGET";
+    const RULE: &str = "CMKGUARD_AUDIT_EVENTHUB_RULE_ID";
+    const HUB: &str = "CMKGUARD_AUDIT_EVENTHUB_NAME";
+    let arm_id = |name: &'static str, text: &str| {
+        crate::ids::ArmResourceId::parse(text)
+            .map_err(|e| ConfigError::new(name, format!("`{text}` is not an ARM resource id: {e}")))
+    };
+    let events_target = value(TARGET)
+        .map(|text| arm_id(TARGET, &text))
+        .transpose()?;
+    let audit = match (value(RULE), value(HUB)) {
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ConfigError::new(
+                HUB,
+                format!("not set, but {RULE} is: set both, or neither"),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::new(
+                RULE,
+                format!("not set, but {HUB} is: set both, or neither"),
+            ));
+        }
+        (Some(rule), Some(hub)) => {
+            let rule_id = arm_id(RULE, &rule)?;
+            if !rule_id.is_type("Microsoft.EventHub/namespaces/authorizationRules") {
+                return Err(ConfigError::new(
+                    RULE,
+                    format!(
+                        "`{rule}` is not a Microsoft.EventHub/namespaces/authorizationRules id"
+                    ),
+                ));
+            }
+            let valid_hub = hub.len() <= 256
+                && hub
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+            if !valid_hub {
+                return Err(ConfigError::new(
+                    HUB,
+                    format!(
+                        "`{}` is not an Event Hub name (letters, digits, `-`, `_`, `.`)",
+                        crate::ids::truncate(&hub)
+                    ),
+                ));
+            }
+            Some(AuditHub { rule_id, hub })
+        }
+    };
+    Ok(WiringTargets {
+        events_target,
+        audit,
+    })
+}
+
 
 #[cfg(test)]
 mod tests {
@@ -298,6 +365,65 @@ mod tests {
     fn reads_values() {
         let settings = Settings::from_lookup(lookup(&[
             ("CMKGUARD_MODE", "Remediate"),
+    #[test]
+    fn self_wiring_variables_are_parsed_and_checked() {
+        const FUNCTION: &str = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.Web/sites/app/functions/OnKeyVaultEvent";
+        const RULE: &str = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.EventHub/namespaces/ns/authorizationRules/send";
+        let none = Settings::from_lookup(lookup(&[])).unwrap();
+        assert!(!none.wiring.is_configured());
+        let both = Settings::from_lookup(lookup(&[
+            ("CMKGUARD_KEYVAULT_EVENTS_TARGET", FUNCTION),
+            ("CMKGUARD_AUDIT_EVENTHUB_RULE_ID", RULE),
+            ("CMKGUARD_AUDIT_EVENTHUB_NAME", "keyvault-audit"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            both.wiring.events_target.as_ref().map(|t| t.as_str()),
+            Some(FUNCTION)
+        );
+        let audit = both.wiring.audit.unwrap();
+        assert_eq!(
+            (audit.rule_id.as_str(), audit.hub.as_str()),
+            (RULE, "keyvault-audit")
+        );
+        let error = |pairs: &[(&str, &str)]| {
+            Settings::from_lookup(lookup(pairs))
+                .unwrap_err()
+                .to_string()
+        };
+        for (pairs, variable) in [
+            (
+                &[("CMKGUARD_KEYVAULT_EVENTS_TARGET", "OnKeyVaultEvent")][..],
+                "CMKGUARD_KEYVAULT_EVENTS_TARGET",
+            ),
+            (
+                &[("CMKGUARD_AUDIT_EVENTHUB_RULE_ID", RULE)][..],
+                "CMKGUARD_AUDIT_EVENTHUB_NAME",
+            ),
+            (
+                &[("CMKGUARD_AUDIT_EVENTHUB_NAME", "hub")][..],
+                "CMKGUARD_AUDIT_EVENTHUB_RULE_ID",
+            ),
+            (
+                &[
+                    ("CMKGUARD_AUDIT_EVENTHUB_RULE_ID", FUNCTION),
+                    ("CMKGUARD_AUDIT_EVENTHUB_NAME", "hub"),
+                ][..],
+                "CMKGUARD_AUDIT_EVENTHUB_RULE_ID",
+            ),
+            (
+                &[
+                    ("CMKGUARD_AUDIT_EVENTHUB_RULE_ID", RULE),
+                    ("CMKGUARD_AUDIT_EVENTHUB_NAME", "a hub?"),
+                ][..],
+                "CMKGUARD_AUDIT_EVENTHUB_NAME",
+            ),
+        ] {
+            let message = error(pairs);
+            assert!(message.contains(variable), "{message}");
+        }
+    }
+
             (
                 "CMKGUARD_SUBSCRIPTIONS",
                 " 3F7B2C1D-8E4A-4B6F-9C2D-5A1E0F9B7C34 , ",

@@ -81,6 +81,9 @@ pub struct Snapshot {
     pub endpoints: Option<Read<Vec<Endpoint>>>,
     /// Registration state of the resource providers CMK needs, in the workspace's subscription.
     pub providers: Option<Read<Vec<ProviderRegistration>>>,
+    /// How the CMK vault is wired to cmk-guard (Event Grid, `AuditEvent` logs); read by the
+    /// sweep and scan only, when self-wiring is configured; `None` otherwise.
+    pub wiring: Option<Read<VaultWiring>>,
 }
 
 /// The Azure ML workspace, as far as CMK is concerned.
@@ -327,6 +330,136 @@ pub struct ProviderRegistration {
     pub namespace: String,
     /// `Registered`, `NotRegistered`, `Registering`, `Unregistering`.
     pub registration_state: Option<String>,
+}
+
+/// Where cmk-guard wants a CMK vault's events and audit logs delivered
+/// (`CMKGUARD_KEYVAULT_EVENTS_TARGET`, `CMKGUARD_AUDIT_EVENTHUB_RULE_ID`,
+/// `CMKGUARD_AUDIT_EVENTHUB_NAME`). Each part is checked only when it is configured.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WiringTargets {
+    /// The `OnKeyVaultEvent` function, the Event Grid destination.
+    pub events_target: Option<ArmResourceId>,
+    /// The Event Hub that diagnostic settings stream `AuditEvent` to.
+    pub audit: Option<AuditHub>,
+}
+
+impl WiringTargets {
+    /// True when at least one part of self-wiring is configured.
+    pub fn is_configured(&self) -> bool {
+        self.events_target.is_some() || self.audit.is_some()
+    }
+}
+
+/// An Event Hub as diagnostic settings name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditHub {
+    /// The namespace's `authorizationRules/{rule}` ARM id.
+    pub rule_id: ArmResourceId,
+    /// The hub's name in that namespace.
+    pub hub: String,
+}
+
+/// The Key Vault event types cmk-guard acts on; its event subscription must include them all.
+pub const WIRED_EVENT_TYPES: &[&str] = &[
+    "Microsoft.KeyVault.KeyNewVersionCreated",
+    "Microsoft.KeyVault.KeyNearExpiry",
+    "Microsoft.KeyVault.KeyExpired",
+    "Microsoft.KeyVault.VaultAccessPolicyChanged",
+];
+
+/// What was read of one vault's wiring, with the targets it was read against.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VaultWiring {
+    pub targets: WiringTargets,
+    /// The vault's Event Grid system topic, when one exists (read only with an events target).
+    pub topic: Option<SystemTopic>,
+    /// The vault's diagnostic settings (read only with an audit hub).
+    pub diagnostic_settings: Vec<DiagnosticSetting>,
+}
+
+/// An Event Grid system topic whose source is the vault.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SystemTopic {
+    pub id: String,
+    pub name: String,
+    pub subscriptions: Vec<EventSubscription>,
+}
+
+/// One event subscription of a system topic.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventSubscription {
+    pub name: String,
+    /// `destination.endpointType`: `AzureFunction`, `WebHook`, `EventHub`, …
+    pub endpoint_type: Option<String>,
+    /// `destination.properties.resourceId`, for Azure Function destinations.
+    pub resource_id: Option<String>,
+    /// `filter.includedEventTypes`; `None` when absent, which means every event type.
+    pub included_event_types: Option<Vec<String>>,
+}
+
+impl EventSubscription {
+    /// For a subscription delivering to cmk-guard's function (`target`), the wired event types
+    /// it leaves out, short names (empty when it has them all); `None` when it delivers
+    /// elsewhere. Ids and event types compare case-insensitively.
+    pub fn missing_types(&self, target: &ArmResourceId) -> Option<Vec<String>> {
+        let to_target = self
+            .endpoint_type
+            .as_deref()
+            .is_some_and(|t| t.eq_ignore_ascii_case("AzureFunction"))
+            && self
+                .resource_id
+                .as_deref()
+                .is_some_and(|id| id.eq_ignore_ascii_case(target.as_str()));
+        if !to_target {
+            return None;
+        }
+        let Some(included) = &self.included_event_types else {
+            return Some(Vec::new());
+        };
+        Some(
+            WIRED_EVENT_TYPES
+                .iter()
+                .filter(|wanted| !included.iter().any(|t| t.eq_ignore_ascii_case(wanted)))
+                .map(|wanted| wanted.trim_start_matches("Microsoft.KeyVault.").to_owned())
+                .collect(),
+        )
+    }
+}
+
+impl SystemTopic {
+    /// True when one of the topic's subscriptions delivers every wired event type to `target`.
+    pub fn delivers_to(&self, target: &ArmResourceId) -> bool {
+        self.subscriptions
+            .iter()
+            .any(|s| s.missing_types(target).is_some_and(|missing| missing.is_empty()))
+    }
+}
+
+impl DiagnosticSetting {
+    /// True when the setting streams `AuditEvent` (itself, or through the `audit` or `allLogs`
+    /// group) to `hub`'s authorization rule and hub name.
+    pub fn streams_audit(&self, hub: &AuditHub) -> bool {
+        let same = |value: &Option<String>, wanted: &str| {
+            value.as_deref().is_some_and(|v| v.eq_ignore_ascii_case(wanted))
+        };
+        same(&self.event_hub_authorization_rule_id, hub.rule_id.as_str())
+            && same(&self.event_hub_name, &hub.hub)
+            && self.enabled_logs.iter().any(|log| {
+                ["AuditEvent", "audit", "allLogs"]
+                    .iter()
+                    .any(|c| log.eq_ignore_ascii_case(c))
+            })
+    }
+}
+
+/// One diagnostic setting of the vault.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DiagnosticSetting {
+    pub name: String,
+    pub event_hub_authorization_rule_id: Option<String>,
+    pub event_hub_name: Option<String>,
+    /// The enabled log entries: categories and category groups as written.
+    pub enabled_logs: Vec<String>,
 }
 
 /// The resource providers a CMK workspace needs registered (Azure ML CMK guide).

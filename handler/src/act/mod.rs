@@ -101,6 +101,12 @@ impl Actor {
         }
     }
 
+    /// The actor whose remediations wire vaults to `targets` (`vault.events-wired`).
+    pub fn with_wiring(mut self, targets: crate::snapshot::WiringTargets) -> Self {
+        self.remediator = self.remediator.with_wiring(targets);
+        self
+    }
+
     /// A lease owner unique to one invocation of this instance: leases held by one invocation
     /// must stop concurrent invocations of the same instance too.
     pub fn owner(&self) -> String {

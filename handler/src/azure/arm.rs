@@ -34,6 +34,8 @@ pub const DEFAULT_API_VERSIONS: &[(&str, &str)] = &[
     ("Microsoft.Storage", "2026-09-01"),
     ("Microsoft.DocumentDB", "2026-07-15"),
     ("Microsoft.Search", "2025-05-01"),
+    ("Microsoft.EventGrid", "2022-06-15"),
+    ("Microsoft.Insights", "2021-05-01-preview"),
 ];
 
 /// Why `CMKGUARD_API_VERSIONS` cannot be used.

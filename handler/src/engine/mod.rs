@@ -99,7 +99,8 @@ impl Engine {
             &settings.transport,
             Some(azure.credential.clone()),
         )?;
-        let actor = Actor::new(store, notifier, &azure, settings.arm_endpoint.to_string());
+        let actor = Actor::new(store, notifier, &azure, settings.arm_endpoint.to_string())
+            .with_wiring(settings.wiring.clone());
         Ok(Self::with_role(
             settings,
             azure,

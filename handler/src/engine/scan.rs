@@ -69,8 +69,15 @@ impl Engine {
                     .snapshot_hinted(&found.id, found.hint.as_ref(), deadline)
             })
             .buffer_unordered(SCAN_CONCURRENCY);
+        let mut wiring =
+            crate::observe::wiring::WiringReads::new(self.observer.arm(), &self.settings.wiring);
         let mut done = 0;
-        while let Some(snapshot) = snapshots.next().await {
+        while let Some(mut snapshot) = snapshots.next().await {
+            if let Some(wiring) = &mut wiring {
+                wiring
+                    .fill(std::slice::from_mut(&mut snapshot), deadline)
+                    .await;
+            }
             let evaluation = self.evaluate(&snapshot, None, now);
             add_findings(&mut outcome, &evaluation);
             done += 1;

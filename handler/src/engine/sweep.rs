@@ -8,6 +8,7 @@ use tokio::time::Instant;
 use super::{EVENT_BUDGET, Engine, Failure, SCAN_CONCURRENCY, Unfinished, add_findings};
 use crate::act::{Evaluated, Origin, Situation};
 use crate::ids::{ArmResourceId, SubscriptionId};
+use crate::observe::wiring::WiringReads;
 use crate::outcome::{Disposition, EventRef, Outcome};
 use crate::resolve::{self, ALL_WORKSPACES, Found};
 use crate::snapshot::Snapshot;
@@ -72,6 +73,7 @@ impl Engine {
         for chunk in todo.chunks(SCAN_CONCURRENCY) {
             // Every invocation checks at least one chunk, however long the listing took: one
             // that stopped before its first chunk would leave the cursor where it was, and
+        let mut wiring = WiringReads::new(self.observer.arm(), &self.settings.wiring);
             // the sweep would never get further.
             if last_done.is_some() && Instant::now() >= budget_end {
                 stopped_early = true;
@@ -93,6 +95,9 @@ impl Engine {
                 .iter()
                 .map(|snapshot| {
                     let evaluation = self.evaluate(snapshot, None, now);
+            if let Some(wiring) = &mut wiring {
+                wiring.fill(&mut snapshots, chunk_deadline).await;
+            }
                     add_findings(outcome, &evaluation);
                     Evaluated {
                         evaluation,

@@ -5,6 +5,7 @@
 
 mod cache;
 pub(crate) mod parse;
+pub(crate) mod wiring;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -215,6 +216,7 @@ impl Observer {
             role_assignments: None,
             endpoints,
             providers: Some(providers),
+            wiring: None,
         };
         let Some(ws) = snapshot.workspace.found().cloned() else {
             return snapshot;
@@ -685,6 +687,7 @@ pub fn transient_failures(snapshot: &Snapshot) -> Vec<&ReadFailure> {
         snapshot.role_assignments.as_ref().and_then(Read::failure),
         snapshot.endpoints.as_ref().and_then(Read::failure),
         snapshot.providers.as_ref().and_then(Read::failure),
+        snapshot.wiring.as_ref().and_then(Read::failure),
     ];
     if let Some(Read::Found(assignments)) = &snapshot.role_assignments {
         all.extend(assignments.iter().map(|a| a.definition.failure()));

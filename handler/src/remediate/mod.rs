@@ -16,6 +16,7 @@
 //!
 //! In `alert` mode nothing is written; [`describe`] says what a remediation would do.
 
+mod events_wired;
 mod key_access;
 mod key_enabled;
 mod key_expiry;
@@ -37,7 +38,7 @@ use crate::observe::parse;
 use crate::outcome::{Action, ActionKind, ActionResult, Finding};
 use crate::policy::Policy;
 use crate::rules::{self, Check, Status};
-use crate::snapshot::{KeyVersion, Read, Snapshot, Vault, Workspace};
+use crate::snapshot::{KeyVersion, Read, Snapshot, Vault, WiringTargets, Workspace};
 
 /// The policy's consent to one rule's remediation. Only [`Consent::from_policy`] makes one, so a
 /// caller cannot remediate without having asked the policy; [`Remediator::apply`] refuses when
@@ -75,6 +76,8 @@ pub struct Attempt {
 pub struct Remediator {
     arm: ArmClient,
     keys: KeyVaultClients,
+    /// Where `vault.events-wired` wires vaults to; nothing when self-wiring is not configured.
+    wiring: WiringTargets,
 }
 
 impl Remediator {
@@ -83,6 +86,15 @@ impl Remediator {
         Self {
             arm: azure.arm.clone(),
             keys: azure.keys.clone(),
+            wiring: WiringTargets::default(),
+        }
+    }
+
+    /// The remediator that wires vaults to `targets` (`vault.events-wired`).
+    pub fn with_wiring(self, targets: WiringTargets) -> Self {
+        Self {
+            wiring: targets,
+            ..self
         }
     }
 
@@ -161,12 +173,14 @@ impl Remediator {
             arm: &self.arm,
             keys: &self.keys,
             policy: consent.policy,
+            wiring: &self.wiring,
             now,
             deadline,
         };
         match rule {
             RuleId::WorkspaceKeyAccess => key_access::apply(&act, workspace).await,
             RuleId::VaultPurgeProtection => purge_protection::apply(&act, workspace).await,
+            RuleId::VaultEventsWired => events_wired::apply(&act, workspace).await,
             RuleId::KeyEnabled => key_enabled::apply(&act, workspace).await,
             RuleId::KeyExpiry => key_expiry::apply(&act, workspace).await,
             RuleId::KeyRotationPolicy => rotation_policy::apply(&act, workspace).await,
@@ -221,9 +235,7 @@ pub fn describe(finding: &Finding, snapshot: &Snapshot, policy: &Policy) -> Opti
         RuleId::KeyExpiry => key_expiry::describe(snapshot),
         RuleId::KeyRotationPolicy => rotation_policy::describe(snapshot, policy),
         RuleId::SubscriptionProviders => providers::describe(&finding.resource),
-        RuleId::VaultEventsWired => {
-            "would create the vault's Event Grid subscription and AuditEvent diagnostic setting for cmk-guard".to_owned()
-        }
+        RuleId::VaultEventsWired => events_wired::describe(snapshot),
         _ => return None,
     };
     Some(sentence)
@@ -264,6 +276,7 @@ struct Act<'a> {
     arm: &'a ArmClient,
     keys: &'a KeyVaultClients,
     policy: &'a Policy,
+    wiring: &'a WiringTargets,
     now: OffsetDateTime,
     deadline: Instant,
 }
@@ -392,6 +405,7 @@ fn partial_snapshot(workspace_id: &ArmResourceId, workspace: Workspace) -> Snaps
         role_assignments: None,
         endpoints: None,
         providers: None,
+        wiring: None,
     }
 }
 

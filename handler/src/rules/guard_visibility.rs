@@ -121,6 +121,7 @@ fn failures(snapshot: &Snapshot) -> Vec<&ReadFailure> {
     all.push(snapshot.role_assignments.as_ref().and_then(Read::failure));
     all.push(snapshot.endpoints.as_ref().and_then(Read::failure));
     all.push(snapshot.providers.as_ref().and_then(Read::failure));
+    all.push(snapshot.wiring.as_ref().and_then(Read::failure));
     if let Some(Read::Found(assignments)) = &snapshot.role_assignments {
         all.extend(assignments.iter().map(|a| a.definition.failure()));
     }

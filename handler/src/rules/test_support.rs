@@ -100,6 +100,7 @@ pub fn compliant_snapshot() -> Snapshot {
                 })
                 .collect(),
         )),
+        wiring: None,
     }
 }
 

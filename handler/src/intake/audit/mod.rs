@@ -372,14 +372,19 @@ impl AuditBatch {
     }
 }
 
+/// How many times a message that is JSON text is decoded before giving up: the host passes
+/// text for `dataType: string`, and a producer that encoded the document once more is common.
+const TEXT_DEPTH: usize = 3;
+
 /// The records of one message: `{"records": [...]}` as an object or JSON text.
 fn records_of(message: Value) -> Result<Vec<Value>, String> {
-    let document = match message {
-        Value::String(text) => {
-            serde_json::from_str::<Value>(&text).map_err(|e| format!("not JSON ({e})"))?
-        }
-        other => other,
-    };
+    let mut document = message;
+    for _ in 0..TEXT_DEPTH {
+        let Value::String(text) = &document else {
+            break;
+        };
+        document = serde_json::from_str::<Value>(text).map_err(|e| format!("not JSON ({e})"))?;
+    }
     match document {
         Value::Object(mut map) => match map.remove("records") {
             Some(Value::Array(records)) => Ok(records),
@@ -431,11 +436,9 @@ fn read_record(record: &Value, settings: &IntakeSettings) -> Result<Record, Stri
             crate::text::field(resource)
         ));
     }
-    if let Some(allowed) = &settings.subscriptions
-        && !allowed.contains(vault.subscription())
-    {
+    if !settings.subscriptions.allows(vault.subscription()) {
         return Err(format!(
-            "subscription {} is not in CMKGUARD_SUBSCRIPTIONS",
+            "subscription {} is not in CMKGUARD_SUBSCRIPTIONS or under CMKGUARD_MANAGEMENT_GROUPS",
             vault.subscription()
         ));
     }

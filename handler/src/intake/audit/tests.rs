@@ -6,11 +6,11 @@ const SUB: &str = "5f9a3c2e-1b7d-4e8a-9c6f-2d4b8e1a7c30";
 
 fn settings(subscriptions: Option<&[&str]>) -> IntakeSettings {
     IntakeSettings {
-        subscriptions: subscriptions.map(|s| {
+        subscriptions: crate::ids::Allowlist::listed(subscriptions.map(|s| {
             s.iter()
                 .map(|id| SubscriptionId::parse(id).unwrap())
                 .collect()
-        }),
+        })),
         keyvault_dns_suffix: "vault.azure.net".into(),
     }
 }
@@ -222,4 +222,18 @@ fn one_caller_and_one_key() {
     );
     assert_eq!(vault.only_key().map(KeyUrl::name), Some("cmk-mlw"));
     assert!(vault.latest().is_some());
+}
+
+#[test]
+fn a_message_encoded_as_text_twice_is_read_and_deeper_nesting_is_refused() {
+    let message = json!({"records": [record("KeyUpdate", json!(200), KEY)]});
+    let twice = Value::String(Value::String(message.to_string()).to_string());
+    let batch = AuditBatch::parse(json!([twice]), &settings(None)).unwrap();
+    assert_eq!(batch.vaults.len(), 1);
+    let mut deep = message;
+    for _ in 0..4 {
+        deep = Value::String(deep.to_string());
+    }
+    let batch = AuditBatch::parse(json!([deep]), &settings(None)).unwrap();
+    assert_eq!(batch.rejected_count, 1);
 }

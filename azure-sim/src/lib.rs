@@ -49,7 +49,7 @@ pub mod tls;
 pub mod token;
 
 pub use faults::Fault;
-pub use model::Tenant;
+pub use model::{ManagementGroup, Tenant};
 pub use scenario::{
     CmkSpec, Grant, KeySpec, KeyVersionSpec, RoleAssignmentSpec, RotationPolicySpec, Scenario,
     ScenarioError, TenantBuilder, UserAssignedSpec, VaultSpec, VersionPin, WorkspaceSpec,

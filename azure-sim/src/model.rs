@@ -20,6 +20,8 @@ pub struct Tenant {
     pub subscriptions: Vec<Subscription>,
     /// Entra groups, for `assignedTo()` and RBAC checks through group membership.
     pub groups: Vec<Group>,
+    /// Management groups, each naming its parent and the subscriptions directly in it.
+    pub management_groups: Vec<ManagementGroup>,
     /// Live key vaults.
     pub vaults: Vec<Vault>,
     /// Soft-deleted vaults (`deletedVaults` proxy resources).
@@ -86,6 +88,37 @@ pub struct ProviderRegistration {
     pub namespace: String,
     /// `Registered`, `NotRegistered`, `Registering` or `Unregistering`.
     pub registration_state: String,
+}
+
+/// A management group: its subscriptions and child groups are its descendants.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct ManagementGroup {
+    /// The group id (`name`), such as `mg-platform`.
+    pub name: String,
+    /// Display name (the name when absent).
+    pub display_name: Option<String>,
+    /// The parent group's name; `None` under the tenant root.
+    pub parent: Option<String>,
+    /// Subscriptions directly in this group.
+    pub subscriptions: Vec<String>,
+}
+
+impl ManagementGroup {
+    /// A group under `parent` (`None`: the tenant root) holding `subscriptions`.
+    pub fn new(name: &str, parent: Option<&str>, subscriptions: &[&str]) -> Self {
+        Self {
+            name: name.to_owned(),
+            display_name: None,
+            parent: parent.map(str::to_owned),
+            subscriptions: subscriptions.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    /// `/providers/Microsoft.Management/managementGroups/{name}`.
+    pub fn id(&self) -> String {
+        format!("/providers/Microsoft.Management/managementGroups/{}", self.name)
+    }
 }
 
 /// An Entra group.

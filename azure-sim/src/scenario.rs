@@ -72,6 +72,8 @@ pub struct Scenario {
     pub subscriptions: Vec<SubscriptionSpec>,
     /// Entra groups.
     pub groups: Vec<GroupSpec>,
+    /// Management groups (`parent` links them into a tree; their subscriptions are added).
+    pub management_groups: Vec<ManagementGroup>,
     /// Key vaults.
     pub vaults: Vec<VaultSpec>,
     /// ML workspaces.
@@ -94,6 +96,7 @@ impl Default for Scenario {
             operator_principal_id: stable_uuid("principal:operator"),
             subscriptions: Vec::new(),
             groups: Vec::new(),
+            management_groups: Vec::new(),
             vaults: Vec::new(),
             workspaces: Vec::new(),
             role_assignments: Vec::new(),
@@ -244,6 +247,21 @@ pub struct VaultSpec {
     pub keys: Vec<KeySpec>,
     /// Tags.
     pub tags: Map<String, Value>,
+    /// The vault's wiring to cmk-guard (Event Grid system topic and subscription, `AuditEvent`
+    /// diagnostic setting); `null` = not wired.
+    pub wiring: Option<WiringSpec>,
+}
+
+/// Where a wired vault's events and audit logs go; each part is created only when named.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct WiringSpec {
+    /// ARM id of the Azure Function the system topic's `cmk-guard` subscription delivers to.
+    pub events_target: Option<String>,
+    /// Event Hub authorization rule id of the `cmk-guard-audit` diagnostic setting.
+    pub audit_rule_id: Option<String>,
+    /// Event Hub name of that setting.
+    pub audit_hub: Option<String>,
 }
 
 impl Default for VaultSpec {
@@ -266,6 +284,7 @@ impl Default for VaultSpec {
             deleted: false,
             keys: Vec::new(),
             tags: Map::new(),
+            wiring: None,
         }
     }
 }
@@ -279,6 +298,16 @@ impl VaultSpec {
             name: name.to_owned(),
             ..Self::default()
         }
+    }
+    /// Wires the vault to cmk-guard: a system topic with an event subscription to
+    /// `events_target`, and a diagnostic setting streaming `AuditEvent` to `hub` through `rule`.
+    pub fn wired(mut self, events_target: &str, rule: &str, hub: &str) -> Self {
+        self.wiring = Some(WiringSpec {
+            events_target: Some(events_target.to_owned()),
+            audit_rule_id: Some(rule.to_owned()),
+            audit_hub: Some(hub.to_owned()),
+        });
+        self
     }
     /// Sets `enablePurgeProtection` (`None` = absent).
     pub fn purge_protection(mut self, value: Option<bool>) -> Self {
@@ -893,6 +922,19 @@ impl TenantBuilder {
         });
         self
     }
+    /// Adds a management group under `parent` (`None`: the tenant root) holding
+    /// `subscriptions` (added to the tenant).
+    pub fn management_group(
+        mut self,
+        name: &str,
+        parent: Option<&str>,
+        subscriptions: &[&str],
+    ) -> Self {
+        self.scenario
+            .management_groups
+            .push(ManagementGroup::new(name, parent, subscriptions));
+        self
+    }
     /// Adds a vault.
     pub fn vault(mut self, vault: VaultSpec) -> Self {
         self.scenario.vaults.push(vault);
@@ -997,11 +1039,15 @@ impl<'a> Builder<'a> {
                         members: g.members.clone(),
                     })
                     .collect(),
+                management_groups: scenario.management_groups.clone(),
                 vaults: Vec::new(),
                 deleted_vaults: Vec::new(),
                 workspaces: Vec::new(),
                 role_assignments: Vec::new(),
                 resources: Vec::new(),
+                system_topics: Vec::new(),
+                event_subscriptions: Vec::new(),
+                diagnostic_settings: Vec::new(),
                 enforce_management_rbac: scenario.enforce_management_rbac,
                 async_workspace_updates: scenario.async_workspace_updates,
                 next_serial: 0,
@@ -1010,9 +1056,23 @@ impl<'a> Builder<'a> {
     }
 
     fn run(mut self) -> Result<Tenant, ScenarioError> {
+        self.management_groups()?;
         self.subscriptions();
         for spec in &self.scenario.vaults {
             self.vault(spec)?;
+        }
+        for spec in &self.scenario.vaults {
+            if let (Some(wiring), false) = (&spec.wiring, spec.deleted) {
+                let vault_id = ids::vault_id(&spec.subscription, &spec.resource_group, &spec.name);
+                let audit = wiring.audit_rule_id.as_deref().zip(wiring.audit_hub.as_deref());
+                crate::arm::wire(
+                    &mut self.tenant,
+                    &vault_id,
+                    &spec.location,
+                    wiring.events_target.as_deref(),
+                    audit,
+                );
+            }
         }
         self.app_access();
         for spec in &self.scenario.workspaces {
@@ -1070,6 +1130,12 @@ impl<'a> Builder<'a> {
                     .resources
                     .iter()
                     .filter_map(|r| ids::ArmIdParts::parse(&r.id).map(|p| p.subscription)),
+            )
+            .chain(
+                self.scenario
+                    .management_groups
+                    .iter()
+                    .flat_map(|g| g.subscriptions.iter().cloned()),
             );
         for id in referenced {
             if !wanted.iter().any(|s| eq_ci(&s.id, &id)) {
@@ -1123,7 +1189,50 @@ impl<'a> Builder<'a> {
                     self.push_assignment(None, &scope, role, &app, "ServicePrincipal", None);
                 }
             }
+            // Reader at each management group: what listing its descendants needs.
+            let groups: Vec<String> = self
+                .scenario
+                .management_groups
+                .iter()
+                .map(ManagementGroup::id)
+                .collect();
+            for scope in groups {
+                self.push_assignment(None, &scope, roles::READER, &app, "ServicePrincipal", None);
+            }
         }
+    }
+
+    /// Management group names are unique and valid, and every parent exists.
+    fn management_groups(&self) -> Result<(), ScenarioError> {
+        let groups = &self.scenario.management_groups;
+        for (i, group) in groups.iter().enumerate() {
+            let valid = (1..=90).contains(&group.name.len())
+                && group
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_().".contains(&b));
+            if !valid {
+                return Err(ScenarioError::Invalid(format!(
+                    "management group name '{}' is not 1-90 letters, digits, -, _, (, ) or .",
+                    group.name
+                )));
+            }
+            if groups[..i].iter().any(|g| eq_ci(&g.name, &group.name)) {
+                return Err(ScenarioError::Invalid(format!(
+                    "management group '{}' is listed twice",
+                    group.name
+                )));
+            }
+            if let Some(parent) = &group.parent
+                && !groups.iter().any(|g| eq_ci(&g.name, parent))
+            {
+                return Err(ScenarioError::Invalid(format!(
+                    "management group '{}' names an unknown parent '{parent}'",
+                    group.name
+                )));
+            }
+        }
+        Ok(())
     }
 
     fn vault(&mut self, spec: &VaultSpec) -> Result<(), ScenarioError> {

@@ -231,6 +231,14 @@ fn serve(settings: Settings, port: Option<u16>) -> ExitCode {
                 return Ok(false);
             }
         };
+        // Best effort, beside the server: until it succeeds, events from subscriptions that
+        // are not listed are asked for again, and every sweep tries again.
+        if let Some((arm, allowlist)) = engine.discovery() {
+            actix_web::rt::spawn(async move {
+                let deadline = Instant::now() + crate::engine::EVENT_BUDGET;
+                crate::engine::discover(&arm, &allowlist, deadline).await
+            });
+        }
         // The port is taken last: the host sees it open only once everything it needs —
         // settings, Azure access, the state store, the alert channels — is ready.
         let listener = match TcpListener::bind(("127.0.0.1", port)) {
@@ -357,22 +365,33 @@ fn scan(
             return ExitCode::from(exit::CONFIGURATION);
         }
     };
-    if let (Some(allowed), false) = (&settings.intake.subscriptions, subscriptions.is_empty())
-        && let Some(outside) = subscriptions.iter().find(|s| !allowed.contains(s))
-    {
-        eprintln!("cmk-guard: --subscription: {outside} is not in CMKGUARD_SUBSCRIPTIONS");
-        return ExitCode::from(exit::CONFIGURATION);
-    }
+    let deadline = Instant::now() + SCAN_BUDGET;
     let mut settings = settings;
     if !subscriptions.is_empty() {
+        let allowlist = settings.intake.subscriptions.clone();
+        if !allowlist.groups().is_empty() {
+            // Whether they are under the management groups is known only once listed.
+            let (engine, runtime) = match read_only_engine(settings.clone()) {
+                Ok(pair) => pair,
+                Err(code) => return code,
+            };
+            report_discovery(&runtime.block_on(engine.discover_subscriptions(deadline)));
+        }
+        if let Some(outside) = subscriptions.iter().find(|s| !allowlist.allows(s)) {
+            eprintln!(
+                "cmk-guard: --subscription: {outside} is not in CMKGUARD_SUBSCRIPTIONS or under CMKGUARD_MANAGEMENT_GROUPS"
+            );
+            return ExitCode::from(exit::CONFIGURATION);
+        }
         // The scan's subscriptions are its allowlist: nothing outside them is read.
-        settings.intake.subscriptions = Some(subscriptions);
+        settings.intake.subscriptions = crate::ids::Allowlist::listed(Some(subscriptions));
     }
-    let scope = settings.intake.subscriptions.clone();
     let (engine, runtime) = match read_only_engine(settings) {
         Ok(pair) => pair,
         Err(code) => return code,
     };
+    report_discovery(&runtime.block_on(engine.discover_subscriptions(deadline)));
+    let scope = engine.settings().intake.subscriptions.snapshot();
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let progress = |done: usize, total: usize| {
         if terminal {
@@ -383,7 +402,6 @@ fn scan(
         }
     };
     let id = uuid::Uuid::new_v4().to_string();
-    let deadline = Instant::now() + SCAN_BUDGET;
     let outcome = runtime.block_on(engine.scan(&id, scope.as_deref(), deadline, &progress));
     if engine.no_credential() {
         return no_credential();
@@ -462,6 +480,17 @@ async fn check_sign_in(
 
 /// The read-only engine of the CLI commands and a runtime to drive it, or the exit code after
 /// saying what is wrong.
+/// Says which management groups could not be listed (their subscriptions are not scanned).
+fn report_discovery(failures: &[crate::engine::DiscoveryFailure]) {
+    for failure in failures {
+        eprintln!(
+            "cmk-guard: cannot list the subscriptions under management group {}: {}",
+            failure.group,
+            crate::text::chain(&failure.error)
+        );
+    }
+}
+
 fn read_only_engine(settings: Settings) -> Result<(Engine, tokio::runtime::Runtime), ExitCode> {
     let azure =
         Azure::new(&settings.azure(), |name| std::env::var(name).ok()).map_err(|error| {

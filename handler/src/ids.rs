@@ -8,6 +8,9 @@ use std::hash::{Hash, Hasher};
 
 use url::Url;
 
+mod reach;
+pub use reach::{Allowlist, ManagementGroupId, Membership};
+
 /// Why an identifier could not be parsed; the message says which part was wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]

@@ -186,6 +186,11 @@ pub async fn query_workspaces(
     deadline: Instant,
 ) -> Result<Vec<Found>, AzureError> {
     let mut ids = Vec::new();
+    if subscriptions.is_some_and(<[SubscriptionId]>::is_empty) {
+        // An allowlist with nothing in it yet (management groups not discovered): Resource
+        // Graph would read an empty list as every subscription.
+        return Ok(ids);
+    }
     let mut skip_token: Option<String> = None;
     for _ in 0..MAX_PAGES {
         let mut body = json!({ "query": query, "options": { "resultFormat": "objectArray", "$top": PAGE_SIZE } });

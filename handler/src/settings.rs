@@ -7,7 +7,7 @@ use std::str::FromStr;
 use url::Url;
 
 use crate::azure::{ApiVersions, AzureSettings, ConnectTo, SubscriptionScope, TransportSettings};
-use crate::ids::SubscriptionId;
+use crate::ids::{Allowlist, ManagementGroupId, SubscriptionId};
 use crate::intake::IntakeSettings;
 use crate::notify::NotifySettings;
 use crate::policy::Policy;
@@ -21,6 +21,7 @@ pub const VARIABLES: &[&str] = &[
     "CMKGUARD_MODE",
     "CMKGUARD_POLICY_FILE",
     "CMKGUARD_SUBSCRIPTIONS",
+    "CMKGUARD_MANAGEMENT_GROUPS",
     "CMKGUARD_ARM_ENDPOINT",
     "CMKGUARD_KEYVAULT_DNS_SUFFIX",
     "CMKGUARD_CA_BUNDLE",
@@ -138,6 +139,20 @@ impl Settings {
                     .collect::<Result<Vec<_>, _>>()
             })
             .transpose()?;
+        let management_groups = value("CMKGUARD_MANAGEMENT_GROUPS")
+            .map(|text| {
+                text.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| {
+                        ManagementGroupId::parse(s).map_err(|e| {
+                            ConfigError::new("CMKGUARD_MANAGEMENT_GROUPS", e.to_string())
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?
+            .unwrap_or_default();
         let keyvault_dns_suffix =
             value("CMKGUARD_KEYVAULT_DNS_SUFFIX").unwrap_or_else(|| "vault.azure.net".into());
         let suffix = keyvault_dns_suffix
@@ -228,7 +243,7 @@ impl Settings {
         Ok(Self {
             mode,
             intake: IntakeSettings {
-                subscriptions,
+                subscriptions: Allowlist::new(subscriptions, management_groups),
                 keyvault_dns_suffix: suffix,
             },
             arm_endpoint,
@@ -253,7 +268,8 @@ impl Settings {
             transport: self.transport.clone(),
             api_versions: self.api_versions.clone(),
             read_rate: self.read_rate,
-            subscriptions: SubscriptionScope::from_allowlist(self.intake.subscriptions.as_deref()),
+            // The same cell as intake's: what discovery adds, the guard allows at once.
+            subscriptions: SubscriptionScope::shared(self.intake.subscriptions.clone()),
             keyvault_dns_suffix: self.intake.keyvault_dns_suffix.clone(),
         }
     }
@@ -353,7 +369,7 @@ mod tests {
     fn defaults() {
         let settings = Settings::from_lookup(lookup(&[])).unwrap();
         assert_eq!(settings.mode, Mode::Alert);
-        assert!(settings.intake.subscriptions.is_none());
+        assert!(!settings.intake.subscriptions.is_limited());
         assert_eq!(settings.intake.keyvault_dns_suffix, "vault.azure.net");
         assert_eq!(
             settings.arm_endpoint.as_str(),
@@ -429,13 +445,23 @@ mod tests {
                 " 3F7B2C1D-8E4A-4B6F-9C2D-5A1E0F9B7C34 , ",
             ),
             ("CMKGUARD_KEYVAULT_DNS_SUFFIX", ".vault.azure.cn"),
+            ("CMKGUARD_MANAGEMENT_GROUPS", "mg-platform, Contoso_(EU).1,"),
         ]))
         .unwrap();
         assert_eq!(settings.mode, Mode::Remediate);
         assert_eq!(
-            settings.intake.subscriptions.unwrap()[0].as_str(),
+            settings.intake.subscriptions.snapshot().unwrap()[0].as_str(),
             "3f7b2c1d-8e4a-4b6f-9c2d-5a1e0f9b7c34"
         );
+        let groups: Vec<&str> = settings
+            .intake
+            .subscriptions
+            .groups()
+            .iter()
+            .map(ManagementGroupId::as_str)
+            .collect();
+        assert_eq!(groups, ["mg-platform", "Contoso_(EU).1"]);
+        assert!(settings.azure().subscriptions.allowlist().awaits_discovery());
         assert_eq!(settings.intake.keyvault_dns_suffix, "vault.azure.cn");
     }
 
@@ -444,6 +470,7 @@ mod tests {
         for (name, value) in [
             ("CMKGUARD_MODE", "fix-everything"),
             ("CMKGUARD_SUBSCRIPTIONS", "not-a-guid"),
+            ("CMKGUARD_MANAGEMENT_GROUPS", "mg/../other"),
             ("CMKGUARD_ARM_ENDPOINT", "http://management.azure.com"),
             ("CMKGUARD_KEYVAULT_DNS_SUFFIX", "vault/azure"),
             ("CMKGUARD_CA_BUNDLE", "/nonexistent/ca.pem"),

@@ -3,6 +3,7 @@
 //! its Azure operationId so fault rules and counters read like the REST reference.
 
 mod authz;
+mod management;
 mod misc;
 mod ml;
 mod vaults;
@@ -308,6 +309,16 @@ pub fn route(ctx: &Ctx) -> Result<Route, Reply> {
         ("POST", ["providers", "microsoft.resourcegraph", "resources"]) => {
             ok("ResourceGraph_Resources", graph::resources)
         }
+        (
+            "GET",
+            [
+                "providers",
+                "microsoft.management",
+                "managementgroups",
+                _,
+                "descendants",
+            ],
+        ) => ok("ManagementGroups_GetDescendants", management::descendants),
         ("GET", ["subscriptions", _]) => ok("Subscriptions_Get", misc::get_subscription),
         ("GET", ["subscriptions", _, "providers"]) => ok("Providers_List", misc::list_providers),
         (

@@ -36,6 +36,7 @@ pub const DEFAULT_API_VERSIONS: &[(&str, &str)] = &[
     ("Microsoft.Search", "2025-05-01"),
     ("Microsoft.EventGrid", "2022-06-15"),
     ("Microsoft.Insights", "2021-05-01-preview"),
+    ("Microsoft.Management", "2020-05-01"),
 ];
 
 /// Why `CMKGUARD_API_VERSIONS` cannot be used.
@@ -181,11 +182,44 @@ impl ArmClient {
         query: &[(&str, &str)],
         deadline: Instant,
     ) -> Result<Vec<Value>, AzureError> {
+        self.list_pages(path, api_version, query, (MAX_PAGES, false), deadline)
+            .await
+    }
+
+    /// [`ArmClient::list`] of at most `max_pages` pages whose every `nextLink` keeps the first
+    /// request's path (only its query, such as `$skiptoken`, may change): for tenant-level
+    /// lists, whose pages the subscription scope cannot check by their path.
+    pub async fn list_at_path(
+        &self,
+        path: &str,
+        api_version: &str,
+        max_pages: usize,
+        deadline: Instant,
+    ) -> Result<Vec<Value>, AzureError> {
+        self.list_pages(path, api_version, &[], (max_pages, true), deadline)
+            .await
+    }
+
+    async fn list_pages(
+        &self,
+        path: &str,
+        api_version: &str,
+        query: &[(&str, &str)],
+        (max_pages, keep_path): (usize, bool),
+        deadline: Instant,
+    ) -> Result<Vec<Value>, AzureError> {
         let mut url = self.url(path, api_version, query)?;
+        let first_path = url.path().to_owned();
         let mut items = Vec::new();
         // A nextLink that leads back to a page already read would page until the deadline.
         let mut seen = std::collections::HashSet::new();
-        for _ in 0..MAX_PAGES {
+        for _ in 0..max_pages {
+            if keep_path && !url.path().eq_ignore_ascii_case(&first_path) {
+                return Err(refused(
+                    &url,
+                    format!("nextLink leaves {first_path} for another path"),
+                ));
+            }
             if !seen.insert(url.as_str().to_owned()) {
                 return Err(AzureError::transport(
                     describe(&Method::Get, &url),
@@ -212,7 +246,7 @@ impl ArmClient {
         Err(AzureError::transport(
             describe(&Method::Get, &url),
             ErrorKind::Permanent,
-            format!("more than {MAX_PAGES} pages"),
+            format!("more than {max_pages} pages"),
         ))
     }
 

@@ -5,6 +5,7 @@ pub(crate) mod arm;
 pub(crate) mod credential;
 pub(crate) mod error;
 pub(crate) mod keyvault;
+pub(crate) mod management;
 pub(crate) mod ratelimit;
 pub(crate) mod retry;
 pub(crate) mod scope;
@@ -18,6 +19,7 @@ use azure_core::http::Transport;
 pub use arm::{ApiVersions, ArmClient, request_url};
 pub use error::{AzureError, ErrorKind};
 pub use keyvault::KeyVaultClients;
+pub use management::descendant_subscriptions;
 pub use retry::{Deadline, RetrySettings, retry_after_from};
 pub use scope::SubscriptionScope;
 pub use transport::{ConnectTo, TransportSettings, http_client};
@@ -34,7 +36,8 @@ pub struct AzureSettings {
     pub api_versions: ApiVersions,
     /// Azure requests per second, shared by every worker (`CMKGUARD_READ_RATE`).
     pub read_rate: u32,
-    /// The subscriptions requests may reach (`CMKGUARD_SUBSCRIPTIONS`).
+    /// The subscriptions requests may reach (`CMKGUARD_SUBSCRIPTIONS`, and those discovered
+    /// under `CMKGUARD_MANAGEMENT_GROUPS`).
     pub subscriptions: SubscriptionScope,
     /// Key Vault data-plane clients are built only for hosts under this suffix.
     pub keyvault_dns_suffix: String,

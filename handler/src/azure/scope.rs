@@ -5,9 +5,14 @@
 //!
 //! The policy decodes each path segment as ARM will and refuses a path that would resolve
 //! differently (`.`/`..`, an encoded `/` or `\`, an empty segment), then requires the path to be
-//! in an allowed subscription. Two tenant-level requests are allowed: a Resource Graph query
-//! whose body names only allowed subscriptions, and a GET of a role definition (the built-in
-//! roles live at the tenant root; reading one reveals nothing of another subscription).
+//! in an allowed subscription. Three tenant-level requests are allowed: a Resource Graph query
+//! whose body names only allowed subscriptions, a GET of a role definition (the built-in
+//! roles live at the tenant root; reading one reveals nothing of another subscription), and a
+//! GET of the descendants of a management group in `CMKGUARD_MANAGEMENT_GROUPS` (how its
+//! subscriptions are discovered).
+//!
+//! The allowlist is the shared [`Allowlist`]: subscriptions discovered under the management
+//! groups join it as soon as they are known, for every request from then on.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -17,7 +22,7 @@ use azure_core::http::policies::{Policy, PolicyResult};
 use azure_core::http::{Body, Context, Method, Request, Url};
 use serde_json::Value;
 
-use crate::ids::SubscriptionId;
+use crate::ids::{Allowlist, ManagementGroupId, SubscriptionId};
 
 /// Why a request must not be sent. The pipeline policy returns it as the cause of the
 /// request's error, and the ARM client reports such errors as refused.
@@ -40,8 +45,10 @@ pub enum ScopeRefusal {
     EncodedSeparator,
     #[error("the path names no subscription id")]
     NoSubscription,
-    #[error("subscription {0} is outside CMKGUARD_SUBSCRIPTIONS")]
+    #[error("subscription {0} is outside CMKGUARD_SUBSCRIPTIONS and CMKGUARD_MANAGEMENT_GROUPS")]
     Subscription(SubscriptionId),
+    #[error("management group {0} is not in CMKGUARD_MANAGEMENT_GROUPS")]
+    ManagementGroup(String),
     #[error("a request outside any subscription is outside CMKGUARD_SUBSCRIPTIONS")]
     OutsideAnySubscription,
     #[error("the Resource Graph query body is not JSON")]
@@ -58,24 +65,32 @@ pub enum ScopeRefusal {
 
 /// Which subscriptions cmk-guard may read and write.
 #[derive(Debug, Clone, Default)]
-pub struct SubscriptionScope(Option<Arc<[SubscriptionId]>>);
+pub struct SubscriptionScope(Allowlist);
 
 impl SubscriptionScope {
     /// Every subscription the identity can read (no `CMKGUARD_SUBSCRIPTIONS`).
     pub fn all() -> Self {
-        Self(None)
+        Self(Allowlist::all())
     }
 
     /// Only these subscriptions; `None` means all.
     pub fn from_allowlist(allowed: Option<&[SubscriptionId]>) -> Self {
-        Self(allowed.map(Arc::from))
+        Self(Allowlist::listed(allowed.map(<[SubscriptionId]>::to_vec)))
+    }
+
+    /// The shared allowlist, as it grows with discovery.
+    pub fn shared(allowlist: Allowlist) -> Self {
+        Self(allowlist)
+    }
+
+    /// The allowlist itself (discovery records what it found there).
+    pub fn allowlist(&self) -> &Allowlist {
+        &self.0
     }
 
     /// True when `subscription` may be read and written.
     pub fn allows(&self, subscription: &SubscriptionId) -> bool {
-        self.0
-            .as_deref()
-            .is_none_or(|allowed| allowed.contains(subscription))
+        self.0.allows(subscription)
     }
 
     /// Checks a request as it will be sent. `Err` says why it must not be.
@@ -86,9 +101,10 @@ impl SubscriptionScope {
         body: Option<&[u8]>,
     ) -> Result<(), ScopeRefusal> {
         let segments = canonical_segments(url)?;
-        let Some(allowed) = self.0.as_deref() else {
+        let Some(allowed) = self.0.snapshot() else {
             return Ok(());
         };
+        let allowed = allowed.as_slice();
         let is = |index: usize, expected: &str| {
             segments
                 .get(index)
@@ -116,6 +132,20 @@ impl SubscriptionScope {
             && *method == Method::Get
         {
             return Ok(());
+        } else if is(0, "providers")
+            && is(1, "Microsoft.Management")
+            && is(2, "managementGroups")
+            && is(4, "descendants")
+            && segments.len() == 5
+            && *method == Method::Get
+        {
+            let group = ManagementGroupId::parse(&segments[3]).ok();
+            return match group {
+                Some(group) if self.0.groups().contains(&group) => Ok(()),
+                _ => Err(ScopeRefusal::ManagementGroup(crate::ids::truncate(
+                    &segments[3],
+                ))),
+            };
         }
         Err(ScopeRefusal::OutsideAnySubscription)
     }
@@ -287,6 +317,58 @@ mod tests {
         ] {
             assert!(check(&scope, Method::Post, url, &body).is_err(), "{body}");
         }
+    }
+
+    #[test]
+    fn only_the_descendants_of_a_configured_management_group_may_be_read_at_the_tenant() {
+        let arm = "https://management.azure.com";
+        let groups = vec![crate::ids::ManagementGroupId::parse("mg-platform").unwrap()];
+        let scope = SubscriptionScope::shared(Allowlist::new(None, groups));
+        let descendants = |group: &str| {
+            format!("{arm}/providers/Microsoft.Management/managementGroups/{group}/descendants")
+        };
+        for ok in [
+            descendants("mg-platform"),
+            format!(
+                "{}?api-version=2020-05-01&$skiptoken=abc",
+                descendants("MG-PLATFORM")
+            ),
+        ] {
+            assert_eq!(check(&scope, Method::Get, &ok, ""), Ok(()), "{ok}");
+        }
+        for refused in [
+            descendants("mg-other"),
+            descendants("mg-platform%2F..%2Fmg-other"),
+            format!("{arm}/providers/Microsoft.Management/managementGroups/mg-platform"),
+            format!(
+                "{arm}/providers/Microsoft.Management/managementGroups/mg-platform/subscriptions"
+            ),
+            format!("{}/x", descendants("mg-platform")),
+            format!("{arm}/providers/Microsoft.Management/managementGroups"),
+            // Nothing is discovered yet: no subscription is in scope.
+            format!("{arm}/subscriptions/{A}/resourceGroups/rg"),
+        ] {
+            assert!(
+                check(&scope, Method::Get, &refused, "").is_err(),
+                "{refused}"
+            );
+        }
+        assert!(check(&scope, Method::Post, &descendants("mg-platform"), "{}").is_err());
+        assert_eq!(
+            check(&scope, Method::Get, &descendants("mg-other"), ""),
+            Err(ScopeRefusal::ManagementGroup("mg-other".into()))
+        );
+        // Discovered subscriptions are allowed from then on, through every clone.
+        scope
+            .clone()
+            .allowlist()
+            .set_discovered(std::collections::BTreeSet::from([
+                SubscriptionId::parse(A).unwrap()
+            ]));
+        let inside = format!("{arm}/subscriptions/{A}/resourceGroups/rg");
+        assert_eq!(check(&scope, Method::Get, &inside, ""), Ok(()));
+        let outside = format!("{arm}/subscriptions/{B}/resourceGroups/rg");
+        assert!(check(&scope, Method::Get, &outside, "").is_err());
     }
 
     #[test]

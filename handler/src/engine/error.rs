@@ -41,6 +41,12 @@ pub enum Failure {
     /// The sweep was asked of an engine without the state store (read-only use).
     #[error("the sweep needs the state store")]
     NoStore,
+    /// An event names a subscription outside `CMKGUARD_SUBSCRIPTIONS` while the subscriptions
+    /// under `CMKGUARD_MANAGEMENT_GROUPS` have never been listed: it may be in scope.
+    #[error(
+        "the subscriptions under CMKGUARD_MANAGEMENT_GROUPS are not known yet (listing them failed)"
+    )]
+    ScopeNotYetKnown,
     /// Azure could not be read because there is no credential at all: every read's failure
     /// says the same, so the reason says that once. The failure it stands for is kept.
     #[error("{NO_CREDENTIAL}")]
@@ -71,6 +77,9 @@ pub fn error_policy(failure: &Failure) -> Verdict {
         // A sweep that could not list must not look finished: its next tick tries again.
         Failure::Listing(_) => Verdict::Redeliver,
         Failure::NoStore => Verdict::Redeliver,
+        // Refusing it would drop an event that is most likely in scope: ask for it again, by
+        // when the listing has worked.
+        Failure::ScopeNotYetKnown => Verdict::Redeliver,
         Failure::NoCredential(failure) => error_policy(failure),
     }
 }
@@ -102,7 +111,12 @@ pub fn settle(
         Verdict::Acknowledge => Ok(outcome),
         Verdict::Redeliver => {
             let failure = match failure {
-                Failure::Resolve(_) | Failure::Reads(_) | Failure::Listing(_) if no_credential => {
+                Failure::Resolve(_)
+                | Failure::Reads(_)
+                | Failure::Listing(_)
+                | Failure::ScopeNotYetKnown
+                    if no_credential =>
+                {
                     Failure::NoCredential(Box::new(failure))
                 }
                 failure => failure,
@@ -173,6 +187,13 @@ mod tests {
         let forbidden = Failure::Listing(azure(ErrorKind::Permanent, Some(403)));
         assert_eq!(error_policy(&forbidden), Verdict::Redeliver);
         assert_eq!(error_policy(&Failure::NoStore), Verdict::Redeliver);
+    }
+
+    #[test]
+    fn an_event_from_a_subscription_not_yet_known_is_redelivered() {
+        let unfinished = settle(outcome(), Failure::ScopeNotYetKnown, false).unwrap_err();
+        assert_eq!(error_policy(&unfinished.failure), Verdict::Redeliver);
+        assert!(unfinished.reason().contains("CMKGUARD_MANAGEMENT_GROUPS"));
     }
 
     #[test]

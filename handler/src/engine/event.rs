@@ -19,9 +19,19 @@ impl Engine {
             Ok(event) => event,
             Err(rejection) => return Ok(rejected(EventRef::default(), rejection)),
         };
-        let classified = classify(&event, &self.settings.intake);
+        let mut classified = classify(&event, &self.settings.intake);
+        if classified.as_ref().is_err_and(Rejection::awaits_discovery) {
+            // The management groups' subscriptions were never listed: list them now, and if
+            // that fails too, have the event delivered again rather than refuse it.
+            self.discover_subscriptions(deadline).await;
+            classified = classify(&event, &self.settings.intake);
+        }
         let event_ref = EventRef::from_event(Some(event.id), Some(event.event_type), event.subject);
         match classified {
+            Err(rejection) if rejection.awaits_discovery() => {
+                let outcome = Outcome::new(event_ref, Disposition::Evaluated, None);
+                self.settle(outcome, Failure::ScopeNotYetKnown)
+            }
             Err(rejection) => Ok(rejected(event_ref, rejection)),
             Ok(Classified::Ignored(reason)) => {
                 Ok(Outcome::new(event_ref, Disposition::Ignored, Some(reason)))

@@ -12,6 +12,7 @@
 
 mod audit;
 mod check;
+mod discover;
 pub mod error;
 mod event;
 mod scan;
@@ -33,6 +34,7 @@ use crate::settings::Settings;
 use crate::snapshot::Snapshot;
 use crate::state::StateError;
 
+pub use discover::{DiscoveryFailure, discover};
 pub use error::{Failure, Unfinished};
 pub use scan::SCAN_CONCURRENCY;
 
@@ -179,7 +181,8 @@ impl Engine {
         for time in triggers.iter().filter_map(|t| t.time) {
             self.observer.forget_reads_before(time);
         }
-        let allowed = self.settings.intake.subscriptions.as_deref();
+        let allowed = self.settings.intake.subscriptions.snapshot();
+        let allowed = allowed.as_deref();
         let resolved =
             join_all(triggers.iter().map(|trigger| {
                 crate::resolve::workspaces(&self.observer, trigger, allowed, deadline)

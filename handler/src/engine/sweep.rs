@@ -38,9 +38,14 @@ impl Engine {
             .map(|text| SweepProgress::from_cursor(&text));
         let cursor = progress.as_ref().map(|p| p.after.clone());
         let mut digest = progress.and_then(|p| p.digest);
-        let allowed = self.settings.intake.subscriptions.as_deref();
         // Listing is not cut short by a small budget: without the list there is nothing to resume.
         let listing_deadline = budget_end.max(started + EVENT_BUDGET);
+        // The management groups' subscriptions first; a group that cannot be listed keeps its
+        // last known subscriptions and is reported, and the sweep goes on.
+        let failures = self.discover_subscriptions(listing_deadline).await;
+        super::discover::add_discovery_failures(outcome, &failures);
+        let allowed = self.settings.intake.subscriptions.snapshot();
+        let allowed = allowed.as_deref();
         let listed = match resolve::query_workspaces(
             &self.observer,
             ALL_WORKSPACES,

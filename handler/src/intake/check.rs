@@ -84,11 +84,9 @@ fn target(resource: &str, settings: &IntakeSettings) -> Result<Target, Rejection
     }
     let id =
         ArmResourceId::parse(resource).map_err(|e| Rejection::new(format!("resource: {e}")))?;
-    if let Some(allowed) = &settings.subscriptions
-        && !allowed.contains(id.subscription())
-    {
+    if !settings.subscriptions.allows(id.subscription()) {
         return Err(Rejection::new(format!(
-            "resource: subscription {} is not in CMKGUARD_SUBSCRIPTIONS",
+            "resource: subscription {} is not in CMKGUARD_SUBSCRIPTIONS or under CMKGUARD_MANAGEMENT_GROUPS",
             id.subscription()
         )));
     }
@@ -117,9 +115,9 @@ mod tests {
     #[test]
     fn bad_check_requests_say_why() {
         let settings = IntakeSettings {
-            subscriptions: Some(vec![
+            subscriptions: crate::ids::Allowlist::listed(Some(vec![
                 crate::ids::SubscriptionId::parse("00000000-0000-0000-0000-000000000001").unwrap(),
-            ]),
+            ])),
             keyvault_dns_suffix: "vault.azure.net".to_owned(),
         };
         for (body, expected) in [
@@ -155,7 +153,7 @@ mod tests {
 
     fn settings() -> IntakeSettings {
         IntakeSettings {
-            subscriptions: None,
+            subscriptions: crate::ids::Allowlist::all(),
             keyvault_dns_suffix: "vault.azure.net".to_owned(),
         }
     }

@@ -5,7 +5,7 @@
 use super::data::{KeyVaultEventData, ResourceEventData};
 use super::event::{RawEvent, deserialize_ref};
 use super::{ChangeKind, IntakeSettings, Rejection, ResourceKind, Target, Trigger};
-use crate::ids::{ArmResourceId, KeyUrl, SubscriptionId};
+use crate::ids::{ArmResourceId, KeyUrl, Membership, SubscriptionId};
 
 /// ARM operations that can change something in a CMK chain, with the kind of resource they
 /// touch. Matched case-insensitively against `data.operationName`.
@@ -319,7 +319,7 @@ fn check_scope(
     data_subscription: Option<&str>,
     settings: &IntakeSettings,
 ) -> Result<(), Rejection> {
-    if settings.subscriptions.is_none() {
+    if !settings.subscriptions.is_limited() {
         return Ok(());
     }
     let candidates = [
@@ -337,7 +337,7 @@ fn check_scope(
     match subscription {
         Some(subscription) => check_subscription(&subscription, settings),
         None => Err(Rejection::new(
-            "the event names no subscription (data.subscriptionId, topic or subject), and CMKGUARD_SUBSCRIPTIONS limits the scope",
+            "the event names no subscription (data.subscriptionId, topic or subject), and CMKGUARD_SUBSCRIPTIONS or CMKGUARD_MANAGEMENT_GROUPS limits the scope",
         )),
     }
 }
@@ -346,11 +346,14 @@ fn check_subscription(
     subscription: &SubscriptionId,
     settings: &IntakeSettings,
 ) -> Result<(), Rejection> {
-    match &settings.subscriptions {
-        Some(allowed) if !allowed.contains(subscription) => Err(Rejection::new(format!(
-            "subscription {subscription} is not in CMKGUARD_SUBSCRIPTIONS"
+    match settings.subscriptions.membership(subscription) {
+        Membership::In => Ok(()),
+        Membership::Out => Err(Rejection::new(format!(
+            "subscription {subscription} is not in CMKGUARD_SUBSCRIPTIONS or under CMKGUARD_MANAGEMENT_GROUPS"
         ))),
-        _ => Ok(()),
+        Membership::NotYetKnown => Err(Rejection::not_yet_in_scope(format!(
+            "subscription {subscription} is not in CMKGUARD_SUBSCRIPTIONS, and the subscriptions under CMKGUARD_MANAGEMENT_GROUPS are not known yet"
+        ))),
     }
 }
 
@@ -392,11 +395,11 @@ mod tests {
 
     fn settings(subscriptions: Option<&[&str]>) -> IntakeSettings {
         IntakeSettings {
-            subscriptions: subscriptions.map(|s| {
+            subscriptions: crate::ids::Allowlist::listed(subscriptions.map(|s| {
                 s.iter()
                     .map(|id| SubscriptionId::parse(id).unwrap())
                     .collect()
-            }),
+            })),
             keyvault_dns_suffix: "vault.azure.net".into(),
         }
     }

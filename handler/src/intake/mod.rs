@@ -18,7 +18,8 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 pub use audit::{
-    AUDIT_EVENT_TYPE, AuditBatch, CHAIN_OPERATIONS, Caller, ChainChange, KeyUse, UseOperation, VaultActivity, same_key,
+    AUDIT_EVENT_TYPE, AuditBatch, CHAIN_OPERATIONS, Caller, ChainChange, KeyUse, UseOperation,
+    VaultActivity, same_key,
 };
 pub use check::{CheckRequest, EVALUATE_EVENT_TYPE};
 pub use classify::{Classified, MANAGED_RESOURCE_GROUP_PREFIX, RELEVANT_OPERATIONS, classify};
@@ -26,17 +27,34 @@ pub use data::{KeyVaultEventData, ResourceEventData};
 pub use envelope::{BindingSource, Invocation, Metadata, RetryContext, Sys};
 pub use event::{RawEvent, Schema, deserialize as deserialize_at};
 
-use crate::ids::{ArmResourceId, KeyUrl, SubscriptionId};
+use crate::ids::{Allowlist, ArmResourceId, KeyUrl, SubscriptionId};
 
 /// Why input was refused. The message names the field and what was expected.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection(String);
+pub struct Rejection(String, bool);
 
 impl Rejection {
     /// A rejection with a reason a person can act on. Reasons quote input, so each is made
     /// safe here, once: controls escaped and the length bounded ([`crate::text::REASON`]).
     pub fn new(reason: impl Into<String>) -> Self {
-        Self(crate::text::clean_owned(reason.into(), crate::text::REASON))
+        Self(
+            crate::text::clean_owned(reason.into(), crate::text::REASON),
+            false,
+        )
+    }
+
+    /// A subscription outside the allowlist as known so far, while the management groups'
+    /// subscriptions were never discovered: the engine asks for the event again instead.
+    pub fn not_yet_in_scope(reason: impl Into<String>) -> Self {
+        Self(
+            crate::text::clean_owned(reason.into(), crate::text::REASON),
+            true,
+        )
+    }
+
+    /// True for [`Rejection::not_yet_in_scope`].
+    pub fn awaits_discovery(&self) -> bool {
+        self.1
     }
 
     /// A deserializer's message at a JSON path. Both quote input — a key of any length as the
@@ -72,8 +90,9 @@ impl fmt::Display for Rejection {
 /// What intake needs from the configuration.
 #[derive(Debug, Clone)]
 pub struct IntakeSettings {
-    /// `CMKGUARD_SUBSCRIPTIONS`; `None` means every subscription the identity can read.
-    pub subscriptions: Option<Vec<SubscriptionId>>,
+    /// `CMKGUARD_SUBSCRIPTIONS` and the subscriptions discovered under
+    /// `CMKGUARD_MANAGEMENT_GROUPS`, shared with the scope guard and the sweep.
+    pub subscriptions: Allowlist,
     /// `CMKGUARD_KEYVAULT_DNS_SUFFIX`; key URLs on other hosts are refused.
     pub keyvault_dns_suffix: String,
 }

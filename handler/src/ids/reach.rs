@@ -1,0 +1,233 @@
+//! What cmk-guard covers, learned at run time and shared by every part that must agree on it:
+//! the subscription allowlist (`CMKGUARD_SUBSCRIPTIONS` and the subscriptions discovered under
+//! `CMKGUARD_MANAGEMENT_GROUPS`) and the names of the resource groups Azure ML provisions for
+//! workspaces. One value, cloned into the ARM client's scope guard, intake and the sweep: a
+//! clone shares the same cell, so a discovery or a learned name is seen by all of them at once.
+//! Reading is a lock held only to clone an `Arc`; intake stays free of I/O.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::{Arc, RwLock};
+
+use super::{IdError, SubscriptionId, truncate};
+
+/// A management group id (its `name`, such as `mg-platform`): 1 to 90 letters, digits, `-`,
+/// `_`, `(`, `)` and `.`, as Azure allows. Compared ignoring ASCII case, spelled as given.
+#[derive(Debug, Clone)]
+pub struct ManagementGroupId(String);
+
+impl ManagementGroupId {
+    /// Accepts a management group id as Azure names them.
+    pub fn parse(text: &str) -> Result<Self, IdError> {
+        let valid = (1..=90).contains(&text.len())
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_().".contains(&b));
+        if valid {
+            Ok(Self(text.to_owned()))
+        } else {
+            Err(IdError(format!(
+                "management group id `{}` is not 1 to 90 letters, digits, `-`, `_`, `(`, `)` or `.`",
+                truncate(text)
+            )))
+        }
+    }
+
+    /// The id as configured.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq for ManagementGroupId {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.eq_ignore_ascii_case(&other.0)
+    }
+}
+
+impl Eq for ManagementGroupId {}
+
+impl fmt::Display for ManagementGroupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Whether a subscription is in scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Membership {
+    /// Listed, discovered, or every subscription is in scope.
+    In,
+    /// Not in the allowlist as it is known.
+    Out,
+    /// Not listed, and the management groups' subscriptions were never discovered yet: it may
+    /// well be in scope, so an event about it is asked for again rather than refused.
+    NotYetKnown,
+}
+
+/// The subscriptions cmk-guard may read and write.
+#[derive(Debug, Clone, Default)]
+pub struct Allowlist {
+    /// `CMKGUARD_SUBSCRIPTIONS`.
+    listed: Option<Arc<[SubscriptionId]>>,
+    /// `CMKGUARD_MANAGEMENT_GROUPS`.
+    groups: Arc<[ManagementGroupId]>,
+    /// The subscriptions last discovered under `groups`; `None` until a discovery succeeded.
+    discovered: Arc<RwLock<Option<Arc<BTreeSet<SubscriptionId>>>>>,
+}
+
+impl Allowlist {
+    /// Every subscription the identity can read (neither variable set).
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// Only the listed subscriptions (`None`: all), and no management group.
+    pub fn listed(listed: Option<Vec<SubscriptionId>>) -> Self {
+        Self::new(listed, Vec::new())
+    }
+
+    /// The listed subscriptions and, once discovered, those under `groups`.
+    pub fn new(listed: Option<Vec<SubscriptionId>>, groups: Vec<ManagementGroupId>) -> Self {
+        Self {
+            listed: listed.map(Arc::from),
+            groups: Arc::from(groups),
+            discovered: Arc::default(),
+        }
+    }
+
+    /// The configured management groups.
+    pub fn groups(&self) -> &[ManagementGroupId] {
+        &self.groups
+    }
+
+    /// True unless every readable subscription is in scope.
+    pub fn is_limited(&self) -> bool {
+        self.listed.is_some() || !self.groups.is_empty()
+    }
+
+    /// True when management groups are configured and no discovery has succeeded yet.
+    pub fn awaits_discovery(&self) -> bool {
+        !self.groups.is_empty() && self.discovered_now().is_none()
+    }
+
+    /// Whether `subscription` is in scope now.
+    pub fn membership(&self, subscription: &SubscriptionId) -> Membership {
+        if !self.is_limited()
+            || self
+                .listed
+                .as_deref()
+                .is_some_and(|listed| listed.contains(subscription))
+        {
+            return Membership::In;
+        }
+        match self.discovered_now() {
+            Some(found) if found.contains(subscription) => Membership::In,
+            None if !self.groups.is_empty() => Membership::NotYetKnown,
+            _ => Membership::Out,
+        }
+    }
+
+    /// True when `subscription` may be read and written now.
+    pub fn allows(&self, subscription: &SubscriptionId) -> bool {
+        self.membership(subscription) == Membership::In
+    }
+
+    /// The subscriptions in scope now, in id order; `None` means every readable one.
+    pub fn snapshot(&self) -> Option<Vec<SubscriptionId>> {
+        if !self.is_limited() {
+            return None;
+        }
+        let mut union: BTreeSet<SubscriptionId> =
+            self.listed.iter().flat_map(|l| l.iter().cloned()).collect();
+        if let Some(found) = self.discovered_now() {
+            union.extend(found.iter().cloned());
+        }
+        Some(union.into_iter().collect())
+    }
+
+    /// Replaces what was discovered under the management groups (only a complete discovery of
+    /// every group is recorded, so that a failed one never narrows the scope).
+    pub fn set_discovered(&self, found: BTreeSet<SubscriptionId>) {
+        let mut cell = self
+            .discovered
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *cell = Some(Arc::new(found));
+    }
+
+    /// What was last discovered, if anything.
+    pub fn discovered_now(&self) -> Option<Arc<BTreeSet<SubscriptionId>>> {
+        self.discovered
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "00000000-0000-0000-0000-00000000000a";
+    const B: &str = "00000000-0000-0000-0000-00000000000b";
+    const C: &str = "00000000-0000-0000-0000-00000000000c";
+
+    fn sub(text: &str) -> SubscriptionId {
+        SubscriptionId::parse(text).unwrap()
+    }
+
+    #[test]
+    fn management_group_ids_are_validated_and_compared_ignoring_case() {
+        for ok in ["mg-platform", "a", "Contoso_(EU).1", &"x".repeat(90)] {
+            assert!(ManagementGroupId::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "mg/other",
+            "mg platform",
+            "mg%2F",
+            &"x".repeat(91),
+            "mg\u{e9}",
+        ] {
+            let error = ManagementGroupId::parse(bad).unwrap_err();
+            assert!(error.to_string().contains("management group id"), "{bad}");
+        }
+        assert_eq!(
+            ManagementGroupId::parse("MG-Platform").unwrap(),
+            ManagementGroupId::parse("mg-platform").unwrap()
+        );
+    }
+
+    #[test]
+    fn without_either_variable_every_subscription_is_in_scope() {
+        let all = Allowlist::all();
+        assert!(!all.is_limited());
+        assert_eq!(all.membership(&sub(A)), Membership::In);
+        assert_eq!(all.snapshot(), None);
+    }
+
+    #[test]
+    fn the_union_of_listed_and_discovered_is_shared_by_every_clone() {
+        let group = ManagementGroupId::parse("mg").unwrap();
+        let allowlist = Allowlist::new(Some(vec![sub(A)]), vec![group]);
+        let intake = allowlist.clone();
+        assert!(allowlist.awaits_discovery());
+        assert_eq!(intake.membership(&sub(A)), Membership::In);
+        assert_eq!(intake.membership(&sub(B)), Membership::NotYetKnown);
+        assert_eq!(intake.snapshot(), Some(vec![sub(A)]));
+
+        allowlist.set_discovered(BTreeSet::from([sub(B)]));
+        assert!(!intake.awaits_discovery());
+        assert_eq!(intake.membership(&sub(B)), Membership::In);
+        assert_eq!(intake.membership(&sub(C)), Membership::Out);
+        assert_eq!(intake.snapshot(), Some(vec![sub(A), sub(B)]));
+    }
+
+    #[test]
+    fn a_listed_allowlist_without_groups_never_waits() {
+        let listed = Allowlist::listed(Some(vec![sub(A)]));
+        assert!(!listed.awaits_discovery());
+        assert_eq!(listed.membership(&sub(B)), Membership::Out);
+    }
+}

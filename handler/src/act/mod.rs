@@ -234,17 +234,20 @@ impl Actor {
                 caller: Some(caller),
             } => caller,
         };
-        let own = self
-            .own_object_id
-            .get_or_try_init(|| self.identity.own_object_id(&self.arm_endpoint))
-            .await;
-        match own {
+        match self.own_id().await {
             Ok(own) => cause_of(caller, Some(own)),
             Err(error) => {
                 tracing::warn!(message = "Own object id unknown; events are guarded as if they may be cmk-guard's own.", %error);
                 cause_of(caller, None)
             }
         }
+    }
+
+    /// cmk-guard's own object id, learnt from its token once.
+    pub async fn own_id(&self) -> Result<&String, crate::azure::OwnObjectIdError> {
+        self.own_object_id
+            .get_or_try_init(|| self.identity.own_object_id(&self.arm_endpoint))
+            .await
     }
 
     /// The (rule, lower-case resource) pairs of `findings` that cmk-guard itself remediated

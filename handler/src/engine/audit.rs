@@ -37,6 +37,8 @@ impl Engine {
                 ));
             }
         };
+        let mut records = records;
+        self.drop_own_failures(&mut records).await;
         let summary = records.summary();
         let relevant = match self.relevant(&records).await {
             Ok(relevant) => relevant,
@@ -67,6 +69,23 @@ impl Engine {
             outcome.reason.get_or_insert(summary);
             outcome
         })
+    }
+
+    /// Leaves out cmk-guard's own failed calls (its data-plane read of a key's modulus refused
+    /// because it has Reader only): they are no outage, and re-checking on them would read the
+    /// key again and log another failure, round and round. Only a batch with failures asks for
+    /// the own id (from the token, once); without it nothing is left out.
+    async fn drop_own_failures(&self, records: &mut AuditBatch) {
+        let Some(actor) = self
+            .actor()
+            .filter(|_| records.vaults.iter().any(|a| a.has_failures()))
+        else {
+            return;
+        };
+        let Ok(own) = actor.own_id().await else {
+            return;
+        };
+        records.drop_uses_by(own);
     }
 
     /// The vaults worth re-checking: every change and every failed use; successful uses only

@@ -291,3 +291,23 @@ async fn the_simulators_own_log_of_a_disabled_key_and_a_refused_unwrap_raises_bo
         "{observed}"
     );
 }
+
+/// cmk-guard's own failed key read (it reads a key's modulus on the data plane, and Reader
+/// alone is refused there) is no outage: re-checking on it would read and fail again, round
+/// and round.
+#[tokio::test]
+async fn cmk_guards_own_failed_key_reads_raise_nothing() {
+    let (sink, scratch) = (Sink::start().await, Scratch::new("audit"));
+    let handler = start(&sink, &scratch).await;
+    let own = handler
+        .sim
+        .tenant(|t| t.app.principal_id.clone())
+        .expect("the app has a system identity");
+    let own_read = json!({"records": [record("KeyGet", 403, &own, &key_path())]});
+    let reply = deliver(&handler, &[own_read], 1000).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    let outcome = reply.outcome();
+    assert_eq!(outcome["disposition"], "ignored", "{outcome}");
+    let reason = outcome["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("cmk-guard's own key calls ×1"), "{reason}");
+}

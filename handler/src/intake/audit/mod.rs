@@ -336,6 +336,30 @@ impl AuditBatch {
         }
     }
 
+    /// Moves the uses made by `object_id` to the ignored counts, and the vaults left with
+    /// nothing to the same fate.
+    pub fn drop_uses_by(&mut self, object_id: &str) {
+        let mut dropped = 0;
+        for activity in &mut self.vaults {
+            let before = activity.uses.len();
+            activity.uses.retain(|u| {
+                !u.caller
+                    .object_id
+                    .as_deref()
+                    .is_some_and(|id| id.eq_ignore_ascii_case(object_id))
+            });
+            dropped += before - activity.uses.len();
+        }
+        self.vaults
+            .retain(|a| !a.changes.is_empty() || !a.uses.is_empty());
+        if dropped > 0 {
+            *self
+                .ignored
+                .entry("cmk-guard's own key calls".to_owned())
+                .or_default() += dropped;
+        }
+    }
+
     /// One line on what was ignored, refused and skipped, for the Outcome's reason.
     pub fn summary(&self) -> String {
         let mut parts = vec![format!(

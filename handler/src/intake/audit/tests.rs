@@ -237,3 +237,14 @@ fn a_message_encoded_as_text_twice_is_read_and_deeper_nesting_is_refused() {
     let batch = AuditBatch::parse(json!([deep]), &settings(None)).unwrap();
     assert_eq!(batch.rejected_count, 1);
 }
+
+#[test]
+fn uses_by_cmk_guard_itself_can_be_left_out() {
+    let mut batch = batch(vec![record("KeyUnwrap", json!(403), KEY)]);
+    batch.drop_uses_by("9C9BC070-CE9D-5288-A5D0-F9DC49F2955E");
+    assert!(batch.vaults.is_empty());
+    assert_eq!(batch.ignored.get("cmk-guard's own key calls"), Some(&1));
+    let mut other = self::batch(vec![record("KeyUnwrap", json!(403), KEY)]);
+    other.drop_uses_by("00000000-0000-0000-0000-000000000000");
+    assert_eq!(other.vaults.len(), 1);
+}

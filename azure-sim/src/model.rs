@@ -32,6 +32,12 @@ pub struct Tenant {
     pub role_assignments: Vec<RoleAssignment>,
     /// Other resources served verbatim (storage accounts, Cosmos DB accounts, Search services…).
     pub resources: Vec<GenericResource>,
+    /// Event Grid system topics (`Microsoft.EventGrid/systemTopics`), as served.
+    pub system_topics: Vec<GenericResource>,
+    /// Event subscriptions of system topics, as served.
+    pub event_subscriptions: Vec<GenericResource>,
+    /// Diagnostic settings of any resource (`…/providers/Microsoft.Insights/diagnosticSettings`).
+    pub diagnostic_settings: Vec<GenericResource>,
     /// Authorise ARM requests with Azure RBAC (actions/notActions at or above the scope), and
     /// show Resource Graph only what the caller can read.
     pub enforce_management_rbac: bool,

@@ -3,6 +3,7 @@
 //! its Azure operationId so fault rules and counters read like the REST reference.
 
 mod authz;
+mod eventgrid;
 mod management;
 mod misc;
 mod ml;
@@ -13,6 +14,7 @@ use crate::http::{self, ARM_AUDIENCES, Ctx, Reply, Route};
 use crate::token::TokenError;
 use serde_json::{Value, json};
 
+pub(crate) use eventgrid::wire;
 pub(crate) use ml::workspace_json;
 pub(crate) use vaults::{access_policy_json, vault_json};
 
@@ -303,6 +305,34 @@ pub fn route(ctx: &Ctx) -> Result<Route, Reply> {
         ) => {
             return ok("RoleDefinitions_List", authz::list_definitions);
         }
+        (
+            "GET",
+            [
+                ..,
+                "providers",
+                "microsoft.insights",
+                "diagnosticsettings",
+            ],
+        ) => {
+            return ok("DiagnosticSettings_List", eventgrid::list_settings);
+        }
+        (
+            _,
+            [
+                ..,
+                "providers",
+                "microsoft.insights",
+                "diagnosticsettings",
+                _,
+            ],
+        ) => {
+            return match m {
+                "PUT" => ok("DiagnosticSettings_CreateOrUpdate", eventgrid::put_setting),
+                "GET" => ok("DiagnosticSettings_Get", eventgrid::get_setting),
+                "DELETE" => ok("DiagnosticSettings_Delete", eventgrid::delete_setting),
+                _ => unsupported(),
+            };
+        }
         _ => {}
     }
     match (m, s.as_slice()) {
@@ -354,6 +384,50 @@ pub fn route(ctx: &Ctx) -> Result<Route, Reply> {
                 "vaults",
             ],
         ) => ok("Vaults_ListBySubscription", vaults::list),
+        (
+            "GET",
+            [
+                "subscriptions",
+                _,
+                "providers",
+                "microsoft.eventgrid",
+                "systemtopics",
+            ],
+        ) => ok("SystemTopics_ListBySubscription", eventgrid::list_topics),
+        (
+            _,
+            [
+                "subscriptions",
+                _,
+                "resourcegroups",
+                _,
+                "providers",
+                "microsoft.eventgrid",
+                "systemtopics",
+                rest @ ..,
+            ],
+        ) => match (m, rest) {
+            ("GET", []) => ok("SystemTopics_ListByResourceGroup", eventgrid::list_topics),
+            ("GET", [_]) => ok("SystemTopics_Get", eventgrid::get_topic),
+            ("PUT", [_]) => ok("SystemTopics_CreateOrUpdate", eventgrid::put_topic),
+            ("DELETE", [_]) => ok("SystemTopics_Delete", eventgrid::delete_topic),
+            ("GET", [_, "eventsubscriptions"]) => ok(
+                "SystemTopicEventSubscriptions_ListBySystemTopic",
+                eventgrid::list_subscriptions,
+            ),
+            ("GET", [_, "eventsubscriptions", _]) => {
+                ok("SystemTopicEventSubscriptions_Get", eventgrid::get_subscription)
+            }
+            ("PUT", [_, "eventsubscriptions", _]) => ok(
+                "SystemTopicEventSubscriptions_CreateOrUpdate",
+                eventgrid::put_subscription,
+            ),
+            ("DELETE", [_, "eventsubscriptions", _]) => ok(
+                "SystemTopicEventSubscriptions_Delete",
+                eventgrid::delete_subscription,
+            ),
+            _ => unsupported(),
+        },
         (
             "GET",
             [

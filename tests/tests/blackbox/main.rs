@@ -8,6 +8,7 @@ mod bad_input;
 mod card_rendering;
 mod cli;
 mod docs;
+mod events_wiring;
 mod fixtures;
 mod function_definitions;
 mod host_protocol;

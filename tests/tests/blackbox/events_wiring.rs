@@ -1,0 +1,215 @@
+//! Self-wiring (`vault.events-wired`) through the real binary: a sweep over a tenant with one
+//! unwired CMK vault, one half-wired (audit log only) and one wired reports exactly the two
+//! that miss something; in `remediate` mode with consent it wires them with exactly the missing
+//! PUTs, and the next sweep finds them wired and writes nothing; `observe` and `alert` write
+//! nothing.
+
+use azure_sim::{KeySpec, RecordFilter, Tenant, VaultSpec, WiringSpec, WorkspaceSpec};
+use cmk_guard_blackbox::scratch::Scratch;
+use cmk_guard_blackbox::{Handler, story, timer_envelope};
+use serde_json::Value;
+
+const SUB: &str = "3f7b2c1d-8e4a-4b6f-9c2d-5a1e0f9b7c34";
+const RG: &str = "rg-wiring";
+const FUNCTION: &str = "/subscriptions/3f7b2c1d-8e4a-4b6f-9c2d-5a1e0f9b7c34/resourceGroups/rg-cmkguard/providers/Microsoft.Web/sites/cmkguard-app/functions/OnKeyVaultEvent";
+const HUB_RULE: &str = "/subscriptions/3f7b2c1d-8e4a-4b6f-9c2d-5a1e0f9b7c34/resourceGroups/rg-cmkguard/providers/Microsoft.EventHub/namespaces/cmkguard-ns/authorizationRules/keyvault-audit-send";
+const HUB: &str = "keyvault-audit";
+const RULE: &str = "vault.events-wired";
+
+fn vault_id(name: &str) -> String {
+    format!("/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.KeyVault/vaults/{name}")
+}
+
+/// Three CMK workspaces, each on its own vault: `kv-unwired` (nothing), `kv-audit-only` (the
+/// diagnostic setting but no system topic), `kv-wired` (both; the ARM ids in other casings),
+/// and a fourth workspace sharing `kv-wired`.
+fn tenant() -> Tenant {
+    let audit_only = VaultSpec {
+        wiring: Some(WiringSpec {
+            events_target: None,
+            audit_rule_id: Some(HUB_RULE.to_owned()),
+            audit_hub: Some(HUB.to_owned()),
+        }),
+        ..VaultSpec::new(SUB, RG, "kv-audit-only")
+    };
+    let mut builder = Tenant::builder().subscription(SUB);
+    for vault in [
+        VaultSpec::new(SUB, RG, "kv-unwired"),
+        audit_only,
+        VaultSpec::new(SUB, RG, "kv-wired").wired(
+            &FUNCTION.to_lowercase(),
+            &HUB_RULE.to_uppercase(),
+            HUB,
+        ),
+    ] {
+        let name = vault.name.clone();
+        builder = builder
+            .vault(vault.key(KeySpec::rsa("key", 3072)))
+            .workspace(WorkspaceSpec::new(SUB, RG, &name.replace("kv-", "ws-")).cmk(&name, "key"));
+    }
+    builder
+        .workspace(WorkspaceSpec::new(SUB, RG, "ws-wired-2").cmk("kv-wired", "key"))
+        .build()
+        .expect("tenant")
+}
+
+/// How many requests of `operation` the simulator answered.
+fn count(handler: &Handler, operation: &str) -> usize {
+    handler
+        .sim
+        .requests(&RecordFilter {
+            operation: Some(operation.to_owned()),
+            ..RecordFilter::default()
+        })
+        .len()
+}
+
+async fn start(mode: &str, scratch: &Scratch) -> Handler {
+    let policy = scratch
+        .write(
+            "policy.toml",
+            "[remediation.\"vault.events-wired\"]\nenabled = true\n",
+        )
+        .display()
+        .to_string();
+    Handler::start_with(
+        tenant(),
+        &[
+            ("CMKGUARD_MODE", mode),
+            ("CMKGUARD_POLICY_FILE", &policy),
+            ("CMKGUARD_KEYVAULT_EVENTS_TARGET", FUNCTION),
+            ("CMKGUARD_AUDIT_EVENTHUB_RULE_ID", HUB_RULE),
+            ("CMKGUARD_AUDIT_EVENTHUB_NAME", HUB),
+        ],
+    )
+    .await
+}
+
+async fn sweep(handler: &Handler) -> Value {
+    let reply = handler.invoke("Sweep", timer_envelope("timer")).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    reply.outcome().clone()
+}
+
+/// The open findings of the rule, as (vault name, observed).
+fn wiring_findings(outcome: &Value) -> Vec<(String, String)> {
+    let mut found: Vec<(String, String)> = outcome["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| f["rule"] == RULE)
+        .map(|f| {
+            assert_eq!(f["severity"], "medium", "{f}");
+            let resource = f["resource"].as_str().unwrap_or_default();
+            (
+                resource.rsplit('/').next().unwrap_or_default().to_owned(),
+                f["observed"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+#[tokio::test]
+async fn a_sweep_reports_exactly_the_vaults_missing_wiring_and_observe_and_alert_write_nothing() {
+    for mode in ["observe", "alert"] {
+        let scratch = Scratch::new("events-wiring");
+        let handler = start(mode, &scratch).await;
+        let outcome = sweep(&handler).await;
+        assert_eq!(
+            wiring_findings(&outcome),
+            [
+                (
+                    "kv-audit-only".to_owned(),
+                    "the vault has no Event Grid system topic".to_owned()
+                ),
+                (
+                    "kv-unwired".to_owned(),
+                    format!(
+                        "the vault has no Event Grid system topic; no diagnostic setting streams AuditEvent to cmk-guard's Event Hub {HUB}"
+                    )
+                ),
+            ],
+            "{mode}: {outcome}"
+        );
+        let others: Vec<&Value> = outcome["findings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|f| f["rule"] != RULE)
+            .collect();
+        assert!(others.is_empty(), "{mode}: {others:?}");
+        // One listing of the subscription's system topics; each vault read once, the shared
+        // one included.
+        assert_eq!(count(&handler, "SystemTopics_ListBySubscription"), 1);
+        assert_eq!(count(&handler, "DiagnosticSettings_List"), 3);
+        assert_eq!(
+            count(&handler, "SystemTopicEventSubscriptions_ListBySystemTopic"),
+            1
+        );
+        assert_eq!(story::writes(&handler.sim), Vec::<String>::new(), "{mode}");
+    }
+}
+
+#[tokio::test]
+async fn remediate_wires_with_exactly_the_missing_writes_and_the_next_sweep_writes_nothing() {
+    let scratch = Scratch::new("events-wiring");
+    let handler = start("remediate", &scratch).await;
+    let outcome = sweep(&handler).await;
+    assert_eq!(wiring_findings(&outcome).len(), 2, "{outcome}");
+    let remediations: Vec<(&str, &str)> = outcome["actions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|a| a["kind"] == "remediate")
+        .map(|a| {
+            (
+                a["target"].as_str().unwrap_or_default(),
+                a["result"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let unwired = vault_id("kv-unwired");
+    let audit_only = vault_id("kv-audit-only");
+    let mut expected_actions = vec![
+        (audit_only.as_str(), "applied"),
+        (unwired.as_str(), "applied"),
+    ];
+    expected_actions.sort();
+    let mut remediations = remediations;
+    remediations.sort();
+    assert_eq!(remediations, expected_actions, "{outcome}");
+
+    let topic = |vault: &str| {
+        format!(
+            "/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.EventGrid/systemTopics/{vault}-cmk-guard"
+        )
+    };
+    let mut writes = story::writes(&handler.sim);
+    writes.sort();
+    let mut expected = vec![
+        format!("SystemTopics_CreateOrUpdate PUT {}", topic("kv-audit-only")),
+        format!(
+            "SystemTopicEventSubscriptions_CreateOrUpdate PUT {}/eventSubscriptions/cmk-guard",
+            topic("kv-audit-only")
+        ),
+        format!("SystemTopics_CreateOrUpdate PUT {}", topic("kv-unwired")),
+        format!(
+            "SystemTopicEventSubscriptions_CreateOrUpdate PUT {}/eventSubscriptions/cmk-guard",
+            topic("kv-unwired")
+        ),
+        format!(
+            "DiagnosticSettings_CreateOrUpdate PUT {unwired}/providers/Microsoft.Insights/diagnosticSettings/cmk-guard-audit"
+        ),
+    ];
+    expected.sort();
+    assert_eq!(writes, expected);
+
+    // What the sim now holds is what the rule asks for: the next sweep finds every vault
+    // wired, and writes nothing.
+    handler.sim.reset_counters();
+    let outcome = sweep(&handler).await;
+    assert_eq!(wiring_findings(&outcome), [], "{outcome}");
+    assert_eq!(story::writes(&handler.sim), Vec::<String>::new());
+}

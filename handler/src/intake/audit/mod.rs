@@ -401,23 +401,24 @@ impl AuditBatch {
 const TEXT_DEPTH: usize = 3;
 
 /// The records of one message: `{"records": [...]}` as an object or JSON text.
-fn records_of(message: Value) -> Result<Vec<Value>, String> {
+fn records_of(message: Value) -> Result<Vec<Value>, Rejection> {
     let mut document = message;
     for _ in 0..TEXT_DEPTH {
         let Value::String(text) = &document else {
             break;
         };
-        document = serde_json::from_str::<Value>(text).map_err(|e| format!("not JSON ({e})"))?;
+        document = serde_json::from_str::<Value>(text)
+            .map_err(|e| Rejection::new(format!("not JSON ({e})")))?;
     }
     match document {
         Value::Object(mut map) => match map.remove("records") {
             Some(Value::Array(records)) => Ok(records),
-            Some(_) => Err("`records` is not an array".to_owned()),
-            None => {
-                Err("no `records` array (not an Azure Monitor diagnostic log message)".to_owned())
-            }
+            Some(_) => Err(Rejection::new("`records` is not an array")),
+            None => Err(Rejection::new(
+                "no `records` array (not an Azure Monitor diagnostic log message)",
+            )),
         },
-        _ => Err("not an object with `records`".to_owned()),
+        _ => Err(Rejection::new("not an object with `records`")),
     }
 }
 
@@ -428,12 +429,12 @@ enum Record {
     Use(ArmResourceId, KeyUse),
 }
 
-fn read_record(record: &Value, settings: &IntakeSettings) -> Result<Record, String> {
+fn read_record(record: &Value, settings: &IntakeSettings) -> Result<Record, Rejection> {
     let Some(fields) = record.as_object() else {
-        return Err("not an object".to_owned());
+        return Err(Rejection::new("not an object"));
     };
     let operation =
-        text(fields, "operationName").ok_or_else(|| "operationName: missing".to_owned())?;
+        text(fields, "operationName").ok_or_else(|| Rejection::new("operationName: missing"))?;
     if let Some(category) = text(fields, "category")
         && !category.eq_ignore_ascii_case("AuditEvent")
     {
@@ -452,19 +453,21 @@ fn read_record(record: &Value, settings: &IntakeSettings) -> Result<Record, Stri
     if change.is_some() && !(200..300).contains(&status) {
         return Ok(Record::Ignored(format!("{operation} (failed)")));
     }
-    let resource = text(fields, "resourceId").ok_or_else(|| "resourceId: missing".to_owned())?;
-    let vault = ArmResourceId::parse(resource).map_err(|e| format!("resourceId: {e}"))?;
+    let resource =
+        text(fields, "resourceId").ok_or_else(|| Rejection::new("resourceId: missing"))?;
+    let vault =
+        ArmResourceId::parse(resource).map_err(|e| Rejection::new(format!("resourceId: {e}")))?;
     if !vault.is_type("Microsoft.KeyVault/vaults") {
-        return Err(format!(
+        return Err(Rejection::new(format!(
             "resourceId: `{}` is not a key vault",
             crate::text::field(resource)
-        ));
+        )));
     }
     if !settings.subscriptions.allows(vault.subscription()) {
-        return Err(format!(
+        return Err(Rejection::new(format!(
             "subscription {} is not in CMKGUARD_SUBSCRIPTIONS or under CMKGUARD_MANAGEMENT_GROUPS",
             vault.subscription()
-        ));
+        )));
     }
     let properties = fields.get("properties").and_then(Value::as_object);
     let key = properties
@@ -475,8 +478,9 @@ fn read_record(record: &Value, settings: &IntakeSettings) -> Result<Record, Stri
     let time = text(fields, "time").and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok());
     if let Some(operation) = use_operation {
         let key = key.ok_or_else(|| {
-            "properties.id: a key use must name the key (https://{vault}.{suffix}/keys/{name}/…)"
-                .to_owned()
+            Rejection::new(
+                "properties.id: a key use must name the key (https://{vault}.{suffix}/keys/{name}/…)",
+            )
         })?;
         let signature = text(fields, "resultSignature").unwrap_or_default();
         let description = text(fields, "resultDescription").unwrap_or_default();
@@ -516,7 +520,7 @@ fn key_of(
     properties: &Map<String, Value>,
     vault: &ArmResourceId,
     settings: &IntakeSettings,
-) -> Result<Option<KeyUrl>, String> {
+) -> Result<Option<KeyUrl>, Rejection> {
     let candidates = ["id", "requestUri"]
         .into_iter()
         .filter_map(|name| properties.get(name).and_then(Value::as_str));
@@ -524,20 +528,21 @@ fn key_of(
         let Some(text) = key_path(candidate) else {
             continue;
         };
-        let key = KeyUrl::parse(&text).map_err(|e| format!("properties.id: {e}"))?;
+        let key =
+            KeyUrl::parse(&text).map_err(|e| Rejection::new(format!("properties.id: {e}")))?;
         if !key.is_under(&settings.keyvault_dns_suffix) {
-            return Err(format!(
+            return Err(Rejection::new(format!(
                 "properties.id: key host {} is not under the Key Vault DNS suffix {} (CMKGUARD_KEYVAULT_DNS_SUFFIX)",
                 crate::text::field(key.host()),
                 settings.keyvault_dns_suffix
-            ));
+            )));
         }
         if !key.vault_name().eq_ignore_ascii_case(vault.name()) {
-            return Err(format!(
+            return Err(Rejection::new(format!(
                 "properties.id: key vault {} does not match the record's vault {}",
                 key.vault_name(),
                 crate::text::field(vault.name())
-            ));
+            )));
         }
         return Ok(Some(key));
     }
@@ -564,7 +569,7 @@ fn key_path(text: &str) -> Option<String> {
 
 /// `properties.httpStatusCode` as a number or numeric string; when absent, the outcome in
 /// `resultType`/`resultSignature` (`Success`/`OK` → 200; anything else is unknown).
-fn status(fields: &Map<String, Value>) -> Result<u16, String> {
+fn status(fields: &Map<String, Value>) -> Result<u16, Rejection> {
     let code = fields
         .get("properties")
         .and_then(|p| p.get("httpStatusCode"));
@@ -573,21 +578,25 @@ fn status(fields: &Map<String, Value>) -> Result<u16, String> {
             .as_u64()
             .and_then(|n| u16::try_from(n).ok())
             .filter(|n| (100..600).contains(n))
-            .ok_or_else(|| format!("properties.httpStatusCode: {n} is not an HTTP status")),
+            .ok_or_else(|| {
+                Rejection::new(format!(
+                    "properties.httpStatusCode: {n} is not an HTTP status"
+                ))
+            }),
         Some(Value::String(s)) => s
             .trim()
             .parse::<u16>()
             .ok()
             .filter(|n| (100..600).contains(n))
             .ok_or_else(|| {
-                format!(
+                Rejection::new(format!(
                     "properties.httpStatusCode: `{}` is not an HTTP status",
                     crate::text::field(s)
-                )
+                ))
             }),
-        Some(other) if !other.is_null() => {
-            Err("properties.httpStatusCode: expected a number".to_owned())
-        }
+        Some(other) if !other.is_null() => Err(Rejection::new(
+            "properties.httpStatusCode: expected a number",
+        )),
         _ => {
             let success = ["resultType", "resultSignature"].iter().any(|name| {
                 text(fields, name).is_some_and(|t| {
@@ -597,10 +606,9 @@ fn status(fields: &Map<String, Value>) -> Result<u16, String> {
             if success {
                 Ok(200)
             } else {
-                Err(
-                    "properties.httpStatusCode: missing, and resultType does not say Success"
-                        .to_owned(),
-                )
+                Err(Rejection::new(
+                    "properties.httpStatusCode: missing, and resultType does not say Success",
+                ))
             }
         }
     }

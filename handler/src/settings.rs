@@ -35,10 +35,10 @@ pub const VARIABLES: &[&str] = &[
     "CMKGUARD_EMAIL_FROM",
     "CMKGUARD_ACS_ENDPOINT",
     "CMKGUARD_SMTP_URL",
-    "CMKGUARD_READ_RATE",
     "CMKGUARD_KEYVAULT_EVENTS_TARGET",
     "CMKGUARD_AUDIT_EVENTHUB_RULE_ID",
     "CMKGUARD_AUDIT_EVENTHUB_NAME",
+    "CMKGUARD_READ_RATE",
     "CMKGUARD_SWEEP_BUDGET_SECONDS",
     "CMKGUARD_SWEEP_SCHEDULE",
     "CMKGUARD_LOG",
@@ -104,9 +104,9 @@ pub struct Settings {
     /// `CMKGUARD_SWEEP_BUDGET_SECONDS`: how long one sweep invocation may work before it saves
     /// its cursor and stops, well inside the host's `functionTimeout` (10 minutes).
     pub sweep_budget: std::time::Duration,
-}
     /// Self-wiring (`vault.events-wired`): where CMK vaults' events and audit logs must go.
     pub wiring: WiringTargets,
+}
 
 impl Settings {
     /// Reads the process environment.
@@ -235,6 +235,7 @@ impl Settings {
                 ConfigError::new("CMKGUARD_STATE", message)
             })?;
         let notify = NotifySettings::from_lookup(value)?;
+        let wiring = wiring_targets(value)?;
         let policy = match value("CMKGUARD_POLICY_FILE") {
             Some(path) => Policy::load(std::path::Path::new(&path))
                 .map_err(|e| ConfigError::new("CMKGUARD_POLICY_FILE", e.to_string()))?,
@@ -250,7 +251,6 @@ impl Settings {
             transport: TransportSettings {
                 ca_bundle,
                 connect_to,
-        let wiring = wiring_targets(value)?;
             },
             api_versions,
             policy,
@@ -258,6 +258,7 @@ impl Settings {
             state,
             notify,
             sweep_budget,
+            wiring,
         })
     }
 
@@ -274,24 +275,7 @@ impl Settings {
         }
     }
 }
-            wiring,
 
-/// The port the host will call, from `FUNCTIONS_CUSTOMHANDLER_PORT`.
-pub fn listen_port(lookup: impl Fn(&str) -> Option<String>) -> Result<u16, ConfigError> {
-    let text = lookup(PORT_VARIABLE).ok_or_else(|| {
-        ConfigError::new(
-            PORT_VARIABLE,
-            "not set; the Azure Functions host sets it when it starts the handler (use `--port` to run by hand)",
-        )
-    })?;
-    match text.trim().parse::<u16>() {
-        Ok(port) if port > 0 => Ok(port),
-        _ => Err(ConfigError::new(
-            PORT_VARIABLE,
-            format!("`{text}` is not a TCP port (1-65535)"),
-        )),
-    }
-}
 /// The self-wiring targets. The audit hub needs both of its variables: one without the other
 /// is a configuration error, as is an id that is not an ARM id of the right type.
 fn wiring_targets(value: impl Fn(&str) -> Option<String>) -> Result<WiringTargets, ConfigError> {
@@ -351,6 +335,22 @@ fn wiring_targets(value: impl Fn(&str) -> Option<String>) -> Result<WiringTarget
     })
 }
 
+/// The port the host will call, from `FUNCTIONS_CUSTOMHANDLER_PORT`.
+pub fn listen_port(lookup: impl Fn(&str) -> Option<String>) -> Result<u16, ConfigError> {
+    let text = lookup(PORT_VARIABLE).ok_or_else(|| {
+        ConfigError::new(
+            PORT_VARIABLE,
+            "not set; the Azure Functions host sets it when it starts the handler (use `--port` to run by hand)",
+        )
+    })?;
+    match text.trim().parse::<u16>() {
+        Ok(port) if port > 0 => Ok(port),
+        _ => Err(ConfigError::new(
+            PORT_VARIABLE,
+            format!("`{text}` is not a TCP port (1-65535)"),
+        )),
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -365,22 +365,6 @@ mod tests {
         move |name| map.get(name).cloned()
     }
 
-    #[test]
-    fn defaults() {
-        let settings = Settings::from_lookup(lookup(&[])).unwrap();
-        assert_eq!(settings.mode, Mode::Alert);
-        assert!(!settings.intake.subscriptions.is_limited());
-        assert_eq!(settings.intake.keyvault_dns_suffix, "vault.azure.net");
-        assert_eq!(
-            settings.arm_endpoint.as_str(),
-            "https://management.azure.com/"
-        );
-    }
-
-    #[test]
-    fn reads_values() {
-        let settings = Settings::from_lookup(lookup(&[
-            ("CMKGUARD_MODE", "Remediate"),
     #[test]
     fn self_wiring_variables_are_parsed_and_checked() {
         const FUNCTION: &str = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.Web/sites/app/functions/OnKeyVaultEvent";
@@ -440,6 +424,22 @@ mod tests {
         }
     }
 
+    #[test]
+    fn defaults() {
+        let settings = Settings::from_lookup(lookup(&[])).unwrap();
+        assert_eq!(settings.mode, Mode::Alert);
+        assert!(!settings.intake.subscriptions.is_limited());
+        assert_eq!(settings.intake.keyvault_dns_suffix, "vault.azure.net");
+        assert_eq!(
+            settings.arm_endpoint.as_str(),
+            "https://management.azure.com/"
+        );
+    }
+
+    #[test]
+    fn reads_values() {
+        let settings = Settings::from_lookup(lookup(&[
+            ("CMKGUARD_MODE", "Remediate"),
             (
                 "CMKGUARD_SUBSCRIPTIONS",
                 " 3F7B2C1D-8E4A-4B6F-9C2D-5A1E0F9B7C34 , ",
@@ -461,7 +461,13 @@ mod tests {
             .map(ManagementGroupId::as_str)
             .collect();
         assert_eq!(groups, ["mg-platform", "Contoso_(EU).1"]);
-        assert!(settings.azure().subscriptions.allowlist().awaits_discovery());
+        assert!(
+            settings
+                .azure()
+                .subscriptions
+                .allowlist()
+                .awaits_discovery()
+        );
         assert_eq!(settings.intake.keyvault_dns_suffix, "vault.azure.cn");
     }
 

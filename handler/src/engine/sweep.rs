@@ -73,12 +73,12 @@ impl Engine {
             .collect();
         todo.sort_by_key(|found| found.id.as_str().to_ascii_lowercase());
         let now = time::OffsetDateTime::now_utc();
+        let mut wiring = WiringReads::new(self.observer.arm(), &self.settings.wiring);
         let mut last_done: Option<String> = None;
         let mut stopped_early = false;
         for chunk in todo.chunks(SCAN_CONCURRENCY) {
             // Every invocation checks at least one chunk, however long the listing took: one
             // that stopped before its first chunk would leave the cursor where it was, and
-        let mut wiring = WiringReads::new(self.observer.arm(), &self.settings.wiring);
             // the sweep would never get further.
             if last_done.is_some() && Instant::now() >= budget_end {
                 stopped_early = true;
@@ -87,7 +87,7 @@ impl Engine {
             // Each chunk gets the usual per-invocation read budget; the sweep's own budget only
             // decides whether another chunk is started.
             let chunk_deadline = Instant::now() + EVENT_BUDGET;
-            let snapshots: Vec<Snapshot> = futures_util::stream::iter(chunk.iter())
+            let mut snapshots: Vec<Snapshot> = futures_util::stream::iter(chunk.iter())
                 .map(|found| {
                     self.observer
                         .snapshot_hinted(&found.id, found.hint.as_ref(), chunk_deadline)
@@ -95,14 +95,14 @@ impl Engine {
                 .buffered(SCAN_CONCURRENCY)
                 .collect()
                 .await;
+            if let Some(wiring) = &mut wiring {
+                wiring.fill(&mut snapshots, chunk_deadline).await;
+            }
             let first_finding = outcome.findings.len();
             let evaluated: Vec<Evaluated> = snapshots
                 .iter()
                 .map(|snapshot| {
                     let evaluation = self.evaluate(snapshot, None, now);
-            if let Some(wiring) = &mut wiring {
-                wiring.fill(&mut snapshots, chunk_deadline).await;
-            }
                     add_findings(outcome, &evaluation);
                     Evaluated {
                         evaluation,

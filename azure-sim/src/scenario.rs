@@ -1064,7 +1064,10 @@ impl<'a> Builder<'a> {
         for spec in &self.scenario.vaults {
             if let (Some(wiring), false) = (&spec.wiring, spec.deleted) {
                 let vault_id = ids::vault_id(&spec.subscription, &spec.resource_group, &spec.name);
-                let audit = wiring.audit_rule_id.as_deref().zip(wiring.audit_hub.as_deref());
+                let audit = wiring
+                    .audit_rule_id
+                    .as_deref()
+                    .zip(wiring.audit_hub.as_deref());
                 crate::arm::wire(
                     &mut self.tenant,
                     &vault_id,

@@ -429,9 +429,10 @@ impl EventSubscription {
 impl SystemTopic {
     /// True when one of the topic's subscriptions delivers every wired event type to `target`.
     pub fn delivers_to(&self, target: &ArmResourceId) -> bool {
-        self.subscriptions
-            .iter()
-            .any(|s| s.missing_types(target).is_some_and(|missing| missing.is_empty()))
+        self.subscriptions.iter().any(|s| {
+            s.missing_types(target)
+                .is_some_and(|missing| missing.is_empty())
+        })
     }
 }
 
@@ -440,7 +441,9 @@ impl DiagnosticSetting {
     /// group) to `hub`'s authorization rule and hub name.
     pub fn streams_audit(&self, hub: &AuditHub) -> bool {
         let same = |value: &Option<String>, wanted: &str| {
-            value.as_deref().is_some_and(|v| v.eq_ignore_ascii_case(wanted))
+            value
+                .as_deref()
+                .is_some_and(|v| v.eq_ignore_ascii_case(wanted))
         };
         same(&self.event_hub_authorization_rule_id, hub.rule_id.as_str())
             && same(&self.event_hub_name, &hub.hub)

@@ -305,15 +305,7 @@ pub fn route(ctx: &Ctx) -> Result<Route, Reply> {
         ) => {
             return ok("RoleDefinitions_List", authz::list_definitions);
         }
-        (
-            "GET",
-            [
-                ..,
-                "providers",
-                "microsoft.insights",
-                "diagnosticsettings",
-            ],
-        ) => {
+        ("GET", [.., "providers", "microsoft.insights", "diagnosticsettings"]) => {
             return ok("DiagnosticSettings_List", eventgrid::list_settings);
         }
         (
@@ -415,9 +407,10 @@ pub fn route(ctx: &Ctx) -> Result<Route, Reply> {
                 "SystemTopicEventSubscriptions_ListBySystemTopic",
                 eventgrid::list_subscriptions,
             ),
-            ("GET", [_, "eventsubscriptions", _]) => {
-                ok("SystemTopicEventSubscriptions_Get", eventgrid::get_subscription)
-            }
+            ("GET", [_, "eventsubscriptions", _]) => ok(
+                "SystemTopicEventSubscriptions_Get",
+                eventgrid::get_subscription,
+            ),
             ("PUT", [_, "eventsubscriptions", _]) => ok(
                 "SystemTopicEventSubscriptions_CreateOrUpdate",
                 eventgrid::put_subscription,

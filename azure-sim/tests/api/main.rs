@@ -2,6 +2,7 @@
 
 mod arm;
 mod audit;
+mod eventgrid;
 mod binary;
 mod faults;
 mod graph;

@@ -61,7 +61,9 @@ fn check(context: &Context) -> Vec<Check> {
             )];
         }
         _ if context.trigger.is_some() => {
-            return not_applicable("the vault's wiring is read by the sweep, not on events");
+            return not_applicable(
+                "the vault's wiring is read by the sweep and scan, not on events or checks",
+            );
         }
         _ => return not_applicable("self-wiring is not configured"),
     };
@@ -304,6 +306,34 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_failed_wiring_read_is_unknown_and_a_visibility_finding() {
+        let mut snapshot = compliant_snapshot();
+        snapshot.wiring = Some(Read::Failed(ReadFailure {
+            what: "diagnostic settings".into(),
+            resource: format!("{VAULT_ID}/providers/Microsoft.Insights/diagnosticSettings"),
+            status: Some(403),
+            code: Some("AuthorizationFailed".into()),
+            message: "denied".into(),
+            transient: false,
+        }));
+        let policy = crate::policy::Policy::default();
+        let evaluation = crate::rules::evaluate(&context(&snapshot, &policy));
+        let findings: Vec<(&str, &str)> = evaluation
+            .findings
+            .iter()
+            .map(|f| (f.rule.as_str(), f.resource.as_str()))
+            .collect();
+        assert_eq!(
+            findings,
+            [(
+                "guard.visibility",
+                format!("{VAULT_ID}/providers/Microsoft.Insights/diagnosticSettings").as_str()
+            )]
+        );
+        assert!(!evaluation.resolves(RULE.id.as_str(), VAULT_ID));
+    }
+
+    #[test]
     fn on_events_the_rule_does_not_apply() {
         let mut snapshot = compliant_snapshot();
         snapshot.wiring = None;
@@ -330,7 +360,7 @@ pub(crate) mod tests {
         assert_eq!(checks[0].status, NA);
         assert_eq!(
             checks[0].observed,
-            "the vault's wiring is read by the sweep, not on events"
+            "the vault's wiring is read by the sweep and scan, not on events or checks"
         );
     }
 }

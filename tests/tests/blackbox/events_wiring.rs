@@ -2,9 +2,9 @@
 //! unwired CMK vault, one half-wired (audit log only) and one wired reports exactly the two
 //! that miss something; in `remediate` mode with consent it wires them with exactly the missing
 //! PUTs, and the next sweep finds them wired and writes nothing; `observe` and `alert` write
-//! nothing.
+//! nothing; a wiring read that fails is a `guard.visibility` finding, never a verdict.
 
-use azure_sim::{KeySpec, RecordFilter, Tenant, VaultSpec, WiringSpec, WorkspaceSpec};
+use azure_sim::{Fault, KeySpec, RecordFilter, Tenant, VaultSpec, WiringSpec, WorkspaceSpec};
 use cmk_guard_blackbox::scratch::Scratch;
 use cmk_guard_blackbox::{Handler, story, timer_envelope};
 use serde_json::Value;
@@ -211,5 +211,31 @@ async fn remediate_wires_with_exactly_the_missing_writes_and_the_next_sweep_writ
     handler.sim.reset_counters();
     let outcome = sweep(&handler).await;
     assert_eq!(wiring_findings(&outcome), [], "{outcome}");
+    assert_eq!(story::writes(&handler.sim), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_wiring_read_that_fails_is_a_visibility_finding_not_a_verdict() {
+    let scratch = Scratch::new("events-wiring");
+    let handler = start("remediate", &scratch).await;
+    handler
+        .sim
+        .add_fault(Fault::on_operation("DiagnosticSettings_List").status(403));
+    let outcome = sweep(&handler).await;
+    assert_eq!(wiring_findings(&outcome), [], "{outcome}");
+    let unreadable: Vec<&str> = outcome["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| f["rule"] == "guard.visibility")
+        .filter_map(|f| f["resource"].as_str())
+        .collect();
+    assert!(
+        unreadable
+            .iter()
+            .any(|r| r
+                .ends_with("/vaults/kv-unwired/providers/Microsoft.Insights/diagnosticSettings")),
+        "{outcome}"
+    );
     assert_eq!(story::writes(&handler.sim), Vec::<String>::new());
 }

@@ -8,6 +8,7 @@ pub fn classify_both_ways(event: &RawEvent) {
     let open = IntakeSettings {
         subscriptions: Allowlist::all(),
         keyvault_dns_suffix: "vault.azure.net".to_owned(),
+        managed_groups: Default::default(),
     };
     let allowlist = IntakeSettings {
         subscriptions: Allowlist::listed(
@@ -16,6 +17,7 @@ pub fn classify_both_ways(event: &RawEvent) {
                 .map(|s| vec![s]),
         ),
         keyvault_dns_suffix: "vault.azure.net".to_owned(),
+        managed_groups: Default::default(),
     };
     for settings in [&open, &allowlist] {
         if let Ok(outcome) = classify(event, settings) {

@@ -231,6 +231,9 @@ fn serve(settings: Settings, port: Option<u16>) -> ExitCode {
                 return Ok(false);
             }
         };
+        // What any instance learned of the service-provisioned resource groups, before the
+        // first event is classified.
+        engine.load_managed_groups().await;
         // Best effort, beside the server: until it succeeds, events from subscriptions that
         // are not listed are asked for again, and every sweep tries again.
         if let Some((arm, allowlist)) = engine.discovery() {

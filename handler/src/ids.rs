@@ -9,7 +9,7 @@ use std::hash::{Hash, Hasher};
 use url::Url;
 
 mod reach;
-pub use reach::{Allowlist, ManagementGroupId, Membership};
+pub use reach::{Allowlist, ManagedGroups, ManagementGroupId, Membership};
 
 /// Why an identifier could not be parsed; the message says which part was wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -246,6 +246,7 @@ impl Settings {
             intake: IntakeSettings {
                 subscriptions: Allowlist::new(subscriptions, management_groups),
                 keyvault_dns_suffix: suffix,
+                managed_groups: crate::ids::ManagedGroups::default(),
             },
             arm_endpoint,
             transport: TransportSettings {

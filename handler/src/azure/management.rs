@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use super::arm::ArmClient;
 use super::error::{AzureError, ErrorKind};
-use crate::ids::{ManagementGroupId, SubscriptionId};
+use crate::ids::{IdError, ManagementGroupId, SubscriptionId};
 
 /// At most this many pages per group (Azure answers pages of up to 1,000 descendants).
 pub const MAX_DESCENDANT_PAGES: usize = 50;
@@ -42,13 +42,21 @@ pub async fn descendant_subscriptions(
         AzureError::transport(
             format!("GET descendants of management group {group}"),
             ErrorKind::Refused,
-            why,
+            why.to_string(),
         )
     })
 }
 
+/// A descendant that says it is a subscription but is not named by a subscription id.
+#[derive(Debug, thiserror::Error)]
+#[error("a descendant of type {kind}: {source}")]
+struct UntrustedDescendant {
+    kind: String,
+    source: IdError,
+}
+
 /// The subscriptions among descendants; `Err` names the first item that cannot be trusted.
-fn subscriptions_in(items: &[Value]) -> Result<BTreeSet<SubscriptionId>, String> {
+fn subscriptions_in(items: &[Value]) -> Result<BTreeSet<SubscriptionId>, UntrustedDescendant> {
     let mut found = BTreeSet::new();
     for item in items {
         let kind = item.get("type").and_then(Value::as_str).unwrap_or_default();
@@ -59,8 +67,10 @@ fn subscriptions_in(items: &[Value]) -> Result<BTreeSet<SubscriptionId>, String>
             continue;
         }
         let name = item.get("name").and_then(Value::as_str).unwrap_or_default();
-        let subscription = SubscriptionId::parse(name)
-            .map_err(|e| format!("a descendant of type {}: {e}", crate::text::field(kind)))?;
+        let subscription = SubscriptionId::parse(name).map_err(|source| UntrustedDescendant {
+            kind: crate::text::field(kind).into_owned(),
+            source,
+        })?;
         found.insert(subscription);
     }
     Ok(found)
@@ -100,7 +110,7 @@ mod tests {
             json!({"type": "Microsoft.Management/managementGroups/subscriptions"}),
             json!({"type": "/subscriptions", "name": 7}),
         ] {
-            let error = subscriptions_in(&[bad.clone()]).unwrap_err();
+            let error = subscriptions_in(&[bad.clone()]).unwrap_err().to_string();
             assert!(error.contains("a descendant of type"), "{bad}: {error}");
         }
     }

@@ -1,7 +1,14 @@
-//! Discovery of the subscriptions under `CMKGUARD_MANAGEMENT_GROUPS`, at start (best effort)
-//! and at every sweep. What is found replaces the shared allowlist's discovered part only when
-//! every group answered: a failed discovery keeps the last known set (and the sweep reports it
-//! as a `guard.visibility` finding), so that a passing outage never narrows the scope.
+//! What cmk-guard covers, learned at run time into values shared with intake and the scope
+//! guard:
+//!
+//! - the subscriptions under `CMKGUARD_MANAGEMENT_GROUPS`, listed at start (best effort) and at
+//!   every sweep. What is found replaces the shared allowlist's discovered part only when every
+//!   group answered: a failed listing keeps the last known set (and the sweep reports it as a
+//!   `guard.visibility` finding), so that a passing outage never narrows the scope;
+//! - the service-provisioned resource groups workspaces name, learned from every evaluation, so
+//!   that a write or delete in such a group is relevant whatever its name, not only under the
+//!   `azureml-rg-` prefix. New names are saved to the state store (a union across instances) and
+//!   loaded at start, so that a cold instance knows them before its first sweep.
 
 use std::collections::BTreeSet;
 
@@ -9,10 +16,11 @@ use tokio::time::Instant;
 
 use super::Engine;
 use crate::azure::{ArmClient, AzureError, descendant_subscriptions};
-use crate::ids::{Allowlist, ManagementGroupId};
+use crate::ids::{Allowlist, ArmResourceId, ManagementGroupId};
 use crate::observe::read_failure;
 use crate::outcome::Outcome;
 use crate::rules;
+use crate::snapshot::Snapshot;
 
 /// A management group whose subscriptions could not be listed.
 #[derive(Debug)]
@@ -86,5 +94,86 @@ pub(super) fn add_discovery_failures(outcome: &mut Outcome, failures: &[Discover
         let scope = format!("/providers/Microsoft.Management/managementGroups/{group}");
         let failure = read_failure("subscriptions under the management group", &scope, error);
         outcome.findings.push(rules::unreadable(&scope, &failure));
+    }
+}
+
+impl Engine {
+    /// Remembers the resource group the workspace names in `serviceProvisionedResourceGroup`
+    /// (a name or an ARM id).
+    pub(super) fn learn_managed_group(&self, snapshot: &Snapshot) {
+        let Some(value) = snapshot
+            .workspace
+            .found()
+            .and_then(|w| w.service_provisioned_resource_group.as_deref())
+        else {
+            return;
+        };
+        // A name that could not be a path segment of an id is never in one: not learned.
+        let value = value.trim();
+        let name = match ArmResourceId::parse(value) {
+            Ok(id) => id.resource_group().map(str::to_owned),
+            Err(_) => crate::ids::check_segment(value)
+                .is_ok()
+                .then(|| value.to_owned()),
+        };
+        if let Some(name) = name
+            && self.settings.intake.managed_groups.learn(&name)
+        {
+            tracing::info!(
+                message = "Learned a service-provisioned resource group: writes and deletes in it are watched.",
+                resource_group = %name,
+                workspace = %snapshot.workspace_id
+            );
+        }
+    }
+
+    /// Saves the names learned since the last save. Best effort: a failure is logged and the
+    /// names are saved with the next ones.
+    pub(super) async fn save_managed_groups(&self) {
+        let Some(actor) = self.actor() else {
+            return;
+        };
+        let learned = &self.settings.intake.managed_groups;
+        let unsaved = learned.take_unsaved();
+        if unsaved.is_empty() {
+            return;
+        }
+        if let Err(error) = actor.store.add_managed_resource_groups(&unsaved).await {
+            tracing::warn!(
+                message = "Saving the learned service-provisioned resource groups failed; they are saved with the next ones.",
+                error = %crate::text::chain(&error)
+            );
+            learned.unsaved(unsaved);
+        }
+    }
+
+    /// Loads the names saved by any instance (at start). Best effort: the next sweep learns
+    /// them again.
+    pub async fn load_managed_groups(&self) {
+        let Some(actor) = self.actor() else {
+            return;
+        };
+        match actor.store.managed_resource_groups().await {
+            Ok(names) => self.settings.intake.managed_groups.load(names),
+            Err(error) => tracing::warn!(
+                message = "Reading the learned service-provisioned resource groups failed; the next sweep learns them again.",
+                error = %crate::text::chain(&error)
+            ),
+        }
+    }
+
+    /// Says which service-provisioned resource groups are watched (at the end of a sweep), so
+    /// that an operator can add those not named `azureml-rg-…` to the Event Grid filters.
+    pub(super) fn log_managed_groups(&self) {
+        let names = self.settings.intake.managed_groups.names();
+        let other: Vec<&String> = names
+            .iter()
+            .filter(|name| !name.starts_with(crate::intake::MANAGED_RESOURCE_GROUP_PREFIX))
+            .collect();
+        tracing::info!(
+            message = "Service-provisioned resource groups watched.",
+            count = names.len(),
+            without_prefix = ?other
+        );
     }
 }

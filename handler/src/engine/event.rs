@@ -91,6 +91,7 @@ impl Engine {
             Err(error) => return self.settle(skeleton(), Failure::State(error)),
         }
         let result = self.reconcile_all(event, triggers, deadline, look).await;
+        self.save_managed_groups().await;
         let audit = result.as_ref().ok().map(crate::act::audit_record);
         let now = time::OffsetDateTime::now_utc();
         let ended = store

@@ -275,6 +275,7 @@ impl Engine {
         trigger: Option<&Trigger>,
         now: time::OffsetDateTime,
     ) -> rules::Evaluation {
+        self.learn_managed_group(snapshot);
         rules::evaluate(&Context {
             snapshot,
             now,

@@ -142,6 +142,7 @@ impl Engine {
             }
             .to_cursor()
         });
+        self.save_managed_groups().await;
         store.set_sweep_cursor(saved.as_deref()).await?;
         if stopped_early {
             outcome.reason = Some(format!(
@@ -161,6 +162,7 @@ impl Engine {
                     now,
                 )
                 .await?;
+            self.log_managed_groups();
             // Housekeeping: a failed prune leaves old records for the next sweep to remove,
             // which is no reason to fail this one.
             if let Err(error) = store.prune(now).await {

@@ -165,6 +165,93 @@ impl Allowlist {
     }
 }
 
+/// The names of the resource groups Azure ML provisioned for workspaces
+/// (`serviceProvisionedResourceGroup`), learned from evaluations and kept in the state store:
+/// intake treats a write or delete in any of them as relevant, whatever the name, without I/O.
+#[derive(Debug, Clone, Default)]
+pub struct ManagedGroups(Arc<RwLock<GroupNames>>);
+
+#[derive(Debug, Default)]
+struct GroupNames {
+    /// Lower-case names.
+    known: BTreeSet<String>,
+    /// Learned here and not yet saved to the state store.
+    unsaved: BTreeSet<String>,
+}
+
+impl ManagedGroups {
+    /// True when `name` (any case) is a learned service-provisioned resource group.
+    pub fn contains(&self, name: &str) -> bool {
+        let names = self
+            .0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        !names.known.is_empty() && names.known.contains(&name.to_ascii_lowercase())
+    }
+
+    /// True once any name is known (intake then parses resource ids to look for them).
+    pub fn names_known(&self) -> bool {
+        let names = self
+            .0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        !names.known.is_empty()
+    }
+
+    /// Remembers a name; `true` when it was new (it is then also marked to be saved).
+    pub fn learn(&self, name: &str) -> bool {
+        let name = name.trim().to_ascii_lowercase();
+        if name.is_empty() || self.contains(&name) {
+            return false;
+        }
+        let mut names = self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        names.unsaved.insert(name.clone());
+        names.known.insert(name)
+    }
+
+    /// Remembers names read from the state store (already saved).
+    pub fn load(&self, saved: impl IntoIterator<Item = String>) {
+        let mut names = self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        names
+            .known
+            .extend(saved.into_iter().map(|name| name.to_ascii_lowercase()));
+    }
+
+    /// The names learned since the last call; give them back with [`ManagedGroups::unsaved`]
+    /// if saving them failed.
+    pub fn take_unsaved(&self) -> Vec<String> {
+        let mut names = self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        std::mem::take(&mut names.unsaved).into_iter().collect()
+    }
+
+    /// Marks names to be saved again.
+    pub fn unsaved(&self, names: Vec<String>) {
+        let mut names_now = self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        names_now.unsaved.extend(names);
+    }
+
+    /// Every known name, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let names = self
+            .0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        names.known.iter().cloned().collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,6 +309,25 @@ mod tests {
         assert_eq!(intake.membership(&sub(B)), Membership::In);
         assert_eq!(intake.membership(&sub(C)), Membership::Out);
         assert_eq!(intake.snapshot(), Some(vec![sub(A), sub(B)]));
+    }
+
+    #[test]
+    fn managed_group_names_are_learned_once_ignoring_case_and_saved_once() {
+        let learned = ManagedGroups::default();
+        let intake = learned.clone();
+        assert!(!intake.contains("contoso-ml-managed"));
+        assert!(learned.learn("Contoso-ML-Managed"));
+        assert!(!learned.learn("contoso-ml-managed"));
+        assert!(!learned.learn("  "));
+        assert!(intake.contains("CONTOSO-ml-managed"));
+        learned.load(["Rg-From-Store".to_owned()]);
+        assert!(intake.contains("rg-from-store"));
+        assert_eq!(learned.names(), ["contoso-ml-managed", "rg-from-store"]);
+        let unsaved = learned.take_unsaved();
+        assert_eq!(unsaved, ["contoso-ml-managed"]);
+        assert!(learned.take_unsaved().is_empty());
+        learned.unsaved(unsaved);
+        assert_eq!(learned.take_unsaved(), ["contoso-ml-managed"]);
     }
 
     #[test]

@@ -119,6 +119,7 @@ mod tests {
                 crate::ids::SubscriptionId::parse("00000000-0000-0000-0000-000000000001").unwrap(),
             ])),
             keyvault_dns_suffix: "vault.azure.net".to_owned(),
+            managed_groups: crate::ids::ManagedGroups::default(),
         };
         for (body, expected) in [
             ("{", "body: not valid JSON"),
@@ -155,6 +156,7 @@ mod tests {
         IntakeSettings {
             subscriptions: crate::ids::Allowlist::all(),
             keyvault_dns_suffix: "vault.azure.net".to_owned(),
+            managed_groups: crate::ids::ManagedGroups::default(),
         }
     }
 

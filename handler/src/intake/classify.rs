@@ -107,7 +107,9 @@ pub const RELEVANT_OPERATIONS: &[(&str, ResourceKind)] = &[
 ];
 
 /// Azure ML names the resource group it provisions for a CMK workspace `azureml-rg-…`
-/// (azure-notes Trap T21). Writes and deletes inside it are relevant whatever their operation.
+/// (azure-notes Trap T21). Writes and deletes inside it are relevant whatever their operation;
+/// so are those inside any group a workspace named in `serviceProvisionedResourceGroup` as seen
+/// by an evaluation or a sweep (`IntakeSettings::managed_groups`), whatever its name.
 pub const MANAGED_RESOURCE_GROUP_PREFIX: &str = "azureml-rg-";
 
 /// The verdict on one event.
@@ -193,7 +195,7 @@ fn classify_resource_event(
         .find(|(name, _)| name.eq_ignore_ascii_case(&operation))
         .map(|(_, kind)| *kind);
     let Some(kind) = listed.or_else(|| {
-        (change != "Action" && managed_resource_group(&resource_text))
+        (change != "Action" && managed_resource_group(&resource_text, settings))
             .then_some(ResourceKind::ManagedResourceGroupMember)
     }) else {
         return Ok(Classified::Ignored(format!(
@@ -357,13 +359,16 @@ fn check_subscription(
     }
 }
 
-fn managed_resource_group(resource: &str) -> bool {
-    // Most resources are not in one: a text without the prefix needs no parsing.
+fn managed_resource_group(resource: &str, settings: &IntakeSettings) -> bool {
+    // Most resources are not in one: a text without the prefix needs no parsing, unless names
+    // have been learned.
     let prefix = MANAGED_RESOURCE_GROUP_PREFIX.as_bytes();
-    if !resource
-        .as_bytes()
-        .windows(prefix.len())
-        .any(|window| window.eq_ignore_ascii_case(prefix))
+    let learned = settings.managed_groups.names_known();
+    if !learned
+        && !resource
+            .as_bytes()
+            .windows(prefix.len())
+            .any(|window| window.eq_ignore_ascii_case(prefix))
     {
         return false;
     }
@@ -373,6 +378,7 @@ fn managed_resource_group(resource: &str) -> bool {
             id.resource_group().map(|rg| {
                 rg.to_ascii_lowercase()
                     .starts_with(MANAGED_RESOURCE_GROUP_PREFIX)
+                    || (learned && settings.managed_groups.contains(rg))
             })
         })
         .unwrap_or(false)
@@ -401,6 +407,7 @@ mod tests {
                     .collect()
             })),
             keyvault_dns_suffix: "vault.azure.net".into(),
+            managed_groups: crate::ids::ManagedGroups::default(),
         }
     }
 
@@ -525,6 +532,49 @@ mod tests {
             ),
             Ok(Classified::Ignored(_))
         ));
+    }
+
+    #[test]
+    fn writes_in_a_learned_managed_resource_group_of_any_name_are_relevant() {
+        let uri = |group: &str| {
+            format!(
+                "/subscriptions/{SUB}/resourceGroups/{group}/providers/Microsoft.Storage/storageAccounts/st1"
+            )
+        };
+        let delete = |group: &str| {
+            arm_event(
+                "Microsoft.Resources.ResourceDeleteSuccess",
+                "Microsoft.Storage/storageAccounts/delete",
+                &uri(group),
+            )
+        };
+        let settings = settings(Some(&[SUB]));
+        assert!(matches!(
+            classify(&delete("contoso-ml-managed"), &settings),
+            Ok(Classified::Ignored(_))
+        ));
+        // A sweep or an evaluation read the workspace naming it (the setting is shared).
+        settings.managed_groups.clone().learn("Contoso-ML-Managed");
+        let trigger = relevant(classify(&delete("CONTOSO-ML-MANAGED"), &settings));
+        assert!(matches!(
+            trigger.target,
+            Target::Arm {
+                kind: ResourceKind::ManagedResourceGroupMember,
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify(&delete("contoso-ml-managed-2"), &settings),
+            Ok(Classified::Ignored(_))
+        ));
+        // Still only in scope: the same name in another subscription is refused.
+        let elsewhere = uri("contoso-ml-managed").replace(SUB, OTHER_SUB);
+        let event = arm_event(
+            "Microsoft.Resources.ResourceDeleteSuccess",
+            "Microsoft.Storage/storageAccounts/delete",
+            &elsewhere,
+        );
+        assert!(classify(&event, &settings).is_err());
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub use data::{KeyVaultEventData, ResourceEventData};
 pub use envelope::{BindingSource, Invocation, Metadata, RetryContext, Sys};
 pub use event::{RawEvent, Schema, deserialize as deserialize_at};
 
-use crate::ids::{Allowlist, ArmResourceId, KeyUrl, SubscriptionId};
+use crate::ids::{Allowlist, ArmResourceId, KeyUrl, ManagedGroups, SubscriptionId};
 
 /// Why input was refused. The message names the field and what was expected.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +93,8 @@ pub struct IntakeSettings {
     /// `CMKGUARD_SUBSCRIPTIONS` and the subscriptions discovered under
     /// `CMKGUARD_MANAGEMENT_GROUPS`, shared with the scope guard and the sweep.
     pub subscriptions: Allowlist,
+    /// The service-provisioned resource groups learned from evaluations, whatever their name.
+    pub managed_groups: ManagedGroups,
     /// `CMKGUARD_KEYVAULT_DNS_SUFFIX`; key URLs on other hosts are refused.
     pub keyvault_dns_suffix: String,
 }
@@ -123,7 +125,8 @@ pub enum ResourceKind {
     RoleAssignment,
     ResourceGroup,
     ProviderRegistration,
-    /// Anything inside an Azure ML service-provisioned (`azureml-rg-…`) resource group.
+    /// Anything inside an Azure ML service-provisioned resource group: `azureml-rg-…`, or a
+    /// group a workspace names in `serviceProvisionedResourceGroup`.
     ManagedResourceGroupMember,
 }
 

@@ -423,6 +423,13 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// invocation at a time, so the last write wins.
     async fn set_sweep_cursor(&self, cursor: Option<&str>) -> Result<()>;
 
+    /// The names of the resource groups Azure ML provisioned for workspaces, as learned from
+    /// evaluations (lower-case, sorted), so that a cold instance's intake knows them.
+    async fn managed_resource_groups(&self) -> Result<Vec<String>>;
+
+    /// Adds names to that set. A union: what other instances added stays.
+    async fn add_managed_resource_groups(&self, names: &[String]) -> Result<()>;
+
     /// Removes what has outlived its retention: event claims older than
     /// [`EVENT_CLAIM_RETENTION`], attempts older than [`ATTEMPT_RETENTION`], notifications sent
     /// more than [`SENT_NOTIFICATION_RETENTION`] ago and expired remediation claims. Returns
@@ -451,6 +458,21 @@ pub async fn open(
 
 /// Lower-case hex SHA-256 of `parts` joined by newlines: a fixed-length, path-safe name for
 /// keys that are long, user-controlled or contain `/`.
+/// The stored set of managed resource group names (a JSON array) with `names` added, as both
+/// backends keep it; what is not a list of names is replaced.
+pub(crate) fn merged_group_names(stored: Option<&str>, names: &[String]) -> String {
+    let mut set: std::collections::BTreeSet<String> = group_names(stored).into_iter().collect();
+    set.extend(names.iter().map(|name| name.to_ascii_lowercase()));
+    serde_json::to_string(&set).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// The names in a stored set (see [`merged_group_names`]).
+pub(crate) fn group_names(stored: Option<&str>) -> Vec<String> {
+    stored
+        .and_then(|text| serde_json::from_str::<Vec<String>>(text).ok())
+        .unwrap_or_default()
+}
+
 pub(crate) fn digest(parts: &[&str]) -> String {
     let mut hasher = Sha256::new();
     for (index, part) in parts.iter().enumerate() {

@@ -134,6 +134,7 @@ suite!(
     the_outbox_survives_reopening,
     concurrent_outbox_claims_hand_each_item_to_one_sender,
     the_sweep_cursor_is_saved_and_cleared,
+    managed_resource_group_names_are_a_growing_shared_set,
     pruning_removes_only_what_outlived_its_retention,
 );
 
@@ -935,6 +936,48 @@ async fn the_sweep_cursor_is_saved_and_cleared(backend: &Backend) {
     store.set_sweep_cursor(None).await.unwrap();
     assert_eq!(store.sweep_cursor().await.unwrap(), None);
     store.set_sweep_cursor(None).await.unwrap();
+}
+
+async fn managed_resource_group_names_are_a_growing_shared_set(backend: &Backend) {
+    let store = backend.open().await;
+    assert!(store.managed_resource_groups().await.unwrap().is_empty());
+    let names = |list: &[&str]| list.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+    store
+        .add_managed_resource_groups(&names(&["Contoso-ML-Managed", "rg-b"]))
+        .await
+        .unwrap();
+    // Another instance adds its own, with one already known in another case.
+    let other = backend.open().await;
+    other
+        .add_managed_resource_groups(&names(&["RG-B", "rg-a"]))
+        .await
+        .unwrap();
+    let expected = ["contoso-ml-managed", "rg-a", "rg-b"];
+    assert_eq!(store.managed_resource_groups().await.unwrap(), expected);
+    assert_eq!(
+        backend
+            .open()
+            .await
+            .managed_resource_groups()
+            .await
+            .unwrap(),
+        expected
+    );
+    // Concurrent additions all land.
+    let adds: Vec<_> = (0..4)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .add_managed_resource_groups(&[format!("rg-concurrent-{i}")])
+                    .await
+            })
+        })
+        .collect();
+    for add in adds {
+        add.await.unwrap().unwrap();
+    }
+    assert_eq!(store.managed_resource_groups().await.unwrap().len(), 7);
 }
 
 async fn pruning_removes_only_what_outlived_its_retention(backend: &Backend) {

@@ -14,6 +14,7 @@ mod function_definitions;
 mod host_protocol;
 mod key_vault_audit;
 mod loop_guard;
+mod managed_resource_groups;
 mod management_groups;
 mod modes;
 mod packaging;

@@ -12,6 +12,7 @@ fn settings(subscriptions: Option<&[&str]>) -> IntakeSettings {
                 .collect()
         })),
         keyvault_dns_suffix: "vault.azure.net".into(),
+        managed_groups: crate::ids::ManagedGroups::default(),
     }
 }
 

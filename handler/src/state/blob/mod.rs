@@ -134,6 +134,11 @@ impl StoredNotification {
     }
 }
 
+/// The learned names of managed resource groups, beside the sweep cursor.
+const MANAGED_GROUPS: &str = "cursors/managed-groups";
+/// How often a conditional merge of that set is tried against concurrent writers.
+const MERGE_TRIES: usize = 5;
+
 #[derive(Debug, Serialize, Deserialize)]
 struct Cursor {
     value: String,
@@ -566,6 +571,40 @@ impl StateStore for BlobStore {
             }
         }
         Ok(())
+    }
+
+    async fn managed_resource_groups(&self) -> Result<Vec<String>> {
+        let stored = self.read::<Cursor>(MANAGED_GROUPS).await?;
+        Ok(super::group_names(
+            stored.as_ref().map(|(cursor, _, _)| cursor.value.as_str()),
+        ))
+    }
+
+    async fn add_managed_resource_groups(&self, names: &[String]) -> Result<()> {
+        // Read, merge, write only if nobody wrote meanwhile; another writer's names are kept
+        // by merging again.
+        for _ in 0..MERGE_TRIES {
+            let stored = self.read::<Cursor>(MANAGED_GROUPS).await?;
+            let (value, condition) = match stored {
+                Some((cursor, _, etag)) => (
+                    super::merged_group_names(Some(&cursor.value), names),
+                    Condition::Matches(etag),
+                ),
+                None => (super::merged_group_names(None, names), Condition::Absent),
+            };
+            let cursor = Cursor { value };
+            if self
+                .write(MANAGED_GROUPS, cursor, condition, HashMap::new())
+                .await?
+                .is_some()
+            {
+                return Ok(());
+            }
+        }
+        Err(StateError::new(
+            StateErrorKind::Transient,
+            format!("{MANAGED_GROUPS}: other writers kept changing it"),
+        ))
     }
 
     async fn prune(&self, now: OffsetDateTime) -> Result<usize> {

@@ -628,6 +628,41 @@ impl StateStore for SqliteStore {
         .await
     }
 
+    async fn managed_resource_groups(&self) -> Result<Vec<String>> {
+        let stored: Option<String> = self
+            .run(|connection| {
+                Ok(connection
+                    .prepare_cached("SELECT value FROM cursors WHERE name = 'managed-groups'")?
+                    .query_row([], |row| row.get(0))
+                    .optional()?)
+            })
+            .await?;
+        Ok(super::group_names(stored.as_deref()))
+    }
+
+    async fn add_managed_resource_groups(&self, names: &[String]) -> Result<()> {
+        let names = names.to_vec();
+        self.run(move |connection| {
+            let transaction =
+                connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let stored: Option<String> = transaction
+                .query_row(
+                    "SELECT value FROM cursors WHERE name = 'managed-groups'",
+                    [],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            transaction.execute(
+                "INSERT INTO cursors (name, value) VALUES ('managed-groups', ?1)
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                [super::merged_group_names(stored.as_deref(), &names)],
+            )?;
+            transaction.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn prune(&self, now: OffsetDateTime) -> Result<usize> {
         let now_nanos = to_nanos(now)?;
         let events_before = to_nanos(earlier(now, EVENT_CLAIM_RETENTION)?)?;

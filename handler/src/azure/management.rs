@@ -110,7 +110,9 @@ mod tests {
             json!({"type": "Microsoft.Management/managementGroups/subscriptions"}),
             json!({"type": "/subscriptions", "name": 7}),
         ] {
-            let error = subscriptions_in(&[bad.clone()]).unwrap_err().to_string();
+            let error = subscriptions_in(std::slice::from_ref(&bad))
+                .unwrap_err()
+                .to_string();
             assert!(error.contains("a descendant of type"), "{bad}: {error}");
         }
     }

@@ -179,8 +179,20 @@ impl<'a> WiringReads<'a> {
     }
 }
 
-/// The CMK vault a snapshot read, by the id ARM gave it.
+/// The CMK vault a snapshot read, by the id ARM gave it; `None` unless the workspace uses CMK
+/// (a vault named by a workspace with encryption off is nobody's CMK vault).
 fn vault_id(snapshot: &Snapshot) -> Option<ArmResourceId> {
+    let uses_cmk = snapshot
+        .workspace
+        .found()?
+        .encryption
+        .as_ref()?
+        .status
+        .as_deref()?
+        .eq_ignore_ascii_case("Enabled");
+    if !uses_cmk {
+        return None;
+    }
     let vault = snapshot.vault.as_ref()?.found()?;
     ArmResourceId::parse(&vault.id)
         .ok()

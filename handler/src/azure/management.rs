@@ -80,6 +80,125 @@ fn subscriptions_in(items: &[Value]) -> Result<BTreeSet<SubscriptionId>, Untrust
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::sync::{Arc, Mutex};
+
+    use async_trait::async_trait;
+    use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOptions};
+    use azure_core::http::{
+        AsyncRawResponse, HttpClient, Request, StatusCode, Transport, Url, headers::Headers,
+    };
+
+    use crate::azure::ratelimit::RateLimiter;
+    use crate::azure::{ApiVersions, ErrorKind, RetrySettings, SubscriptionScope};
+    use crate::ids::Allowlist;
+
+    /// Answers each request with the next scripted body and records what was asked.
+    #[derive(Debug, Default)]
+    struct Scripted {
+        bodies: Mutex<Vec<Value>>,
+        asked: Mutex<Vec<String>>,
+    }
+
+    #[async_trait]
+    impl HttpClient for Scripted {
+        async fn execute_request(&self, request: &Request) -> azure_core::Result<AsyncRawResponse> {
+            self.asked.lock().unwrap().push(request.url().to_string());
+            let body = self.bodies.lock().unwrap().remove(0);
+            Ok(AsyncRawResponse::from_bytes(
+                StatusCode::Ok,
+                Headers::new(),
+                body.to_string().into_bytes(),
+            ))
+        }
+    }
+
+    #[derive(Debug)]
+    struct Token;
+
+    #[async_trait]
+    impl TokenCredential for Token {
+        async fn get_token(
+            &self,
+            _: &[&str],
+            _: Option<TokenRequestOptions<'_>>,
+        ) -> azure_core::Result<AccessToken> {
+            Ok(AccessToken::new(
+                "token",
+                time::OffsetDateTime::now_utc() + time::Duration::hours(1),
+            ))
+        }
+    }
+
+    const ARM: &str = "https://management.azure.com";
+    const PATH: &str = "/providers/Microsoft.Management/managementGroups/mg/descendants";
+
+    /// Lists the descendants of `mg` against scripted pages: (the result, the URLs asked).
+    async fn list(
+        pages: Vec<Value>,
+    ) -> (Result<BTreeSet<SubscriptionId>, AzureError>, Vec<String>) {
+        let script = Arc::new(Scripted {
+            bodies: Mutex::new(pages),
+            asked: Mutex::default(),
+        });
+        let group = ManagementGroupId::parse("mg").unwrap();
+        let arm = ArmClient::new(
+            Url::parse(ARM).unwrap(),
+            Arc::new(Token),
+            Transport::new(script.clone()),
+            ApiVersions::with_overrides(None).unwrap(),
+            RetrySettings::default(),
+            RateLimiter::new(1000),
+            SubscriptionScope::shared(Allowlist::new(None, vec![group.clone()])),
+        );
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        let result = descendant_subscriptions(&arm, &group, deadline).await;
+        let asked = script.asked.lock().unwrap().clone();
+        (result, asked)
+    }
+
+    fn page(names: &[&str], next: Option<String>) -> Value {
+        let value: Vec<Value> = names
+            .iter()
+            .map(|name| json!({"type": "Microsoft.Management/managementGroups/subscriptions", "name": name}))
+            .collect();
+        json!({ "value": value, "nextLink": next })
+    }
+
+    #[tokio::test]
+    async fn pages_are_followed_on_the_same_path_only() {
+        let next = format!("{ARM}{PATH}?api-version=2020-05-01&$skiptoken=b2Zmc2V0OjI");
+        let (found, asked) = list(vec![page(&[A], Some(next.clone())), page(&[B], None)]).await;
+        let found: Vec<String> = found.unwrap().iter().map(ToString::to_string).collect();
+        assert_eq!(found, [A, B]);
+        assert_eq!(asked.len(), 2);
+        assert!(asked[0].starts_with(&format!("{ARM}{PATH}?api-version=2020-05-01")));
+
+        for (hostile, why) in [
+            (
+                format!("{ARM}/providers/Microsoft.Management/managementGroups/other/descendants"),
+                "another path",
+            ),
+            (
+                format!("{ARM}/subscriptions/{A}/resourceGroups"),
+                "another path",
+            ),
+            (format!("https://evil.example{PATH}"), "untrusted host"),
+            (
+                format!("{ARM}{PATH}?api-version=2020-05-01"),
+                "already read",
+            ),
+        ] {
+            let (result, asked) =
+                list(vec![page(&[A], Some(hostile.clone())), page(&[B], None)]).await;
+            let error = result.unwrap_err();
+            assert!(
+                matches!(error.kind, ErrorKind::Refused | ErrorKind::Permanent),
+                "{hostile}: {error:?}"
+            );
+            assert!(error.to_string().contains(why), "{hostile}: {error}");
+            assert_eq!(asked.len(), 1, "{hostile}: nothing sent there");
+        }
+    }
 
     const A: &str = "00000000-0000-0000-0000-00000000000a";
     const B: &str = "00000000-0000-0000-0000-00000000000b";

@@ -1768,6 +1768,41 @@ mod tests {
     }
 
     #[test]
+    fn management_groups_come_from_json_with_their_subscriptions_and_reader_for_the_app() {
+        let scenario = Scenario::from_json(
+            r#"{"managementGroups": [
+                {"name": "mg-ml", "subscriptions": ["00000000-0000-0000-0000-0000000000a1"]},
+                {"name": "mg-ml-teams", "parent": "MG-ML", "subscriptions": ["00000000-0000-0000-0000-0000000000a2"]}
+            ]}"#,
+        )
+        .unwrap();
+        let tenant = scenario.build().unwrap();
+        assert_eq!(tenant.management_groups.len(), 2);
+        assert!(
+            tenant
+                .subscription("00000000-0000-0000-0000-0000000000a2")
+                .is_some()
+        );
+        let app = tenant.app.principal_id.clone().unwrap();
+        assert!(tenant.can(
+            &app,
+            "Microsoft.Management/managementGroups/descendants/read",
+            "/providers/Microsoft.Management/managementGroups/mg-ml-teams"
+        ));
+        for bad in [
+            r#"{"managementGroups": [{"name": "mg", "parent": "nowhere"}]}"#,
+            r#"{"managementGroups": [{"name": "mg"}, {"name": "MG"}]}"#,
+            r#"{"managementGroups": [{"name": "mg/x"}]}"#,
+        ] {
+            let error = Scenario::from_json(bad).unwrap().build().unwrap_err();
+            assert!(
+                error.to_string().contains("management group"),
+                "{bad}: {error}"
+            );
+        }
+    }
+
+    #[test]
     fn json_null_makes_flags_absent_and_missing_keeps_defaults() {
         let s = Scenario::from_json(
             r#"{"vaults":[{"name":"kv-a","purgeProtection":null,"softDelete":false,"keys":[{"name":"k","expiresInDays":null}]}]}"#,

@@ -359,12 +359,11 @@ mod tests {
             Err(ScopeRefusal::ManagementGroup("mg-other".into()))
         );
         // Discovered subscriptions are allowed from then on, through every clone.
-        scope
-            .clone()
-            .allowlist()
-            .set_discovered(std::collections::BTreeSet::from([
-                SubscriptionId::parse(A).unwrap()
-            ]));
+        let group = crate::ids::ManagementGroupId::parse("mg-platform").unwrap();
+        scope.clone().allowlist().set_discovered(
+            &group,
+            std::collections::BTreeSet::from([SubscriptionId::parse(A).unwrap()]),
+        );
         let inside = format!("{arm}/subscriptions/{A}/resourceGroups/rg");
         assert_eq!(check(&scope, Method::Get, &inside, ""), Ok(()));
         let outside = format!("{arm}/subscriptions/{B}/resourceGroups/rg");

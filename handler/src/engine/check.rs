@@ -16,6 +16,10 @@ impl Engine {
         request_id: &str,
         deadline: Instant,
     ) -> Result<Result<Outcome, Unfinished>, Rejection> {
+        if self.settings.intake.subscriptions.awaits_discovery() {
+            // A resource under the management groups is in scope once they are listed.
+            self.discover_subscriptions(deadline).await;
+        }
         let request = CheckRequest::parse(body, request_id, &self.settings.intake)?;
         if request.apply && self.settings.mode != Mode::Remediate {
             return Err(Rejection::new(format!(

@@ -2,15 +2,13 @@
 //! guard:
 //!
 //! - the subscriptions under `CMKGUARD_MANAGEMENT_GROUPS`, listed at start (best effort) and at
-//!   every sweep. What is found replaces the shared allowlist's discovered part only when every
-//!   group answered: a failed listing keeps the last known set (and the sweep reports it as a
+//!   every sweep. Each group's answer replaces what was known under that group; a failed
+//!   listing keeps the group's last known subscriptions (and the sweep reports it as a
 //!   `guard.visibility` finding), so that a passing outage never narrows the scope;
 //! - the service-provisioned resource groups workspaces name, learned from every evaluation, so
 //!   that a write or delete in such a group is relevant whatever its name, not only under the
 //!   `azureml-rg-` prefix. New names are saved to the state store (a union across instances) and
 //!   loaded at start, so that a cold instance knows them before its first sweep.
-
-use std::collections::BTreeSet;
 
 use tokio::time::Instant;
 
@@ -55,36 +53,32 @@ pub async fn discover(
     allowlist: &Allowlist,
     deadline: Instant,
 ) -> Vec<DiscoveryFailure> {
-    let mut found = BTreeSet::new();
     let mut failures = Vec::new();
     if allowlist.groups().is_empty() {
         return failures;
     }
     for group in allowlist.groups() {
         match descendant_subscriptions(arm, group, deadline).await {
-            Ok(subscriptions) => found.extend(subscriptions),
-            Err(error) => failures.push(DiscoveryFailure {
-                group: group.clone(),
-                error,
-            }),
+            Ok(subscriptions) => allowlist.set_discovered(group, subscriptions),
+            Err(error) => {
+                tracing::warn!(
+                    message = "Listing the subscriptions under a management group failed; the last known ones stay in scope.",
+                    group = %group,
+                    error = %crate::text::chain(&error)
+                );
+                failures.push(DiscoveryFailure {
+                    group: group.clone(),
+                    error,
+                });
+            }
         }
     }
-    if failures.is_empty() {
-        tracing::info!(
-            message = "Subscriptions discovered under the management groups.",
-            groups = allowlist.groups().len(),
-            subscriptions = found.len()
-        );
-        allowlist.set_discovered(found);
-    } else {
-        for failure in &failures {
-            tracing::warn!(
-                message = "Listing the subscriptions under a management group failed; the last known ones stay in scope.",
-                group = %failure.group,
-                error = %crate::text::chain(&failure.error)
-            );
-        }
-    }
+    tracing::info!(
+        message = "Subscriptions under the management groups.",
+        groups = allowlist.groups().len(),
+        failed = failures.len(),
+        subscriptions = allowlist.discovered_count()
+    );
     failures
 }
 

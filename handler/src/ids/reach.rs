@@ -5,7 +5,7 @@
 //! clone shares the same cell, so a discovery or a learned name is seen by all of them at once.
 //! Reading is a lock held only to clone an `Arc`; intake stays free of I/O.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::{Arc, RwLock};
 
@@ -72,8 +72,9 @@ pub struct Allowlist {
     listed: Option<Arc<[SubscriptionId]>>,
     /// `CMKGUARD_MANAGEMENT_GROUPS`.
     groups: Arc<[ManagementGroupId]>,
-    /// The subscriptions last discovered under `groups`; `None` until a discovery succeeded.
-    discovered: Arc<RwLock<Option<Arc<BTreeSet<SubscriptionId>>>>>,
+    /// The subscriptions last discovered under each group (by lower-case id); a group is
+    /// missing until its first listing succeeded.
+    discovered: Arc<RwLock<Discovered>>,
 }
 
 impl Allowlist {
@@ -106,9 +107,12 @@ impl Allowlist {
         self.listed.is_some() || !self.groups.is_empty()
     }
 
-    /// True when management groups are configured and no discovery has succeeded yet.
+    /// True while a configured management group has never been listed.
     pub fn awaits_discovery(&self) -> bool {
-        !self.groups.is_empty() && self.discovered_now().is_none()
+        let discovered = self.read();
+        self.groups
+            .iter()
+            .any(|group| !discovered.contains_key(&group.as_str().to_ascii_lowercase()))
     }
 
     /// Whether `subscription` is in scope now.
@@ -121,10 +125,16 @@ impl Allowlist {
         {
             return Membership::In;
         }
-        match self.discovered_now() {
-            Some(found) if found.contains(subscription) => Membership::In,
-            None if !self.groups.is_empty() => Membership::NotYetKnown,
-            _ => Membership::Out,
+        if self
+            .read()
+            .values()
+            .any(|found| found.contains(subscription))
+        {
+            Membership::In
+        } else if self.awaits_discovery() {
+            Membership::NotYetKnown
+        } else {
+            Membership::Out
         }
     }
 
@@ -140,30 +150,40 @@ impl Allowlist {
         }
         let mut union: BTreeSet<SubscriptionId> =
             self.listed.iter().flat_map(|l| l.iter().cloned()).collect();
-        if let Some(found) = self.discovered_now() {
+        for found in self.read().values() {
             union.extend(found.iter().cloned());
         }
         Some(union.into_iter().collect())
     }
 
-    /// Replaces what was discovered under the management groups (only a complete discovery of
-    /// every group is recorded, so that a failed one never narrows the scope).
-    pub fn set_discovered(&self, found: BTreeSet<SubscriptionId>) {
-        let mut cell = self
+    /// Replaces what was discovered under `group` after a listing of it succeeded. A group
+    /// whose listing failed is not touched: its last known subscriptions stay in scope.
+    pub fn set_discovered(&self, group: &ManagementGroupId, found: BTreeSet<SubscriptionId>) {
+        let mut discovered = self
             .discovered
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *cell = Some(Arc::new(found));
+        discovered.insert(group.as_str().to_ascii_lowercase(), Arc::new(found));
     }
 
-    /// What was last discovered, if anything.
-    pub fn discovered_now(&self) -> Option<Arc<BTreeSet<SubscriptionId>>> {
+    /// How many subscriptions are known under the management groups now.
+    pub fn discovered_count(&self) -> usize {
+        self.read()
+            .values()
+            .flat_map(|found| found.iter())
+            .collect::<BTreeSet<_>>()
+            .len()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Discovered> {
         self.discovered
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
     }
 }
+
+/// Subscriptions by the lower-case id of the management group they were listed under.
+type Discovered = BTreeMap<String, Arc<BTreeSet<SubscriptionId>>>;
 
 /// The names of the resource groups Azure ML provisioned for workspaces
 /// (`serviceProvisionedResourceGroup`), learned from evaluations and kept in the state store:
@@ -297,18 +317,32 @@ mod tests {
     #[test]
     fn the_union_of_listed_and_discovered_is_shared_by_every_clone() {
         let group = ManagementGroupId::parse("mg").unwrap();
-        let allowlist = Allowlist::new(Some(vec![sub(A)]), vec![group]);
+        let other = ManagementGroupId::parse("mg-other").unwrap();
+        let allowlist = Allowlist::new(Some(vec![sub(A)]), vec![group.clone(), other.clone()]);
         let intake = allowlist.clone();
         assert!(allowlist.awaits_discovery());
         assert_eq!(intake.membership(&sub(A)), Membership::In);
         assert_eq!(intake.membership(&sub(B)), Membership::NotYetKnown);
         assert_eq!(intake.snapshot(), Some(vec![sub(A)]));
 
-        allowlist.set_discovered(BTreeSet::from([sub(B)]));
-        assert!(!intake.awaits_discovery());
+        // One group listed: its subscriptions are in; the other group may still hold any.
+        allowlist.set_discovered(&group, BTreeSet::from([sub(B)]));
+        assert!(intake.awaits_discovery());
         assert_eq!(intake.membership(&sub(B)), Membership::In);
+        assert_eq!(intake.membership(&sub(C)), Membership::NotYetKnown);
+
+        let upper = ManagementGroupId::parse("MG-OTHER").unwrap();
+        allowlist.set_discovered(&upper, BTreeSet::from([sub(B)]));
+        assert!(!intake.awaits_discovery());
         assert_eq!(intake.membership(&sub(C)), Membership::Out);
         assert_eq!(intake.snapshot(), Some(vec![sub(A), sub(B)]));
+        assert_eq!(intake.discovered_count(), 1);
+
+        // A later listing replaces only its own group's subscriptions.
+        allowlist.set_discovered(&group, BTreeSet::from([sub(C)]));
+        assert_eq!(intake.snapshot(), Some(vec![sub(A), sub(B), sub(C)]));
+        allowlist.set_discovered(&upper, BTreeSet::new());
+        assert_eq!(intake.snapshot(), Some(vec![sub(A), sub(C)]));
     }
 
     #[test]

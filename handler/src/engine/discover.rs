@@ -110,8 +110,13 @@ impl Engine {
                 .is_ok()
                 .then(|| value.to_owned()),
         };
+        // Those under the usual prefix are matched anyway (and the Event Grid filter has them):
+        // only the others need an operator's attention.
         if let Some(name) = name
             && self.settings.intake.managed_groups.learn(&name)
+            && !name
+                .to_ascii_lowercase()
+                .starts_with(crate::intake::MANAGED_RESOURCE_GROUP_PREFIX)
         {
             tracing::info!(
                 message = "Learned a service-provisioned resource group: writes and deletes in it are watched.",

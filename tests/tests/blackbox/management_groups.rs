@@ -194,3 +194,48 @@ async fn until_the_group_is_listed_its_events_are_redelivered_and_the_sweep_repo
         replies[0].body
     );
 }
+
+/// `cmk-guard scan` with `args`, configured for the simulator and `CMKGUARD_MANAGEMENT_GROUPS`.
+async fn scan(sim: &Sim, args: &[&str]) -> (Option<i32>, String, String) {
+    let output = tokio::process::Command::new(cmk_guard_blackbox::binary())
+        .arg("scan")
+        .args(args)
+        .env_clear()
+        .envs(sim.handler_env())
+        .env("CMKGUARD_MANAGEMENT_GROUPS", GROUP)
+        .output()
+        .await
+        .expect("run cmk-guard scan");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_scan_covers_the_groups_and_refuses_a_subscription_outside_them() {
+    let sim = Sim::start(tenant(), SimOptions::default())
+        .await
+        .expect("start azure-sim");
+    let (code, json, err) = scan(&sim, &["--format", "json"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    let outcome: Value = serde_json::from_str(&json).expect("JSON");
+    let expected: BTreeSet<String> = [(0, LISTED), (1, IN_GROUP), (2, IN_CHILD)]
+        .iter()
+        .map(|(i, s)| workspace_id(*i, s))
+        .collect();
+    assert_eq!(lower_strings(&outcome["workspaces"]), expected, "{outcome}");
+
+    let (code, json, err) = scan(&sim, &["--subscription", IN_CHILD, "--format", "json"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    let outcome: Value = serde_json::from_str(&json).expect("JSON");
+    assert_eq!(
+        lower_strings(&outcome["workspaces"]),
+        BTreeSet::from([workspace_id(2, IN_CHILD)])
+    );
+
+    let (code, _, err) = scan(&sim, &["--subscription", OUTSIDE]).await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("CMKGUARD_MANAGEMENT_GROUPS"), "{err}");
+}

@@ -7,6 +7,13 @@
 //! covers the whole tree. A subscription's `type` is `Microsoft.Management/managementGroups/
 //! subscriptions` (older answers: `/subscriptions`) and its `name` is the subscription id.
 //!
+//! What this relies on: the operation as the REST reference and the SDKs describe it (path,
+//! operation id, `$skiptoken`/`$top`, a `nextLink` to follow while present), and the 2020-05-01
+//! type definitions (Azure/bicep-types-az `generated/managementgroups/microsoft.management/
+//! 2020-05-01/types.md`: the types `Microsoft.Management/managementGroups/subscriptions` and
+//! `Microsoft.Management/managementGroups`, child types `/subscriptions`). Items of any other
+//! type are skipped.
+//!
 //! The scope guard lets this path through for configured groups only; paging is bounded and
 //! every `nextLink` must keep the path (the trusted-host guard keeps the host). An item that
 //! claims to be a subscription but is not named by a GUID makes the whole answer refused: a

@@ -93,7 +93,8 @@ pub(super) fn add_discovery_failures(outcome: &mut Outcome, failures: &[Discover
 
 impl Engine {
     /// Remembers the resource group the workspace names in `serviceProvisionedResourceGroup`
-    /// (a name or an ARM id).
+    /// (a name or an ARM id) unless intake matches it by its `azureml-rg-` prefix anyway: the
+    /// learned set stays small, and intake parses event ids only once it holds a name.
     pub(super) fn learn_managed_group(&self, snapshot: &Snapshot) {
         let Some(value) = snapshot
             .workspace
@@ -110,13 +111,11 @@ impl Engine {
                 .is_ok()
                 .then(|| value.to_owned()),
         };
-        // Those under the usual prefix are matched anyway (and the Event Grid filter has them):
-        // only the others need an operator's attention.
         if let Some(name) = name
-            && self.settings.intake.managed_groups.learn(&name)
             && !name
                 .to_ascii_lowercase()
                 .starts_with(crate::intake::MANAGED_RESOURCE_GROUP_PREFIX)
+            && self.settings.intake.managed_groups.learn(&name)
         {
             tracing::info!(
                 message = "Learned a service-provisioned resource group: writes and deletes in it are watched.",
@@ -161,18 +160,17 @@ impl Engine {
         }
     }
 
-    /// Says which service-provisioned resource groups are watched (at the end of a sweep), so
-    /// that an operator can add those not named `azureml-rg-…` to the Event Grid filters.
+    /// Says which service-provisioned resource groups without the `azureml-rg-` prefix are
+    /// watched (at the end of a sweep), so that an operator can add them to the Event Grid
+    /// filters.
     pub(super) fn log_managed_groups(&self) {
         let names = self.settings.intake.managed_groups.names();
-        let other: Vec<&String> = names
-            .iter()
-            .filter(|name| !name.starts_with(crate::intake::MANAGED_RESOURCE_GROUP_PREFIX))
-            .collect();
-        tracing::info!(
-            message = "Service-provisioned resource groups watched.",
-            count = names.len(),
-            without_prefix = ?other
-        );
+        if !names.is_empty() {
+            tracing::info!(
+                message = "Service-provisioned resource groups watched.",
+                count = names.len(),
+                without_prefix = ?names
+            );
+        }
     }
 }

@@ -27,7 +27,10 @@ impl Engine {
             Some(AUDIT_EVENT_TYPE.to_owned()),
             Some("OnKeyVaultAudit".to_owned()),
         );
-        let records = match AuditBatch::parse(value, &self.settings.intake) {
+        // With management groups the batch may have to be read again once they are listed.
+        let again =
+            (!self.settings.intake.subscriptions.groups().is_empty()).then(|| value.clone());
+        let mut records = match AuditBatch::parse(value, &self.settings.intake) {
             Ok(records) => records,
             Err(rejection) => {
                 return Ok(Outcome::new(
@@ -37,7 +40,18 @@ impl Engine {
                 ));
             }
         };
-        let mut records = records;
+        if records.awaiting_discovery > 0
+            && let Some(value) = again
+        {
+            // As for events: list the groups' subscriptions now, and if that fails too, have
+            // the batch delivered again rather than refuse its records.
+            self.discover_subscriptions(deadline).await;
+            records = AuditBatch::parse(value, &self.settings.intake).unwrap_or(records);
+            if records.awaiting_discovery > 0 {
+                let skeleton = Outcome::new(event, Disposition::Evaluated, Some(records.summary()));
+                return self.settle(skeleton, Failure::ScopeNotYetKnown);
+            }
+        }
         self.drop_own_failures(&mut records).await;
         let summary = records.summary();
         let relevant = match self.relevant(&records).await {

@@ -344,7 +344,7 @@ fn check_scope(
     }
 }
 
-fn check_subscription(
+pub(super) fn check_subscription(
     subscription: &SubscriptionId,
     settings: &IntakeSettings,
 ) -> Result<(), Rejection> {

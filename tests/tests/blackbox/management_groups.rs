@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 
 use azure_sim::{Fault, KeySpec, RecordFilter, Sim, SimOptions, Tenant, VaultSpec, WorkspaceSpec};
 use cmk_guard_blackbox::story;
-use cmk_guard_blackbox::{Handler, timer_envelope};
-use serde_json::Value;
+use cmk_guard_blackbox::{Handler, event_hub_envelope, timer_envelope};
+use serde_json::{Value, json};
 
 const LISTED: &str = "a1a1a1a1-0000-4000-8000-000000000001";
 const IN_GROUP: &str = "b2b2b2b2-0000-4000-8000-000000000002";
@@ -160,6 +160,10 @@ async fn until_the_group_is_listed_its_events_are_redelivered_and_the_sweep_repo
         .deliver("OnSubscriptionEvent", "event", std::slice::from_ref(&event))
         .await;
     assert_eq!(replies[0].status, 503, "{:?}", replies[0].body);
+    // So is an audit-log batch of a vault there: its records are not refused for good.
+    let audit = audit_batch(IN_GROUP, "kv-mg-1");
+    let reply = handler.invoke("OnKeyVaultAudit", audit.clone()).await;
+    assert_eq!(reply.status, 503, "{:?}", reply.body);
 
     // The sweep goes on with what it knows, and says which group it could not list.
     let reply = handler.invoke("Sweep", timer_envelope("timer")).await;
@@ -193,6 +197,30 @@ async fn until_the_group_is_listed_its_events_are_redelivered_and_the_sweep_repo
         "{:?}",
         replies[0].body
     );
+    let reply = handler.invoke("OnKeyVaultAudit", audit).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    assert_eq!(
+        lower_strings(&reply.outcome()["workspaces"]),
+        BTreeSet::from([workspace_id(1, IN_GROUP)]),
+        "{:?}",
+        reply.body
+    );
+}
+
+/// A Key Vault audit-log batch saying a person updated the key of `vault` in `subscription`.
+fn audit_batch(subscription: &str, vault: &str) -> Vec<u8> {
+    let record = json!({
+        "time": "2026-11-28T10:00:00Z", "category": "AuditEvent", "operationName": "KeyUpdate",
+        "resourceId": format!("/subscriptions/{subscription}/resourceGroups/{RG}/providers/Microsoft.KeyVault/vaults/{vault}").to_uppercase(),
+        "identity": {"claim": {"http://schemas.microsoft.com/identity/claims/objectidentifier": story::USER}},
+        "properties": {"id": format!("https://{vault}.vault.azure.net/keys/cmk"), "httpStatusCode": 200}
+    });
+    event_hub_envelope(
+        "messages",
+        &[json!({"records": [record]})],
+        1,
+        "OnKeyVaultAudit",
+    )
 }
 
 /// `cmk-guard scan` with `args`, configured for the simulator and `CMKGUARD_MANAGEMENT_GROUPS`.

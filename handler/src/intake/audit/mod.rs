@@ -254,6 +254,9 @@ pub struct AuditBatch {
     pub rejected_count: usize,
     /// Records past [`MAX_RECORDS`], not looked at.
     pub skipped: usize,
+    /// Records refused because their subscription may lie under a management group whose
+    /// subscriptions were never listed: the batch is worth asking for again.
+    pub awaiting_discovery: usize,
 }
 
 impl AuditBatch {
@@ -299,7 +302,12 @@ impl AuditBatch {
         }
         self.records += 1;
         match read_record(&record, settings) {
-            Err(why) => self.reject(format!("message {message}, record {}: {why}", self.records)),
+            Err(why) => {
+                if why.awaits_discovery() {
+                    self.awaiting_discovery += 1;
+                }
+                self.reject(format!("message {message}, record {}: {why}", self.records));
+            }
             Ok(Record::Ignored(operation)) => {
                 let name = crate::text::clean(&operation, crate::text::Limit::chars(64));
                 *self.ignored.entry(name.into_owned()).or_default() += 1;
@@ -463,12 +471,7 @@ fn read_record(record: &Value, settings: &IntakeSettings) -> Result<Record, Reje
             crate::text::field(resource)
         )));
     }
-    if !settings.subscriptions.allows(vault.subscription()) {
-        return Err(Rejection::new(format!(
-            "subscription {} is not in CMKGUARD_SUBSCRIPTIONS or under CMKGUARD_MANAGEMENT_GROUPS",
-            vault.subscription()
-        )));
-    }
+    super::classify::check_subscription(vault.subscription(), settings)?;
     let properties = fields.get("properties").and_then(Value::as_object);
     let key = properties
         .map(|p| key_of(p, &vault, settings))

@@ -263,6 +263,47 @@ fn rotate_command(names: &Names, workspace: &str) -> Option<String> {
     ))
 }
 
+/// The Key Vault events cmk-guard subscribes a vault's system topic to.
+const VAULT_EVENT_TYPES: &str = "Microsoft.KeyVault.KeyNewVersionCreated Microsoft.KeyVault.KeyNearExpiry Microsoft.KeyVault.KeyExpired Microsoft.KeyVault.VaultAccessPolicyChanged";
+
+/// Wires what `observed` says is missing, with the names the sweep's remediation uses
+/// (docs/deploy.md *How vaults are covered*); the deployment's ids come from the app settings
+/// of the same names, exported in the shell.
+fn wiring_commands(names: &Names, observed: &str) -> Option<String> {
+    let vault = word(names.vault.as_deref()?);
+    let group = word(names.resource_group.as_deref()?);
+    let id = format!("\"$(az keyvault show --name {vault} --query id -o tsv)\"");
+    // The rule names an existing topic as "the system topic {name} has …" / "… does not include".
+    let existing = observed
+        .split_once("system topic ")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .filter(|name| crate::ids::check_segment(name).is_ok());
+    let mut commands = Vec::new();
+    let topic = match existing {
+        Some(topic) => word(topic),
+        None => {
+            let topic = format!("{vault}-cmk-guard");
+            if observed.contains("no Event Grid system topic") {
+                commands.push(format!(
+                    "az eventgrid system-topic create -g {group} -n {topic} --topic-type Microsoft.KeyVault.vaults --source {id} -l \"$(az keyvault show --name {vault} --query location -o tsv)\""
+                ));
+            }
+            topic
+        }
+    };
+    if observed.contains("system topic") {
+        commands.push(format!(
+            "az eventgrid system-topic event-subscription create -g {group} --system-topic-name {topic} -n cmk-guard --endpoint-type azurefunction --endpoint \"$CMKGUARD_KEYVAULT_EVENTS_TARGET\" --included-event-types {VAULT_EVENT_TYPES}"
+        ));
+    }
+    if observed.contains("diagnostic setting") {
+        commands.push(format!(
+            "az monitor diagnostic-settings create -n cmk-guard-audit --resource {id} --event-hub \"$CMKGUARD_AUDIT_EVENTHUB_NAME\" --event-hub-rule \"$CMKGUARD_AUDIT_EVENTHUB_RULE_ID\" --logs '[{{\"category\": \"AuditEvent\", \"enabled\": true}}]'"
+        ));
+    }
+    (!commands.is_empty()).then(|| commands.join(" && "))
+}
+
 /// The `az` command that fixes the finding, with the real names, when one exists and the
 /// names are known. `observed` tells an access-policy vault from an RBAC one; `workspace` (its
 /// ARM id) is where a rotated key's new version must be set.
@@ -322,6 +363,7 @@ pub fn fix_command(
             word(names.namespace.as_deref()?),
             word(names.subscription.as_deref()?)
         )),
+        RuleId::VaultEventsWired => wiring_commands(&names, observed),
         RuleId::VaultExists => Some(format!("az keyvault recover --name {}", vault?)),
         RuleId::KeyExists => Some(format!(
             "az keyvault key recover --vault-name {} --name {}",
@@ -447,6 +489,51 @@ mod tests {
         assert_eq!(
             fix_command(RuleId::WorkspaceCmkEnabled, &vault, "", ""),
             None
+        );
+    }
+
+    #[test]
+    fn wiring_commands_create_what_is_missing() {
+        let vault = format!(
+            "/subscriptions/{SUB}/resourceGroups/rg-keys/providers/Microsoft.KeyVault/vaults/kv-prod"
+        );
+        let none = fix_command(
+            RuleId::VaultEventsWired,
+            &vault,
+            "the vault has no Event Grid system topic; no diagnostic setting streams AuditEvent to cmk-guard's Event Hub kv-audit",
+            "",
+        )
+        .unwrap();
+        let parts: Vec<&str> = none.split(" && ").collect();
+        assert_eq!(parts.len(), 3, "{none}");
+        assert!(
+            parts[0]
+                .starts_with("az eventgrid system-topic create -g rg-keys -n kv-prod-cmk-guard")
+        );
+        assert!(parts[1].contains("--system-topic-name kv-prod-cmk-guard -n cmk-guard"));
+        assert!(parts[2].starts_with("az monitor diagnostic-settings create -n cmk-guard-audit"));
+        let existing = fix_command(
+            RuleId::VaultEventsWired,
+            &vault,
+            "the system topic kv-prod-events has no event subscription to cmk-guard's function",
+            "",
+        )
+        .unwrap();
+        assert!(
+            existing.starts_with("az eventgrid system-topic event-subscription create -g rg-keys --system-topic-name kv-prod-events "),
+            "{existing}"
+        );
+        assert!(!existing.contains("diagnostic-settings"));
+        let hostile = fix_command(
+            RuleId::VaultEventsWired,
+            &vault,
+            "the system topic $(rm -rf ~) has no event subscription to cmk-guard's function",
+            "",
+        )
+        .unwrap();
+        assert!(
+            hostile.contains("--system-topic-name kv-prod-cmk-guard"),
+            "{hostile}"
         );
     }
 

@@ -1,10 +1,11 @@
-// Shared by the envelope and event targets: classify an event under the two kinds of
-// configuration (every subscription, and an allowlist), as intake does.
+// Shared by the envelope, event and audit targets: the two kinds of configuration intake runs
+// under (every subscription, and an allowlist), and classifying an event under both.
 
 use cmk_guard::ids::{Allowlist, SubscriptionId};
 use cmk_guard::intake::{IntakeSettings, RawEvent, classify};
 
-pub fn classify_both_ways(event: &RawEvent) {
+/// Every subscription in scope, and an allowlist of one.
+pub fn settings() -> [IntakeSettings; 2] {
     let open = IntakeSettings {
         subscriptions: Allowlist::all(),
         keyvault_dns_suffix: "vault.azure.net".to_owned(),
@@ -19,7 +20,12 @@ pub fn classify_both_ways(event: &RawEvent) {
         keyvault_dns_suffix: "vault.azure.net".to_owned(),
         managed_groups: Default::default(),
     };
-    for settings in [&open, &allowlist] {
+    [open, allowlist]
+}
+
+#[allow(dead_code)] // the audit target reads batches, not events
+pub fn classify_both_ways(event: &RawEvent) {
+    for settings in &settings() {
         if let Ok(outcome) = classify(event, settings) {
             // The trigger is what the rest of the pipeline sees; rendering it must not panic.
             let _ = format!("{outcome:?}");

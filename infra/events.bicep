@@ -18,6 +18,9 @@ param deadLetterContainer string
 @description('Subscription system topics: [{subscriptionId, resourceGroup, name}].')
 param subscriptionTopics array
 
+@description('Service-provisioned resource groups without the azureml-rg- prefix, by name (main.bicep output CMK_GUARD_MANAGED_RESOURCE_GROUPS): one more event subscription each on every subscription topic.')
+param managedResourceGroups array = []
+
 @minValue(1)
 @maxValue(30)
 @description('Delivery attempts before an event is dead-lettered.')
@@ -42,5 +45,6 @@ module subscriptionEvents 'modules/subscription-events.bicep' = [for (t, i) in s
     topicName: t.name
     functionId: '${functionAppId}/functions/OnSubscriptionEvent'
     delivery: delivery
+    managedResourceGroups: managedResourceGroups
   }
 }]

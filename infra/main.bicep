@@ -33,6 +33,9 @@ param subscriptions array = [
 @description('Management group ids (names) whose subscriptions cmk-guard discovers at each sweep (CMKGUARD_MANAGEMENT_GROUPS). Their subscriptions still need `subscriptions` entries for events and rights: docs/deploy.md.')
 param managementGroups array = []
 
+@description('Service-provisioned resource groups whose names lack the azureml-rg- prefix (the sweep logs them: `Service-provisioned resource groups watched.`, field `without_prefix`). Each gets an Event Grid event subscription on every watched subscription\'s topic (events.bicep, postdeploy hook). ARM resource-group names: 1-90 letters, digits, underscores, hyphens, periods and parentheses, not ending in a period. docs/deploy.md.')
+param managedResourceGroups array = []
+
 @description('Rights for the remediations the policy file enables and for self-wiring (remediate mode only): {purgeProtection, keyAccessPolicy, keyAccessRbac, keyExpiry, keyRotation, providers, eventsWiring}, each false by default.')
 param remediations object = {}
 
@@ -298,6 +301,7 @@ output CMK_GUARD_AUDIT_EVENTHUB_RULE_ID string = auditHub.outputs.ruleId
 output CMK_GUARD_FUNCTION_APP_ID string = app.outputs.functionAppId
 output CMK_GUARD_DEAD_LETTER_STORAGE_ID string = app.outputs.dataStorageId
 output CMK_GUARD_DEAD_LETTER_CONTAINER string = app.outputs.deadLetterContainerName
+output CMK_GUARD_MANAGED_RESOURCE_GROUPS array = managedResourceGroups
 output CMK_GUARD_SUBSCRIPTION_TOPICS array = [for (s, i) in watched: {
   subscriptionId: s.id
   resourceGroup: watch[i].outputs.topicResourceGroup

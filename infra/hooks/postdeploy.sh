@@ -16,6 +16,7 @@ trap 'rm -f "$params"' EXIT
 python3 - "$params" <<'PY'
 import json
 import os
+import re
 import sys
 
 
@@ -26,11 +27,37 @@ def need(name):
     return value
 
 
+# ARM resource-group names: 1-90 letters, digits, underscores, hyphens, periods and
+# parentheses, not ending in a period. Checked here because Bicep has no pattern match, and a
+# name with a slash would widen the subject filter to other resources.
+RESOURCE_GROUP_NAME = re.compile(r"[\w\-.()]{0,89}[\w\-()]")
+
+
+def resource_group_names(name):
+    text = os.environ.get(name, "").strip() or "[]"
+    try:
+        names = json.loads(text)
+    except ValueError as error:
+        sys.exit(f"postdeploy: {name} is not a JSON array of resource-group names: {error}")
+    if not isinstance(names, list):
+        sys.exit(f"postdeploy: {name} is not a JSON array of resource-group names")
+    for group in names:
+        if not isinstance(group, str) or not RESOURCE_GROUP_NAME.fullmatch(group.strip()):
+            sys.exit(
+                f"postdeploy: {name}: {group!r} is not a resource-group name (1-90 letters, digits, "
+                "_ - . ( ), not ending in a period); fix managedResourceGroups in "
+                "infra/main.parameters.json and run azd provision"
+            )
+    return names
+
+
 parameters = {
     "functionAppId": need("CMK_GUARD_FUNCTION_APP_ID"),
     "deadLetterStorageId": need("CMK_GUARD_DEAD_LETTER_STORAGE_ID"),
     "deadLetterContainer": need("CMK_GUARD_DEAD_LETTER_CONTAINER"),
     "subscriptionTopics": json.loads(need("CMK_GUARD_SUBSCRIPTION_TOPICS")),
+    # Absent when the environment was provisioned before the parameter existed: none.
+    "managedResourceGroups": resource_group_names("CMK_GUARD_MANAGED_RESOURCE_GROUPS"),
 }
 with open(sys.argv[1], "w") as f:
     json.dump({

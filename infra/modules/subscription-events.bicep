@@ -9,6 +9,15 @@
 // subject is the resource id), which costs no advanced-filter value. An event that matches both
 // (a write of the managed group itself) is delivered twice; cmk-guard answers the second
 // `duplicate` by event id.
+//
+// A workspace may name its service-provisioned group without the prefix
+// (`serviceProvisionedResourceGroup`); cmk-guard logs those names at each sweep (`Service-
+// provisioned resource groups watched.`, field `without_prefix`). Each name given in
+// `managedResourceGroups` gets one more subscription (`subjectBeginsWith` takes one value),
+// filtered on the subject `…/resourceGroups/<name>/`: everything inside the group and nothing
+// in a group whose name merely begins with it. The group's own write and delete
+// (`…/resourceGroups/<name>`, no slash) are in RELEVANT_OPERATIONS and reach cmk-guard through
+// `cmk-guard-operations`.
 
 @description('Name of the system topic in this resource group.')
 param topicName string
@@ -18,6 +27,9 @@ param functionId string
 
 @description('Retry and dead-letter settings: {maxDeliveryAttempts, eventTimeToLiveInMinutes, deadLetterStorageId, deadLetterContainer}.')
 param delivery object
+
+@description('Names of service-provisioned resource groups without the azureml-rg- prefix (ARM resource-group names: 1-90 letters, digits, underscores, hyphens, periods and parentheses, not ending in a period; infra/hooks/postdeploy.sh checks them). Default: none.')
+param managedResourceGroups array = []
 
 // Exactly RELEVANT_OPERATIONS (handler/tests/integration/infra.rs checks it), matched
 // case-insensitively.
@@ -51,6 +63,11 @@ var relevantOperations = [
 
 // MANAGED_RESOURCE_GROUP_PREFIX in classify.rs (handler/tests/integration/infra.rs checks it).
 var managedResourceGroupPrefix = 'azureml-rg-'
+
+// Resource-group names are case-insensitive: one subscription per name, whatever its casing
+// (union drops the repeats).
+var managedResourceGroupNames = [for group in managedResourceGroups: toLower(trim(group))]
+var namedResourceGroups = union(managedResourceGroupNames, [])
 
 var destination = {
   endpointType: 'AzureFunction'
@@ -129,3 +146,25 @@ resource managedResourceGroups 'Microsoft.EventGrid/systemTopics/eventSubscripti
     deadLetterWithResourceIdentity: deadLetter
   }
 }
+
+// A name with the prefix is already covered above; one left in the list would only deliver
+// every event twice. The event subscription's name allows letters, digits and hyphens only,
+// which a resource-group name need not be: hence a hash of the name.
+resource namedManagedResourceGroups 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2025-02-15' = [for group in namedResourceGroups: if (!empty(group) && !startsWith(group, managedResourceGroupPrefix)) {
+  parent: topic
+  name: 'cmk-guard-mrg-${uniqueString(group)}'
+  properties: {
+    destination: destination
+    eventDeliverySchema: 'EventGridSchema'
+    filter: {
+      includedEventTypes: [
+        'Microsoft.Resources.ResourceWriteSuccess'
+        'Microsoft.Resources.ResourceDeleteSuccess'
+      ]
+      subjectBeginsWith: '${subscription().id}/resourceGroups/${group}/'
+      isSubjectCaseSensitive: false
+    }
+    retryPolicy: retryPolicy
+    deadLetterWithResourceIdentity: deadLetter
+  }
+}]

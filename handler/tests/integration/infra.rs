@@ -6,7 +6,8 @@
 //!   (`settings::VARIABLES`), platform settings named here with their reason, or the host's
 //!   identity-based trigger connections, and every variable a deployment needs is set;
 //! - the Event Grid filter lists exactly `RELEVANT_OPERATIONS`, and the managed resource groups
-//!   are matched with intake's prefix;
+//!   are matched with intake's prefix, and those of any other name, when listed, with exactly
+//!   their subject (`infra/managed_groups.rs`);
 //! - the event subscriptions (and the self-wiring target) deliver to functions that exist and
 //!   have an Event Grid trigger;
 //! - least privilege: the custom roles hold exactly the actions listed here, the write rights
@@ -23,6 +24,7 @@ use cmk_guard::functions::{FUNCTIONS, TriggerType};
 use cmk_guard::intake::{MANAGED_RESOURCE_GROUP_PREFIX, RELEVANT_OPERATIONS};
 use cmk_guard::settings::VARIABLES;
 
+mod managed_groups;
 mod roles;
 
 const APP_TEMPLATE: &str = "infra/modules/app.bicep";

@@ -57,13 +57,14 @@ fn host_json_runs_the_packaged_binary_with_forwarding() {
 }
 
 #[test]
-fn the_four_functions_are_defined_as_documented() {
+fn the_five_functions_are_defined_as_documented() {
     let definitions = definitions();
     let names: Vec<&str> = definitions.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         names,
         [
             "Evaluate",
+            "OnKeyVaultAudit",
             "OnKeyVaultEvent",
             "OnSubscriptionEvent",
             "Sweep"
@@ -79,6 +80,22 @@ fn the_four_functions_are_defined_as_documented() {
                 );
                 // `cardinality: many` would turn the event into JSON text holding an array.
                 assert!(definition["bindings"][0].get("cardinality").is_none());
+            }
+            "OnKeyVaultAudit" => {
+                assert_eq!(
+                    (kind.as_str(), binding.as_str()),
+                    ("eventHubTrigger", "messages")
+                );
+                let trigger = &definition["bindings"][0];
+                // A batch per invocation, each message as the JSON text Azure Monitor wrote.
+                assert_eq!(trigger["cardinality"], "many");
+                assert_eq!(trigger["dataType"], "string");
+                assert_eq!(trigger["eventHubName"], "%CMKGUARD_AUDIT_EVENTHUB_NAME%");
+                assert_eq!(trigger["connection"], "CMKGUARD_AUDIT_EVENTHUB");
+                assert_eq!(trigger["consumerGroup"], "cmk-guard");
+                // A failed batch is retried before the host checkpoints past it.
+                assert_eq!(definition["retry"]["strategy"], "exponentialBackoff");
+                assert!(definition["retry"]["maxRetryCount"].as_u64() > Some(0));
             }
             "Sweep" => {
                 assert_eq!((kind.as_str(), binding.as_str()), ("timerTrigger", "timer"));
@@ -131,6 +148,7 @@ async fn every_function_has_a_route_that_reads_its_binding() {
         // A decoy entry disables the single-binding fallback, so only the exact name can match.
         let value = match kind.as_str() {
             "eventGridTrigger" => event.clone(),
+            "eventHubTrigger" => json!([json!({"records": []}).to_string()]),
             "timerTrigger" => {
                 json!({"Schedule": {"AdjustForDST": true}, "ScheduleStatus": null, "IsPastDue": false})
             }

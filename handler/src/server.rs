@@ -28,6 +28,26 @@ pub const ENVELOPE_MARGIN_BYTES: usize = 64 * 1024;
 /// Bodies above this are answered 413 without being parsed; a declared `Content-Length` above
 /// it is answered before the body is read.
 pub const MAX_BODY_BYTES: usize = MAX_EVENT_BYTES + ENVELOPE_MARGIN_BYTES;
+/// The limit for an Event Hub batch (`OnKeyVaultAudit`): `host.json` caps a batch at
+/// [`MAX_BATCH_MESSAGES`] messages of at most 1 MiB each (the Event Hubs Standard limit), and
+/// as the JSON text the host sends (`dataType: string`) each grows by the escaped quotes.
+pub const MAX_BATCH_BODY_BYTES: usize = MAX_BATCH_MESSAGES * MAX_EVENT_BYTES * 3 / 2;
+/// `extensions.eventHubs.maxEventBatchSize` in `host.json` (a black-box test holds them together).
+pub const MAX_BATCH_MESSAGES: usize = 10;
+
+/// The body limit of a function: an Event Hub batch holds several messages.
+fn body_limit(function: Option<&functions::FunctionDefinition>) -> (usize, &'static str) {
+    match function.map(|f| f.trigger) {
+        Some(functions::TriggerType::EventHub) => (
+            MAX_BATCH_BODY_BYTES,
+            "an Event Hub batch: host.json's maxEventBatchSize messages of up to 1 MiB, as JSON text",
+        ),
+        _ => (
+            MAX_BODY_BYTES,
+            "a 1 MiB Event Grid event plus the host envelope",
+        ),
+    }
+}
 /// A body that sends nothing for this long is answered 408. The host sends a body it already
 /// holds, so a pause this long means a stalled or hostile client, and every stalled body holds a
 /// connection and a buffer.
@@ -95,7 +115,7 @@ async fn invoke(
     let Some(function) = functions::find(&name) else {
         return unknown_function(&name);
     };
-    let body = match read_body(&request, payload).await {
+    let body = match read_body(&request, payload, body_limit(Some(function))).await {
         Ok(body) => body,
         Err(response) => return response,
     };
@@ -144,7 +164,7 @@ async fn evaluate(
     payload: web::Payload,
     engine: web::Data<Engine>,
 ) -> HttpResponse {
-    let body = match read_body(&request, payload).await {
+    let body = match read_body(&request, payload, body_limit(None)).await {
         Ok(body) => body,
         Err(response) => return response,
     };
@@ -192,21 +212,22 @@ fn invocation_id(request: &HttpRequest) -> String {
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }
 
-/// Reads a (possibly chunked) body up to [`MAX_BODY_BYTES`]: 413 for a larger one (at once
+/// Reads a (possibly chunked) body up to `limit` ([`body_limit`]): 413 for a larger one (at once
 /// when its `Content-Length` says so), 408 when it stalls for [`BODY_IDLE_TIMEOUT`] or is not
 /// complete within [`BODY_DEADLINE`]. These answers leave the body unread and close the
 /// connection ([`UnreadBody`]).
 async fn read_body(
     request: &HttpRequest,
     mut payload: web::Payload,
+    (limit, why): (usize, &'static str),
 ) -> Result<Bytes, HttpResponse> {
     let declared = request
         .headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if let Some(declared) = declared.filter(|&d| d > MAX_BODY_BYTES as u64) {
-        let reply = too_large(&format!("{declared} bytes (Content-Length)"));
+    if let Some(declared) = declared.filter(|&d| d > limit as u64) {
+        let reply = too_large(&format!("{declared} bytes (Content-Length)"), limit, why);
         return Err(UnreadBody::reply(
             StatusCode::PAYLOAD_TOO_LARGE,
             &reply,
@@ -237,8 +258,8 @@ async fn read_body(
                 &json!({"error": format!("body: could not be read: {e}")}),
             )
         })?;
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            let reply = too_large(&format!("more than {MAX_BODY_BYTES} bytes"));
+        if body.len() + chunk.len() > limit {
+            let reply = too_large(&format!("more than {limit} bytes"), limit, why);
             return Err(UnreadBody::reply(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 &reply,
@@ -288,12 +309,10 @@ impl MessageBody for UnreadBody {
 }
 
 /// The 413 body: the limit and why it is what it is.
-fn too_large(size: &str) -> Value {
+fn too_large(size: &str, limit: usize, why: &str) -> Value {
     json!({
-        "error": format!(
-            "body of {size} exceeds the limit of {MAX_BODY_BYTES} bytes (a 1 MiB Event Grid event plus the host envelope)"
-        ),
-        "limit": MAX_BODY_BYTES,
+        "error": format!("body of {size} exceeds the limit of {limit} bytes ({why})"),
+        "limit": limit,
     })
 }
 

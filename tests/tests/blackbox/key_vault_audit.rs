@@ -311,3 +311,34 @@ async fn cmk_guards_own_failed_key_reads_raise_nothing() {
     let reason = outcome["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("cmk-guard's own key calls ×1"), "{reason}");
 }
+
+/// A full batch — host.json's `maxEventBatchSize` messages of about 1 MiB each, sent as JSON
+/// text — is read, not refused as an oversized Event Grid event; past the batch limit it is 413.
+#[tokio::test]
+async fn a_full_batch_of_large_messages_is_read_and_a_larger_one_refused() {
+    let host = read_json(&cmk_guard_blackbox::repo_root().join("host.json"));
+    let batch_size = host["extensions"]["eventHubs"]["maxEventBatchSize"]
+        .as_u64()
+        .expect("host.json caps the Event Hub batch") as usize;
+    let handler = Handler::start(&[]).await;
+    let person = "c67593d3-d678-5128-8895-30412b2d1eb3";
+    // About 1 MiB of records per message, quotes and all: the JSON text grows when escaped.
+    let one = record("SecretGet", 200, person, "/secrets/s/0a1b2c3d4e5f");
+    let per_message = 1024 * 1024 / one.to_string().len();
+    let message = json!({ "records": vec![one; per_message] });
+    let messages = vec![message; batch_size];
+    let reply = deliver(&handler, &messages, 1100).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    assert_eq!(reply.outcome()["disposition"], "ignored");
+    let reason = reply.outcome()["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains(&format!("in {batch_size} message(s)")),
+        "{reason}"
+    );
+
+    let too_many = vec![messages[0].clone(); 2 * batch_size];
+    let reply = deliver(&handler, &too_many, 1200).await;
+    assert_eq!(reply.status, 413, "{:?}", reply.body);
+    let error = reply.body["error"].as_str().unwrap_or_default();
+    assert!(error.contains("Event Hub batch"), "{error}");
+}

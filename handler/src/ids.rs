@@ -9,7 +9,10 @@ use std::hash::{Hash, Hasher};
 use url::Url;
 
 mod reach;
-pub use reach::{Allowlist, ManagedGroups, ManagementGroupId, Membership};
+pub use reach::{
+    Allowlist, Learned, MAX_MANAGED_GROUPS, ManagedGroups, ManagementGroupId, Membership,
+    is_resource_group_name,
+};
 
 /// Why an identifier could not be parsed; the message says which part was wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

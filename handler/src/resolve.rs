@@ -29,8 +29,9 @@ enum Lookup {
     ByVault(ArmResourceId),
     /// CMK workspaces whose vault, or which themselves, sit under this scope.
     UnderScope(ArmResourceId),
-    /// The workspace whose service-provisioned resource group has this name.
-    ByManagedGroup(String),
+    /// The workspace whose service-provisioned resource group has this name, in this
+    /// subscription (the group's: Azure ML provisions it beside the workspace).
+    ByManagedGroup(SubscriptionId, String),
     /// CMK workspaces whose vault has this name in this subscription.
     ByVaultName(SubscriptionId, String),
     /// Every CMK workspace of the subscription.
@@ -109,14 +110,15 @@ fn lookup(target: &Target) -> Lookup {
                     .to_ascii_lowercase()
                     .starts_with(MANAGED_RESOURCE_GROUP_PREFIX)
                 {
-                    Lookup::ByManagedGroup(id.name().to_owned())
+                    Lookup::ByManagedGroup(id.subscription().clone(), id.name().to_owned())
                 } else {
                     Lookup::UnderScope(id.clone())
                 }
             }
-            ResourceKind::ManagedResourceGroupMember => {
-                Lookup::ByManagedGroup(id.resource_group().unwrap_or_default().to_owned())
-            }
+            ResourceKind::ManagedResourceGroupMember => Lookup::ByManagedGroup(
+                id.subscription().clone(),
+                id.resource_group().unwrap_or_default().to_owned(),
+            ),
             ResourceKind::ProviderRegistration => Lookup::Subscription(id.subscription().clone()),
         },
     }
@@ -135,10 +137,12 @@ fn kql(lookup: &Lookup) -> String {
             let prefix = kql_string(&format!("{}/", scope.as_str().to_ascii_lowercase()));
             format!("vault startswith {prefix} or tolower(id) startswith {prefix}")
         }
-        Lookup::ByManagedGroup(name) => {
+        // A bare name matches only in the event's subscription, not same-named groups elsewhere.
+        Lookup::ByManagedGroup(subscription, name) => {
             let name = name.to_ascii_lowercase();
             format!(
-                "tolower(tostring(properties.serviceProvisionedResourceGroup)) == {} or tolower(tostring(properties.serviceProvisionedResourceGroup)) endswith {}",
+                "subscriptionId =~ {} and (tolower(tostring(properties.serviceProvisionedResourceGroup)) == {} or tolower(tostring(properties.serviceProvisionedResourceGroup)) endswith {})",
+                kql_string(subscription.as_str()),
                 kql_string(&name),
                 kql_string(&format!("/resourcegroups/{name}"))
             )
@@ -351,7 +355,29 @@ mod tests {
                 ),
                 ResourceKind::ManagedResourceGroupMember
             )),
-            Lookup::ByManagedGroup("azureml-rg-ws1_x".into())
+            Lookup::ByManagedGroup(
+                SubscriptionId::parse(SUB).unwrap(),
+                "azureml-rg-ws1_x".into()
+            )
+        );
+        // The group itself, learned or by its prefix, as intake classifies it.
+        for group in ["azureml-rg-ws1_x", "Contoso-ML-Managed"] {
+            assert_eq!(
+                lookup(&arm(
+                    &format!("/subscriptions/{SUB}/resourceGroups/{group}"),
+                    ResourceKind::ManagedResourceGroupMember
+                )),
+                Lookup::ByManagedGroup(SubscriptionId::parse(SUB).unwrap(), group.into())
+            );
+        }
+        assert_eq!(
+            lookup(&arm(
+                &format!("/subscriptions/{SUB}/resourceGroups/rg"),
+                ResourceKind::ResourceGroup
+            )),
+            Lookup::UnderScope(
+                ArmResourceId::parse(&format!("/subscriptions/{SUB}/resourceGroups/rg")).unwrap()
+            )
         );
         assert_eq!(
             lookup(&arm(
@@ -381,6 +407,75 @@ mod tests {
             .unwrap(),
         ));
         assert!(query.contains(r"vault == '/subscriptions/3f7b2c1d-8e4a-4b6f-9c2d-5a1e0f9b7c34/resourcegroups/r(g)/providers/microsoft.keyvault/vaults/kv1'"), "{query}");
+    }
+
+    /// Intake carries the fact that a group is a learned service-provisioned one: a write or
+    /// delete of the group itself maps to its workspace, not to what lies under the group.
+    #[test]
+    fn a_learned_managed_group_itself_resolves_to_its_workspace() {
+        use crate::intake::{Classified, IntakeSettings, RawEvent, classify};
+        let settings = IntakeSettings {
+            subscriptions: crate::ids::Allowlist::listed(Some(vec![
+                SubscriptionId::parse(SUB).unwrap(),
+            ])),
+            keyvault_dns_suffix: "vault.azure.net".into(),
+            managed_groups: crate::ids::ManagedGroups::default(),
+        };
+        settings.managed_groups.learn("Contoso-ML-Managed");
+        let lookup_of = |verb: &str, group: &str| {
+            let uri = format!("/subscriptions/{SUB}/resourceGroups/{group}");
+            let event = RawEvent::from_binding(json!({
+                "id": "e1", "topic": format!("/subscriptions/{SUB}"), "subject": uri,
+                "eventType": format!("Microsoft.Resources.Resource{verb}Success"), "eventTime": "2026-11-28T09:20:13Z",
+                "data": {"operationName": format!("Microsoft.Resources/subscriptions/resourceGroups/{}", verb.to_ascii_lowercase()),
+                         "resourceUri": uri, "subscriptionId": SUB},
+                "dataVersion": "2", "metadataVersion": "1"
+            }))
+            .unwrap();
+            match classify(&event, &settings) {
+                Ok(Classified::Relevant(trigger)) => lookup(&trigger.target),
+                other => panic!("expected relevant, got {other:?}"),
+            }
+        };
+        let sub = || SubscriptionId::parse(SUB).unwrap();
+        for verb in ["Delete", "Write"] {
+            assert_eq!(
+                lookup_of(verb, "CONTOSO-ML-MANAGED"),
+                Lookup::ByManagedGroup(sub(), "CONTOSO-ML-MANAGED".into())
+            );
+            assert_eq!(
+                lookup_of(verb, "azureml-rg-ws1_x"),
+                Lookup::ByManagedGroup(sub(), "azureml-rg-ws1_x".into())
+            );
+            // Any other group is still looked inside.
+            assert_eq!(
+                lookup_of(verb, "contoso-ml-managed-2"),
+                Lookup::UnderScope(
+                    ArmResourceId::parse(&format!(
+                        "/subscriptions/{SUB}/resourceGroups/contoso-ml-managed-2"
+                    ))
+                    .unwrap()
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn a_managed_group_matches_only_in_its_own_subscription() {
+        let query = kql(&Lookup::ByManagedGroup(
+            SubscriptionId::parse(SUB).unwrap(),
+            "Contoso-ML-Managed".into(),
+        ));
+        assert!(
+            query.contains(&format!(
+                "subscriptionId =~ '{SUB}' and (tolower(tostring(properties.serviceProvisionedResourceGroup)) == 'contoso-ml-managed' or "
+            )),
+            "{query}"
+        );
+        assert!(
+            query.contains("endswith '/resourcegroups/contoso-ml-managed')"),
+            "{query}"
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::Engine;
 use crate::azure::{ArmClient, AzureError, descendant_subscriptions};
-use crate::ids::{Allowlist, ArmResourceId, ManagementGroupId};
+use crate::ids::{Allowlist, ArmResourceId, Learned, ManagementGroupId};
 use crate::observe::read_failure;
 use crate::outcome::Outcome;
 use crate::rules;
@@ -94,7 +94,9 @@ pub(super) fn add_discovery_failures(outcome: &mut Outcome, failures: &[Discover
 impl Engine {
     /// Remembers the resource group the workspace names in `serviceProvisionedResourceGroup`
     /// (a name or an ARM id) unless intake matches it by its `azureml-rg-` prefix anyway: the
-    /// learned set stays small, and intake parses event ids only once it holds a name.
+    /// learned set stays small, and intake parses event ids only once it holds a name. Only a
+    /// resource group's name is learned, and at most [`crate::ids::MAX_MANAGED_GROUPS`] of them
+    /// (the first name refused beyond them is logged as a warning).
     pub(super) fn learn_managed_group(&self, snapshot: &Snapshot) {
         let Some(value) = snapshot
             .workspace
@@ -103,25 +105,32 @@ impl Engine {
         else {
             return;
         };
-        // A name that could not be a path segment of an id is never in one: not learned.
         let value = value.trim();
         let name = match ArmResourceId::parse(value) {
             Ok(id) => id.resource_group().map(str::to_owned),
-            Err(_) => crate::ids::check_segment(value)
-                .is_ok()
-                .then(|| value.to_owned()),
+            Err(_) => Some(value.to_owned()),
         };
-        if let Some(name) = name
-            && !name
+        let Some(name) = name.filter(|name| {
+            !name
                 .to_ascii_lowercase()
                 .starts_with(crate::intake::MANAGED_RESOURCE_GROUP_PREFIX)
-            && self.settings.intake.managed_groups.learn(&name)
-        {
-            tracing::info!(
+        }) else {
+            return;
+        };
+        match self.settings.intake.managed_groups.learn(&name) {
+            Learned::New => tracing::info!(
                 message = "Learned a service-provisioned resource group: writes and deletes in it are watched.",
                 resource_group = %name,
                 workspace = %snapshot.workspace_id
-            );
+            ),
+            Learned::Full { first: true } => tracing::warn!(
+                message = "Too many service-provisioned resource groups without the azureml-rg- prefix: this one and any further are not learned, so writes and deletes in them are seen only by the sweep.",
+                limit = crate::ids::MAX_MANAGED_GROUPS,
+                resource_group = %name,
+                workspace = %snapshot.workspace_id
+            ),
+            // Not a resource group's name: no event id can hold it, so there is nothing to watch.
+            Learned::Known | Learned::NotAName | Learned::Full { first: false } => {}
         }
     }
 
@@ -152,7 +161,16 @@ impl Engine {
             return;
         };
         match actor.store.managed_resource_groups().await {
-            Ok(names) => self.settings.intake.managed_groups.load(names),
+            Ok(names) => {
+                let left_out = self.settings.intake.managed_groups.load(names);
+                if left_out > 0 {
+                    tracing::warn!(
+                        message = "Some stored service-provisioned resource group names were left out: not resource group names, or beyond the limit.",
+                        left_out,
+                        limit = crate::ids::MAX_MANAGED_GROUPS
+                    );
+                }
+            }
             Err(error) => tracing::warn!(
                 message = "Reading the learned service-provisioned resource groups failed; the next sweep learns them again.",
                 error = %crate::text::chain(&error)

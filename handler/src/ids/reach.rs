@@ -185,9 +185,27 @@ impl Allowlist {
 /// Subscriptions by the lower-case id of the management group they were listed under.
 type Discovered = BTreeMap<String, Arc<BTreeSet<SubscriptionId>>>;
 
+/// At most this many service-provisioned resource group names are kept: a name beyond them is
+/// not learned (the sweep says so once), so that what workspaces report cannot grow the set,
+/// the state store's copy or intake's work without bound.
+pub const MAX_MANAGED_GROUPS: usize = 1000;
+
+/// True when `name` can be a resource group's name as ARM allows it: 1 to 90 letters or
+/// digits of any script, `-`, `_`, `.`, `(` and `)`, not ending in `.`.
+pub fn is_resource_group_name(name: &str) -> bool {
+    // A letter takes at most 4 bytes: a longer text is not read character by character.
+    name.len() <= 90 * 4
+        && (1..=90).contains(&name.chars().count())
+        && !name.ends_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | '(' | ')'))
+}
+
 /// The names of the resource groups Azure ML provisioned for workspaces
 /// (`serviceProvisionedResourceGroup`), learned from evaluations and kept in the state store:
 /// intake treats a write or delete in any of them as relevant, whatever the name, without I/O.
+/// Only resource group names are kept, at most [`MAX_MANAGED_GROUPS`] of them.
 #[derive(Debug, Clone, Default)]
 pub struct ManagedGroups(Arc<RwLock<GroupNames>>);
 
@@ -197,6 +215,22 @@ struct GroupNames {
     known: BTreeSet<String>,
     /// Learned here and not yet saved to the state store.
     unsaved: BTreeSet<String>,
+    /// A name was refused because the set is full (said once).
+    full_reported: bool,
+}
+
+/// What [`ManagedGroups::learn`] did with a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Learned {
+    /// A new name, now watched (and to be saved).
+    New,
+    /// Already known.
+    Known,
+    /// Not a resource group's name ([`is_resource_group_name`]): not learned.
+    NotAName,
+    /// [`MAX_MANAGED_GROUPS`] names are known already: not learned. `first` is true for the
+    /// first name refused so, the one to warn about.
+    Full { first: bool },
 }
 
 impl ManagedGroups {
@@ -218,29 +252,59 @@ impl ManagedGroups {
         !names.known.is_empty()
     }
 
-    /// Remembers a name; `true` when it was new (it is then also marked to be saved).
-    pub fn learn(&self, name: &str) -> bool {
-        let name = name.trim().to_ascii_lowercase();
-        if name.is_empty() || self.contains(&name) {
-            return false;
+    /// Remembers a name when it is a resource group's name and the set is not full; a new
+    /// name is also marked to be saved.
+    pub fn learn(&self, name: &str) -> Learned {
+        let name = name.trim();
+        if !is_resource_group_name(name) {
+            return Learned::NotAName;
+        }
+        let name = name.to_ascii_lowercase();
+        if self.contains(&name) {
+            return Learned::Known;
         }
         let mut names = self
             .0
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if names.known.contains(&name) {
+            return Learned::Known;
+        }
+        if names.known.len() >= MAX_MANAGED_GROUPS {
+            let first = !std::mem::replace(&mut names.full_reported, true);
+            return Learned::Full { first };
+        }
         names.unsaved.insert(name.clone());
-        names.known.insert(name)
+        names.known.insert(name);
+        Learned::New
     }
 
-    /// Remembers names read from the state store (already saved).
-    pub fn load(&self, saved: impl IntoIterator<Item = String>) {
+    /// Remembers names read from the state store (already saved), with the bounds of
+    /// [`ManagedGroups::learn`]. Returns how many were left out (not names, or beyond
+    /// [`MAX_MANAGED_GROUPS`]).
+    pub fn load(&self, saved: impl IntoIterator<Item = String>) -> usize {
         let mut names = self
             .0
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        names
-            .known
-            .extend(saved.into_iter().map(|name| name.to_ascii_lowercase()));
+        let mut left_out = 0;
+        for name in saved {
+            let name = name.trim();
+            if !is_resource_group_name(name) {
+                left_out += 1;
+                continue;
+            }
+            let name = name.to_ascii_lowercase();
+            if names.known.contains(&name) {
+                continue;
+            }
+            if names.known.len() >= MAX_MANAGED_GROUPS {
+                left_out += 1;
+                continue;
+            }
+            names.known.insert(name);
+        }
+        left_out
     }
 
     /// The names learned since the last call; give them back with [`ManagedGroups::unsaved`]
@@ -350,11 +414,11 @@ mod tests {
         let learned = ManagedGroups::default();
         let intake = learned.clone();
         assert!(!intake.contains("contoso-ml-managed"));
-        assert!(learned.learn("Contoso-ML-Managed"));
-        assert!(!learned.learn("contoso-ml-managed"));
-        assert!(!learned.learn("  "));
+        assert_eq!(learned.learn("Contoso-ML-Managed"), Learned::New);
+        assert_eq!(learned.learn("contoso-ml-managed"), Learned::Known);
+        assert_eq!(learned.learn("  "), Learned::NotAName);
         assert!(intake.contains("CONTOSO-ml-managed"));
-        learned.load(["Rg-From-Store".to_owned()]);
+        assert_eq!(learned.load(["Rg-From-Store".to_owned()]), 0);
         assert!(intake.contains("rg-from-store"));
         assert_eq!(learned.names(), ["contoso-ml-managed", "rg-from-store"]);
         let unsaved = learned.take_unsaved();
@@ -362,6 +426,70 @@ mod tests {
         assert!(learned.take_unsaved().is_empty());
         learned.unsaved(unsaved);
         assert_eq!(learned.take_unsaved(), ["contoso-ml-managed"]);
+    }
+
+    #[test]
+    fn only_names_arm_allows_for_resource_groups_are_learned() {
+        for ok in [
+            "a",
+            "Contoso_(ML).managed-1",
+            "gr\u{fc}ppe",
+            &"x".repeat(90),
+            &"\u{e9}".repeat(90),
+        ] {
+            assert!(is_resource_group_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "ends-with-dot.",
+            "a/b",
+            "a b",
+            "a%2Fb",
+            "a\\b",
+            "a\u{0}b",
+            &"x".repeat(91),
+            &"\u{e9}".repeat(91),
+            &"x".repeat(1_000_000),
+        ] {
+            assert!(!is_resource_group_name(bad), "{:.20}", bad);
+        }
+        let learned = ManagedGroups::default();
+        assert_eq!(learned.learn(&"x".repeat(1_000_000)), Learned::NotAName);
+        assert_eq!(learned.learn("rg."), Learned::NotAName);
+        assert!(!learned.names_known());
+        assert!(learned.take_unsaved().is_empty());
+    }
+
+    #[test]
+    fn at_most_the_bound_of_names_is_learned_and_the_first_refusal_is_said() {
+        let learned = ManagedGroups::default();
+        for i in 0..MAX_MANAGED_GROUPS {
+            assert_eq!(learned.learn(&format!("rg-{i}")), Learned::New);
+        }
+        assert_eq!(learned.learn("rg-0"), Learned::Known);
+        assert_eq!(learned.learn("rg-new"), Learned::Full { first: true });
+        assert_eq!(learned.learn("rg-newer"), Learned::Full { first: false });
+        assert!(!learned.contains("rg-new"));
+        assert_eq!(learned.names().len(), MAX_MANAGED_GROUPS);
+        assert_eq!(learned.take_unsaved().len(), MAX_MANAGED_GROUPS);
+    }
+
+    #[test]
+    fn loading_applies_the_same_bounds_to_what_the_store_returns() {
+        let learned = ManagedGroups::default();
+        let stored = (0..MAX_MANAGED_GROUPS + 5)
+            .map(|i| format!("RG-{i:04}"))
+            .chain(["a/b".to_owned(), "x".repeat(91), "rg-0000".to_owned()]);
+        // Five beyond the bound and two that are not names; the repeated name is no loss.
+        assert_eq!(learned.load(stored), 7);
+        assert_eq!(learned.names().len(), MAX_MANAGED_GROUPS);
+        assert!(learned.contains("rg-0000"));
+        assert!(!learned.contains("a/b"));
+        assert!(
+            learned.take_unsaved().is_empty(),
+            "loaded names are saved already"
+        );
+        assert_eq!(learned.learn("rg-other"), Learned::Full { first: true });
     }
 
     #[test]

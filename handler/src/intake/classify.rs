@@ -193,7 +193,15 @@ fn classify_resource_event(
     let listed = RELEVANT_OPERATIONS
         .iter()
         .find(|(name, _)| name.eq_ignore_ascii_case(&operation))
-        .map(|(_, kind)| *kind);
+        .map(|(_, kind)| *kind)
+        // A write or delete of a service-provisioned group itself (learned, or by its prefix)
+        // is one in that group: resolve then finds the workspace that owns it.
+        .map(|kind| match kind {
+            ResourceKind::ResourceGroup if managed_resource_group(&resource_text, settings) => {
+                ResourceKind::ManagedResourceGroupMember
+            }
+            kind => kind,
+        });
     let Some(kind) = listed.or_else(|| {
         (change != "Action" && managed_resource_group(&resource_text, settings))
             .then_some(ResourceKind::ManagedResourceGroupMember)

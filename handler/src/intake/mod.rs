@@ -125,8 +125,8 @@ pub enum ResourceKind {
     RoleAssignment,
     ResourceGroup,
     ProviderRegistration,
-    /// Anything inside an Azure ML service-provisioned resource group: `azureml-rg-…`, or a
-    /// group a workspace names in `serviceProvisionedResourceGroup`.
+    /// An Azure ML service-provisioned resource group (`azureml-rg-…`, or a group a workspace
+    /// names in `serviceProvisionedResourceGroup`) or anything inside it.
     ManagedResourceGroupMember,
 }
 

@@ -456,23 +456,41 @@ pub async fn open(
     }
 }
 
-/// Lower-case hex SHA-256 of `parts` joined by newlines: a fixed-length, path-safe name for
-/// keys that are long, user-controlled or contain `/`.
 /// The stored set of managed resource group names (a JSON array) with `names` added, as both
-/// backends keep it; what is not a list of names is replaced.
+/// backends keep it; what is not a list of names is replaced. Only resource group names are
+/// kept, at most [`crate::ids::MAX_MANAGED_GROUPS`]: the stored ones first, then new ones in
+/// order while there is room.
 pub(crate) fn merged_group_names(stored: Option<&str>, names: &[String]) -> String {
     let mut set: std::collections::BTreeSet<String> = group_names(stored).into_iter().collect();
-    set.extend(names.iter().map(|name| name.to_ascii_lowercase()));
+    for name in names {
+        let name = name.trim();
+        if set.len() >= crate::ids::MAX_MANAGED_GROUPS {
+            break;
+        }
+        if crate::ids::is_resource_group_name(name) {
+            set.insert(name.to_ascii_lowercase());
+        }
+    }
     serde_json::to_string(&set).unwrap_or_else(|_| "[]".to_owned())
 }
 
-/// The names in a stored set (see [`merged_group_names`]).
+/// The names in a stored set (see [`merged_group_names`]): those that are resource group
+/// names, at most [`crate::ids::MAX_MANAGED_GROUPS`].
 pub(crate) fn group_names(stored: Option<&str>) -> Vec<String> {
     stored
         .and_then(|text| serde_json::from_str::<Vec<String>>(text).ok())
         .unwrap_or_default()
+        .into_iter()
+        .map(|name| name.trim().to_ascii_lowercase())
+        .filter(|name| crate::ids::is_resource_group_name(name))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .take(crate::ids::MAX_MANAGED_GROUPS)
+        .collect()
 }
 
+/// Lower-case hex SHA-256 of `parts` joined by newlines: a fixed-length, path-safe name for
+/// keys that are long, user-controlled or contain `/`.
 pub(crate) fn digest(parts: &[&str]) -> String {
     let mut hasher = Sha256::new();
     for (index, part) in parts.iter().enumerate() {
@@ -544,6 +562,33 @@ mod tests {
         assert_eq!(
             StateError::new(StateErrorKind::Config, "bad").to_string(),
             "state store: bad"
+        );
+    }
+
+    #[test]
+    fn the_stored_set_of_group_names_keeps_only_names_and_is_bounded() {
+        let names = |list: &[&str]| list.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+        let merged = merged_group_names(
+            Some(r#"["Rg-A", "a/b", "ends."]"#),
+            &names(&["RG-B", "", &"x".repeat(91), "rg-a"]),
+        );
+        assert_eq!(group_names(Some(&merged)), ["rg-a", "rg-b"]);
+        assert!(group_names(Some("{\"not\": \"a list\"}")).is_empty());
+
+        let full: Vec<String> = (0..crate::ids::MAX_MANAGED_GROUPS + 3)
+            .map(|i| format!("rg-{i:04}"))
+            .collect();
+        let merged = merged_group_names(None, &full);
+        assert_eq!(
+            group_names(Some(&merged)).len(),
+            crate::ids::MAX_MANAGED_GROUPS
+        );
+        let merged = merged_group_names(Some(&merged), &names(&["rg-late"]));
+        assert!(!group_names(Some(&merged)).contains(&"rg-late".to_owned()));
+        let oversized = serde_json::to_string(&full).unwrap();
+        assert_eq!(
+            group_names(Some(&oversized)).len(),
+            crate::ids::MAX_MANAGED_GROUPS
         );
     }
 }

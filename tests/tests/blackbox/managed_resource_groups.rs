@@ -1,7 +1,8 @@
 //! Microsoft-managed resource groups by name (issue 17): a workspace may name its
 //! service-provisioned resource group anything, not only `azureml-rg-…`. Once a sweep has read
-//! the workspace, a delete in that group is relevant and raises `managed-resources.tamper`; the
-//! name is kept in the state store, so that another instance starting cold knows it too.
+//! the workspace, a delete in that group, or of the group itself, is relevant and raises
+//! `managed-resources.tamper`; the name is kept in the state store, so that another instance
+//! starting cold knows it too.
 
 use cmk_guard_blackbox::scratch::Scratch;
 use cmk_guard_blackbox::story::{self, KEY, RG, SUB, USER, VAULT, WORKSPACE};
@@ -35,6 +36,19 @@ fn managed_delete() -> Value {
         "id": uuid::Uuid::new_v4().to_string(), "topic": format!("/subscriptions/{SUB}"), "subject": resource,
         "eventType": "Microsoft.Resources.ResourceDeleteSuccess", "eventTime": "2026-11-28T10:00:00Z",
         "data": {"operationName": "Microsoft.DocumentDB/databaseAccounts/delete", "resourceUri": resource,
+                 "subscriptionId": SUB,
+                 "claims": {"http://schemas.microsoft.com/identity/claims/objectidentifier": USER}},
+        "dataVersion": "2", "metadataVersion": "1"
+    })
+}
+
+/// A person deletes the managed group itself: the event names the group, not a resource in it.
+fn group_delete() -> Value {
+    let group = format!("/subscriptions/{SUB}/resourceGroups/{MANAGED}");
+    json!({
+        "id": uuid::Uuid::new_v4().to_string(), "topic": format!("/subscriptions/{SUB}"), "subject": group,
+        "eventType": "Microsoft.Resources.ResourceDeleteSuccess", "eventTime": "2026-11-28T10:05:00Z",
+        "data": {"operationName": "Microsoft.Resources/subscriptions/resourceGroups/delete", "resourceUri": group,
                  "subscriptionId": SUB,
                  "claims": {"http://schemas.microsoft.com/identity/claims/objectidentifier": USER}},
         "dataVersion": "2", "metadataVersion": "1"
@@ -89,6 +103,24 @@ async fn a_managed_group_of_any_name_is_watched_once_a_sweep_has_read_the_worksp
             .unwrap_or_default()
             .to_ascii_lowercase(),
         story::workspace_id().to_ascii_lowercase()
+    );
+
+    // Deleting the group itself, the most destructive tamper, is seen as it happens too.
+    let replies = handler
+        .deliver("OnSubscriptionEvent", "event", &[group_delete()])
+        .await;
+    assert_eq!(replies[0].status, 200, "{:?}", replies[0].body);
+    let outcome = replies[0].outcome();
+    assert_eq!(outcome["disposition"], "evaluated", "{outcome}");
+    let tamper = tamper_findings(outcome);
+    assert_eq!(tamper.len(), 1, "{outcome}");
+    assert_eq!(tamper[0]["state"], "open", "{outcome}");
+    assert!(
+        tamper[0]["resource"]
+            .as_str()
+            .unwrap_or_default()
+            .eq_ignore_ascii_case(&format!("/subscriptions/{SUB}/resourceGroups/{MANAGED}")),
+        "{outcome}"
     );
 
     // Another instance of the same deployment, starting cold, knows the name from the store.

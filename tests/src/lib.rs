@@ -365,7 +365,8 @@ pub fn envelope(binding: &str, event: &Value, method_name: &str) -> Vec<u8> {
 /// (`tests/fixtures/keyvault-audit/host-request.eventHubTrigger.many.json`): `Data.<binding>`
 /// holds one element per Event Hub message, each as JSON text (the binding's `dataType` is
 /// string), and `Metadata` the partition context and one array entry per message — offsets,
-/// sequence numbers from `first_sequence`, enqueued times, application and system properties.
+/// sequence numbers from `first_sequence`, enqueued times that follow from them, application
+/// and system properties.
 pub fn event_hub_envelope(
     binding: &str,
     messages: &[Value],
@@ -373,15 +374,26 @@ pub fn event_hub_envelope(
     method_name: &str,
 ) -> Vec<u8> {
     let texts: Vec<String> = messages.iter().map(Value::to_string).collect();
-    let now = time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
-    let enqueued = now.trim_end_matches('Z').to_owned();
+    let rfc3339 = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default()
+    };
+    let now = rfc3339(time::OffsetDateTime::now_utc());
+    // Enqueued times follow from the sequence numbers, as in a partition: a batch delivered
+    // again is the same batch, to the last field.
+    let enqueued_at = |sequence: u64| {
+        let at = time::OffsetDateTime::from_unix_timestamp(1_795_000_000 + sequence as i64)
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        rfc3339(at).trim_end_matches('Z').to_owned()
+    };
     let mut offset = first_sequence * 1024;
     let mut offsets = Vec::new();
     let mut sequences = Vec::new();
+    let mut enqueued_times = Vec::new();
     let mut system = Vec::new();
     for (sequence, text) in (first_sequence..).zip(&texts) {
+        let enqueued = enqueued_at(sequence);
+        enqueued_times.push(json!(enqueued));
         offsets.push(json!(offset.to_string()));
         sequences.push(json!(sequence));
         system.push(json!({
@@ -407,7 +419,7 @@ pub fn event_hub_envelope(
             "PartitionKeyArray": [],
             "OffsetArray": offsets,
             "SequenceNumberArray": sequences,
-            "EnqueuedTimeUtcArray": vec![enqueued; texts.len()],
+            "EnqueuedTimeUtcArray": enqueued_times,
             "PropertiesArray": vec![json!({}); texts.len()],
             "SystemPropertiesArray": system,
             "sys": {"MethodName": method_name, "UtcNow": now, "RandGuid": uuid::Uuid::new_v4().to_string()}

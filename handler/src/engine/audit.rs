@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use super::{Engine, Failure, Unfinished};
 use crate::catalogue::RuleId;
 use crate::ids::KeyUrl;
-use crate::intake::{AUDIT_EVENT_TYPE, AuditBatch, Trigger, VaultActivity, same_key};
+use crate::intake::{AUDIT_EVENT_TYPE, AuditBatch, KeyUse, Trigger, VaultActivity, same_key};
 use crate::outcome::{Disposition, EventRef, Outcome};
 
 impl Engine {
@@ -47,14 +47,17 @@ impl Engine {
             // the batch delivered again rather than refuse its records.
             self.discover_subscriptions(deadline).await;
             records = AuditBatch::parse(value, &self.settings.intake).unwrap_or(records);
-            if records.awaiting_discovery > 0 {
+            // Only a batch with nothing in scope waits: one never-listed group must not hold
+            // up the records of the others (those waiting are named in the reason; the sweep
+            // reports the group).
+            if records.awaiting_discovery > 0 && records.vaults.is_empty() {
                 let skeleton = Outcome::new(event, Disposition::Evaluated, Some(records.summary()));
                 return self.settle(skeleton, Failure::ScopeNotYetKnown);
             }
         }
         self.drop_own_failures(&mut records).await;
         let summary = records.summary();
-        let relevant = match self.relevant(&records).await {
+        let relevant = match self.relevant(&mut records).await {
             Ok(relevant) => relevant,
             Err(error) => {
                 let skeleton = Outcome::new(event, Disposition::Evaluated, Some(summary));
@@ -71,7 +74,12 @@ impl Engine {
             };
             return Ok(Outcome::new(event, disposition, Some(summary)));
         }
-        let triggers: Vec<Trigger> = relevant.iter().map(|a| a.trigger(&id)).collect();
+        let mut triggers: Vec<Trigger> = relevant.iter().map(|a| a.trigger(&id)).collect();
+        for (trigger, activity) in triggers.iter_mut().zip(&relevant) {
+            if trigger.caller_object_id.is_none() {
+                trigger.caller_object_id = self.someone_else(activity).await;
+            }
+        }
         let result = match batch {
             Some(batch) => Box::pin(self.once(event, &batch, &triggers, deadline)).await,
             None => {
@@ -83,6 +91,26 @@ impl Engine {
             outcome.reason.get_or_insert(summary);
             outcome
         })
+    }
+
+    /// For the loop guard, when a vault's changes name several callers: one that is not
+    /// cmk-guard, so that a change someone made beside cmk-guard's own fix is theirs and is
+    /// acted on (with one caller for all, [`VaultActivity::only_caller`] says it already).
+    /// `None` when no change names a caller, or cmk-guard's own id is unknown.
+    async fn someone_else(&self, activity: &VaultActivity) -> Option<String> {
+        let callers: Vec<&str> = activity
+            .changes
+            .iter()
+            .filter_map(|c| c.caller.object_id.as_deref())
+            .collect();
+        if callers.is_empty() {
+            return None;
+        }
+        let own = self.actor()?.own_id().await.ok()?;
+        callers
+            .into_iter()
+            .find(|c| !c.eq_ignore_ascii_case(own))
+            .map(str::to_owned)
     }
 
     /// Leaves out cmk-guard's own failed calls (its data-plane read of a key's modulus refused
@@ -102,31 +130,53 @@ impl Engine {
         records.drop_uses_by(own);
     }
 
-    /// The vaults worth re-checking: every change and every failed use; successful uses only
-    /// when they can resolve an open `key.use-failures` finding (one store read, no Azure read).
+    /// The vaults worth re-checking: every change and every failed use. A successful
+    /// wrap/unwrap counts only for a caller whose failure it can end: one that failed earlier in
+    /// the batch, or one an open `key.use-failures` finding of that key names (one store read,
+    /// no Azure read) — another caller's success says nothing about it.
     async fn relevant<'a>(
         &self,
-        records: &'a AuditBatch,
+        records: &'a mut AuditBatch,
     ) -> Result<Vec<&'a VaultActivity>, crate::state::StateError> {
-        let (mut relevant, successes): (Vec<&VaultActivity>, Vec<&VaultActivity>) = records
+        let successes = records
             .vaults
             .iter()
-            .partition(|a| !a.changes.is_empty() || a.has_failures());
-        let Some(actor) = self.actor().filter(|_| !successes.is_empty()) else {
-            return Ok(relevant);
-        };
-        let open = actor.store.open_findings().await?;
-        let failing: Vec<KeyUrl> = open
-            .iter()
-            .filter(|(key, _)| key.rule == RuleId::KeyUseFailures.as_str())
-            .filter_map(|(key, _)| KeyUrl::parse(&key.resource).ok())
-            .collect();
-        relevant.extend(successes.into_iter().filter(|activity| {
-            activity
-                .uses
+            .any(|a| a.uses.iter().any(KeyUse::succeeded));
+        if successes {
+            let open = match self.actor() {
+                Some(actor) => actor.store.open_findings().await?,
+                None => Vec::new(),
+            };
+            let failing: Vec<(KeyUrl, &str)> = open
                 .iter()
-                .any(|u| u.succeeded() && failing.iter().any(|key| same_key(key, &u.key)))
-        }));
-        Ok(relevant)
+                .filter(|(key, _)| key.rule == RuleId::KeyUseFailures.as_str())
+                .filter_map(|(key, record)| {
+                    Some((
+                        KeyUrl::parse(&key.resource).ok()?,
+                        record.value.observed.as_str(),
+                    ))
+                })
+                .collect();
+            for activity in &mut records.vaults {
+                let failed: Vec<String> = activity
+                    .uses
+                    .iter()
+                    .filter(|u| u.failed())
+                    .map(|u| u.caller.key())
+                    .collect();
+                activity.uses.retain(|u| {
+                    !u.succeeded()
+                        || failed.contains(&u.caller.key())
+                        || failing.iter().any(|(key, observed)| {
+                            same_key(key, &u.key) && u.caller.named_in(observed)
+                        })
+                });
+            }
+        }
+        Ok(records
+            .vaults
+            .iter()
+            .filter(|a| !a.changes.is_empty() || a.uses.iter().any(|u| u.failed() || u.succeeded()))
+            .collect())
     }
 }

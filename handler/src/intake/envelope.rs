@@ -28,12 +28,16 @@ pub struct Metadata {
     /// Event Hub triggers (`cardinality: many`): each message's sequence number.
     #[serde(rename = "SequenceNumberArray", default)]
     pub sequence_numbers: Option<Value>,
+    /// Event Hub triggers (`cardinality: many`): when each message was enqueued.
+    #[serde(rename = "EnqueuedTimeUtcArray", default)]
+    pub enqueued_times: Option<Value>,
 }
 
 impl Metadata {
-    /// The identity of an Event Hub batch: namespace, hub, consumer group, partition and the
-    /// range of sequence numbers — the same on every redelivery of the batch, so it can be
-    /// claimed once. `None` when the host did not say.
+    /// The identity of an Event Hub batch: namespace, hub, consumer group, partition, the
+    /// range of sequence numbers and when the first message was enqueued — the same on every
+    /// redelivery of the batch, so it can be claimed once, and not the same for a recreated hub
+    /// whose sequence numbers start again at 0. `None` when the host did not say.
     pub fn event_hub_batch(&self) -> Option<String> {
         let context = self.partition_context.as_ref()?;
         let part = |name: &str| {
@@ -54,8 +58,15 @@ impl Metadata {
             .filter_map(|v| v.as_i64().or_else(|| v.as_str()?.trim().parse().ok()))
             .collect();
         let (first, last) = (numbers.iter().min()?, numbers.iter().max()?);
+        let enqueued = self
+            .enqueued_times
+            .as_ref()
+            .and_then(|times| times.get(0))
+            .and_then(Value::as_str)
+            .map(|t| format!("@{}", crate::text::field(t)))
+            .unwrap_or_default();
         Some(format!(
-            "eventhub:{}/{}/{}/{}:{first}-{last}",
+            "eventhub:{}/{}/{}/{}:{first}-{last}{enqueued}",
             part("FullyQualifiedNamespace").unwrap_or_default(),
             part("EventHubName").unwrap_or_default(),
             part("ConsumerGroup").unwrap_or_default(),

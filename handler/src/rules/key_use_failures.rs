@@ -9,10 +9,11 @@
 //! Defender recommendation or Cloud Custodian filter reads these failures.
 //!
 //! Only the audit log (`OnKeyVaultAudit`) raises it: a failed use (403, 404 or another 4xx but
-//! the 401 challenge and 429 throttling) of the workspace's key, by any caller, fails. It
-//! resolves when a later `wrapKey`/`unwrapKey` of the key succeeds (a successful `get` proves
-//! nothing: anyone with read can get), or when a sweep or a check finds the chain healthy
-//! (vault and key exist, the key is enabled, the workspace identity can wrap and unwrap it).
+//! the 401 challenge and 429 throttling) of the workspace's key fails — a wrap or unwrap by any
+//! caller, a `get` only by the workspace's CMK identity. It resolves when every caller that
+//! failed later wraps or unwraps the key successfully itself (a successful `get` proves nothing:
+//! anyone with read can get), or when a sweep or a check finds the chain healthy (vault and key
+//! exist, the key is enabled, the workspace identity can wrap and unwrap it).
 //! Every other event says nothing about uses: the rule answers not applicable and an open
 //! finding stays open.
 //!
@@ -57,7 +58,7 @@ fn check(context: &Context) -> Vec<Check> {
     };
     let check = match context.trigger {
         Some(trigger) if trigger.change == ChangeKind::AuditLog => {
-            from_uses(trigger, &key, resource)
+            from_uses(context, trigger, &key, resource)
         }
         Some(_) => Check::new(
             RULE.id,
@@ -71,29 +72,50 @@ fn check(context: &Context) -> Vec<Check> {
     vec![check]
 }
 
-/// The verdict of an audit-log batch: its uses of this key, in time order.
-fn from_uses(trigger: &Trigger, key: &KeyUrl, resource: String) -> Check {
-    let uses: Vec<&KeyUse> = trigger
+/// The verdict of an audit-log batch: its uses of this key, in time order, caller by caller.
+/// A caller's failures stand until that same caller wraps or unwraps successfully later: one
+/// service still working says nothing about another that lost access. A failed `get` counts
+/// only from the workspace's CMK identity: anyone in the tenant can be refused a read, and an
+/// alert anybody can raise would be spoofing and fatigue, not an outage.
+fn from_uses(context: &Context, trigger: &Trigger, key: &KeyUrl, resource: String) -> Check {
+    let cmk_identity = chain::workspace(context.snapshot)
+        .ok()
+        .and_then(|w| w.cmk_principal())
+        .map(|p| p.principal_id);
+    let mut uses: Vec<(usize, &KeyUse)> = trigger
         .uses
         .iter()
         .filter(|u| same_key(&u.key, key))
+        .filter(|u| {
+            u.operation != UseOperation::Get
+                || u.succeeded()
+                || is_caller(u, cmk_identity.as_deref())
+        })
+        .enumerate()
         .collect();
-    let failures: Vec<&KeyUse> = uses.iter().copied().filter(|u| u.failed()).collect();
-    let last_failure = failures.iter().map(|u| u.time).max().flatten();
-    let recovered = uses.iter().find(|u| {
-        u.succeeded()
-            && u.operation != UseOperation::Get
-            && (failures.is_empty() || u.time.is_some_and(|t| last_failure.is_some_and(|f| t > f)))
-    });
+    // Records in time order; those without a time keep their place in the batch.
+    uses.sort_by_key(|(index, u)| (u.time, *index));
+    let mut failing: BTreeMap<String, Vec<&KeyUse>> = BTreeMap::new();
+    let mut recovered: Option<&KeyUse> = None;
+    for (_, key_use) in &uses {
+        let caller = key_use.caller.key();
+        if key_use.failed() {
+            failing.entry(caller).or_default().push(key_use);
+        } else if key_use.succeeded() && key_use.operation != UseOperation::Get {
+            failing.remove(&caller);
+            recovered = Some(key_use);
+        }
+    }
+    let failures: Vec<&KeyUse> = failing.into_values().flatten().collect();
     match (failures.is_empty(), recovered) {
-        (false, None) => Check::fail(
+        (false, _) => Check::fail(
             RULE.id,
             resource,
             Severity::Critical,
             describe(&failures),
             EXPECTED,
         ),
-        (_, Some(success)) => Check::pass(
+        (true, Some(success)) => Check::pass(
             RULE.id,
             resource,
             format!(
@@ -115,6 +137,16 @@ fn from_uses(trigger: &Trigger, key: &KeyUrl, resource: String) -> Check {
             EXPECTED,
         ),
     }
+}
+
+fn is_caller(key_use: &KeyUse, principal: Option<&str>) -> bool {
+    principal.is_some_and(|p| {
+        key_use
+            .caller
+            .object_id
+            .as_deref()
+            .is_some_and(|oid| oid.eq_ignore_ascii_case(p))
+    })
 }
 
 /// Who failed to do what, how often and with what result: one sentence per group.
@@ -317,6 +349,49 @@ mod tests {
             verdict(&snapshot, Some(&only_success))[0].status,
             Status::Pass
         );
+    }
+
+    #[test]
+    fn another_callers_success_does_not_resolve_a_services_failure() {
+        let snapshot = compliant_snapshot();
+        let key = key_of(&snapshot);
+        let failing = key_use(&key, UseOperation::Unwrap, 403, 0);
+        let mut other = key_use(&key, UseOperation::Unwrap, 200, 10);
+        other.caller.app_id = Some("another-service".into());
+        let trigger = audit(&snapshot, vec![failing.clone(), other]);
+        assert!(matches!(
+            verdict(&snapshot, Some(&trigger))[0].status,
+            Status::Fail(_)
+        ));
+        let mut same = key_use(&key, UseOperation::Wrap, 200, 20);
+        same.caller = failing.caller.clone();
+        let mut later = audit(&snapshot, vec![failing, same]);
+        later.uses.rotate_left(1); // the batch's order does not matter, the times do
+        assert_eq!(verdict(&snapshot, Some(&later))[0].status, Status::Pass);
+    }
+
+    #[test]
+    fn a_failed_get_counts_only_from_the_workspace_identity() {
+        let snapshot = compliant_snapshot();
+        let key = key_of(&snapshot);
+        let anyone = key_use(&key, UseOperation::Get, 403, 0);
+        let trigger = audit(&snapshot, vec![anyone.clone()]);
+        assert_eq!(
+            verdict(&snapshot, Some(&trigger))[0].status,
+            Status::NotApplicable
+        );
+        let identity = chain::workspace(&snapshot)
+            .unwrap()
+            .cmk_principal()
+            .unwrap()
+            .principal_id;
+        let mut own = anyone;
+        own.caller.object_id = Some(identity.to_uppercase());
+        let trigger = audit(&snapshot, vec![own]);
+        assert!(matches!(
+            verdict(&snapshot, Some(&trigger))[0].status,
+            Status::Fail(_)
+        ));
     }
 
     #[test]

@@ -148,6 +148,19 @@ async fn a_failed_unwrap_raises_key_use_failures_and_a_later_unwrap_resolves_it(
         "{cards:?}"
     );
 
+    // Another caller's successful unwrap says nothing about this service: nothing is checked
+    // again, nothing resolves.
+    let other_service = "0b0b0b0b-0000-4000-8000-00000000000b";
+    let other = json!({"records": [record("KeyUnwrap", 200, other_service, &version_path)]});
+    let reply = deliver(&handler, &[other], 250).await;
+    assert_eq!(
+        reply.outcome()["disposition"],
+        "ignored",
+        "{}",
+        reply.outcome()
+    );
+    assert_eq!(sink.received("teams").len(), cards.len());
+
     // A later successful unwrap by the service: the finding resolves and people are told.
     let recovered = json!({"records": [record("KeyUnwrap", 200, &principal, &version_path)]});
     let reply = deliver(&handler, &[recovered], 300).await;
@@ -251,7 +264,7 @@ async fn the_documented_host_request_is_answered() {
     assert_eq!(outcome["workspaces"], json!([]));
     assert_eq!(
         outcome["event"]["id"],
-        "eventhub:evhns-cmkguard.servicebus.windows.net/kv-audit/cmk-guard/0:59-60"
+        "eventhub:evhns-cmkguard.servicebus.windows.net/kv-audit/cmk-guard/0:59-60@2026-11-20T09:14:05.25"
     );
 }
 

@@ -12,7 +12,7 @@
 //! skipped, never a reason to fail the batch (Event Hubs would deliver it again and again and
 //! block its partition).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use serde_json::{Map, Value};
@@ -91,6 +91,26 @@ pub struct Caller {
     pub app_id: Option<String>,
     pub upn: Option<String>,
     pub ip: Option<String>,
+}
+
+impl Caller {
+    /// Who the caller is, for telling callers apart: the object id, else the application id,
+    /// else the sign-in name (lower-case; empty when the record names nobody).
+    pub fn key(&self) -> String {
+        self.object_id
+            .as_deref()
+            .or(self.app_id.as_deref())
+            .or(self.upn.as_deref())
+            .unwrap_or("")
+            .to_ascii_lowercase()
+    }
+
+    /// True when `text` (a finding's `observed`, which names callers by these ids) names this
+    /// caller by [`Caller::key`]: several identities of one application share its app id.
+    pub fn named_in(&self, text: &str) -> bool {
+        let key = self.key();
+        !key.is_empty() && text.to_ascii_lowercase().contains(&key)
+    }
 }
 
 impl fmt::Display for Caller {
@@ -254,6 +274,8 @@ pub struct AuditBatch {
     pub rejected_count: usize,
     /// Records past [`MAX_RECORDS`], not looked at.
     pub skipped: usize,
+    /// Where each vault (lower-case id) is in `vaults`: a batch may name thousands.
+    index: HashMap<String, usize>,
     /// Records refused because their subscription may lie under a management group whose
     /// subscriptions were never listed: the batch is worth asking for again.
     pub awaiting_discovery: usize,
@@ -318,21 +340,18 @@ impl AuditBatch {
     }
 
     fn activity(&mut self, vault: ArmResourceId) -> &mut VaultActivity {
-        let index = match self
-            .vaults
-            .iter()
-            .position(|a| a.vault.as_str().eq_ignore_ascii_case(vault.as_str()))
-        {
-            Some(index) => index,
-            None => {
-                self.vaults.push(VaultActivity {
+        let vaults = &mut self.vaults;
+        let index = *self
+            .index
+            .entry(vault.as_str().to_ascii_lowercase())
+            .or_insert_with(|| {
+                vaults.push(VaultActivity {
                     vault,
                     changes: Vec::new(),
                     uses: Vec::new(),
                 });
-                self.vaults.len() - 1
-            }
-        };
+                vaults.len() - 1
+            });
         &mut self.vaults[index]
     }
 
@@ -360,6 +379,9 @@ impl AuditBatch {
         }
         self.vaults
             .retain(|a| !a.changes.is_empty() || !a.uses.is_empty());
+        self.index = (self.vaults.iter().enumerate())
+            .map(|(i, a)| (a.vault.as_str().to_ascii_lowercase(), i))
+            .collect();
         if dropped > 0 {
             *self
                 .ignored
@@ -560,12 +582,16 @@ fn key_path(text: &str) -> Option<String> {
         .strip_prefix("https://")
         .and_then(|rest| rest.split_once('/'))?;
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    let is_version = |v: &str| v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit());
     match segments.as_slice() {
-        ["keys", name] => Some(format!("https://{origin}/keys/{name}")),
-        ["keys", name, "rotationpolicy"] | ["keys", name, "rotate"] => {
-            Some(format!("https://{origin}/keys/{name}"))
+        // `POST /keys/restore` names no key in its path (`properties.id` does).
+        ["keys", "restore"] => None,
+        ["keys", name, version, ..] if is_version(version) => {
+            Some(format!("https://{origin}/keys/{name}/{version}"))
         }
-        ["keys", name, version, ..] => Some(format!("https://{origin}/keys/{name}/{version}")),
+        // `/keys/{name}`, and operations on a key without a version: `/rotate`,
+        // `/rotationpolicy`, `/create`, `/wrapkey`, `/import`, ….
+        ["keys", name, ..] => Some(format!("https://{origin}/keys/{name}")),
         _ => None,
     }
 }

@@ -199,9 +199,18 @@ fn key_paths_of_every_key_operation() {
             Some("https://kv.vault.azure.net/keys/k"),
         ),
         (
-            "https://kv.vault.azure.net/keys/k/0123/unwrapkey",
-            Some("https://kv.vault.azure.net/keys/k/0123"),
+            "https://kv.vault.azure.net/keys/k/0123456789abcdef0123456789abcdef/unwrapkey",
+            Some("https://kv.vault.azure.net/keys/k/0123456789abcdef0123456789abcdef"),
         ),
+        (
+            "https://kv.vault.azure.net/keys/k/wrapkey?api-version=7.5",
+            Some("https://kv.vault.azure.net/keys/k"),
+        ),
+        (
+            "https://kv.vault.azure.net/keys/k/create",
+            Some("https://kv.vault.azure.net/keys/k"),
+        ),
+        ("https://kv.vault.azure.net/keys/restore", None),
         ("https://kv.vault.azure.net/", None),
         ("https://kv.vault.azure.net/secrets/s", None),
         ("http://kv.vault.azure.net/keys/k", None),
@@ -248,4 +257,23 @@ fn uses_by_cmk_guard_itself_can_be_left_out() {
     let mut other = self::batch(vec![record("KeyUnwrap", json!(403), KEY)]);
     other.drop_uses_by("00000000-0000-0000-0000-000000000000");
     assert_eq!(other.vaults.len(), 1);
+}
+
+#[test]
+fn many_vaults_in_one_batch_are_merged_in_linear_time_and_kept_apart() {
+    let records: Vec<Value> = (0..3000)
+        .map(|i| {
+            let mut r = record("KeyUpdate", json!(200), KEY);
+            r["resourceId"] = json!(format!(
+                "/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv-{}",
+                i % 1500
+            ));
+            r["properties"]["id"] =
+                json!(format!("https://kv-{}.vault.azure.net/keys/k", i % 1500));
+            r
+        })
+        .collect();
+    let batch = batch(records);
+    assert_eq!(batch.vaults.len(), 1500);
+    assert!(batch.vaults.iter().all(|a| a.changes.len() == 2));
 }

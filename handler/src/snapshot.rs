@@ -6,6 +6,8 @@
 
 use std::collections::BTreeMap;
 
+use time::OffsetDateTime;
+
 use crate::ids::{ArmResourceId, KeyUrl};
 
 /// The GUID of "Key Vault Crypto Service Encryption User", the built-in role that lets a CMK
@@ -395,22 +397,34 @@ pub struct EventSubscription {
     pub resource_id: Option<String>,
     /// `filter.includedEventTypes`; `None` when absent, which means every event type.
     pub included_event_types: Option<Vec<String>>,
+    /// The subject filters set (`subjectBeginsWith …`, `subjectEndsWith …`); empty when none.
+    pub subject_filters: Vec<String>,
+    /// How many `filter.advancedFilters` there are.
+    pub advanced_filters: usize,
+    /// `expirationTimeUtc` as written; `None` when the subscription never expires.
+    pub expiration_time: Option<String>,
+    /// `provisioningState`; `None` when absent.
+    pub provisioning_state: Option<String>,
 }
 
 impl EventSubscription {
-    /// For a subscription delivering to cmk-guard's function (`target`), the wired event types
-    /// it leaves out, short names (empty when it has them all); `None` when it delivers
-    /// elsewhere. Ids and event types compare case-insensitively.
-    pub fn missing_types(&self, target: &ArmResourceId) -> Option<Vec<String>> {
-        let to_target = self
-            .endpoint_type
+    /// True when the subscription's destination is cmk-guard's function `target` (an Azure
+    /// Function destination; ids compare case-insensitively), whatever it filters.
+    pub fn is_to(&self, target: &ArmResourceId) -> bool {
+        self.endpoint_type
             .as_deref()
             .is_some_and(|t| t.eq_ignore_ascii_case("AzureFunction"))
             && self
                 .resource_id
                 .as_deref()
-                .is_some_and(|id| id.eq_ignore_ascii_case(target.as_str()));
-        if !to_target {
+                .is_some_and(|id| id.eq_ignore_ascii_case(target.as_str()))
+    }
+
+    /// For a subscription delivering to cmk-guard's function (`target`), the wired event types
+    /// it leaves out, short names (empty when it has them all); `None` when it delivers
+    /// elsewhere. Event types compare case-insensitively.
+    pub fn missing_types(&self, target: &ArmResourceId) -> Option<Vec<String>> {
+        if !self.is_to(target) {
             return None;
         }
         let Some(included) = &self.included_event_types else {
@@ -424,15 +438,70 @@ impl EventSubscription {
                 .collect(),
         )
     }
+
+    /// For a subscription to `target`, why it does not deliver every wired event at `now`, as
+    /// phrases (empty when it does); `None` when it delivers elsewhere. It counts only when it
+    /// is provisioned (`Succeeded`, or no state given), has not expired, filters no subjects,
+    /// has no advanced filters (cmk-guard writes none of these) and includes every wired type.
+    /// An expiry that cannot be read is not taken as "never".
+    pub fn shortfalls(&self, target: &ArmResourceId, now: OffsetDateTime) -> Option<Vec<String>> {
+        let missing = self.missing_types(target)?;
+        let mut why = Vec::new();
+        if let Some(state) = &self.provisioning_state
+            && !state.eq_ignore_ascii_case("Succeeded")
+        {
+            why.push(format!("is in provisioning state {state}"));
+        }
+        if let Some(expiry) = &self.expiration_time {
+            match parse_utc(expiry) {
+                Some(at) if at > now => {}
+                Some(_) => why.push(format!("expired at {expiry}")),
+                None => why.push(format!(
+                    "has an unreadable expirationTimeUtc ({})",
+                    crate::ids::truncate(expiry)
+                )),
+            }
+        }
+        if !self.subject_filters.is_empty() {
+            why.push(format!(
+                "filters subjects ({})",
+                self.subject_filters.join(", ")
+            ));
+        }
+        if self.advanced_filters > 0 {
+            why.push(format!("has {} advanced filter(s)", self.advanced_filters));
+        }
+        if !missing.is_empty() {
+            why.push(format!("does not include {}", missing.join(", ")));
+        }
+        Some(why)
+    }
+
+    /// True when this subscription delivers every wired event type to `target` at `now`.
+    pub fn delivers(&self, target: &ArmResourceId, now: OffsetDateTime) -> bool {
+        self.shortfalls(target, now)
+            .is_some_and(|why| why.is_empty())
+    }
+}
+
+/// An RFC 3339 time, or one without an offset read as UTC (`2026-12-31T00:00:00`).
+fn parse_utc(text: &str) -> Option<OffsetDateTime> {
+    use time::format_description::well_known::Rfc3339;
+    const LOCAL: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second][optional [.[subsecond]]]"
+    );
+    OffsetDateTime::parse(text, &Rfc3339).ok().or_else(|| {
+        time::PrimitiveDateTime::parse(text, LOCAL)
+            .ok()
+            .map(time::PrimitiveDateTime::assume_utc)
+    })
 }
 
 impl SystemTopic {
-    /// True when one of the topic's subscriptions delivers every wired event type to `target`.
-    pub fn delivers_to(&self, target: &ArmResourceId) -> bool {
-        self.subscriptions.iter().any(|s| {
-            s.missing_types(target)
-                .is_some_and(|missing| missing.is_empty())
-        })
+    /// True when one of the topic's subscriptions delivers every wired event type to `target`
+    /// at `now`.
+    pub fn delivers_to(&self, target: &ArmResourceId, now: OffsetDateTime) -> bool {
+        self.subscriptions.iter().any(|s| s.delivers(target, now))
     }
 }
 
@@ -440,6 +509,16 @@ impl DiagnosticSetting {
     /// True when the setting streams `AuditEvent` (itself, or through the `audit` or `allLogs`
     /// group) to `hub`'s authorization rule and hub name.
     pub fn streams_audit(&self, hub: &AuditHub) -> bool {
+        self.is_to(hub)
+            && self.enabled_logs.iter().any(|log| {
+                ["AuditEvent", "audit", "allLogs"]
+                    .iter()
+                    .any(|c| log.eq_ignore_ascii_case(c))
+            })
+    }
+
+    /// True when the setting sends to `hub`'s authorization rule and hub name.
+    pub fn is_to(&self, hub: &AuditHub) -> bool {
         let same = |value: &Option<String>, wanted: &str| {
             value
                 .as_deref()
@@ -447,11 +526,12 @@ impl DiagnosticSetting {
         };
         same(&self.event_hub_authorization_rule_id, hub.rule_id.as_str())
             && same(&self.event_hub_name, &hub.hub)
-            && self.enabled_logs.iter().any(|log| {
-                ["AuditEvent", "audit", "allLogs"]
-                    .iter()
-                    .any(|c| log.eq_ignore_ascii_case(c))
-            })
+    }
+
+    /// True when the setting is one cmk-guard may rewrite: it sends to `hub` and nowhere else
+    /// (whatever its logs), as the setting cmk-guard writes does.
+    pub fn is_only_to(&self, hub: &AuditHub) -> bool {
+        self.is_to(hub) && self.other_destinations.is_empty()
     }
 }
 
@@ -463,6 +543,9 @@ pub struct DiagnosticSetting {
     pub event_hub_name: Option<String>,
     /// The enabled log entries: categories and category groups as written.
     pub enabled_logs: Vec<String>,
+    /// The destinations set besides the Event Hub (`workspaceId`, `storageAccountId`,
+    /// `marketplacePartnerId`), by property name.
+    pub other_destinations: Vec<String>,
 }
 
 /// The resource providers a CMK workspace needs registered (Azure ML CMK guide).

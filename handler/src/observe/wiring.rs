@@ -227,7 +227,9 @@ pub(crate) fn is_topic_of(topic: &Value, vault: &ArmResourceId) -> bool {
 }
 
 /// One event subscription as listed. An `includedEventTypes` that is not a list of strings is
-/// read as an empty list, so a malformed filter never counts as "every event type".
+/// read as an empty list, so a malformed filter never counts as "every event type"; likewise a
+/// subject filter, expiry or provisioning state of an odd type counts as set, and an
+/// `advancedFilters` that is not a list as one filter.
 pub(crate) fn event_subscription(item: &Value) -> EventSubscription {
     let included_event_types = match at(item, "/properties/filter/includedEventTypes") {
         None | Some(Value::Null) => None,
@@ -240,11 +242,38 @@ pub(crate) fn event_subscription(item: &Value) -> EventSubscription {
         ),
         Some(_) => Some(Vec::new()),
     };
+    let subject_filters = ["subjectBeginsWith", "subjectEndsWith"]
+        .iter()
+        .filter_map(|key| {
+            let value = set(item, &format!("/properties/filter/{key}"))?;
+            Some(format!("{key} {}", crate::ids::truncate(&value)))
+        })
+        .collect();
+    let advanced_filters = match at(item, "/properties/filter/advancedFilters") {
+        None | Some(Value::Null) => 0,
+        Some(Value::Array(filters)) => filters.len(),
+        Some(_) => 1,
+    };
     EventSubscription {
         name: text(item, "/name").unwrap_or_default(),
         endpoint_type: text(item, "/properties/destination/endpointType"),
         resource_id: text(item, "/properties/destination/properties/resourceId"),
         included_event_types,
+        subject_filters,
+        advanced_filters,
+        expiration_time: set(item, "/properties/expirationTimeUtc"),
+        provisioning_state: set(item, "/properties/provisioningState"),
+    }
+}
+
+/// A property that is set: its text, or the JSON of a value that is not a string (so an odd
+/// type still counts as set, never as absent); `None` when absent, `null` or empty.
+fn set(item: &Value, pointer: &str) -> Option<String> {
+    match at(item, pointer)? {
+        Value::Null => None,
+        Value::String(text) if text.is_empty() => None,
+        Value::String(text) => Some(text.clone()),
+        other => Some(other.to_string()),
     }
 }
 
@@ -269,6 +298,11 @@ pub(crate) fn diagnostic_setting(item: &Value) -> DiagnosticSetting {
         event_hub_authorization_rule_id: text(item, "/properties/eventHubAuthorizationRuleId"),
         event_hub_name: text(item, "/properties/eventHubName"),
         enabled_logs,
+        other_destinations: ["workspaceId", "storageAccountId", "marketplacePartnerId"]
+            .iter()
+            .filter(|key| set(item, &format!("/properties/{key}")).is_some())
+            .map(|key| (*key).to_owned())
+            .collect(),
     }
 }
 
@@ -347,5 +381,67 @@ mod tests {
         );
         assert!(bare.enabled_logs.is_empty());
         assert_eq!(bare.event_hub_authorization_rule_id, None);
+    }
+
+    #[test]
+    fn what_narrows_a_subscription_is_read_and_odd_types_count_as_set() {
+        let narrowed = event_subscription(&json!({
+            "name": "cmk-guard",
+            "properties": {
+                "provisioningState": "Failed",
+                "expirationTimeUtc": "2026-01-01T00:00:00Z",
+                "filter": {
+                    "subjectBeginsWith": "/blobServices/default/containers/none",
+                    "subjectEndsWith": "",
+                    "advancedFilters": [{"operatorType": "StringIn", "key": "data.VaultName", "values": ["other"]}, {}]
+                }
+            }
+        }));
+        assert_eq!(
+            narrowed.subject_filters,
+            ["subjectBeginsWith /blobServices/default/containers/none"]
+        );
+        assert_eq!(narrowed.advanced_filters, 2);
+        assert_eq!(
+            narrowed.expiration_time.as_deref(),
+            Some("2026-01-01T00:00:00Z")
+        );
+        assert_eq!(narrowed.provisioning_state.as_deref(), Some("Failed"));
+        let odd = event_subscription(&json!({"properties": {
+            "provisioningState": 1,
+            "expirationTimeUtc": {"at": "never"},
+            "filter": {"subjectBeginsWith": false, "subjectEndsWith": ["x"], "advancedFilters": {"key": "k"}}
+        }}));
+        assert_eq!(
+            odd.subject_filters,
+            ["subjectBeginsWith false", "subjectEndsWith [\"x\"]"]
+        );
+        assert_eq!(odd.advanced_filters, 1);
+        assert_eq!(odd.expiration_time.as_deref(), Some(r#"{"at":"never"}"#));
+        assert_eq!(odd.provisioning_state.as_deref(), Some("1"));
+        let plain = event_subscription(&json!({"properties": {
+            "expirationTimeUtc": null,
+            "filter": {"subjectBeginsWith": null, "advancedFilters": []}
+        }}));
+        assert!(plain.subject_filters.is_empty());
+        assert_eq!(plain.advanced_filters, 0);
+        assert_eq!(plain.expiration_time, None);
+        assert_eq!(plain.provisioning_state, None);
+    }
+
+    #[test]
+    fn diagnostic_settings_name_their_other_destinations() {
+        let setting = diagnostic_setting(&json!({"properties": {
+            "eventHubAuthorizationRuleId": "/rule",
+            "workspaceId": "/workspace",
+            "storageAccountId": "",
+            "marketplacePartnerId": null
+        }}));
+        assert_eq!(setting.other_destinations, ["workspaceId"]);
+        assert!(
+            diagnostic_setting(&json!({"properties": {"storageAccountId": 5}}))
+                .other_destinations
+                .contains(&"storageAccountId".to_owned())
+        );
     }
 }

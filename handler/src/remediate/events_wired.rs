@@ -9,9 +9,17 @@
 //! - no diagnostic setting streaming `AuditEvent` to cmk-guard's hub: `PUT {vault}/providers/
 //!   Microsoft.Insights/diagnosticSettings/cmk-guard-audit` (`AuditEvent` only).
 //!
-//! Existing topics, subscriptions and settings of others are never changed. Every write target
-//! is checked against the subscription allowlist first. Reversible: deleting the three
-//! resources undoes it.
+//! Existing topics, subscriptions and settings of others are never changed. A subscription or
+//! setting already bearing cmk-guard's name is rewritten only when it is cmk-guard's own: a
+//! subscription whose destination is cmk-guard's function (its filters, expiry or event types
+//! may be wrong: that is what is being fixed), a setting that sends to cmk-guard's hub and
+//! nowhere else. One that is someone else's (another destination, or Log Analytics beside the
+//! hub) stays as it is, and cmk-guard's goes under the next free name, `cmk-guard-2` …
+//! `cmk-guard-5` (`cmk-guard-audit-2` …): refusing instead would let anyone able to create a
+//! resource of that name keep the vault unwired, and a new name removes nobody's destination.
+//! When all those names are someone else's, the remediation is `skipped`, naming them. Every
+//! write target is checked against the subscription allowlist first. Reversible: deleting the
+//! three resources undoes it.
 
 use serde_json::{Value, json};
 
@@ -19,7 +27,9 @@ use super::{Act, Stage, Stop, partial_snapshot, vault_id, writable};
 use crate::catalogue::RuleId;
 use crate::ids::ArmResourceId;
 use crate::observe::wiring::WiringReads;
-use crate::snapshot::{Read, Snapshot, VaultWiring, WIRED_EVENT_TYPES};
+use crate::snapshot::{
+    AuditHub, DiagnosticSetting, Read, Snapshot, SystemTopic, VaultWiring, WIRED_EVENT_TYPES,
+};
 
 const RULE: RuleId = RuleId::VaultEventsWired;
 
@@ -27,6 +37,57 @@ const RULE: RuleId = RuleId::VaultEventsWired;
 pub(crate) const SUBSCRIPTION_NAME: &str = "cmk-guard";
 /// The name of the diagnostic setting cmk-guard creates.
 pub(crate) const SETTING_NAME: &str = "cmk-guard-audit";
+
+/// How many names cmk-guard tries for each resource before giving up: the base name, then
+/// `-2` … `-5`.
+const NAMES: usize = 5;
+
+/// The name to PUT under: the first of `base`, `base-2` … `base-5` that no existing resource
+/// has, or whose resource `ours` accepts (names compare case-insensitively, as ARM's do);
+/// `None` when every one is someone else's.
+fn free_name<T>(
+    base: &str,
+    existing: &[T],
+    name: impl Fn(&T) -> &str,
+    ours: impl Fn(&T) -> bool,
+) -> Option<String> {
+    (1..=NAMES)
+        .map(|n| match n {
+            1 => base.to_owned(),
+            n => format!("{base}-{n}"),
+        })
+        .find(|candidate| {
+            existing
+                .iter()
+                .filter(|r| name(r).eq_ignore_ascii_case(candidate))
+                .all(&ours)
+        })
+}
+
+/// The name of cmk-guard's event subscription on `topic` (to `target`); see [`free_name`].
+fn subscription_name(topic: Option<&SystemTopic>, target: &ArmResourceId) -> Option<String> {
+    let existing = topic
+        .map(|t| t.subscriptions.as_slice())
+        .unwrap_or_default();
+    free_name(
+        SUBSCRIPTION_NAME,
+        existing,
+        |s| &s.name,
+        |s| s.is_to(target),
+    )
+}
+
+/// The name of cmk-guard's diagnostic setting among `settings` (to `hub`); see [`free_name`].
+fn setting_name(settings: &[DiagnosticSetting], hub: &AuditHub) -> Option<String> {
+    free_name(SETTING_NAME, settings, |s| &s.name, |s| s.is_only_to(hub))
+}
+
+/// Why nothing was written: every name cmk-guard may use is someone else's.
+fn names_taken(what: &str, base: &str, on: &str) -> Stop {
+    Stop::Skipped(format!(
+        "every {what} name cmk-guard may use ({base}, {base}-2 … {base}-{NAMES}) on {on} is taken by one that sends elsewhere, which cmk-guard does not overwrite: rename or delete one of them, or wire the vault by hand"
+    ))
+}
 
 /// The body of a new system topic for `vault` in `location`.
 pub(super) fn topic_body(vault: &ArmResourceId, location: &str) -> Value {
@@ -91,10 +152,38 @@ pub(super) async fn apply(act: &Act<'_>, workspace_id: &ArmResourceId) -> Stage<
             transient: false,
         });
     };
+    // Both names are settled before anything is written, so a skip writes nothing.
+    let events = match &act.wiring.events_target {
+        Some(target)
+            if !wiring
+                .topic
+                .as_ref()
+                .is_some_and(|t| t.delivers_to(target, act.now)) =>
+        {
+            let name = subscription_name(wiring.topic.as_ref(), target).ok_or_else(|| {
+                let topic = wiring.topic.as_ref().map_or("", |t| t.id.as_str());
+                names_taken("event subscription", SUBSCRIPTION_NAME, topic)
+            })?;
+            Some((target, name))
+        }
+        _ => None,
+    };
+    let audit = match &act.wiring.audit {
+        Some(hub)
+            if !wiring
+                .diagnostic_settings
+                .iter()
+                .any(|s| s.streams_audit(hub)) =>
+        {
+            let name = setting_name(&wiring.diagnostic_settings, hub).ok_or_else(|| {
+                names_taken("diagnostic setting", SETTING_NAME, vault_id.as_str())
+            })?;
+            Some((hub, name))
+        }
+        _ => None,
+    };
     let mut done = Vec::new();
-    if let Some(target) = &act.wiring.events_target
-        && !wiring.topic.as_ref().is_some_and(|t| t.delivers_to(target))
-    {
+    if let Some((target, name)) = events {
         let topic_id = match &wiring.topic {
             Some(topic) => ArmResourceId::parse(&topic.id)
                 .map_err(|e| Stop::refused(format!("the system topic id is unusable: {e}")))?,
@@ -116,20 +205,14 @@ pub(super) async fn apply(act: &Act<'_>, workspace_id: &ArmResourceId) -> Stage<
             }
         };
         writable(act.arm.scope(), &topic_id, "system topic")?;
-        let path = format!("{topic_id}/eventSubscriptions/{SUBSCRIPTION_NAME}");
+        let path = format!("{topic_id}/eventSubscriptions/{name}");
         let id = ArmResourceId::parse(&path)
             .map_err(|e| Stop::refused(format!("{path} is not an ARM id: {e}")))?;
         put(act, &id, "Microsoft.EventGrid", &subscription_body(target)).await?;
         done.push(format!("PUT the event subscription {path}"));
     }
-    if let Some(hub) = &act.wiring.audit
-        && !wiring
-            .diagnostic_settings
-            .iter()
-            .any(|s| s.streams_audit(hub))
-    {
-        let path =
-            format!("{vault_id}/providers/Microsoft.Insights/diagnosticSettings/{SETTING_NAME}");
+    if let Some((hub, name)) = audit {
+        let path = format!("{vault_id}/providers/Microsoft.Insights/diagnosticSettings/{name}");
         let id = ArmResourceId::parse(&path)
             .map_err(|e| Stop::refused(format!("{path} is not an ARM id: {e}")))?;
         writable(act.arm.scope(), &id, "diagnostic setting")?;
@@ -168,19 +251,29 @@ pub(super) fn describe(snapshot: &Snapshot) -> String {
         .and_then(Read::found)
         .map(|v| v.id.clone())
         .unwrap_or_else(|| "the vault".to_owned());
-    let writes = planned(wiring, &vault);
+    // An alert's sentence has no evaluation time at hand: the clock judges expiry here.
+    let writes = planned(wiring, &vault, time::OffsetDateTime::now_utc());
     if writes.is_empty() {
         return format!("would write nothing: {vault} is wired");
     }
     format!("would {}", writes.join(", "))
 }
 
-/// What [`apply`] would PUT, from what was read.
-fn planned(wiring: &VaultWiring, vault: &str) -> Vec<String> {
+/// What [`apply`] would PUT, from what was read, at `now`; like it, nothing when a name is
+/// not free.
+fn planned(wiring: &VaultWiring, vault: &str, now: time::OffsetDateTime) -> Vec<String> {
     let mut writes = Vec::new();
     if let Some(target) = &wiring.targets.events_target
-        && !wiring.topic.as_ref().is_some_and(|t| t.delivers_to(target))
+        && !wiring
+            .topic
+            .as_ref()
+            .is_some_and(|t| t.delivers_to(target, now))
     {
+        let Some(name) = subscription_name(wiring.topic.as_ref(), target) else {
+            return vec![format!(
+                "write nothing: every event subscription name cmk-guard may use on {vault}'s system topic is taken by one that sends elsewhere"
+            )];
+        };
         let topic = match &wiring.topic {
             Some(topic) => topic.id.clone(),
             None => {
@@ -189,7 +282,7 @@ fn planned(wiring: &VaultWiring, vault: &str) -> Vec<String> {
             }
         };
         writes.push(format!(
-            "PUT the event subscription {SUBSCRIPTION_NAME} on {topic} (to {target})"
+            "PUT the event subscription {name} on {topic} (to {target})"
         ));
     }
     if let Some(hub) = &wiring.targets.audit
@@ -198,8 +291,13 @@ fn planned(wiring: &VaultWiring, vault: &str) -> Vec<String> {
             .iter()
             .any(|s| s.streams_audit(hub))
     {
+        let Some(name) = setting_name(&wiring.diagnostic_settings, hub) else {
+            return vec![format!(
+                "write nothing: every diagnostic setting name cmk-guard may use on {vault} is taken by one that sends elsewhere"
+            )];
+        };
         writes.push(format!(
-            "PUT the diagnostic setting {SETTING_NAME} on {vault} (AuditEvent to the Event Hub {})",
+            "PUT the diagnostic setting {name} on {vault} (AuditEvent to the Event Hub {})",
             hub.hub
         ));
     }
@@ -210,7 +308,7 @@ fn planned(wiring: &VaultWiring, vault: &str) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::rules::test_support::{VAULT_ID, compliant_snapshot};
-    use crate::snapshot::{AuditHub, WiringTargets};
+    use crate::snapshot::{EventSubscription, WiringTargets};
 
     const FUNCTION: &str = "/subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/ops/providers/Microsoft.Web/sites/cmkguard/functions/OnKeyVaultEvent";
     const HUB_RULE: &str = "/subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/ops/providers/Microsoft.EventHub/namespaces/cmkguard/authorizationRules/send";
@@ -282,5 +380,129 @@ mod tests {
             )
         );
         assert!(describe(&compliant_snapshot()).starts_with("would create"));
+    }
+
+    fn subscription(name: &str, to: &str) -> EventSubscription {
+        EventSubscription {
+            name: name.into(),
+            endpoint_type: Some("AzureFunction".into()),
+            resource_id: Some(to.into()),
+            ..EventSubscription::default()
+        }
+    }
+
+    fn setting(name: &str, rule: &str, others: &[&str]) -> DiagnosticSetting {
+        DiagnosticSetting {
+            name: name.into(),
+            event_hub_authorization_rule_id: Some(rule.into()),
+            event_hub_name: Some("keyvault-audit".into()),
+            enabled_logs: Vec::new(),
+            other_destinations: others.iter().map(|o| (*o).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_same_named_subscription_is_rewritten_only_when_it_is_cmk_guards() {
+        let target = ArmResourceId::parse(FUNCTION).unwrap();
+        let topic = |subscriptions: Vec<EventSubscription>| SystemTopic {
+            id: "t".into(),
+            name: "t".into(),
+            subscriptions,
+        };
+        assert_eq!(
+            subscription_name(None, &target).as_deref(),
+            Some("cmk-guard")
+        );
+        let mut filtered = subscription("CMK-GUARD", &FUNCTION.to_lowercase());
+        filtered.subject_filters = vec!["subjectBeginsWith /x".into()];
+        assert_eq!(
+            subscription_name(Some(&topic(vec![filtered])), &target).as_deref(),
+            Some("cmk-guard"),
+            "ours, only filtered: rewritten"
+        );
+        let elsewhere = subscription("cmk-guard", &format!("{FUNCTION}2"));
+        assert_eq!(
+            subscription_name(Some(&topic(vec![elsewhere.clone()])), &target).as_deref(),
+            Some("cmk-guard-2")
+        );
+        let webhook = EventSubscription {
+            name: "cmk-guard-2".into(),
+            endpoint_type: Some("WebHook".into()),
+            ..EventSubscription::default()
+        };
+        let ours_third = subscription("cmk-guard-3", FUNCTION);
+        assert_eq!(
+            subscription_name(
+                Some(&topic(vec![elsewhere.clone(), webhook, ours_third])),
+                &target
+            )
+            .as_deref(),
+            Some("cmk-guard-3")
+        );
+        let all_taken: Vec<EventSubscription> = [
+            "cmk-guard",
+            "cmk-guard-2",
+            "cmk-guard-3",
+            "cmk-guard-4",
+            "cmk-guard-5",
+        ]
+        .iter()
+        .map(|n| subscription(n, "/elsewhere"))
+        .collect();
+        assert_eq!(subscription_name(Some(&topic(all_taken)), &target), None);
+    }
+
+    #[test]
+    fn a_same_named_setting_is_rewritten_only_when_it_sends_only_to_cmk_guards_hub() {
+        let hub = AuditHub {
+            rule_id: ArmResourceId::parse(HUB_RULE).unwrap(),
+            hub: "keyvault-audit".into(),
+        };
+        let disabled = setting("cmk-guard-audit", &HUB_RULE.to_uppercase(), &[]);
+        assert_eq!(
+            setting_name(&[disabled], &hub).as_deref(),
+            Some("cmk-guard-audit")
+        );
+        let with_log_analytics = setting("cmk-guard-audit", HUB_RULE, &["workspaceId"]);
+        let other_hub = setting("cmk-guard-audit-2", "/other/rule", &[]);
+        assert_eq!(
+            setting_name(&[with_log_analytics, other_hub], &hub).as_deref(),
+            Some("cmk-guard-audit-3")
+        );
+        let all_taken: Vec<DiagnosticSetting> = (1..=NAMES)
+            .map(|n| match n {
+                1 => setting("cmk-guard-audit", "/other/rule", &[]),
+                n => setting(&format!("CMK-GUARD-AUDIT-{n}"), "/other/rule", &[]),
+            })
+            .collect();
+        assert_eq!(setting_name(&all_taken, &hub), None);
+        let mut snapshot = unwired();
+        if let Some(Read::Found(wiring)) = &mut snapshot.wiring {
+            wiring.targets.events_target = None;
+            wiring.diagnostic_settings = all_taken;
+        }
+        assert_eq!(
+            describe(&snapshot),
+            format!(
+                "would write nothing: every diagnostic setting name cmk-guard may use on {VAULT_ID} is taken by one that sends elsewhere"
+            )
+        );
+    }
+
+    #[test]
+    fn describe_names_the_free_name() {
+        let mut snapshot = unwired();
+        if let Some(Read::Found(wiring)) = &mut snapshot.wiring {
+            wiring.targets.audit = None;
+            wiring.topic = Some(SystemTopic {
+                id: "/topic".into(),
+                name: "topic".into(),
+                subscriptions: vec![subscription("cmk-guard", "/elsewhere")],
+            });
+        }
+        assert_eq!(
+            describe(&snapshot),
+            format!("would PUT the event subscription cmk-guard-2 on /topic (to {FUNCTION})")
+        );
     }
 }

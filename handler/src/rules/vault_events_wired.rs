@@ -18,8 +18,15 @@
 //! KeyNearExpiry, KeyExpired and VaultAccessPolicyChanged (or every event type); and a
 //! diagnostic setting with `AuditEvent` (or the `audit` or `allLogs` group) enabled streams to
 //! the configured authorization rule and hub.
-//! Non-compliant: no system topic; a topic whose subscriptions deliver elsewhere; a diagnostic
-//! setting that sends `AuditEvent` only to a Log Analytics workspace.
+//! The subscription must deliver every such event: one with a subject filter
+//! (`subjectBeginsWith`/`subjectEndsWith`) or advanced filters, expired (`expirationTimeUtc`
+//! before the evaluation's time, or unreadable), or not provisioned (`provisioningState` other
+//! than `Succeeded`; absent is accepted) does not count, and the finding says why. Otherwise
+//! anyone able to write Event Grid on the vault's group could silence the events with a
+//! subscription that matches nothing.
+//! Non-compliant: no system topic; a topic whose subscriptions deliver elsewhere or deliver
+//! nothing as above; a diagnostic setting that sends `AuditEvent` only to a Log Analytics
+//! workspace, or whose `AuditEvent` entry is disabled.
 
 use super::chain;
 use super::{Check, Context, Rule};
@@ -72,17 +79,17 @@ fn check(context: &Context) -> Vec<Check> {
         match &wiring.topic {
             None => missing.push("the vault has no Event Grid system topic".to_owned()),
             Some(topic) => {
-                if !topic.delivers_to(target) {
+                if !topic.delivers_to(target, context.now) {
                     let partial = topic
                         .subscriptions
                         .iter()
-                        .find_map(|s| s.missing_types(target).map(|types| (s, types)));
+                        .find_map(|s| s.shortfalls(target, context.now).map(|why| (s, why)));
                     missing.push(match partial {
-                        Some((subscription, types)) => format!(
-                            "the event subscription {} on the system topic {} does not include {}",
+                        Some((subscription, why)) => format!(
+                            "the event subscription {} on the system topic {} {}",
                             subscription.name,
                             topic.name,
-                            types.join(", ")
+                            why.join(" and ")
                         ),
                         None => format!(
                             "the system topic {} has no event subscription to cmk-guard's function",
@@ -159,6 +166,7 @@ pub(crate) mod tests {
                         endpoint_type: Some("WebHook".into()),
                         resource_id: None,
                         included_event_types: None,
+                        ..EventSubscription::default()
                     },
                     EventSubscription {
                         name: "cmk-guard".into(),
@@ -167,6 +175,8 @@ pub(crate) mod tests {
                         included_event_types: Some(
                             WIRED_EVENT_TYPES.iter().map(|t| (*t).to_owned()).collect(),
                         ),
+                        provisioning_state: Some("Succeeded".into()),
+                        ..EventSubscription::default()
                     },
                 ],
             }),
@@ -175,6 +185,7 @@ pub(crate) mod tests {
                 event_hub_authorization_rule_id: Some(HUB_RULE.to_lowercase()),
                 event_hub_name: Some("keyvault-audit".into()),
                 enabled_logs: vec!["AuditEvent".into()],
+                other_destinations: Vec::new(),
             }],
         }
     }
@@ -187,6 +198,11 @@ pub(crate) mod tests {
             Some(Read::Found(wiring)) => wiring,
             _ => unreachable!(),
         }
+    }
+
+    /// cmk-guard's subscription in the wired snapshot.
+    fn ours(snapshot: &mut Snapshot) -> &mut EventSubscription {
+        &mut wiring_mut(snapshot).topic.as_mut().unwrap().subscriptions[1]
     }
 
     fn observed(bend: fn(&mut Snapshot)) -> String {
@@ -225,6 +241,62 @@ pub(crate) mod tests {
                         topic.subscriptions[1].included_event_types = None;
                     },
                     &[PASS],
+                ),
+                (
+                    "a subject filter",
+                    |s| ours(s).subject_filters = vec!["subjectBeginsWith /nothing".into()],
+                    &[MEDIUM],
+                ),
+                (
+                    "advanced filters",
+                    |s| ours(s).advanced_filters = 1,
+                    &[MEDIUM],
+                ),
+                (
+                    "expired before now",
+                    |s| ours(s).expiration_time = Some("2026-11-28T11:59:59Z".into()),
+                    &[MEDIUM],
+                ),
+                (
+                    "expires after now",
+                    |s| ours(s).expiration_time = Some("2026-11-28T12:00:01Z".into()),
+                    &[PASS],
+                ),
+                (
+                    "expires after now, no offset given",
+                    |s| ours(s).expiration_time = Some("2027-01-01T00:00:00.5".into()),
+                    &[PASS],
+                ),
+                (
+                    "an unreadable expiry",
+                    |s| ours(s).expiration_time = Some("someday".into()),
+                    &[MEDIUM],
+                ),
+                (
+                    "provisioning failed",
+                    |s| ours(s).provisioning_state = Some("Failed".into()),
+                    &[MEDIUM],
+                ),
+                (
+                    "no provisioning state",
+                    |s| ours(s).provisioning_state = None,
+                    &[PASS],
+                ),
+                (
+                    "a filtered subscription beside a plain one",
+                    |s| {
+                        let mut filtered = ours(s).clone();
+                        filtered.name = "narrow".into();
+                        filtered.advanced_filters = 2;
+                        let topic = wiring_mut(s).topic.as_mut().unwrap();
+                        topic.subscriptions.insert(0, filtered);
+                    },
+                    &[PASS],
+                ),
+                (
+                    "audit disabled",
+                    |s| wiring_mut(s).diagnostic_settings[0].enabled_logs.clear(),
+                    &[MEDIUM],
                 ),
                 (
                     "audit only to Log Analytics",
@@ -294,6 +366,24 @@ pub(crate) mod tests {
                     Some(vec!["microsoft.keyvault.keyexpired".into()]);
             }),
             "the event subscription cmk-guard on the system topic kv1-cmk-guard does not include KeyNewVersionCreated, KeyNearExpiry, VaultAccessPolicyChanged"
+        );
+        assert_eq!(
+            observed(|s| {
+                let subscription = ours(s);
+                subscription.provisioning_state = Some("Failed".into());
+                subscription.expiration_time = Some("2026-01-01T00:00:00Z".into());
+                subscription.subject_filters = vec!["subjectEndsWith .none".into()];
+                subscription.advanced_filters = 3;
+                subscription.included_event_types = Some(Vec::new());
+            }),
+            "the event subscription cmk-guard on the system topic kv1-cmk-guard is in provisioning state Failed and expired at 2026-01-01T00:00:00Z and filters subjects (subjectEndsWith .none) and has 3 advanced filter(s) and does not include KeyNewVersionCreated, KeyNearExpiry, KeyExpired, VaultAccessPolicyChanged"
+        );
+        assert_eq!(
+            observed(|s| ours(s).expiration_time = Some("x".repeat(500))),
+            format!(
+                "the event subscription cmk-guard on the system topic kv1-cmk-guard has an unreadable expirationTimeUtc ({})",
+                crate::ids::truncate(&"x".repeat(500))
+            )
         );
         assert_eq!(
             observed(|s| {

@@ -6,7 +6,9 @@
 //! second one for the same source, under any name, answers 400.
 //!
 //! Resources are kept as the JSON Azure would answer with (`GenericResource`), built from the
-//! request's properties at PUT.
+//! request's properties at PUT. An event subscription keeps its `filter` whole (subject and
+//! advanced filters included), its `expirationTimeUtc`, and a `provisioningState` given in the
+//! body (Azure would set that itself; the simulator lets a story seed a failed one).
 
 use super::{bad_body, error};
 use crate::http::{Ctx, Reply};
@@ -344,7 +346,14 @@ pub(crate) fn put_subscription(ctx: &mut Ctx) -> Reply {
     let Some(topic_id) = find(&tenant.system_topics, &topic).map(|t| t.id.clone()) else {
         return not_found("system topic", &topic);
     };
-    let json = subscription_json(&topic_id, &name, destination, filter);
+    let mut json = subscription_json(&topic_id, &name, destination, filter);
+    // Kept as given, so a story can seed a subscription that delivers nothing: the expiry, and
+    // (a liberty: Azure sets it) a provisioning state other than `Succeeded`.
+    for key in ["expirationTimeUtc", "provisioningState"] {
+        if let Some(value) = properties.get(key).filter(|v| !v.is_null()) {
+            json["properties"][key] = value.clone();
+        }
+    }
     let id = format!("{topic_id}/eventSubscriptions/{name}");
     let created = upsert(&mut tenant.event_subscriptions, &id, json.clone());
     saved(created, json)

@@ -82,6 +82,45 @@ async fn one_system_topic_per_source_with_subscriptions_listed_under_it() {
     );
     let listed = t.arm_get(&format!("{first}/eventSubscriptions?{EG}")).await;
     assert_eq!(listed.body["value"][0]["name"], "cmk-guard");
+    assert_eq!(
+        listed.body["value"][0]["properties"]["provisioningState"],
+        "Succeeded"
+    );
+    assert_eq!(
+        listed.body["value"][0]["properties"].get("expirationTimeUtc"),
+        None
+    );
+
+    // What narrows a subscription is kept as given, so a story can seed one that delivers
+    // nothing.
+    let narrowed = json!({
+        "subjectBeginsWith": "/nothing",
+        "subjectEndsWith": ".none",
+        "advancedFilters": [{"operatorType": "StringIn", "key": "data.VaultName", "values": ["other"]}],
+        "includedEventTypes": ["Microsoft.KeyVault.KeyExpired"]
+    });
+    let put = t
+        .arm(
+            Method::PUT,
+            &format!("{first}/eventSubscriptions/narrow?{EG}"),
+            Some(json!({"properties": {
+                "destination": {"endpointType": "AzureFunction", "properties": {"resourceId": FUNCTION}},
+                "filter": narrowed,
+                "expirationTimeUtc": "2026-01-01T00:00:00Z",
+                "provisioningState": "Failed"
+            }})),
+        )
+        .await;
+    assert_eq!(put.status, 201, "{:?}", put.body);
+    let got = t
+        .arm_get(&format!("{first}/eventSubscriptions/narrow?{EG}"))
+        .await;
+    assert_eq!(got.body["properties"]["filter"], narrowed);
+    assert_eq!(
+        got.body["properties"]["expirationTimeUtc"],
+        "2026-01-01T00:00:00Z"
+    );
+    assert_eq!(got.body["properties"]["provisioningState"], "Failed");
     let no_destination = t
         .arm(
             Method::PUT,

@@ -1,7 +1,8 @@
 //! Resolve: which workspaces does a trigger affect? A workspace event names its workspace; an
 //! endpoint event its parent; a vault, key, access-policy or role-assignment event maps to the
 //! CMK workspaces that use that vault (Resource Graph, cached briefly through the observer);
-//! an event in a service-provisioned resource group maps to the workspace that owns it.
+//! an event in (or of) a service-provisioned resource group maps to the workspace of the same
+//! subscription that owns it.
 //!
 //! Resource Graph is only discovery (azure-notes Trap T19): observe re-reads every workspace
 //! through ARM before anything is decided.

@@ -2,12 +2,15 @@
 //! unwired CMK vault, one half-wired (audit log only) and one wired reports exactly the two
 //! that miss something; in `remediate` mode with consent it wires them with exactly the missing
 //! PUTs, and the next sweep finds them wired and writes nothing; `observe` and `alert` write
-//! nothing; a wiring read that fails is a `guard.visibility` finding, never a verdict.
+//! nothing; a wiring read that fails is a `guard.visibility` finding, never a verdict. A
+//! subscription to cmk-guard that delivers nothing (a subject filter) is no wiring, and the
+//! remediation rewrites it; a same-named subscription or setting of someone else's stays, and
+//! cmk-guard's goes under the next free name.
 
 use azure_sim::{Fault, KeySpec, RecordFilter, Tenant, VaultSpec, WiringSpec, WorkspaceSpec};
 use cmk_guard_blackbox::scratch::Scratch;
 use cmk_guard_blackbox::{Handler, story, timer_envelope};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const SUB: &str = "3f7b2c1d-8e4a-4b6f-9c2d-5a1e0f9b7c34";
 const RG: &str = "rg-wiring";
@@ -237,5 +240,170 @@ async fn a_wiring_read_that_fails_is_a_visibility_finding_not_a_verdict() {
                 .ends_with("/vaults/kv-unwired/providers/Microsoft.Insights/diagnosticSettings")),
         "{outcome}"
     );
+    assert_eq!(story::writes(&handler.sim), Vec::<String>::new());
+}
+
+/// A PUT to the simulator's ARM, as someone other than cmk-guard (a story's seed).
+async fn seed(handler: &Handler, path: &str, api_version: &str, body: Value) {
+    let sim = &handler.sim;
+    let ca = reqwest::Certificate::from_pem(sim.ca_pem().as_bytes()).expect("CA parses");
+    let client = cmk_guard_blackbox::http_client()
+        .tls_certs_only([ca])
+        .resolve(
+            "management.azure.com",
+            ([127, 0, 0, 1], sim.https_port()).into(),
+        )
+        .build()
+        .expect("client builds");
+    let response = client
+        .put(format!(
+            "https://management.azure.com:{}{path}?api-version={api_version}",
+            sim.https_port()
+        ))
+        .bearer_auth(sim.app_token("https://management.azure.com"))
+        .json(&body)
+        .send()
+        .await
+        .expect("the simulator answers");
+    assert!(
+        response.status().is_success(),
+        "{path}: {:?}",
+        response.text().await
+    );
+}
+
+#[tokio::test]
+async fn a_subscription_that_delivers_nothing_is_rewritten_and_same_named_ones_of_others_are_spared()
+ {
+    const EG: &str = "2022-06-15";
+    let scratch = Scratch::new("events-wiring");
+    let handler = start("remediate", &scratch).await;
+    let topic = |name: &str| {
+        format!(
+            "/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.EventGrid/systemTopics/{name}"
+        )
+    };
+    let every_type = [
+        "Microsoft.KeyVault.KeyNewVersionCreated",
+        "Microsoft.KeyVault.KeyNearExpiry",
+        "Microsoft.KeyVault.KeyExpired",
+        "Microsoft.KeyVault.VaultAccessPolicyChanged",
+    ];
+    // kv-wired: cmk-guard's own subscription, narrowed to subjects no event has.
+    let narrowed = format!("{}/eventSubscriptions/cmk-guard", topic("kv-wired-events"));
+    seed(&handler, &narrowed, EG, json!({"properties": {
+        "destination": {"endpointType": "AzureFunction", "properties": {"resourceId": FUNCTION, "maxEventsPerBatch": 1}},
+        "filter": {"includedEventTypes": every_type, "subjectBeginsWith": "/nothing"}
+    }}))
+    .await;
+    // kv-audit-only: a topic whose `cmk-guard` subscription is someone else's web hook.
+    seed(&handler, &topic("kv-audit-only-events"), EG, json!({
+        "location": "westeurope",
+        "properties": {"source": vault_id("kv-audit-only"), "topicType": "Microsoft.KeyVault.vaults"}
+    }))
+    .await;
+    let webhook = format!(
+        "{}/eventSubscriptions/cmk-guard",
+        topic("kv-audit-only-events")
+    );
+    seed(&handler, &webhook, EG, json!({"properties": {
+        "destination": {"endpointType": "WebHook", "properties": {"endpointUrl": "https://example.org/hook"}}
+    }}))
+    .await;
+    // kv-unwired: a `cmk-guard-audit` setting that sends AuditEvent to Log Analytics only.
+    let log_analytics = format!(
+        "{}/providers/Microsoft.Insights/diagnosticSettings/cmk-guard-audit",
+        vault_id("kv-unwired")
+    );
+    let workspace = format!(
+        "/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.OperationalInsights/workspaces/logs"
+    );
+    seed(
+        &handler,
+        &log_analytics,
+        "2021-05-01-preview",
+        json!({"properties": {
+            "workspaceId": workspace,
+            "logs": [{"category": "AuditEvent", "enabled": true}]
+        }}),
+    )
+    .await;
+    handler.sim.reset_counters();
+
+    let outcome = sweep(&handler).await;
+    let narrowed_finding = "the event subscription cmk-guard on the system topic kv-wired-events filters subjects (subjectBeginsWith /nothing)".to_owned();
+    assert_eq!(
+        wiring_findings(&outcome),
+        [
+            (
+                "kv-audit-only".to_owned(),
+                "the system topic kv-audit-only-events has no event subscription to cmk-guard's function".to_owned()
+            ),
+            (
+                "kv-unwired".to_owned(),
+                format!(
+                    "the vault has no Event Grid system topic; no diagnostic setting streams AuditEvent to cmk-guard's Event Hub {HUB}"
+                )
+            ),
+            (
+                "kv-wired".to_owned(),
+                narrowed_finding.clone()
+            ),
+            // ws-wired-2 shares the vault.
+            ("kv-wired".to_owned(), narrowed_finding),
+        ],
+        "{outcome}"
+    );
+    let mut writes = story::writes(&handler.sim);
+    writes.sort();
+    let mut expected = vec![
+        format!("SystemTopicEventSubscriptions_CreateOrUpdate PUT {narrowed}"),
+        format!(
+            "SystemTopicEventSubscriptions_CreateOrUpdate PUT {}/eventSubscriptions/cmk-guard-2",
+            topic("kv-audit-only-events")
+        ),
+        format!(
+            "SystemTopics_CreateOrUpdate PUT {}",
+            topic("kv-unwired-cmk-guard")
+        ),
+        format!(
+            "SystemTopicEventSubscriptions_CreateOrUpdate PUT {}/eventSubscriptions/cmk-guard",
+            topic("kv-unwired-cmk-guard")
+        ),
+        format!("DiagnosticSettings_CreateOrUpdate PUT {log_analytics}-2"),
+    ];
+    expected.sort();
+    assert_eq!(writes, expected, "{outcome}");
+
+    // The others' resources are as they were; the next sweep finds every vault wired.
+    let subscription = |id: &str| {
+        handler.sim.tenant(|t| {
+            t.event_subscriptions
+                .iter()
+                .find(|r| r.id.eq_ignore_ascii_case(id))
+                .map(|r| r.body.clone())
+        })
+    };
+    let setting = |id: &str| {
+        handler.sim.tenant(|t| {
+            t.diagnostic_settings
+                .iter()
+                .find(|r| r.id.eq_ignore_ascii_case(id))
+                .map(|r| r.body.clone())
+        })
+    };
+    let kept = subscription(&webhook).expect("the web hook stays");
+    assert_eq!(kept["properties"]["destination"]["endpointType"], "WebHook");
+    let kept = setting(&log_analytics).expect("the setting stays");
+    assert_eq!(kept["properties"]["workspaceId"], workspace.as_str());
+    assert_eq!(kept["properties"].get("eventHubName"), None);
+    let rewritten = subscription(&narrowed).expect("ours stays");
+    assert_eq!(
+        rewritten["properties"]["filter"].get("subjectBeginsWith"),
+        None
+    );
+    handler.sim.reset_counters();
+    let outcome = sweep(&handler).await;
+    assert_eq!(wiring_findings(&outcome), [], "{outcome}");
     assert_eq!(story::writes(&handler.sim), Vec::<String>::new());
 }

@@ -52,7 +52,8 @@ pub use faults::Fault;
 pub use model::{ManagementGroup, Tenant};
 pub use scenario::{
     CmkSpec, Grant, KeySpec, KeyVersionSpec, RoleAssignmentSpec, RotationPolicySpec, Scenario,
-    ScenarioError, TenantBuilder, UserAssignedSpec, VaultSpec, VersionPin, WiringSpec, WorkspaceSpec,
+    ScenarioError, TenantBuilder, UserAssignedSpec, VaultSpec, VersionPin, WiringSpec,
+    WorkspaceSpec,
 };
 pub use server::{Sim, SimError, SimInfo, SimOptions};
 pub use telemetry::{Counters, PeakRate, RecordFilter, RequestRecord};

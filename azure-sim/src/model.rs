@@ -123,7 +123,10 @@ impl ManagementGroup {
 
     /// `/providers/Microsoft.Management/managementGroups/{name}`.
     pub fn id(&self) -> String {
-        format!("/providers/Microsoft.Management/managementGroups/{}", self.name)
+        format!(
+            "/providers/Microsoft.Management/managementGroups/{}",
+            self.name
+        )
     }
 }
 

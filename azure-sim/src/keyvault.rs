@@ -9,7 +9,6 @@ use crate::ids::{eq_ci, scope_covers};
 use crate::material::{self, PublicJwk};
 use crate::model::{Key, KeyType, KeyVersion, LifetimeAction, RotationPolicy, Tenant, Vault};
 use crate::roles;
-use base64::Engine;
 use serde_json::{Map, Value, json};
 
 /// api-versions the data plane accepts.
@@ -505,16 +504,7 @@ fn page(ctx: &Ctx, items: Vec<Value>, base: &str) -> Reply {
     }
     let offset = ctx
         .q("$skiptoken")
-        .and_then(|t| {
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(t)
-                .ok()
-        })
-        .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| {
-            s.strip_prefix("offset:")
-                .and_then(|n| n.parse::<usize>().ok())
-        })
+        .and_then(crate::ids::skiptoken_offset)
         .unwrap_or(0);
     let end = (offset + max).min(items.len());
     let value: Vec<Value> = items
@@ -522,8 +512,7 @@ fn page(ctx: &Ctx, items: Vec<Value>, base: &str) -> Reply {
         .unwrap_or_default()
         .to_vec();
     let next = (end < items.len()).then(|| {
-        let token =
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("offset:{end}"));
+        let token = crate::ids::skiptoken(end);
         format!(
             "https://{}:443{base}?api-version={}&$skiptoken={token}&maxresults={max}",
             ctx.host,

@@ -6,7 +6,6 @@
 //! (small, so that clients' paging is exercised). Reading needs
 //! `Microsoft.Management/managementGroups/descendants/read` at the group (Reader has it).
 
-use base64::Engine as _;
 use serde_json::{Value, json};
 
 use super::{authorize, error};
@@ -43,26 +42,14 @@ pub(crate) fn descendants(ctx: &mut Ctx) -> Reply {
         }
         descendant_items(&tenant, &requested)
     };
-    let offset = ctx
-        .q("$skiptoken")
-        .and_then(|t| {
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(t)
-                .ok()
-        })
-        .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| {
-            s.strip_prefix("offset:")
-                .and_then(|n| n.parse::<usize>().ok())
-        });
+    let offset = ctx.q("$skiptoken").and_then(crate::ids::skiptoken_offset);
     let Some(offset) = offset.or(ctx.q("$skiptoken").is_none().then_some(0)) else {
         return error(400, "InvalidSkipToken", "The $skiptoken is not valid.");
     };
     let end = (offset + PAGE_SIZE).min(items.len());
     let value = items.get(offset.min(items.len())..end).unwrap_or_default();
     let next = (end < items.len()).then(|| {
-        let token =
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("offset:{end}"));
+        let token = crate::ids::skiptoken(end);
         format!(
             "https://{}{}?api-version={}&$skiptoken={token}",
             ctx.host,

@@ -42,21 +42,12 @@ impl CheckRequest {
             .map_err(|e| Rejection::new(format!("body: not valid JSON: {e}")))?;
         let body: Body = deserialize("body", value)?;
         let target = target(&body.resource, settings)?;
-        let trigger = Trigger {
-            event_id: request_id.to_owned(),
-            event_type: EVALUATE_EVENT_TYPE.to_owned(),
-            change: ChangeKind::Write,
-            subscription: match &target {
-                Target::Arm { id, .. } | Target::Key { vault: id, .. } => id.subscription().clone(),
-            },
+        let trigger = Trigger::new(
+            request_id.to_owned(),
+            EVALUATE_EVENT_TYPE,
+            ChangeKind::Write,
             target,
-            operation: None,
-            caller_object_id: None,
-            caller_app_id: None,
-            correlation_id: None,
-            time: None,
-            uses: Vec::new(),
-        };
+        );
         Ok(Self {
             resource: body.resource,
             trigger,

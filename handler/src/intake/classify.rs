@@ -408,15 +408,7 @@ mod tests {
     const OTHER_SUB: &str = "00000000-0000-0000-0000-000000000001";
 
     fn settings(subscriptions: Option<&[&str]>) -> IntakeSettings {
-        IntakeSettings {
-            subscriptions: crate::ids::Allowlist::listed(subscriptions.map(|s| {
-                s.iter()
-                    .map(|id| SubscriptionId::parse(id).unwrap())
-                    .collect()
-            })),
-            keyvault_dns_suffix: "vault.azure.net".into(),
-            managed_groups: crate::ids::ManagedGroups::default(),
-        }
+        crate::intake::test_settings(subscriptions)
     }
 
     fn arm_event(event_type: &str, operation: &str, resource_uri: &str) -> RawEvent {

@@ -173,3 +173,41 @@ pub struct Trigger {
     /// empty for every other trigger.
     pub uses: Vec<KeyUse>,
 }
+
+impl Trigger {
+    /// A trigger that knows only what changed and how: no operation, caller, correlation id,
+    /// time or key uses (an on-demand check; the parts a batch fills in itself).
+    pub fn new(event_id: String, event_type: &str, change: ChangeKind, target: Target) -> Self {
+        let subscription = match &target {
+            Target::Arm { id, .. } | Target::Key { vault: id, .. } => id.subscription().clone(),
+        };
+        Self {
+            event_id,
+            event_type: event_type.to_owned(),
+            change,
+            subscription,
+            target,
+            operation: None,
+            caller_object_id: None,
+            caller_app_id: None,
+            correlation_id: None,
+            time: None,
+            uses: Vec::new(),
+        }
+    }
+}
+
+/// Intake settings for tests: the given subscriptions (all when `None`), the public Key Vault
+/// suffix, no learned groups.
+#[cfg(test)]
+pub(crate) fn test_settings(subscriptions: Option<&[&str]>) -> IntakeSettings {
+    IntakeSettings {
+        subscriptions: Allowlist::listed(subscriptions.map(|s| {
+            s.iter()
+                .map(|id| SubscriptionId::parse(id).expect("a subscription id"))
+                .collect()
+        })),
+        keyvault_dns_suffix: "vault.azure.net".into(),
+        managed_groups: ManagedGroups::default(),
+    }
+}

@@ -233,7 +233,7 @@ fn from_chain(context: &Context, resource: String) -> Check {
 mod tests {
     use super::super::test_support::*;
     use super::*;
-    use crate::ids::{ArmResourceId, SubscriptionId};
+    use crate::ids::ArmResourceId;
     use crate::intake::{Caller, Target};
     use crate::policy::Policy;
     use crate::snapshot::Snapshot;
@@ -262,22 +262,18 @@ mod tests {
 
     fn audit(snapshot: &Snapshot, uses: Vec<KeyUse>) -> Trigger {
         let vault = ArmResourceId::parse(&chain::vault_resource(snapshot)).unwrap();
-        Trigger {
-            event_id: "batch".into(),
-            event_type: crate::intake::AUDIT_EVENT_TYPE.into(),
-            change: ChangeKind::AuditLog,
-            subscription: SubscriptionId::parse(vault.subscription().as_str()).unwrap(),
-            target: Target::Arm {
-                id: vault,
-                kind: crate::intake::ResourceKind::Vault,
-            },
-            operation: None,
-            caller_object_id: None,
-            caller_app_id: None,
-            correlation_id: None,
-            time: None,
-            uses,
-        }
+        let target = Target::Arm {
+            id: vault,
+            kind: crate::intake::ResourceKind::Vault,
+        };
+        let mut trigger = Trigger::new(
+            "batch".into(),
+            crate::intake::AUDIT_EVENT_TYPE,
+            ChangeKind::AuditLog,
+            target,
+        );
+        trigger.uses = uses;
+        trigger
     }
 
     fn verdict(snapshot: &Snapshot, trigger: Option<&Trigger>) -> Vec<Check> {

@@ -428,22 +428,15 @@ pub(crate) mod tests {
         let mut snapshot = compliant_snapshot();
         snapshot.wiring = None;
         let policy = crate::policy::Policy::default();
-        let trigger = crate::intake::Trigger {
-            event_id: "event-1".into(),
-            event_type: "Microsoft.KeyVault.VaultAccessPolicyChanged".into(),
-            change: crate::intake::ChangeKind::VaultAccessPolicyChanged,
-            subscription: crate::ids::SubscriptionId::parse(SUBSCRIPTION).unwrap(),
-            target: crate::intake::Target::Arm {
+        let trigger = crate::intake::Trigger::new(
+            "event-1".into(),
+            "Microsoft.KeyVault.VaultAccessPolicyChanged",
+            crate::intake::ChangeKind::VaultAccessPolicyChanged,
+            crate::intake::Target::Arm {
                 id: ArmResourceId::parse(VAULT_ID).unwrap(),
                 kind: crate::intake::ResourceKind::Vault,
             },
-            operation: None,
-            caller_object_id: None,
-            caller_app_id: None,
-            correlation_id: None,
-            time: None,
-            uses: Vec::new(),
-        };
+        );
         let mut context = context(&snapshot, &policy);
         context.trigger = Some(&trigger);
         let checks = (RULE.check)(&context);

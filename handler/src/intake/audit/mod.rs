@@ -236,19 +236,17 @@ impl VaultActivity {
         operations.extend(self.uses.iter().map(|u| u.operation.as_str()));
         operations.sort_unstable();
         operations.dedup();
-        Trigger {
-            event_id: format!("{batch}/{}", self.vault.name().to_ascii_lowercase()),
-            event_type: AUDIT_EVENT_TYPE.to_owned(),
-            change: ChangeKind::AuditLog,
-            subscription: self.vault.subscription().clone(),
+        let mut trigger = Trigger::new(
+            format!("{batch}/{}", self.vault.name().to_ascii_lowercase()),
+            AUDIT_EVENT_TYPE,
+            ChangeKind::AuditLog,
             target,
-            operation: Some(operations.join(", ")),
-            caller_object_id: self.only_caller().map(str::to_owned),
-            caller_app_id: None,
-            correlation_id: None,
-            time: self.latest(),
-            uses: self.uses.clone(),
-        }
+        );
+        trigger.operation = Some(operations.join(", "));
+        trigger.caller_object_id = self.only_caller().map(str::to_owned);
+        trigger.time = self.latest();
+        trigger.uses = self.uses.clone();
+        trigger
     }
 }
 

@@ -1,19 +1,10 @@
 use super::*;
-use crate::ids::SubscriptionId;
 use serde_json::json;
 
 const SUB: &str = "5f9a3c2e-1b7d-4e8a-9c6f-2d4b8e1a7c30";
 
 fn settings(subscriptions: Option<&[&str]>) -> IntakeSettings {
-    IntakeSettings {
-        subscriptions: crate::ids::Allowlist::listed(subscriptions.map(|s| {
-            s.iter()
-                .map(|id| SubscriptionId::parse(id).unwrap())
-                .collect()
-        })),
-        keyvault_dns_suffix: "vault.azure.net".into(),
-        managed_groups: crate::ids::ManagedGroups::default(),
-    }
+    crate::intake::test_settings(subscriptions)
 }
 
 fn fixture(name: &str) -> Value {

@@ -149,6 +149,25 @@ impl ArmIdParts {
     }
 }
 
+/// The `$skiptoken` of a page that starts at `offset` (the simulator's paged lists).
+pub fn skiptoken(offset: usize) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("offset:{offset}"))
+}
+
+/// The offset a `$skiptoken` from [`skiptoken`] names; `None` for any other text.
+pub fn skiptoken_offset(token: &str) -> Option<usize> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()?;
+    String::from_utf8(bytes)
+        .ok()?
+        .strip_prefix("offset:")?
+        .parse()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,23 +220,4 @@ mod tests {
         assert_eq!(p.name(), "k");
         assert!(ArmIdParts::parse("/subscriptions/s1/resourceGroups/rg").is_none());
     }
-}
-
-/// The `$skiptoken` of a page that starts at `offset` (the simulator's paged lists).
-pub fn skiptoken(offset: usize) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("offset:{offset}"))
-}
-
-/// The offset a `$skiptoken` from [`skiptoken`] names; `None` for any other text.
-pub fn skiptoken_offset(token: &str) -> Option<usize> {
-    use base64::Engine as _;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(token)
-        .ok()?;
-    String::from_utf8(bytes)
-        .ok()?
-        .strip_prefix("offset:")?
-        .parse()
-        .ok()
 }

@@ -355,3 +355,59 @@ async fn a_full_batch_of_large_messages_is_read_and_a_larger_one_refused() {
     let error = reply.body["error"].as_str().unwrap_or_default();
     assert!(error.contains("Event Hub batch"), "{error}");
 }
+
+/// The loop guard leaves alone what may be cmk-guard's own write — but a person's change that
+/// lands in the same batch as cmk-guard's own fix is the person's, and is acted on.
+#[tokio::test]
+async fn a_change_beside_cmk_guards_own_fix_is_acted_on() {
+    let (sink, scratch) = (Sink::start().await, Scratch::new("audit"));
+    let policy = scratch
+        .write(
+            "policy.toml",
+            format!("{TEAMS_ONLY}[remediation.\"key.enabled\"]\nenabled = true\n"),
+        )
+        .display()
+        .to_string();
+    let teams = sink.url("teams");
+    let handler = Handler::start_with(
+        tenant(),
+        &[
+            ("CMKGUARD_MODE", "remediate"),
+            ("CMKGUARD_POLICY_FILE", policy.as_str()),
+            ("CMKGUARD_TEAMS_WEBHOOK_URL", teams.as_str()),
+        ],
+    )
+    .await;
+    let remediations = |reply: &Reply| -> Vec<String> {
+        reply.outcome()["actions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|a| a["kind"] == "remediate" && a["rule"] == "key.enabled")
+            .map(|a| a["result"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let admin = handler.sim.admin();
+
+    // A person disables the key; the audit log says so; cmk-guard enables it again.
+    admin
+        .patch_key(VAULT, KEY, &json!({"enabled": false}))
+        .expect("disable the key");
+    let reply = deliver(&handler, &handler.sim.audit_messages(100), 1300).await;
+    assert_eq!(remediations(&reply), ["applied"], "{}", reply.outcome());
+
+    // Within the hour the person disables it again: that record and cmk-guard's own
+    // (its key update) reach cmk-guard in one batch. The person's change is not suppressed.
+    admin
+        .patch_key(VAULT, KEY, &json!({"enabled": false}))
+        .expect("disable the key again");
+    let messages = handler.sim.audit_messages(100);
+    let text = serde_json::to_string(&messages).unwrap_or_default();
+    assert!(
+        text.matches("\"KeyUpdate\"").count() >= 2,
+        "cmk-guard's and the person's updates: {text}"
+    );
+    let reply = deliver(&handler, &messages, 1400).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    assert_eq!(remediations(&reply), ["applied"], "{}", reply.outcome());
+}

@@ -27,9 +27,14 @@ impl Engine {
             Some(AUDIT_EVENT_TYPE.to_owned()),
             Some("OnKeyVaultAudit".to_owned()),
         );
-        // With management groups the batch may have to be read again once they are listed.
-        let again =
-            (!self.settings.intake.subscriptions.groups().is_empty()).then(|| value.clone());
+        // Only while a management group was never listed may the batch have to be read again
+        // (its records waiting for the group): then, and only then, it is kept to read twice.
+        let again = self
+            .settings
+            .intake
+            .subscriptions
+            .awaits_discovery()
+            .then(|| value.clone());
         let mut records = match AuditBatch::parse(value, &self.settings.intake) {
             Ok(records) => records,
             Err(rejection) => {

@@ -5,7 +5,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::{Engine, Failure, Look, Unfinished};
-use crate::intake::{Classified, RawEvent, Rejection, Trigger, classify};
+use crate::intake::{Classified, RawEvent, Rejection, Trigger, classify, one_caller};
 use crate::outcome::{Disposition, EventRef, Outcome};
 use crate::state::EventStart;
 
@@ -39,8 +39,8 @@ impl Engine {
             // Boxed: the relevant path is a large future, and moving it with every ignored
             // event's future was a measurable share of answering one.
             Ok(Classified::Relevant(trigger)) => {
-                let id = trigger.event_id.clone();
-                Box::pin(self.once(event_ref, &id, std::slice::from_ref(&trigger), deadline)).await
+                let triggers = std::slice::from_ref(&*trigger);
+                Box::pin(self.once(event_ref, &trigger.event_id, triggers, deadline)).await
             }
         }
     }
@@ -57,10 +57,7 @@ impl Engine {
         deadline: Instant,
     ) -> Result<Outcome, Unfinished> {
         // The loop guard compares the caller with cmk-guard's own id: one caller for all of it.
-        let mut callers = triggers.iter().map(|t| t.caller_object_id.as_deref());
-        let first = callers.next().flatten();
-        let caller =
-            first.filter(|first| callers.all(|c| c.is_some_and(|c| c.eq_ignore_ascii_case(first))));
+        let caller = one_caller(triggers.iter().map(|t| t.caller_object_id.as_deref()));
         let look = Look::Event { caller };
         let Some(actor) = self.actor() else {
             return self.reconcile_all(event, triggers, deadline, look).await;

@@ -19,7 +19,7 @@ use time::OffsetDateTime;
 
 pub use audit::{
     AUDIT_EVENT_TYPE, AuditBatch, CHAIN_OPERATIONS, Caller, ChainChange, KeyUse, UseOperation,
-    VaultActivity, same_key,
+    VaultActivity, one_caller, same_key,
 };
 pub use check::{CheckRequest, EVALUATE_EVENT_TYPE};
 pub use classify::{Classified, MANAGED_RESOURCE_GROUP_PREFIX, RELEVANT_OPERATIONS, classify};

@@ -206,11 +206,7 @@ impl VaultActivity {
 
     /// The object id of the caller of every change, when one caller made them all.
     pub fn only_caller(&self) -> Option<&str> {
-        let mut callers = self.changes.iter().map(|c| c.caller.object_id.as_deref());
-        let first = callers.next()??;
-        callers
-            .all(|c| c.is_some_and(|c| c.eq_ignore_ascii_case(first)))
-            .then_some(first)
+        one_caller(self.changes.iter().map(|c| c.caller.object_id.as_deref()))
     }
 
     /// True when a service failed to use a key.
@@ -252,6 +248,15 @@ impl VaultActivity {
 
 /// The `event.type` of an audit-log batch's Outcome (Azure Monitor's records have none).
 pub const AUDIT_EVENT_TYPE: &str = "Microsoft.KeyVault.AuditEvent";
+
+/// The object id every one of `callers` names (compared ignoring case), or `None` when one
+/// names nobody, two differ, or there are none: what the loop guard may take as the caller.
+pub fn one_caller<'a>(mut callers: impl Iterator<Item = Option<&'a str>>) -> Option<&'a str> {
+    let first = callers.next()??;
+    callers
+        .all(|c| c.is_some_and(|c| c.eq_ignore_ascii_case(first)))
+        .then_some(first)
+}
 
 /// Two key URLs name the same key (host and name; versions aside).
 pub fn same_key(a: &KeyUrl, b: &KeyUrl) -> bool {

@@ -35,6 +35,46 @@ pub fn tenant(n: usize) -> Result<Tenant, String> {
     builder.build().map_err(|e| format!("tenant: {e}"))
 }
 
+/// The `s`-th subscription of a multi-subscription tenant (`0` is [`SUB`]).
+#[allow(dead_code)] // until the sweep sections use it
+pub fn subscription(s: usize) -> String {
+    if s == 0 {
+        SUB.to_owned()
+    } else {
+        format!("3f7b2c1d-8e4a-4b6f-9c2d-{s:012x}")
+    }
+}
+
+/// `subscriptions` subscriptions of `per_subscription` compliant CMK workspaces each, every
+/// `per_vault` consecutive workspaces of a subscription sharing one vault and key
+/// (`per_vault` 1: each its own). Workspace `i` of subscription `s` is
+/// `ws-bench-{s:02}-{i:05}`, its vault `kv-b{s:02}-{i / per_vault:05}`.
+#[allow(dead_code)] // until the sweep sections use it
+pub fn tenant_sharing(
+    subscriptions: usize,
+    per_subscription: usize,
+    per_vault: usize,
+) -> Result<Tenant, String> {
+    let per_vault = per_vault.max(1);
+    let mut builder = Tenant::builder();
+    for s in 0..subscriptions {
+        let sub = subscription(s);
+        builder = builder.subscription(&sub);
+        for v in 0..per_subscription.div_ceil(per_vault) {
+            let vault = format!("kv-b{s:02}-{v:05}");
+            builder = builder
+                .vault(VaultSpec::new(&sub, &group(v), &vault).key(KeySpec::rsa("cmk", 3072)));
+            for i in (v * per_vault)..((v + 1) * per_vault).min(per_subscription) {
+                builder = builder.workspace(
+                    WorkspaceSpec::new(&sub, &group(v), &format!("ws-bench-{s:02}-{i:05}"))
+                        .cmk(&vault, "cmk"),
+                );
+            }
+        }
+    }
+    builder.build().map_err(|e| format!("tenant: {e}"))
+}
+
 /// The ARM id of workspace `i`.
 pub fn workspace_id(i: usize) -> String {
     format!(

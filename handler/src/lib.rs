@@ -20,8 +20,8 @@
 //! 3. **Rules**: [`rules`], pure checks of a snapshot, one file per rule.
 //! 4. **Edges** to the outside world: [`azure`] (ARM and Key Vault clients, the request
 //!    pipeline and its guards), [`state`] (what all instances share: one contract, SQLite and
-//!    Blob backends), [`notify`] (Teams, email, webhook), [`settings`] (every variable, parsed
-//!    once at start).
+//!    Blob backends), [`queue`] (the sweep fan-out's Storage queue), [`notify`] (Teams, email,
+//!    webhook), [`settings`] (every variable, parsed once at start).
 //! 5. **Pipeline**: [`observe`] (reads a workspace's chain: single-flight, cached), `resolve`
 //!    (which workspaces a trigger affects), `plan` (pure: findings + policy + mode + stored
 //!    state → steps), [`remediate`] (one file per remediation: re-read, narrowest write,
@@ -53,6 +53,7 @@ pub mod rules;
 // 4. Edges
 pub mod azure;
 pub mod state;
+pub mod queue;
 pub mod notify;
 pub mod settings;
 // 5. Pipeline

@@ -41,6 +41,7 @@ pub const VARIABLES: &[&str] = &[
     "CMKGUARD_READ_RATE",
     "CMKGUARD_SWEEP_BUDGET_SECONDS",
     "CMKGUARD_SWEEP_SCHEDULE",
+    "CMKGUARD_SWEEP_QUEUE",
     "CMKGUARD_LOG",
 ];
 
@@ -106,6 +107,9 @@ pub struct Settings {
     pub sweep_budget: std::time::Duration,
     /// Self-wiring (`vault.events-wired`): where CMK vaults' events and audit logs must go.
     pub wiring: WiringTargets,
+    /// `CMKGUARD_SWEEP_QUEUE` on the host's storage: the sweep fans out per subscription;
+    /// `None`: the Sweep function does the whole sweep itself.
+    pub sweep_queue: Option<crate::queue::QueueSettings>,
 }
 
 impl Settings {
@@ -236,6 +240,7 @@ impl Settings {
             })?;
         let notify = NotifySettings::from_lookup(value)?;
         let wiring = wiring_targets(value)?;
+        let sweep_queue = crate::queue::QueueSettings::from_lookup(value)?;
         let policy = match value("CMKGUARD_POLICY_FILE") {
             Some(path) => Policy::load(std::path::Path::new(&path))
                 .map_err(|e| ConfigError::new("CMKGUARD_POLICY_FILE", e.to_string()))?,
@@ -260,6 +265,7 @@ impl Settings {
             notify,
             sweep_budget,
             wiring,
+            sweep_queue,
         })
     }
 

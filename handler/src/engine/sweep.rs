@@ -73,6 +73,64 @@ impl Engine {
             .collect();
         todo.sort_by_key(|found| found.id.as_str().to_ascii_lowercase());
         let now = time::OffsetDateTime::now_utc();
+        let pass = self
+            .sweep_workspaces(outcome, &todo, budget_end, &mut digest, now)
+            .await?;
+        let (last_done, stopped_early) = (pass.last_done, pass.stopped_early);
+        let next_cursor = if stopped_early {
+            last_done.or(cursor)
+        } else {
+            None
+        };
+        let saved = next_cursor.as_ref().map(|after| {
+            SweepProgress {
+                after: after.clone(),
+                digest: digest.clone(),
+            }
+            .to_cursor()
+        });
+        self.save_managed_groups().await;
+        store.set_sweep_cursor(saved.as_deref()).await?;
+        if stopped_early {
+            outcome.reason = Some(format!(
+                "the sweep's time budget ran out after {} of {} workspaces; the next sweep resumes after {}",
+                outcome.workspaces.len(),
+                todo.len(),
+                next_cursor.as_deref().unwrap_or("the start")
+            ));
+        } else {
+            let digest = digest.unwrap_or_else(|| crate::act::merge_digest(None, &[]));
+            actor
+                .send_digest(
+                    outcome,
+                    &digest,
+                    &self.settings.policy,
+                    self.settings.mode,
+                    now,
+                )
+                .await?;
+            self.log_managed_groups();
+            // Housekeeping: a failed prune leaves old records for the next sweep to remove,
+            // which is no reason to fail this one.
+            if let Err(error) = store.prune(now).await {
+                tracing::warn!(message = "Pruning old state failed; the next sweep tries again.", error = %crate::text::chain(&error));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks `todo` (in order, a chunk of `SCAN_CONCURRENCY` at a time) until done or until
+    /// `budget_end` has passed after at least one chunk, acting on each chunk and merging its
+    /// findings into `digest`; returns how far it got.
+    pub(super) async fn sweep_workspaces(
+        &self,
+        outcome: &mut Outcome,
+        todo: &[Found],
+        budget_end: Instant,
+        digest: &mut Option<crate::notify::Digest>,
+        now: time::OffsetDateTime,
+    ) -> Result<SweepPass, Failure> {
+        let actor = self.actor().ok_or(Failure::NoStore)?;
         let mut wiring = WiringReads::new(self.observer.arm(), &self.settings.wiring);
         let mut last_done: Option<String> = None;
         let mut stopped_early = false;
@@ -119,7 +177,7 @@ impl Engine {
                 audit: true,
             };
             actor.act(outcome, &evaluated, &situation).await?;
-            digest = Some(crate::act::merge_digest(
+            *digest = Some(crate::act::merge_digest(
                 digest.take(),
                 &outcome.findings[first_finding..],
             ));
@@ -130,47 +188,20 @@ impl Engine {
                 .last()
                 .map(|found| found.id.as_str().to_ascii_lowercase());
         }
-        let next_cursor = if stopped_early {
-            last_done.or(cursor)
-        } else {
-            None
-        };
-        let saved = next_cursor.as_ref().map(|after| {
-            SweepProgress {
-                after: after.clone(),
-                digest: digest.clone(),
-            }
-            .to_cursor()
-        });
-        self.save_managed_groups().await;
-        store.set_sweep_cursor(saved.as_deref()).await?;
-        if stopped_early {
-            outcome.reason = Some(format!(
-                "the sweep's time budget ran out after {} of {} workspaces; the next sweep resumes after {}",
-                outcome.workspaces.len(),
-                todo.len(),
-                next_cursor.as_deref().unwrap_or("the start")
-            ));
-        } else {
-            let digest = digest.unwrap_or_else(|| crate::act::merge_digest(None, &[]));
-            actor
-                .send_digest(
-                    outcome,
-                    &digest,
-                    &self.settings.policy,
-                    self.settings.mode,
-                    now,
-                )
-                .await?;
-            self.log_managed_groups();
-            // Housekeeping: a failed prune leaves old records for the next sweep to remove,
-            // which is no reason to fail this one.
-            if let Err(error) = store.prune(now).await {
-                tracing::warn!(message = "Pruning old state failed; the next sweep tries again.", error = %crate::text::chain(&error));
-            }
-        }
-        Ok(())
+        Ok(SweepPass {
+            last_done,
+            stopped_early,
+        })
     }
+}
+
+/// How far one pass over a list of workspaces got.
+#[derive(Debug)]
+pub(super) struct SweepPass {
+    /// The last workspace id done (lower-case), if any.
+    pub(super) last_done: Option<String>,
+    /// Whether the budget ran out before the list was done.
+    pub(super) stopped_early: bool,
 }
 
 /// Where a sweep stopped and what it found so far, kept in the store's sweep cursor so that
@@ -199,7 +230,7 @@ impl SweepProgress {
 /// name. The sweep reads them through ARM too: a workspace that was deleted is no longer listed,
 /// and only the 404 of its own read closes its findings (the listing is only discovery,
 /// azure-notes Trap T19).
-fn unlisted_with_open_findings(
+pub(super) fn unlisted_with_open_findings(
     listed: &[Found],
     open: &[(FindingKey, Versioned<FindingRecord>)],
     allowed: Option<&[SubscriptionId]>,

@@ -144,7 +144,8 @@ pub async fn cold_start(setup: &Setup, sim: &Sim) -> Section {
     section
 }
 
-/// (a) Irrelevant events against the bare handler, same load, alternating runs. Returns the
+/// (a) Irrelevant events against the two bare handlers (a reply as large as cmk-guard's, and
+/// the minimal fixed reply of issue 18), same load, alternating runs. Returns the
 /// handler for the next measurement and the peak RSS seen.
 pub async fn irrelevant(setup: &Setup, sim: &Sim) -> (Section, Option<Server>, u64) {
     let mut section = Section::new("(a) Irrelevant events vs a bare actix-web handler");
@@ -153,6 +154,11 @@ pub async fn irrelevant(setup: &Setup, sim: &Sim) -> (Section, Option<Server>, u
         Err(error) => return (Section::failed(&section.title, &error), None, 0),
     };
     let bare = match Server::start(&setup.bare, &[], &[]) {
+        Ok(server) => server,
+        Err(error) => return (Section::failed(&section.title, &error), None, 0),
+    };
+    // Issue 18's baseline: the same server answering the smallest reply the host accepts.
+    let minimal = match Server::start(&setup.bare, &["--minimal"], &[]) {
         Ok(server) => server,
         Err(error) => return (Section::failed(&section.title, &error), None, 0),
     };
@@ -183,7 +189,11 @@ pub async fn irrelevant(setup: &Setup, sim: &Sim) -> (Section, Option<Server>, u
     let connections = 32;
     let mut runs: BTreeMap<&str, Vec<(f64, f64, u64)>> = BTreeMap::new();
     for _round in 0..2 {
-        for (name, server) in [("cmk-guard", &handler), ("bare", &bare)] {
+        for (name, server) in [
+            ("cmk-guard", &handler),
+            ("bare", &bare),
+            ("minimal", &minimal),
+        ] {
             let url = format!("{}/OnSubscriptionEvent", server.base_url());
             let cpu_before = procfs::cpu_seconds(server.pid).unwrap_or(0.0);
             let result = if use_wrk {
@@ -220,6 +230,8 @@ pub async fn irrelevant(setup: &Setup, sim: &Sim) -> (Section, Option<Server>, u
     let bare_rps = mean("bare", |r| r.0);
     let guard_per_cpu = mean("cmk-guard", |r| r.1);
     let bare_per_cpu = mean("bare", |r| r.1);
+    let minimal_rps = mean("minimal", |r| r.0);
+    let minimal_per_cpu = mean("minimal", |r| r.1);
     let failures: u64 = runs.values().flatten().map(|r| r.2).sum();
     section.row(
         "load",
@@ -239,11 +251,27 @@ pub async fn irrelevant(setup: &Setup, sim: &Sim) -> (Section, Option<Server>, u
         "throughput ratio cmk-guard / bare",
         fixed(guard_rps / bare_rps, 2),
     );
+    section.row(
+        "bare actix-web requests/s, minimal fixed reply",
+        fixed(minimal_rps, 0),
+    );
+    section.row(
+        "throughput ratio cmk-guard / bare with the minimal reply",
+        fixed(guard_rps / minimal_rps, 2),
+    );
     section.row("cmk-guard requests per CPU-second", fixed(guard_per_cpu, 0));
     section.row("bare requests per CPU-second", fixed(bare_per_cpu, 0));
     section.row(
         "CPU-efficiency ratio cmk-guard / bare",
         fixed(guard_per_cpu / bare_per_cpu, 2),
+    );
+    section.row(
+        "bare requests per CPU-second, minimal fixed reply",
+        fixed(minimal_per_cpu, 0),
+    );
+    section.row(
+        "CPU-efficiency ratio cmk-guard / bare with the minimal reply",
+        fixed(guard_per_cpu / minimal_per_cpu, 2),
     );
     section.row("non-2xx answers", failures);
     section.row("Azure requests during the runs", azure_requests);
@@ -255,6 +283,16 @@ pub async fn irrelevant(setup: &Setup, sim: &Sim) -> (Section, Option<Server>, u
             "ratio {} (per CPU-second {}), {} Azure requests",
             fixed(guard_rps / bare_rps, 2),
             fixed(guard_per_cpu / bare_per_cpu, 2),
+            azure_requests
+        ),
+    );
+    section.verdict(
+        "Irrelevant events ≥ 0.8 × a bare handler's throughput with the minimal reply",
+        guard_rps / minimal_rps >= 0.8 && azure_requests == 0,
+        format!(
+            "ratio {} (per CPU-second {}), {} Azure requests",
+            fixed(guard_rps / minimal_rps, 2),
+            fixed(guard_per_cpu / minimal_per_cpu, 2),
             azure_requests
         ),
     );

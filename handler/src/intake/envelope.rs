@@ -14,6 +14,17 @@ pub struct Invocation {
     pub metadata: Metadata,
 }
 
+/// The envelope as [`Invocation::parse`] reads it: keys other than `Data` and `Metadata` are
+/// skipped, as are `Metadata`'s other keys (the trigger's binding data, a copy of the event's).
+/// A key given twice is an error here (the slow parse then keeps the last, as before).
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(rename = "Data")]
+    data: Map<String, Value>,
+    #[serde(rename = "Metadata", default)]
+    metadata: Option<Metadata>,
+}
+
 /// `Metadata`: the trigger's binding data plus `sys` and, under a host retry policy, `RetryContext`.
 #[derive(Debug, Default, Deserialize)]
 pub struct Metadata {
@@ -106,7 +117,29 @@ pub enum BindingSource {
 
 impl Invocation {
     /// Parses the request body. Every failure names the part that was wrong.
+    ///
+    /// Most invocations are irrelevant events, so the body is read once into the typed
+    /// [`Envelope`]: `Data` becomes JSON values (the binding is read from them), `Metadata`
+    /// only the fields cmk-guard reads, and everything else — above all `Metadata`'s copy of
+    /// the event's data — is only checked to be JSON, never built. The body is checked to be
+    /// UTF-8 first, because skipped strings are not. Any failure parses the body again the
+    /// slow way ([`Invocation::parse_value`]), whose reason names the part that was wrong.
     pub fn parse(body: &[u8]) -> Result<Self, Rejection> {
+        let Ok(text) = std::str::from_utf8(body) else {
+            return Self::parse_value(body);
+        };
+        match serde_json::from_str::<Envelope>(text) {
+            Ok(Envelope { data, metadata }) => Ok(Self {
+                data,
+                metadata: metadata.unwrap_or_default(),
+            }),
+            Err(_) => Self::parse_value(body),
+        }
+    }
+
+    /// The body through a whole [`Value`]: slower, but every way a body can be wrong gets
+    /// its own reason (and a duplicate key keeps its last value, as JSON objects do).
+    fn parse_value(body: &[u8]) -> Result<Self, Rejection> {
         let value: Value = serde_json::from_slice(body)
             .map_err(|e| Rejection::new(format!("body: not valid JSON: {e}")))?;
         let Value::Object(mut root) = value else {
@@ -241,6 +274,90 @@ mod tests {
                 .to_string()
                 .contains("present: [a, b]")
         );
+    }
+
+    /// The reason of the slow parse, which is what every rejection said before the fast one.
+    fn slow_reason(body: &[u8]) -> String {
+        Invocation::parse_value(body).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_body_wrong_anywhere_is_refused_with_the_slow_parse_s_reason() {
+        let metadata_copy = br#"{"Data":{"event":{"id":"1"}},"Metadata":{"data":{"x":[1,2,{"y":"z"}]},"sys":{"MethodName":"M"}}}"#;
+        let mut bodies: Vec<Vec<u8>> = (1..metadata_copy.len())
+            .map(|end| metadata_copy[..end].to_vec())
+            .collect();
+        bodies.extend([
+            br#"{"Data":{},"Metadata":{"data":{"x":tru}}}"#.to_vec(),
+            br#"{"Data":{},"Metadata":{"data":{"x":1,}}}"#.to_vec(),
+            br#"{"Data":{},"Metadata":{"data":"\q"}}"#.to_vec(),
+            br#"{"Data":{},"Metadata":{"data":[01]}}"#.to_vec(),
+            br#"{"Data":{},"Other":[1 2]}"#.to_vec(),
+            br#"{"Data":{}} {}"#.to_vec(),
+            b"{\"Data\":{},\"Metadata\":{\"data\":\"\xff\"}}".to_vec(),
+            b"{\"Data\":{},\"Metadata\":{\"data\":\"a\x01b\"}}".to_vec(),
+            br#"{"Data":{},"Metadata":{"sys":{"MethodName":5}}}"#.to_vec(),
+            br#"{"Data":{},"Metadata":"x"}"#.to_vec(),
+        ]);
+        for body in bodies {
+            let fast = Invocation::parse(&body).unwrap_err().to_string();
+            assert_eq!(
+                fast,
+                slow_reason(&body),
+                "{}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+    }
+
+    #[test]
+    fn metadata_cmk_guard_does_not_read_is_checked_but_never_built() {
+        // Nested past serde_json's recursion limit: refused where it is built (Data), not in
+        // Metadata's copy of the event's data, which the fast parse only checks for syntax.
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let copy = format!(r#"{{"Data":{{"event":{{}}}},"Metadata":{{"data":{deep}}}}}"#);
+        let mut invocation = Invocation::parse(copy.as_bytes()).unwrap();
+        assert!(invocation.take_binding("event").is_ok());
+        assert!(slow_reason(copy.as_bytes()).contains("recursion limit"));
+        let built = format!(r#"{{"Data":{{"event":{deep}}}}}"#);
+        let err = Invocation::parse(built.as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("recursion limit"), "{err}");
+    }
+
+    #[test]
+    fn a_key_given_twice_keeps_its_last_value_as_before() {
+        let body = br#"{"Data":{"event":{"id":"old"}},"Metadata":{"sys":{"MethodName":"A"},"sys":{"MethodName":"B"}},"Data":{"event":{"id":"new"}}}"#;
+        let mut invocation = Invocation::parse(body).unwrap();
+        let method = invocation
+            .metadata
+            .sys
+            .as_ref()
+            .unwrap()
+            .method_name
+            .clone();
+        assert_eq!(method.as_deref(), Some("B"));
+        assert_eq!(invocation.take_binding("event").unwrap().0["id"], "new");
+    }
+
+    #[test]
+    fn escaped_keys_and_unknown_keys_are_read_like_any_other() {
+        let body = br#"{"Extra":{"a":[null]},"D\u0061ta":{"ev\u0065nt":{"id":"\u00e9"}},"Metadata":{"sys":{"Rand\u0047uid":"g","Other":1},"RetryContext":{"RetryCount":2,"State":{}}}}"#;
+        let mut invocation = Invocation::parse(body).unwrap();
+        assert_eq!(
+            invocation
+                .metadata
+                .sys
+                .as_ref()
+                .unwrap()
+                .rand_guid
+                .as_deref(),
+            Some("g")
+        );
+        let retry = invocation.metadata.retry_context.as_ref().unwrap();
+        assert_eq!(retry.retry_count, Some(2));
+        assert_eq!(invocation.take_binding("event").unwrap().0["id"], "é");
+        let null = Invocation::parse(br#"{"Data":{},"Metadata":null}"#).unwrap();
+        assert!(null.metadata.sys.is_none());
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! The embedded backend: one SQLite file in WAL mode. Every "who acts" decision is a single
 //! conditional statement (`INSERT … ON CONFLICT DO NOTHING`, `UPDATE … WHERE version = ?`) or
 //! an `IMMEDIATE` transaction, so processes sharing the file get the same exactly-once answers
-//! as tasks sharing one store. SQLite calls block, so they run on tokio's blocking pool.
+//! as tasks sharing one store. SQLite calls block, so they run on a thread of their own that
+//! owns the connection ([`worker`]).
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
@@ -27,6 +27,7 @@ mod rows;
 mod schema;
 #[cfg(test)]
 mod tests;
+mod worker;
 
 /// The schema this build reads and writes; bumped with each migration.
 const SCHEMA_VERSION: i64 = 1;
@@ -40,7 +41,7 @@ const OPEN_RETRY: std::time::Duration = std::time::Duration::from_millis(20);
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     path: PathBuf,
-    connection: Arc<Mutex<Connection>>,
+    worker: worker::Worker,
 }
 
 impl SqliteStore {
@@ -73,38 +74,22 @@ impl SqliteStore {
                 }
             }
         };
-        let connection = Arc::new(Mutex::new(connection));
-        spawn_checkpoints(Arc::downgrade(&connection));
         Ok(Self {
+            worker: worker::Worker::start(connection)?,
             path: shown,
-            connection,
         })
     }
 
-    /// Runs `work` on the blocking pool with the connection.
+    /// Runs `work` on the connection's thread; a failure names the file.
     async fn run<T, F>(&self, work: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     {
-        let connection = self.connection.clone();
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
-            // A panic while holding the lock cannot leave SQLite half-written (each statement
-            // or transaction is atomic), so a poisoned lock is still usable.
-            let mut guard = connection
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            work(&mut guard)
-        })
-        .await
-        .map_err(|e| {
-            StateError::new(
-                StateErrorKind::Permanent,
-                format!("SQLite task failed: {e}"),
-            )
-        })?
-        .map_err(|e| StateError::new(e.kind, format!("{}: {}", path.display(), e.message)))
+        self.worker
+            .run(work)
+            .await
+            .map_err(|e| StateError::new(e.kind, format!("{}: {}", self.path.display(), e.message)))
     }
 }
 

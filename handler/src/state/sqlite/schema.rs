@@ -63,36 +63,6 @@ CREATE TABLE cursors (
 /// How often the write-ahead log is copied back into the database file.
 pub(super) const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Checkpoints the write-ahead log every [`CHECKPOINT_INTERVAL`] on the blocking pool, for as
-/// long as the store lives. Automatic checkpoints are off: SQLite would run them inside
-/// whichever write crosses 1,000 pages, and that event would pay a few milliseconds for it.
-/// `PASSIVE` never waits for readers or writers; what it cannot copy now it copies next time.
-pub(super) fn spawn_checkpoints(connection: std::sync::Weak<Mutex<Connection>>) {
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(CHECKPOINT_INTERVAL);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ticks.tick().await;
-        loop {
-            ticks.tick().await;
-            let Some(connection) = connection.upgrade() else {
-                return;
-            };
-            let checkpoint = tokio::task::spawn_blocking(move || {
-                let guard = connection
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-                guard
-                    .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                    .map_err(StateError::from)
-            })
-            .await;
-            if let Ok(Err(error)) = checkpoint {
-                tracing::debug!(message = "SQLite checkpoint failed; the next one retries.", %error);
-            }
-        }
-    });
-}
-
 pub(super) fn open_connection(path: &Path) -> Result<Connection> {
     let mut connection = Connection::open(path)?;
     connection.busy_timeout(BUSY_TIMEOUT)?;

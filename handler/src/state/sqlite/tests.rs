@@ -93,3 +93,46 @@ fn busy_is_transient_and_constraint_failures_are_not() {
     );
     assert!(!StateError::from(constraint).is_transient());
 }
+
+#[tokio::test]
+async fn a_call_that_panics_fails_alone_and_the_store_goes_on() {
+    let (_scratch, path) = temp_db("panic");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let failed = store
+        .run(|_| -> Result<()> { panic!("a bug in one call") })
+        .await
+        .unwrap_err();
+    assert_eq!(failed.kind, StateErrorKind::Permanent);
+    assert!(failed.message.contains("panicked"), "{}", failed.message);
+    assert!(
+        store
+            .claim_event("e1", OffsetDateTime::now_utc())
+            .await
+            .unwrap()
+    );
+    assert!(store.event_claimed("e1").await.unwrap());
+}
+
+#[tokio::test]
+async fn calls_from_many_tasks_run_one_at_a_time_in_order() {
+    let (_scratch, path) = temp_db("order");
+    let store = SqliteStore::open(&path).await.unwrap();
+    store
+        .run(|c| Ok(c.execute_batch("CREATE TABLE seen (n INTEGER NOT NULL)")?))
+        .await
+        .unwrap();
+    let calls = (0..50)
+        .map(|n| store.run(move |c| Ok(c.execute("INSERT INTO seen (n) VALUES (?1)", [n])?)));
+    for inserted in futures_util::future::join_all(calls).await {
+        assert_eq!(inserted.unwrap(), 1);
+    }
+    let order: Vec<i64> = store
+        .run(|c| {
+            let mut statement = c.prepare("SELECT n FROM seen ORDER BY rowid")?;
+            let rows = statement.query_map([], |r| r.get(0))?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+        .unwrap();
+    assert_eq!(order, (0..50).collect::<Vec<i64>>());
+}

@@ -20,13 +20,15 @@ pub enum TriggerType {
     EventHub,
     Timer,
     Http,
+    /// Storage queue: one message (the sweep fan-out's share of one subscription).
+    Queue,
 }
 
 impl TriggerType {
     /// The OpenTelemetry `faas.trigger`: `pubsub` (Event Grid, Event Hubs), `timer` or `http`.
     pub fn faas_name(self) -> &'static str {
         match self {
-            TriggerType::EventGrid | TriggerType::EventHub => "pubsub",
+            TriggerType::EventGrid | TriggerType::EventHub | TriggerType::Queue => "pubsub",
             TriggerType::Timer => "timer",
             TriggerType::Http => "http",
         }
@@ -62,6 +64,11 @@ pub const FUNCTIONS: &[FunctionDefinition] = &[
         name: "Sweep",
         binding: "timer",
         trigger: TriggerType::Timer,
+    },
+    FunctionDefinition {
+        name: "SweepSubscription",
+        binding: "message",
+        trigger: TriggerType::Queue,
     },
     FunctionDefinition {
         name: "Evaluate",
@@ -115,6 +122,9 @@ pub async fn invoke(
                     }
                     TriggerType::Timer => {
                         Box::pin(on_timer(engine, value, &invocation, invocation_id)).await
+                    }
+                    TriggerType::Queue => {
+                        Box::pin(engine.sweep_subscription(value, invocation_id)).await
                     }
                     TriggerType::Http => {
                         return Box::pin(invoke_http_envelope(engine, value, invocation_id, logs))

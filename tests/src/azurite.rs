@@ -19,11 +19,11 @@ use tokio::process::{Child, Command};
 use crate::scratch::Scratch;
 
 /// The emulator's documented development account.
-const ACCOUNT: &str = "devstoreaccount1";
+pub(crate) const ACCOUNT: &str = "devstoreaccount1";
 const ACCOUNT_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 /// The service version used for the SAS and the container request (supported by Azurite 3.x).
-const SAS_VERSION: &str = "2021-08-06";
+pub(crate) const SAS_VERSION: &str = "2021-08-06";
 /// How long Azurite may take to start on a busy 2-core machine.
 const STARTUP_TIMEOUT: StdDuration = StdDuration::from_secs(60);
 
@@ -181,7 +181,7 @@ impl Drop for Azurite {
 }
 
 /// Copies a pipe of Azurite into `output`; on the stdout pipe, reports the listening URL.
-async fn drain(
+pub(crate) async fn drain(
     pipe: impl AsyncRead + Unpin,
     output: Arc<Mutex<String>>,
     mut ready: Option<tokio::sync::oneshot::Sender<String>>,
@@ -202,7 +202,7 @@ async fn drain(
 }
 
 /// base64(HMAC-SHA256(base64decode(account key), text)): the Shared Key and SAS signature.
-fn sign(text: &str) -> String {
+pub(crate) fn sign(text: &str) -> String {
     use base64::Engine;
     let engine = base64::engine::general_purpose::STANDARD;
     let key = engine.decode(ACCOUNT_KEY).unwrap();

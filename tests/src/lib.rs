@@ -8,6 +8,7 @@
 //! - a batch delivery becomes one concurrent invocation per event.
 
 pub mod azurite;
+pub mod azurite_queue;
 pub mod render;
 pub mod scratch;
 pub mod sink;

@@ -38,6 +38,9 @@ pub enum Failure {
     /// The sweep could not list the workspaces.
     #[error("listing the workspaces failed")]
     Listing(#[source] AzureError),
+    /// The sweep's queue (`CMKGUARD_SWEEP_QUEUE`) could not be read or written.
+    #[error(transparent)]
+    Queue(#[from] crate::queue::QueueError),
     /// The sweep was asked of an engine without the state store (read-only use).
     #[error("the sweep needs the state store")]
     NoStore,
@@ -77,6 +80,9 @@ pub fn error_policy(failure: &Failure) -> Verdict {
         // A sweep that could not list must not look finished: its next tick tries again.
         Failure::Listing(_) => Verdict::Redeliver,
         Failure::NoStore => Verdict::Redeliver,
+        // Not enqueued is not swept: the timer's next tick, or the message's next delivery
+        // (then the poison queue, which the next sweep reports), tries again.
+        Failure::Queue(_) => Verdict::Redeliver,
         // Refusing it would drop an event that is most likely in scope: ask for it again, by
         // when the listing has worked.
         Failure::ScopeNotYetKnown => Verdict::Redeliver,

@@ -15,6 +15,7 @@ mod check;
 mod discover;
 pub mod error;
 mod event;
+mod fanout;
 mod scan;
 mod sweep;
 

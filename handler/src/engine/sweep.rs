@@ -28,6 +28,10 @@ impl Engine {
     }
 
     async fn sweep_into(&self, outcome: &mut Outcome) -> Result<(), Failure> {
+        // With a queue (`CMKGUARD_SWEEP_QUEUE`), one message per subscription (engine/fanout.rs).
+        if let Some(queue) = self.sweep_queue()? {
+            return self.fan_out(outcome, &queue).await;
+        }
         let started = Instant::now();
         let budget_end = started + self.settings.sweep_budget;
         let actor = self.actor().ok_or(Failure::NoStore)?;

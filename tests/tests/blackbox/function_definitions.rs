@@ -57,7 +57,7 @@ fn host_json_runs_the_packaged_binary_with_forwarding() {
 }
 
 #[test]
-fn the_five_functions_are_defined_as_documented() {
+fn the_six_functions_are_defined_as_documented() {
     let definitions = definitions();
     let names: Vec<&str> = definitions.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
@@ -67,7 +67,8 @@ fn the_five_functions_are_defined_as_documented() {
             "OnKeyVaultAudit",
             "OnKeyVaultEvent",
             "OnSubscriptionEvent",
-            "Sweep"
+            "Sweep",
+            "SweepSubscription"
         ]
     );
     for (name, definition) in &definitions {
@@ -103,6 +104,21 @@ fn the_five_functions_are_defined_as_documented() {
                     definition["bindings"][0]["schedule"],
                     "%CMKGUARD_SWEEP_SCHEDULE%"
                 );
+            }
+            "SweepSubscription" => {
+                assert_eq!(
+                    (kind.as_str(), binding.as_str()),
+                    ("queueTrigger", "message")
+                );
+                let trigger = &definition["bindings"][0];
+                assert_eq!(trigger["queueName"], "%CMKGUARD_SWEEP_QUEUE%");
+                // The Function app's own storage, identity-based in Azure.
+                assert_eq!(trigger["connection"], "AzureWebJobsStorage");
+                // cmk-guard writes messages base64-encoded, as the trigger reads them, and a
+                // failing subscription is retried before it goes to the poison queue.
+                let queues = &read_json(&repo_root().join("host.json"))["extensions"]["queues"];
+                assert_eq!(queues["messageEncoding"], "base64");
+                assert!(queues["maxDequeueCount"].as_u64() > Some(1));
             }
             "Evaluate" => {
                 assert_eq!((kind.as_str(), binding.as_str()), ("httpTrigger", "req"));
@@ -152,6 +168,11 @@ async fn every_function_has_a_route_that_reads_its_binding() {
             "timerTrigger" => {
                 json!({"Schedule": {"AdjustForDST": true}, "ScheduleStatus": null, "IsPastDue": false})
             }
+            // The message's text as JSON text in a string, as the host passes a queue message.
+            "queueTrigger" => json!(
+                json!({"run": "r", "subscription": "3f7b2c1d-8e4a-4b6f-9c2d-5a1e0f9b7c34", "index": 0, "of": 1})
+                    .to_string()
+            ),
             _ => {
                 json!({"Url": "http://localhost/api/evaluate", "Method": "POST", "Body": "{\"resource\":\"/subscriptions/3f7b2c1d-8e4a-4b6f-9c2d-5a1e0f9b7c34/providers/Microsoft.KeyVault\"}"})
             }

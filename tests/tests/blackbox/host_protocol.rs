@@ -203,6 +203,7 @@ async fn unknown_paths_get_404_with_a_json_reason() {
             "OnKeyVaultEvent",
             "OnKeyVaultAudit",
             "Sweep",
+            "SweepSubscription",
             "Evaluate"
         ],
         "{:?}",

@@ -27,6 +27,7 @@ mod security_key_host;
 mod security_scope;
 mod settings;
 mod sweep;
+mod sweep_fanout;
 mod telemetry;
 mod webhook;
 mod workspace_deleted;

@@ -42,6 +42,8 @@ pub struct Shared {
     /// What Resource Graph answers from while frozen: the tenant as it was (the real service
     /// indexes changes with a delay), `None` for the live tenant.
     pub graph_view: Mutex<Option<Tenant>>,
+    /// ARM's throttling buckets and Resource Graph's quota (see `throttle`).
+    pub throttle: Mutex<crate::throttle::Throttle>,
 }
 
 /// Locks a mutex, recovering from poisoning (a panicked test must not wedge the simulator).
@@ -378,6 +380,17 @@ async fn serve(ctx: &mut Ctx<'_>, surface: Surface, route: &Route) -> Reply {
     if let Err(reply) = authenticate(ctx, surface) {
         return reply;
     }
+    // ARM counts a request against its buckets once it knows the caller, before anything else.
+    let remaining = match crate::throttle::admit(ctx, surface == Surface::Arm, route.operation) {
+        Ok(remaining) => remaining,
+        Err(refused) => return refused,
+    };
+    let mut reply = serve_admitted(ctx, surface, route).await;
+    crate::throttle::report(&mut reply, remaining);
+    reply
+}
+
+async fn serve_admitted(ctx: &mut Ctx<'_>, surface: Surface, route: &Route) -> Reply {
     if let (Some(action), Some(scope)) = (&route.action, &route.resource)
         && let Err(reply) = arm::authorize(ctx, action, scope)
     {
@@ -485,17 +498,6 @@ fn finish(ctx: &Ctx, surface: Surface, reply: Reply) -> HttpResponse {
         Surface::Arm => {
             builder.insert_header(("x-ms-correlation-request-id", request_id.as_str()));
             builder.insert_header(("Cache-Control", "no-cache"));
-            if ctx.method == "GET" {
-                builder.insert_header(("x-ms-ratelimit-remaining-subscription-reads", "249"));
-                builder
-                    .insert_header(("x-ms-ratelimit-remaining-subscription-global-reads", "3749"));
-            } else {
-                builder.insert_header(("x-ms-ratelimit-remaining-subscription-writes", "199"));
-                builder.insert_header((
-                    "x-ms-ratelimit-remaining-subscription-global-writes",
-                    "2999",
-                ));
-            }
         }
         Surface::KeyVault => {
             builder.insert_header(("x-ms-keyvault-region", "westeurope"));

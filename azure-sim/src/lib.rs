@@ -23,6 +23,8 @@
 //!   changes and services' key uses, read as Event Hub messages (`Sim::audit_messages`).
 //! - [`faults`], [`telemetry`], [`events`]: fault rules, counters and request log, Event Grid
 //!   events for writes.
+//! - [`throttle`]: ARM's token buckets (per subscription, principal and operation type, and
+//!   global) and Resource Graph's per-user quota, with the headers that report them.
 //! - [`roles`]: built-in role definitions and wildcard action matching.
 //! - [`token`], [`tls`], [`material`]: JWT-shaped tokens, the generated PKI, RSA/EC public key
 //!   material.
@@ -45,6 +47,7 @@ pub mod roles;
 pub mod scenario;
 pub mod server;
 pub mod telemetry;
+pub mod throttle;
 pub mod tls;
 pub mod token;
 

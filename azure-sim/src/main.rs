@@ -35,6 +35,10 @@ struct Cli {
     /// Worker threads.
     #[arg(long, default_value_t = 2)]
     workers: usize,
+    /// Throttle ARM and Resource Graph as the real services do (off: every answer reports full
+    /// buckets).
+    #[arg(long)]
+    arm_throttling: bool,
     /// Print the default compliant scenario as JSON and exit.
     #[arg(long)]
     print_default_scenario: bool,
@@ -65,6 +69,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             tls_out: cli.tls_out,
             workers: cli.workers,
             identity_header: cli.identity_header,
+            arm_throttling: cli.arm_throttling,
         },
     )
     .await?;

@@ -34,6 +34,10 @@ pub struct SimOptions {
     pub workers: usize,
     /// The `IDENTITY_HEADER` secret (`None`: random).
     pub identity_header: Option<String>,
+    /// Whether ARM and Resource Graph throttle as the real services do ([`crate::throttle`]);
+    /// off (the default, so tests of other things are not paced by ARM's refill), every answer
+    /// reports full buckets.
+    pub arm_throttling: bool,
 }
 
 impl Default for SimOptions {
@@ -45,6 +49,7 @@ impl Default for SimOptions {
             tls_out: None,
             workers: 2,
             identity_header: None,
+            arm_throttling: false,
         }
     }
 }
@@ -173,6 +178,7 @@ impl Sim {
             info: Mutex::new(None),
             operations: Mutex::new(std::collections::HashMap::new()),
             graph_view: Mutex::new(None),
+            throttle: Mutex::new(crate::throttle::Throttle::new(options.arm_throttling)),
         });
         *lock(&shared.info) = serde_json::to_value(&info).ok();
 
@@ -260,6 +266,12 @@ impl Sim {
     /// Resource Graph answers from the live tenant again.
     pub fn thaw_resource_graph(&self) {
         *lock(&self.shared.graph_view) = None;
+    }
+
+    /// Turns ARM's and Resource Graph's throttling on or off; turning it on starts from full
+    /// buckets.
+    pub fn set_arm_throttling(&self, enabled: bool) {
+        *lock(&self.shared.throttle) = crate::throttle::Throttle::new(enabled);
     }
 
     /// Adds a fault rule; returns its id.

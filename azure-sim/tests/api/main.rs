@@ -10,3 +10,4 @@ mod helpers;
 mod identity;
 mod keyvault;
 mod shapes;
+mod throttle;

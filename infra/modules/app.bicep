@@ -93,11 +93,14 @@ var roles = {
   storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
   storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
   storageBlobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
+  storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
 }
 var deploymentContainerName = 'app-package'
 var stateContainerName = 'state'
 var deadLetterContainerName = 'deadletter'
+// The sweep fan-out's queue (CMKGUARD_SWEEP_QUEUE) on the host storage; the host adds `-poison`.
+var sweepQueueName = 'cmk-guard-sweep'
 var keyVaultReference = '@Microsoft.KeyVault(SecretUri='
 
 resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
@@ -163,6 +166,25 @@ resource hostBlobs 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' =
       days: 7
     }
   }
+}
+
+resource hostQueues 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
+  parent: hostStorage
+  name: 'default'
+}
+
+// The sweep fans out over this queue: the Sweep function enqueues one message per
+// subscription, SweepSubscription (a queue trigger) sweeps each, so instances share the work.
+// A message that fails maxDequeueCount times (host.json) goes to the poison queue, which the
+// next sweep reports as guard.visibility and empties.
+resource sweepQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
+  parent: hostQueues
+  name: sweepQueueName
+}
+
+resource sweepPoisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
+  parent: hostQueues
+  name: '${sweepQueueName}-poison'
 }
 
 resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
@@ -373,6 +395,8 @@ var appSettings = {
   AzureWebJobsStorage__clientId: identity.properties.clientId
   AzureWebJobsStorage__blobServiceUri: hostStorage.properties.primaryEndpoints.blob
   AzureWebJobsStorage__tableServiceUri: hostStorage.properties.primaryEndpoints.table
+  // SweepSubscription's trigger, and where cmk-guard enqueues the sweep's messages.
+  AzureWebJobsStorage__queueServiceUri: hostStorage.properties.primaryEndpoints.queue
   APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.properties.ConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identity.properties.clientId};Authorization=AAD'
   AZURE_CLIENT_ID: identity.properties.clientId
@@ -381,6 +405,7 @@ var appSettings = {
   CMKGUARD_MANAGEMENT_GROUPS: join(managementGroups, ',')
   CMKGUARD_STATE: '${dataStorage.properties.primaryEndpoints.blob}${stateContainerName}'
   CMKGUARD_SWEEP_SCHEDULE: sweepSchedule
+  CMKGUARD_SWEEP_QUEUE: sweepQueue.name
   CMKGUARD_POLICY_FILE: policyFile
   CMKGUARD_KEYVAULT_DNS_SUFFIX: environment().suffixes.keyvaultDns
   CMKGUARD_LOG: logLevel
@@ -420,13 +445,35 @@ resource hostStorageAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' 
   }
 }
 
-// The host records its diagnostic events in tables of its storage. No queue role: no function
-// uses a queue or blob trigger.
+// The host records its diagnostic events in tables of its storage.
 resource hostTableAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(hostStorage.id, identity.id, roles.storageTableDataContributor)
   scope: hostStorage
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageTableDataContributor)
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// The sweep fan-out: cmk-guard sends to the sweep queue and reads and deletes the poison queue;
+// the host's trigger reads and deletes the sweep queue and writes the poison queue. Each grant
+// is on one queue, not on the account.
+resource sweepQueueAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(sweepQueue.id, identity.id, roles.storageQueueDataContributor)
+  scope: sweepQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataContributor)
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource sweepPoisonQueueAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(sweepPoisonQueue.id, identity.id, roles.storageQueueDataContributor)
+  scope: sweepPoisonQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataContributor)
     principalId: identity.properties.principalId
     principalType: 'ServicePrincipal'
   }

@@ -549,3 +549,39 @@ fn the_self_wiring_target_is_the_key_vault_event_function() {
         "join(managementGroups, ',')"
     );
 }
+
+/// The sweep fan-out: its queue is on the host's storage (the connection SweepSubscription's
+/// trigger uses), the poison queue is the one the host writes, and Storage Queue Data
+/// Contributor is granted on those two queues only, never on the account.
+#[test]
+fn the_sweep_queue_and_its_poison_queue_are_granted_one_by_one() {
+    assert_eq!(app_setting_value("CMKGUARD_SWEEP_QUEUE"), "sweepQueue.name");
+    assert_eq!(
+        app_setting_value("AzureWebJobsStorage__queueServiceUri"),
+        "hostStorage.properties.primaryEndpoints.queue"
+    );
+    assert!(
+        FUNCTIONS
+            .iter()
+            .any(|f| f.name == "SweepSubscription" && f.trigger == TriggerType::Queue),
+        "SweepSubscription is no longer a queue-triggered function"
+    );
+    let text = read(APP_TEMPLATE);
+    assert!(
+        text.contains(&format!(
+            "name: '${{sweepQueueName}}{}'",
+            cmk_guard::queue::POISON_SUFFIX
+        )),
+        "{APP_TEMPLATE}: the poison queue must be named as the host names it"
+    );
+    let scopes: Vec<&str> = text
+        .split("resource ")
+        .filter(|block| block.contains("roles.storageQueueDataContributor)"))
+        .filter_map(|block| {
+            block
+                .lines()
+                .find_map(|line| line.trim().strip_prefix("scope: "))
+        })
+        .collect();
+    assert_eq!(scopes, ["sweepQueue", "sweepPoisonQueue"], "{APP_TEMPLATE}");
+}

@@ -3,11 +3,13 @@
 //! function enqueues one message per subscription, two instances sharing one state store sweep
 //! them, every workspace once, and exactly one digest goes out, built from the store; a
 //! message the host gave up on (the poison queue) is a `guard.visibility` finding at the next
-//! sweep; a hostile message is refused; without a queue the Sweep function does it all.
+//! sweep; a subscription whose budget runs out continues in a new message; a hostile message
+//! is refused; without a queue the Sweep function does it all.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
-use azure_sim::{KeySpec, Tenant, VaultSpec, WorkspaceSpec};
+use azure_sim::{Fault, KeySpec, Tenant, VaultSpec, WorkspaceSpec};
 use cmk_guard_blackbox::azurite_queue::{AzuriteQueue, Delivery, QueueHost};
 use cmk_guard_blackbox::scratch::Scratch;
 use cmk_guard_blackbox::sink::Sink;
@@ -27,6 +29,11 @@ const POLICY: &str = "[notify]\nteams = [\"critical\", \"high\", \"medium\", \"l
 
 /// Three workspaces per subscription; the first of each uses a vault without purge protection.
 fn tenant() -> Tenant {
+    tenant_with(WORKSPACES_PER_SUB)
+}
+
+/// As [`tenant`], with `first` workspaces in the first subscription.
+fn tenant_with(first: usize) -> Tenant {
     let mut builder = Tenant::builder();
     for (n, sub) in SUBS.iter().chain([&OUTSIDE]).enumerate() {
         // Vault names are global in Azure, so each subscription has its own.
@@ -39,7 +46,8 @@ fn tenant() -> Tenant {
                     .purge_protection(None)
                     .key(KeySpec::rsa("key", 3072)),
             );
-        for i in 0..WORKSPACES_PER_SUB {
+        let count = if n == 0 { first } else { WORKSPACES_PER_SUB };
+        for i in 0..count {
             let vault = if i == 0 { &drift } else { &ok };
             builder = builder
                 .workspace(WorkspaceSpec::new(sub, "rg", &format!("ws-{i}")).cmk(vault, "key"));
@@ -111,12 +119,17 @@ impl Deployment {
     }
 
     async fn instance(&self) -> Handler {
+        self.instance_with(tenant(), &[]).await
+    }
+
+    async fn instance_with(&self, tenant: Tenant, extra: &[(&str, &str)]) -> Handler {
         let env: Vec<(&str, &str)> = self
             .env
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
+            .chain(extra.iter().copied())
             .collect();
-        Handler::start_with(tenant(), &env).await
+        Handler::start_with(tenant, &env).await
     }
 
     fn host(&self) -> QueueHost<'_> {
@@ -218,6 +231,54 @@ async fn three_subscriptions_over_two_instances_sweep_each_workspace_once_with_o
     for n in 0..SUBS.len() {
         assert!(digest.contains(&format!("kv-drift-{n}")), "{digest}");
     }
+}
+
+#[tokio::test]
+async fn a_subscription_whose_budget_runs_out_continues_in_a_new_message() {
+    const BIG: usize = 40;
+    let deployment = Deployment::start(true).await;
+    let handler = deployment
+        .instance_with(tenant_with(BIG), &[("CMKGUARD_SWEEP_BUDGET_SECONDS", "1")])
+        .await;
+    // Every workspace read takes longer than the budget, so a subscription of more than one
+    // chunk (32 workspaces read at once) cannot be done in one invocation, however fast the
+    // machine.
+    handler
+        .sim
+        .add_fault(Fault::on_operation("Workspaces_Get").latency(Duration::from_millis(1200)));
+    sweep(&handler).await;
+    let deliveries = deployment.host().run(&[&handler]).await;
+    let big: Vec<&Delivery> = deliveries
+        .iter()
+        .filter(|d| d.message.contains(SUBS[0]))
+        .collect();
+    assert!(big.len() >= 2, "continued: {big:?}");
+    let first = big[0].reply.outcome();
+    assert!(
+        first["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("budget ran out")),
+        "{first}"
+    );
+    assert!(!big[0].message.contains("\"after\""), "{}", big[0].message);
+    assert!(
+        big[1..].iter().all(|d| d.message.contains("\"after\"")),
+        "the continuations resume after a workspace"
+    );
+    let mut swept: BTreeMap<String, usize> = BTreeMap::new();
+    for delivery in &deliveries {
+        assert_eq!(delivery.reply.status, 200, "{:?}", delivery.reply.body);
+        let outcome = delivery.reply.outcome();
+        for workspace in outcome["workspaces"].as_array().into_iter().flatten() {
+            let workspace = workspace.as_str().unwrap_or_default().to_ascii_lowercase();
+            *swept.entry(workspace).or_default() += 1;
+        }
+    }
+    assert_eq!(swept.len(), BIG + 2 * WORKSPACES_PER_SUB, "{swept:?}");
+    assert!(
+        swept.values().all(|n| *n == 1),
+        "each workspace once: {swept:?}"
+    );
 }
 
 #[tokio::test]

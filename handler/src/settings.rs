@@ -96,8 +96,9 @@ pub struct Settings {
     pub api_versions: ApiVersions,
     /// `CMKGUARD_POLICY_FILE`, or the built-in policy.
     pub policy: Policy,
-    /// `CMKGUARD_READ_RATE`: Azure requests per second, shared by every worker.
-    pub read_rate: u32,
+    /// `CMKGUARD_READ_RATE`: an optional cap on this instance's Azure requests per second,
+    /// shared by every worker (unset: paced from ARM's remaining counts only).
+    pub read_rate: Option<u32>,
     /// `CMKGUARD_STATE`: `sqlite:<path>` or a Blob container URL.
     pub state: StateSpec,
     /// The alert channels (`CMKGUARD_TEAMS_WEBHOOK_URL`, `CMKGUARD_EMAIL_TO`, …).
@@ -206,7 +207,7 @@ impl Settings {
             .map_err(|e| ConfigError::new("CMKGUARD_API_VERSIONS", e.to_string()))?;
         let read_rate = match value("CMKGUARD_READ_RATE") {
             Some(text) => match text.parse::<u32>() {
-                Ok(rate) if (1..=10_000).contains(&rate) => rate,
+                Ok(rate) if (1..=10_000).contains(&rate) => Some(rate),
                 _ => {
                     return Err(ConfigError::new(
                         "CMKGUARD_READ_RATE",
@@ -214,7 +215,7 @@ impl Settings {
                     ));
                 }
             },
-            None => crate::azure::ratelimit::DEFAULT_RATE_PER_SECOND,
+            None => None,
         };
         let sweep_budget = match value("CMKGUARD_SWEEP_BUDGET_SECONDS") {
             Some(text) => match text.parse::<u64>() {

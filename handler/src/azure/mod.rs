@@ -6,6 +6,7 @@ pub(crate) mod credential;
 pub(crate) mod error;
 pub(crate) mod keyvault;
 pub(crate) mod management;
+pub(crate) mod pacing;
 pub(crate) mod ratelimit;
 pub(crate) mod retry;
 pub(crate) mod scope;
@@ -34,8 +35,9 @@ pub struct AzureSettings {
     pub transport: TransportSettings,
     /// The api-version per resource provider.
     pub api_versions: ApiVersions,
-    /// Azure requests per second, shared by every worker (`CMKGUARD_READ_RATE`).
-    pub read_rate: u32,
+    /// An optional cap on this instance's Azure requests per second, shared by every worker
+    /// (`CMKGUARD_READ_RATE`); the pacing from ARM's counts applies either way.
+    pub read_rate: Option<u32>,
     /// The subscriptions requests may reach (`CMKGUARD_SUBSCRIPTIONS`, and those discovered
     /// under `CMKGUARD_MANAGEMENT_GROUPS`).
     pub subscriptions: SubscriptionScope,
@@ -97,7 +99,7 @@ impl Azure {
             transport.clone(),
             settings.api_versions.clone(),
             RetrySettings::default(),
-            ratelimit::RateLimiter::new(settings.read_rate),
+            ratelimit::RateLimiter::paced(settings.read_rate),
             settings.subscriptions.clone(),
         );
         let keys = KeyVaultClients::new(

@@ -5,12 +5,14 @@
 //!
 //! # Layout
 //! - `phases`: the measurements, one function each.
+//! - `fanout`: the sweep fanned out over a Storage queue (Azurite) to several instances.
 //! - `process`: starting the servers and timing their cold start.
 //! - `load`: wrk and a reqwest client as load generators; percentiles.
 //! - `procfs`: CPU time and memory from `/proc`.
 //! - `scenario`: the simulated tenants and events.
 //! - `report`: sections, verdicts, Markdown and JSON output.
 
+mod fanout;
 mod load;
 mod phases;
 mod process;
@@ -49,7 +51,17 @@ struct Args {
     /// Workspaces in the sweep at the default read rate.
     #[arg(long, default_value_t = 50)]
     sweep_small: usize,
-    /// Measurements to run (default: all): cold, irrelevant, relevant, critical, burst, sweep.
+    /// Subscriptions in the fan-out measurement.
+    #[arg(long, default_value_t = 20)]
+    fanout_subscriptions: usize,
+    /// Workspaces per subscription in the fan-out measurement.
+    #[arg(long, default_value_t = 250)]
+    fanout_workspaces: usize,
+    /// Handler instances the fan-out's queue delivers to.
+    #[arg(long, default_value_t = 4)]
+    fanout_instances: usize,
+    /// Measurements to run (default: all): cold, irrelevant, relevant, critical, burst, sweep,
+    /// fanout.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where to write the results as JSON.
@@ -132,6 +144,17 @@ async fn run(args: &Args) -> Result<(), String> {
                 args.sweep_workspaces,
                 args.sweep_rate,
                 args.sweep_small,
+            )
+            .await,
+        );
+    }
+    if wanted("fanout") {
+        emit(
+            fanout::fanout(
+                &setup,
+                args.fanout_subscriptions,
+                args.fanout_workspaces,
+                args.fanout_instances,
             )
             .await,
         );

@@ -15,9 +15,9 @@ use time::macros::format_description;
 use time::{Duration, OffsetDateTime};
 use tokio::process::{Child, Command};
 
+use crate::Handler;
 use crate::azurite::{ACCOUNT, SAS_VERSION, drain, sign};
 use crate::scratch::Scratch;
-use crate::{Handler, Reply};
 
 /// How long Azurite may take to start on a busy 2-core machine.
 const STARTUP_TIMEOUT: StdDuration = StdDuration::from_secs(60);
@@ -318,7 +318,21 @@ pub struct Delivery {
     pub instance: usize,
     pub dequeue_count: u32,
     pub message: String,
-    pub reply: Reply,
+    pub reply: QueueReply,
+}
+
+/// The handler's answer to one queue invocation.
+#[derive(Debug)]
+pub struct QueueReply {
+    pub status: u16,
+    pub body: serde_json::Value,
+}
+
+impl QueueReply {
+    /// The Outcome in `ReturnValue`.
+    pub fn outcome(&self) -> &serde_json::Value {
+        &self.body["ReturnValue"]
+    }
 }
 
 impl QueueHost<'_> {
@@ -350,6 +364,12 @@ impl QueueHost<'_> {
     /// concurrently) until the queue is empty, and returns every invocation made. A message
     /// whose delivery failed comes back after the visibility timeout, as in Azure.
     pub async fn run(&self, handlers: &[&Handler]) -> Vec<Delivery> {
+        let urls: Vec<String> = handlers.iter().map(|h| h.url("")).collect();
+        self.run_at(&urls).await
+    }
+
+    /// As [`QueueHost::run`], for handlers at these base URLs (`http://127.0.0.1:<port>`).
+    pub async fn run_at(&self, handlers: &[String]) -> Vec<Delivery> {
         let mut deliveries = Vec::new();
         let mut next = 0usize;
         loop {
@@ -365,7 +385,7 @@ impl QueueHost<'_> {
             let invocations = batch.into_iter().map(|message| {
                 let instance = next % handlers.len();
                 next += 1;
-                let handler = handlers[instance];
+                let url = format!("{}/{}", handlers[instance], self.function);
                 async move {
                     let text = message.decoded();
                     if message.dequeue_count > self.max_dequeue_count {
@@ -373,9 +393,7 @@ impl QueueHost<'_> {
                         self.queue.delete(&self.name, &message).await;
                         return None;
                     }
-                    let reply = handler
-                        .invoke(self.function, self.envelope(&message, &text))
-                        .await;
+                    let reply = self.invoke(&url, self.envelope(&message, &text)).await;
                     if (200..300).contains(&reply.status) {
                         self.queue.delete(&self.name, &message).await;
                     }
@@ -393,6 +411,36 @@ impl QueueHost<'_> {
                     .into_iter()
                     .flatten(),
             );
+        }
+    }
+
+    /// POSTs one invocation as the host does; a connection failure is a 503 (redelivered).
+    async fn invoke(&self, url: &str, body: Vec<u8>) -> QueueReply {
+        let sent = self
+            .queue
+            .http
+            .post(url)
+            .header("Content-Type", "application/json")
+            .header(
+                "X-Azure-Functions-InvocationId",
+                uuid::Uuid::new_v4().to_string(),
+            )
+            .body(body)
+            .send()
+            .await;
+        match sent {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let bytes = response.bytes().await.unwrap_or_default();
+                let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                    serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
+                });
+                QueueReply { status, body }
+            }
+            Err(error) => QueueReply {
+                status: 503,
+                body: serde_json::Value::String(error.to_string()),
+            },
         }
     }
 

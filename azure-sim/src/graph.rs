@@ -72,6 +72,23 @@ pub fn rows(tenant: &Tenant) -> Vec<Value> {
     for w in &tenant.workspaces {
         let body = crate::arm::workspace_json(w, &tenant.tenant_id);
         rows.push(row(w.id(), &body, &w.subscription, &w.resource_group));
+        // Its endpoints: `microsoft.machinelearningservices/workspaces/onlineendpoints` and
+        // `…/batchendpoints` rows, as Resource Graph lists them.
+        for (kind, endpoints) in [
+            ("onlineEndpoints", &w.online_endpoints),
+            ("batchEndpoints", &w.batch_endpoints),
+        ] {
+            for e in endpoints {
+                let body = crate::arm::endpoint_json(w, e, kind, &tenant.tenant_id);
+                let id = body.get("id").and_then(Value::as_str).unwrap_or_default();
+                rows.push(row(
+                    id.to_owned(),
+                    &body,
+                    &w.subscription,
+                    &w.resource_group,
+                ));
+            }
+        }
     }
     for r in &tenant.resources {
         if let Some(p) = ids::ArmIdParts::parse(&r.id) {

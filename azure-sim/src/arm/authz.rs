@@ -104,6 +104,9 @@ fn parse_filter(text: &str) -> Result<Filter, String> {
     Ok(filter)
 }
 
+/// Role assignments per page of `RoleAssignments_ListForScope` (a stated choice).
+pub const ASSIGNMENTS_PAGE_SIZE: usize = 100;
+
 /// `RoleAssignments_ListForScope`: at, above and below the scope unless `atScope()` limits it
 /// to the scope and its ancestors; a grant at subscription, group or vault scope applies below.
 pub(crate) fn list_assignments(ctx: &mut Ctx) -> Reply {
@@ -145,7 +148,7 @@ pub(crate) fn list_assignments(ctx: &mut Ctx) -> Reply {
         })
         .map(assignment_json)
         .collect();
-    Reply::ok(json!({ "value": value }))
+    super::management::paged(ctx, value, ASSIGNMENTS_PAGE_SIZE, "2022-04-01")
 }
 
 fn is_guid(s: &str) -> bool {

@@ -42,11 +42,23 @@ pub(crate) fn descendants(ctx: &mut Ctx) -> Reply {
         }
         descendant_items(&tenant, &requested)
     };
+    paged(ctx, items, PAGE_SIZE, "2020-05-01")
+}
+
+/// One page of an ARM list: `page_size` items from the `$skiptoken` offset (the first page
+/// without one), with a `nextLink` (an absolute URL carrying the request's `api-version`,
+/// `default_version` when it had none, and the next `$skiptoken`) while items remain.
+pub(crate) fn paged(
+    ctx: &Ctx,
+    items: Vec<Value>,
+    page_size: usize,
+    default_version: &str,
+) -> Reply {
     let offset = ctx.q("$skiptoken").and_then(crate::ids::skiptoken_offset);
     let Some(offset) = offset.or(ctx.q("$skiptoken").is_none().then_some(0)) else {
         return error(400, "InvalidSkipToken", "The $skiptoken is not valid.");
     };
-    let end = (offset + PAGE_SIZE).min(items.len());
+    let end = (offset + page_size.max(1)).min(items.len());
     let value = items.get(offset.min(items.len())..end).unwrap_or_default();
     let next = (end < items.len()).then(|| {
         let token = crate::ids::skiptoken(end);
@@ -54,7 +66,7 @@ pub(crate) fn descendants(ctx: &mut Ctx) -> Reply {
             "https://{}{}?api-version={}&$skiptoken={token}",
             ctx.host,
             ctx.path,
-            ctx.q("api-version").unwrap_or("2020-05-01")
+            ctx.q("api-version").unwrap_or(default_version)
         )
     });
     Reply::ok(json!({ "value": value, "nextLink": next }))

@@ -123,8 +123,12 @@ pub(crate) fn list(ctx: &mut Ctx) -> Reply {
         })
         .map(|w| workspace_json(w, &tenant.tenant_id))
         .collect();
-    Reply::ok(json!({ "value": value }))
+    super::management::paged(ctx, value, LIST_PAGE_SIZE, "2026-09-01")
 }
+
+/// Workspaces per page of `Workspaces_ListBySubscription` / `_ListByResourceGroup` (a stated
+/// choice: ARM documents none).
+pub const LIST_PAGE_SIZE: usize = 100;
 
 /// Splits `https://{vault}.vault.azure.net[:443]/keys/{key}[/{version}]`.
 pub(crate) fn parse_key_url(url: &str) -> Option<(String, String, Option<String>)> {
@@ -270,7 +274,8 @@ pub(crate) fn patch(ctx: &mut Ctx) -> Reply {
     reply
 }
 
-fn endpoint_json(w: &Workspace, e: &Endpoint, kind: &str, tenant_id: &str) -> Value {
+/// An online or batch endpoint (`kind`: `onlineEndpoints` / `batchEndpoints`) as ARM returns it.
+pub(crate) fn endpoint_json(w: &Workspace, e: &Endpoint, kind: &str, tenant_id: &str) -> Value {
     let base = json!({
         "id": format!("{}/{kind}/{}", w.id(), e.name),
         "name": e.name,

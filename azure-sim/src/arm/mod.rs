@@ -15,7 +15,7 @@ use crate::token::TokenError;
 use serde_json::{Value, json};
 
 pub(crate) use eventgrid::wire;
-pub(crate) use ml::workspace_json;
+pub(crate) use ml::{endpoint_json, workspace_json};
 pub(crate) use vaults::{access_policy_json, vault_json};
 
 /// `400 MissingApiVersionParameter` etc.: ARM's error body (`ErrorResponse`).

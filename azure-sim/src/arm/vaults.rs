@@ -111,8 +111,12 @@ pub(crate) fn list(ctx: &mut Ctx) -> Reply {
         })
         .map(vault_json)
         .collect();
-    Reply::ok(json!({ "value": value }))
+    super::management::paged(ctx, value, LIST_PAGE_SIZE, "2026-02-01")
 }
+
+/// Items per page of the vault and key lists (a stated choice: `$top` is optional and ARM
+/// documents no default).
+pub const LIST_PAGE_SIZE: usize = 100;
 
 fn bool_field(props: &Map<String, Value>, name: &str) -> Result<Option<bool>, Reply> {
     match props.get(name) {
@@ -587,7 +591,7 @@ pub(crate) fn list_keys(ctx: &mut Ctx) -> Reply {
         .iter()
         .filter_map(|k| key_json(vault, k, None, true))
         .collect();
-    Reply::ok(json!({ "value": value }))
+    super::management::paged(ctx, value, LIST_PAGE_SIZE, "2026-02-01")
 }
 
 /// `Keys_Get`.

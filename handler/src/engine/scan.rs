@@ -1,22 +1,30 @@
 //! The read-only `cmk-guard scan`: every ML workspace of whole subscriptions, listed with
 //! Resource Graph and each re-read through ARM.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use futures_util::StreamExt;
 use tokio::time::Instant;
 
 use super::{Engine, add_findings};
 use crate::azure::AzureError;
-use crate::ids::SubscriptionId;
+use crate::ids::{ArmResourceId, SubscriptionId};
+use crate::observe::bulk::Inventory;
 use crate::observe::read_failure;
 use crate::outcome::{Disposition, EventRef, Outcome};
-use crate::resolve::{self, ALL_WORKSPACES};
+use crate::resolve::{self, ALL_WORKSPACES, Found};
 use crate::rules;
+use crate::snapshot::Snapshot;
 
 /// The `event.type` of scan outcomes.
 pub const SCAN_EVENT_TYPE: &str = "cmk-guard.Scan";
 
 /// How many workspaces a scan reads at once (the request rate limit applies on top).
 pub const SCAN_CONCURRENCY: usize = 32;
+
+/// How many workspaces a scan reads, evaluates and reports before the next ones.
+const SCAN_CHUNK: usize = 8 * SCAN_CONCURRENCY;
 
 impl Engine {
     /// Checks every ML workspace of `subscriptions` (all readable ones when `None`): listed with
@@ -63,25 +71,23 @@ impl Engine {
         let total = workspaces.len();
         progress(0, total);
         let now = time::OffsetDateTime::now_utc();
-        let mut snapshots = futures_util::stream::iter(workspaces.iter())
-            .map(|found| {
-                self.observer
-                    .snapshot_hinted(&found.id, found.hint.as_ref(), deadline)
-            })
-            .buffer_unordered(SCAN_CONCURRENCY);
+        let mut inventories = Inventories::new(&workspaces);
         let mut wiring =
             crate::observe::wiring::WiringReads::new(self.observer.arm(), &self.settings.wiring);
         let mut done = 0;
-        while let Some(mut snapshot) = snapshots.next().await {
+        for chunk in workspaces.chunks(SCAN_CHUNK) {
+            let mut snapshots = self
+                .snapshots_in_bulk(&mut inventories, chunk, deadline, now)
+                .await;
             if let Some(wiring) = &mut wiring {
-                wiring
-                    .fill(std::slice::from_mut(&mut snapshot), deadline)
-                    .await;
+                wiring.fill(&mut snapshots, deadline).await;
             }
-            let evaluation = self.evaluate(&snapshot, None, now);
-            add_findings(&mut outcome, &evaluation);
-            done += 1;
-            progress(done, total);
+            for snapshot in &snapshots {
+                let evaluation = self.evaluate(snapshot, None, now);
+                add_findings(&mut outcome, &evaluation);
+                done += 1;
+                progress(done, total);
+            }
         }
         outcome.workspaces = workspaces.iter().map(|f| f.id.to_string()).collect();
         outcome.findings.sort_by(|a, b| {
@@ -91,6 +97,82 @@ impl Engine {
                 .then(a.resource.cmp(&b.resource))
         });
         outcome
+    }
+}
+
+/// The bulk inventories of a pass (`observe::bulk`), each read when the pass first reaches a
+/// workspace of its subscription, for the pass's workspaces of that subscription.
+pub(super) struct Inventories {
+    wanted: HashMap<String, Vec<ArmResourceId>>,
+    read: HashMap<String, Arc<Inventory>>,
+}
+
+impl Inventories {
+    /// None read yet, for the pass over `found`.
+    pub(super) fn new(found: &[Found]) -> Self {
+        let mut wanted: HashMap<String, Vec<ArmResourceId>> = HashMap::new();
+        for found in found {
+            wanted
+                .entry(found.id.subscription().as_str().to_ascii_lowercase())
+                .or_default()
+                .push(found.id.clone());
+        }
+        Self {
+            wanted,
+            read: HashMap::new(),
+        }
+    }
+}
+
+impl Engine {
+    /// The snapshots of `chunk`, in order, at most [`SCAN_CONCURRENCY`] read at once, each
+    /// answered from its subscription's inventory where it can. A workspace whose bulk
+    /// evaluation fails any check is read again through the targeted reads and that snapshot
+    /// returned instead: findings, notifications and remediations rest on targeted reads
+    /// (group grants and new endpoints are invisible in bulk).
+    pub(super) async fn snapshots_in_bulk(
+        &self,
+        inventories: &mut Inventories,
+        chunk: &[Found],
+        deadline: Instant,
+        now: time::OffsetDateTime,
+    ) -> Vec<Snapshot> {
+        for found in chunk {
+            let subscription = found.id.subscription();
+            let key = subscription.as_str().to_ascii_lowercase();
+            if inventories.read.contains_key(&key) {
+                continue;
+            }
+            let wanted = inventories.wanted.get(&key).cloned().unwrap_or_default();
+            let wanted: Vec<&ArmResourceId> = wanted.iter().collect();
+            let inventory = self
+                .observer
+                .inventory(subscription, &wanted, deadline)
+                .await;
+            inventories.read.insert(key, Arc::new(inventory));
+        }
+        let inventories = &*inventories;
+        futures_util::stream::iter(chunk)
+            .map(|found| async move {
+                let key = found.id.subscription().as_str().to_ascii_lowercase();
+                let hint = found.hint.as_ref();
+                if let Some(inventory) = inventories.read.get(&key) {
+                    let snapshot = self
+                        .observer
+                        .snapshot_from(inventory, &found.id, hint, deadline)
+                        .await;
+                    let evaluation = self.evaluate(&snapshot, None, now);
+                    if evaluation.findings.is_empty() && evaluation.exempted.is_empty() {
+                        return snapshot;
+                    }
+                }
+                self.observer
+                    .snapshot_hinted(&found.id, hint, deadline)
+                    .await
+            })
+            .buffered(SCAN_CONCURRENCY)
+            .collect()
+            .await
     }
 }
 

@@ -2,7 +2,6 @@
 //! a digest at the end when one is due (`plan::digest_window`: at most one per `digest_hours`,
 //! and only with an open finding people were not told about within it).
 
-use futures_util::StreamExt;
 use tokio::time::Instant;
 
 use super::{EVENT_BUDGET, Engine, Failure, SCAN_CONCURRENCY, Unfinished, add_findings};
@@ -136,6 +135,8 @@ impl Engine {
     ) -> Result<SweepPass, Failure> {
         let actor = self.actor().ok_or(Failure::NoStore)?;
         let mut wiring = WiringReads::new(self.observer.arm(), &self.settings.wiring);
+        // Each subscription's inventory is read once per pass (`observe::bulk`).
+        let mut inventories = super::scan::Inventories::new(todo);
         let mut last_done: Option<String> = None;
         let mut stopped_early = false;
         for chunk in todo.chunks(SCAN_CONCURRENCY) {
@@ -149,13 +150,8 @@ impl Engine {
             // Each chunk gets the usual per-invocation read budget; the sweep's own budget only
             // decides whether another chunk is started.
             let chunk_deadline = Instant::now() + EVENT_BUDGET;
-            let mut snapshots: Vec<Snapshot> = futures_util::stream::iter(chunk.iter())
-                .map(|found| {
-                    self.observer
-                        .snapshot_hinted(&found.id, found.hint.as_ref(), chunk_deadline)
-                })
-                .buffered(SCAN_CONCURRENCY)
-                .collect()
+            let mut snapshots: Vec<Snapshot> = self
+                .snapshots_in_bulk(&mut inventories, chunk, chunk_deadline, now)
                 .await;
             if let Some(wiring) = &mut wiring {
                 wiring.fill(&mut snapshots, chunk_deadline).await;

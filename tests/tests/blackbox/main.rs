@@ -4,6 +4,7 @@ mod actions;
 mod alert_content;
 mod architecture;
 mod azure_reads;
+mod bulk_reads;
 mod bad_input;
 mod card_rendering;
 mod cli;

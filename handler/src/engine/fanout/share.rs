@@ -103,7 +103,15 @@ impl Engine {
                 .sweep_one_subscription(outcome, message, budget_end)
                 .await?;
             if let Some(after) = stopped_after {
-                let queue = self.sweep_queue()?.ok_or(Failure::NoStore)?;
+                let queue = self.sweep_queue()?.ok_or_else(|| {
+                    Failure::Queue(crate::queue::QueueError {
+                        transient: false,
+                        message: format!(
+                            "{} is not set, so the rest of the subscription cannot be enqueued",
+                            crate::queue::QUEUE_VARIABLE
+                        ),
+                    })
+                })?;
                 let next = SweepMessage {
                     after: Some(after.clone()),
                     ..message.clone()

@@ -328,6 +328,43 @@ async fn a_subscription_the_host_gave_up_on_is_reported_at_the_next_sweep() {
 }
 
 #[tokio::test]
+async fn subscriptions_that_keep_failing_go_to_the_poison_queue_and_are_reported() {
+    let deployment = Deployment::start(true).await;
+    let handler = deployment.instance().await;
+    // Listing a subscription's workspaces is refused: every delivery fails (503).
+    let fault = handler
+        .sim
+        .add_fault(Fault::on_operation("ResourceGraph_Resources").status(403));
+    sweep(&handler).await;
+    let host = QueueHost {
+        max_dequeue_count: 2,
+        ..deployment.host()
+    };
+    let deliveries = host.run(&[&handler]).await;
+    assert_eq!(deliveries.len(), SUBS.len() * 2, "each delivered twice");
+    assert!(
+        deliveries.iter().all(|d| d.reply.status == 503),
+        "{deliveries:?}"
+    );
+    let poison = host.poison();
+    assert_eq!(deployment.queue.peek(&poison).await.len(), SUBS.len());
+
+    handler.sim.remove_fault(fault);
+    let outcome = sweep(&handler).await;
+    let mut reported: Vec<String> = outcome["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| f["rule"] == "guard.visibility")
+        .filter_map(|f| f["resource"].as_str().map(str::to_owned))
+        .collect();
+    reported.sort();
+    let expected: Vec<String> = SUBS.iter().map(|s| format!("/subscriptions/{s}")).collect();
+    assert_eq!(reported, expected, "{outcome}");
+    assert!(deployment.queue.peek(&poison).await.is_empty());
+}
+
+#[tokio::test]
 async fn hostile_messages_are_refused_and_not_retried() {
     let deployment = Deployment::start(true).await;
     let handler = deployment.instance().await;

@@ -346,3 +346,20 @@ fn read_response(reader: &mut BufReader<TcpStream>) -> String {
     reader.read_exact(&mut body).expect("body");
     head + &String::from_utf8_lossy(&body)
 }
+
+#[tokio::test]
+async fn a_function_is_found_by_its_name_in_any_case() {
+    let handler = Handler::start(&[]).await;
+    for name in [
+        "OnSubscriptionEvent",
+        "onsubscriptionevent",
+        "ONSUBSCRIPTIONEVENT",
+    ] {
+        let body = envelope("event", &workspace_write(SUB), "OnSubscriptionEvent");
+        let reply = handler.invoke(name, body).await;
+        assert_eq!(reply.status, 200, "{name}");
+        assert_eq!(reply.outcome()["event"]["id"], "ws-write-1", "{name}");
+    }
+    let not_a_post = handler.get("/OnSubscriptionEvent").await;
+    assert!(not_a_post.status >= 400, "{}", not_a_post.status);
+}

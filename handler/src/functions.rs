@@ -174,8 +174,9 @@ fn log_lines(logs: Vec<String>) -> Vec<String> {
 
 /// The JSON body of a reply; `{}` in the unreachable case that serialization fails.
 fn to_body(response: &impl serde::Serialize) -> Vec<u8> {
-    /// Room for the reply to an ignored event without growing the buffer.
-    const TYPICAL_REPLY_BYTES: usize = 1024;
+    /// Room for the reply to an ignored event without growing the buffer, and just below
+    /// glibc's first large-bin size (1,024 bytes), whose requests consolidate the free lists.
+    const TYPICAL_REPLY_BYTES: usize = 1000;
     let mut body = Vec::with_capacity(TYPICAL_REPLY_BYTES);
     match serde_json::to_writer(&mut body, response) {
         Ok(()) => body,

@@ -262,7 +262,7 @@ async fn read_body(
         ));
     }
     let deadline = tokio::time::Instant::now() + BODY_DEADLINE;
-    let mut body = BytesMut::new();
+    let mut body = Received::default();
     loop {
         // A chunk already received is taken at once: no clock read, no timer (most bodies).
         let next = if let Some(next) = payload.next().now_or_never() {
@@ -298,9 +298,39 @@ async fn read_body(
                 payload,
             ));
         }
-        body.extend_from_slice(&chunk);
+        body.push(chunk);
     }
-    Ok(body.freeze())
+    Ok(body.into_bytes())
+}
+
+/// A request body as it arrives: a body in one chunk (most are) is kept as received, not
+/// copied; later chunks are copied after the first.
+#[derive(Default)]
+struct Received {
+    first: Option<Bytes>,
+    rest: BytesMut,
+}
+
+impl Received {
+    fn len(&self) -> usize {
+        self.first.as_ref().map_or(0, Bytes::len) + self.rest.len()
+    }
+
+    fn push(&mut self, chunk: Bytes) {
+        match self.first.take() {
+            None if self.rest.is_empty() => self.first = Some(chunk),
+            first => {
+                if let Some(first) = first {
+                    self.rest.extend_from_slice(&first);
+                }
+                self.rest.extend_from_slice(&chunk);
+            }
+        }
+    }
+
+    fn into_bytes(self) -> Bytes {
+        self.first.unwrap_or_else(|| self.rest.freeze())
+    }
 }
 
 /// The body of an answer given before the request body was read to its end. It keeps the

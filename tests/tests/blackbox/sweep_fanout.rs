@@ -240,12 +240,12 @@ async fn a_subscription_whose_budget_runs_out_continues_in_a_new_message() {
     let handler = deployment
         .instance_with(tenant_with(BIG), &[("CMKGUARD_SWEEP_BUDGET_SECONDS", "1")])
         .await;
-    // Every workspace read takes longer than the budget, so a subscription of more than one
-    // chunk (32 workspaces read at once) cannot be done in one invocation, however fast the
-    // machine.
+    // Every request to Azure takes longer than the budget, and a chunk of workspaces (32
+    // read at once) needs at least one, so a subscription of more than one chunk cannot be
+    // done in one invocation, however fast the machine.
     handler
         .sim
-        .add_fault(Fault::on_operation("Workspaces_Get").latency(Duration::from_millis(1200)));
+        .add_fault(Fault::on_everything().latency(Duration::from_millis(1100)));
     sweep(&handler).await;
     let deliveries = deployment.host().run(&[&handler]).await;
     let big: Vec<&Delivery> = deliveries

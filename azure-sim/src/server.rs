@@ -274,6 +274,28 @@ impl Sim {
         *lock(&self.shared.throttle) = crate::throttle::Throttle::new(enabled);
     }
 
+    /// Spends `reads` of `principal_id`'s read budget in `subscription`, as another tool signed
+    /// in as the same identity would (only while throttling is on); returns how many ARM let
+    /// through.
+    pub fn spend_arm_reads(&self, subscription: &str, principal_id: &str, reads: usize) -> usize {
+        let scope = crate::throttle::Scope::Subscription(subscription.to_ascii_lowercase());
+        let mut throttle = lock(&self.shared.throttle);
+        (0..reads)
+            .filter(|_| {
+                let now = self.shared.started.elapsed();
+                matches!(
+                    throttle.admit_at(now, &scope, principal_id, crate::throttle::Operation::Read),
+                    crate::throttle::Admission::Granted(_)
+                )
+            })
+            .count()
+    }
+
+    /// The app identity's object id (what the managed-identity endpoint signs in as).
+    pub fn app_principal_id(&self) -> String {
+        self.tenant(|t| t.app.principal_id.clone().unwrap_or_default())
+    }
+
     /// Adds a fault rule; returns its id.
     pub fn add_fault(&self, fault: Fault) -> u64 {
         lock(&self.shared.faults).add(fault)

@@ -10,6 +10,7 @@
 //! - `load`: wrk and a reqwest client as load generators; percentiles.
 //! - `procfs`: CPU time and memory from `/proc`.
 //! - `scenario`: the simulated tenants and events.
+//! - `throttled`: the sweep (`cmk-guard scan`) under ARM's throttling model.
 //! - `report`: sections, verdicts, Markdown and JSON output.
 
 mod fanout;
@@ -19,6 +20,7 @@ mod process;
 mod procfs;
 mod report;
 mod scenario;
+mod throttled;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -60,8 +62,11 @@ struct Args {
     /// Handler instances the fan-out's queue delivers to.
     #[arg(long, default_value_t = 4)]
     fanout_instances: usize,
+    /// Workspaces of the scan under ARM's throttling model (ten to a vault, one subscription).
+    #[arg(long, default_value_t = 5000)]
+    throttled_workspaces: usize,
     /// Measurements to run (default: all): cold, irrelevant, relevant, critical, burst, sweep,
-    /// fanout.
+    /// fanout, throttled.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where to write the results as JSON.
@@ -147,6 +152,9 @@ async fn run(args: &Args) -> Result<(), String> {
             )
             .await,
         );
+    }
+    if wanted("throttled") {
+        emit(throttled::throttled(&setup, args.throttled_workspaces).await);
     }
     if wanted("fanout") {
         emit(

@@ -5,8 +5,9 @@
 //! quota per user instead (15 queries per 5 s window, `x-ms-user-quota-remaining`).
 //!
 //! cmk-guard keeps an estimate of each bucket: it spends a token per request, refills at ARM's
-//! rate, and lowers the estimate to what the last answer reported, less the requests sent after
-//! that one. Every instance of the function app signs in as the same managed identity, so the
+//! rate, and sets the estimate to what the last answer reported, less the requests sent after
+//! that one. Until a bucket's first answer, only [`PROBE`] requests go at once (another tool
+//! may have spent the budget already); the rest wait for their paced turn. Every instance of the function app signs in as the same managed identity, so the
 //! reported count already includes what the other instances spent: together they share one
 //! budget instead of multiplying it. While the estimate stays above a reserve
 //! ([`RESERVE_SHARE`] of the bucket, left for events and other tools), requests go out at
@@ -26,6 +27,9 @@ use super::ratelimit::MAX_SHARED_PAUSE;
 /// The share of a bucket cmk-guard leaves for others (its own events included): below it,
 /// requests are paced to the refill rate.
 pub const RESERVE_SHARE: f64 = 0.2;
+
+/// Requests that go at once to a bucket nothing has been heard from yet.
+pub const PROBE: f64 = 4.0;
 
 /// Which ARM bucket a request draws from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -180,7 +184,7 @@ impl Pacer {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let estimate = estimates.entry(key.clone()).or_insert_with(|| Estimate {
-            tokens: limit.capacity,
+            tokens: limit.reserve + PROBE,
             at: now,
             issued: 0,
             paused_until: None,
@@ -282,7 +286,7 @@ impl Pacer {
                 let known = (f64::from(reported) + since * limit.refill_per_second)
                     .min(limit.capacity)
                     - later;
-                estimate.tokens = estimate.tokens.min(known);
+                estimate.tokens = known;
             }
             if let Some(until) = pause.and_then(|p| now.checked_add(p.min(MAX_SHARED_PAUSE))) {
                 estimate.paused_until = Some(estimate.paused_until.map_or(until, |p| p.max(until)));
@@ -336,9 +340,30 @@ mod tests {
         );
     }
 
+    /// A pacer that has heard `remaining` reads are left in the subscription.
+    async fn told(remaining: &'static str) -> Pacer {
+        let pacer = Pacer::default();
+        let ticket = pacer.admit(read(), None).await.unwrap();
+        pacer.observe(&ticket, false, None, |name| {
+            (name == "x-ms-ratelimit-remaining-subscription-reads").then_some(remaining)
+        });
+        pacer
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn until_the_first_answer_only_a_probe_goes_at_once() {
+        let pacer = Pacer::default();
+        let start = Instant::now();
+        for _ in 0..PROBE as usize {
+            assert_eq!(pacer.schedule(&read(), start, None).unwrap().0, start);
+        }
+        let (at, _) = pacer.schedule(&read(), start, None).unwrap();
+        assert_eq!(at - start, Duration::from_millis(40));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn above_the_reserve_requests_go_at_once_then_at_the_refill_rate() {
-        let pacer = Pacer::default();
+        let pacer = told("250").await;
         let start = Instant::now();
         // 250 tokens, 50 kept back: 200 go at once.
         for _ in 0..200 {
@@ -361,6 +386,10 @@ mod tests {
     async fn writes_pace_at_ten_a_second_and_separately_from_reads() {
         let pacer = Pacer::default();
         let write = BucketKey::of("PUT", SUB);
+        let ticket = pacer.admit(write.clone(), None).await.unwrap();
+        pacer.observe(&ticket, false, None, |name| {
+            (name == "x-ms-ratelimit-remaining-subscription-writes").then_some("200")
+        });
         let start = Instant::now();
         for _ in 0..160 {
             assert_eq!(pacer.schedule(&write, start, None).unwrap().0, start);
@@ -372,12 +401,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_low_reported_count_from_other_instances_slows_this_one() {
-        let pacer = Pacer::default();
-        let ticket = pacer.admit(read(), None).await.unwrap();
         // The same identity spent the bucket elsewhere: 20 left, under the reserve of 50.
-        pacer.observe(&ticket, false, None, |name| {
-            (name == "x-ms-ratelimit-remaining-subscription-reads").then_some("20")
-        });
+        let pacer = told("20").await;
         let tokens = pacer.tokens(&read());
         assert!((19.9..=20.1).contains(&tokens), "{tokens}");
         let start = Instant::now();
@@ -397,7 +422,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_report_older_than_later_requests_is_not_counted_twice() {
-        let pacer = Pacer::default();
+        let pacer = told("250").await;
         let first = pacer.admit(read(), None).await.unwrap();
         for _ in 0..9 {
             pacer.admit(read(), None).await.unwrap();
@@ -411,7 +436,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_429_pauses_its_bucket_only_and_for_at_most_a_minute() {
-        let pacer = Pacer::default();
+        let pacer = told("250").await;
         let other = BucketKey::of("GET", "/subscriptions/00000000-0000-0000-0000-0000000000bb");
         let ticket = pacer.admit(read(), None).await.unwrap();
         pacer.observe(&ticket, true, Some(Duration::from_secs(7)), |_| None);
@@ -442,7 +467,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_pause_that_starts_while_waiting_holds_the_waiter() {
-        let pacer = std::sync::Arc::new(Pacer::default());
+        let pacer = std::sync::Arc::new(told("250").await);
         for _ in 0..200 {
             pacer.admit(read(), None).await.unwrap();
         }

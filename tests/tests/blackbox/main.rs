@@ -30,5 +30,6 @@ mod settings;
 mod sweep;
 mod sweep_fanout;
 mod telemetry;
+mod throttling;
 mod webhook;
 mod workspace_deleted;

@@ -13,6 +13,7 @@
 //! - `throttled`: the sweep (`cmk-guard scan`) under ARM's throttling model.
 //! - `report`: sections, verdicts, Markdown and JSON output.
 
+mod bulk;
 mod fanout;
 mod load;
 mod phases;
@@ -62,11 +63,17 @@ struct Args {
     /// Handler instances the fan-out's queue delivers to.
     #[arg(long, default_value_t = 4)]
     fanout_instances: usize,
+    /// Workspaces of the bulk-read scan whose workspaces share vaults ten to a vault.
+    #[arg(long, default_value_t = 5000)]
+    bulk_shared: usize,
+    /// Workspaces of the bulk-read scan where each workspace has its own vault.
+    #[arg(long, default_value_t = 1000)]
+    bulk_own: usize,
     /// Workspaces of the scan under ARM's throttling model (ten to a vault, one subscription).
     #[arg(long, default_value_t = 5000)]
     throttled_workspaces: usize,
     /// Measurements to run (default: all): cold, irrelevant, relevant, critical, burst, sweep,
-    /// fanout, throttled.
+    /// fanout, bulk, throttled.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where to write the results as JSON.
@@ -152,6 +159,9 @@ async fn run(args: &Args) -> Result<(), String> {
             )
             .await,
         );
+    }
+    if wanted("bulk") {
+        emit(bulk::bulk(&setup, args.bulk_shared, args.bulk_own).await);
     }
     if wanted("throttled") {
         emit(throttled::throttled(&setup, args.throttled_workspaces).await);

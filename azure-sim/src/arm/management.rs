@@ -47,19 +47,36 @@ pub(crate) fn descendants(ctx: &mut Ctx) -> Reply {
 
 /// One page of an ARM list: `page_size` items from the `$skiptoken` offset (the first page
 /// without one), with a `nextLink` (an absolute URL carrying the request's `api-version`,
-/// `default_version` when it had none, and the next `$skiptoken`) while items remain.
+/// `default_version` when it had none, and the next `$skiptoken`) while items remain; the last
+/// page has none.
 pub(crate) fn paged(
     ctx: &Ctx,
     items: Vec<Value>,
     page_size: usize,
     default_version: &str,
 ) -> Reply {
+    paged_map(ctx, &items, page_size, default_version, Value::clone)
+}
+
+/// [`paged`] over `items` shown with `show`, which runs for the page's items only.
+pub(crate) fn paged_map<T>(
+    ctx: &Ctx,
+    items: &[T],
+    page_size: usize,
+    default_version: &str,
+    show: impl Fn(&T) -> Value,
+) -> Reply {
     let offset = ctx.q("$skiptoken").and_then(crate::ids::skiptoken_offset);
     let Some(offset) = offset.or(ctx.q("$skiptoken").is_none().then_some(0)) else {
         return error(400, "InvalidSkipToken", "The $skiptoken is not valid.");
     };
     let end = (offset + page_size.max(1)).min(items.len());
-    let value = items.get(offset.min(items.len())..end).unwrap_or_default();
+    let value: Vec<Value> = items
+        .get(offset.min(items.len())..end)
+        .unwrap_or_default()
+        .iter()
+        .map(show)
+        .collect();
     let next = (end < items.len()).then(|| {
         let token = crate::ids::skiptoken(end);
         format!(
@@ -69,7 +86,10 @@ pub(crate) fn paged(
             ctx.q("api-version").unwrap_or(default_version)
         )
     });
-    Reply::ok(json!({ "value": value, "nextLink": next }))
+    match next {
+        Some(next) => Reply::ok(json!({ "value": value, "nextLink": next })),
+        None => Reply::ok(json!({ "value": value })),
+    }
 }
 
 /// Every group below `root` (breadth first, each once even if parents loop) and every

@@ -114,16 +114,17 @@ pub(crate) fn list(ctx: &mut Ctx) -> Reply {
         .seg_is(2, "resourceGroups")
         .then(|| ctx.segs.get(3).cloned().unwrap_or_default());
     let tenant = ctx.tenant();
-    let value: Vec<Value> = tenant
+    let listed: Vec<&Workspace> = tenant
         .workspaces
         .iter()
         .filter(|w| {
             eq_ci(&w.subscription, &sub)
                 && rg.as_deref().is_none_or(|rg| eq_ci(&w.resource_group, rg))
         })
-        .map(|w| workspace_json(w, &tenant.tenant_id))
         .collect();
-    super::management::paged(ctx, value, LIST_PAGE_SIZE, "2026-09-01")
+    super::management::paged_map(ctx, &listed, LIST_PAGE_SIZE, "2026-09-01", |w| {
+        workspace_json(w, &tenant.tenant_id)
+    })
 }
 
 /// Workspaces per page of `Workspaces_ListBySubscription` / `_ListByResourceGroup` (a stated

@@ -102,16 +102,17 @@ pub(crate) fn list(ctx: &mut Ctx) -> Reply {
         .seg_is(2, "resourceGroups")
         .then(|| ctx.segs.get(3).cloned().unwrap_or_default());
     let tenant = ctx.tenant();
-    let value: Vec<Value> = tenant
+    let listed: Vec<&Vault> = tenant
         .vaults
         .iter()
         .filter(|v| {
             eq_ci(&v.subscription, &sub)
                 && rg.as_deref().is_none_or(|rg| eq_ci(&v.resource_group, rg))
         })
-        .map(vault_json)
         .collect();
-    super::management::paged(ctx, value, LIST_PAGE_SIZE, "2026-02-01")
+    super::management::paged_map(ctx, &listed, LIST_PAGE_SIZE, "2026-02-01", |v| {
+        vault_json(v)
+    })
 }
 
 /// Items per page of the vault and key lists (a stated choice: `$top` is optional and ARM

@@ -1,5 +1,6 @@
 //! The read-only `cmk-guard scan`: every ML workspace of whole subscriptions, listed with
-//! Resource Graph and each re-read through ARM.
+//! Resource Graph and each re-read through ARM, in bulk (`observe::bulk`, shared with the
+//! sweep: [`Inventories`] and `Engine::snapshots_in_bulk`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use tokio::time::Instant;
 
 use super::{Engine, add_findings};
 use crate::azure::AzureError;
+use crate::catalogue::RuleId;
 use crate::ids::{ArmResourceId, SubscriptionId};
 use crate::observe::bulk::Inventory;
 use crate::observe::read_failure;
@@ -28,7 +30,8 @@ const SCAN_CHUNK: usize = 8 * SCAN_CONCURRENCY;
 
 impl Engine {
     /// Checks every ML workspace of `subscriptions` (all readable ones when `None`): listed with
-    /// Resource Graph, each re-read through ARM (azure-notes Trap T19), at most
+    /// Resource Graph, each re-read through ARM (azure-notes Trap T19; in bulk, each
+    /// subscription's lists once), at most
     /// [`SCAN_CONCURRENCY`] at a time and within the shared Azure request rate. What could not be
     /// read in time, the list of workspaces included, becomes a `guard.visibility` finding
     /// rather than a failed scan: the outcome always says what was and was not seen.
@@ -127,9 +130,8 @@ impl Inventories {
 impl Engine {
     /// The snapshots of `chunk`, in order, at most [`SCAN_CONCURRENCY`] read at once, each
     /// answered from its subscription's inventory where it can. A workspace whose bulk
-    /// evaluation fails any check is read again through the targeted reads and that snapshot
-    /// returned instead: findings, notifications and remediations rest on targeted reads
-    /// (group grants and new endpoints are invisible in bulk).
+    /// evaluation cannot stand (`needs_targeted_read`) is read again through the targeted
+    /// reads and that snapshot returned instead.
     pub(super) async fn snapshots_in_bulk(
         &self,
         inventories: &mut Inventories,
@@ -161,8 +163,7 @@ impl Engine {
                         .observer
                         .snapshot_from(inventory, &found.id, hint, deadline)
                         .await;
-                    let evaluation = self.evaluate(&snapshot, None, now);
-                    if evaluation.findings.is_empty() && evaluation.exempted.is_empty() {
+                    if !self.needs_targeted_read(&self.evaluate(&snapshot, None, now)) {
                         return snapshot;
                     }
                 }
@@ -173,6 +174,20 @@ impl Engine {
             .buffered(SCAN_CONCURRENCY)
             .collect()
             .await
+    }
+}
+
+impl Engine {
+    /// True when a bulk evaluation cannot stand on its own: a failing `workspace.key-access`
+    /// (access granted through a group is invisible in bulk). Nothing else needs it: the other
+    /// rules judge the very objects the lists returned, and every remediation reads what it
+    /// fixes again, fresh, and checks the rule still fails before it writes (`remediate`).
+    fn needs_targeted_read(&self, evaluation: &rules::Evaluation) -> bool {
+        evaluation
+            .findings
+            .iter()
+            .chain(evaluation.exempted.iter().map(|e| &e.finding))
+            .any(|f| f.rule == RuleId::WorkspaceKeyAccess)
     }
 }
 

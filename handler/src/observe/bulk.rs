@@ -14,9 +14,9 @@
 //!
 //! Two things bulk cannot see: group membership (the inventory answers a workspace's
 //! `assignedTo()` list with the principal's direct assignments only) and endpoints created
-//! after Resource Graph indexed the subscription. Callers re-read a workspace through the
-//! targeted path whenever its bulk evaluation fails a check (see `engine::sweep`), so a
-//! finding, and any remediation, always rests on targeted reads.
+//! after Resource Graph indexed the subscription. The engine re-reads a workspace through the
+//! targeted path when its bulk evaluation fails `workspace.key-access`
+//! (`Engine::snapshots_in_bulk`); every remediation reads what it fixes again before writing.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -142,6 +142,7 @@ impl Observer {
             .filter(|vault| vaults.contains_key(vault))
             .collect();
         let key_lists = self.key_lists(&used_vaults, &vaults, deadline).await;
+        let assignments = assignments.as_deref().map(by_principal);
         let mut versions = HashMap::new();
         for (item, ws) in chosen {
             let Some(id) = item.get("id").and_then(Value::as_str).map(str::to_owned) else {
@@ -411,7 +412,7 @@ impl Observer {
         inventory: &mut Inventory,
         ws: &Workspace,
         vault_key: &str,
-        assignments: &[Value],
+        assignments: &HashMap<String, Vec<&Value>>,
     ) {
         let Some(principal) = ws.cmk_principal() else {
             return;
@@ -430,19 +431,16 @@ impl Observer {
             None => vault_key.to_owned(),
         };
         let direct: Vec<Value> = assignments
-            .iter()
-            .filter(|a| {
-                parse::at(a, "/properties/principalId")
-                    .and_then(Value::as_str)
-                    .is_some_and(|p| p.eq_ignore_ascii_case(&principal.principal_id))
-            })
+            .get(&principal.principal_id.to_ascii_lowercase())
+            .into_iter()
+            .flatten()
             .filter(|a| {
                 let at = parse::at(a, "/properties/scope")
                     .and_then(Value::as_str)
                     .unwrap_or_default();
                 at_or_below(at, &scope) || at_or_below(&scope, at)
             })
-            .cloned()
+            .map(|a| (*a).clone())
             .collect();
         let path = format!("{scope}/providers/Microsoft.Authorization/roleAssignments");
         let filter = format!("assignedTo('{}')", principal.principal_id);
@@ -455,6 +453,21 @@ impl Observer {
             Value::Array(direct),
         );
     }
+}
+
+/// Role assignments by lower-case `principalId`, in list order.
+fn by_principal(assignments: &[Value]) -> HashMap<String, Vec<&Value>> {
+    let mut by: HashMap<String, Vec<&Value>> = HashMap::new();
+    for assignment in assignments {
+        if let Some(principal) =
+            parse::at(assignment, "/properties/principalId").and_then(Value::as_str)
+        {
+            by.entry(principal.to_ascii_lowercase())
+                .or_default()
+                .push(assignment);
+        }
+    }
+    by
 }
 
 /// The lower-case id of an ARM object.

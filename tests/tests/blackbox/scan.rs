@@ -12,7 +12,7 @@ const SUB: &str = "3f7b2c1d-8e4a-4b6f-9c2d-5a1e0f9b7c34";
 const CLEAN_SUB: &str = "5b8e2d4f-1a3c-4e6b-9d7f-0c2a4e6b8d1f";
 const RG: &str = "rg-scan";
 
-fn tenant() -> Tenant {
+pub(super) fn tenant() -> Tenant {
     let chain = |name: &str,
                  vault: VaultSpec,
                  key: KeySpec,

@@ -37,7 +37,7 @@ fn same<T>(value: T) -> T {
     value
 }
 
-fn tenant() -> Tenant {
+pub(super) fn tenant() -> Tenant {
     let mut b = Tenant::builder().subscription(SUB).subscription(OTHER_SUB);
     b = chain(b, "ok", same, same, same);
     b = chain(b, "purge", |v| v.purge_protection(None), same, same);

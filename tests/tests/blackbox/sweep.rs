@@ -3,9 +3,10 @@
 //! out, tells each finding once (no digest repeats what its own alerts just told), and never
 //! exceeds the configured Azure read rate.
 //!
-//! No assertion depends on how fast the machine is: the simulator slows every workspace read
-//! down, so that the work takes several budgets whatever the machine (a lower bound that a
-//! sleep guarantees), and the sweep must make progress in every invocation.
+//! No assertion depends on how fast the machine is: the simulator slows every page of the
+//! subscriptions' workspace lists down (the sweep reads each subscription in bulk, once per
+//! invocation), so that the work takes several budgets whatever the machine (a lower bound
+//! that a sleep guarantees), and the sweep must make progress in every invocation.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -21,24 +22,41 @@ const RG: &str = "rg-sweep";
 /// `count` workspaces sharing one compliant vault and key, plus one workspace in every
 /// `drift_every` whose own vault lacks purge protection.
 fn estate(count: usize, drift_every: usize) -> (Tenant, BTreeSet<String>) {
-    let mut builder = Tenant::builder()
-        .subscription(SUB)
-        .vault(VaultSpec::new(SUB, RG, "kv-shared").key(KeySpec::rsa("key", 3072)));
+    estate_in(&[SUB], count, drift_every)
+}
+
+/// [`estate`] spread over `subscriptions` in consecutive blocks, each block with its own shared
+/// vault.
+fn estate_in(
+    subscriptions: &[&str],
+    count: usize,
+    drift_every: usize,
+) -> (Tenant, BTreeSet<String>) {
+    let mut builder = Tenant::builder();
+    for (s, sub) in subscriptions.iter().enumerate() {
+        builder = builder.subscription(sub).vault(
+            VaultSpec::new(sub, RG, &format!("kv-shared-{s}")).key(KeySpec::rsa("key", 3072)),
+        );
+    }
     let mut drifted = BTreeSet::new();
     for i in 0..count {
+        let s = i * subscriptions.len() / count;
+        let sub = subscriptions[s];
         let name = format!("ws-{i:05}");
         if i % drift_every == 0 {
             let vault = format!("kv-d{i:05}");
             builder = builder
                 .vault(
-                    VaultSpec::new(SUB, RG, &vault)
+                    VaultSpec::new(sub, RG, &vault)
                         .purge_protection(None)
                         .key(KeySpec::rsa("key", 3072)),
                 )
-                .workspace(WorkspaceSpec::new(SUB, RG, &name).cmk(&vault, "key"));
+                .workspace(WorkspaceSpec::new(sub, RG, &name).cmk(&vault, "key"));
             drifted.insert(name);
         } else {
-            builder = builder.workspace(WorkspaceSpec::new(SUB, RG, &name).cmk("kv-shared", "key"));
+            builder = builder.workspace(
+                WorkspaceSpec::new(sub, RG, &name).cmk(&format!("kv-shared-{s}"), "key"),
+            );
         }
     }
     (builder.build().expect("tenant"), drifted)
@@ -56,30 +74,37 @@ fn names(values: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// How long the simulator takes to answer each workspace read in the budget test.
-const SLOW_READ: Duration = Duration::from_millis(150);
+/// How long the simulator takes to answer each page of a workspace list in the budget test.
+const SLOW_PAGE: Duration = Duration::from_millis(1000);
+/// The budget test's subscriptions.
+const SUBS: [&str; 4] = [
+    SUB,
+    "3f7b2c1d-8e4a-4b6f-9c2d-000000000001",
+    "3f7b2c1d-8e4a-4b6f-9c2d-000000000002",
+    "3f7b2c1d-8e4a-4b6f-9c2d-000000000003",
+];
 
 #[tokio::test]
 async fn a_sweep_of_2000_workspaces_finds_exactly_the_drift_and_resumes_after_its_budget() {
     const WORKSPACES: usize = 2000;
-    let (tenant, drifted) = estate(WORKSPACES, 100);
+    let (tenant, drifted) = estate_in(&SUBS, WORKSPACES, 100);
     let sink = Sink::start().await;
     let teams = sink.url("teams");
     let handler = Handler::start_with(
         tenant,
         &[
-            ("CMKGUARD_SWEEP_BUDGET_SECONDS", "3"),
+            ("CMKGUARD_SWEEP_BUDGET_SECONDS", "8"),
             ("CMKGUARD_READ_RATE", "5000"),
             ("CMKGUARD_TEAMS_WEBHOOK_URL", &teams),
         ],
     )
     .await;
-    // Every workspace read takes 150 ms, so reading 2,000 of them takes longer than a
-    // 3-second budget unless the handler reads more than 100 at a time (it reads 32): the
-    // budget runs out however fast the machine is.
+    // Each subscription's 500 workspaces are listed in bulk, 100 a page, each page taking a
+    // second: the four subscriptions take at least 20 seconds, longer than an 8-second
+    // budget however fast the machine is. (Before bulk reads, each workspace read was slowed.)
     handler
         .sim
-        .add_fault(Fault::on_operation("Workspaces_Get").latency(SLOW_READ));
+        .add_fault(Fault::on_operation("Workspaces_ListBySubscription").latency(SLOW_PAGE));
     let mut seen: Vec<String> = Vec::new();
     let mut findings: BTreeSet<(String, String)> = BTreeSet::new();
     let mut invocations = 0;
@@ -131,10 +156,10 @@ async fn a_sweep_of_2000_workspaces_finds_exactly_the_drift_and_resumes_after_it
             "{outcome}"
         );
     }
-    let slow_reads: u32 = handler.sim.faults().iter().map(|f| f.hits).sum();
+    let slow_pages: u32 = handler.sim.faults().iter().map(|f| f.hits).sum();
     assert!(
-        slow_reads as usize >= WORKSPACES,
-        "every workspace read was slow: {slow_reads}"
+        slow_pages as usize >= WORKSPACES / 100,
+        "every page of every subscription's workspace list was slow: {slow_pages}"
     );
     assert!(
         stopped_early >= 1,
@@ -206,15 +231,16 @@ async fn a_listing_that_outlasts_the_budget_still_leaves_every_invocation_some_p
 
 #[tokio::test]
 async fn a_sweep_never_exceeds_the_configured_read_rate_even_when_throttled() {
-    let (tenant, _) = estate(40, 10);
+    // Each workspace with its own vault: the sweep lists each vault's keys, 150 reads and more.
+    let (tenant, _) = estate(150, 1);
     let handler = Handler::start_with(tenant, &[("CMKGUARD_READ_RATE", "25")]).await;
     // One throttled read pauses every worker; the sweep still completes.
     handler
         .sim
-        .add_fault(Fault::on_operation("Workspaces_Get").throttle(1).times(1));
+        .add_fault(Fault::on_operation("Keys_List").throttle(1).times(1));
     let reply = handler.invoke("Sweep", timer_envelope("timer")).await;
     assert_eq!(reply.status, 200, "{:?}", reply.body);
-    assert_eq!(names(&reply.outcome()["workspaces"]).len(), 40);
+    assert_eq!(names(&reply.outcome()["workspaces"]).len(), 150);
     let filter = RecordFilter {
         host: Some("management.azure.com".into()),
         ..RecordFilter::default()

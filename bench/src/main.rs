@@ -11,6 +11,7 @@
 //! - `procfs`: CPU time and memory from `/proc`.
 //! - `scenario`: the simulated tenants and events.
 //! - `throttled`: the sweep (`cmk-guard scan`) under ARM's throttling model.
+//! - `bulk`: Azure requests per workspace of `cmk-guard scan` (bulk reads), vaults shared or not.
 //! - `report`: sections, verdicts, Markdown and JSON output.
 
 mod bulk;

@@ -338,3 +338,31 @@ async fn in_remediate_mode_the_fix_rests_on_fresh_reads_of_its_workspaces() {
         (5..10).map(|i| format!("ws-bulk-{i:04}")).collect();
     assert_eq!(read_before, expected);
 }
+
+/// The Sweep function reads the same way: 100 workspaces sharing ten vaults, at most 0.3
+/// requests each, none read one by one.
+#[tokio::test]
+async fn a_sweep_of_100_workspaces_sharing_10_vaults_reads_at_most_0_3_per_workspace() {
+    let handler =
+        cmk_guard_blackbox::Handler::start_with(sharing(100, 10).build().expect("tenant"), &[])
+            .await;
+    let reply = handler
+        .invoke("Sweep", cmk_guard_blackbox::timer_envelope("timer"))
+        .await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    let outcome = reply.outcome();
+    assert_eq!(outcome["workspaces"].as_array().map(Vec::len), Some(100));
+    assert_eq!(findings(&outcome), Vec::<Value>::new(), "all compliant");
+    let mut reads: BTreeMap<String, usize> = BTreeMap::new();
+    for request in handler.sim.requests(&RecordFilter::default()) {
+        if request.operation != "Identity_GetToken" {
+            *reads.entry(request.operation).or_insert(0) += 1;
+        }
+    }
+    let per_workspace = total(&reads) as f64 / 100.0;
+    assert!(
+        per_workspace <= 0.3,
+        "{per_workspace} requests per workspace: {reads:?}"
+    );
+    assert_eq!(reads.get("Workspaces_Get"), None, "{reads:?}");
+}

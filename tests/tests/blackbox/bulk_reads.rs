@@ -352,7 +352,7 @@ async fn a_sweep_of_100_workspaces_sharing_10_vaults_reads_at_most_0_3_per_works
     assert_eq!(reply.status, 200, "{:?}", reply.body);
     let outcome = reply.outcome();
     assert_eq!(outcome["workspaces"].as_array().map(Vec::len), Some(100));
-    assert_eq!(findings(&outcome), Vec::<Value>::new(), "all compliant");
+    assert_eq!(findings(outcome), Vec::<Value>::new(), "all compliant");
     let mut reads: BTreeMap<String, usize> = BTreeMap::new();
     for request in handler.sim.requests(&RecordFilter::default()) {
         if request.operation != "Identity_GetToken" {

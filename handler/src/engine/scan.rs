@@ -74,7 +74,7 @@ impl Engine {
         let total = workspaces.len();
         progress(0, total);
         let now = time::OffsetDateTime::now_utc();
-        let mut inventories = Inventories::new(&workspaces);
+        let mut inventories = Inventories::new(&workspaces, deadline);
         let mut wiring =
             crate::observe::wiring::WiringReads::new(self.observer.arm(), &self.settings.wiring);
         let mut done = 0;
@@ -108,11 +108,14 @@ impl Engine {
 pub(super) struct Inventories {
     wanted: HashMap<String, Vec<ArmResourceId>>,
     read: HashMap<String, Arc<Inventory>>,
+    /// When reading an inventory must be done: the pass's end, not one chunk's (an inventory
+    /// serves every chunk of its subscription).
+    deadline: Instant,
 }
 
 impl Inventories {
-    /// None read yet, for the pass over `found`.
-    pub(super) fn new(found: &[Found]) -> Self {
+    /// None read yet, for the pass over `found` that ends at `deadline`.
+    pub(super) fn new(found: &[Found], deadline: Instant) -> Self {
         let mut wanted: HashMap<String, Vec<ArmResourceId>> = HashMap::new();
         for found in found {
             wanted
@@ -123,6 +126,7 @@ impl Inventories {
         Self {
             wanted,
             read: HashMap::new(),
+            deadline,
         }
     }
 }
@@ -149,7 +153,7 @@ impl Engine {
             let wanted: Vec<&ArmResourceId> = wanted.iter().collect();
             let inventory = self
                 .observer
-                .inventory(subscription, &wanted, deadline)
+                .inventory(subscription, &wanted, inventories.deadline.max(deadline))
                 .await;
             inventories.read.insert(key, Arc::new(inventory));
         }

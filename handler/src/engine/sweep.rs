@@ -136,7 +136,7 @@ impl Engine {
         let actor = self.actor().ok_or(Failure::NoStore)?;
         let mut wiring = WiringReads::new(self.observer.arm(), &self.settings.wiring);
         // Each subscription's inventory is read once per pass (`observe::bulk`).
-        let mut inventories = super::scan::Inventories::new(todo);
+        let mut inventories = super::scan::Inventories::new(todo, budget_end);
         let mut last_done: Option<String> = None;
         let mut stopped_early = false;
         for chunk in todo.chunks(SCAN_CONCURRENCY) {

@@ -13,7 +13,7 @@
 //! ([`RESERVE_SHARE`] of the bucket, left for events and other tools), requests go out at
 //! once; below it, each request is scheduled a refill interval after the previous one, so the
 //! bucket settles at the reserve instead of running dry. A 429 pauses that bucket only, for its
-//! `Retry-After` (at most [`super::ratelimit::MAX_SHARED_PAUSE`]): another subscription, or
+//! `Retry-After` (at most [`MAX_SHARED_PAUSE`]): another subscription, or
 //! writes in the same one, go on.
 
 use std::collections::HashMap;
@@ -22,11 +22,14 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::ratelimit::MAX_SHARED_PAUSE;
-
 /// The share of a bucket cmk-guard leaves for others (its own events included): below it,
 /// requests are paced to the refill rate.
 pub const RESERVE_SHARE: f64 = 0.2;
+
+/// The longest pause one 429 imposes on its bucket. ARM's buckets refill within seconds; a
+/// larger `Retry-After` (hostile or broken) must not stall the instance, so each request still
+/// honours its own `Retry-After` within its deadline, but the shared pause stops here.
+pub const MAX_SHARED_PAUSE: Duration = Duration::from_secs(60);
 
 /// Requests that go at once to a bucket nothing has been heard from yet.
 pub const PROBE: f64 = 4.0;

@@ -21,11 +21,6 @@ use super::pacing::{BucketKey, Pacer};
 /// How long a slot stays taken after its response.
 const HOLD: Duration = Duration::from_secs(1);
 
-/// The longest pause one 429 imposes on its bucket. ARM's buckets refill within seconds; a
-/// larger `Retry-After` (hostile or broken) must not stall the instance, so each request still
-/// honours its own `Retry-After` within its deadline, but the shared pause stops here.
-pub const MAX_SHARED_PAUSE: Duration = Duration::from_secs(60);
-
 /// A request given up because its turn in ARM's budget (a 429's pause, or the pacing) comes
 /// after its deadline; the ARM client reports it as transient (the invocation fails and is
 /// delivered again).

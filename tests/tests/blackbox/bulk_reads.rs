@@ -278,9 +278,10 @@ async fn a_failing_bulk_list_falls_back_and_is_reported() {
     assert_eq!(unseen.len(), 10, "every workspace reported: {outcome}");
 }
 
-/// In `remediate` mode a sweep in bulk writes only after reading again what it fixes: the
-/// workspaces of the drifted vault are read one by one before the vault's PATCH (the
-/// remediation's own fresh reads), the compliant ones are not read one by one at all.
+/// In `remediate` mode a sweep in bulk writes only after reading again what it fixes: a
+/// workspace of the drifted vault and the vault itself are read one by one before the vault's
+/// PATCH (the remediation's own fresh reads; the vault's other workspaces, remediated after it,
+/// read it fixed and skip), the compliant workspaces are not read one by one at all.
 #[tokio::test]
 async fn in_remediate_mode_the_fix_rests_on_fresh_reads_of_its_workspaces() {
     let scratch = cmk_guard_blackbox::scratch::Scratch::new("bulk-remediate");
@@ -322,21 +323,56 @@ async fn in_remediate_mode_the_fix_rests_on_fresh_reads_of_its_workspaces() {
         .first()
         .map(|r| r.seq)
         .expect("the vault was fixed");
-    // Read one by one before the fix (the first write): the vault's five workspaces, no other.
-    let read_before: std::collections::BTreeSet<String> = handler
-        .sim
-        .requests(&RecordFilter {
-            operation: Some("Workspaces_Get".into()),
-            ..RecordFilter::default()
-        })
-        .into_iter()
-        .filter(|r| r.seq < fixed_at)
-        .filter_map(|r| r.resource)
-        .filter_map(|r| r.rsplit('/').next().map(str::to_owned))
+    let requests = handler.sim.requests(&RecordFilter::default());
+    let writes: Vec<_> = requests
+        .iter()
+        .filter(|r| r.operation == "Vaults_Update")
         .collect();
-    let expected: std::collections::BTreeSet<String> =
+    assert_eq!(writes.len(), 1, "one fix for the one drifted vault");
+    // Read one by one: only workspaces of the drifted vault (the remediations' fresh reads),
+    // never a compliant one.
+    let vault_workspaces: std::collections::BTreeSet<String> =
         (5..10).map(|i| format!("ws-bulk-{i:04}")).collect();
-    assert_eq!(read_before, expected);
+    let name = |r: &azure_sim::RequestRecord| {
+        r.resource
+            .as_deref()
+            .and_then(|r| r.rsplit('/').next())
+            .map(str::to_owned)
+            .unwrap_or_default()
+    };
+    let read_one_by_one: Vec<String> = requests
+        .iter()
+        .filter(|r| r.operation == "Workspaces_Get")
+        .map(name)
+        .collect();
+    assert!(
+        read_one_by_one.iter().all(|n| vault_workspaces.contains(n)),
+        "{read_one_by_one:?}"
+    );
+    // The fix itself rests on fresh reads: a workspace of that vault and the vault, both
+    // read one by one after the bulk lists and before the write.
+    let bulk_done = requests
+        .iter()
+        .filter(|r| r.operation.contains("List") || r.operation.starts_with("ResourceGraph"))
+        .map(|r| r.seq)
+        .max()
+        .expect("bulk lists");
+    let fresh = |operation: &str| {
+        requests
+            .iter()
+            .filter(|r| r.operation == operation && r.seq > bulk_done && r.seq < fixed_at)
+            .map(name)
+            .collect::<Vec<_>>()
+    };
+    let workspaces_before = fresh("Workspaces_Get");
+    assert!(
+        !workspaces_before.is_empty()
+            && workspaces_before
+                .iter()
+                .all(|n| vault_workspaces.contains(n)),
+        "{workspaces_before:?}"
+    );
+    assert_eq!(fresh("Vaults_Get"), vec!["kv-bulk-0001".to_owned()]);
 }
 
 /// The Sweep function reads the same way: 100 workspaces sharing ten vaults, at most 0.3

@@ -36,7 +36,6 @@ pub fn tenant(n: usize) -> Result<Tenant, String> {
 }
 
 /// The `s`-th subscription of a multi-subscription tenant (`0` is [`SUB`]).
-#[allow(dead_code)] // until the sweep sections use it
 pub fn subscription(s: usize) -> String {
     if s == 0 {
         SUB.to_owned()
@@ -49,7 +48,6 @@ pub fn subscription(s: usize) -> String {
 /// `per_vault` consecutive workspaces of a subscription sharing one vault and key
 /// (`per_vault` 1: each its own). Workspace `i` of subscription `s` is
 /// `ws-bench-{s:02}-{i:05}`, its vault `kv-b{s:02}-{i / per_vault:05}`.
-#[allow(dead_code)] // until the sweep sections use it
 pub fn tenant_sharing(
     subscriptions: usize,
     per_subscription: usize,

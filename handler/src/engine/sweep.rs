@@ -48,33 +48,14 @@ impl Engine {
         let failures = self.discover_subscriptions(listing_deadline).await;
         super::discover::add_discovery_failures(outcome, &failures);
         let allowed = self.settings.intake.subscriptions.snapshot();
-        let allowed = allowed.as_deref();
-        let listed = match resolve::query_workspaces(
-            &self.observer,
-            ALL_WORKSPACES,
-            allowed,
-            listing_deadline,
-        )
-        .await
-        {
-            Ok(ids) => ids,
-            Err(error) => {
-                super::scan::add_listing_failure(outcome, allowed, &error);
-                return Err(Failure::Listing(error));
-            }
-        };
-        let open = store.open_findings().await?;
-        let unlisted = unlisted_with_open_findings(&listed, &open, allowed);
-        let mut todo: Vec<Found> = listed
-            .into_iter()
-            .chain(unlisted)
-            .filter(|found| {
-                cursor
-                    .as_deref()
-                    .is_none_or(|c| found.id.as_str().to_ascii_lowercase().as_str() > c)
-            })
-            .collect();
-        todo.sort_by_key(|found| found.id.as_str().to_ascii_lowercase());
+        let todo = self
+            .workspaces_to_sweep(
+                outcome,
+                allowed.as_deref(),
+                cursor.as_deref(),
+                listing_deadline,
+            )
+            .await?;
         let now = time::OffsetDateTime::now_utc();
         let pass = self
             .sweep_workspaces(outcome, &todo, budget_end, &mut digest, now)
@@ -120,6 +101,45 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// The workspaces a sweep of `scope` (`None`: every allowed subscription) checks, in id
+    /// order after `after`: those listed, and those unlisted that still have open findings in
+    /// scope (a deleted workspace's findings get resolved). A listing that fails is reported
+    /// on `outcome` and fails the sweep: without the list there is nothing to resume.
+    pub(super) async fn workspaces_to_sweep(
+        &self,
+        outcome: &mut Outcome,
+        scope: Option<&[SubscriptionId]>,
+        after: Option<&str>,
+        listing_deadline: Instant,
+    ) -> Result<Vec<Found>, Failure> {
+        let listed = match resolve::query_workspaces(
+            &self.observer,
+            ALL_WORKSPACES,
+            scope,
+            listing_deadline,
+        )
+        .await
+        {
+            Ok(ids) => ids,
+            Err(error) => {
+                super::scan::add_listing_failure(outcome, scope, &error);
+                return Err(Failure::Listing(error));
+            }
+        };
+        let store = &self.actor().ok_or(Failure::NoStore)?.store;
+        let open = store.open_findings().await?;
+        let unlisted = unlisted_with_open_findings(&listed, &open, scope);
+        let mut todo: Vec<Found> = listed
+            .into_iter()
+            .chain(unlisted)
+            .filter(|found| {
+                after.is_none_or(|after| found.id.as_str().to_ascii_lowercase().as_str() > after)
+            })
+            .collect();
+        todo.sort_by_key(|found| found.id.as_str().to_ascii_lowercase());
+        Ok(todo)
     }
 
     /// Checks `todo` (in order, a chunk of `SCAN_CONCURRENCY` at a time) until done or until

@@ -10,7 +10,6 @@ use crate::catalogue::RuleId;
 use crate::ids::{Membership, SubscriptionId};
 use crate::outcome::{Disposition, EventRef, Finding, Outcome};
 use crate::queue::SweepMessage;
-use crate::resolve::{self, ALL_WORKSPACES};
 
 /// The `event.type` of `SweepSubscription` outcomes.
 pub const QUEUE_EVENT_TYPE: &str = "Microsoft.Azure.Functions.QueueTrigger";
@@ -197,35 +196,14 @@ impl Engine {
     ) -> Result<Option<String>, Failure> {
         let listing_deadline = budget_end.max(Instant::now() + EVENT_BUDGET);
         let scope = std::slice::from_ref(&message.subscription);
-        let listed = match resolve::query_workspaces(
-            &self.observer,
-            ALL_WORKSPACES,
-            Some(scope),
-            listing_deadline,
-        )
-        .await
-        {
-            Ok(listed) => listed,
-            Err(error) => {
-                super::super::scan::add_listing_failure(outcome, Some(scope), &error);
-                return Err(Failure::Listing(error));
-            }
-        };
-        let store = &self.actor().ok_or(Failure::NoStore)?.store;
-        let open = store.open_findings().await?;
-        let unlisted =
-            super::super::sweep::unlisted_with_open_findings(&listed, &open, Some(scope));
-        let mut todo: Vec<_> = listed
-            .into_iter()
-            .chain(unlisted)
-            .filter(|found| {
-                message
-                    .after
-                    .as_deref()
-                    .is_none_or(|after| found.id.as_str().to_ascii_lowercase().as_str() > after)
-            })
-            .collect();
-        todo.sort_by_key(|found| found.id.as_str().to_ascii_lowercase());
+        let todo = self
+            .workspaces_to_sweep(
+                outcome,
+                Some(scope),
+                message.after.as_deref(),
+                listing_deadline,
+            )
+            .await?;
         let now = time::OffsetDateTime::now_utc();
         let mut digest = None;
         let pass = self

@@ -88,8 +88,8 @@ param smtpUrlSecretUri string = ''
 
 @minValue(1)
 @maxValue(1000)
-@description('Maximum number of Flex Consumption instances.')
-param maximumInstanceCount int = 40
+@description('Maximum number of Flex Consumption instances. Every instance shares one identity\'s ARM budget, so more do not sweep faster: docs/deploy.md, *Instances and memory*.')
+param maximumInstanceCount int = 10
 
 @allowed([
   512
@@ -97,7 +97,7 @@ param maximumInstanceCount int = 40
   4096
 ])
 @description('Memory of one instance in MB; cmk-guard needs well under 512.')
-param instanceMemoryMB int = 2048
+param instanceMemoryMB int = 512
 
 @description('Days after which audit records are deleted from the state container; 0 keeps them.')
 param auditRetentionDays int = 90

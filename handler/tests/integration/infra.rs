@@ -26,6 +26,7 @@ use cmk_guard::settings::VARIABLES;
 
 mod managed_groups;
 mod roles;
+mod scale;
 
 const APP_TEMPLATE: &str = "infra/modules/app.bicep";
 const MAIN_TEMPLATE: &str = "infra/main.bicep";

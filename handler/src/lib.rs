@@ -42,6 +42,7 @@ mod text;
 mod telemetry;
 pub mod catalogue;
 mod config;
+pub mod cloud;
 // 2. Vocabulary
 pub mod ids;
 pub mod outcome;

@@ -6,7 +6,10 @@ use std::str::FromStr;
 
 use url::Url;
 
-use crate::azure::{ApiVersions, AzureSettings, ConnectTo, SubscriptionScope, TransportSettings};
+use crate::azure::{
+    ApiVersions, AzureSettings, ConnectTo, ProxySettings, SubscriptionScope, TransportSettings,
+};
+use crate::cloud::Cloud;
 use crate::ids::{Allowlist, ManagementGroupId, SubscriptionId};
 use crate::intake::IntakeSettings;
 use crate::notify::NotifySettings;
@@ -22,6 +25,7 @@ pub const VARIABLES: &[&str] = &[
     "CMKGUARD_POLICY_FILE",
     "CMKGUARD_SUBSCRIPTIONS",
     "CMKGUARD_MANAGEMENT_GROUPS",
+    "CMKGUARD_CLOUD",
     "CMKGUARD_ARM_ENDPOINT",
     "CMKGUARD_KEYVAULT_DNS_SUFFIX",
     "CMKGUARD_CA_BUNDLE",
@@ -91,6 +95,8 @@ impl fmt::Display for Mode {
 pub struct Settings {
     pub mode: Mode,
     pub intake: IntakeSettings,
+    /// `CMKGUARD_CLOUD`: the Azure cloud, which gives every endpoint a default.
+    pub cloud: Cloud,
     pub arm_endpoint: Url,
     pub transport: TransportSettings,
     pub api_versions: ApiVersions,
@@ -158,8 +164,14 @@ impl Settings {
             })
             .transpose()?
             .unwrap_or_default();
-        let keyvault_dns_suffix =
-            value("CMKGUARD_KEYVAULT_DNS_SUFFIX").unwrap_or_else(|| "vault.azure.net".into());
+        let cloud = match value("CMKGUARD_CLOUD") {
+            Some(text) => text
+                .parse::<Cloud>()
+                .map_err(|e| ConfigError::new("CMKGUARD_CLOUD", e.to_string()))?,
+            None => Cloud::default(),
+        };
+        let keyvault_dns_suffix = value("CMKGUARD_KEYVAULT_DNS_SUFFIX")
+            .unwrap_or_else(|| cloud.keyvault_dns_suffix().into());
         let suffix = keyvault_dns_suffix
             .trim_start_matches('.')
             .to_ascii_lowercase();
@@ -174,7 +186,7 @@ impl Settings {
             ));
         }
         let arm_text =
-            value("CMKGUARD_ARM_ENDPOINT").unwrap_or_else(|| "https://management.azure.com".into());
+            value("CMKGUARD_ARM_ENDPOINT").unwrap_or_else(|| cloud.arm_endpoint().into());
         let arm_endpoint = Url::parse(&arm_text).map_err(|e| {
             ConfigError::new(
                 "CMKGUARD_ARM_ENDPOINT",
@@ -239,7 +251,9 @@ impl Settings {
                     .unwrap_or(&e.message);
                 ConfigError::new("CMKGUARD_STATE", message)
             })?;
-        let notify = NotifySettings::from_lookup(value)?;
+        let proxy = ProxySettings::from_lookup(value)?;
+        let mut notify = NotifySettings::from_lookup(value)?;
+        notify.cloud = cloud;
         let wiring = wiring_targets(value)?;
         let sweep_queue = crate::queue::QueueSettings::from_lookup(value)?;
         let policy = match value("CMKGUARD_POLICY_FILE") {
@@ -254,10 +268,12 @@ impl Settings {
                 keyvault_dns_suffix: suffix,
                 managed_groups: crate::ids::ManagedGroups::default(),
             },
+            cloud,
             arm_endpoint,
             transport: TransportSettings {
                 ca_bundle,
                 connect_to,
+                proxy,
             },
             api_versions,
             policy,
@@ -273,6 +289,7 @@ impl Settings {
     /// The part the Azure clients need.
     pub fn azure(&self) -> AzureSettings {
         AzureSettings {
+            cloud: self.cloud,
             arm_endpoint: self.arm_endpoint.clone(),
             transport: self.transport.clone(),
             api_versions: self.api_versions.clone(),
@@ -444,6 +461,70 @@ mod tests {
         );
     }
 
+    /// `CMKGUARD_CLOUD` moves every endpoint to that cloud; the explicit settings still win.
+    #[test]
+    fn the_cloud_gives_every_endpoint_its_default() {
+        let china =
+            Settings::from_lookup(lookup(&[("CMKGUARD_CLOUD", "AzureChinaCloud")])).unwrap();
+        assert_eq!(china.cloud, Cloud::China);
+        assert_eq!(
+            china.arm_endpoint.as_str(),
+            "https://management.chinacloudapi.cn/"
+        );
+        assert_eq!(china.intake.keyvault_dns_suffix, "vault.azure.cn");
+        assert_eq!(china.notify.cloud, Cloud::China);
+        assert_eq!(china.azure().cloud, Cloud::China);
+        let overridden = Settings::from_lookup(lookup(&[
+            ("CMKGUARD_CLOUD", "usgovernment"),
+            ("CMKGUARD_ARM_ENDPOINT", "https://arm.contoso.example"),
+            ("CMKGUARD_KEYVAULT_DNS_SUFFIX", "vault.contoso.example"),
+        ]))
+        .unwrap();
+        assert_eq!(overridden.cloud, Cloud::UsGovernment);
+        assert_eq!(
+            overridden.arm_endpoint.as_str(),
+            "https://arm.contoso.example/"
+        );
+        assert_eq!(
+            overridden.intake.keyvault_dns_suffix,
+            "vault.contoso.example"
+        );
+    }
+
+    /// The proxy variables: upper case wins, `host:port` alone is http, and no message or
+    /// `Debug` output shows the proxy's password.
+    #[test]
+    fn the_proxy_variables_are_read_and_kept_secret() {
+        let settings = Settings::from_lookup(lookup(&[
+            ("HTTPS_PROXY", "http://user:S3cr3t@proxy.example:3128"),
+            ("https_proxy", "http://other.example:1"),
+            ("http_proxy", "proxy.example:8080"),
+            ("no_proxy", ".internal.example,10.0.0.0/8"),
+        ]))
+        .unwrap();
+        let proxy = &settings.transport.proxy;
+        assert_eq!(
+            proxy.https.as_ref().unwrap().host_str(),
+            Some("proxy.example")
+        );
+        assert_eq!(
+            proxy.http.as_ref().map(url::Url::as_str),
+            Some("http://proxy.example:8080/")
+        );
+        assert_eq!(
+            proxy.no_proxy.as_deref(),
+            Some(".internal.example,10.0.0.0/8")
+        );
+        assert_eq!(proxy.proxies().unwrap().len(), 2);
+        assert!(!format!("{settings:?}").contains("S3cr3t"));
+        let error = Settings::from_lookup(lookup(&[("HTTPS_PROXY", "ftp://u:S3cr3t@p.example")]))
+            .unwrap_err();
+        assert_eq!(error.variable, "HTTPS_PROXY");
+        assert!(!error.to_string().contains("S3cr3t"), "{error}");
+        let none = Settings::from_lookup(lookup(&[])).unwrap();
+        assert!(none.transport.proxy.proxies().unwrap().is_empty());
+    }
+
     #[test]
     fn reads_values() {
         let settings = Settings::from_lookup(lookup(&[
@@ -492,6 +573,10 @@ mod tests {
             ("CMKGUARD_API_VERSIONS", "Microsoft.KeyVault=yesterday"),
             ("CMKGUARD_POLICY_FILE", "/nonexistent/policy.toml"),
             ("CMKGUARD_READ_RATE", "0"),
+            ("CMKGUARD_CLOUD", "AzureGermanCloud"),
+            ("HTTPS_PROXY", "socks5://proxy.example:1080"),
+            ("https_proxy", "http://proxy.example:3128/path"),
+            ("HTTP_PROXY", "http://"),
         ] {
             let err = Settings::from_lookup(lookup(&[(name, value)])).unwrap_err();
             assert_eq!(err.variable, name);

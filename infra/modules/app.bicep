@@ -407,6 +407,8 @@ var appSettings = {
   CMKGUARD_SWEEP_SCHEDULE: sweepSchedule
   CMKGUARD_SWEEP_QUEUE: sweepQueue.name
   CMKGUARD_POLICY_FILE: policyFile
+  // AzureCloud, AzureUSGovernment or AzureChinaCloud: every endpoint cmk-guard uses follows.
+  CMKGUARD_CLOUD: environment().name
   CMKGUARD_KEYVAULT_DNS_SUFFIX: environment().suffixes.keyvaultDns
   CMKGUARD_LOG: logLevel
   CMKGUARD_TEAMS_WEBHOOK_URL: empty(teamsWebhookSecretUri) ? teamsWebhookUrl : '${keyVaultReference}${teamsWebhookSecretUri})'

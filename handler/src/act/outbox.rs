@@ -50,7 +50,9 @@ impl Actor {
                 .to_string();
                 let batch: Vec<notify::Notification> =
                     alerts.iter().map(|(note, _)| note.clone()).collect();
-                let message = Message::for_channel(channel, Alert::Changes(&batch), &id, now);
+                let message = self
+                    .notifier
+                    .message(channel, Alert::Changes(&batch), &id, now);
                 let rule = batch.first().map(|n| n.rule.clone()).unwrap_or_default();
                 if let Some(action) = self
                     .enqueue_and_send(&id, channel, &message, &rule, now)
@@ -132,7 +134,9 @@ impl Actor {
                 continue;
             }
             let id = format!("digest|{window}|{channel}");
-            let message = Message::for_channel(channel, Alert::Digest(digest), &id, now);
+            let message = self
+                .notifier
+                .message(channel, Alert::Digest(digest), &id, now);
             if let Some(action) = self
                 .enqueue_and_send(&id, channel, &message, "digest", now)
                 .await?

@@ -580,11 +580,9 @@ mod tests {
                 ))
             }
         }
-        let http = super::super::transport::http_client(&super::super::TransportSettings {
-            ca_bundle: None,
-            connect_to: Vec::new(),
-        })
-        .unwrap();
+        let http =
+            super::super::transport::http_client(&super::super::TransportSettings::default())
+                .unwrap();
         ArmClient::new(
             Url::parse("https://management.azure.com").unwrap(),
             Arc::new(NoCredential),

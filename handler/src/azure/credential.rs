@@ -80,11 +80,13 @@ pub enum CredentialError {
 /// Picks the credential from the environment, in the order above.
 pub fn from_env(
     transport: &Transport,
+    cloud: crate::cloud::Cloud,
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<SignIn, CredentialError> {
     let value = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
     let client_options = ClientOptions {
         transport: Some(transport.clone()),
+        cloud: Some(Arc::new(cloud.sdk_configuration())),
         ..ClientOptions::default()
     };
     let status = SignInStatus::default();
@@ -198,7 +200,7 @@ mod tests {
                 .unwrap();
         let transport = Transport::new(Arc::new(http));
         let pick = |vars: &'static [(&'static str, &'static str)]| {
-            from_env(&transport, |name| {
+            from_env(&transport, crate::cloud::Cloud::Public, |name| {
                 vars.iter()
                     .find(|(k, _)| *k == name)
                     .map(|(_, v)| (*v).to_owned())
@@ -215,7 +217,7 @@ mod tests {
             ]),
             "managed identity"
         );
-        let half = from_env(&transport, |name| {
+        let half = from_env(&transport, crate::cloud::Cloud::Public, |name| {
             (name == "IDENTITY_ENDPOINT").then(|| "http://127.0.0.1:1/msi".to_owned())
         });
         assert!(

@@ -23,12 +23,14 @@ pub use keyvault::KeyVaultClients;
 pub use management::descendant_subscriptions;
 pub use retry::{Deadline, RetrySettings, retry_after_from};
 pub use scope::SubscriptionScope;
-pub use transport::{ConnectTo, TransportSettings, http_client};
+pub use transport::{ConnectTo, ProxySettings, TransportSettings, http_client};
 
 /// What the Azure clients need from the configuration. `Settings::azure` builds it from its
 /// parse, so this layer knows nothing of the rest of the configuration.
 #[derive(Debug, Clone)]
 pub struct AzureSettings {
+    /// The Azure cloud (`CMKGUARD_CLOUD`): the identity library's authority host.
+    pub cloud: crate::cloud::Cloud,
     /// The only host ARM requests, and so ARM tokens, may go to (`CMKGUARD_ARM_ENDPOINT`).
     pub arm_endpoint: url::Url,
     /// The CA bundle and connection overrides every outbound connection uses.
@@ -92,7 +94,7 @@ impl Azure {
             credential,
             source: credential_source,
             status: sign_in,
-        } = credential::from_env(&transport, lookup)?;
+        } = credential::from_env(&transport, settings.cloud, lookup)?;
         let arm = ArmClient::new(
             settings.arm_endpoint.clone(),
             credential.clone(),

@@ -18,8 +18,6 @@ use super::secret::redacted_origin;
 
 /// The ACS Email REST api-version: the first stable one, served by every ACS resource.
 pub const API_VERSION: &str = "2023-03-31";
-/// The token audience of Azure Communication Services.
-pub const SCOPE: &str = "https://communication.azure.com/.default";
 
 /// The ACS endpoint cannot be used to send email.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +30,8 @@ pub(crate) struct AcsSender {
     send_url: Url,
     endpoint: Url,
     credential: Arc<dyn TokenCredential>,
+    /// The token scope of Communication Services in this cloud.
+    scope: String,
     from: Mailbox,
     to: Vec<Mailbox>,
 }
@@ -40,6 +40,7 @@ impl AcsSender {
     pub(crate) fn new(
         endpoint: &Url,
         credential: Arc<dyn TokenCredential>,
+        cloud: crate::cloud::Cloud,
         from: Mailbox,
         to: Vec<Mailbox>,
     ) -> Result<Self, AcsSetupError> {
@@ -49,6 +50,7 @@ impl AcsSender {
             send_url,
             endpoint: endpoint.clone(),
             credential,
+            scope: cloud.communication_scope(),
             from,
             to,
         })
@@ -64,7 +66,7 @@ impl AcsSender {
     ) -> Result<String, (Failure, Option<String>)> {
         let token = self
             .credential
-            .get_token(&[SCOPE], None)
+            .get_token(&[self.scope.as_str()], None)
             .await
             .map_err(|e| {
                 (

@@ -176,6 +176,8 @@ pub struct Notifier {
     budget: RetryBudget,
     /// Everything to scrub from reasons: URLs, query values, the SMTP password.
     secrets: Vec<String>,
+    /// The cloud whose portal the alerts link to.
+    cloud: crate::cloud::Cloud,
 }
 
 /// Shows the channels as [`Notifier::describe`] does: never the secrets.
@@ -217,12 +219,11 @@ impl Notifier {
                     variable: "CMKGUARD_ACS_ENDPOINT",
                     message: "needs the managed identity credential, and none is available".into(),
                 })?;
-                let sender = AcsSender::new(&endpoint, credential, from, to).map_err(|error| {
-                    ConfigError {
+                let sender = AcsSender::new(&endpoint, credential, settings.cloud, from, to)
+                    .map_err(|error| ConfigError {
                         variable: "CMKGUARD_ACS_ENDPOINT",
                         message: crate::text::chain(&error),
-                    }
-                })?;
+                    })?;
                 Some(EmailSender::Acs(sender))
             }
             Some(EmailSettings {
@@ -253,7 +254,21 @@ impl Notifier {
             email,
             budget: RetryBudget::default(),
             secrets,
+            cloud: settings.cloud,
         })
+    }
+
+    /// Renders `alert` for `channel` as [`Message::for_channel`] does, with its portal links on
+    /// the configured cloud's portal.
+    pub fn message(
+        &self,
+        channel: Channel,
+        alert: Alert<'_>,
+        outbox_id: &str,
+        now: OffsetDateTime,
+    ) -> Message {
+        let local = alert.on_portal(self.cloud);
+        Message::for_channel(channel, local.as_alert(), outbox_id, now)
     }
 
     /// Changes how long and how often one send may try.

@@ -326,6 +326,7 @@ fn short_name(id: &str) -> &str {
 /// `https://portal.azure.com/#@{tenant}/resource{armId}`, when `id` is an ARM id. Each path
 /// segment is percent-encoded so a hostile name cannot leave the fragment.
 fn portal_url(id: &str, tenant: Option<&str>) -> Option<String> {
+    use crate::cloud::PUBLIC_PORTAL;
     let parsed = ArmResourceId::parse(id).ok()?;
     let path: String = parsed
         .as_str()
@@ -344,8 +345,8 @@ fn portal_url(id: &str, tenant: Option<&str>) -> Option<String> {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
     });
     Some(match tenant {
-        Some(tenant) => format!("https://portal.azure.com/#@{tenant}/resource{path}"),
-        None => format!("https://portal.azure.com/#resource{path}"),
+        Some(tenant) => format!("{PUBLIC_PORTAL}/#@{tenant}/resource{path}"),
+        None => format!("{PUBLIC_PORTAL}/#resource{path}"),
     })
 }
 
@@ -461,6 +462,26 @@ pub enum Alert<'a> {
 }
 
 impl Alert<'_> {
+    /// The alert with its portal links on `cloud`'s portal (they are built on the public one).
+    pub fn on_portal(self, cloud: crate::cloud::Cloud) -> OwnedAlert {
+        let local = |n: &Notification| Notification {
+            portal_url: n
+                .portal_url
+                .as_deref()
+                .map(|url| cloud.localise_portal_link(url)),
+            ..n.clone()
+        };
+        match self {
+            Alert::Changes(notifications) => {
+                OwnedAlert::Changes(notifications.iter().map(local).collect())
+            }
+            Alert::Digest(digest) => OwnedAlert::Digest(Digest {
+                worst: digest.worst.iter().map(local).collect(),
+                ..digest.clone()
+            }),
+        }
+    }
+
     /// The alert with every relative time ("expires … in 5 days") computed from `now`, the one
     /// clock of the message about to be rendered: findings evaluated seconds apart could
     /// otherwise say "in 5 days" and "in 4 days" about one key.

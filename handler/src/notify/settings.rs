@@ -43,6 +43,9 @@ pub struct NotifySettings {
     /// The CloudEvents `source` of the webhook's events (`/cmk-guard/<app>`).
     pub event_source: String,
     pub email: Option<EmailSettings>,
+    /// The Azure cloud (`CMKGUARD_CLOUD`, set by `Settings`): the portal of alert links and
+    /// the token audience of Communication Services.
+    pub cloud: crate::cloud::Cloud,
 }
 
 /// Email recipients, sender and the service that delivers it.
@@ -122,6 +125,7 @@ impl NotifySettings {
             webhook_secret,
             event_source,
             email,
+            cloud: crate::cloud::Cloud::default(),
         })
     }
 }

@@ -912,6 +912,7 @@ async fn acs_email_goes_over_https_with_the_managed_identity_token() {
     .await;
     let transport = TransportSettings {
         ca_bundle: Some(pki.ca_path.clone()),
+        proxy: Default::default(),
         connect_to: ConnectTo::parse_list(&format!(
             "communication.azure.com=127.0.0.1:{}",
             sink.port
@@ -1198,6 +1199,7 @@ async fn smtp_email_is_delivered_over_starttls_with_auth() {
     // The real host name stays on the certificate check; the connection goes to the server.
     let transport = TransportSettings {
         ca_bundle: Some(pki.ca_path.clone()),
+        proxy: Default::default(),
         connect_to: ConnectTo::parse_list(&format!("smtp.contoso.com=127.0.0.1:{}", server.port))
             .unwrap(),
     };
@@ -1309,6 +1311,7 @@ async fn smtp_with_a_wrong_password_fails_without_showing_it() {
     let server = SmtpServer::start(Some(&pki)).await;
     let transport = TransportSettings {
         ca_bundle: Some(pki.ca_path.clone()),
+        proxy: Default::default(),
         connect_to: Vec::new(),
     };
     let notifier = smtp_notifier(

@@ -79,6 +79,9 @@ param emailFrom string = ''
 @description('Azure Communication Services endpoint for email (managed identity).')
 param acsEndpoint string = ''
 
+@description('ARM id of the Communication Services resource of acsEndpoint; cmk-guard gets a custom email-sending role on that resource only. Empty: grant it yourself.')
+param acsResourceId string = ''
+
 @secure()
 @description('smtp://user:pass@host:587 (prefer smtpUrlSecretUri).')
 param smtpUrl string = ''
@@ -277,6 +280,17 @@ module alertSecrets 'modules/secrets-access.bicep' = if (!empty(alertSecretsVaul
   params: {
     vaultName: last(split(alertSecretsVaultId, '/'))
     principalId: app.outputs.identityPrincipalId
+  }
+}
+
+module emailAccess 'modules/email-access.bicep' = if (!empty(acsResourceId)) {
+  name: take('cmkguard-${environmentName}-email-access', 64)
+  scope: resourceGroup(split(acsResourceId, '/')[2], split(acsResourceId, '/')[4])
+  params: {
+    communicationServiceName: last(split(acsResourceId, '/'))
+    principalId: app.outputs.identityPrincipalId
+    environmentName: environmentName
+    roleDefinitionName: guid('cmk-guard', environmentName, acsResourceId, 'email-sender')
   }
 }
 

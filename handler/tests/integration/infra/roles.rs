@@ -9,6 +9,9 @@ use super::{
     unquote,
 };
 
+/// The role that lets cmk-guard send email through Azure Communication Services.
+const EMAIL_ACCESS_TEMPLATE: &str = "infra/modules/email-access.bicep";
+
 /// What each custom role may do, exactly (least privilege). A change here is a change of the
 /// rights cmk-guard asks for: docs/deploy.md's role table says why each one is needed.
 const ROLE_ACTIONS: &[(&str, &str, &[&str])] = &[
@@ -47,6 +50,15 @@ const ROLE_ACTIONS: &[(&str, &str, &[&str])] = &[
             "Microsoft.KeyVault/vaults/keys/rotate/action",
             "Microsoft.KeyVault/vaults/keyrotationpolicies/read",
             "Microsoft.KeyVault/vaults/keyrotationpolicies/write",
+        ],
+    ),
+    (
+        EMAIL_ACCESS_TEMPLATE,
+        "emailSendActions",
+        &[
+            "Microsoft.Communication/CommunicationServices/Read",
+            "Microsoft.Communication/CommunicationServices/Write",
+            "Microsoft.Communication/EmailServices/write",
         ],
     ),
 ];
@@ -115,6 +127,7 @@ fn custom_roles_hold_exactly_the_listed_actions() {
     let access = read(AUDIT_ACCESS_TEMPLATE);
     assert!(access.contains("actions: ruleKeyActions\n"));
     assert!(access.contains("actions: functionSubscriberActions\n"));
+    assert!(read(EMAIL_ACCESS_TEMPLATE).contains("actions: emailSendActions\n"));
     for path in files_under("infra") {
         let text = fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
@@ -188,6 +201,38 @@ fn write_rights_need_remediate_mode_and_their_consent() {
             );
         }
     }
+}
+
+#[test]
+fn email_rights_are_on_the_communication_services_resource_only() {
+    let main = read(MAIN_TEMPLATE);
+    for line in [
+        "param acsResourceId string = ''\n",
+        "module emailAccess 'modules/email-access.bicep' = if (!empty(acsResourceId)) {\n",
+        "  scope: resourceGroup(split(acsResourceId, '/')[2], split(acsResourceId, '/')[4])\n",
+        "    communicationServiceName: last(split(acsResourceId, '/'))\n",
+    ] {
+        assert!(
+            main.contains(line),
+            "{MAIN_TEMPLATE}: `{}` is gone",
+            line.trim()
+        );
+    }
+    let access = read(EMAIL_ACCESS_TEMPLATE);
+    let assignment = access
+        .split("\nresource ")
+        .find(|block| block.starts_with("emailSenderAssignment "))
+        .unwrap_or_else(|| panic!("{EMAIL_ACCESS_TEMPLATE}: `emailSenderAssignment` not found"));
+    assert!(
+        assignment.contains("  scope: communicationService\n"),
+        "{EMAIL_ACCESS_TEMPLATE}: the email role must be assigned on the resource, not its group"
+    );
+    let parameters: serde_json::Value = serde_json::from_str(&read("infra/main.parameters.json"))
+        .unwrap_or_else(|e| panic!("infra/main.parameters.json: {e}"));
+    assert_eq!(
+        parameters["parameters"]["acsResourceId"]["value"], "${CMK_GUARD_ACS_RESOURCE_ID}",
+        "infra/main.parameters.json: acsResourceId comes from the azd environment"
+    );
 }
 
 #[test]

@@ -18,6 +18,7 @@ mod loop_guard;
 mod managed_resource_groups;
 mod management_groups;
 mod modes;
+mod proxy;
 mod packaging;
 mod reliability;
 mod said_once;

@@ -214,6 +214,8 @@ fn serve(settings: Settings, port: Option<u16>) -> ExitCode {
             return ExitCode::from(exit::CONFIGURATION);
         }
     };
+    // Application Insights uploads authenticate with the same identity (when asked to).
+    crate::telemetry::app_insights::authenticate_with(azure.credential.clone());
     let mode = settings.mode;
     let credential = azure.credential_source;
     let sign_in = (credential == credential::DEVELOPER_TOOLS).then(|| {

@@ -1,14 +1,17 @@
 //! Telemetry: `tracing` everywhere; log lines always go to stdout (JSON lines, for the
 //! Functions host) or stderr (readable, for the CLI). OpenTelemetry traces, metrics and logs
-//! are exported over OTLP (HTTP/protobuf) only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set; the
-//! SDK reads the other standard `OTEL_*` variables itself (signal endpoints, headers, batch
-//! delays, export interval, sampler, resource attributes).
+//! are exported to Application Insights when `APPLICATIONINSIGHTS_CONNECTION_STRING` is set
+//! ([`app_insights`]) and over OTLP (HTTP/protobuf) when `OTEL_EXPORTER_OTLP_ENDPOINT` is set
+//! (both when both are); the SDK reads the other standard `OTEL_*` variables itself (signal
+//! endpoints, headers, batch delays, export interval, sampler, resource attributes).
 //!
 //! Naming scheme (STYLE.md): metrics are `cmkguard_<noun>_total{labels}` counters and
 //! `cmkguard_<noun>_seconds` histograms; labels carry only low-cardinality, non-secret values
 //! (rule ids, severities, results, channel names, method + URL template). Span attributes follow
 //! the OpenTelemetry semantic conventions (`faas.*`, `http.*`, `url.*`). No URL is recorded with
 //! its query string, so no SAS signature, webhook `sig=` or token can reach an attribute.
+
+pub mod app_insights;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -109,9 +112,14 @@ pub fn init(json: bool) -> Telemetry {
             .boxed()
     };
     let mut telemetry = Telemetry::default();
-    let export = enabled(|name| std::env::var(name).ok());
-    let (trace_layer, log_layer) = if export {
-        match providers() {
+    let lookup = |name: &str| std::env::var(name).ok();
+    let targets = Targets {
+        otlp: enabled(lookup),
+        app_insights: app_insights::connection_string(lookup),
+        entra: app_insights::entra_requested(lookup),
+    };
+    let (trace_layer, log_layer) = if targets.otlp || targets.app_insights.is_some() {
+        match providers(&targets) {
             Ok((traces, metrics, logs)) => {
                 let tracer = traces.tracer(SERVICE_NAME);
                 opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
@@ -131,7 +139,10 @@ pub fn init(json: bool) -> Telemetry {
                 (Some(trace_layer), Some(log_layer))
             }
             Err(error) => {
-                eprintln!("cmk-guard: OpenTelemetry export is off: {error}");
+                eprintln!(
+                    "cmk-guard: OpenTelemetry export is off: {}",
+                    crate::text::chain(&error)
+                );
                 (None, None)
             }
         }
@@ -168,6 +179,16 @@ fn is_exporter_target(target: &str) -> bool {
 
 type Providers = (SdkTracerProvider, SdkMeterProvider, SdkLoggerProvider);
 
+/// Where telemetry goes.
+struct Targets {
+    /// OTLP, configured by the `OTEL_*` variables.
+    otlp: bool,
+    /// Application Insights, with this connection string.
+    app_insights: Option<String>,
+    /// Application Insights uploads carry an Entra token.
+    entra: bool,
+}
+
 /// Why OTLP export could not be set up (logging stays on).
 #[derive(Debug, thiserror::Error)]
 enum ExportError {
@@ -181,13 +202,44 @@ enum ExportError {
     Tls(#[source] rustls::Error),
     #[error("HTTP client setup failed: {0}")]
     Client(#[source] reqwest::Error),
+    #[error("trusted certificates")]
+    Roots(#[source] crate::azure::transport::TransportError),
+    #[error("Application Insights exporter")]
+    AppInsights(#[source] app_insights::ConnectionStringError),
 }
 
-fn providers() -> Result<Providers, ExportError> {
-    use opentelemetry_otlp::{LogExporter, MetricExporter, Protocol, SpanExporter};
-    use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+fn providers(targets: &Targets) -> Result<Providers, ExportError> {
     let client = http_client()?;
     let resource = resource(|name| std::env::var(name).ok());
+    let mut traces = SdkTracerProvider::builder().with_resource(resource.clone());
+    let mut metrics = SdkMeterProvider::builder().with_resource(resource.clone());
+    let mut logs = SdkLoggerProvider::builder().with_resource(resource.clone());
+    if targets.otlp {
+        let (spans, points, records) = otlp_exporters(&client)?;
+        traces = traces.with_batch_exporter(spans);
+        metrics = metrics.with_reader(PeriodicReader::builder(points).build());
+        logs = logs.with_batch_exporter(records);
+    }
+    if let Some(connection_string) = &targets.app_insights {
+        let exporter = app_insights::exporter(connection_string, client, targets.entra)
+            .map_err(ExportError::AppInsights)?;
+        traces = traces.with_batch_exporter(exporter.clone());
+        metrics = metrics.with_reader(PeriodicReader::builder(exporter.clone()).build());
+        logs = logs.with_batch_exporter(exporter);
+    }
+    Ok((traces.build(), metrics.build(), logs.build()))
+}
+
+type OtlpExporters = (
+    opentelemetry_otlp::SpanExporter,
+    opentelemetry_otlp::MetricExporter,
+    opentelemetry_otlp::LogExporter,
+);
+
+/// The OTLP/HTTP (protobuf) exporters; endpoints and headers come from the `OTEL_*` variables.
+fn otlp_exporters(client: &reqwest::blocking::Client) -> Result<OtlpExporters, ExportError> {
+    use opentelemetry_otlp::{LogExporter, MetricExporter, Protocol, SpanExporter};
+    use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
     let spans = SpanExporter::builder()
         .with_http()
         .with_protocol(Protocol::HttpBinary)
@@ -203,30 +255,19 @@ fn providers() -> Result<Providers, ExportError> {
     let logs = LogExporter::builder()
         .with_http()
         .with_protocol(Protocol::HttpBinary)
-        .with_http_client(client)
+        .with_http_client(client.clone())
         .build()
         .map_err(ExportError::Logs)?;
-    let traces = SdkTracerProvider::builder()
-        .with_batch_exporter(spans)
-        .with_resource(resource.clone())
-        .build();
-    let metrics = SdkMeterProvider::builder()
-        .with_reader(PeriodicReader::builder(metrics).build())
-        .with_resource(resource.clone())
-        .build();
-    let logs = SdkLoggerProvider::builder()
-        .with_batch_exporter(logs)
-        .with_resource(resource)
-        .build();
-    Ok((traces, metrics, logs))
+    Ok((spans, metrics, logs))
 }
 
-/// A blocking client (the SDK exports from its own threads) on rustls with ring and Mozilla's
-/// roots; built outside any async runtime.
+/// A blocking client (the SDK exports from its own threads) on rustls with ring, trusting what
+/// every client trusts (Mozilla's roots, the system store, `CMKGUARD_CA_BUNDLE`); built outside
+/// any async runtime.
 fn http_client() -> Result<reqwest::blocking::Client, ExportError> {
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
+    let bundle = std::env::var_os("CMKGUARD_CA_BUNDLE").map(std::path::PathBuf::from);
+    let roots =
+        crate::azure::transport::trusted_roots(bundle.as_deref()).map_err(ExportError::Roots)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

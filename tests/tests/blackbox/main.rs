@@ -2,6 +2,7 @@
 
 mod actions;
 mod alert_content;
+mod app_insights;
 mod architecture;
 mod azure_reads;
 mod bulk_reads;

@@ -1,0 +1,241 @@
+//! A stand-in for Azure Monitor's two ingestion services, on 127.0.0.1:
+//!
+//! - Application Insights ingestion: `POST /v2.1/track` with a JSON array of envelopes, plain or
+//!   gzipped (`Content-Encoding: gzip`), answered `200 {"itemsReceived","itemsAccepted","errors":[]}`;
+//! - the Logs Ingestion API: `POST /dataCollectionRules/{immutableId}/streams/{stream}` with a
+//!   JSON array of rows, answered `204` (or the statuses a test scripts, `429` with
+//!   `Retry-After: 1`).
+//!
+//! Every request is kept (path with query, lower-case headers, decoded body). The exporter
+//! only speaks HTTPS, so the stand-in serves TLS with the simulator's server certificate (which
+//! names 127.0.0.1), trusted by the handler through `CMKGUARD_CA_BUNDLE`.
+
+use std::collections::VecDeque;
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+/// One received request.
+#[derive(Debug, Clone)]
+pub struct Ingested {
+    /// The path and query as sent.
+    pub target: String,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+    /// The body, gunzipped when it was gzipped, parsed as JSON (`Null` when it is not JSON).
+    pub body: Value,
+}
+
+impl Ingested {
+    /// The path without the query.
+    pub fn path(&self) -> &str {
+        self.target.split('?').next().unwrap_or_default()
+    }
+
+    /// Whether this is an Application Insights upload (`/v2/track` or `/v2.1/track`).
+    pub fn is_track(&self) -> bool {
+        matches!(self.path(), "/v2/track" | "/v2.1/track")
+    }
+
+    /// The first value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A running stand-in.
+#[derive(Clone)]
+pub struct Ingest {
+    pub port: u16,
+    received: Arc<Mutex<Vec<Ingested>>>,
+    statuses: Arc<Mutex<VecDeque<u16>>>,
+}
+
+impl Ingest {
+    /// Starts the stand-in on HTTPS with this certificate chain and key (PEM); it serves until
+    /// the test's runtime ends.
+    pub async fn start(cert_pem: &str, key_pem: &str) -> Ingest {
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+                .collect::<Result<_, _>>()
+                .expect("certificate PEM");
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("key PEM");
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("server certificate");
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let ingest = Ingest {
+            port: listener.local_addr().expect("addr").port(),
+            received: Arc::default(),
+            statuses: Arc::default(),
+        };
+        let serving = ingest.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let ingest = serving.clone();
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        ingest.serve(stream).await;
+                    }
+                });
+            }
+        });
+        ingest
+    }
+
+    /// `https://127.0.0.1:{port}`.
+    pub fn endpoint(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// An Application Insights connection string whose ingestion endpoint is the stand-in.
+    pub fn connection_string(&self, instrumentation_key: &str) -> String {
+        format!(
+            "InstrumentationKey={instrumentation_key};IngestionEndpoint={}/;LiveEndpoint={}/",
+            self.endpoint(),
+            self.endpoint()
+        )
+    }
+
+    /// Answers the next Logs Ingestion requests with these statuses (then 204 again).
+    pub fn script(&self, statuses: &[u16]) {
+        self.statuses.lock().expect("lock").extend(statuses);
+    }
+
+    /// Everything received so far.
+    pub fn received(&self) -> Vec<Ingested> {
+        self.received.lock().expect("lock").clone()
+    }
+
+    /// The Application Insights envelopes received so far.
+    pub fn envelopes(&self) -> Vec<Value> {
+        self.received()
+            .into_iter()
+            .filter(|r| r.is_track())
+            .flat_map(|r| r.body.as_array().cloned().unwrap_or_default())
+            .collect()
+    }
+
+    async fn serve(&self, stream: impl AsyncRead + AsyncWrite + Unpin) {
+        let mut reader = BufReader::new(stream);
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).await.unwrap_or(0) == 0 {
+                return;
+            }
+            let target = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+            let mut headers = Vec::new();
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                let header = header.trim_end();
+                if header.is_empty() {
+                    break;
+                }
+                if let Some((name, value)) = header.split_once(':') {
+                    headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+                }
+            }
+            let Some(raw) = read_body(&mut reader, &headers).await else {
+                return;
+            };
+            let gzipped = headers
+                .iter()
+                .any(|(n, v)| n == "content-encoding" && v.eq_ignore_ascii_case("gzip"));
+            let bytes = if gzipped { gunzip(&raw) } else { raw };
+            let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let request = Ingested {
+                target,
+                headers,
+                body,
+            };
+            let response = self.answer(&request);
+            self.received.lock().expect("lock").push(request);
+            if reader
+                .get_mut()
+                .write_all(response.as_bytes())
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+
+    fn answer(&self, request: &Ingested) -> String {
+        if request.is_track() {
+            let count = request.body.as_array().map_or(0, Vec::len);
+            let body =
+                json!({"itemsReceived": count, "itemsAccepted": count, "errors": []}).to_string();
+            return format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+        }
+        let status = self
+            .statuses
+            .lock()
+            .ok()
+            .and_then(|mut q| q.pop_front())
+            .unwrap_or(204);
+        let extra = if status == 429 {
+            "Retry-After: 1\r\n"
+        } else {
+            ""
+        };
+        format!("HTTP/1.1 {status} Status\r\n{extra}Content-Length: 0\r\n\r\n")
+    }
+}
+
+/// The body by Content-Length or chunked; `None` when the connection ends early.
+async fn read_body(
+    reader: &mut BufReader<impl AsyncRead + AsyncWrite + Unpin>,
+    headers: &[(String, String)],
+) -> Option<Vec<u8>> {
+    let find = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v);
+    if find("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        let mut body = Vec::new();
+        loop {
+            let mut size = String::new();
+            if reader.read_line(&mut size).await.unwrap_or(0) == 0 {
+                return None;
+            }
+            let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            let mut chunk = vec![0; size + 2];
+            reader.read_exact(&mut chunk).await.ok()?;
+            if size == 0 {
+                return Some(body);
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
+    }
+    let length = find("content-length")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).await.ok()?;
+    Some(body)
+}
+
+fn gunzip(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let _ = flate2::read::GzDecoder::new(raw).read_to_end(&mut out);
+    out
+}

@@ -25,6 +25,61 @@ struct Envelope {
     metadata: Option<Metadata>,
 }
 
+/// Any JSON, read as strictly as a [`Value`] (strings unescaped and checked, numbers parsed,
+/// the recursion limit applied) and thrown away: `IgnoredAny` only skips, which accepts a lone
+/// surrogate escape and any depth.
+struct Checked;
+
+impl<'de> Deserialize<'de> for Checked {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(CheckedVisitor)
+    }
+}
+
+struct CheckedVisitor;
+
+impl<'de> serde::de::Visitor<'de> for CheckedVisitor {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        while map.next_entry::<Checked, Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+}
+
 /// `Metadata`: the trigger's binding data plus `sys` and, under a host retry policy, `RetryContext`.
 #[derive(Debug, Default, Deserialize)]
 pub struct Metadata {
@@ -118,17 +173,19 @@ pub enum BindingSource {
 impl Invocation {
     /// Parses the request body. Every failure names the part that was wrong.
     ///
-    /// Most invocations are irrelevant events, so the body is read once into the typed
+    /// Most invocations are irrelevant events, so the body is read into the typed
     /// [`Envelope`]: `Data` becomes JSON values (the binding is read from them), `Metadata`
     /// only the fields cmk-guard reads, and everything else — above all `Metadata`'s copy of
-    /// the event's data — is only checked to be JSON, never built. The body is checked to be
-    /// UTF-8 first, because skipped strings are not. Any failure parses the body again the
-    /// slow way ([`Invocation::parse_value`]), whose reason names the part that was wrong.
+    /// the event's data — is never built. What serde skips it checks only loosely (a lone
+    /// surrogate escape, nesting past the recursion limit), so the body is first checked as a
+    /// whole ([`Checked`]: every string, number and depth as a [`Value`] would be, nothing
+    /// built). Any failure parses the body again the slow way ([`Invocation::parse_value`]),
+    /// whose reason names the part that was wrong.
     pub fn parse(body: &[u8]) -> Result<Self, Rejection> {
-        let Ok(text) = std::str::from_utf8(body) else {
+        if serde_json::from_slice::<Checked>(body).is_err() {
             return Self::parse_value(body);
-        };
-        match serde_json::from_str::<Envelope>(text) {
+        }
+        match serde_json::from_slice::<Envelope>(body) {
             Ok(Envelope { data, metadata }) => Ok(Self {
                 data,
                 metadata: metadata.unwrap_or_default(),
@@ -311,17 +368,44 @@ mod tests {
     }
 
     #[test]
-    fn metadata_cmk_guard_does_not_read_is_checked_but_never_built() {
-        // Nested past serde_json's recursion limit: refused where it is built (Data), not in
-        // Metadata's copy of the event's data, which the fast parse only checks for syntax.
+    fn malformed_json_in_parts_cmk_guard_does_not_read_is_still_refused() {
+        // What serde's skipping lets through: a lone surrogate escape, nesting past the
+        // recursion limit, in Metadata's copy of the event's data, an unknown key or a key.
         let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
-        let copy = format!(r#"{{"Data":{{"event":{{}}}},"Metadata":{{"data":{deep}}}}}"#);
-        let mut invocation = Invocation::parse(copy.as_bytes()).unwrap();
-        assert!(invocation.take_binding("event").is_ok());
-        assert!(slow_reason(copy.as_bytes()).contains("recursion limit"));
-        let built = format!(r#"{{"Data":{{"event":{deep}}}}}"#);
-        let err = Invocation::parse(built.as_bytes()).unwrap_err().to_string();
-        assert!(err.contains("recursion limit"), "{err}");
+        for (body, expected) in [
+            (
+                r#"{"Data":{"event":{}},"Metadata":{"data":"\ud800"}}"#.to_owned(),
+                "hex escape",
+            ),
+            (
+                r#"{"Data":{"event":{}},"Metadata":{"sys":{"Other":"\udc00x"}}}"#.to_owned(),
+                "hex escape",
+            ),
+            (
+                r#"{"Data":{"event":{}},"Other":{"\ud83d":1}}"#.to_owned(),
+                "hex escape",
+            ),
+            (
+                format!(r#"{{"Data":{{"event":{{}}}},"Metadata":{{"data":{deep}}}}}"#),
+                "recursion limit",
+            ),
+            (
+                format!(r#"{{"Data":{{"event":{{}}}},"Other":{deep}}}"#),
+                "recursion limit",
+            ),
+            (
+                format!(r#"{{"Data":{{"event":{deep}}}}}"#),
+                "recursion limit",
+            ),
+        ] {
+            let err = Invocation::parse(body.as_bytes()).unwrap_err().to_string();
+            assert!(err.starts_with("body: not valid JSON"), "{err}");
+            assert!(err.contains(expected), "{err}");
+            assert_eq!(err, slow_reason(body.as_bytes()));
+        }
+        // A surrogate pair is one character, and nesting within the limit is fine.
+        let pair = r#"{"Data":{"event":{}},"Metadata":{"data":"\ud83d\ude00","x":[[[[1]]]]}}"#;
+        assert!(Invocation::parse(pair.as_bytes()).is_ok());
     }
 
     #[test]

@@ -44,6 +44,8 @@ pub struct Shared {
     pub graph_view: Mutex<Option<Tenant>>,
     /// ARM's throttling buckets and Resource Graph's quota (see `throttle`).
     pub throttle: Mutex<crate::throttle::Throttle>,
+    /// The cloud whose host names are served (see `cloud`).
+    pub cloud: crate::cloud::SimCloud,
 }
 
 /// Locks a mutex, recovering from poisoning (a panicked test must not wedge the simulator).
@@ -96,9 +98,16 @@ pub struct Ctx<'a> {
     pub now: i64,
     /// Validated caller, once authenticated.
     pub caller: Option<Claims>,
+    /// The RBAC actions (ARM actions, Key Vault data actions) checked for the caller, in order.
+    pub checked: Mutex<Vec<String>>,
 }
 
 impl Ctx<'_> {
+    /// Notes that the caller's right to `action` was checked (recorded with the request).
+    pub fn check(&self, action: &str) {
+        lock(&self.checked).push(action.to_owned());
+    }
+
     /// A query parameter by name (case-insensitive).
     pub fn q(&self, name: &str) -> Option<&str> {
         self.query
@@ -317,10 +326,23 @@ fn surface(ctx: &Ctx) -> Surface {
 pub async fn entry(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -> HttpResponse {
     let shared: &Shared = &shared;
     let path = percent_decode(req.path(), false);
+    // The host as the client named it (recorded); inside, the public cloud's names.
+    let named_host = host_of(&req);
+    let cloud = shared.cloud;
+    let body = match std::str::from_utf8(&body) {
+        Ok(text) if cloud != crate::cloud::SimCloud::Public => {
+            web::Bytes::from(cloud.inbound(text))
+        }
+        _ => body,
+    };
     let mut ctx = Ctx {
         shared,
         method: req.method().as_str().to_ascii_uppercase(),
-        host: host_of(&req),
+        host: if cloud.is_foreign(&named_host) {
+            format!("{named_host}.foreign")
+        } else {
+            cloud.inbound(&named_host)
+        },
         segs: path
             .split('/')
             .filter(|s| !s.is_empty())
@@ -332,6 +354,7 @@ pub async fn entry(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>
         body,
         now: crate::clock::now_unix(),
         caller: None,
+        checked: Mutex::new(Vec::new()),
     };
     let surface = surface(&ctx);
     if surface == Surface::Admin {
@@ -364,16 +387,17 @@ pub async fn entry(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>
         at_unix_ms: crate::clock::now_unix_ms(),
         at_ms: shared.started.elapsed().as_secs_f64() * 1000.0,
         method: ctx.method.clone(),
-        host: ctx.host.clone(),
+        host: named_host,
         path: ctx.path.clone(),
         operation: operation.to_owned(),
         resource: resource.map(|r| crate::ids::norm(&r)),
         status: reply.status,
         caller: ctx.caller.as_ref().map(|c| c.object_id.clone()),
+        actions: std::mem::take(&mut *lock(&ctx.checked)),
         fault,
     };
     lock(&shared.telemetry).record(record);
-    finish(&ctx, surface, reply)
+    finish(&ctx, surface, outbound(cloud, reply))
 }
 
 async fn serve(ctx: &mut Ctx<'_>, surface: Surface, route: &Route) -> Reply {
@@ -484,6 +508,15 @@ fn default_fault_body(ctx: &Ctx, surface: Surface, status: u16) -> Value {
         return json!({"statusCode": status, "message": message, "correlationId": crate::ids::random_uuid()});
     }
     json!({"error": {"code": code, "message": message}})
+}
+
+/// The reply with every public host name in its headers and body replaced by `cloud`'s.
+fn outbound(cloud: crate::cloud::SimCloud, mut reply: Reply) -> Reply {
+    for (_, value) in &mut reply.headers {
+        *value = cloud.outbound(value);
+    }
+    reply.body = reply.body.map(|body| cloud.outbound_json(body));
+    reply
 }
 
 fn finish(ctx: &Ctx, surface: Surface, reply: Reply) -> HttpResponse {

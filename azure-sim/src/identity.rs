@@ -61,10 +61,12 @@ fn token(ctx: &mut Ctx) -> Reply {
         }
         None => return identity_error(400, "The api-version query parameter is required."),
     }
+    // The cloud's audience (`https://management.chinacloudapi.cn`) as the public one the
+    // simulator checks inside.
     let Some(resource) = ctx
         .q("resource")
         .filter(|r| !r.is_empty())
-        .map(str::to_owned)
+        .map(|r| ctx.shared.cloud.inbound(r))
     else {
         return identity_error(400, "The resource query parameter is required.");
     };

@@ -34,6 +34,7 @@ pub mod admin;
 mod arm;
 pub mod audit;
 pub mod clock;
+pub mod cloud;
 pub mod events;
 pub mod faults;
 mod graph;

@@ -70,6 +70,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             workers: cli.workers,
             identity_header: cli.identity_header,
             arm_throttling: cli.arm_throttling,
+            cloud: Default::default(),
         },
     )
     .await?;

@@ -38,6 +38,8 @@ pub struct SimOptions {
     /// off (the default, so tests of other things are not paced by ARM's refill), every answer
     /// reports full buckets.
     pub arm_throttling: bool,
+    /// The Azure cloud whose host names the simulator serves ([`crate::cloud`]).
+    pub cloud: crate::cloud::SimCloud,
 }
 
 impl Default for SimOptions {
@@ -50,6 +52,7 @@ impl Default for SimOptions {
             workers: 2,
             identity_header: None,
             arm_throttling: false,
+            cloud: crate::cloud::SimCloud::default(),
         }
     }
 }
@@ -119,7 +122,7 @@ impl Sim {
     /// a Tokio runtime. Requests queue on the bound sockets, so the simulator is usable as soon
     /// as this returns.
     pub async fn start(tenant: Tenant, options: SimOptions) -> Result<Sim, SimError> {
-        let pki = tls::generate()?;
+        let pki = tls::generate(options.cloud)?;
         let https = TcpListener::bind(("127.0.0.1", options.port))?;
         let identity = TcpListener::bind(("127.0.0.1", options.identity_port))?;
         let https_addr: SocketAddr = https.local_addr()?;
@@ -158,7 +161,9 @@ impl Sim {
             identity_endpoint: format!("http://127.0.0.1:{}/msi/token", identity_addr.port()),
             identity_header: identity_header.clone(),
             connect_to: format!(
-                "management.azure.com=127.0.0.1:{p},vault.azure.net=127.0.0.1:{p}",
+                "{arm}=127.0.0.1:{p},{vault}=127.0.0.1:{p}",
+                arm = options.cloud.arm_host(),
+                vault = options.cloud.vault_suffix(),
                 p = https_addr.port()
             ),
             tenant_id: tenant.tenant_id.clone(),
@@ -179,6 +184,7 @@ impl Sim {
             operations: Mutex::new(std::collections::HashMap::new()),
             graph_view: Mutex::new(None),
             throttle: Mutex::new(crate::throttle::Throttle::new(options.arm_throttling)),
+            cloud: options.cloud,
         });
         *lock(&shared.info) = serde_json::to_value(&info).ok();
 

@@ -43,8 +43,9 @@ impl std::fmt::Debug for Pki {
     }
 }
 
-/// Generates a fresh CA and server certificate.
-pub fn generate() -> Result<Pki, TlsError> {
+/// Generates a fresh CA and a server certificate for [`SERVER_NAMES`] and, in a sovereign
+/// cloud, that cloud's ARM and Key Vault names.
+pub fn generate(cloud: crate::cloud::SimCloud) -> Result<Pki, TlsError> {
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params
@@ -60,12 +61,11 @@ pub fn generate() -> Result<Pki, TlsError> {
     ];
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
 
-    let mut leaf_params = CertificateParams::new(
-        SERVER_NAMES
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect::<Vec<_>>(),
-    )?;
+    let mut names: Vec<String> = SERVER_NAMES.iter().map(|s| (*s).to_owned()).collect();
+    if cloud != crate::cloud::SimCloud::Public {
+        names.extend(cloud.server_names());
+    }
+    let mut leaf_params = CertificateParams::new(names)?;
     leaf_params
         .subject_alt_names
         .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));

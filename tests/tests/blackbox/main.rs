@@ -9,6 +9,7 @@ mod bulk_reads;
 mod bad_input;
 mod card_rendering;
 mod cli;
+mod clouds;
 mod docs;
 mod events_wiring;
 mod fixtures;

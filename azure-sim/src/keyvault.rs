@@ -8,7 +8,6 @@ use crate::http::{self, Ctx, Reply, Route, VAULT_AUDIENCES};
 use crate::ids::{eq_ci, scope_covers};
 use crate::material::{self, PublicJwk};
 use crate::model::{Key, KeyType, KeyVersion, LifetimeAction, RotationPolicy, Tenant, Vault};
-use crate::roles;
 use serde_json::{Map, Value, json};
 
 /// api-versions the data plane accepts.
@@ -255,6 +254,7 @@ fn authorize(
     let Some(caller) = &ctx.caller else {
         return Err(challenge(ctx, "Request is missing a Bearer or PoP token."));
     };
+    ctx.check(permission.action);
     decide(tenant, vault, key, &Principal::of(caller), permission)
         .map_err(|d| kv_error_inner(403, "Forbidden", &d.message, d.inner))
 }
@@ -276,8 +276,7 @@ pub(crate) fn decide(
         };
         let granted = tenant.assignments_applying(oid, &scope).iter().any(|a| {
             scope_covers(&a.scope, &scope)
-                && roles::find(&a.role_definition_guid)
-                    .is_some_and(|r| r.grants_data_action(permission.action))
+                && tenant.role_grants(&a.role_definition_guid, permission.action, true)
         });
         if granted {
             return Ok(());

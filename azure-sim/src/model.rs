@@ -30,6 +30,8 @@ pub struct Tenant {
     pub workspaces: Vec<Workspace>,
     /// Azure RBAC role assignments at any scope.
     pub role_assignments: Vec<RoleAssignment>,
+    /// Custom role definitions, which assignments name by GUID like built-in ones.
+    pub custom_roles: Vec<crate::roles::CustomRole>,
     /// Other resources served verbatim (storage accounts, Cosmos DB accounts, Search services…).
     pub resources: Vec<GenericResource>,
     /// Event Grid system topics (`Microsoft.EventGrid/systemTopics`), as served.
@@ -609,8 +611,30 @@ impl Tenant {
     pub fn can(&self, principal_id: &str, action: &str, scope: &str) -> bool {
         self.assignments_applying(principal_id, scope)
             .iter()
-            .filter_map(|a| crate::roles::find(&a.role_definition_guid))
-            .any(|d| d.grants_action(action))
+            .any(|a| self.role_grants(&a.role_definition_guid, action, false))
+    }
+
+    /// Whether the built-in or custom role `guid` grants `action`: a data action when `data`,
+    /// a management action otherwise.
+    pub fn role_grants(&self, guid: &str, action: &str, data: bool) -> bool {
+        if let Some(role) = crate::roles::find(guid) {
+            return if data {
+                role.grants_data_action(action)
+            } else {
+                role.grants_action(action)
+            };
+        }
+        let key = guid.rsplit('/').next().unwrap_or(guid);
+        self.custom_roles
+            .iter()
+            .filter(|r| eq_ci(&r.guid, key))
+            .any(|r| {
+                if data {
+                    r.grants_data_action(action)
+                } else {
+                    r.grants_action(action)
+                }
+            })
     }
 
     /// A fresh deterministic serial, for new key versions and assignment names.

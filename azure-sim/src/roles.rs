@@ -3,6 +3,7 @@
 //! so data-plane checks evaluate definitions instead of comparing GUIDs (azure-notes Trap T8).
 
 use crate::ids::eq_ci;
+use serde::Serialize;
 use serde_json::{Value, json};
 
 /// One built-in role definition.
@@ -215,6 +216,32 @@ pub const BUILT_IN: &[RoleDefinition] = &[
         not_data_actions: &[],
     },
 ];
+
+/// A custom role definition (what a deployment creates, like infra/'s least-privilege roles).
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomRole {
+    /// GUID (the definition's `name`).
+    pub guid: String,
+    /// `roleName`.
+    pub role_name: String,
+    /// `permissions[0].actions`.
+    pub actions: Vec<String>,
+    /// `permissions[0].dataActions`.
+    pub data_actions: Vec<String>,
+}
+
+impl CustomRole {
+    /// Whether the definition grants a management action.
+    pub fn grants_action(&self, action: &str) -> bool {
+        self.actions.iter().any(|p| action_matches(p, action))
+    }
+
+    /// Whether the definition grants a data action.
+    pub fn grants_data_action(&self, action: &str) -> bool {
+        self.data_actions.iter().any(|p| action_matches(p, action))
+    }
+}
 
 /// Finds a built-in role by GUID or by role name, case-insensitively.
 pub fn find(guid_or_name: &str) -> Option<&'static RoleDefinition> {

@@ -1044,6 +1044,7 @@ impl<'a> Builder<'a> {
                 deleted_vaults: Vec::new(),
                 workspaces: Vec::new(),
                 role_assignments: Vec::new(),
+                custom_roles: Vec::new(),
                 resources: Vec::new(),
                 system_topics: Vec::new(),
                 event_subscriptions: Vec::new(),

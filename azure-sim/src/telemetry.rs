@@ -29,6 +29,9 @@ pub struct RequestRecord {
     pub status: u16,
     /// Caller object id, when a valid token was presented.
     pub caller: Option<String>,
+    /// The RBAC actions checked for the caller: the ARM action (and any linked one), or the
+    /// Key Vault data action. Empty when nothing was checked.
+    pub actions: Vec<String>,
     /// Id of the fault rule that affected it.
     pub fault: Option<u64>,
 }
@@ -222,6 +225,7 @@ mod tests {
             resource: Some("/subscriptions/s".into()),
             status: 200,
             caller: None,
+            actions: Vec::new(),
             fault: None,
         }
     }

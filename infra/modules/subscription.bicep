@@ -48,13 +48,14 @@ var cryptoServiceEncryptionUserRoleId = 'e147488a-f6f5-4113-8e2d-b22465e65bf6'
 
 // key.expiry, key.rotation-policy and key.enabled on RBAC vaults: exactly the data-plane
 // operations those remediations call (the access-policy permissions get, update, rotate,
-// getrotationpolicy, setrotationpolicy), instead of Key Vault Crypto Officer, which could also
-// create, delete and purge keys. handler/tests/integration/infra/roles.rs checks the list.
+// setrotationpolicy), instead of Key Vault Crypto Officer, which could also create, delete and
+// purge keys. No rotation-policy read: cmk-guard reads the policy through ARM (Reader).
+// handler/tests/integration/infra/roles.rs checks the list, and
+// tests/tests/blackbox/least_privilege.rs that a remediating sweep uses each action.
 var keyRotationDataActions = [
   'Microsoft.KeyVault/vaults/keys/read'
   'Microsoft.KeyVault/vaults/keys/update/action'
   'Microsoft.KeyVault/vaults/keys/rotate/action'
-  'Microsoft.KeyVault/vaults/keyrotationpolicies/read'
   'Microsoft.KeyVault/vaults/keyrotationpolicies/write'
 ]
 

@@ -217,6 +217,7 @@ pub(crate) fn authorize(ctx: &Ctx, action: &str, scope: &str) -> Result<(), Repl
     let Some(caller) = &ctx.caller else {
         return Ok(());
     };
+    ctx.check(action);
     if !tenant.enforce_management_rbac || tenant.can(&caller.object_id, action, scope) {
         return Ok(());
     }

@@ -48,7 +48,6 @@ const ROLE_ACTIONS: &[(&str, &str, &[&str])] = &[
             "Microsoft.KeyVault/vaults/keys/read",
             "Microsoft.KeyVault/vaults/keys/update/action",
             "Microsoft.KeyVault/vaults/keys/rotate/action",
-            "Microsoft.KeyVault/vaults/keyrotationpolicies/read",
             "Microsoft.KeyVault/vaults/keyrotationpolicies/write",
         ],
     ),

@@ -19,6 +19,15 @@ use cmk_guard_blackbox::{Handler, repo_root, timer_envelope};
 use serde_json::Value;
 
 const SUB: &str = "6c1f3a2b-9d4e-4f5a-8b7c-2e1d0f9a8b7c";
+/// A subscription where none of the providers a CMK chain needs is registered.
+const PROVIDERS_SUB: &str = "0b9e8d7c-6f5a-4e3d-9c2b-1a0f9e8d7c6b";
+const PROVIDERS: [&str; 5] = [
+    "Microsoft.MachineLearningServices",
+    "Microsoft.Storage",
+    "Microsoft.KeyVault",
+    "Microsoft.DocumentDB",
+    "Microsoft.Search",
+];
 const RG: &str = "rg-least-privilege";
 const FUNCTION: &str = "/subscriptions/6c1f3a2b-9d4e-4f5a-8b7c-2e1d0f9a8b7c/resourceGroups/rg-cmkguard/providers/Microsoft.Web/sites/cmkguard-app/functions/OnKeyVaultEvent";
 const HUB_RULE: &str = "/subscriptions/6c1f3a2b-9d4e-4f5a-8b7c-2e1d0f9a8b7c/resourceGroups/rg-cmkguard/providers/Microsoft.EventHub/namespaces/cmkguard-ns/authorizationRules/cmk-guard-diagnostics";
@@ -94,22 +103,6 @@ const CHECKED_ELSEWHERE: &[(&str, &str)] = &[
     (
         "Microsoft.Web/sites/functions/write",
         "Event Grid checks the AzureFunction destination; azure-sim does not",
-    ),
-    (
-        "Microsoft.MachineLearningServices/register/action",
-        "only providers that are not registered are registered: the tenant leaves out one",
-    ),
-    (
-        "Microsoft.Storage/register/action",
-        "only providers that are not registered are registered: the tenant leaves out one",
-    ),
-    (
-        "Microsoft.KeyVault/register/action",
-        "only providers that are not registered are registered: the tenant leaves out one",
-    ),
-    (
-        "Microsoft.DocumentDB/register/action",
-        "only providers that are not registered are registered: the tenant leaves out one",
     ),
 ];
 
@@ -194,7 +187,8 @@ fn granted_by(consent: &str) -> Rights {
     rights
 }
 
-/// One CMK chain per drift, each on its own vault, and a subscription without one provider.
+/// One CMK chain per drift, each on its own vault, and a subscription with no provider
+/// registered.
 fn tenant() -> Tenant {
     let ws = |name: &str| WorkspaceSpec::new(SUB, RG, &format!("ws-{name}"));
     let vault = |name: &str, spec: VaultSpec| VaultSpec {
@@ -239,10 +233,21 @@ fn tenant() -> Tenant {
         ),
         ("unwired", vault("unwired", VaultSpec::default()), rsa()),
     ];
-    let mut builder = Tenant::builder()
-        .subscription(SUB)
-        .unregistered_provider(SUB, "Microsoft.Search")
-        .no_app_roles();
+    let mut builder = Tenant::builder().subscription(SUB).no_app_roles();
+    for provider in PROVIDERS {
+        builder = builder.unregistered_provider(PROVIDERS_SUB, provider);
+    }
+    let providers_vault = VaultSpec {
+        subscription: PROVIDERS_SUB.into(),
+        resource_group: RG.into(),
+        name: "kv-providers".into(),
+        ..VaultSpec::default()
+    };
+    builder = builder
+        .vault(providers_vault.wired(FUNCTION, HUB_RULE, HUB).key(rsa()))
+        .workspace(
+            WorkspaceSpec::new(PROVIDERS_SUB, RG, "ws-providers").cmk("kv-providers", "key"),
+        );
     for (name, vault, key) in chains {
         let workspace = ws(name).cmk(&format!("kv-{name}"), "key");
         let workspace = match name {
@@ -257,7 +262,7 @@ fn tenant() -> Tenant {
     builder.build().expect("tenant")
 }
 
-/// Gives the app principal Reader on the subscription and `rights` as one custom role there,
+/// Gives the app principal Reader on each subscription and `rights` as one custom role there,
 /// exactly as infra/modules/subscription.bicep assigns them (at the subscription).
 fn grant(tenant: &mut Tenant, rights: &Rights) {
     let app = tenant
@@ -265,24 +270,26 @@ fn grant(tenant: &mut Tenant, rights: &Rights) {
         .principal_id
         .clone()
         .expect("the app has an identity");
-    let scope = format!("/subscriptions/{SUB}");
     let role = CustomRole {
         guid: ids::stable_uuid("role:least-privilege"),
         role_name: "cmk-guard rights from infra/".into(),
         actions: rights.actions.iter().cloned().collect(),
         data_actions: rights.data.iter().cloned().collect(),
     };
-    for guid in [roles::READER.to_owned(), role.guid.clone()] {
-        tenant.role_assignments.push(RoleAssignment {
-            name: ids::stable_uuid(&format!("assignment:{guid}")),
-            scope: scope.clone(),
-            role_definition_guid: guid,
-            principal_id: app.clone(),
-            principal_type: "ServicePrincipal".into(),
-            condition: None,
-            created: 0,
-            created_by: app.clone(),
-        });
+    for subscription in [SUB, PROVIDERS_SUB] {
+        let scope = format!("/subscriptions/{subscription}");
+        for guid in [roles::READER, role.guid.as_str()] {
+            tenant.role_assignments.push(RoleAssignment {
+                name: ids::stable_uuid(&format!("assignment:{scope}:{guid}")),
+                scope: scope.clone(),
+                role_definition_guid: guid.to_owned(),
+                principal_id: app.clone(),
+                principal_type: "ServicePrincipal".into(),
+                condition: None,
+                created: 0,
+                created_by: app.clone(),
+            });
+        }
     }
     tenant.custom_roles.push(role);
 }
@@ -438,13 +445,24 @@ async fn without_a_consent_its_rights_are_not_granted_and_its_remediation_not_at
             .into(),
         "{other:#?}"
     );
-    let writes: Vec<&String> = swept
+    // The only writes: the two remediations consented to (the other drifts stay reported).
+    let writes: BTreeSet<&str> = swept
         .requests
         .iter()
         .filter(|r| !r.2.starts_with("GET ") && r.1.iter().any(|a| !a.ends_with("/read")))
-        .map(|r| &r.2)
+        .map(|r| r.2.as_str())
         .collect();
-    assert_eq!(writes.len(), 2, "{writes:#?}");
+    let mut expected: BTreeSet<String> = PROVIDERS
+        .iter()
+        .map(|p| format!("POST /subscriptions/{PROVIDERS_SUB}/providers/{p}/register"))
+        .collect();
+    expected.insert(format!(
+        "PATCH /subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.KeyVault/vaults/kv-purge"
+    ));
+    assert_eq!(
+        writes,
+        expected.iter().map(String::as_str).collect::<BTreeSet<_>>()
+    );
     let refused: Vec<&(u16, Vec<String>, String)> =
         swept.requests.iter().filter(|r| r.0 == 403).collect();
     assert!(refused.is_empty(), "refused: {refused:#?}");

@@ -263,14 +263,7 @@ pub fn trusted_roots(ca_bundle: Option<&Path>) -> Result<RootCertStore, Transpor
     let mut roots = RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
-    let system = rustls_native_certs::load_native_certs();
-    let (added, ignored) = roots.add_parsable_certificates(system.certs);
-    tracing::debug!(
-        message = "System certificate store read.",
-        added,
-        ignored,
-        errors = system.errors.len()
-    );
+    roots.add_parsable_certificates(system_certificates());
     if let Some(path) = ca_bundle {
         for certificate in read_bundle(path)? {
             roots
@@ -282,6 +275,25 @@ pub fn trusted_roots(ca_bundle: Option<&Path>) -> Result<RootCertStore, Transpor
         }
     }
     Ok(roots)
+}
+
+/// The usable certificates of the system's store (`SSL_CERT_FILE`/`SSL_CERT_DIR` when set);
+/// none when there is no store. What is skipped is logged at debug level.
+pub fn system_certificates() -> Vec<CertificateDer<'static>> {
+    let system = rustls_native_certs::load_native_certs();
+    let found = system.certs.len();
+    let usable: Vec<CertificateDer<'static>> = system
+        .certs
+        .into_iter()
+        .filter(|certificate| RootCertStore::empty().add(certificate.clone()).is_ok())
+        .collect();
+    tracing::debug!(
+        message = "System certificate store read.",
+        usable = usable.len(),
+        ignored = found - usable.len(),
+        errors = system.errors.len()
+    );
+    usable
 }
 
 /// Builds the shared HTTP client. Fails when the CA bundle cannot be read.

@@ -83,6 +83,12 @@ impl SmtpSender {
     ) -> Result<Self, SmtpSetupError> {
         let mut tls = TlsParameters::builder(settings.host.clone())
             .certificate_store(CertificateStore::WebpkiRoots);
+        // The system store too, as every HTTPS client trusts it (`transport::trusted_roots`).
+        for certificate in crate::azure::transport::system_certificates() {
+            if let Ok(certificate) = Certificate::from_der(certificate.to_vec()) {
+                tls = tls.add_root_certificate(certificate);
+            }
+        }
         if let Some(path) = &transport.ca_bundle {
             let pem = std::fs::read(path).map_err(|source| SmtpSetupError::CaBundleUnreadable {
                 path: path.clone(),

@@ -5,8 +5,10 @@
 use std::net::SocketAddr;
 
 use azure_sim::{Sim, SimOptions};
-use cmk_guard_blackbox::binary;
 use cmk_guard_blackbox::proxy::Proxy;
+use cmk_guard_blackbox::scratch::Scratch;
+use cmk_guard_blackbox::smtp::Smtp;
+use cmk_guard_blackbox::{Handler, binary, timer_envelope};
 
 /// The subscription of the scan tests' tenant that has findings.
 const SUB: &str = "3f7b2c1d-8e4a-4b6f-9c2d-5a1e0f9b7c34";
@@ -131,4 +133,46 @@ async fn the_system_certificate_store_is_trusted() {
     let (_, out, err) = scan(&untrusted).await;
     assert!(!out.contains("ws-purge"), "{out}\n{err}");
     sim.stop().await;
+}
+
+/// Email over SMTP (STARTTLS) trusts the system store too: with the simulator's CA (which also
+/// signs the SMTP server's certificate) only in `SSL_CERT_FILE`, a sweep's alerts are mailed.
+#[tokio::test]
+async fn email_trusts_the_system_certificate_store() {
+    let scratch = Scratch::new("proxy-smtp");
+    let tls_dir = scratch.join("tls");
+    let options = SimOptions {
+        tls_out: Some(tls_dir.clone()),
+        ..SimOptions::default()
+    };
+    let sim = Sim::start(super::scan::tenant(), options)
+        .await
+        .expect("sim");
+    let smtp = Smtp::start(&tls_dir).await;
+    let policy = scratch
+        .write(
+            "policy.toml",
+            "[notify]\nteams = []\nwebhook = []\nemail = [\"critical\", \"high\", \"medium\", \"low\"]\n",
+        )
+        .display()
+        .to_string();
+    let ca = sim.info().ca_path.clone();
+    let smtp_url = smtp.url();
+    let handler = Handler::launch(
+        sim,
+        &[
+            // Empty is unset: the CA reaches cmk-guard only as the system store.
+            ("CMKGUARD_CA_BUNDLE", ""),
+            ("SSL_CERT_FILE", &ca),
+            ("CMKGUARD_MODE", "alert"),
+            ("CMKGUARD_POLICY_FILE", &policy),
+            ("CMKGUARD_SMTP_URL", &smtp_url),
+            ("CMKGUARD_EMAIL_FROM", "cmk-guard@contoso.example"),
+            ("CMKGUARD_EMAIL_TO", "ml-platform@contoso.example"),
+        ],
+    )
+    .await;
+    let reply = handler.invoke("Sweep", timer_envelope("timer")).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    assert!(!smtp.received().is_empty(), "{}", reply.outcome());
 }

@@ -9,8 +9,13 @@
 //! request's properties at PUT. An event subscription keeps its `filter` whole (subject and
 //! advanced filters included), its `expirationTimeUtc`, and a `provisioningState` given in the
 //! body (Azure would set that itself; the simulator lets a story seed a failed one).
+//!
+//! Linked resources are authorised like Azure does (403 `LinkedAuthorizationFailed`): an event
+//! subscription needs `Microsoft.EventGrid/eventSubscriptions/write` on the topic's source and
+//! `Microsoft.Web/sites/functions/write` on an `AzureFunction` destination; a diagnostic
+//! setting streaming to an event hub needs `…/authorizationRules/listkeys/action` on the rule.
 
-use super::{bad_body, error};
+use super::{authorize_linked, bad_body, error};
 use crate::http::{Ctx, Reply};
 use crate::ids::eq_ci;
 use crate::model::{GenericResource, Tenant};
@@ -342,6 +347,9 @@ pub(crate) fn put_subscription(ctx: &mut Ctx) -> Reply {
         .get("filter")
         .cloned()
         .unwrap_or_else(|| json!({}));
+    if let Err(reply) = authorize_subscription_links(ctx, &topic, &destination) {
+        return reply;
+    }
     let mut tenant = ctx.tenant();
     let Some(topic_id) = find(&tenant.system_topics, &topic).map(|t| t.id.clone()) else {
         return not_found("system topic", &topic);
@@ -357,6 +365,30 @@ pub(crate) fn put_subscription(ctx: &mut Ctx) -> Reply {
     let id = format!("{topic_id}/eventSubscriptions/{name}");
     let created = upsert(&mut tenant.event_subscriptions, &id, json.clone());
     saved(created, json)
+}
+
+/// Event Grid's checks beyond the event subscription itself ("Permissions for event
+/// subscriptions"): `Microsoft.EventGrid/eventSubscriptions/write` on the topic's source, and
+/// write access to an `AzureFunction` destination (checked as
+/// `Microsoft.Web/sites/functions/write` on the function).
+fn authorize_subscription_links(ctx: &Ctx, topic: &str, destination: &Value) -> Result<(), Reply> {
+    let source = {
+        let tenant = ctx.tenant();
+        find(&tenant.system_topics, topic)
+            .and_then(|t| t.body["properties"]["source"].as_str().map(str::to_owned))
+    };
+    if let Some(source) = source {
+        authorize_linked(ctx, "Microsoft.EventGrid/eventSubscriptions/write", &source)?;
+    }
+    let function = destination
+        .get("endpointType")
+        .and_then(Value::as_str)
+        .filter(|t| t.eq_ignore_ascii_case("AzureFunction"))
+        .and_then(|_| destination["properties"]["resourceId"].as_str());
+    if let Some(function) = function {
+        authorize_linked(ctx, "Microsoft.Web/sites/functions/write", function)?;
+    }
+    Ok(())
 }
 
 /// `SystemTopicEventSubscriptions_Delete`.
@@ -457,6 +489,18 @@ pub(crate) fn put_setting(ctx: &mut Ctx) -> Reply {
     };
     if !logs_ok {
         return bad_body("logs must be a list of entries with a boolean `enabled`");
+    }
+    // Azure Monitor lets only a caller who can list the rule's keys stream to it.
+    if let Some(rule) = properties
+        .get("eventHubAuthorizationRuleId")
+        .and_then(Value::as_str)
+        && let Err(reply) = authorize_linked(
+            ctx,
+            "Microsoft.EventHub/namespaces/authorizationRules/listkeys/action",
+            rule,
+        )
+    {
+        return reply;
     }
     let mut tenant = ctx.tenant();
     if let Err(reply) = check_resource(&tenant, &resource) {

@@ -231,6 +231,27 @@ pub(crate) fn authorize(ctx: &Ctx, action: &str, scope: &str) -> Result<(), Repl
     ))
 }
 
+/// 403 `LinkedAuthorizationFailed` unless the caller may also perform `action` on a resource
+/// the request links to (`scope`), as ARM answers when the request's own action is allowed
+/// but a linked resource's is not: Event Grid checks the event source and an AzureFunction
+/// destination, Azure Monitor the event hub rule of a diagnostic setting.
+pub(crate) fn authorize_linked(ctx: &Ctx, action: &str, scope: &str) -> Result<(), Reply> {
+    authorize(ctx, action, scope).map_err(|_| {
+        let caller = ctx.caller.as_ref();
+        error(
+            403,
+            "LinkedAuthorizationFailed",
+            &format!(
+                "The client '{}' with object id '{}' has permission to perform action '{}' on scope '/{}'; however, it does not have permission to perform action(s) '{action}' on the linked scope(s) '{scope}' (respectively) or the linked scope(s) are invalid.",
+                caller.map(|c| c.client_id.as_str()).unwrap_or_default(),
+                caller.map(|c| c.object_id.as_str()).unwrap_or_default(),
+                management_action(ctx).unwrap_or_default(),
+                ctx.segs.join("/")
+            ),
+        )
+    })
+}
+
 /// Maps a request to an operation.
 pub fn route(ctx: &Ctx) -> Result<Route, Reply> {
     let lower = ctx.lower_segs();

@@ -193,6 +193,68 @@ mod tests {
         assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
     }
 
+    /// Records the URL of each request and answers 400, as Entra ID does to a bad secret.
+    #[derive(Debug, Default)]
+    struct Recording(std::sync::Mutex<Vec<String>>);
+
+    #[async_trait]
+    impl azure_core::http::HttpClient for Recording {
+        async fn execute_request(
+            &self,
+            request: &azure_core::http::Request,
+        ) -> azure_core::Result<azure_core::http::AsyncRawResponse> {
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(request.url().to_string());
+            Ok(azure_core::http::AsyncRawResponse::from_bytes(
+                azure_core::http::StatusCode::BadRequest,
+                azure_core::http::headers::Headers::new(),
+                br#"{"error":"invalid_client"}"#.to_vec(),
+            ))
+        }
+    }
+
+    /// A service principal signs in at its cloud's Entra ID authority, for that cloud's ARM
+    /// audience.
+    #[tokio::test]
+    async fn a_service_principal_signs_in_at_its_clouds_authority() {
+        use crate::cloud::Cloud;
+        for cloud in [Cloud::Public, Cloud::UsGovernment, Cloud::China] {
+            let recording = Arc::new(Recording::default());
+            let transport = Transport::new(recording.clone());
+            let sign_in = from_env(&transport, cloud, |name| {
+                Some(
+                    match name {
+                        "AZURE_TENANT_ID" => "00000000-0000-0000-0000-000000000001",
+                        "AZURE_CLIENT_ID" => "00000000-0000-0000-0000-000000000002",
+                        "AZURE_CLIENT_SECRET" => "s",
+                        _ => return None,
+                    }
+                    .to_owned(),
+                )
+            })
+            .unwrap();
+            let scope = format!("{}/.default", cloud.arm_endpoint());
+            assert!(
+                sign_in
+                    .credential
+                    .get_token(&[scope.as_str()], None)
+                    .await
+                    .is_err()
+            );
+            let asked = recording.0.lock().unwrap().clone();
+            let expected = format!(
+                "{}/00000000-0000-0000-0000-000000000001/oauth2/v2.0/token",
+                cloud.authority_host()
+            );
+            assert!(
+                !asked.is_empty() && asked.iter().all(|url| *url == expected),
+                "{cloud}: {asked:?}"
+            );
+        }
+    }
+
     #[test]
     fn the_source_follows_the_variables() {
         let http =

@@ -100,3 +100,94 @@ impl KeyVaultClients {
         Ok(client)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use azure_core::credentials::{AccessToken, TokenRequestOptions};
+    use azure_core::http::headers::Headers;
+    use azure_core::http::{AsyncRawResponse, HttpClient, Request, StatusCode};
+
+    use super::*;
+    use crate::cloud::Cloud;
+
+    /// Key Vault in `cloud`: a 401 whose challenge names the cloud's Key Vault resource, then
+    /// 404 (the key is not needed, only the token it was asked with).
+    #[derive(Debug)]
+    struct Vault(Cloud);
+
+    #[async_trait]
+    impl HttpClient for Vault {
+        async fn execute_request(&self, request: &Request) -> azure_core::Result<AsyncRawResponse> {
+            let mut headers = Headers::new();
+            if request
+                .headers()
+                .get_optional_str(&"authorization".into())
+                .is_none()
+            {
+                headers.insert(
+                    "www-authenticate",
+                    format!(
+                        "Bearer authorization=\"{}/tenant\", resource=\"https://{}\"",
+                        self.0.authority_host(),
+                        self.0.keyvault_dns_suffix()
+                    ),
+                );
+                return Ok(AsyncRawResponse::from_bytes(
+                    StatusCode::Unauthorized,
+                    headers,
+                    Vec::new(),
+                ));
+            }
+            Ok(AsyncRawResponse::from_bytes(
+                StatusCode::NotFound,
+                headers,
+                br#"{"error":{"code":"KeyNotFound","message":"none"}}"#.to_vec(),
+            ))
+        }
+    }
+
+    /// Records the scopes tokens are asked for.
+    #[derive(Debug, Default)]
+    struct Scopes(Mutex<Vec<String>>);
+
+    #[async_trait]
+    impl TokenCredential for Scopes {
+        async fn get_token(
+            &self,
+            scopes: &[&str],
+            _: Option<TokenRequestOptions<'_>>,
+        ) -> azure_core::Result<AccessToken> {
+            let mut asked = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            asked.extend(scopes.iter().map(|s| (*s).to_owned()));
+            Ok(AccessToken::new(
+                "token",
+                time::OffsetDateTime::now_utc() + time::Duration::hours(1),
+            ))
+        }
+    }
+
+    /// A vault of a sovereign cloud is read with a token for that cloud's Key Vault audience.
+    #[tokio::test]
+    async fn a_vault_is_read_with_its_clouds_key_vault_token() {
+        for cloud in [Cloud::Public, Cloud::UsGovernment, Cloud::China] {
+            let credential = Arc::new(Scopes::default());
+            let clients = KeyVaultClients::new(
+                credential.clone(),
+                Transport::new(Arc::new(Vault(cloud))),
+                cloud.keyvault_dns_suffix().to_owned(),
+            );
+            let key = KeyUrl::parse(&format!(
+                "https://kv1.{}/keys/cmk",
+                cloud.keyvault_dns_suffix()
+            ))
+            .unwrap();
+            let client = clients.for_key(&key).unwrap();
+            assert!(client.get_key("cmk", None).await.is_err());
+            let asked = credential.0.lock().unwrap().clone();
+            assert_eq!(asked, [cloud.keyvault_scope()], "{cloud}");
+        }
+    }
+}

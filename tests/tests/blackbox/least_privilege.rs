@@ -445,3 +445,34 @@ async fn without_a_consent_its_rights_are_not_granted_and_its_remediation_not_at
         swept.requests.iter().filter(|r| r.0 == 403).collect();
     assert!(refused.is_empty(), "refused: {refused:#?}");
 }
+
+#[tokio::test]
+async fn each_consent_needs_no_right_of_another_but_the_documented_pairs() {
+    // docs/deploy.md, "From alert to remediate": `key.expiry` rotates with `keyRotation`'s data
+    // actions, and one policy entry (`workspace.key-access`) covers both kinds of vault.
+    let groups: &[&[&str]] = &[
+        &["purgeProtection"],
+        &["keyAccessPolicy", "keyAccessRbac"],
+        &["keyExpiry", "keyRotation"],
+        &["keyRotation"],
+        &["providers"],
+        &["eventsWiring"],
+    ];
+    for group in groups {
+        let swept = sweep_with(group).await;
+        let refused: Vec<&(u16, Vec<String>, String)> =
+            swept.requests.iter().filter(|r| r.0 == 403).collect();
+        assert!(refused.is_empty(), "{group:?}: refused: {refused:#?}");
+        let (applied, other) = remediations(&swept.outcome);
+        assert!(other.is_empty(), "{group:?}: not applied: {other:#?}");
+        let mut expected: BTreeSet<String> = CONSENTS
+            .iter()
+            .filter(|(c, ..)| group.contains(c))
+            .map(|(.., rule)| (*rule).to_owned())
+            .collect();
+        if group.contains(&"keyRotation") {
+            expected.insert("key.enabled".to_owned());
+        }
+        assert_eq!(applied, expected, "{group:?}");
+    }
+}

@@ -152,6 +152,60 @@ pub(crate) fn body(from: &Mailbox, to: &[Mailbox], content: &EmailContent) -> Va
 mod tests {
     use super::*;
 
+    /// Records the scopes tokens are asked for, and gives none.
+    #[derive(Debug, Default)]
+    struct Scopes(std::sync::Mutex<Vec<String>>);
+
+    #[async_trait::async_trait]
+    impl TokenCredential for Scopes {
+        async fn get_token(
+            &self,
+            scopes: &[&str],
+            _: Option<azure_core::credentials::TokenRequestOptions<'_>>,
+        ) -> azure_core::Result<azure_core::credentials::AccessToken> {
+            let mut asked = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            asked.extend(scopes.iter().map(|s| (*s).to_owned()));
+            Err(azure_core::Error::with_message(
+                azure_core::error::ErrorKind::Credential,
+                "none in tests",
+            ))
+        }
+    }
+
+    /// Email through ACS asks for a token for its cloud's Communication Services audience.
+    #[tokio::test]
+    async fn the_token_is_for_the_clouds_communication_services() {
+        use crate::cloud::Cloud;
+        let http = crate::azure::http_client(&crate::azure::TransportSettings::default()).unwrap();
+        for cloud in [Cloud::Public, Cloud::UsGovernment, Cloud::China] {
+            let credential = Arc::new(Scopes::default());
+            let endpoint: Url = format!("https://alerts.{}", cloud.communication_suffix())
+                .parse()
+                .unwrap();
+            let sender = AcsSender::new(
+                &endpoint,
+                credential.clone(),
+                cloud,
+                "DoNotReply@contoso.com".parse().unwrap(),
+                vec!["oncall@contoso.com".parse().unwrap()],
+            )
+            .unwrap();
+            let content = EmailContent {
+                subject: "s".into(),
+                text: "t".into(),
+                html: "<p>h</p>".into(),
+                thread: None,
+            };
+            let sent = sender.send(&http, &content, RetryBudget::default()).await;
+            assert!(sent.is_err());
+            let asked = credential.0.lock().unwrap().clone();
+            assert_eq!(
+                asked,
+                [format!("https://{}/.default", cloud.communication_suffix())]
+            );
+        }
+    }
+
     #[test]
     fn builds_the_documented_body() {
         let content = EmailContent {

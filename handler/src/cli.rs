@@ -522,8 +522,16 @@ fn read_input(path: &PathBuf) -> std::io::Result<Vec<u8>> {
     Ok(buffer)
 }
 
-/// JSON lines on stdout for the host to collect; readable lines on stderr for the CLI; OTLP
-/// export when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (flushed when the returned value drops).
+/// JSON lines on stdout for the host to collect; readable lines on stderr for the CLI; export
+/// to Application Insights and over OTLP when configured (flushed when the returned value
+/// drops), trusting what every client trusts (a bad `CMKGUARD_CA_BUNDLE` is reported later, by
+/// the settings; export then trusts Mozilla's roots and the system store only).
 fn init_logging(json: bool) -> crate::telemetry::Telemetry {
-    crate::telemetry::init(json)
+    let bundle = std::env::var_os("CMKGUARD_CA_BUNDLE").map(PathBuf::from);
+    let roots = crate::azure::transport::trusted_roots(bundle.as_deref())
+        .or_else(|_| crate::azure::transport::trusted_roots(None))
+        .unwrap_or_else(|_| rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        });
+    crate::telemetry::init(json, roots)
 }

@@ -56,6 +56,7 @@ pub mod azure;
 pub mod state;
 pub mod queue;
 pub mod notify;
+pub mod monitor;
 pub mod settings;
 // 5. Pipeline
 pub mod observe;

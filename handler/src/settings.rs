@@ -47,6 +47,9 @@ pub const VARIABLES: &[&str] = &[
     "CMKGUARD_SWEEP_SCHEDULE",
     "CMKGUARD_SWEEP_QUEUE",
     "CMKGUARD_LOG",
+    "CMKGUARD_LOGS_INGESTION_ENDPOINT",
+    "CMKGUARD_LOGS_DCR_ID",
+    "CMKGUARD_LOGS_STREAM",
 ];
 
 /// The Functions host sets this to the port it will call (azure-notes §H1).
@@ -117,6 +120,9 @@ pub struct Settings {
     /// `CMKGUARD_SWEEP_QUEUE` on the host's storage: the sweep fans out per subscription;
     /// `None`: the Sweep function does the whole sweep itself.
     pub sweep_queue: Option<crate::queue::QueueSettings>,
+    /// `CMKGUARD_LOGS_INGESTION_ENDPOINT`, `CMKGUARD_LOGS_DCR_ID`, `CMKGUARD_LOGS_STREAM`:
+    /// where finding changes go in Azure Monitor; `None`: nowhere.
+    pub findings_log: Option<crate::monitor::LogsSettings>,
 }
 
 impl Settings {
@@ -256,6 +262,7 @@ impl Settings {
         notify.cloud = cloud;
         let wiring = wiring_targets(value)?;
         let sweep_queue = crate::queue::QueueSettings::from_lookup(value)?;
+        let findings_log = crate::monitor::LogsSettings::from_lookup(value)?;
         let policy = match value("CMKGUARD_POLICY_FILE") {
             Some(path) => Policy::load(std::path::Path::new(&path))
                 .map_err(|e| ConfigError::new("CMKGUARD_POLICY_FILE", e.to_string()))?,
@@ -283,6 +290,7 @@ impl Settings {
             sweep_budget,
             wiring,
             sweep_queue,
+            findings_log,
         })
     }
 

@@ -48,6 +48,8 @@ pub struct Actor {
     pub own_object_id: tokio::sync::OnceCell<String>,
     /// When this instance last looked for due outbox items.
     pub outbox_checked: std::sync::Mutex<Option<OffsetDateTime>>,
+    /// Where finding changes go in Azure Monitor (`CMKGUARD_LOGS_*`), if anywhere.
+    pub findings_log: Option<crate::monitor::FindingsLog>,
 }
 
 /// Why cmk-guard is looking: the loop guard needs to know whether the look may be its own
@@ -82,12 +84,14 @@ pub struct Evaluated<'a> {
 }
 
 impl Actor {
-    /// The actor of this process: `arm_endpoint` is where its own object id is learnt.
+    /// The actor of this process: its own object id is learnt from the settings' ARM endpoint;
+    /// remediations wire vaults to the settings' targets; finding changes go to Azure Monitor
+    /// when the settings name a data collection rule.
     pub fn new(
         store: Arc<dyn StateStore>,
         notifier: Notifier,
         azure: &crate::azure::Azure,
-        arm_endpoint: String,
+        settings: &crate::settings::Settings,
     ) -> Self {
         Self {
             store,
@@ -95,10 +99,19 @@ impl Actor {
             remediator: Remediator::new(azure),
             instance: uuid::Uuid::new_v4().to_string(),
             identity: azure.clone(),
-            arm_endpoint,
+            arm_endpoint: settings.arm_endpoint.to_string(),
             own_object_id: tokio::sync::OnceCell::new(),
             outbox_checked: std::sync::Mutex::new(None),
+            findings_log: settings.findings_log.as_ref().map(|logs| {
+                crate::monitor::FindingsLog::new(
+                    logs,
+                    azure.credential.clone(),
+                    settings.cloud.monitor_suffix(),
+                    azure.http.clone(),
+                )
+            }),
         }
+        .with_wiring(settings.wiring.clone())
     }
 
     /// The actor whose remediations wire vaults to `targets` (`vault.events-wired`).
@@ -132,6 +145,7 @@ impl Actor {
         } = *situation;
         let cause = self.cause(origin).await;
         let mut alerts: Vec<(notify::Notification, String)> = Vec::new();
+        let mut changes: Vec<crate::monitor::FindingRow> = Vec::new();
         for item in evaluated {
             let stored = self
                 .store
@@ -191,6 +205,13 @@ impl Actor {
                 let Some(version) = self.transition(&key, &step, prior, now).await? else {
                     continue;
                 };
+                // Only the instance that stored the change reports it.
+                changes.push(crate::monitor::FindingRow::new(
+                    &step.finding,
+                    change,
+                    action.as_ref(),
+                    now,
+                ));
                 if step.alert {
                     let mut note = notify::Notification::from_finding(&step.finding, change, None)
                         .handled(
@@ -213,6 +234,9 @@ impl Actor {
         }
         if !alerts.is_empty() {
             self.send_alerts(outcome, &alerts, policy, now).await?;
+        }
+        if let Some(log) = self.findings_log.as_ref().filter(|_| !changes.is_empty()) {
+            log.send(&changes).await;
         }
         // Items queued before the mode changed stay queued until it allows sending again.
         if mode != Mode::Observe {

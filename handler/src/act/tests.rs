@@ -33,6 +33,7 @@ async fn actor(sink: &Sink) -> (Actor, Scratch) {
         arm_endpoint: settings.arm_endpoint.to_string(),
         own_object_id: tokio::sync::OnceCell::new(),
         outbox_checked: std::sync::Mutex::new(None),
+        findings_log: None,
     };
     (actor, scratch)
 }

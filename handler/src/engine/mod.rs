@@ -102,8 +102,7 @@ impl Engine {
             &settings.transport,
             Some(azure.credential.clone()),
         )?;
-        let actor = Actor::new(store, notifier, &azure, settings.arm_endpoint.to_string())
-            .with_wiring(settings.wiring.clone());
+        let actor = Actor::new(store, notifier, &azure, &settings);
         Ok(Self::with_role(
             settings,
             azure,

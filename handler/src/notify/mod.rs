@@ -15,7 +15,7 @@
 mod acs;
 mod email;
 mod escape;
-mod http;
+pub(crate) mod http;
 mod model;
 mod retry;
 mod routing;

@@ -181,7 +181,8 @@ mod tests {
 
     #[test]
     fn a_bad_connection_string_is_an_error_without_the_string() {
-        let http = super::super::http_client().expect("client");
+        let roots = rustls::RootCertStore::empty();
+        let http = super::super::http_client(roots).expect("client");
         let error = exporter(
             "Authorization=Secret;InstrumentationKey=S3cr3t",
             http,

@@ -84,10 +84,11 @@ impl Drop for Telemetry {
     }
 }
 
-/// Sets up logging (JSON lines on stdout when `json`, else compact lines on stderr) and, when
-/// `OTEL_EXPORTER_OTLP_ENDPOINT` is set, OTLP export of traces, metrics and logs. Call once,
-/// outside any async runtime. A failed exporter setup is reported on stderr and leaves logging on.
-pub fn init(json: bool) -> Telemetry {
+/// Sets up logging (JSON lines on stdout when `json`, else compact lines on stderr) and export
+/// of traces, metrics and logs: to Application Insights when `APPLICATIONINSIGHTS_CONNECTION_STRING`
+/// is set, over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is; the exporters trust `roots`. Call
+/// once, outside any async runtime. A failed exporter setup is reported on stderr and leaves logging on.
+pub fn init(json: bool, roots: rustls::RootCertStore) -> Telemetry {
     use tracing_subscriber::EnvFilter;
     // The Azure SDK logs every credential probe and failed response at info; cmk-guard says
     // what matters itself, so the libraries speak up only for warnings unless CMKGUARD_LOG asks.
@@ -119,7 +120,7 @@ pub fn init(json: bool) -> Telemetry {
         entra: app_insights::entra_requested(lookup),
     };
     let (trace_layer, log_layer) = if targets.otlp || targets.app_insights.is_some() {
-        match providers(&targets) {
+        match providers(&targets, roots) {
             Ok((traces, metrics, logs)) => {
                 let tracer = traces.tracer(SERVICE_NAME);
                 opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
@@ -202,14 +203,12 @@ enum ExportError {
     Tls(#[source] rustls::Error),
     #[error("HTTP client setup failed: {0}")]
     Client(#[source] reqwest::Error),
-    #[error("trusted certificates")]
-    Roots(#[source] crate::azure::transport::TransportError),
     #[error("Application Insights exporter")]
     AppInsights(#[source] app_insights::ConnectionStringError),
 }
 
-fn providers(targets: &Targets) -> Result<Providers, ExportError> {
-    let client = http_client()?;
+fn providers(targets: &Targets, roots: rustls::RootCertStore) -> Result<Providers, ExportError> {
+    let client = http_client(roots)?;
     let resource = resource(|name| std::env::var(name).ok());
     let mut traces = SdkTracerProvider::builder().with_resource(resource.clone());
     let mut metrics = SdkMeterProvider::builder().with_resource(resource.clone());
@@ -261,13 +260,10 @@ fn otlp_exporters(client: &reqwest::blocking::Client) -> Result<OtlpExporters, E
     Ok((spans, metrics, logs))
 }
 
-/// A blocking client (the SDK exports from its own threads) on rustls with ring, trusting what
-/// every client trusts (Mozilla's roots, the system store, `CMKGUARD_CA_BUNDLE`); built outside
-/// any async runtime.
-fn http_client() -> Result<reqwest::blocking::Client, ExportError> {
-    let bundle = std::env::var_os("CMKGUARD_CA_BUNDLE").map(std::path::PathBuf::from);
-    let roots =
-        crate::azure::transport::trusted_roots(bundle.as_deref()).map_err(ExportError::Roots)?;
+/// A blocking client (the SDK exports from its own threads) on rustls with ring, trusting
+/// `roots` (what every client trusts: Mozilla's roots, the system store, `CMKGUARD_CA_BUNDLE`);
+/// built outside any async runtime.
+fn http_client(roots: rustls::RootCertStore) -> Result<reqwest::blocking::Client, ExportError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

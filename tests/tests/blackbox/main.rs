@@ -16,6 +16,7 @@ mod fixtures;
 mod function_definitions;
 mod host_protocol;
 mod key_vault_audit;
+mod logs_ingestion;
 mod least_privilege;
 mod loop_guard;
 mod managed_resource_groups;

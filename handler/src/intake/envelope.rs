@@ -14,15 +14,123 @@ pub struct Invocation {
     pub metadata: Metadata,
 }
 
-/// The envelope as [`Invocation::parse`] reads it: keys other than `Data` and `Metadata` are
-/// skipped, as are `Metadata`'s other keys (the trigger's binding data, a copy of the event's).
-/// A key given twice is an error here (the slow parse then keeps the last, as before).
-#[derive(Deserialize)]
+/// The envelope as [`Invocation::parse`] reads it: `Data` as JSON values, `Metadata` through
+/// [`FastMetadata`], any other key only checked ([`Checked`]). A key given twice keeps its last
+/// value, as in the slow parse.
 struct Envelope {
-    #[serde(rename = "Data")]
     data: Map<String, Value>,
-    #[serde(rename = "Metadata", default)]
     metadata: Option<Metadata>,
+}
+
+/// The envelope's keys; matched without allocating.
+#[derive(Deserialize)]
+#[serde(field_identifier)]
+enum EnvelopeKey {
+    Data,
+    Metadata,
+    #[serde(other)]
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Envelope {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EnvelopeVisitor;
+        impl<'de> serde::de::Visitor<'de> for EnvelopeVisitor {
+            type Value = Envelope;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("the host envelope object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Envelope, A::Error> {
+                let (mut data, mut metadata) = (None, None);
+                while let Some(key) = map.next_key::<EnvelopeKey>()? {
+                    match key {
+                        EnvelopeKey::Data => data = Some(map.next_value()?),
+                        EnvelopeKey::Metadata => {
+                            metadata = map.next_value::<Option<FastMetadata>>()?.map(|m| m.0);
+                        }
+                        EnvelopeKey::Other => {
+                            map.next_value::<Checked>()?;
+                        }
+                    }
+                }
+                let data = data.ok_or_else(|| serde::de::Error::missing_field("Data"))?;
+                Ok(Envelope { data, metadata })
+            }
+        }
+        deserializer.deserialize_map(EnvelopeVisitor)
+    }
+}
+
+/// [`Metadata`] as the fast parse reads it: the keys cmk-guard reads are built (`sys` and
+/// `RetryContext` through a [`Value`], so their other keys are checked too), every other key —
+/// above all the copy of the event's data — only checked, never built.
+struct FastMetadata(Metadata);
+
+/// `Metadata`'s keys; matched without allocating.
+#[derive(Deserialize)]
+#[serde(field_identifier)]
+enum MetadataKey {
+    #[serde(rename = "sys")]
+    Sys,
+    RetryContext,
+    PartitionContext,
+    SequenceNumberArray,
+    EnqueuedTimeUtcArray,
+    #[serde(other)]
+    Other,
+}
+
+impl<'de> Deserialize<'de> for FastMetadata {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MetadataVisitor;
+        impl<'de> serde::de::Visitor<'de> for MetadataVisitor {
+            type Value = FastMetadata;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("the host's Metadata object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<FastMetadata, A::Error> {
+                use serde::de::Error as _;
+                let mut metadata = Metadata::default();
+                while let Some(key) = map.next_key::<MetadataKey>()? {
+                    match key {
+                        MetadataKey::Sys => {
+                            let value: Value = map.next_value()?;
+                            metadata.sys = Option::deserialize(value).map_err(A::Error::custom)?;
+                        }
+                        MetadataKey::RetryContext => {
+                            let value: Value = map.next_value()?;
+                            metadata.retry_context =
+                                Option::deserialize(value).map_err(A::Error::custom)?;
+                        }
+                        MetadataKey::PartitionContext => {
+                            metadata.partition_context = map.next_value()?;
+                        }
+                        MetadataKey::SequenceNumberArray => {
+                            metadata.sequence_numbers = map.next_value()?;
+                        }
+                        MetadataKey::EnqueuedTimeUtcArray => {
+                            metadata.enqueued_times = map.next_value()?;
+                        }
+                        MetadataKey::Other => {
+                            map.next_value::<Checked>()?;
+                        }
+                    }
+                }
+                Ok(FastMetadata(metadata))
+            }
+        }
+        deserializer.deserialize_map(MetadataVisitor)
+    }
 }
 
 /// Any JSON, read as strictly as a [`Value`] (strings unescaped and checked, numbers parsed,
@@ -173,18 +281,14 @@ pub enum BindingSource {
 impl Invocation {
     /// Parses the request body. Every failure names the part that was wrong.
     ///
-    /// Most invocations are irrelevant events, so the body is read into the typed
+    /// Most invocations are irrelevant events, so the body is read once into the typed
     /// [`Envelope`]: `Data` becomes JSON values (the binding is read from them), `Metadata`
     /// only the fields cmk-guard reads, and everything else — above all `Metadata`'s copy of
-    /// the event's data — is never built. What serde skips it checks only loosely (a lone
-    /// surrogate escape, nesting past the recursion limit), so the body is first checked as a
-    /// whole ([`Checked`]: every string, number and depth as a [`Value`] would be, nothing
-    /// built). Any failure parses the body again the slow way ([`Invocation::parse_value`]),
-    /// whose reason names the part that was wrong.
+    /// the event's data — is never built, only checked as strictly as a [`Value`] would be
+    /// ([`Checked`]; serde's own skipping lets a lone surrogate escape and any depth through).
+    /// Any failure parses the body again the slow way ([`Invocation::parse_value`]), whose
+    /// reason names the part that was wrong.
     pub fn parse(body: &[u8]) -> Result<Self, Rejection> {
-        if serde_json::from_slice::<Checked>(body).is_err() {
-            return Self::parse_value(body);
-        }
         match serde_json::from_slice::<Envelope>(body) {
             Ok(Envelope { data, metadata }) => Ok(Self {
                 data,

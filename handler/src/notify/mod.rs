@@ -164,6 +164,26 @@ enum EmailSender {
     Smtp(SmtpSender),
 }
 
+/// `alert` with its portal links on `cloud`'s portal (they are built on the public one).
+fn on_portal(alert: Alert<'_>, cloud: crate::cloud::Cloud) -> model::OwnedAlert {
+    let local = |n: &Notification| Notification {
+        portal_url: n
+            .portal_url
+            .as_deref()
+            .map(|url| cloud.localise_portal_link(url)),
+        ..n.clone()
+    };
+    match alert {
+        Alert::Changes(notifications) => {
+            model::OwnedAlert::Changes(notifications.iter().map(local).collect())
+        }
+        Alert::Digest(digest) => model::OwnedAlert::Digest(Digest {
+            worst: digest.worst.iter().map(local).collect(),
+            ..digest.clone()
+        }),
+    }
+}
+
 /// Sends messages to the configured channels through the shared HTTP client.
 #[derive(Clone)]
 pub struct Notifier {
@@ -267,7 +287,7 @@ impl Notifier {
         outbox_id: &str,
         now: OffsetDateTime,
     ) -> Message {
-        let local = alert.on_portal(self.cloud);
+        let local = on_portal(alert, self.cloud);
         Message::for_channel(channel, local.as_alert(), outbox_id, now)
     }
 

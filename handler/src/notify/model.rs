@@ -462,26 +462,6 @@ pub enum Alert<'a> {
 }
 
 impl Alert<'_> {
-    /// The alert with its portal links on `cloud`'s portal (they are built on the public one).
-    pub fn on_portal(self, cloud: crate::cloud::Cloud) -> OwnedAlert {
-        let local = |n: &Notification| Notification {
-            portal_url: n
-                .portal_url
-                .as_deref()
-                .map(|url| cloud.localise_portal_link(url)),
-            ..n.clone()
-        };
-        match self {
-            Alert::Changes(notifications) => {
-                OwnedAlert::Changes(notifications.iter().map(local).collect())
-            }
-            Alert::Digest(digest) => OwnedAlert::Digest(Digest {
-                worst: digest.worst.iter().map(local).collect(),
-                ..digest.clone()
-            }),
-        }
-    }
-
     /// The alert with every relative time ("expires … in 5 days") computed from `now`, the one
     /// clock of the message about to be rendered: findings evaluated seconds apart could
     /// otherwise say "in 5 days" and "in 4 days" about one key.

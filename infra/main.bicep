@@ -108,6 +108,13 @@ param auditRetentionDays int = 90
 @description('Days after which dead-lettered events are deleted; 0 keeps them.')
 param deadLetterRetentionDays int = 30
 
+@minValue(5)
+@description('Azure Monitor alert: a critical finding open longer than this many minutes (docs/deploy.md, Azure Monitor).')
+param criticalOpenMinutes int = 60
+
+@description('Azure Monitor alerts email these: [{name, address}] (the action group).')
+param alertEmails array = []
+
 var tags = {
   'azd-env-name': environmentName
 }
@@ -194,6 +201,18 @@ module auditHub 'modules/audit-hub.bicep' = {
   }
 }
 
+module monitor 'modules/monitor.bicep' = {
+  name: 'cmkguard-monitor'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    resourceToken: resourceToken
+    criticalOpenMinutes: criticalOpenMinutes
+    alertEmails: alertEmails
+  }
+}
+
 module app 'modules/app.bicep' = {
   name: 'cmkguard-app'
   scope: rg
@@ -224,6 +243,21 @@ module app 'modules/app.bicep' = {
     instanceMemoryMB: instanceMemoryMB
     auditRetentionDays: auditRetentionDays
     deadLetterRetentionDays: deadLetterRetentionDays
+    logsWorkspaceId: monitor.outputs.workspaceId
+    logsIngestionEndpoint: monitor.outputs.ingestionEndpoint
+    logsRuleId: monitor.outputs.ruleImmutableId
+    logsStream: monitor.outputs.streamName
+  }
+}
+
+module monitorAccess 'modules/monitor-access.bicep' = {
+  name: take('cmkguard-${environmentName}-monitor-access', 64)
+  scope: rg
+  params: {
+    ruleName: monitor.outputs.ruleName
+    principalId: app.outputs.identityPrincipalId
+    dataStorageName: app.outputs.dataStorageName
+    workspaceId: monitor.outputs.workspaceId
   }
 }
 

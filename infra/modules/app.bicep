@@ -89,6 +89,18 @@ param auditRetentionDays int
 @description('Days after which dead-lettered events are deleted; 0 keeps them.')
 param deadLetterRetentionDays int
 
+@description('The Log Analytics workspace (monitor.bicep) Application Insights writes to.')
+param logsWorkspaceId string
+
+@description('CMKGUARD_LOGS_INGESTION_ENDPOINT: the data collection endpoint finding changes go to.')
+param logsIngestionEndpoint string
+
+@description('CMKGUARD_LOGS_DCR_ID: the immutable id of the data collection rule.')
+param logsRuleId string
+
+@description('CMKGUARD_LOGS_STREAM: the rule\'s input stream.')
+param logsStream string
+
 var roles = {
   storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
   storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
@@ -109,18 +121,6 @@ resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' 
   tags: tags
 }
 
-resource logs 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
-  name: 'log-cmkguard-${resourceToken}'
-  location: location
-  tags: tags
-  properties: {
-    retentionInDays: 30
-    sku: {
-      name: 'PerGB2018'
-    }
-  }
-}
-
 resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
   name: 'appi-cmkguard-${resourceToken}'
   location: location
@@ -128,7 +128,7 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
   kind: 'web'
   properties: {
     Application_Type: 'web'
-    WorkspaceResourceId: logs.id
+    WorkspaceResourceId: logsWorkspaceId
     DisableLocalAuth: true
   }
 }
@@ -411,6 +411,10 @@ var appSettings = {
   CMKGUARD_CLOUD: environment().name
   CMKGUARD_KEYVAULT_DNS_SUFFIX: environment().suffixes.keyvaultDns
   CMKGUARD_LOG: logLevel
+  // Every finding change to CmkGuardFindings_CL (monitor.bicep), sent with the identity.
+  CMKGUARD_LOGS_INGESTION_ENDPOINT: logsIngestionEndpoint
+  CMKGUARD_LOGS_DCR_ID: logsRuleId
+  CMKGUARD_LOGS_STREAM: logsStream
   CMKGUARD_TEAMS_WEBHOOK_URL: empty(teamsWebhookSecretUri) ? teamsWebhookUrl : '${keyVaultReference}${teamsWebhookSecretUri})'
   CMKGUARD_WEBHOOK_URL: empty(webhookSecretUri) ? webhookUrl : '${keyVaultReference}${webhookSecretUri})'
   CMKGUARD_EMAIL_TO: emailTo

@@ -25,6 +25,7 @@ use cmk_guard::intake::{MANAGED_RESOURCE_GROUP_PREFIX, RELEVANT_OPERATIONS};
 use cmk_guard::settings::VARIABLES;
 
 mod managed_groups;
+mod monitor;
 mod roles;
 mod scale;
 

@@ -215,7 +215,10 @@ fn serve(settings: Settings, port: Option<u16>) -> ExitCode {
         }
     };
     // Application Insights uploads authenticate with the same identity (when asked to).
-    crate::telemetry::app_insights::authenticate_with(azure.credential.clone());
+    crate::telemetry::app_insights::authenticate_with(
+        azure.credential.clone(),
+        settings.cloud.monitor_suffix(),
+    );
     let mode = settings.mode;
     let credential = azure.credential_source;
     let sign_in = (credential == credential::DEVELOPER_TOOLS).then(|| {

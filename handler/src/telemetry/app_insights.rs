@@ -1,12 +1,13 @@
 //! Export to Application Insights with the connection string the deployment already has
 //! (`APPLICATIONINSIGHTS_CONNECTION_STRING`): traces become request and dependency telemetry,
 //! metrics become metric telemetry and log events become traces, all posted to the
-//! connection string's `IngestionEndpoint` (`/v2.1/track`, gzipped JSON envelopes) by the
+//! connection string's `IngestionEndpoint` (`/v2/track`, gzipped JSON envelopes) by the
 //! `opentelemetry-application-insights` exporter.
 //!
 //! With `APPLICATIONINSIGHTS_AUTHENTICATION_STRING=Authorization=AAD` (the variable Azure
 //! Monitor's own SDKs read), each upload carries a Microsoft Entra bearer token for
-//! `https://monitor.azure.com//.default` from cmk-guard's credential (the Function app's managed
+//! Azure Monitor (`https://monitor.azure.com//.default` in the public cloud, the cloud's own
+//! Monitor host elsewhere) from cmk-guard's credential (the Function app's managed
 //! identity), so the component can disable local (instrumentation key) authentication.
 
 use std::fmt;
@@ -21,15 +22,13 @@ use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
 pub const CONNECTION_STRING_VARIABLE: &str = "APPLICATIONINSIGHTS_CONNECTION_STRING";
 /// The authentication variable; `Authorization=AAD` turns Entra authentication on.
 pub const AUTHENTICATION_VARIABLE: &str = "APPLICATIONINSIGHTS_AUTHENTICATION_STRING";
-/// The token scope of Azure Monitor ingestion.
-pub const INGESTION_SCOPE: &str = "https://monitor.azure.com//.default";
+/// The credential uploads authenticate with and its token scope, once `serve` has them.
+static CREDENTIAL: OnceLock<(Arc<dyn TokenCredential>, String)> = OnceLock::new();
 
-/// The credential uploads authenticate with, once `serve` has one.
-static CREDENTIAL: OnceLock<Arc<dyn TokenCredential>> = OnceLock::new();
-
-/// Hands the exporter the credential for Entra authentication (a no-op when it already has one).
-pub fn authenticate_with(credential: Arc<dyn TokenCredential>) {
-    let _ = CREDENTIAL.set(credential);
+/// Hands the exporter the credential for Entra authentication, with the cloud's Monitor host
+/// (`monitor.azure.com` in the public cloud) for the token scope; a no-op the second time.
+pub fn authenticate_with(credential: Arc<dyn TokenCredential>, monitor_suffix: &str) {
+    let _ = CREDENTIAL.set((credential, format!("https://{monitor_suffix}//.default")));
 }
 
 /// The connection string, when one is set and the SDK is not disabled.
@@ -96,7 +95,7 @@ impl fmt::Debug for IngestionClient {
 impl IngestionClient {
     /// A bearer token for ingestion, or why there is none.
     fn token(&self) -> Result<String, HttpError> {
-        let credential = CREDENTIAL
+        let (credential, scope) = CREDENTIAL
             .get()
             .ok_or("Entra authentication is on but no credential is set up yet")?;
         let mut runtime = self.runtime.lock().map_err(|_| "token runtime poisoned")?;
@@ -108,7 +107,7 @@ impl IngestionClient {
             );
         }
         let runtime = runtime.as_ref().ok_or("no token runtime")?;
-        let token = runtime.block_on(credential.get_token(&[INGESTION_SCOPE], None))?;
+        let token = runtime.block_on(credential.get_token(&[scope.as_str()], None))?;
         Ok(token.token.secret().to_owned())
     }
 }

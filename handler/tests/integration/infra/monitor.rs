@@ -4,8 +4,9 @@
 //! (`infra/modules/monitor/*.kql`) — references only columns its table has.
 //!
 //! The column check is a small KQL reader (strings and comments dropped, function calls,
-//! operators and names the query defines itself set aside), not a full KQL parser: the one that
-//! exists offline is npm's `@kusto/language-service-next`, which needs Node in the test path.
+//! operators and names the query defines itself set aside), not a full KQL parser: the full
+//! parse and analysis with Microsoft's engine (npm `@kusto/language-service-next`) is
+//! `scripts/check-kql`, run by `scripts/validate-infra`.
 
 use std::collections::BTreeSet;
 

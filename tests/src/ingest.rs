@@ -37,6 +37,18 @@ impl Ingested {
         self.target.split('?').next().unwrap_or_default()
     }
 
+    /// The `aud` claim of the request's bearer token (a JWT), if it carries one.
+    pub fn bearer_audience(&self) -> Option<String> {
+        use base64::Engine as _;
+        let token = self.header("authorization")?.strip_prefix("Bearer ")?;
+        let payload = token.split('.').nth(1)?;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload.trim_end_matches('='))
+            .ok()?;
+        let claims: Value = serde_json::from_slice(&bytes).ok()?;
+        claims["aud"].as_str().map(str::to_owned)
+    }
+
     /// Whether this is an Application Insights upload (`/v2/track` or `/v2.1/track`).
     pub fn is_track(&self) -> bool {
         matches!(self.path(), "/v2/track" | "/v2.1/track")

@@ -107,8 +107,11 @@ async fn a_finding_that_opens_and_resolves_arrives_as_two_rows() {
             "{}",
             upload.target
         );
-        let bearer = upload.header("authorization").unwrap_or_default();
-        assert!(bearer.starts_with("Bearer ey"), "no managed identity token");
+        // The managed identity's token, for Azure Monitor ingestion.
+        assert_eq!(
+            upload.bearer_audience().as_deref(),
+            Some("https://monitor.azure.com/")
+        );
         assert_eq!(upload.header("content-type"), Some("application/json"));
     }
     // The throttled batch is not lost: every change arrives exactly once after it.

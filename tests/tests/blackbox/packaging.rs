@@ -88,12 +88,19 @@ fn assert_refused(binary: &Path, reason: &str) -> String {
 fn package_assembles_the_app_folder_and_an_executable_zip() {
     let scratch = Scratch::new("package");
     let out = scratch.path();
-    let output = package(&binary(), out, &["--glibc-floor", DEBIAN_12_GLIBC]);
+    let policy = scratch.write("policy.toml", "[rules.\"key.expiry\"]\nwarn_days = 30\n");
+    let policy = policy.to_str().unwrap_or_default();
+    let output = package(
+        &binary(),
+        &out.join("dist"),
+        &["--glibc-floor", DEBIAN_12_GLIBC, "--policy", policy],
+    );
     assert!(
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    let out = out.join("dist");
     let app = out.join("app");
     for file in [
         "host.json",
@@ -130,6 +137,42 @@ fn package_assembles_the_app_folder_and_an_executable_zip() {
             .any(|l| l.starts_with("Evaluate/function.json ")),
         "{listing}"
     );
+    // The policy ships inside the zip the checksums cover.
+    assert!(
+        listing.lines().any(|l| l.starts_with("policy.toml ")),
+        "{listing}"
+    );
+    let check = Command::new("sha256sum")
+        .args(["--check", "--strict", "SHA256SUMS"])
+        .current_dir(&out)
+        .status()
+        .expect("sha256sum");
+    assert!(check.success());
+}
+
+#[test]
+fn a_policy_that_fails_policy_check_is_not_packaged() {
+    let scratch = Scratch::new("package-bad-policy");
+    let policy = scratch.write(
+        "policy.toml",
+        "[rules.\"key.expiry\"]\nwarn_days = \"soon\"\n",
+    );
+    let out = scratch.join("dist");
+    let output = package(
+        &binary(),
+        &out,
+        &[
+            "--glibc-floor",
+            DEBIAN_12_GLIBC,
+            "--policy",
+            policy.to_str().unwrap_or_default(),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("does not pass policy check"), "{stderr}");
+    assert!(!out.join("cmk-guard.zip").exists());
+    assert!(!out.join("app").exists());
 }
 
 #[test]

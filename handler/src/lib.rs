@@ -21,7 +21,8 @@
 //! 4. **Edges** to the outside world: [`azure`] (ARM and Key Vault clients, the request
 //!    pipeline and its guards), [`state`] (what all instances share: one contract, SQLite and
 //!    Blob backends), [`queue`] (the sweep fan-out's Storage queue), [`notify`] (Teams, email,
-//!    webhook), [`settings`] (every variable, parsed once at start).
+//!    webhook), [`monitor`] (finding changes to Azure Monitor's Logs Ingestion API),
+//!    [`settings`] (every variable, parsed once at start).
 //! 5. **Pipeline**: [`observe`] (reads a workspace's chain: single-flight, cached), `resolve`
 //!    (which workspaces a trigger affects), `plan` (pure: findings + policy + mode + stored
 //!    state → steps), [`remediate`] (one file per remediation: re-read, narrowest write,

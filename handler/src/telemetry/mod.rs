@@ -140,10 +140,7 @@ pub fn init(json: bool, roots: rustls::RootCertStore) -> Telemetry {
                 (Some(trace_layer), Some(log_layer))
             }
             Err(error) => {
-                eprintln!(
-                    "cmk-guard: OpenTelemetry export is off: {}",
-                    crate::text::chain(&error)
-                );
+                eprintln!("cmk-guard: OpenTelemetry export is off: {error}");
                 (None, None)
             }
         }
@@ -203,7 +200,7 @@ enum ExportError {
     Tls(#[source] rustls::Error),
     #[error("HTTP client setup failed: {0}")]
     Client(#[source] reqwest::Error),
-    #[error("Application Insights exporter")]
+    #[error("Application Insights exporter: {0}")]
     AppInsights(#[source] app_insights::ConnectionStringError),
 }
 

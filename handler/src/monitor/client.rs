@@ -124,3 +124,31 @@ fn bounded(row: &FindingRow) -> FindingRow {
         ..row.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_texts_are_cut_on_a_character_boundary() {
+        let row = FindingRow {
+            time_generated: time::OffsetDateTime::UNIX_EPOCH,
+            change: "opened",
+            rule: "vault.purge-protection".into(),
+            severity: "high".into(),
+            state: "open".into(),
+            workspace_id: String::new(),
+            subscription_id: String::new(),
+            resource_id: String::new(),
+            // One byte, then two-byte characters: the limit falls inside one.
+            observed: format!("a{}", "é".repeat(TEXT_LIMIT)),
+            expected: "short".into(),
+            remediation: String::new(),
+        };
+        let cut = bounded(&row);
+        assert_eq!(cut.observed.len(), TEXT_LIMIT - 1);
+        assert!(cut.observed.chars().skip(1).all(|c| c == 'é'));
+        assert_eq!(cut.expected, "short");
+        assert_eq!(cut.rule, row.rule);
+    }
+}

@@ -251,7 +251,7 @@ fn files_that_are_not_an_executable_x86_64_elf_are_refused() {
 }
 
 #[test]
-fn dist_gets_sha256sums_and_a_cyclonedx_sbom_of_every_shipped_crate() {
+fn dist_gets_sha256sums_and_a_cyclonedx_sbom_of_exactly_the_shipped_crates() {
     let scratch = Scratch::new("package-sbom");
     let out = scratch.join("dist");
     // A small static stand-in for the binary: the SBOM describes Cargo.lock, not the file.
@@ -340,11 +340,17 @@ fn dist_gets_sha256sums_and_a_cyclonedx_sbom_of_every_shipped_crate() {
         })
         .collect();
     assert!(crates.len() > 100, "{crates:?}");
-    let missing: Vec<&String> = crates
-        .iter()
-        .filter(|p| !purls.contains(p.as_str()))
-        .collect();
+    let listed: BTreeSet<String> = purls.iter().map(|p| (*p).to_owned()).collect();
+    let missing: Vec<&String> = crates.difference(&listed).collect();
     assert!(missing.is_empty(), "not in the SBOM: {missing:?}");
+    let extra: Vec<&String> = listed.difference(&crates).collect();
+    assert!(extra.is_empty(), "in the SBOM but not built: {extra:?}");
+    // The dependency graph names only listed crates (and the application).
+    for dependency in bom["dependencies"].as_array().expect("dependencies") {
+        for on in dependency["dependsOn"].as_array().expect("dependsOn") {
+            assert!(listed.contains(on.as_str().unwrap_or_default()), "{on}");
+        }
+    }
     assert!(
         purls.iter().any(|p| p.starts_with("pkg:cargo/ring@")),
         "ring (C code) is listed"

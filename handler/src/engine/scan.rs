@@ -143,20 +143,7 @@ impl Engine {
         deadline: Instant,
         now: time::OffsetDateTime,
     ) -> Vec<Snapshot> {
-        for found in chunk {
-            let subscription = found.id.subscription();
-            let key = subscription.as_str().to_ascii_lowercase();
-            if inventories.read.contains_key(&key) {
-                continue;
-            }
-            let wanted = inventories.wanted.get(&key).cloned().unwrap_or_default();
-            let wanted: Vec<&ArmResourceId> = wanted.iter().collect();
-            let inventory = self
-                .observer
-                .inventory(subscription, &wanted, inventories.deadline.max(deadline))
-                .await;
-            inventories.read.insert(key, Arc::new(inventory));
-        }
+        self.read_inventories(inventories, chunk, deadline).await;
         let inventories = &*inventories;
         futures_util::stream::iter(chunk)
             .map(|found| async move {
@@ -178,6 +165,31 @@ impl Engine {
             .buffered(SCAN_CONCURRENCY)
             .collect()
             .await
+    }
+
+    /// Reads the inventory of every subscription of `chunk` not read yet in this pass (until
+    /// the pass's deadline or `deadline`, whichever is later). Call it before starting the
+    /// clock of a chunk's own reads: a slow inventory must not spend their budget.
+    pub(super) async fn read_inventories(
+        &self,
+        inventories: &mut Inventories,
+        chunk: &[Found],
+        deadline: Instant,
+    ) {
+        for found in chunk {
+            let subscription = found.id.subscription();
+            let key = subscription.as_str().to_ascii_lowercase();
+            if inventories.read.contains_key(&key) {
+                continue;
+            }
+            let wanted = inventories.wanted.get(&key).cloned().unwrap_or_default();
+            let wanted: Vec<&ArmResourceId> = wanted.iter().collect();
+            let inventory = self
+                .observer
+                .inventory(subscription, &wanted, inventories.deadline.max(deadline))
+                .await;
+            inventories.read.insert(key, Arc::new(inventory));
+        }
     }
 }
 

@@ -167,6 +167,10 @@ impl Engine {
                 stopped_early = true;
                 break;
             }
+            // A new subscription's inventory first, within the sweep's budget: on a slow Azure
+            // it can take longer than a chunk's budget, which must not be spent by then.
+            self.read_inventories(&mut inventories, chunk, Instant::now() + EVENT_BUDGET)
+                .await;
             // Each chunk gets the usual per-invocation read budget; the sweep's own budget only
             // decides whether another chunk is started.
             let chunk_deadline = Instant::now() + EVENT_BUDGET;

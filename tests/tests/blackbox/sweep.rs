@@ -371,3 +371,36 @@ async fn a_sweep_finding_two_workspaces_sends_each_its_own_card_and_email() {
         assert_eq!(&header(later, "in-reply-to"), thread, "{later}");
     }
 }
+
+/// A sweep whose first subscription inventory takes longer than one invocation's read budget
+/// (Azure slow, but answering) still sees every workspace: a compliant tenant yields no
+/// `guard.visibility` finding, as `cmk-guard scan` over the same tenant does not either.
+#[tokio::test]
+async fn a_slow_inventory_leaves_the_first_chunk_no_less_visible_than_the_rest() {
+    // 40 workspaces sharing one compliant vault: two chunks, one inventory.
+    const WORKSPACES: usize = 40;
+    let mut builder = Tenant::builder()
+        .subscription(SUB)
+        .vault(VaultSpec::new(SUB, RG, "kv-shared").key(KeySpec::rsa("key", 3072)));
+    for i in 0..WORKSPACES {
+        builder = builder
+            .workspace(WorkspaceSpec::new(SUB, RG, &format!("ws-{i:05}")).cmk("kv-shared", "key"));
+    }
+    let handler = Handler::start_with(builder.build().expect("tenant"), &[]).await;
+    // The vault's key list, read once for the inventory, answers only after 26 s: longer than
+    // the 25 s an invocation's reads get (engine::EVENT_BUDGET), well within the sweep's budget.
+    handler
+        .sim
+        .add_fault(Fault::on_operation("Keys_List").latency(Duration::from_secs(26)));
+    let reply = handler.invoke("Sweep", timer_envelope("timer")).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    let outcome = reply.outcome();
+    assert_eq!(names(&outcome["workspaces"]).len(), WORKSPACES, "{outcome}");
+    let visibility: Vec<&Value> = outcome["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| f["rule"] == "guard.visibility")
+        .collect();
+    assert!(visibility.is_empty(), "{visibility:#?}");
+}

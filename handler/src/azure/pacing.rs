@@ -7,17 +7,19 @@
 //! cmk-guard keeps an estimate of each bucket: it spends a token per request, refills at ARM's
 //! rate, and sets the estimate to what the last answer reported, less the requests sent after
 //! that one. Until a bucket's first answer, only [`PROBE`] requests go at once (another tool
-//! may have spent the budget already); the rest wait for their paced turn. Every instance of the function app signs in as the same managed identity, so the
-//! reported count already includes what the other instances spent: together they share one
-//! budget instead of multiplying it. While the estimate stays above a reserve
-//! ([`RESERVE_SHARE`] of the bucket, left for events and other tools), requests go out at
-//! once; below it, each request is scheduled a refill interval after the previous one, so the
-//! bucket settles at the reserve instead of running dry. A 429 pauses that bucket only, for its
+//! may have spent the budget already); the rest wait in order for their turn, which comes
+//! with the refill or as soon as an answer reports more left (a bucket that never reports is
+//! held to ARM's documented refill rate). Every instance of the function app signs in as the
+//! same managed identity, so the reported count already includes what the other instances
+//! spent: together they share one budget instead of multiplying it. While the estimate stays
+//! above a reserve ([`RESERVE_SHARE`] of the bucket, left for events and other tools),
+//! requests go out at once; below it, one per refill interval, so the bucket settles at the
+//! reserve instead of running dry. A 429 pauses that bucket only, for its
 //! `Retry-After` (at most [`MAX_SHARED_PAUSE`]): another subscription, or
 //! writes in the same one, go on.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -140,14 +142,16 @@ impl Limit {
 /// The estimate of one bucket.
 #[derive(Debug)]
 struct Estimate {
-    /// Tokens left after every request already scheduled (negative while a queue waits).
+    /// Tokens left after every request already sent.
     tokens: f64,
     /// When `tokens` was last refilled.
     at: Instant,
-    /// Requests scheduled so far (their sequence numbers).
+    /// Requests sent so far (their sequence numbers).
     issued: u64,
     /// A 429's pause.
     paused_until: Option<Instant>,
+    /// Requests waiting for their turn.
+    waiting: usize,
 }
 
 impl Estimate {
@@ -157,6 +161,67 @@ impl Estimate {
             self.tokens = (self.tokens + added).min(limit.capacity);
             self.at = now;
         }
+    }
+
+    /// How long until the request after `ahead` others may go, as things stand at `now`.
+    fn wait(&self, limit: Limit, now: Instant, ahead: usize) -> Duration {
+        let short = limit.reserve + 1.0 + ahead as f64 - self.tokens;
+        let paced = if short > 0.0 {
+            Duration::from_secs_f64(short / limit.refill_per_second)
+        } else {
+            Duration::ZERO
+        };
+        let paused = self
+            .paused_until
+            .map_or(Duration::ZERO, |until| until.saturating_duration_since(now));
+        paced.max(paused)
+    }
+}
+
+/// One bucket: its estimate, and the queue of requests waiting for a turn in it.
+#[derive(Debug)]
+struct Bucket {
+    limit: Limit,
+    estimate: Mutex<Estimate>,
+    /// Held by the request whose turn is next; the others queue for it in order.
+    turn: tokio::sync::Mutex<()>,
+    /// Every answer wakes the request whose turn is next, so that it goes as soon as the
+    /// estimate allows rather than when it was expected to.
+    news: tokio::sync::Notify,
+}
+
+impl Bucket {
+    fn with<R>(&self, now: Instant, f: impl FnOnce(&mut Estimate, Limit) -> R) -> R {
+        let mut estimate = self
+            .estimate
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        estimate.refill(self.limit, now);
+        f(&mut estimate, self.limit)
+    }
+
+    /// A token for a request at `now` (its sequence number), or how long until there is one.
+    fn take(&self, now: Instant) -> Result<u64, Duration> {
+        self.with(now, |estimate, limit| {
+            let wait = estimate.wait(limit, now, 0);
+            if !wait.is_zero() {
+                return Err(wait);
+            }
+            estimate.tokens -= 1.0;
+            estimate.issued += 1;
+            Ok(estimate.issued)
+        })
+    }
+}
+
+/// Counts a request among a bucket's waiters while it waits (its future may be dropped).
+struct Waiting<'a>(&'a Bucket);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.with(Instant::now(), |estimate, _| {
+            estimate.waiting = estimate.waiting.saturating_sub(1);
+        });
     }
 }
 
@@ -171,86 +236,88 @@ pub struct Ticket {
 /// The estimates of every bucket, shared by all workers.
 #[derive(Debug, Default)]
 pub struct Pacer {
-    estimates: Mutex<HashMap<BucketKey, Estimate>>,
+    buckets: Mutex<HashMap<BucketKey, Arc<Bucket>>>,
 }
 
 impl Pacer {
-    fn with<R>(
-        &self,
-        key: &BucketKey,
-        now: Instant,
-        f: impl FnOnce(&mut Estimate, Limit) -> R,
-    ) -> R {
-        let limit = key.limit();
-        let mut estimates = self
-            .estimates
+    fn bucket(&self, key: &BucketKey) -> Arc<Bucket> {
+        let mut buckets = self
+            .buckets
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let estimate = estimates.entry(key.clone()).or_insert_with(|| Estimate {
-            tokens: limit.reserve + PROBE,
-            at: now,
-            issued: 0,
-            paused_until: None,
+        let bucket = buckets.entry(key.clone()).or_insert_with(|| {
+            let limit = key.limit();
+            Arc::new(Bucket {
+                limit,
+                estimate: Mutex::new(Estimate {
+                    tokens: limit.reserve + PROBE,
+                    at: Instant::now(),
+                    issued: 0,
+                    paused_until: None,
+                    waiting: 0,
+                }),
+                turn: tokio::sync::Mutex::new(()),
+                news: tokio::sync::Notify::new(),
+            })
         });
-        estimate.refill(limit, now);
-        f(estimate, limit)
+        Arc::clone(bucket)
     }
 
-    /// Takes a token for a request at `now`: when it may go (`now` while above the reserve),
-    /// or `Err` with the wait when that is not before `deadline` (nothing is taken then).
-    pub fn schedule(
-        &self,
-        key: &BucketKey,
-        now: Instant,
-        deadline: Option<Instant>,
-    ) -> Result<(Instant, u64), Duration> {
-        self.with(key, now, |estimate, limit| {
-            let short = limit.reserve + 1.0 - estimate.tokens;
-            let paced = if short > 0.0 {
-                Duration::from_secs_f64(short / limit.refill_per_second)
-            } else {
-                Duration::ZERO
-            };
-            let mut at = now + paced;
-            if let Some(paused) = estimate.paused_until.filter(|until| *until > at) {
-                at = paused;
-            }
-            if deadline.is_some_and(|deadline| at >= deadline) {
-                return Err(at - now);
-            }
-            estimate.tokens -= 1.0;
-            estimate.issued += 1;
-            Ok((at, estimate.issued))
-        })
-    }
-
-    /// Waits for a request's turn in its bucket; `Err` with the wait when it would come at or
-    /// after `deadline`.
+    /// Waits for a request's turn in its bucket: at once while the estimate is above the
+    /// reserve, else when the refill (or a 429's pause) allows or an answer reports more left,
+    /// in the order requests asked. `Err` with the expected wait when the turn would come at
+    /// or after `deadline` (then nothing is taken).
     pub async fn admit(
         &self,
         key: BucketKey,
         deadline: Option<Instant>,
     ) -> Result<Ticket, Duration> {
-        loop {
-            let (at, seq) = self.schedule(&key, Instant::now(), deadline)?;
-            tokio::time::sleep_until(at).await;
-            let now = Instant::now();
-            // A pause that began while this request waited holds it too.
-            let paused = self.with(&key, now, |estimate, _| {
-                let paused = estimate.paused_until.is_some_and(|until| until > now);
-                if paused {
-                    estimate.tokens += 1.0;
-                }
-                paused
-            });
-            if !paused {
-                return Ok(Ticket {
-                    key,
-                    seq,
-                    sent: now,
-                });
+        let bucket = self.bucket(&key);
+        let now = Instant::now();
+        // Give up at once when the queue ahead already reaches past the deadline.
+        bucket.with(now, |estimate, limit| {
+            let wait = estimate.wait(limit, now, estimate.waiting);
+            if deadline.is_some_and(|deadline| now + wait >= deadline) {
+                return Err(wait);
             }
-        }
+            estimate.waiting += 1;
+            Ok(())
+        })?;
+        let waiting = Waiting(&bucket);
+        let turn = async {
+            let _turn = bucket.turn.lock().await;
+            loop {
+                let now = Instant::now();
+                let wait = match bucket.take(now) {
+                    Ok(seq) => {
+                        return Ok(Ticket {
+                            key,
+                            seq,
+                            sent: now,
+                        });
+                    }
+                    Err(wait) => wait,
+                };
+                if deadline.is_some_and(|deadline| now + wait >= deadline) {
+                    return Err(wait);
+                }
+                tokio::select! {
+                    () = tokio::time::sleep_until(now + wait) => {}
+                    () = bucket.news.notified() => {}
+                }
+            }
+        };
+        let result = match deadline {
+            Some(deadline) => match tokio::time::timeout_at(deadline, turn).await {
+                Ok(result) => result,
+                Err(_) => Err(bucket.with(Instant::now(), |estimate, limit| {
+                    estimate.wait(limit, Instant::now(), 0)
+                })),
+            },
+            None => turn.await,
+        };
+        drop(waiting);
+        result
     }
 
     /// Learns from an answer: the remaining count it reports (`header` looks one up by name),
@@ -281,9 +348,10 @@ impl Pacer {
         } else {
             graph_reset
         };
-        self.with(&ticket.key, now, |estimate, limit| {
+        let bucket = self.bucket(&ticket.key);
+        bucket.with(now, |estimate, limit| {
             if let Some(reported) = reported {
-                // What was left then, refilled since, less what was scheduled after it.
+                // What was left then, refilled since, less what was sent after it.
                 let since = now.saturating_duration_since(ticket.sent).as_secs_f64();
                 let later = estimate.issued.saturating_sub(ticket.seq) as f64;
                 let known = (f64::from(reported) + since * limit.refill_per_second)
@@ -295,12 +363,14 @@ impl Pacer {
                 estimate.paused_until = Some(estimate.paused_until.map_or(until, |p| p.max(until)));
             }
         });
+        bucket.news.notify_one();
     }
 
     /// The estimated tokens of a bucket (tests).
     #[cfg(test)]
     fn tokens(&self, key: &BucketKey) -> f64 {
-        self.with(key, Instant::now(), |estimate, _| estimate.tokens)
+        self.bucket(key)
+            .with(Instant::now(), |estimate, _| estimate.tokens)
     }
 }
 
@@ -353,15 +423,62 @@ mod tests {
         pacer
     }
 
+    /// When `admit` lets a request of `key` go, measured from `start`.
+    async fn sent_after(pacer: &Pacer, key: &BucketKey, start: Instant) -> Duration {
+        pacer.admit(key.clone(), None).await.unwrap();
+        Instant::now() - start
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn until_the_first_answer_only_a_probe_goes_at_once() {
+    async fn until_the_first_answer_only_a_probe_goes_at_once_then_the_documented_rate() {
         let pacer = Pacer::default();
         let start = Instant::now();
         for _ in 0..PROBE as usize {
-            assert_eq!(pacer.schedule(&read(), start, None).unwrap().0, start);
+            assert_eq!(sent_after(&pacer, &read(), start).await, Duration::ZERO);
         }
-        let (at, _) = pacer.schedule(&read(), start, None).unwrap();
-        assert_eq!(at - start, Duration::from_millis(40));
+        // A bucket that never reports is held to ARM's documented refill, 25 reads/s.
+        for n in 1..=50u64 {
+            let at = sent_after(&pacer, &read(), start).await;
+            assert_eq!(
+                at,
+                Duration::from_millis(40 * n),
+                "request {n} after the probe"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_lets_the_requests_queued_behind_the_probe_go_at_once() {
+        let pacer = std::sync::Arc::new(Pacer::default());
+        let start = Instant::now();
+        let first = pacer.admit(read(), None).await.unwrap();
+        // A sweep's 99 other reads ask before any answer: 3 more go, the rest queue.
+        let queued: Vec<_> = (0..99)
+            .map(|_| {
+                let pacer = pacer.clone();
+                tokio::spawn(async move {
+                    pacer.admit(read(), None).await.unwrap();
+                    Instant::now()
+                })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        // 10 ms later the first answer says the bucket is full.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        pacer.observe(&first, false, None, |name| {
+            (name == "x-ms-ratelimit-remaining-subscription-reads").then_some("249")
+        });
+        for request in queued {
+            let sent = request.await.unwrap();
+            assert!(
+                sent - start <= Duration::from_millis(10),
+                "{:?}",
+                sent - start
+            );
+        }
+        // 100 sent, none answered but the first: 249 less the 99 sent since.
+        let tokens = pacer.tokens(&read());
+        assert!((150.0..=151.0).contains(&tokens), "{tokens}");
     }
 
     #[tokio::test(start_paused = true)]
@@ -370,19 +487,13 @@ mod tests {
         let start = Instant::now();
         // 250 tokens, 50 kept back: 200 go at once.
         for _ in 0..200 {
-            let (at, _) = pacer.schedule(&read(), start, None).unwrap();
-            assert_eq!(at, start);
+            assert_eq!(sent_after(&pacer, &read(), start).await, Duration::ZERO);
         }
-        let (next, _) = pacer.schedule(&read(), start, None).unwrap();
-        assert_eq!(next - start, Duration::from_millis(40));
         // 25 more are spread over the next second, one every 40 ms.
-        let mut last = next;
-        for _ in 0..24 {
-            let (at, _) = pacer.schedule(&read(), start, None).unwrap();
-            assert_eq!(at - last, Duration::from_millis(40));
-            last = at;
+        for n in 1..=25u64 {
+            let at = sent_after(&pacer, &read(), start).await;
+            assert_eq!(at, Duration::from_millis(40 * n));
         }
-        assert_eq!(last - start, Duration::from_secs(1));
     }
 
     #[tokio::test(start_paused = true)]
@@ -395,11 +506,14 @@ mod tests {
         });
         let start = Instant::now();
         for _ in 0..160 {
-            assert_eq!(pacer.schedule(&write, start, None).unwrap().0, start);
+            assert_eq!(sent_after(&pacer, &write, start).await, Duration::ZERO);
         }
-        let (at, _) = pacer.schedule(&write, start, None).unwrap();
-        assert_eq!(at - start, Duration::from_millis(100));
-        assert_eq!(pacer.schedule(&read(), start, None).unwrap().0, start);
+        assert_eq!(
+            sent_after(&pacer, &write, start).await,
+            Duration::from_millis(100)
+        );
+        let start = Instant::now();
+        assert_eq!(sent_after(&pacer, &read(), start).await, Duration::ZERO);
     }
 
     #[tokio::test(start_paused = true)]
@@ -409,9 +523,11 @@ mod tests {
         let tokens = pacer.tokens(&read());
         assert!((19.9..=20.1).contains(&tokens), "{tokens}");
         let start = Instant::now();
-        let (at, _) = pacer.schedule(&read(), start, None).unwrap();
         // 31 tokens short of the reserve at 25/s.
-        assert_eq!(at - start, Duration::from_millis(1_240));
+        assert_eq!(
+            sent_after(&pacer, &read(), start).await,
+            Duration::from_millis(1_240)
+        );
         // The global count counts too, when lower.
         let global = Pacer::default();
         let ticket = global.admit(read(), None).await.unwrap();
@@ -444,28 +560,26 @@ mod tests {
         let ticket = pacer.admit(read(), None).await.unwrap();
         pacer.observe(&ticket, true, Some(Duration::from_secs(7)), |_| None);
         let start = Instant::now();
-        let (at, _) = pacer.schedule(&read(), start, None).unwrap();
-        assert!(at - start >= Duration::from_secs(7), "{:?}", at - start);
-        assert_eq!(pacer.schedule(&other, start, None).unwrap().0, start);
+        assert_eq!(sent_after(&pacer, &other, start).await, Duration::ZERO);
         assert_eq!(
-            pacer
-                .schedule(&BucketKey::of("PUT", SUB), start, None)
-                .unwrap()
-                .0,
-            start,
+            sent_after(&pacer, &BucketKey::of("PUT", SUB), start).await,
+            Duration::ZERO,
             "writes have their own bucket"
         );
         // A request whose deadline comes first gives up at once and takes nothing.
         let before = pacer.tokens(&read());
         let wait = pacer
-            .schedule(&read(), start, Some(start + Duration::from_secs(2)))
+            .admit(read(), Some(start + Duration::from_secs(2)))
+            .await
             .unwrap_err();
-        assert!(wait >= Duration::from_secs(6));
+        assert!(wait >= Duration::from_secs(6), "{wait:?}");
+        assert_eq!(Instant::now(), start);
         assert!((pacer.tokens(&read()) - before).abs() < 0.01);
+        assert!(sent_after(&pacer, &read(), start).await >= Duration::from_secs(7));
         // A hostile Retry-After is bounded.
         pacer.observe(&ticket, true, Some(Duration::from_secs(86_400)), |_| None);
-        let (at, _) = pacer.schedule(&read(), Instant::now(), None).unwrap();
-        assert!(at - Instant::now() <= MAX_SHARED_PAUSE);
+        let start = Instant::now();
+        assert!(sent_after(&pacer, &read(), start).await <= MAX_SHARED_PAUSE);
     }
 
     #[tokio::test(start_paused = true)]
@@ -497,8 +611,7 @@ mod tests {
             _ => None,
         });
         let start = Instant::now();
-        let (at, _) = pacer.schedule(&graph, start, None).unwrap();
-        assert!(at - start >= Duration::from_secs(4));
+        assert!(sent_after(&pacer, &graph, start).await >= Duration::from_secs(4));
         assert_eq!(parse_hms("01:02:03"), Some(Duration::from_secs(3723)));
         assert_eq!(parse_hms("00:61:00"), None);
         assert_eq!(parse_hms("5"), None);

@@ -5,7 +5,7 @@
 use tokio::time::Instant;
 
 use super::{EVENT_BUDGET, Engine, Failure, SCAN_CONCURRENCY, Unfinished, add_findings};
-use crate::act::{Evaluated, Origin, Situation};
+use crate::act::{Actor, Evaluated, Origin, Situation};
 use crate::ids::{ArmResourceId, SubscriptionId};
 use crate::observe::wiring::WiringReads;
 use crate::outcome::{Disposition, EventRef, Outcome};
@@ -84,21 +84,33 @@ impl Engine {
             ));
         } else {
             let digest = digest.unwrap_or_else(|| crate::act::merge_digest(None, &[]));
-            actor
-                .send_digest(
-                    outcome,
-                    &digest,
-                    &self.settings.policy,
-                    self.settings.mode,
-                    now,
-                )
-                .await?;
             self.log_managed_groups();
-            // Housekeeping: a failed prune leaves old records for the next sweep to remove,
-            // which is no reason to fail this one.
-            if let Err(error) = store.prune(now).await {
-                tracing::warn!(message = "Pruning old state failed; the next sweep tries again.", error = %crate::text::chain(&error));
-            }
+            self.finish_sweep(actor, outcome, &digest, now).await?;
+        }
+        Ok(())
+    }
+
+    /// The end of a whole sweep (or of a fanned-out run's last place): the digest, then the
+    /// housekeeping. A failed prune leaves old records for the next sweep to remove, which is
+    /// no reason to fail this one.
+    pub(super) async fn finish_sweep(
+        &self,
+        actor: &Actor,
+        outcome: &mut Outcome,
+        digest: &crate::notify::Digest,
+        now: time::OffsetDateTime,
+    ) -> Result<(), Failure> {
+        actor
+            .send_digest(
+                outcome,
+                digest,
+                &self.settings.policy,
+                self.settings.mode,
+                now,
+            )
+            .await?;
+        if let Err(error) = actor.store.prune(now).await {
+            tracing::warn!(message = "Pruning old state failed; the next sweep tries again.", error = %crate::text::chain(&error));
         }
         Ok(())
     }

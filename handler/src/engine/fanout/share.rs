@@ -171,19 +171,7 @@ impl Engine {
             })
             .collect();
         let digest = crate::act::merge_digest(None, &open);
-        actor
-            .send_digest(
-                outcome,
-                &digest,
-                &self.settings.policy,
-                self.settings.mode,
-                now,
-            )
-            .await?;
-        if let Err(error) = actor.store.prune(now).await {
-            tracing::warn!(message = "Pruning old state failed; the next sweep tries again.", error = %crate::text::chain(&error));
-        }
-        Ok(())
+        self.finish_sweep(actor, outcome, &digest, now).await
     }
 
     /// Sweeps the subscription's workspaces (after the message's `after`, in id order) with

@@ -8,10 +8,8 @@
 //! the token requests.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
 
 use azure_sim::{RecordFilter, Sim, SimOptions};
-use serde_json::Value;
 
 use crate::phases::Setup;
 use crate::report::{Section, fixed};
@@ -91,26 +89,7 @@ async fn scan(setup: &Setup, workspaces: usize, per_vault: usize) -> Result<Scan
     let sim = Sim::start(tenant, SimOptions::default())
         .await
         .map_err(|e| format!("azure-sim: {e}"))?;
-    let started = Instant::now();
-    let output = tokio::process::Command::new(&setup.handler)
-        .args(["scan", "--format", "json"])
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .envs(sim.handler_env())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .map_err(|e| format!("cmk-guard scan: {e}"))?;
-    let seconds = started.elapsed().as_secs_f64();
-    let outcome: Value = serde_json::from_slice(&output.stdout).map_err(|e| {
-        format!(
-            "cmk-guard scan printed no outcome ({e}): {}",
-            String::from_utf8_lossy(&output.stderr)
-                .lines()
-                .last()
-                .unwrap_or_default()
-        )
-    })?;
+    let (outcome, seconds, _) = scenario::scan_json(&setup.handler, &sim).await?;
     let mut requests = BTreeMap::new();
     for request in sim.requests(&RecordFilter::default()) {
         if request.operation != "Identity_GetToken" {

@@ -136,3 +136,33 @@ pub fn envelope(event: &Value, function: &str) -> Vec<u8> {
     .to_string()
     .into_bytes()
 }
+
+/// Runs `cmk-guard scan --format json` (the release binary `handler`) against `sim` with only
+/// the simulator's settings: the outcome it printed, how long it took in seconds, and its
+/// exit code.
+pub async fn scan_json(
+    handler: &std::path::Path,
+    sim: &azure_sim::Sim,
+) -> Result<(serde_json::Value, f64, Option<i32>), String> {
+    let started = std::time::Instant::now();
+    let output = tokio::process::Command::new(handler)
+        .args(["scan", "--format", "json"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(sim.handler_env())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| format!("cmk-guard scan: {e}"))?;
+    let seconds = started.elapsed().as_secs_f64();
+    let outcome = serde_json::from_slice(&output.stdout).map_err(|e| {
+        format!(
+            "cmk-guard scan printed no outcome ({e}): {}",
+            String::from_utf8_lossy(&output.stderr)
+                .lines()
+                .last()
+                .unwrap_or_default()
+        )
+    })?;
+    Ok((outcome, seconds, output.status.code()))
+}

@@ -5,10 +5,9 @@
 //! one second, which pacing from the remaining counts keeps near the refill rate once the
 //! bucket's first 200 are spent.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use azure_sim::{RecordFilter, Sim, SimOptions};
-use serde_json::Value;
 
 use crate::phases::Setup;
 use crate::report::{Section, fixed};
@@ -77,26 +76,7 @@ async fn scan(setup: &Setup, workspaces: usize) -> Result<Run, String> {
     let sim = Sim::start(tenant, options)
         .await
         .map_err(|e| format!("azure-sim: {e}"))?;
-    let started = Instant::now();
-    let output = tokio::process::Command::new(&setup.handler)
-        .args(["scan", "--format", "json"])
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .envs(sim.handler_env())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .map_err(|e| format!("cmk-guard scan: {e}"))?;
-    let seconds = started.elapsed().as_secs_f64();
-    let outcome: Value = serde_json::from_slice(&output.stdout).map_err(|e| {
-        format!(
-            "cmk-guard scan printed no outcome ({e}): {}",
-            String::from_utf8_lossy(&output.stderr)
-                .lines()
-                .last()
-                .unwrap_or_default()
-        )
-    })?;
+    let (outcome, seconds, code) = scenario::scan_json(&setup.handler, &sim).await?;
     let arm = RecordFilter {
         host: Some("management.azure.com".into()),
         ..RecordFilter::default()
@@ -112,7 +92,7 @@ async fn scan(setup: &Setup, workspaces: usize) -> Result<Run, String> {
     sim.stop().await;
     Ok(Run {
         seconds,
-        code: output.status.code(),
+        code,
         scanned: outcome["workspaces"].as_array().map_or(0, Vec::len),
         findings: outcome["findings"].as_array().map_or(0, Vec::len),
         arm_requests: requests.len(),

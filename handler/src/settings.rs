@@ -386,11 +386,13 @@ pub fn listen_port(lookup: impl Fn(&str) -> Option<String>) -> Result<u16, Confi
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    /// A settings lookup over `pairs` instead of the environment (shared by the tests of the
+    /// modules that read their own settings).
+    pub(crate) fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let map: HashMap<String, String> = pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
 /// One received request.
@@ -145,29 +145,12 @@ impl Ingest {
 
     async fn serve(&self, stream: impl AsyncRead + AsyncWrite + Unpin) {
         let mut reader = BufReader::new(stream);
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).await.unwrap_or(0) == 0 {
-                return;
-            }
-            let target = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
-            let mut headers = Vec::new();
-            loop {
-                let mut header = String::new();
-                if reader.read_line(&mut header).await.unwrap_or(0) == 0 {
-                    return;
-                }
-                let header = header.trim_end();
-                if header.is_empty() {
-                    break;
-                }
-                if let Some((name, value)) = header.split_once(':') {
-                    headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
-                }
-            }
-            let Some(raw) = read_body(&mut reader, &headers).await else {
-                return;
-            };
+        while let Some(crate::http1::RawRequest {
+            target,
+            headers,
+            body: raw,
+        }) = crate::http1::read_request(&mut reader).await
+        {
             let gzipped = headers
                 .iter()
                 .any(|(n, v)| n == "content-encoding" && v.eq_ignore_ascii_case("gzip"));
@@ -214,36 +197,6 @@ impl Ingest {
         };
         format!("HTTP/1.1 {status} Status\r\n{extra}Content-Length: 0\r\n\r\n")
     }
-}
-
-/// The body by Content-Length or chunked; `None` when the connection ends early.
-async fn read_body(
-    reader: &mut BufReader<impl AsyncRead + AsyncWrite + Unpin>,
-    headers: &[(String, String)],
-) -> Option<Vec<u8>> {
-    let find = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v);
-    if find("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-        let mut body = Vec::new();
-        loop {
-            let mut size = String::new();
-            if reader.read_line(&mut size).await.unwrap_or(0) == 0 {
-                return None;
-            }
-            let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-            let mut chunk = vec![0; size + 2];
-            reader.read_exact(&mut chunk).await.ok()?;
-            if size == 0 {
-                return Some(body);
-            }
-            body.extend_from_slice(&chunk[..size]);
-        }
-    }
-    let length = find("content-length")
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(0);
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).await.ok()?;
-    Some(body)
 }
 
 fn gunzip(raw: &[u8]) -> Vec<u8> {

@@ -9,6 +9,7 @@
 
 pub mod azurite;
 pub mod azurite_queue;
+pub mod http1;
 pub mod ingest;
 pub mod proxy;
 pub mod render;

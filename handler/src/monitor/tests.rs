@@ -2,14 +2,7 @@ use super::*;
 use crate::catalogue::RuleId;
 use crate::outcome::Severity;
 
-fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-    move |name: &str| {
-        pairs
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| (*v).to_owned())
-    }
-}
+use crate::settings::tests::lookup as env;
 
 #[test]
 fn settings_need_an_https_endpoint_and_a_rule() {

@@ -131,14 +131,7 @@ impl HttpClient for IngestionClient {
 mod tests {
     use super::*;
 
-    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |name: &str| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| (*v).to_owned())
-        }
-    }
+    use crate::settings::tests::lookup as env;
 
     #[test]
     fn export_needs_a_connection_string_and_an_enabled_sdk() {

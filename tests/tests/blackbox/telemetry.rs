@@ -21,7 +21,7 @@ use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
 use opentelemetry_proto::tonic::trace::v1::{Span, span};
 use prost::Message;
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -69,58 +69,12 @@ impl Receiver {
     /// HTTP/1.1 with keep-alive; bodies by Content-Length or chunked.
     async fn serve(&self, stream: tokio::net::TcpStream) {
         let mut reader = BufReader::new(stream);
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).await.unwrap_or(0) == 0 {
-                return;
-            }
-            let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
-            let mut headers = Vec::new();
-            loop {
-                let mut header = String::new();
-                if reader.read_line(&mut header).await.unwrap_or(0) == 0 {
-                    return;
-                }
-                let header = header.trim_end();
-                if header.is_empty() {
-                    break;
-                }
-                if let Some((name, value)) = header.split_once(':') {
-                    headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
-                }
-            }
-            let find = |name: &str| {
-                headers
-                    .iter()
-                    .find(|(n, _)| n == name)
-                    .map(|(_, v)| v.clone())
-            };
-            let mut body = Vec::new();
-            if find("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-                loop {
-                    let mut size = String::new();
-                    if reader.read_line(&mut size).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-                    let mut chunk = vec![0; size + 2];
-                    if reader.read_exact(&mut chunk).await.is_err() {
-                        return;
-                    }
-                    if size == 0 {
-                        break;
-                    }
-                    body.extend_from_slice(&chunk[..size]);
-                }
-            } else {
-                let length = find("content-length")
-                    .and_then(|v| v.parse::<usize>().ok())
-                    .unwrap_or(0);
-                body = vec![0; length];
-                if reader.read_exact(&mut body).await.is_err() {
-                    return;
-                }
-            }
+        while let Some(cmk_guard_blackbox::http1::RawRequest {
+            target: path,
+            headers,
+            body,
+        }) = cmk_guard_blackbox::http1::read_request(&mut reader).await
+        {
             self.received.lock().expect("lock").push(Export {
                 path,
                 headers,

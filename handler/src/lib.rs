@@ -69,6 +69,8 @@ mod act;
 mod engine;
 // 7. Surfaces
 mod report;
+mod history;
+mod who_uses;
 pub mod functions;
 mod server;
 pub mod cli;

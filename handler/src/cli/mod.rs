@@ -1,5 +1,10 @@
-//! The command line: `serve` for the Functions host, `evaluate` for a person or a pipeline,
+//! The command line: `serve` for the Functions host, `evaluate` and `scan` for a person or a
+//! pipeline, `who-uses` for a key's blast radius, `history` for a workspace's audit trail,
 //! `policy check` to validate a policy file before deploying it.
+
+mod history;
+mod progress;
+mod who_uses;
 
 use std::io::Read;
 use std::net::TcpListener;
@@ -78,6 +83,9 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Json)]
         format: Format,
+        /// Exit 1 when a finding of this severity or worse is open.
+        #[arg(long, value_enum, value_name = "SEVERITY")]
+        fail_on: Option<SeverityArg>,
     },
     /// Check every ML workspace of the subscriptions now (a CI gate with --fail-on).
     #[command(after_help = EXIT_CODES)]
@@ -92,6 +100,30 @@ enum Command {
         /// Exit 1 when a finding of this severity or worse is open.
         #[arg(long, value_enum, value_name = "SEVERITY")]
         fail_on: Option<SeverityArg>,
+        /// No progress on stderr, even at a terminal.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// List every workspace and resource that depends on a key or a vault: what breaks if it is
+    /// disabled, deleted or rotated.
+    WhoUses {
+        /// A key URL (with or without version) or the ARM id of a key vault.
+        target: String,
+        /// A subscription to search; repeat for several. Default: CMKGUARD_SUBSCRIPTIONS, else
+        /// every subscription the identity can read.
+        #[arg(long = "subscription", value_name = "ID")]
+        subscriptions: Vec<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+    },
+    /// Show the audit trail of a workspace's findings from the state store (CMKGUARD_STATE).
+    History {
+        /// The ARM id of the ML workspace.
+        workspace: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
     },
     /// Work with the policy file (CMKGUARD_POLICY_FILE).
     Policy {
@@ -100,12 +132,14 @@ enum Command {
     },
 }
 
-/// How the CLI prints outcomes.
+use crate::report::Format;
+
+/// How `who-uses` and `history` print.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Format {
-    /// The Outcome JSON of docs/architecture.md (an array for several events).
+enum ListFormat {
+    /// JSON, for tools.
     Json,
-    /// A readable table of findings, worst first.
+    /// A readable table.
     Table,
 }
 
@@ -159,7 +193,11 @@ pub fn run(cli: Cli) -> ExitCode {
             event,
             resource,
             format,
-        } => load_settings().map_or_else(|code| code, |s| evaluate(s, event, resource, format)),
+            fail_on,
+        } => load_settings().map_or_else(
+            |code| code,
+            |s| evaluate(s, event, resource, format, fail_on),
+        ),
         Command::Policy {
             command: PolicyCommand::Check { file },
         } => check_policy(&file),
@@ -167,7 +205,22 @@ pub fn run(cli: Cli) -> ExitCode {
             subscriptions,
             format,
             fail_on,
-        } => load_settings().map_or_else(|code| code, |s| scan(s, &subscriptions, format, fail_on)),
+            quiet,
+        } => load_settings().map_or_else(
+            |code| code,
+            |s| scan(s, &subscriptions, format, fail_on, quiet),
+        ),
+        Command::WhoUses {
+            target,
+            subscriptions,
+            format,
+        } => load_settings().map_or_else(
+            |code| code,
+            |s| who_uses::run(s, &target, &subscriptions, format),
+        ),
+        Command::History { workspace, format } => {
+            load_settings().map_or_else(|code| code, |s| history::run(s, &workspace, format))
+        }
     }
 }
 
@@ -287,6 +340,7 @@ fn evaluate(
     event: Option<PathBuf>,
     resource: Option<String>,
     format: Format,
+    fail_on: Option<SeverityArg>,
 ) -> ExitCode {
     let _telemetry = init_logging(false);
     let (engine, runtime) = match read_only_engine(settings) {
@@ -337,19 +391,10 @@ fn evaluate(
             }
         })
         .collect();
-    let printed = match format {
-        Format::Table => Ok(crate::report::table(&outcomes)),
-        Format::Json if outcomes.len() == 1 => serde_json::to_string_pretty(&outcomes[0]),
-        Format::Json => serde_json::to_string_pretty(&outcomes),
-    };
-    match printed {
-        Ok(text) => println!("{}", text.trim_end()),
-        Err(error) => {
-            eprintln!("cmk-guard: cannot print the outcome: {error}");
-            return ExitCode::FAILURE;
-        }
+    if let Err(code) = print(format, &outcomes) {
+        return code;
     }
-    ExitCode::from(verdict(&outcomes, unavailable, None))
+    ExitCode::from(verdict(&outcomes, unavailable, fail_on.map(Severity::from)))
 }
 
 /// How long a scan may take before what is left unread is reported as not visible.
@@ -360,6 +405,7 @@ fn scan(
     subscriptions: &[String],
     format: Format,
     fail_on: Option<SeverityArg>,
+    quiet: bool,
 ) -> ExitCode {
     let _telemetry = init_logging(false);
     let subscriptions: Vec<SubscriptionId> = match subscriptions
@@ -400,36 +446,40 @@ fn scan(
     };
     report_discovery(&runtime.block_on(engine.discover_subscriptions(deadline)));
     let scope = engine.settings().intake.subscriptions.snapshot();
-    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let progress = |done: usize, total: usize| {
-        if terminal {
-            eprint!("\rscanned {done}/{total} workspaces");
-            if done == total {
-                eprintln!();
-            }
-        }
-    };
+    let progress = progress::Progress::on_stderr(quiet);
+    let report = |done: usize, total: usize| progress.workspaces(done, total);
     let id = uuid::Uuid::new_v4().to_string();
-    let outcome = runtime.block_on(engine.scan(&id, scope.as_deref(), deadline, &progress));
+    let outcome = runtime.block_on(engine.scan(&id, scope.as_deref(), deadline, &report));
+    progress.finish();
     if engine.no_credential() {
         return no_credential();
     }
-    let printed = match format {
-        Format::Table => Ok(crate::report::table(std::slice::from_ref(&outcome))),
-        Format::Json => serde_json::to_string_pretty(&outcome),
-    };
-    match printed {
-        Ok(text) => println!("{}", text.trim_end()),
-        Err(error) => {
-            eprintln!("cmk-guard: cannot print the outcome: {error}");
-            return ExitCode::FAILURE;
-        }
+    if let Err(code) = print(format, std::slice::from_ref(&outcome)) {
+        return code;
     }
     ExitCode::from(verdict(
         std::slice::from_ref(&outcome),
         false,
         fail_on.map(Severity::from),
     ))
+}
+
+/// Prints `outcomes` in `format` on stdout, or says why not and gives the exit code.
+fn print(format: Format, outcomes: &[Outcome]) -> Result<(), ExitCode> {
+    let context = crate::report::Context {
+        generated: time::OffsetDateTime::now_utc(),
+        history: None,
+    };
+    match crate::report::render(format, outcomes, &context) {
+        Ok(text) => {
+            println!("{}", text.trim_end());
+            Ok(())
+        }
+        Err(error) => {
+            eprintln!("cmk-guard: cannot print the outcome: {error}");
+            Err(ExitCode::FAILURE)
+        }
+    }
 }
 
 /// The exit code of printed outcomes, in the documented precedence: incomplete ([`exit::INCOMPLETE`]:

@@ -1,4 +1,4 @@
-//! Human-readable renderings of outcomes for the command line (`evaluate`, `scan`).
+//! The fixed-width table of findings, for people at a terminal.
 
 use crate::outcome::{Disposition, Finding, Outcome};
 use crate::rules::VISIBILITY;

@@ -19,6 +19,7 @@
 //! writes in the same one, go on.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -225,6 +226,81 @@ impl Drop for Waiting<'_> {
     }
 }
 
+/// What the pacing did in this process so far, for a progress display (`scan` on a
+/// terminal): requests let through, and the requests held back for their turn (an empty
+/// bucket, or a 429's pause) with the wall-clock time during which at least one was held.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Activity {
+    /// Requests sent to ARM or Resource Graph (retries count).
+    pub requests: u64,
+    /// Requests that had to wait for their turn in a bucket.
+    pub waits: u64,
+    /// How long, in wall-clock time, at least one request was waiting.
+    pub waited: Duration,
+}
+
+/// The process's counts behind [`activity`]. Process-wide because the display reads them
+/// across every client the command built; counting costs one relaxed increment per request.
+static REQUESTS: AtomicU64 = AtomicU64::new(0);
+static WAITS: AtomicU64 = AtomicU64::new(0);
+static HELD: Mutex<Held> = Mutex::new(Held {
+    waiting: 0,
+    since: None,
+    total: Duration::ZERO,
+});
+
+/// Requests held back right now, since when at least one has been, and the time before that.
+#[derive(Debug)]
+struct Held {
+    waiting: usize,
+    since: Option<Instant>,
+    total: Duration,
+}
+
+fn held() -> std::sync::MutexGuard<'static, Held> {
+    HELD.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The pacing's counts so far in this process.
+pub fn activity() -> Activity {
+    let held = held();
+    let ongoing = held.since.map_or(Duration::ZERO, |since| {
+        Instant::now().saturating_duration_since(since)
+    });
+    Activity {
+        requests: REQUESTS.load(Ordering::Relaxed),
+        waits: WAITS.load(Ordering::Relaxed),
+        waited: held.total + ongoing,
+    }
+}
+
+/// One request held back for its turn, from its first refused turn until it goes or gives up.
+struct HeldBack;
+
+impl HeldBack {
+    fn start() -> Self {
+        WAITS.fetch_add(1, Ordering::Relaxed);
+        let mut held = held();
+        held.waiting += 1;
+        if held.since.is_none() {
+            held.since = Some(Instant::now());
+        }
+        Self
+    }
+}
+
+impl Drop for HeldBack {
+    fn drop(&mut self) {
+        let mut held = held();
+        held.waiting = held.waiting.saturating_sub(1);
+        if held.waiting == 0
+            && let Some(since) = held.since.take()
+        {
+            held.total += Instant::now().saturating_duration_since(since);
+        }
+    }
+}
+
 /// A request let through: give it back to [`Pacer::observe`] with its answer.
 #[derive(Debug, Clone)]
 pub struct Ticket {
@@ -286,10 +362,12 @@ impl Pacer {
         let waiting = Waiting(&bucket);
         let turn = async {
             let _turn = bucket.turn.lock().await;
+            let mut held_back = None;
             loop {
                 let now = Instant::now();
                 let wait = match bucket.take(now) {
                     Ok(seq) => {
+                        REQUESTS.fetch_add(1, Ordering::Relaxed);
                         return Ok(Ticket {
                             key,
                             seq,
@@ -301,6 +379,7 @@ impl Pacer {
                 if deadline.is_some_and(|deadline| now + wait >= deadline) {
                     return Err(wait);
                 }
+                held_back.get_or_insert_with(HeldBack::start);
                 tokio::select! {
                     () = tokio::time::sleep_until(now + wait) => {}
                     () = bucket.news.notified() => {}
@@ -580,6 +659,20 @@ mod tests {
         pacer.observe(&ticket, true, Some(Duration::from_secs(86_400)), |_| None);
         let start = Instant::now();
         assert!(sent_after(&pacer, &read(), start).await <= MAX_SHARED_PAUSE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_and_the_ones_held_back_are_counted() {
+        let before = activity();
+        let pacer = Pacer::default();
+        // The probe goes at once; the next request waits for the documented refill.
+        for _ in 0..PROBE as usize + 1 {
+            pacer.admit(read(), None).await.unwrap();
+        }
+        let after = activity();
+        // Other tests count too (the counts are the process's): at least ours.
+        assert!(after.requests >= before.requests + PROBE as u64 + 1);
+        assert!(after.waits > before.waits);
     }
 
     #[tokio::test(start_paused = true)]

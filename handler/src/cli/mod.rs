@@ -447,9 +447,8 @@ fn scan(
     report_discovery(&runtime.block_on(engine.discover_subscriptions(deadline)));
     let scope = engine.settings().intake.subscriptions.snapshot();
     let progress = progress::Progress::on_stderr(quiet);
-    let report = |done: usize, total: usize| progress.workspaces(done, total);
     let id = uuid::Uuid::new_v4().to_string();
-    let outcome = runtime.block_on(engine.scan(&id, scope.as_deref(), deadline, &report));
+    let outcome = runtime.block_on(engine.scan(&id, scope.as_deref(), deadline, &progress));
     progress.finish();
     if engine.no_credential() {
         return no_credential();

@@ -37,7 +37,7 @@ use crate::state::StateError;
 
 pub use discover::{DiscoveryFailure, discover};
 pub use error::{Failure, Unfinished};
-pub use scan::SCAN_CONCURRENCY;
+pub use scan::{SCAN_CONCURRENCY, ScanObserver, ScanProgress};
 
 /// Event Grid waits 30 s for an answer; leave room for the host around our work.
 pub const EVENT_BUDGET: Duration = Duration::from_secs(25);

@@ -2,7 +2,7 @@
 //! Resource Graph and each re-read through ARM, in bulk (`observe::bulk`, shared with the
 //! sweep: [`Inventories`] and `Engine::snapshots_in_bulk`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use futures_util::StreamExt;
@@ -28,6 +28,76 @@ pub const SCAN_CONCURRENCY: usize = 32;
 /// How many workspaces a scan reads, evaluates and reports before the next ones.
 const SCAN_CHUNK: usize = 8 * SCAN_CONCURRENCY;
 
+/// How far a scan is: what a progress display shows (the Azure requests behind it are the
+/// pacing's, `azure::pacing::activity`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScanProgress {
+    /// Subscriptions whose every workspace is checked (those without any count from the list).
+    pub subscriptions_done: usize,
+    /// The subscriptions in scope, or those the list found workspaces in when the scope is
+    /// every readable subscription.
+    pub subscriptions_total: usize,
+    pub workspaces_done: usize,
+    pub workspaces_total: usize,
+}
+
+/// Hears how far a scan is: once the workspaces are listed, then after each one is checked.
+/// Called on the scan's task, so it must be quick.
+pub trait ScanObserver: Sync {
+    fn progress(&self, progress: ScanProgress);
+}
+
+/// No one listening.
+impl ScanObserver for () {
+    fn progress(&self, _: ScanProgress) {}
+}
+
+/// Counts workspaces and subscriptions done for [`ScanProgress`].
+struct Tally {
+    /// Workspaces not yet checked, per subscription (lower-cased).
+    left: HashMap<String, usize>,
+    progress: ScanProgress,
+}
+
+impl Tally {
+    fn new(subscriptions: Option<&[SubscriptionId]>, workspaces: &[Found]) -> Self {
+        let mut left: HashMap<String, usize> = HashMap::new();
+        for found in workspaces {
+            *left
+                .entry(found.id.subscription().as_str().to_ascii_lowercase())
+                .or_default() += 1;
+        }
+        let mut all: HashSet<String> = left.keys().cloned().collect();
+        all.extend(
+            subscriptions
+                .unwrap_or_default()
+                .iter()
+                .map(|s| s.as_str().to_ascii_lowercase()),
+        );
+        let progress = ScanProgress {
+            subscriptions_done: all.len() - left.len(),
+            subscriptions_total: all.len(),
+            workspaces_done: 0,
+            workspaces_total: workspaces.len(),
+        };
+        Self { left, progress }
+    }
+
+    /// `found` is checked.
+    fn done(&mut self, found: &ArmResourceId) -> ScanProgress {
+        self.progress.workspaces_done += 1;
+        let key = found.subscription().as_str().to_ascii_lowercase();
+        if let Some(left) = self.left.get_mut(&key) {
+            *left = left.saturating_sub(1);
+            if *left == 0 {
+                self.left.remove(&key);
+                self.progress.subscriptions_done += 1;
+            }
+        }
+        self.progress
+    }
+}
+
 impl Engine {
     /// Checks every ML workspace of `subscriptions` (all readable ones when `None`): listed with
     /// Resource Graph, each re-read through ARM (azure-notes Trap T19; in bulk, each
@@ -35,13 +105,13 @@ impl Engine {
     /// [`SCAN_CONCURRENCY`] at a time and within the shared Azure request rate. What could not be
     /// read in time, the list of workspaces included, becomes a `guard.visibility` finding
     /// rather than a failed scan: the outcome always says what was and was not seen.
-    /// `progress` hears (done, total).
+    /// `observer` hears how far it is.
     pub async fn scan(
         &self,
         id: &str,
         subscriptions: Option<&[SubscriptionId]>,
         deadline: Instant,
-        progress: &(dyn Fn(usize, usize) + Sync),
+        observer: &dyn ScanObserver,
     ) -> Outcome {
         let event = EventRef {
             id: Some(id.to_owned()),
@@ -71,13 +141,12 @@ impl Engine {
                 return outcome;
             }
         };
-        let total = workspaces.len();
-        progress(0, total);
+        let mut tally = Tally::new(subscriptions, &workspaces);
+        observer.progress(tally.progress);
         let now = time::OffsetDateTime::now_utc();
         let mut inventories = Inventories::new(&workspaces, deadline);
         let mut wiring =
             crate::observe::wiring::WiringReads::new(self.observer.arm(), &self.settings.wiring);
-        let mut done = 0;
         for chunk in workspaces.chunks(SCAN_CHUNK) {
             let mut snapshots = self
                 .snapshots_in_bulk(&mut inventories, chunk, deadline, now)
@@ -85,11 +154,10 @@ impl Engine {
             if let Some(wiring) = &mut wiring {
                 wiring.fill(&mut snapshots, deadline).await;
             }
-            for snapshot in &snapshots {
+            for (snapshot, found) in snapshots.iter().zip(chunk) {
                 let evaluation = self.evaluate(snapshot, None, now);
                 add_findings(&mut outcome, &evaluation);
-                done += 1;
-                progress(done, total);
+                observer.progress(tally.done(&found.id));
             }
         }
         outcome.workspaces = workspaces.iter().map(|f| f.id.to_string()).collect();
@@ -224,5 +292,56 @@ pub(super) fn add_listing_failure(
     for scope in scopes {
         let failure = read_failure("list of ML workspaces (Resource Graph)", &scope, error);
         outcome.findings.push(rules::unreadable(&scope, &failure));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "00000000-0000-0000-0000-00000000000a";
+    const B: &str = "00000000-0000-0000-0000-00000000000b";
+    const EMPTY: &str = "00000000-0000-0000-0000-00000000000c";
+
+    fn workspace(sub: &str, name: &str) -> Found {
+        Found {
+            id: ArmResourceId::parse(&format!(
+                "/subscriptions/{sub}/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/{name}"
+            ))
+            .unwrap(),
+            hint: None,
+        }
+    }
+
+    #[test]
+    fn a_subscription_is_done_with_its_last_workspace_and_an_empty_one_at_once() {
+        let found = [
+            workspace(A, "one"),
+            workspace(B, "two"),
+            workspace(A, "three"),
+        ];
+        let scope: Vec<SubscriptionId> = [A, B, EMPTY]
+            .iter()
+            .map(|s| SubscriptionId::parse(s).unwrap())
+            .collect();
+        let mut tally = Tally::new(Some(&scope), &found);
+        let at = |s, w| ScanProgress {
+            subscriptions_done: s,
+            subscriptions_total: 3,
+            workspaces_done: w,
+            workspaces_total: 3,
+        };
+        assert_eq!(tally.progress, at(1, 0));
+        assert_eq!(tally.done(&found[0].id), at(1, 1));
+        assert_eq!(tally.done(&found[1].id), at(2, 2));
+        assert_eq!(tally.done(&found[2].id), at(3, 3));
+    }
+
+    #[test]
+    fn every_readable_subscription_counts_those_the_list_found() {
+        let found = [workspace(A, "one"), workspace(&A.to_uppercase(), "two")];
+        let tally = Tally::new(None, &found);
+        assert_eq!(tally.progress.subscriptions_total, 1);
+        assert_eq!(tally.progress.subscriptions_done, 0);
     }
 }

@@ -26,7 +26,6 @@ mod progress;
 mod proxy;
 mod packaging;
 mod reliability;
-mod report_formats;
 mod said_once;
 mod scan;
 mod scenarios;

@@ -75,6 +75,11 @@ pub const FUNCTIONS: &[FunctionDefinition] = &[
         binding: "req",
         trigger: TriggerType::Http,
     },
+    FunctionDefinition {
+        name: "WhoUses",
+        binding: "req",
+        trigger: TriggerType::Http,
+    },
 ];
 
 /// The function named `name` (the host uses the folder name's exact case; any case is accepted).
@@ -125,6 +130,9 @@ pub async fn invoke(
                     }
                     TriggerType::Queue => {
                         Box::pin(engine.sweep_subscription(value, invocation_id)).await
+                    }
+                    TriggerType::Http if function.name == "WhoUses" => {
+                        return Box::pin(who_uses_envelope(engine, value, logs)).await;
                     }
                     TriggerType::Http => {
                         return Box::pin(invoke_http_envelope(engine, value, invocation_id, logs))
@@ -234,6 +242,32 @@ async fn on_timer(
 
 /// The `event.type` of timer outcomes.
 pub const TIMER_EVENT_TYPE: &str = "Microsoft.Azure.Functions.TimerTrigger";
+
+/// `WhoUses` invoked without request forwarding, like `Evaluate` below.
+async fn who_uses_envelope(engine: &Engine, request: Value, mut logs: Vec<String>) -> Reply {
+    let body = match request.get("Body") {
+        Some(Value::String(text)) => text.clone().into_bytes(),
+        Some(Value::Null) | None => Vec::new(),
+        Some(other) => other.to_string().into_bytes(),
+    };
+    let (status, payload) = crate::who_uses::http(engine, &body).await;
+    logs.push(format!("who-uses: HTTP {}", status.as_u16()));
+    let mut outputs = Map::new();
+    outputs.insert(
+        "res".to_owned(),
+        json!({"statusCode": status.as_u16(), "body": payload.to_string(), "headers": {"Content-Type": "application/json"}}),
+    );
+    let response = HostResponse {
+        outputs,
+        logs: log_lines(logs),
+        return_value: Value::Null,
+    };
+    Reply {
+        status: StatusCode::OK,
+        body: to_body(&response),
+        disposition: "-",
+    }
+}
 
 /// `Evaluate` invoked without request forwarding: `Data.req` holds the HTTP request as an
 /// object and the reply goes in `Outputs.res` (azure-notes §H4).

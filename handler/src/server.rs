@@ -1,5 +1,6 @@
 //! The HTTP server the Functions host talks to (azure-notes §H1–§H4): `GET /` for
-//! readiness, `POST /{FunctionName}` for invocations, forwarded `POST /api/evaluate`.
+//! readiness, `POST /{FunctionName}` for invocations, forwarded `POST /api/evaluate` and
+//! `POST /api/who-uses`.
 
 use std::net::TcpListener;
 use std::pin::Pin;
@@ -77,7 +78,8 @@ impl Application {
             let app = App::new()
                 .app_data(engine.clone())
                 .route("/", web::get().to(ready))
-                .route("/api/evaluate", web::post().to(evaluate));
+                .route("/api/evaluate", web::post().to(evaluate))
+                .route("/api/who-uses", web::post().to(who_uses));
             // Each function's own path is matched as text; the pattern, which needs a regular
             // expression per request (a tenth of an irrelevant event's CPU), only takes the
             // names in another case.
@@ -209,6 +211,29 @@ async fn evaluate(
     span.record("http.response.status_code", status.as_u16());
     telemetry::record_invocation("Evaluate", disposition);
     json_response(status, &reply.to_json())
+}
+
+/// `POST /api/who-uses` (forwarded): what depends on a key or vault.
+async fn who_uses(
+    request: HttpRequest,
+    payload: web::Payload,
+    engine: web::Data<Engine>,
+) -> HttpResponse {
+    let limit = (
+        crate::who_uses::MAX_BODY_BYTES,
+        "a who-uses request: {\"target\": …}",
+    );
+    let body = match read_body(&request, payload, limit).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let invocation_id = invocation_id(&request);
+    let span = telemetry::invocation_span("WhoUses", "http", &invocation_id, request.headers());
+    let (status, reply) = crate::who_uses::http(&engine, &body)
+        .instrument(span.clone())
+        .await;
+    span.record("http.response.status_code", status.as_u16());
+    json_response(status, &reply)
 }
 
 async fn not_found(request: HttpRequest) -> HttpResponse {

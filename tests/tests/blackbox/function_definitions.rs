@@ -57,7 +57,7 @@ fn host_json_runs_the_packaged_binary_with_forwarding() {
 }
 
 #[test]
-fn the_six_functions_are_defined_as_documented() {
+fn the_seven_functions_are_defined_as_documented() {
     let definitions = definitions();
     let names: Vec<&str> = definitions.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
@@ -68,7 +68,8 @@ fn the_six_functions_are_defined_as_documented() {
             "OnKeyVaultEvent",
             "OnSubscriptionEvent",
             "Sweep",
-            "SweepSubscription"
+            "SweepSubscription",
+            "WhoUses"
         ]
     );
     for (name, definition) in &definitions {
@@ -120,12 +121,17 @@ fn the_six_functions_are_defined_as_documented() {
                 assert_eq!(queues["messageEncoding"], "base64");
                 assert!(queues["maxDequeueCount"].as_u64() > Some(1));
             }
-            "Evaluate" => {
+            "Evaluate" | "WhoUses" => {
                 assert_eq!((kind.as_str(), binding.as_str()), ("httpTrigger", "req"));
                 let trigger = &definition["bindings"][0];
                 assert_eq!(trigger["authLevel"], "function");
                 assert_eq!(trigger["methods"], json!(["post"]));
-                assert_eq!(trigger["route"], "evaluate");
+                let route = if name == "Evaluate" {
+                    "evaluate"
+                } else {
+                    "who-uses"
+                };
+                assert_eq!(trigger["route"], route);
                 // Forwarding applies only to functions with exactly one http in and one http out.
                 let bindings = definition["bindings"].as_array().map(Vec::len);
                 assert_eq!(bindings, Some(2));
@@ -173,6 +179,9 @@ async fn every_function_has_a_route_that_reads_its_binding() {
                 json!({"run": "r", "subscription": "3f7b2c1d-8e4a-4b6f-9c2d-5a1e0f9b7c34", "index": 0, "of": 1})
                     .to_string()
             ),
+            _ if name == "WhoUses" => {
+                json!({"Url": "http://localhost/api/who-uses", "Method": "POST", "Body": "{\"target\":\"/subscriptions/3f7b2c1d-8e4a-4b6f-9c2d-5a1e0f9b7c34/providers/Microsoft.KeyVault\"}"})
+            }
             _ => {
                 json!({"Url": "http://localhost/api/evaluate", "Method": "POST", "Body": "{\"resource\":\"/subscriptions/3f7b2c1d-8e4a-4b6f-9c2d-5a1e0f9b7c34/providers/Microsoft.KeyVault\"}"})
             }
@@ -187,7 +196,10 @@ async fn every_function_has_a_route_that_reads_its_binding() {
             !text.contains("no binding named"),
             "{name} does not read `{binding}`: {text}"
         );
-        if kind == "httpTrigger" {
+        if name == "WhoUses" {
+            // Reached the who-uses logic: a provider id is a valid ARM id but not a vault's.
+            assert!(text.contains("is not a key vault"), "{text}");
+        } else if kind == "httpTrigger" {
             // Reached the evaluate logic: a provider id is a valid ARM id but not a checkable type.
             assert!(text.contains("expected an ML workspace"), "{text}");
         } else {

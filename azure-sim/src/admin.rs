@@ -451,6 +451,43 @@ impl<'a> Admin<'a> {
         Ok(json)
     }
 
+    /// Creates or replaces a resource served verbatim (ARM GET and Resource Graph), such as
+    /// the encrypted resources of [`crate::encrypted`]; `id`, `name` and `type` are filled in
+    /// from the id when the body lacks them.
+    pub fn put_resource(&self, id: &str, body: &Value) -> Result<Value, AdminError> {
+        let parts =
+            crate::ids::ArmIdParts::parse(id).ok_or_else(|| bad("not an ARM resource id"))?;
+        let mut body = body.clone();
+        let obj = body
+            .as_object_mut()
+            .ok_or_else(|| bad("the body must be an object"))?;
+        obj.entry("id").or_insert_with(|| json!(id));
+        obj.entry("name").or_insert_with(|| json!(parts.name()));
+        let types: Vec<&str> = parts.segments.iter().map(|(t, _)| t.as_str()).collect();
+        obj.entry("type")
+            .or_insert_with(|| json!(format!("{}/{}", parts.namespace, types.join("/"))));
+        let mut tenant = lock(&self.shared.tenant);
+        tenant.resources.retain(|r| !crate::ids::eq_ci(&r.id, id));
+        tenant.resources.push(crate::model::GenericResource {
+            id: id.to_owned(),
+            body: body.clone(),
+        });
+        Ok(body)
+    }
+
+    /// Adds the Microsoft-managed storage, Cosmos DB and Search of a CMK workspace to its
+    /// service-provisioned resource group ([`crate::encrypted::managed_resources`]); their ids.
+    pub fn add_managed_resources(&self, workspace: &str) -> Result<Vec<String>, AdminError> {
+        let resources = crate::encrypted::managed_resources(&lock(&self.shared.tenant), workspace);
+        if resources.is_empty() {
+            return Err(not_found("CMK workspace"));
+        }
+        resources
+            .into_iter()
+            .map(|(id, body)| self.put_resource(&id, &body).map(|_| id))
+            .collect()
+    }
+
     /// Deletes a workspace, as `DELETE` on it through ARM would: it is gone from ARM reads and
     /// Resource Graph (unless frozen), and `ResourceDeleteSuccess` of
     /// `Microsoft.MachineLearningServices/workspaces/delete` is recorded. Role assignments of
@@ -753,6 +790,17 @@ pub fn handle(ctx: &mut Ctx) -> Reply {
             Reply::ok(Value::Array(records))
         }
         ("PATCH", ["workspaces", name]) => reply_of(admin.patch_workspace(name, &body)),
+        ("POST", ["workspaces", name, "managed-resources"]) => {
+            reply_of(admin.add_managed_resources(name))
+        }
+        ("POST", ["resources"]) => match body.get("id").and_then(Value::as_str) {
+            Some(id) => reply_of(admin.put_resource(id, &body["body"])),
+            None => Reply::error(
+                400,
+                "AdminError",
+                "`id` (an ARM id) and `body` are required",
+            ),
+        },
         ("DELETE", ["workspaces", name]) => reply_of(admin.delete_workspace(name)),
         ("POST", ["role-assignments"]) => {
             match serde_json::from_value::<RoleAssignmentSpec>(body) {

@@ -8,7 +8,7 @@
 //!   `endswith`, `in`, `in~`, `!in`, `!in~`, `<`, `<=`, `>`, `>=`;
 //! * functions `tostring`, `tolower`, `toupper`, `isnotempty`, `isempty`, `isnull`, `isnotnull`;
 //! * dotted property paths (`properties.encryption.keyVaultProperties.keyVaultArmId`) and
-//!   `['name']` indexing.
+//!   `['name']` indexing, case-sensitive as in KQL (a path in the wrong case is null).
 //!
 //! Rows look like Resource Graph rows (`type` and `resourceGroup` lower-cased). Paging follows the
 //! service: `options.$top` (default 100, max 1000), `$skip`, `$skipToken` replayed with the same
@@ -594,15 +594,14 @@ fn parse(query: &str) -> Result<Vec<Stage>, String> {
 
 // ---- evaluation ----
 
+/// A column or dotted property path. Names are case-sensitive, as in KQL: Resource Graph
+/// answers `properties.encryption.keyVaultProperties` of a storage account (which ARM spells
+/// `keyvaultproperties`) with null.
 fn lookup(row: &Value, path: &[String]) -> Value {
     let mut current = row;
     for part in path {
         let next = match current {
-            Value::Object(map) => map.get(part).or_else(|| {
-                map.iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case(part))
-                    .map(|(_, v)| v)
-            }),
+            Value::Object(map) => map.get(part),
             Value::Array(items) => part.parse::<usize>().ok().and_then(|i| items.get(i)),
             _ => None,
         };
@@ -862,6 +861,47 @@ mod tests {
         );
         assert_eq!(run_where("false"), Vec::<String>::new());
         assert_eq!(run_where("name == 'it\\'s'"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn property_names_are_case_sensitive() {
+        let rows = vec![
+            json!({"id": "/s/sa", "type": "microsoft.storage/storageaccounts",
+            "properties": {"encryption": {"keySource": "Microsoft.Keyvault",
+                "keyvaultproperties": {"keyvaulturi": "https://KV1.vault.azure.net/", "keyname": "cmk"}}}}),
+        ];
+        let run_one = |query: &str| run(&parse(query).unwrap(), rows.clone()).unwrap();
+        let right = run_one(
+            "resources | extend v = tostring(properties.encryption.keyvaultproperties.keyvaulturi) | where v contains 'kv1.vault.azure.net' | project id, v",
+        );
+        assert_eq!(
+            right,
+            vec![json!({"id": "/s/sa", "v": "https://KV1.vault.azure.net/"})]
+        );
+        let wrong = run_one(
+            "resources | extend v = tostring(properties.encryption.keyVaultProperties.keyVaultUri) | project id, v",
+        );
+        assert_eq!(wrong, vec![json!({"id": "/s/sa", "v": ""})]);
+    }
+
+    #[test]
+    fn the_who_uses_query_shape_runs() {
+        let rows = vec![
+            json!({"id": "/s/ws", "type": "microsoft.machinelearningservices/workspaces", "resourceGroup": "rg",
+                "properties": {"encryption": {"keyVaultProperties": {"keyIdentifier": "https://kv1.vault.azure.net/keys/k/1"}},
+                    "serviceProvisionedResourceGroup": "azureml-rg-ws_1"}}),
+            json!({"id": "/s/srch", "type": "microsoft.search/searchservices", "resourceGroup": "azureml-rg-ws_1", "properties": {}}),
+            json!({"id": "/s/other", "type": "microsoft.search/searchservices", "resourceGroup": "rg", "properties": {}}),
+            json!({"id": "/s/kv", "type": "microsoft.keyvault/vaults", "resourceGroup": "azureml-rg-ws_1", "properties": {}}),
+        ];
+        let query = "resources | where type in~ ('microsoft.machinelearningservices/workspaces', 'microsoft.search/searchservices') \
+            | extend workspaceKey = tostring(properties.encryption.keyVaultProperties.keyIdentifier), managedGroup = tostring(properties.serviceProvisionedResourceGroup) \
+            | where workspaceKey contains 'kv1.vault.azure.net' or resourceGroup startswith 'azureml-rg-' \
+            | project id, type, workspaceKey, managedGroup | order by id asc";
+        let result = run(&parse(query).unwrap(), rows).unwrap();
+        let ids: Vec<&str> = result.iter().filter_map(|r| r["id"].as_str()).collect();
+        assert_eq!(ids, ["/s/srch", "/s/ws"]);
+        assert_eq!(result[1]["managedGroup"], "azureml-rg-ws_1");
     }
 
     #[test]

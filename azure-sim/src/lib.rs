@@ -25,6 +25,8 @@
 //!   events for writes.
 //! - [`throttle`]: ARM's token buckets (per subscription, principal and operation type, and
 //!   global) and Resource Graph's per-user quota, with the headers that report them.
+//! - [`encrypted`]: storage, Cosmos DB, disk encryption sets, SQL servers and Search with a
+//!   customer-managed key, and a CMK workspace's managed resources (`Admin::put_resource`).
 //! - [`roles`]: built-in role definitions and wildcard action matching.
 //! - [`token`], [`tls`], [`material`]: JWT-shaped tokens, the generated PKI, RSA/EC public key
 //!   material.
@@ -35,6 +37,7 @@ mod arm;
 pub mod audit;
 pub mod clock;
 pub mod cloud;
+pub mod encrypted;
 pub mod events;
 pub mod faults;
 mod graph;

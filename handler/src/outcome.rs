@@ -178,6 +178,20 @@ pub struct Outcome {
     /// alerted or remediated. An extension of the contract in docs/architecture.md.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exempted: Vec<Exempted>,
+    /// Which findings' alerts went out, on which channel: for the audit trail only (the
+    /// `notify` actions say where messages went, not which findings they carried), never in
+    /// the Outcome JSON.
+    #[serde(skip)]
+    pub alerted: Vec<Alerted>,
+}
+
+/// One finding told on one channel by this invocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alerted {
+    pub workspace: String,
+    pub rule: String,
+    pub resource: String,
+    pub channel: String,
 }
 
 /// A finding covered by an exemption, with the exemption's reason and expiry.
@@ -203,6 +217,7 @@ impl Outcome {
             findings: Vec::new(),
             actions: Vec::new(),
             exempted: Vec::new(),
+            alerted: Vec::new(),
         }
     }
 

@@ -243,7 +243,9 @@ impl Actor {
             self.flush_outbox(outcome, now).await?;
         }
         if audit {
-            self.store.append_audit(now, &audit_record(outcome)).await?;
+            self.store
+                .append_audit(now, &audit_record(outcome, None))
+                .await?;
         }
         Ok(())
     }
@@ -517,15 +519,33 @@ fn budget_finding(finding: &Finding) -> Finding {
     }
 }
 
-/// One audit line per decision: what was seen and done, never a secret.
-/// The audit trail's record of one invocation: what came in, what was found and done.
-pub fn audit_record(outcome: &Outcome) -> serde_json::Value {
+/// The audit trail's record of one invocation: what came in and from whom (`caller`, when an
+/// event named one), what was found, done and alerted (`crate::history` replays these). Fields
+/// are added, never renamed: older records must still read. Never a secret.
+pub fn audit_record(
+    outcome: &Outcome,
+    caller: Option<&crate::history::Caller>,
+) -> serde_json::Value {
     json!({
         "event": outcome.event,
         "disposition": outcome.disposition,
+        "caller": caller,
         "workspaces": outcome.workspaces,
-        "findings": outcome.findings.iter().map(|f| json!({"rule": f.rule, "resource": f.resource, "severity": f.severity, "state": f.state})).collect::<Vec<_>>(),
+        "findings": outcome.findings.iter().map(|f| json!({
+            "workspace": f.workspace,
+            "rule": f.rule,
+            "resource": f.resource,
+            "severity": f.severity,
+            "state": f.state,
+            "observed": crate::text::clean(&f.observed, crate::text::REASON),
+        })).collect::<Vec<_>>(),
         "actions": outcome.actions,
+        "alerted": outcome.alerted.iter().map(|a| json!({
+            "workspace": a.workspace,
+            "rule": a.rule,
+            "resource": a.resource,
+            "channel": a.channel,
+        })).collect::<Vec<_>>(),
     })
 }
 

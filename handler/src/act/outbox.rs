@@ -58,6 +58,16 @@ impl Actor {
                     .enqueue_and_send(&id, channel, &message, &rule, now)
                     .await?
                 {
+                    if action.result == crate::outcome::ActionResult::Sent {
+                        outcome
+                            .alerted
+                            .extend(batch.iter().map(|n| crate::outcome::Alerted {
+                                workspace: n.workspace.clone(),
+                                rule: n.rule.clone(),
+                                resource: n.resource.clone(),
+                                channel: channel.as_str().to_owned(),
+                            }));
+                    }
                     outcome.actions.push(action);
                 }
             }

@@ -89,7 +89,11 @@ impl Engine {
         }
         let result = self.reconcile_all(event, triggers, deadline, look).await;
         self.save_managed_groups().await;
-        let audit = result.as_ref().ok().map(crate::act::audit_record);
+        let caller = crate::history::Caller::of(triggers);
+        let audit = result
+            .as_ref()
+            .ok()
+            .map(|outcome| crate::act::audit_record(outcome, caller.as_ref()));
         let now = time::OffsetDateTime::now_utc();
         let ended = store
             .end_event(id, &owner, result.is_ok(), now, audit.as_ref())

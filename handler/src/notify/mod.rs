@@ -33,6 +33,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 pub use email::EmailContent;
+pub(crate) use model::advice;
 pub use model::{ActionNote, Alert, Change, DIGEST_WORST, Digest, Notification};
 pub use retry::RetryBudget;
 pub use routing::{Channel, Routes};

@@ -5,7 +5,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-mod advice;
+/// The advice table, also read by the reports (SARIF rule help, CSV and HTML doc links).
+pub(crate) mod advice;
 mod facts;
 
 use crate::catalogue::RuleId;

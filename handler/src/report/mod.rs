@@ -27,7 +27,6 @@ pub enum Format {
 }
 
 /// What a report may say beyond the outcomes themselves.
-#[allow(dead_code)] // TEMPORARY: read by the SARIF and HTML renderings (issue 20 work in progress)
 pub struct Context<'a> {
     /// When the report was made.
     pub generated: time::OffsetDateTime,
@@ -46,7 +45,7 @@ pub fn render(
         Format::Json if outcomes.len() == 1 => serde_json::to_string_pretty(&outcomes[0])?,
         Format::Json => serde_json::to_string_pretty(outcomes)?,
         Format::Sarif => sarif::sarif(outcomes, context)?,
-        Format::Csv => csv::csv(outcomes),
+        Format::Csv => csv::csv(outcomes, context),
         Format::Html => html::html(outcomes, context),
     })
 }

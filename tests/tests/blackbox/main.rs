@@ -26,6 +26,7 @@ mod progress;
 mod proxy;
 mod packaging;
 mod reliability;
+mod report_formats;
 mod said_once;
 mod scan;
 mod scenarios;

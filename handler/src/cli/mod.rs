@@ -34,7 +34,8 @@ const CLI_BUDGET: std::time::Duration = std::time::Duration::from_secs(60);
 mod exit {
     /// Everything was read; no finding at or above `--fail-on`, no event rejected.
     pub const CLEAN: u8 = 0;
-    /// `scan`: a finding at or above `--fail-on` is open; `evaluate`: an event was rejected.
+    /// A finding at or above `--fail-on` is open (`scan`, `evaluate`), or (`evaluate`) an event
+    /// was rejected.
     pub const FINDINGS: u8 = 1;
     /// Bad arguments, input or configuration, including no Azure credential: nothing checked.
     pub const CONFIGURATION: u8 = 2;
@@ -46,7 +47,7 @@ mod exit {
 /// The exit codes as `--help` shows them (the README has the same table).
 const EXIT_CODES: &str = "Exit codes (evaluate, scan):
   0  complete: everything was read, nothing at or above --fail-on, no event rejected
-  1  scan: a finding at or above --fail-on is open; evaluate: an event was rejected
+  1  scan or evaluate: a finding at or above --fail-on is open; evaluate: an event was rejected
   2  bad arguments, input or configuration, including no Azure credential (nothing was checked)
   3  incomplete: something could not be read (an open guard.visibility finding says what and
      what to grant, or Azure did not answer in time); 3 wins over 1, so an incomplete result

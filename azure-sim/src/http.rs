@@ -72,6 +72,9 @@ pub enum Surface {
     Identity,
     /// `/_sim/*` on `localhost` or the plain listener.
     Admin,
+    /// Entra ID's token endpoint, `POST /{tenant}/oauth2/v2.0/token` on `localhost` (the
+    /// authority host `AZURE_AUTHORITY_HOST` names).
+    Entra,
     /// Anything else.
     Unknown,
 }
@@ -292,7 +295,7 @@ fn percent_decode(s: &str, plus_is_space: bool) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn parse_query(q: &str) -> Vec<(String, String)> {
+pub(crate) fn parse_query(q: &str) -> Vec<(String, String)> {
     q.split('&')
         .filter(|p| !p.is_empty())
         .map(|p| match p.split_once('=') {
@@ -315,6 +318,7 @@ fn surface(ctx: &Ctx) -> Surface {
     match ctx.host.as_str() {
         "management.azure.com" => Surface::Arm,
         "localhost" | "127.0.0.1" if admin_path => Surface::Admin,
+        "localhost" | "127.0.0.1" if crate::entra::is_token_path(ctx) => Surface::Entra,
         h if h.ends_with(".vault.azure.net") && h.len() > ".vault.azure.net".len() => {
             Surface::KeyVault
         }
@@ -365,6 +369,7 @@ pub async fn entry(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>
         Surface::Arm => arm::route(&ctx),
         Surface::KeyVault => keyvault::route(&ctx),
         Surface::Identity => identity::route(&ctx),
+        Surface::Entra => Ok(crate::entra::route(&ctx)),
         _ => Err(Reply::error(
             404,
             "HostNotFound",

@@ -34,6 +34,7 @@
 
 pub mod admin;
 mod arm;
+mod entra;
 pub mod audit;
 pub mod clock;
 pub mod cloud;

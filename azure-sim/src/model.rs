@@ -48,6 +48,49 @@ pub struct Tenant {
     pub async_workspace_updates: bool,
     /// Counter for deterministic new key versions and assignment names.
     pub next_serial: u64,
+    /// App registrations that sign in with workload identity federation (a CI pipeline).
+    pub federated_apps: Vec<FederatedApp>,
+}
+
+/// An app registration whose service principal signs in with workload identity federation:
+/// Entra exchanges an external token (GitHub's, a Kubernetes service account's) that matches
+/// one of its federated identity credentials for an access token of the service principal.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FederatedApp {
+    /// Application (client) id, the `client_id` of the token request.
+    pub client_id: String,
+    /// Object id of its service principal: what role assignments name and tokens carry (`oid`).
+    pub principal_id: String,
+    /// Its federated identity credentials.
+    pub credentials: Vec<FederatedCredential>,
+}
+
+/// A federated identity credential: the exact issuer, subject and audience an external token
+/// must carry (Entra compares them case-sensitively).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FederatedCredential {
+    /// The external token's `iss`, e.g. `https://token.actions.githubusercontent.com`.
+    pub issuer: String,
+    /// Its `sub`, e.g. `repo:contoso/ml:ref:refs/heads/main`.
+    pub subject: String,
+    /// [`TOKEN_EXCHANGE_AUDIENCE`] unless configured otherwise.
+    pub audiences: Vec<String>,
+}
+
+/// The audience federated identity credentials expect by default.
+pub const TOKEN_EXCHANGE_AUDIENCE: &str = "api://AzureADTokenExchange";
+
+impl FederatedCredential {
+    /// Trusts tokens of `issuer` about `subject` for the default audience.
+    pub fn new(issuer: &str, subject: &str) -> Self {
+        Self {
+            issuer: issuer.to_owned(),
+            subject: subject.to_owned(),
+            audiences: vec![TOKEN_EXCHANGE_AUDIENCE.to_owned()],
+        }
+    }
 }
 
 /// The managed identity of the Function app.

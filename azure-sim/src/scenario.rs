@@ -1052,6 +1052,7 @@ impl<'a> Builder<'a> {
                 enforce_management_rbac: scenario.enforce_management_rbac,
                 async_workspace_updates: scenario.async_workspace_updates,
                 next_serial: 0,
+                federated_apps: Vec::new(),
             },
         }
     }

@@ -1,7 +1,16 @@
-//! Which identity cmk-guard uses toward Azure: the Function app's managed identity in Azure
-//! (`IDENTITY_ENDPOINT`/`IDENTITY_HEADER`, a user-assigned one when `AZURE_CLIENT_ID` is set),
-//! a service principal from `AZURE_TENANT_ID`/`AZURE_CLIENT_ID`/`AZURE_CLIENT_SECRET`, or the
-//! developer's `az`/`azd` login for the CLI. Every credential uses the shared transport.
+//! Which identity cmk-guard uses toward Azure, the first of these that is set up:
+//! 1. the Function app's managed identity in Azure (`IDENTITY_ENDPOINT`/`IDENTITY_HEADER`, a
+//!    user-assigned one when `AZURE_CLIENT_ID` is set);
+//! 2. workload identity federation, for CI pipelines and Kubernetes: an app's service principal
+//!    signed in with an external token (GitHub's OIDC token, Azure Pipelines' `idToken`, a
+//!    service account token) read from `AZURE_FEDERATED_TOKEN_FILE`, with `AZURE_TENANT_ID` and
+//!    `AZURE_CLIENT_ID`; `AZURE_AUTHORITY_HOST` overrides the cloud's Entra ID host, as the
+//!    Azure SDKs and the AKS workload identity webhook use it;
+//! 3. a service principal from `AZURE_TENANT_ID`/`AZURE_CLIENT_ID`/`AZURE_CLIENT_SECRET`;
+//! 4. the developer's `az`/`azd` login, for the CLI.
+//!
+//! Every credential uses the shared transport. The log names the one chosen
+//! ([`SignIn::source`]): `serve`'s startup line, and the CLI's `Signing in.` (with `CMKGUARD_LOG=debug`).
 //!
 //! When none of them gives a token, cmk-guard has no credential at all: that is a configuration
 //! problem, reported as [`NO_CREDENTIAL`] (never the identity library's aggregated error), and
@@ -15,8 +24,9 @@ use async_trait::async_trait;
 use azure_core::credentials::{AccessToken, Secret, TokenCredential, TokenRequestOptions};
 use azure_core::http::{ClientOptions, Transport};
 use azure_identity::{
-    ClientSecretCredential, ClientSecretCredentialOptions, DeveloperToolsCredential,
-    ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId,
+    ClientAssertionCredentialOptions, ClientSecretCredential, ClientSecretCredentialOptions,
+    DeveloperToolsCredential, ManagedIdentityCredential, ManagedIdentityCredentialOptions,
+    UserAssignedId, WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
 };
 
 /// What a person is told when cmk-guard finds no credential: the ways it signs in, in the
@@ -24,13 +34,17 @@ use azure_identity::{
 pub const NO_CREDENTIAL: &str = "no Azure credential found, so nothing was checked. \
 cmk-guard signs in with the first of these that is set up: \
 (1) a managed identity, when IDENTITY_ENDPOINT and IDENTITY_HEADER are set (Azure Functions sets them; AZURE_CLIENT_ID picks a user-assigned identity); \
-(2) a service principal, when AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET are all set; \
-(3) the Azure CLI, after `az login`; \
-(4) the Azure Developer CLI, after `azd auth login`. \
+(2) workload identity federation, when AZURE_FEDERATED_TOKEN_FILE, AZURE_TENANT_ID and AZURE_CLIENT_ID are all set (a CI pipeline's OIDC token in that file); \
+(3) a service principal, when AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET are all set; \
+(4) the Azure CLI, after `az login`; \
+(5) the Azure Developer CLI, after `azd auth login`. \
 Set one of them up and try again.";
 
 /// The short form inside each failed read's message (the finding names the read).
 const NO_CREDENTIAL_SHORT: &str = "no Azure credential found (see the startup log)";
+
+/// The source name of workload identity federation, as the startup log shows it.
+pub const WORKLOAD_IDENTITY: &str = "workload identity federation (AZURE_FEDERATED_TOKEN_FILE)";
 
 /// The source name of the developer tools fallback, as the startup log shows it.
 pub const DEVELOPER_TOOLS: &str = "developer tools (az / azd login)";
@@ -71,6 +85,12 @@ pub enum CredentialError {
     IdentityHeaderMissing,
     #[error("managed identity: {0}")]
     ManagedIdentity(#[source] azure_core::Error),
+    #[error("workload identity federation: {0}")]
+    WorkloadIdentity(#[source] azure_core::Error),
+    #[error(
+        "AZURE_AUTHORITY_HOST must be an https:// URL such as https://login.microsoftonline.com, not {0:?}"
+    )]
+    AuthorityHost(String),
     #[error("service principal: {0}")]
     ServicePrincipal(#[source] azure_core::Error),
     #[error("developer tools: {0}")]
@@ -105,6 +125,37 @@ pub fn from_env(
         return Ok(SignIn {
             credential,
             source: "managed identity",
+            status,
+        });
+    }
+    if let (Some(token_file), Some(tenant), Some(client)) = (
+        value("AZURE_FEDERATED_TOKEN_FILE"),
+        value("AZURE_TENANT_ID"),
+        value("AZURE_CLIENT_ID"),
+    ) {
+        let mut client_options = client_options;
+        if let Some(host) = value("AZURE_AUTHORITY_HOST") {
+            let https = url::Url::parse(host.trim())
+                .is_ok_and(|url| url.scheme() == "https" && url.host().is_some());
+            if !https {
+                return Err(CredentialError::AuthorityHost(
+                    crate::text::clean(&host, crate::text::REASON).into_owned(),
+                ));
+            }
+            let mut custom = azure_core::cloud::CustomConfiguration::default();
+            custom.authority_host = host.trim().to_owned();
+            client_options.cloud = Some(Arc::new(custom.into()));
+        }
+        let credential = WorkloadIdentityCredential::new(Some(WorkloadIdentityCredentialOptions {
+            credential_options: ClientAssertionCredentialOptions { client_options },
+            client_id: Some(client),
+            tenant_id: Some(tenant),
+            token_file_path: Some(token_file.into()),
+        }))
+        .map_err(CredentialError::WorkloadIdentity)?;
+        return Ok(SignIn {
+            credential,
+            source: WORKLOAD_IDENTITY,
             status,
         });
     }
@@ -182,6 +233,7 @@ mod tests {
         assert!(!NO_CREDENTIAL.contains('\n'));
         let order = [
             "IDENTITY_ENDPOINT",
+            "AZURE_FEDERATED_TOKEN_FILE",
             "AZURE_CLIENT_SECRET",
             "az login",
             "azd auth login",
@@ -253,6 +305,93 @@ mod tests {
                 "{cloud}: {asked:?}"
             );
         }
+    }
+
+    /// A federated token file holding `token`, removed when dropped.
+    struct TokenFile(std::path::PathBuf);
+
+    impl TokenFile {
+        fn new(token: &str) -> Self {
+            let path =
+                std::env::temp_dir().join(format!("cmk-guard-token-{}", uuid::Uuid::new_v4()));
+            std::fs::write(&path, token).unwrap();
+            Self(path)
+        }
+    }
+
+    impl Drop for TokenFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    /// Workload identity federation exchanges the file's token at the authority
+    /// `AZURE_AUTHORITY_HOST` names (or the cloud's), and nothing but https is accepted there.
+    #[tokio::test]
+    async fn a_federated_token_is_exchanged_at_the_authority_host() {
+        let file = TokenFile::new("header.payload.signature");
+        let path = file.0.to_string_lossy().into_owned();
+        for (authority, expected) in [
+            (None, "https://login.microsoftonline.com"),
+            (Some("https://localhost:8443"), "https://localhost:8443"),
+        ] {
+            let recording = Arc::new(Recording::default());
+            let transport = Transport::new(recording.clone());
+            let sign_in = from_env(&transport, crate::cloud::Cloud::Public, |name| match name {
+                "AZURE_FEDERATED_TOKEN_FILE" => Some(path.clone()),
+                "AZURE_TENANT_ID" => Some("00000000-0000-0000-0000-000000000001".to_owned()),
+                "AZURE_CLIENT_ID" => Some("00000000-0000-0000-0000-000000000002".to_owned()),
+                "AZURE_CLIENT_SECRET" => Some("a secret loses to the federated token".to_owned()),
+                "AZURE_AUTHORITY_HOST" => authority.map(str::to_owned),
+                _ => None,
+            })
+            .unwrap();
+            assert_eq!(sign_in.source, WORKLOAD_IDENTITY);
+            let scope = "https://management.azure.com/.default";
+            assert!(sign_in.credential.get_token(&[scope], None).await.is_err());
+            let asked = recording.0.lock().unwrap().clone();
+            let url = format!("{expected}/00000000-0000-0000-0000-000000000001/oauth2/v2.0/token");
+            assert!(
+                !asked.is_empty() && asked.iter().all(|u| *u == url),
+                "{asked:?}"
+            );
+        }
+        for bad in ["http://localhost:8443", "not a url", "https://"] {
+            let refused = from_env(
+                &Transport::new(Arc::new(Recording::default())),
+                crate::cloud::Cloud::Public,
+                |name| match name {
+                    "AZURE_FEDERATED_TOKEN_FILE" => Some(path.clone()),
+                    "AZURE_TENANT_ID" => Some("00000000-0000-0000-0000-000000000001".to_owned()),
+                    "AZURE_CLIENT_ID" => Some("00000000-0000-0000-0000-000000000002".to_owned()),
+                    "AZURE_AUTHORITY_HOST" => Some(bad.to_owned()),
+                    _ => None,
+                },
+            );
+            assert!(
+                matches!(refused, Err(CredentialError::AuthorityHost(_))),
+                "{bad}: {:?}",
+                refused.map(|s| s.source)
+            );
+        }
+        let missing = from_env(
+            &Transport::new(Arc::new(Recording::default())),
+            crate::cloud::Cloud::Public,
+            |name| match name {
+                "AZURE_FEDERATED_TOKEN_FILE" => Some("/nonexistent/cmk-guard/token".to_owned()),
+                "AZURE_TENANT_ID" => Some("00000000-0000-0000-0000-000000000001".to_owned()),
+                "AZURE_CLIENT_ID" => Some("00000000-0000-0000-0000-000000000002".to_owned()),
+                _ => None,
+            },
+        );
+        assert!(
+            missing
+                .as_ref()
+                .err()
+                .is_some_and(|e| e.to_string().starts_with("workload identity federation: ")),
+            "{:?}",
+            missing.map(|s| s.source)
+        );
     }
 
     #[test]

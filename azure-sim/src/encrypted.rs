@@ -142,6 +142,9 @@ pub fn managed_resources(tenant: &Tenant, workspace: &str) -> Vec<(String, Value
         .take(12)
         .collect();
     let key = &encryption.key_identifier;
+    // Cosmos DB takes the key without its version and reports the one in use: the
+    // workspace's at creation.
+    let (_, _, in_use) = split_key(key);
     vec![
         (
             format!("{base}/Microsoft.Storage/storageAccounts/{short}"),
@@ -149,7 +152,7 @@ pub fn managed_resources(tenant: &Tenant, workspace: &str) -> Vec<(String, Value
         ),
         (
             format!("{base}/Microsoft.DocumentDB/databaseAccounts/{short}"),
-            cosmos_account(key, None),
+            cosmos_account(key, in_use.as_deref()),
         ),
         (
             format!("{base}/Microsoft.Search/searchServices/{short}"),

@@ -39,4 +39,5 @@ mod sweep_fanout;
 mod telemetry;
 mod throttling;
 mod webhook;
+mod who_uses;
 mod workspace_deleted;

@@ -392,7 +392,7 @@ fn evaluate(
             }
         })
         .collect();
-    if let Err(code) = print(format, &outcomes) {
+    if let Err(code) = print(format, &outcomes, engine.settings()) {
         return code;
     }
     ExitCode::from(verdict(&outcomes, unavailable, fail_on.map(Severity::from)))
@@ -454,7 +454,7 @@ fn scan(
     if engine.no_credential() {
         return no_credential();
     }
-    if let Err(code) = print(format, std::slice::from_ref(&outcome)) {
+    if let Err(code) = print(format, std::slice::from_ref(&outcome), engine.settings()) {
         return code;
     }
     ExitCode::from(verdict(
@@ -464,11 +464,23 @@ fn scan(
     ))
 }
 
-/// Prints `outcomes` in `format` on stdout, or says why not and gives the exit code.
-fn print(format: Format, outcomes: &[Outcome]) -> Result<(), ExitCode> {
+/// Prints `outcomes` in `format` on stdout, or says why not and gives the exit code. The HTML
+/// report adds first seen and remediation history from the audit trail when `CMKGUARD_STATE`
+/// names a readable store (else it says none was read).
+fn print(format: Format, outcomes: &[Outcome], settings: &Settings) -> Result<(), ExitCode> {
+    let history = (format == Format::Html)
+        .then(|| history::load(settings, None))
+        .and_then(|loaded| match loaded {
+            Ok(history) => Some(history),
+            Err(history::LoadError::NotConfigured) => None,
+            Err(error) => {
+                eprintln!("cmk-guard: the report has no history: {error}");
+                None
+            }
+        });
     let context = crate::report::Context {
         generated: time::OffsetDateTime::now_utc(),
-        history: None,
+        history: history.as_ref(),
     };
     match crate::report::render(format, outcomes, &context) {
         Ok(text) => {

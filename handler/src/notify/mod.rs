@@ -14,7 +14,7 @@
 
 mod acs;
 mod email;
-mod escape;
+pub(crate) mod escape;
 pub(crate) mod http;
 mod model;
 mod retry;

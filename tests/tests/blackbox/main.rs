@@ -8,6 +8,7 @@ mod azure_reads;
 mod bulk_reads;
 mod bad_input;
 mod card_rendering;
+mod ci_action;
 mod cli;
 mod clouds;
 mod docs;

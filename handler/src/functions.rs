@@ -105,6 +105,14 @@ pub async fn invoke(
 ) -> Reply {
     let deadline = Instant::now() + EVENT_BUDGET;
     let mut logs = Vec::new();
+    // Most invocations are Event Grid events, most of them irrelevant: read in one typed pass
+    // when it can decide them, else the general way below (which words every rejection).
+    if function.trigger == TriggerType::EventGrid
+        && let Some(event) =
+            crate::intake::read_event(body, function.binding, &engine.settings().intake)
+    {
+        return finish(engine.on_read_event(event, deadline).await, logs);
+    }
     let result = match Invocation::parse(body) {
         Err(rejection) => Ok(rejected(rejection)),
         Ok(mut invocation) => match invocation.take_binding(function.binding) {
@@ -142,6 +150,11 @@ pub async fn invoke(
             }
         },
     };
+    finish(result, logs)
+}
+
+/// The reply to an invocation that ran to `result`, after the `logs` gathered on the way.
+fn finish(result: Result<Outcome, Unfinished>, mut logs: Vec<String>) -> Reply {
     match result {
         Ok(outcome) => {
             logs.push(outcome.log_line());

@@ -5,7 +5,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::{Engine, Failure, Look, Unfinished};
-use crate::intake::{Classified, RawEvent, Rejection, Trigger, classify, one_caller};
+use crate::intake::{Classified, RawEvent, ReadEvent, Rejection, Trigger, classify, one_caller};
 use crate::outcome::{Disposition, EventRef, Outcome};
 use crate::state::EventStart;
 
@@ -33,12 +33,35 @@ impl Engine {
                 self.settle(outcome, Failure::ScopeNotYetKnown)
             }
             Err(rejection) => Ok(rejected(event_ref, rejection)),
-            Ok(Classified::Ignored(reason)) => {
+            Ok(classified) => self.on_classified(event_ref, classified, deadline).await,
+        }
+    }
+
+    /// Handles an event intake's typed read classified straight from the request body
+    /// ([`crate::intake::read_event`]): the same answers as [`Engine::on_event`] gives.
+    pub async fn on_read_event(
+        &self,
+        event: ReadEvent,
+        deadline: Instant,
+    ) -> Result<Outcome, Unfinished> {
+        let event_ref = EventRef::from_event(Some(event.id), Some(event.event_type), event.subject);
+        self.on_classified(event_ref, event.classified, deadline)
+            .await
+    }
+
+    async fn on_classified(
+        &self,
+        event_ref: EventRef,
+        classified: Classified,
+        deadline: Instant,
+    ) -> Result<Outcome, Unfinished> {
+        match classified {
+            Classified::Ignored(reason) => {
                 Ok(Outcome::new(event_ref, Disposition::Ignored, Some(reason)))
             }
             // Boxed: the relevant path is a large future, and moving it with every ignored
             // event's future was a measurable share of answering one.
-            Ok(Classified::Relevant(trigger)) => {
+            Classified::Relevant(trigger) => {
                 let triggers = std::slice::from_ref(&*trigger);
                 Box::pin(self.once(event_ref, &trigger.event_id, triggers, deadline)).await
             }

@@ -6,6 +6,7 @@ use super::data::{KeyVaultEventData, ResourceEventData};
 use super::event::{RawEvent, deserialize_ref};
 use super::{ChangeKind, IntakeSettings, Rejection, ResourceKind, Target, Trigger};
 use crate::ids::{ArmResourceId, KeyUrl, Membership, SubscriptionId};
+use time::OffsetDateTime;
 
 /// ARM operations that can change something in a CMK chain, with the kind of resource they
 /// touch. Matched case-insensitively against `data.operationName`.
@@ -119,14 +120,94 @@ pub enum Classified {
     Ignored(String),
 }
 
+/// The event's own fields that classification reads, however the event was parsed: from a
+/// [`RawEvent`], or borrowed from the request body by the typed read of the hot path.
+pub(super) struct EventFields<'e> {
+    pub id: &'e str,
+    pub event_type: &'e str,
+    pub subject: Option<&'e str>,
+    pub source: Option<&'e str>,
+    pub time: Option<OffsetDateTime>,
+}
+
+impl RawEvent {
+    fn fields(&self) -> EventFields<'_> {
+        EventFields {
+            id: &self.id,
+            event_type: &self.event_type,
+            subject: self.subject.as_deref(),
+            source: self.source.as_deref(),
+            time: self.time,
+        }
+    }
+}
+
+/// What classification reads of a `Microsoft.Resources.*` event's `data`.
+pub(super) trait ResourceData {
+    fn subscription_id(&self) -> Option<&str>;
+    fn operation_name(&self) -> Option<&str>;
+    fn resource_uri(&self) -> Option<&str>;
+    fn correlation_id(&self) -> Option<&str>;
+    fn caller_object_id(&self) -> Option<&str>;
+    fn caller_app_id(&self) -> Option<&str>;
+}
+
+/// What classification reads of a `Microsoft.KeyVault.*` event's `data`: the object's URL.
+pub(super) trait KeyVaultData {
+    fn object_id(&self) -> &str;
+}
+
+impl ResourceData for ResourceEventData {
+    fn subscription_id(&self) -> Option<&str> {
+        self.subscription_id.as_deref()
+    }
+    fn operation_name(&self) -> Option<&str> {
+        self.operation_name.as_deref()
+    }
+    fn resource_uri(&self) -> Option<&str> {
+        self.resource_uri.as_deref()
+    }
+    fn correlation_id(&self) -> Option<&str> {
+        self.correlation_id.as_deref()
+    }
+    fn caller_object_id(&self) -> Option<&str> {
+        ResourceEventData::caller_object_id(self)
+    }
+    fn caller_app_id(&self) -> Option<&str> {
+        ResourceEventData::caller_app_id(self)
+    }
+}
+
+impl KeyVaultData for KeyVaultEventData {
+    fn object_id(&self) -> &str {
+        &self.id
+    }
+}
+
 /// Classifies one event. `Err` means the event was malformed or out of scope.
 pub fn classify(event: &RawEvent, settings: &IntakeSettings) -> Result<Classified, Rejection> {
-    let event_type = event.event_type.as_str();
+    classify_fields(
+        &event.fields(),
+        || deserialize_ref::<ResourceEventData>("data", &event.data),
+        || deserialize_ref::<KeyVaultEventData>("data", &event.data),
+        settings,
+    )
+}
+
+/// [`classify`] over the event's fields; `data` is read as the event's type needs, by
+/// `resource` or `key_vault`, only when classification gets that far.
+pub(super) fn classify_fields<R: ResourceData, K: KeyVaultData>(
+    event: &EventFields<'_>,
+    resource: impl FnOnce() -> Result<R, Rejection>,
+    key_vault: impl FnOnce() -> Result<K, Rejection>,
+    settings: &IntakeSettings,
+) -> Result<Classified, Rejection> {
+    let event_type = event.event_type;
     if let Some(rest) = strip_prefix_ignore_case(event_type, "Microsoft.Resources.Resource") {
-        return classify_resource_event(event, rest, settings);
+        return classify_resource_event(event, rest, resource, settings);
     }
     if let Some(rest) = strip_prefix_ignore_case(event_type, "Microsoft.KeyVault.") {
-        return classify_key_vault_event(event, rest, settings);
+        return classify_key_vault_event(event, rest, key_vault, settings);
     }
     if event_type.eq_ignore_ascii_case("Microsoft.EventGrid.SubscriptionValidationEvent") {
         return Ok(Classified::Ignored(
@@ -146,9 +227,10 @@ pub fn classify(event: &RawEvent, settings: &IntakeSettings) -> Result<Classifie
     )))
 }
 
-fn classify_resource_event(
-    event: &RawEvent,
+fn classify_resource_event<R: ResourceData>(
+    event: &EventFields<'_>,
     rest: &str,
+    data: impl FnOnce() -> Result<R, Rejection>,
     settings: &IntakeSettings,
 ) -> Result<Classified, Rejection> {
     let (change, outcome) = ["Write", "Delete", "Action"]
@@ -157,61 +239,57 @@ fn classify_resource_event(
         .ok_or_else(|| {
             Rejection::new(format!(
                 "event type {}: unknown Microsoft.Resources event",
-                crate::text::field(&event.event_type)
+                crate::text::field(event.event_type)
             ))
         })?;
-    let data: ResourceEventData = deserialize_ref("data", &event.data)?;
-    check_scope(event, data.subscription_id.as_deref(), settings)?;
-    match outcome.to_ascii_lowercase().as_str() {
-        "success" => {}
-        "failure" => {
-            return Ok(Classified::Ignored(
-                "the operation failed; nothing changed".into(),
-            ));
-        }
-        "cancel" => {
-            return Ok(Classified::Ignored(
-                "the operation was cancelled; nothing changed".into(),
-            ));
-        }
-        _ => {
-            return Err(Rejection::new(format!(
-                "event type {}: unknown Microsoft.Resources event",
-                crate::text::field(&event.event_type)
-            )));
-        }
+    let data = data()?;
+    check_scope(event, data.subscription_id(), settings)?;
+    if outcome.eq_ignore_ascii_case("failure") {
+        return Ok(Classified::Ignored(
+            "the operation failed; nothing changed".into(),
+        ));
     }
-    let operation = data.operation_name.clone().ok_or_else(|| {
+    if outcome.eq_ignore_ascii_case("cancel") {
+        return Ok(Classified::Ignored(
+            "the operation was cancelled; nothing changed".into(),
+        ));
+    }
+    if !outcome.eq_ignore_ascii_case("success") {
+        return Err(Rejection::new(format!(
+            "event type {}: unknown Microsoft.Resources event",
+            crate::text::field(event.event_type)
+        )));
+    }
+    let operation = data.operation_name().ok_or_else(|| {
         Rejection::new("data.operationName: missing; Microsoft.Resources events always carry it")
     })?;
     let resource_text = data
-        .resource_uri
-        .clone()
-        .or_else(|| event.subject.clone())
+        .resource_uri()
+        .or(event.subject)
         .ok_or_else(|| Rejection::new("data.resourceUri: missing, and the event has no subject"))?;
 
     let listed = RELEVANT_OPERATIONS
         .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case(&operation))
+        .find(|(name, _)| name.eq_ignore_ascii_case(operation))
         .map(|(_, kind)| *kind)
         // A write or delete of a service-provisioned group itself (learned, or by its prefix)
         // is one in that group: resolve then finds the workspace that owns it.
         .map(|kind| match kind {
-            ResourceKind::ResourceGroup if managed_resource_group(&resource_text, settings) => {
+            ResourceKind::ResourceGroup if managed_resource_group(resource_text, settings) => {
                 ResourceKind::ManagedResourceGroupMember
             }
             kind => kind,
         });
     let Some(kind) = listed.or_else(|| {
-        (change != "Action" && managed_resource_group(&resource_text, settings))
+        (change != "Action" && managed_resource_group(resource_text, settings))
             .then_some(ResourceKind::ManagedResourceGroupMember)
     }) else {
         return Ok(Classified::Ignored(format!(
             "operation {} cannot change a CMK chain",
-            crate::text::field(&operation)
+            crate::text::field(operation)
         )));
     };
-    let resource = ArmResourceId::parse(&resource_text)
+    let resource = ArmResourceId::parse(resource_text)
         .map_err(|e| Rejection::new(format!("data.resourceUri: {e}")))?;
     check_subscription(resource.subscription(), settings)?;
     let target_id = match kind {
@@ -227,29 +305,30 @@ fn classify_resource_event(
         _ => ChangeKind::Action,
     };
     Ok(Classified::Relevant(Box::new(Trigger {
-        event_id: event.id.clone(),
-        event_type: event.event_type.clone(),
+        event_id: event.id.to_owned(),
+        event_type: event.event_type.to_owned(),
         change,
         subscription: target_id.subscription().clone(),
         target: Target::Arm {
             id: target_id,
             kind,
         },
-        operation: Some(operation),
-        caller_object_id: data.caller_object_id(),
-        caller_app_id: data.caller_app_id(),
-        correlation_id: data.correlation_id.clone(),
+        operation: Some(operation.to_owned()),
+        caller_object_id: data.caller_object_id().map(str::to_owned),
+        caller_app_id: data.caller_app_id().map(str::to_owned),
+        correlation_id: data.correlation_id().map(str::to_owned),
         time: event.time,
         uses: Vec::new(),
     })))
 }
 
-fn classify_key_vault_event(
-    event: &RawEvent,
+fn classify_key_vault_event<K: KeyVaultData>(
+    event: &EventFields<'_>,
     rest: &str,
+    data: impl FnOnce() -> Result<K, Rejection>,
     settings: &IntakeSettings,
 ) -> Result<Classified, Rejection> {
-    let data: KeyVaultEventData = deserialize_ref("data", &event.data)?;
+    let data = data()?;
     let change = match rest.to_ascii_lowercase().as_str() {
         "keynewversioncreated" => ChangeKind::KeyNewVersionCreated,
         "keynearexpiry" => ChangeKind::KeyNearExpiry,
@@ -265,11 +344,11 @@ fn classify_key_vault_event(
             check_scope(event, None, settings)?;
             return Ok(Classified::Ignored(format!(
                 "event type {} is not one cmk-guard acts on",
-                crate::text::field(&event.event_type)
+                crate::text::field(event.event_type)
             )));
         }
     };
-    let source = event.source.as_deref().ok_or_else(|| {
+    let source = event.source.ok_or_else(|| {
         Rejection::new("event.topic: missing; Key Vault events name their vault there")
     })?;
     let vault =
@@ -287,7 +366,8 @@ fn classify_key_vault_event(
             kind: ResourceKind::Vault,
         }
     } else {
-        let key = KeyUrl::parse(&data.id).map_err(|e| Rejection::new(format!("data.Id: {e}")))?;
+        let key =
+            KeyUrl::parse(data.object_id()).map_err(|e| Rejection::new(format!("data.Id: {e}")))?;
         if !key.is_under(&settings.keyvault_dns_suffix) {
             return Err(Rejection::new(format!(
                 "data.Id: key host {} is not under the Key Vault DNS suffix {} (CMKGUARD_KEYVAULT_DNS_SUFFIX); it will not be contacted",
@@ -308,8 +388,8 @@ fn classify_key_vault_event(
         }
     };
     Ok(Classified::Relevant(Box::new(Trigger {
-        event_id: event.id.clone(),
-        event_type: event.event_type.clone(),
+        event_id: event.id.to_owned(),
+        event_type: event.event_type.to_owned(),
         change,
         subscription: vault.subscription().clone(),
         target,
@@ -325,18 +405,14 @@ fn classify_key_vault_event(
 /// Refuses events from subscriptions outside `CMKGUARD_SUBSCRIPTIONS`, before anything else is
 /// looked at, so a misrouted Event Grid subscription is visible at once.
 fn check_scope(
-    event: &RawEvent,
+    event: &EventFields<'_>,
     data_subscription: Option<&str>,
     settings: &IntakeSettings,
 ) -> Result<(), Rejection> {
     if !settings.subscriptions.is_limited() {
         return Ok(());
     }
-    let candidates = [
-        data_subscription,
-        event.source.as_deref(),
-        event.subject.as_deref(),
-    ];
+    let candidates = [data_subscription, event.source, event.subject];
     let subscription = candidates.iter().flatten().find_map(|text| {
         SubscriptionId::parse(text).ok().or_else(|| {
             ArmResourceId::parse(text)
@@ -368,15 +444,17 @@ pub(super) fn check_subscription(
 }
 
 fn managed_resource_group(resource: &str, settings: &IntakeSettings) -> bool {
-    // Most resources are not in one: a text without the prefix needs no parsing, unless names
-    // have been learned.
+    // Most resources are not in one: a text with no segment that starts with the prefix needs
+    // no parsing, unless names have been learned.
     let prefix = MANAGED_RESOURCE_GROUP_PREFIX.as_bytes();
     let learned = settings.managed_groups.names_known();
     if !learned
-        && !resource
-            .as_bytes()
-            .windows(prefix.len())
-            .any(|window| window.eq_ignore_ascii_case(prefix))
+        && !resource.split('/').any(|segment| {
+            segment
+                .as_bytes()
+                .get(..prefix.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+        })
     {
         return false;
     }

@@ -7,7 +7,8 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
 /// The claim that holds the caller's object id in ARM events.
-const OBJECT_ID_CLAIM: &str = "http://schemas.microsoft.com/identity/claims/objectidentifier";
+pub(super) const OBJECT_ID_CLAIM: &str =
+    "http://schemas.microsoft.com/identity/claims/objectidentifier";
 
 /// `data` of `Microsoft.Resources.Resource{Write,Delete,Action}{Success,Failure,Cancel}`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -40,21 +41,19 @@ pub struct ResourceEventData {
 
 impl ResourceEventData {
     /// The caller's application id, from the `appid` (v1) or `azp` (v2) claim.
-    pub fn caller_app_id(&self) -> Option<String> {
+    pub fn caller_app_id(&self) -> Option<&str> {
         let claims = self.claims.as_ref()?;
         ["appid", "azp"]
             .iter()
             .find_map(|key| claims.get(*key).and_then(Value::as_str))
-            .map(str::to_owned)
     }
 
     /// The caller's object id, from the `objectidentifier` claim (or a bare `oid`).
-    pub fn caller_object_id(&self) -> Option<String> {
+    pub fn caller_object_id(&self) -> Option<&str> {
         let claims = self.claims.as_ref()?;
         [OBJECT_ID_CLAIM, "oid"]
             .iter()
             .find_map(|key| claims.get(*key).and_then(Value::as_str))
-            .map(str::to_owned)
     }
 }
 

@@ -136,7 +136,7 @@ impl<'de> Deserialize<'de> for FastMetadata {
 /// Any JSON, read as strictly as a [`Value`] (strings unescaped and checked, numbers parsed,
 /// the recursion limit applied) and thrown away: `IgnoredAny` only skips, which accepts a lone
 /// surrogate escape and any depth.
-struct Checked;
+pub(super) struct Checked;
 
 impl<'de> Deserialize<'de> for Checked {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

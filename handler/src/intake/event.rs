@@ -186,7 +186,10 @@ fn deserialize_with_path<T: serde::de::DeserializeOwned>(
 
 /// Event times have up to 7 fractional digits; any RFC 3339 form is accepted (azure-notes
 /// Trap H15).
-fn parse_time(field: &str, text: Option<&str>) -> Result<Option<OffsetDateTime>, Rejection> {
+pub(super) fn parse_time(
+    field: &str,
+    text: Option<&str>,
+) -> Result<Option<OffsetDateTime>, Rejection> {
     match text {
         None => Ok(None),
         Some(text) => OffsetDateTime::parse(text, &Rfc3339)

@@ -11,6 +11,7 @@ mod classify;
 mod data;
 mod envelope;
 mod event;
+mod fast;
 
 use std::fmt;
 
@@ -26,6 +27,7 @@ pub use classify::{Classified, MANAGED_RESOURCE_GROUP_PREFIX, RELEVANT_OPERATION
 pub use data::{KeyVaultEventData, ResourceEventData};
 pub use envelope::{BindingSource, Invocation, Metadata, RetryContext, Sys};
 pub use event::{RawEvent, Schema, deserialize as deserialize_at};
+pub use fast::{ReadEvent, read_event};
 
 use crate::ids::{Allowlist, ArmResourceId, KeyUrl, ManagedGroups, SubscriptionId};
 

@@ -671,7 +671,7 @@ mod tests {
         }
         let after = activity();
         // Other tests count too (the counts are the process's): at least ours.
-        assert!(after.requests >= before.requests + PROBE as u64 + 1);
+        assert!(after.requests > before.requests + PROBE as u64);
         assert!(after.waits > before.waits);
     }
 

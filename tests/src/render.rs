@@ -114,8 +114,9 @@ pub fn screenshot(card: &Value, height: u32, png: &Path) {
     );
 }
 
-/// Runs headless Chromium with a new empty profile and returns its standard output.
-fn run_chromium(args: &[&str]) -> String {
+/// Runs headless Chromium with a new empty profile and returns its standard output (also for
+/// pages other than cards: the HTML report's `--dump-dom` and `--screenshot`).
+pub fn run_chromium(args: &[&str]) -> String {
     let profile = Scratch::new("chromium-profile");
     let mut command = Command::new(chromium());
     command

@@ -37,9 +37,10 @@ table { border-collapse: collapse; width: 100%; margin: 6px 0 12px; }
 th, td { text-align: left; vertical-align: top; padding: 4px 8px; border-bottom: 1px solid #edebe9; overflow-wrap: anywhere; }
 th { background: #f3f2f1; font-weight: 600; }
 td.n, th.n { text-align: right; width: 6em; }
+table.history td:nth-child(-n+3), table.history th { white-space: nowrap; overflow-wrap: normal; }
 .summary { display: grid; grid-template-columns: 1fr 2fr; gap: 0 24px; }
 .summary > div:last-child { grid-column: 1 / -1; }
-.badge { display: inline-block; min-width: 5.5em; text-align: center; padding: 1px 8px; border-radius: 10px; color: #fff; font-size: 12px; font-weight: 600; text-transform: uppercase; }
+.badge { display: inline-block; white-space: nowrap; min-width: 5.5em; text-align: center; padding: 1px 8px; border-radius: 10px; color: #fff; font-size: 12px; font-weight: 600; text-transform: uppercase; }
 .critical { background: var(--critical); } .high { background: var(--high); } .medium { background: var(--medium); } .low { background: var(--low); }
 .state { color: #605e5c; font-weight: 400; font-size: 13px; }
 article { border: 1px solid #e1dfdd; border-left: 6px solid var(--low); border-radius: 4px; padding: 12px 16px; margin: 12px 0; }
@@ -289,7 +290,7 @@ fn article(out: &mut String, finding: &Finding, context: &Context<'_>) {
                 out.push_str("<p class=\"none\">Nothing recorded yet.</p>\n");
             } else {
                 out.push_str(
-                    "<table>\n<tr><th>Time</th><th>Step</th><th>Caller</th><th>Detail</th></tr>\n",
+                    "<table class=\"history\">\n<tr><th>Time</th><th>Step</th><th>Caller</th><th>Detail</th></tr>\n",
                 );
                 for entry in entries {
                     let caller = match (&entry.caller_name, &entry.caller) {
@@ -351,8 +352,13 @@ fn severity_label(severity: Severity) -> &'static str {
     }
 }
 
+/// RFC 3339 in UTC to the second: a report is read by people.
 fn time_text(at: OffsetDateTime) -> String {
-    at.format(&Rfc3339).unwrap_or_default()
+    let at = at.to_offset(time::UtcOffset::UTC);
+    at.replace_nanosecond(0)
+        .unwrap_or(at)
+        .format(&Rfc3339)
+        .unwrap_or_default()
 }
 
 fn short_name(id: &str) -> &str {

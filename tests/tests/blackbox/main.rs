@@ -15,6 +15,7 @@ mod docs;
 mod events_wiring;
 mod fixtures;
 mod function_definitions;
+mod history;
 mod host_protocol;
 mod key_vault_audit;
 mod logs_ingestion;

@@ -222,7 +222,7 @@ async fn exemptions_are_suppressed_in_sarif_and_csv_defuses_formulas() {
     let reason = "=HYPERLINK(\"https://example.invalid\",\"click\")";
     let policy = scratch.write(
         "policy.toml",
-        &format!(
+        format!(
             "[[exemptions]]\nrule = \"key.type-size\"\nresource = \"{}\"\nreason = '{reason}'\n",
             workspace("ws-small")
         ),

@@ -263,7 +263,8 @@ async fn who_uses_envelope(engine: &Engine, request: Value, mut logs: Vec<String
         Some(Value::Null) | None => Vec::new(),
         Some(other) => other.to_string().into_bytes(),
     };
-    let (status, payload) = crate::who_uses::http(engine, &body).await;
+    let (status, payload) =
+        crate::who_uses::http(engine.observer(), &engine.settings().intake, &body).await;
     logs.push(format!("who-uses: HTTP {}", status.as_u16()));
     let mut outputs = Map::new();
     outputs.insert(

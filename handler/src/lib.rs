@@ -64,13 +64,13 @@ pub mod observe;
 mod resolve;
 mod plan;
 pub mod remediate;
+mod who_uses;
 mod act;
 // 6. Orchestration
 mod engine;
 // 7. Surfaces
 mod report;
 mod history;
-mod who_uses;
 pub mod functions;
 mod server;
 pub mod cli;

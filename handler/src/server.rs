@@ -229,9 +229,10 @@ async fn who_uses(
     };
     let invocation_id = invocation_id(&request);
     let span = telemetry::invocation_span("WhoUses", "http", &invocation_id, request.headers());
-    let (status, reply) = crate::who_uses::http(&engine, &body)
-        .instrument(span.clone())
-        .await;
+    let (status, reply) =
+        crate::who_uses::http(engine.observer(), &engine.settings().intake, &body)
+            .instrument(span.clone())
+            .await;
     span.record("http.response.status_code", status.as_u16());
     json_response(status, &reply)
 }

@@ -50,6 +50,8 @@ pub struct Actor {
     pub outbox_checked: std::sync::Mutex<Option<OffsetDateTime>>,
     /// Where finding changes go in Azure Monitor (`CMKGUARD_LOGS_*`), if anywhere.
     pub findings_log: Option<crate::monitor::FindingsLog>,
+    /// What depends on the keys and vaults alerts are about (`who-uses`).
+    pub dependents: crate::who_uses::Dependents,
 }
 
 /// Why cmk-guard is looking: the loop guard needs to know whether the look may be its own
@@ -102,6 +104,7 @@ impl Actor {
             arm_endpoint: settings.arm_endpoint.to_string(),
             own_object_id: tokio::sync::OnceCell::new(),
             outbox_checked: std::sync::Mutex::new(None),
+            dependents: crate::who_uses::Dependents::new(azure, &settings.intake),
             findings_log: settings.findings_log.as_ref().map(|logs| {
                 crate::monitor::FindingsLog::new(
                     logs,

@@ -37,6 +37,8 @@ impl Actor {
         now: OffsetDateTime,
     ) -> Result<(), StateError> {
         let routes = notify::Routes::from(&policy.notify);
+        // Counted once for the batch, before it is split by channel and workspace.
+        let alerts = &self.dependents.annotate(alerts).await;
         for (channel, routed) in routes.by_channel(alerts, |(note, _)| note.severity) {
             if !self.notifier.is_configured(channel) {
                 continue;

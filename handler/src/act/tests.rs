@@ -34,6 +34,7 @@ async fn actor(sink: &Sink) -> (Actor, Scratch) {
         own_object_id: tokio::sync::OnceCell::new(),
         outbox_checked: std::sync::Mutex::new(None),
         findings_log: None,
+        dependents: crate::who_uses::Dependents::new(&azure, &settings.intake),
     };
     (actor, scratch)
 }

@@ -46,11 +46,23 @@ pub(super) fn run(
         Err(code) => return code,
     };
     let deadline = Instant::now() + CLI_BUDGET;
-    let (allowed, scope_failure) = runtime.block_on(who_uses::scope(&engine, deadline));
-    let scope = if chosen.is_empty() {
-        (allowed, scope_failure)
+    let allowlist = engine.settings().intake.subscriptions.clone();
+    let listed = if allowlist.groups().is_empty() {
+        Vec::new()
     } else {
-        let allowlist = &engine.settings().intake.subscriptions;
+        runtime.block_on(engine.discover_subscriptions(deadline))
+    };
+    super::report_discovery(&listed);
+    let scope = if chosen.is_empty() {
+        let (allowed, waiting) = who_uses::scope(&allowlist);
+        let failure = listed.first().map(|first| {
+            format!(
+                "the subscriptions under management group {} could not be listed",
+                first.group
+            )
+        });
+        (allowed, failure.or(waiting))
+    } else {
         if let Some(outside) = chosen.iter().find(|s| !allowlist.allows(s)) {
             eprintln!(
                 "cmk-guard: --subscription: {outside} is not in CMKGUARD_SUBSCRIPTIONS or under CMKGUARD_MANAGEMENT_GROUPS"
@@ -59,7 +71,12 @@ pub(super) fn run(
         }
         (Some(chosen), None)
     };
-    let report = runtime.block_on(who_uses::search(&engine, &target, scope, deadline));
+    let report = runtime.block_on(who_uses::search(
+        engine.observer(),
+        &target,
+        scope,
+        deadline,
+    ));
     if engine.no_credential() {
         return super::no_credential();
     }

@@ -9,6 +9,8 @@ use time::format_description::well_known::Rfc3339;
 pub(crate) mod advice;
 mod facts;
 
+pub use facts::DependentCounts;
+
 use crate::catalogue::RuleId;
 use crate::ids::ArmResourceId;
 use crate::outcome::{Action, ActionResult, Finding, FindingState, Severity};
@@ -70,6 +72,10 @@ pub struct Notification {
     /// absent in messages stored before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handling: Option<Handling>,
+    /// How many workspaces and other resources use the key or vault the finding is about
+    /// (`who-uses`); absent when not a key or vault, or when Resource Graph did not answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dependents: Option<DependentCounts>,
 }
 
 impl Notification {
@@ -93,6 +99,7 @@ impl Notification {
             action: None,
             portal_url,
             handling: None,
+            dependents: None,
         }
     }
 

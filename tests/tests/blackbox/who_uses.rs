@@ -4,7 +4,10 @@
 use azure_sim::WorkspaceSpec;
 use azure_sim::encrypted;
 use azure_sim::{Fault, KeySpec, KeyVersionSpec, Sim, SimOptions, Tenant, VaultSpec, VersionPin};
-use cmk_guard_blackbox::{Handler, binary};
+use cmk_guard_blackbox::scratch::Scratch;
+use cmk_guard_blackbox::sink::Sink;
+use cmk_guard_blackbox::smtp::Smtp;
+use cmk_guard_blackbox::{Handler, binary, story};
 use serde_json::{Value, json};
 
 const SUB: &str = "3f7b2c1d-8e4a-4b6f-9c2d-5a1e0f9b7c34";
@@ -357,4 +360,93 @@ async fn a_throttled_or_failing_resource_graph_makes_it_incomplete() {
             .as_str()
             .is_some_and(|r| r.contains("Resource Graph"))
     );
+}
+
+/// Teams and email for every severity, no remediation.
+const TEAMS_AND_EMAIL: &str = r#"
+[notify]
+teams = ["critical", "high", "medium", "low"]
+email = ["critical", "high", "medium", "low"]
+"#;
+
+/// The story's workspace (its vault lacks purge protection) and a storage account on its key,
+/// with Teams and email; `fault` is set on the simulator before the handler starts.
+async fn alerting(fault: Option<Fault>) -> (Handler, Sink, Smtp, Scratch) {
+    let scratch = Scratch::new("who-uses-alerts");
+    let tls_dir = scratch.join("tls");
+    let options = SimOptions {
+        tls_out: Some(tls_dir.clone()),
+        ..SimOptions::default()
+    };
+    let sim = Sim::start(story::tenant(), options).await.expect("sim");
+    let key = format!(
+        "https://{}.vault.azure.net/keys/{}",
+        story::VAULT,
+        story::KEY
+    );
+    sim.admin()
+        .put_resource(
+            &storage_id(story::SUB, "stshared"),
+            &encrypted::storage_account(&key, None),
+        )
+        .expect("storage");
+    if let Some(fault) = fault {
+        sim.add_fault(fault);
+    }
+    let smtp = Smtp::start(&tls_dir).await;
+    let teams = Sink::start().await;
+    let policy = scratch
+        .write("policy.toml", TEAMS_AND_EMAIL)
+        .display()
+        .to_string();
+    let (teams_url, smtp_url) = (teams.url("teams"), smtp.url());
+    let handler = Handler::launch(
+        sim,
+        &[
+            ("CMKGUARD_MODE", "alert"),
+            ("CMKGUARD_POLICY_FILE", &policy),
+            ("CMKGUARD_TEAMS_WEBHOOK_URL", &teams_url),
+            ("CMKGUARD_SMTP_URL", &smtp_url),
+            ("CMKGUARD_EMAIL_FROM", "cmk-guard@contoso.example"),
+            ("CMKGUARD_EMAIL_TO", "ml-platform@contoso.example"),
+        ],
+    )
+    .await;
+    (handler, teams, smtp, scratch)
+}
+
+const COUNTS: &str = "1 workspace and 1 other resource use keys of this vault";
+
+#[tokio::test]
+async fn an_alert_on_a_vault_says_what_depends_on_it_in_teams_and_email() {
+    let (handler, teams, smtp, _scratch) = alerting(None).await;
+    let replies = handler
+        .deliver("OnSubscriptionEvent", "event", &[story::workspace_write()])
+        .await;
+    assert_eq!(replies[0].status, 200, "{:?}", replies[0].body);
+    let cards = teams.received("teams");
+    assert_eq!(cards.len(), 1);
+    let card = cards[0].body.to_string();
+    assert!(card.contains("Depends on it"), "{card}");
+    assert!(card.contains(COUNTS), "{card}");
+    let mails = smtp.received();
+    assert_eq!(mails.len(), 1);
+    let mail = mails[0].to_string();
+    assert!(mail.contains(COUNTS), "{mail}");
+}
+
+#[tokio::test]
+async fn without_resource_graph_the_alert_goes_out_without_counts() {
+    let fault = Fault::on_operation("ResourceGraph_Resources").status(403);
+    let (handler, teams, smtp, _scratch) = alerting(Some(fault)).await;
+    let replies = handler
+        .deliver("OnSubscriptionEvent", "event", &[story::workspace_write()])
+        .await;
+    assert_eq!(replies[0].status, 200, "{:?}", replies[0].body);
+    let cards = teams.received("teams");
+    assert_eq!(cards.len(), 1, "the alert is not held back");
+    let card = cards[0].body.to_string();
+    assert!(card.contains(story::FINDING), "{card}");
+    assert!(!card.contains("Depends on it"), "{card}");
+    assert!(!smtp.received()[0].to_string().contains("Depends on it"));
 }

@@ -1,6 +1,8 @@
 //! The facts of a finding, the same in every channel: names first, full ids last, and for a
 //! resolved finding what holds now.
 
+use serde::{Deserialize, Serialize};
+
 use super::{Change, Notification};
 
 impl Notification {
@@ -26,6 +28,9 @@ impl Notification {
         ];
         if self.action.is_some() {
             facts.push(Fact::text("Action", &self.action_text()));
+        }
+        if let Some(counts) = &self.dependents {
+            facts.push(Fact::text("Depends on it", &counts.sentence()));
         }
         facts.push(Fact::text("Rule", &self.rule));
         facts.push(Fact::name(
@@ -69,5 +74,57 @@ impl Fact {
             value: value.to_owned(),
             verbatim: false,
         }
+    }
+}
+
+/// What depends on a key or vault, for the alerts about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DependentCounts {
+    pub workspaces: usize,
+    pub other_resources: usize,
+    /// True for a vault (every key of it), false for a key.
+    pub vault: bool,
+}
+
+impl DependentCounts {
+    /// `12 workspaces and 4 other resources use this key`.
+    pub fn sentence(&self) -> String {
+        let plural =
+            |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        let workspaces = plural(self.workspaces, "workspace", "workspaces");
+        let others = plural(self.other_resources, "other resource", "other resources");
+        let what = if self.vault {
+            "keys of this vault"
+        } else {
+            "this key"
+        };
+        format!("{workspaces} and {others} use {what}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DependentCounts;
+
+    #[test]
+    fn counts_read_as_a_sentence() {
+        let counts = |workspaces, other_resources, vault| DependentCounts {
+            workspaces,
+            other_resources,
+            vault,
+        };
+        assert_eq!(
+            counts(12, 4, false).sentence(),
+            "12 workspaces and 4 other resources use this key"
+        );
+        assert_eq!(
+            counts(1, 1, true).sentence(),
+            "1 workspace and 1 other resource use keys of this vault"
+        );
+        assert_eq!(
+            counts(0, 0, false).sentence(),
+            "0 workspaces and 0 other resources use this key"
+        );
     }
 }

@@ -466,9 +466,9 @@ fn scan(
 
 /// Prints `outcomes` in `format` on stdout, or says why not and gives the exit code. The HTML
 /// report adds first seen and remediation history from the audit trail when `CMKGUARD_STATE`
-/// names a readable store (else it says none was read).
+/// names a readable store (else it says none was read); the CSV, first seen.
 fn print(format: Format, outcomes: &[Outcome], settings: &Settings) -> Result<(), ExitCode> {
-    let history = (format == Format::Html)
+    let history = matches!(format, Format::Html | Format::Csv)
         .then(|| history::load(settings, None))
         .and_then(|loaded| match loaded {
             Ok(history) => Some(history),

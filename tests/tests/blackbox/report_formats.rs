@@ -2,13 +2,15 @@
 //! spreadsheet read them: the SARIF validated against the official SARIF 2.1.0 schema
 //! (tests/fixtures/sarif-schema-2.1.0.json) and checked to hold every open finding of the
 //! tenant with its rule, level and location; the CSV parsed back, one row per finding, with
-//! formula injection defused. And `evaluate --fail-on`, the same gate as `scan`'s.
+//! formula injection defused and first seen read from the audit trail. And
+//! `evaluate --fail-on`, the same gate as `scan`'s.
 
 use std::collections::BTreeSet;
 
 use azure_sim::{Fault, Sim, SimOptions, WorkspaceSpec};
 use cmk_guard_blackbox::scratch::Scratch;
-use cmk_guard_blackbox::{binary, fixtures_dir};
+use cmk_guard_blackbox::sink::Sink;
+use cmk_guard_blackbox::{Handler, binary, fixtures_dir, timer_envelope};
 use serde_json::Value;
 
 const SUB: &str = "3f7b2c1d-8e4a-4b6f-9c2d-5a1e0f9b7c34";
@@ -380,6 +382,57 @@ async fn evaluate_prints_sarif_and_csv_and_gates_with_fail_on() {
                 .as_array()
                 .is_some_and(|all| all.iter().any(|r| r["ruleId"] == "guard.visibility")),
             "{run_:#}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn csv_first_seen_comes_from_the_audit_trail() {
+    // A sweep in `alert` mode opens the tenant's findings in the SQLite store's trail.
+    let scratch = Scratch::new("report-formats-trail");
+    let state = scratch.sqlite_state("state.db");
+    let teams = Sink::start().await;
+    let teams_url = teams.url("teams");
+    let sim = Sim::start(super::scan::tenant(), SimOptions::default())
+        .await
+        .expect("sim");
+    let mut env: Vec<(String, String)> = sim.handler_env();
+    let handler = Handler::launch(
+        sim,
+        &[
+            ("CMKGUARD_MODE", "alert"),
+            ("CMKGUARD_STATE", &state),
+            ("CMKGUARD_TEAMS_WEBHOOK_URL", &teams_url),
+        ],
+    )
+    .await;
+    let swept = handler.invoke("Sweep", timer_envelope("timer")).await;
+    assert_eq!(swept.status, 200, "{:?}", swept.body);
+    env.push(("CMKGUARD_STATE".into(), state.clone()));
+    let output = tokio::process::Command::new(binary())
+        .args(["scan", "--subscription", SUB, "--format", "csv", "--quiet"])
+        .env_clear()
+        .envs(env)
+        .output()
+        .await
+        .expect("run cmk-guard");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rows: Vec<csv::StringRecord> = csv::Reader::from_reader(text.as_bytes())
+        .records()
+        .collect::<Result<_, _>>()
+        .expect("CSV");
+    assert_eq!(rows.len(), EXPECTED.len(), "{text}");
+    for row in &rows {
+        assert!(
+            time::OffsetDateTime::parse(&row[7], &time::format_description::well_known::Rfc3339)
+                .is_ok(),
+            "first_seen of an opened finding is its time in the trail: {row:?}"
         );
     }
 }

@@ -91,13 +91,8 @@ pub fn csv(outcomes: &[Outcome], context: &Context<'_>) -> String {
 /// When the finding's current episode began (its last *opened* step, as the HTML report
 /// says), from the audit trail.
 fn first_seen(finding: &Finding, context: &Context<'_>) -> Option<String> {
-    let key = FindingKey::of(finding);
-    context
-        .history?
-        .of_finding(&key)
-        .filter(|entry| entry.step == crate::history::Step::Opened)
-        .last()
-        .and_then(|entry| entry.at.format(&Rfc3339).ok())
+    let at = context.history?.first_seen(&FindingKey::of(finding))?;
+    at.format(&Rfc3339).ok()
 }
 
 /// Appends one record and its CRLF.

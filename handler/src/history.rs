@@ -38,7 +38,10 @@ impl Caller {
         let object_id = one_caller(triggers.iter().map(|t| t.caller_object_id.as_deref()))?;
         Some(Self {
             object_id: Some(clean(object_id, FIELD).into_owned()),
-            name: None,
+            name: triggers
+                .iter()
+                .find_map(|t| t.caller_name.as_deref())
+                .map(|name| clean(name, FIELD).into_owned()),
         })
     }
 }
@@ -557,13 +560,14 @@ mod tests {
                 },
             );
             trigger.caller_object_id = caller.map(str::to_owned);
+            trigger.caller_name = Some("ada\u{1b}[2J".to_owned());
             trigger
         };
         assert_eq!(
             Caller::of(&[trigger(Some("u-1")), trigger(Some("U-1"))]),
             Some(Caller {
                 object_id: Some("u-1".into()),
-                name: None,
+                name: Some("ada\\u{1b}[2J".into()),
             })
         );
         assert_eq!(

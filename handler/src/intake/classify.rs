@@ -150,6 +150,7 @@ pub(super) trait ResourceData {
     fn correlation_id(&self) -> Option<&str>;
     fn caller_object_id(&self) -> Option<&str>;
     fn caller_app_id(&self) -> Option<&str>;
+    fn caller_name(&self) -> Option<&str>;
 }
 
 /// What classification reads of a `Microsoft.KeyVault.*` event's `data`: the object's URL.
@@ -175,6 +176,9 @@ impl ResourceData for ResourceEventData {
     }
     fn caller_app_id(&self) -> Option<&str> {
         ResourceEventData::caller_app_id(self)
+    }
+    fn caller_name(&self) -> Option<&str> {
+        ResourceEventData::caller_name(self)
     }
 }
 
@@ -316,6 +320,9 @@ fn classify_resource_event<R: ResourceData>(
         operation: Some(operation.to_owned()),
         caller_object_id: data.caller_object_id().map(str::to_owned),
         caller_app_id: data.caller_app_id().map(str::to_owned),
+        caller_name: data
+            .caller_name()
+            .map(|name| crate::text::field(name).into_owned()),
         correlation_id: data.correlation_id().map(str::to_owned),
         time: event.time,
         uses: Vec::new(),
@@ -396,6 +403,7 @@ fn classify_key_vault_event<K: KeyVaultData>(
         operation: None,
         caller_object_id: None,
         caller_app_id: None,
+        caller_name: None,
         correlation_id: None,
         time: event.time,
         uses: Vec::new(),

@@ -9,6 +9,8 @@ use serde_json::{Map, Value};
 /// The claim that holds the caller's object id in ARM events.
 pub(super) const OBJECT_ID_CLAIM: &str =
     "http://schemas.microsoft.com/identity/claims/objectidentifier";
+/// The claim that holds a person's sign-in name in ARM events.
+pub(super) const UPN_CLAIM: &str = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn";
 
 /// `data` of `Microsoft.Resources.Resource{Write,Delete,Action}{Success,Failure,Cancel}`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -44,6 +46,14 @@ impl ResourceEventData {
     pub fn caller_app_id(&self) -> Option<&str> {
         let claims = self.claims.as_ref()?;
         ["appid", "azp"]
+            .iter()
+            .find_map(|key| claims.get(*key).and_then(Value::as_str))
+    }
+
+    /// The caller's sign-in name (the `upn` claim), else its display `name`.
+    pub fn caller_name(&self) -> Option<&str> {
+        let claims = self.claims.as_ref()?;
+        [UPN_CLAIM, "name"]
             .iter()
             .find_map(|key| claims.get(*key).and_then(Value::as_str))
     }

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::classify::{EventFields, KeyVaultData, ResourceData, classify_fields};
-use super::data::OBJECT_ID_CLAIM;
+use super::data::{OBJECT_ID_CLAIM, UPN_CLAIM};
 use super::envelope::Checked;
 use super::event::parse_time;
 use super::{Classified, IntakeSettings, Rejection};
@@ -375,6 +375,7 @@ struct DataObject<'a> {
     correlation_id: Option<Cow<'a, str>>,
     caller_object_id: Option<Cow<'a, str>>,
     caller_app_id: Option<Cow<'a, str>>,
+    caller_name: Option<Cow<'a, str>>,
     /// `Id` (or `id`) of a Key Vault event.
     id: Option<Cow<'a, str>>,
 }
@@ -466,6 +467,7 @@ impl<'de> Deserialize<'de> for DataObject<'de> {
                             if let Some(claims) = map.next_value::<Option<Claims<'de>>>()? {
                                 data.caller_object_id = claims.object_id.or(claims.oid);
                                 data.caller_app_id = claims.appid.or(claims.azp);
+                                data.caller_name = claims.upn.or(claims.name);
                             }
                             continue;
                         }
@@ -507,6 +509,9 @@ impl ResourceData for &DataObject<'_> {
     }
     fn caller_app_id(&self) -> Option<&str> {
         self.caller_app_id.as_deref()
+    }
+    fn caller_name(&self) -> Option<&str> {
+        self.caller_name.as_deref()
     }
 }
 
@@ -661,6 +666,8 @@ struct Claims<'a> {
     oid: Option<Cow<'a, str>>,
     appid: Option<Cow<'a, str>>,
     azp: Option<Cow<'a, str>>,
+    upn: Option<Cow<'a, str>>,
+    name: Option<Cow<'a, str>>,
 }
 
 impl<'de> Deserialize<'de> for Claims<'de> {
@@ -681,6 +688,8 @@ impl<'de> Deserialize<'de> for Claims<'de> {
                         "oid" => &mut claims.oid,
                         "appid" => &mut claims.appid,
                         "azp" => &mut claims.azp,
+                        UPN_CLAIM => &mut claims.upn,
+                        "name" => &mut claims.name,
                         _ => {
                             map.next_value::<Checked>()?;
                             continue;

@@ -169,6 +169,9 @@ pub struct Trigger {
     /// The caller's application id (`appid`, or `azp` in v2 tokens) from the claims: tells a
     /// first-party service such as Azure ML from a person.
     pub caller_app_id: Option<String>,
+    /// The caller's sign-in name (or display name) from the claims, for the audit trail; input,
+    /// cleaned and bounded where it is shown.
+    pub caller_name: Option<String>,
     pub correlation_id: Option<String>,
     pub time: Option<OffsetDateTime>,
     /// Uses of the vault's keys by services, from the Key Vault audit log (`key.use-failures`);
@@ -192,6 +195,7 @@ impl Trigger {
             operation: None,
             caller_object_id: None,
             caller_app_id: None,
+            caller_name: None,
             correlation_id: None,
             time: None,
             uses: Vec::new(),

@@ -167,6 +167,7 @@ mod tests {
             operation: Some("Microsoft.Storage/storageAccounts/delete".into()),
             caller_object_id: caller.map(str::to_owned),
             caller_app_id: None,
+            caller_name: None,
             correlation_id: None,
             time: None,
             uses: Vec::new(),

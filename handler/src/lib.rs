@@ -26,14 +26,15 @@
 //! 5. **Pipeline**: [`observe`] (reads a workspace's chain: single-flight, cached), `resolve`
 //!    (which workspaces a trigger affects), `plan` (pure: findings + policy + mode + stored
 //!    state → steps), [`remediate`] (one file per remediation: re-read, narrowest write,
-//!    verify), `act` (carries the steps out: remediation, state by compare-and-set, alerts
-//!    through the outbox, audit).
+//!    verify), `history` (the audit trail replayed per finding), `who_uses` (a key's or
+//!    vault's dependents, from Resource Graph), `act` (carries the steps out: remediation,
+//!    state by compare-and-set, alerts through the outbox, audit).
 //! 6. **Orchestration**: `engine`, one entry point per kind of work (event, check, sweep,
 //!    scan) and the one error policy (`engine::error`): every failure is classified there,
 //!    as redeliver (503) or acknowledge with a `guard.visibility` finding.
-//! 7. **Surfaces**: `report` (tables for the command line), [`functions`] (the function
-//!    definitions and their replies), `server` (the actix-web server the host talks to),
-//!    [`cli`] (the command line; `main.rs` only calls it).
+//! 7. **Surfaces**: `report` (table, JSON, SARIF, CSV and HTML for the command line),
+//!    [`functions`] (the function definitions and their replies), `server` (the actix-web
+//!    server the host talks to), [`cli`] (the command line; `main.rs` only calls it).
 //!
 //! Modules without a link are private: only what other crates (tests, fuzz targets, the
 //! benchmark) use is public, so that unused code is reported.
@@ -64,13 +65,13 @@ pub mod observe;
 mod resolve;
 mod plan;
 pub mod remediate;
+mod history;
 mod who_uses;
 mod act;
 // 6. Orchestration
 mod engine;
 // 7. Surfaces
 mod report;
-mod history;
 pub mod functions;
 mod server;
 pub mod cli;

@@ -211,7 +211,7 @@ mod tests {
                 json!({"claims": form, "authorization": "{\"scope\":\"/s\",\"action\":\"a/write\"}", "httpRequest": null, "operationName": "a/write"}),
             )
             .unwrap();
-            assert_eq!(data.caller_object_id().as_deref(), Some("oid-1"));
+            assert_eq!(data.caller_object_id(), Some("oid-1"));
             assert_eq!(
                 data.authorization.unwrap().action.as_deref(),
                 Some("a/write")

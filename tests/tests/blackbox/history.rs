@@ -158,11 +158,12 @@ async fn history_errors_exit_2_and_say_what_is_wrong() {
     let scratch = Scratch::new("history-errors");
     let missing = scratch.sqlite_state("missing.db");
     let workspace = workspace_id();
-    let cases: [(&str, Vec<&str>, Vec<(String, String)>, &str); 4] = [
+    // (case, arguments, environment, what stderr says)
+    let cases = [
         (
             "no store",
             vec!["history", &workspace],
-            vec![],
+            Vec::new(),
             "set CMKGUARD_STATE",
         ),
         (
@@ -188,6 +189,7 @@ async fn history_errors_exit_2_and_say_what_is_wrong() {
         ),
     ];
     for (case, args, env, says) in cases {
+        let env: Vec<(String, String)> = env;
         let (code, stdout, stderr) = cli(&args, &env).await;
         assert_eq!(code, Some(2), "{case}: {stderr}");
         assert!(stderr.contains(says), "{case}: {stderr}");

@@ -351,8 +351,10 @@ async fn in_remediate_mode_the_fix_rests_on_fresh_reads_of_its_workspaces() {
     );
     // The fix itself rests on fresh reads: a workspace of that vault and the vault, both
     // read one by one after the bulk lists and before the write.
+    // (Before the write: the alert's dependency counts query Resource Graph after it.)
     let bulk_done = requests
         .iter()
+        .filter(|r| r.seq < fixed_at)
         .filter(|r| r.operation.contains("List") || r.operation.starts_with("ResourceGraph"))
         .map(|r| r.seq)
         .max()

@@ -100,7 +100,7 @@ pub fn html(outcomes: &[Outcome], context: &Context<'_>) -> String {
         );
     }
     out.push_str("</header>\n");
-    summary(&mut out, &open);
+    summary(&mut out, &open, outcomes);
     out.push_str("<section id=\"findings\">\n<h2>Findings</h2>\n");
     if findings.is_empty() {
         out.push_str("<p class=\"none\">No findings: every workspace read meets the rules.</p>\n");
@@ -153,8 +153,9 @@ const SEVERITIES: [Severity; 4] = [
     Severity::Low,
 ];
 
-/// The open findings counted by severity, by rule and by workspace.
-fn summary(out: &mut String, open: &[&Finding]) {
+/// The open findings counted by severity, by rule and by workspace (every workspace read, the
+/// compliant ones with zeros).
+fn summary(out: &mut String, open: &[&Finding], outcomes: &[Outcome]) {
     out.push_str("<section id=\"summary\">\n<h2>Summary</h2>\n<div class=\"summary\">\n");
     out.push_str("<div>\n<h3>By severity</h3>\n<table>\n<tr><th>Severity</th><th class=\"n\">Open</th></tr>\n");
     for severity in SEVERITIES {
@@ -191,7 +192,11 @@ fn summary(out: &mut String, open: &[&Finding]) {
     }
     out.push_str("</table>\n</div>\n");
 
-    let mut by_workspace: BTreeMap<String, (&str, [usize; 4])> = BTreeMap::new();
+    let mut by_workspace: BTreeMap<String, (&str, [usize; 4])> = outcomes
+        .iter()
+        .flat_map(|o| &o.workspaces)
+        .map(|w| (w.to_ascii_lowercase(), (w.as_str(), [0; 4])))
+        .collect();
     for finding in open {
         let entry = by_workspace
             .entry(finding.workspace.to_ascii_lowercase())
@@ -403,11 +408,16 @@ mod tests {
 
     #[test]
     fn each_finding_has_its_advice_command_doc_and_the_summary_counts_it() {
+        let mut compliant = outcome(vec![]);
+        compliant.workspaces = vec![format!("{WS}-compliant")];
         let report = html(
-            &[outcome(vec![
-                finding(RuleId::KeyExpirySet, Severity::Medium, KV),
-                finding(RuleId::VaultPurgeProtection, Severity::Critical, KV),
-            ])],
+            &[
+                outcome(vec![
+                    finding(RuleId::KeyExpirySet, Severity::Medium, KV),
+                    finding(RuleId::VaultPurgeProtection, Severity::Critical, KV),
+                ]),
+                compliant,
+            ],
             &context(None),
         );
         assert!(report.starts_with("<!DOCTYPE html>"));
@@ -415,7 +425,8 @@ mod tests {
             "az keyvault update --name kv-1 --resource-group rg --enable-purge-protection true"
         ));
         assert!(report.contains("https://learn.microsoft.com/azure/key-vault/general/soft-delete-overview#purge-protection"));
-        assert!(report.contains("2 open finding(s) in 1 workspace(s)"));
+        assert!(report.contains("2 open finding(s) in 2 workspace(s)"));
+        assert!(report.contains(">ws-1-compliant</td><td class=\"n\">0</td><td class=\"n\">0</td><td class=\"n\">0</td><td class=\"n\">0</td>"));
         // Worst first.
         let critical = report
             .find("<article class=\"finding sev-critical\">")

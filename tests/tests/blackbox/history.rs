@@ -158,8 +158,22 @@ async fn history_errors_exit_2_and_say_what_is_wrong() {
     let scratch = Scratch::new("history-errors");
     let missing = scratch.sqlite_state("missing.db");
     let workspace = workspace_id();
+    let garbage = scratch.write("garbage.db", "not a database, not even close".repeat(100));
+    let garbage = format!("sqlite:{}", garbage.display());
     // (case, arguments, environment, what stderr says)
     let cases = [
+        (
+            "not a store",
+            vec!["history", &workspace],
+            state_env(&garbage),
+            "cannot read the state store",
+        ),
+        (
+            "not a store URL",
+            vec!["history", &workspace],
+            state_env("ftp://example.com/state"),
+            "CMKGUARD_STATE",
+        ),
         (
             "no store",
             vec!["history", &workspace],

@@ -6,6 +6,7 @@
 //! # Layout
 //! - `phases`: the measurements, one function each.
 //! - `fanout`: the sweep fanned out over a Storage queue (Azurite) to several instances.
+//! - `instructions`: instructions per event under callgrind, deterministic on a busy machine.
 //! - `process`: starting the servers and timing their cold start.
 //! - `load`: wrk and a reqwest client as load generators; percentiles.
 //! - `procfs`: CPU time and memory from `/proc`.
@@ -16,6 +17,7 @@
 
 mod bulk;
 mod fanout;
+mod instructions;
 mod load;
 mod phases;
 mod process;
@@ -73,8 +75,11 @@ struct Args {
     /// Workspaces of the scan under ARM's throttling model (ten to a vault, one subscription).
     #[arg(long, default_value_t = 5000)]
     throttled_workspaces: usize,
-    /// Measurements to run (default: all): cold, irrelevant, relevant, critical, burst, sweep,
-    /// fanout, bulk, throttled.
+    /// Events of each kind counted under callgrind (the `instructions` measurement).
+    #[arg(long, default_value_t = 500)]
+    counted_events: usize,
+    /// Measurements to run (default: all): cold, irrelevant, relevant, instructions, critical,
+    /// burst, sweep, fanout, bulk, throttled.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where to write the results as JSON.
@@ -142,6 +147,9 @@ async fn run(args: &Args) -> Result<(), String> {
         {
             emit(phases::relevant(&setup, &sim, &handler, peak).await);
         }
+    }
+    if wanted("instructions") {
+        emit(instructions::instructions(&setup, &sim, args.counted_events.max(1)).await);
     }
     sim.stop().await;
     if wanted("critical") {

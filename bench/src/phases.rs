@@ -32,7 +32,7 @@ pub struct Setup {
 
 impl Setup {
     /// The handler's environment: the simulator's variables and a fresh SQLite state.
-    fn handler_env(&self, sim: &Sim, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    pub fn handler_env(&self, sim: &Sim, extra: &[(&str, &str)]) -> Vec<(String, String)> {
         let state = self
             .scratch
             .join(format!("state-{}.db", uuid::Uuid::new_v4().simple()));

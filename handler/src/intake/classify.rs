@@ -452,13 +452,14 @@ pub(super) fn check_subscription(
 }
 
 fn managed_resource_group(resource: &str, settings: &IntakeSettings) -> bool {
-    // Most resources are not in one: a text with no segment that starts with the prefix needs
-    // no parsing, unless names have been learned.
+    // Most resources are not in one: unless names have been learned, a text whose group
+    // segment (`/subscriptions/{id}/resourceGroups/{group}/…`) does not start with the prefix
+    // needs no parsing.
     let prefix = MANAGED_RESOURCE_GROUP_PREFIX.as_bytes();
     let learned = settings.managed_groups.names_known();
     if !learned
-        && !resource.split('/').any(|segment| {
-            segment
+        && !resource.split('/').nth(4).is_some_and(|group| {
+            group
                 .as_bytes()
                 .get(..prefix.len())
                 .is_some_and(|head| head.eq_ignore_ascii_case(prefix))

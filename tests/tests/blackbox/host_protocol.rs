@@ -204,7 +204,8 @@ async fn unknown_paths_get_404_with_a_json_reason() {
             "OnKeyVaultAudit",
             "Sweep",
             "SweepSubscription",
-            "Evaluate"
+            "Evaluate",
+            "WhoUses"
         ],
         "{:?}",
         reply.body

@@ -567,7 +567,10 @@ fn read_only_engine(settings: Settings) -> Result<(Engine, tokio::runtime::Runti
             eprintln!("cmk-guard: cannot set up Azure access: {error}");
             ExitCode::from(exit::CONFIGURATION)
         })?;
-    tracing::debug!(message = "Signing in.", credential = azure.credential_source);
+    tracing::debug!(
+        message = "Signing in.",
+        credential = azure.credential_source
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -34,9 +34,7 @@ use time::OffsetDateTime;
 
 pub use email::EmailContent;
 pub(crate) use model::advice;
-pub use model::{
-    ActionNote, Alert, Change, DIGEST_WORST, DependentCounts, Digest, Notification,
-};
+pub use model::{ActionNote, Alert, Change, DIGEST_WORST, DependentCounts, Digest, Notification};
 pub use retry::RetryBudget;
 pub use routing::{Channel, Routes};
 pub use secret::{REDACTED, SecretUrl};

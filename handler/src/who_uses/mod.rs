@@ -91,7 +91,10 @@ impl Target {
             let host = format!("{}.{suffix}", id.name().to_ascii_lowercase());
             return Ok(Self::Vault { id, host });
         }
-        if text.len() >= 8 && text[..8].eq_ignore_ascii_case("https://") {
+        if text
+            .get(..8)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
+        {
             let key = KeyUrl::parse(text).map_err(|e| TargetError(e.to_string()))?;
             if !key.is_under(&suffix) || !is_plain_host(key.host()) {
                 return Err(TargetError(format!(

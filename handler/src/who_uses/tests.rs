@@ -45,6 +45,9 @@ fn hostile_targets_are_refused_with_a_reason() {
         let error = Target::parse(bad, "vault.azure.net").unwrap_err();
         assert!(!error.to_string().is_empty(), "{bad}");
     }
+    // A multi-byte character across the scheme's end is refused, not sliced.
+    assert!(Target::parse("https:/\u{e9}kv1", "vault.azure.net").is_err());
+    assert!(Target::parse("\u{1F600}\u{1F600}x", "vault.azure.net").is_err());
     let long = format!("https://kv1.vault.azure.net/keys/{}", "a".repeat(5000));
     assert!(Target::parse(&long, "vault.azure.net").is_err());
 }

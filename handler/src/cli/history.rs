@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use super::ListFormat;
 use crate::history::{Entry, History};
 use crate::ids::ArmResourceId;
+use crate::report::{columns, short_name};
 use crate::settings::Settings;
 use crate::state::StateSpec;
 
@@ -102,7 +103,6 @@ fn table(entries: &[Entry]) -> String {
     if entries.is_empty() {
         return "no history for this workspace".to_owned();
     }
-    let header = ["TIME", "RULE", "RESOURCE", "STEP", "CALLER", "DETAIL"].map(str::to_owned);
     let rows: Vec<[String; 6]> = entries
         .iter()
         .map(|entry| {
@@ -112,7 +112,7 @@ fn table(entries: &[Entry]) -> String {
                     .format(&time::format_description::well_known::Rfc3339)
                     .unwrap_or_default(),
                 entry.rule.clone(),
-                short_name(&entry.resource),
+                short_name(&entry.resource).to_owned(),
                 entry.step.as_str().to_owned(),
                 caller(entry),
                 crate::text::clean(&entry.detail, crate::text::Limit::chars(MAX_DETAIL))
@@ -121,22 +121,10 @@ fn table(entries: &[Entry]) -> String {
             .map(|cell| crate::text::clean_owned(cell, crate::text::REASON))
         })
         .collect();
-    let mut widths = header.clone().map(|h| h.chars().count());
-    for row in &rows {
-        for (width, text) in widths.iter_mut().zip(row) {
-            *width = (*width).max(text.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in std::iter::once(&header).chain(rows.iter()) {
-        let line: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(text, width)| format!("{text:<width$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
+    let mut out = columns(
+        ["TIME", "RULE", "RESOURCE", "STEP", "CALLER", "DETAIL"],
+        &rows,
+    );
     out.push_str(&format!("{} step(s)", entries.len()));
     out
 }
@@ -149,16 +137,6 @@ fn caller(entry: &Entry) -> String {
         (None, Some(id)) => id.clone(),
         (None, None) => "-".to_owned(),
     }
-}
-
-/// The last segment of an ARM id or key URL (`kv-cmk`, `cmk`), else the whole text.
-fn short_name(resource: &str) -> String {
-    resource
-        .trim_end_matches('/')
-        .rsplit('/')
-        .find(|segment| !segment.is_empty())
-        .unwrap_or(resource)
-        .to_owned()
 }
 
 #[cfg(test)]

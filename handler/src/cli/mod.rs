@@ -409,16 +409,9 @@ fn scan(
     quiet: bool,
 ) -> ExitCode {
     let _telemetry = init_logging(false);
-    let subscriptions: Vec<SubscriptionId> = match subscriptions
-        .iter()
-        .map(|s| SubscriptionId::parse(s))
-        .collect::<Result<Vec<_>, _>>()
-    {
+    let subscriptions = match parse_subscriptions(subscriptions) {
         Ok(list) => list,
-        Err(error) => {
-            eprintln!("cmk-guard: --subscription: {error}");
-            return ExitCode::from(exit::CONFIGURATION);
-        }
+        Err(code) => return code,
     };
     let deadline = Instant::now() + SCAN_BUDGET;
     let mut settings = settings;
@@ -462,6 +455,18 @@ fn scan(
         false,
         fail_on.map(Severity::from),
     ))
+}
+
+/// The `--subscription` arguments, or the exit code after saying which one is not an id.
+fn parse_subscriptions(arguments: &[String]) -> Result<Vec<SubscriptionId>, ExitCode> {
+    arguments
+        .iter()
+        .map(|s| SubscriptionId::parse(s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| {
+            eprintln!("cmk-guard: --subscription: {error}");
+            ExitCode::from(exit::CONFIGURATION)
+        })
 }
 
 /// Prints `outcomes` in `format` on stdout, or says why not and gives the exit code. The HTML

@@ -10,7 +10,6 @@ use std::process::ExitCode;
 use tokio::time::Instant;
 
 use super::{CLI_BUDGET, ListFormat, exit};
-use crate::ids::SubscriptionId;
 use crate::settings::Settings;
 use crate::text::field;
 use crate::who_uses::{self, Dependent, Report, Target};
@@ -30,16 +29,9 @@ pub(super) fn run(
             return ExitCode::from(exit::CONFIGURATION);
         }
     };
-    let chosen = match subscriptions
-        .iter()
-        .map(|s| SubscriptionId::parse(s))
-        .collect::<Result<Vec<_>, _>>()
-    {
+    let chosen = match super::parse_subscriptions(subscriptions) {
         Ok(list) => list,
-        Err(error) => {
-            eprintln!("cmk-guard: --subscription: {error}");
-            return ExitCode::from(exit::CONFIGURATION);
-        }
+        Err(code) => return code,
     };
     let (engine, runtime) = match super::read_only_engine(settings) {
         Ok(pair) => pair,

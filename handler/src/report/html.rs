@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::Context;
+use super::{Context, short_name};
 use crate::history::Entry;
 use crate::notify::escape::html as escape;
 use crate::notify::{Change, Notification};
@@ -364,10 +364,6 @@ fn time_text(at: OffsetDateTime) -> String {
         .unwrap_or(at)
         .format(&Rfc3339)
         .unwrap_or_default()
-}
-
-fn short_name(id: &str) -> &str {
-    id.trim_end_matches('/').rsplit('/').next().unwrap_or(id)
 }
 
 #[cfg(test)]

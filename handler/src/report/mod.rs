@@ -8,6 +8,7 @@ pub mod sarif;
 mod table;
 
 pub use table::table;
+pub(crate) use table::{columns, short_name};
 
 use crate::outcome::Outcome;
 

@@ -22,7 +22,7 @@ pub fn table(outcomes: &[Outcome]) -> String {
     });
     for finding in &findings {
         rows.push([
-            short_name(&finding.workspace),
+            short_name(&finding.workspace).to_owned(),
             finding.rule.to_string(),
             finding.severity.as_str().to_owned(),
             cell(&finding.observed),
@@ -31,22 +31,10 @@ pub fn table(outcomes: &[Outcome]) -> String {
     }
     let mut out = String::new();
     if !rows.is_empty() {
-        let header = ["WORKSPACE", "RULE", "SEVERITY", "OBSERVED", "EXPECTED"].map(str::to_owned);
-        let mut widths = header.clone().map(|h| h.chars().count());
-        for row in &rows {
-            for (width, text) in widths.iter_mut().zip(row) {
-                *width = (*width).max(text.chars().count());
-            }
-        }
-        for row in std::iter::once(&header).chain(rows.iter()) {
-            let line: Vec<String> = row
-                .iter()
-                .zip(widths)
-                .map(|(text, width)| format!("{text:<width$}"))
-                .collect();
-            out.push_str(line.join("  ").trim_end());
-            out.push('\n');
-        }
+        out = columns(
+            ["WORKSPACE", "RULE", "SEVERITY", "OBSERVED", "EXPECTED"],
+            &rows,
+        );
     }
     let workspaces: usize = outcomes.iter().map(|o| o.workspaces.len()).sum();
     let exempted: usize = outcomes.iter().map(|o| o.exempted.len()).sum();
@@ -82,8 +70,31 @@ pub fn table(outcomes: &[Outcome]) -> String {
     out
 }
 
-fn short_name(id: &str) -> String {
-    id.rsplit('/').next().unwrap_or(id).to_owned()
+/// `rows` under `header` in left-aligned columns two spaces apart, one line each.
+pub(crate) fn columns<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
+    let mut widths = header.map(|h| h.chars().count());
+    for row in rows {
+        for (width, text) in widths.iter_mut().zip(row) {
+            *width = (*width).max(text.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header = header.map(str::to_owned);
+    for row in std::iter::once(&header).chain(rows) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(text, width)| format!("{text:<width$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The last segment of an ARM id or key URL: the name people know a resource by.
+pub(crate) fn short_name(id: &str) -> &str {
+    id.trim_end_matches('/').rsplit('/').next().unwrap_or(id)
 }
 
 /// A `guard.visibility` finding: cmk-guard could not see something it must check.

@@ -191,52 +191,26 @@ pub async fn query_workspaces(
     deadline: Instant,
 ) -> Result<Vec<Found>, AzureError> {
     let mut ids = Vec::new();
-    if subscriptions.is_some_and(<[SubscriptionId]>::is_empty) {
-        // An allowlist with nothing in it yet (management groups not discovered): Resource
-        // Graph would read an empty list as every subscription.
-        return Ok(ids);
-    }
-    let mut skip_token: Option<String> = None;
-    for _ in 0..MAX_PAGES {
-        let mut body = json!({ "query": query, "options": { "resultFormat": "objectArray", "$top": PAGE_SIZE } });
-        if let Some(subscriptions) = subscriptions {
-            body["subscriptions"] = json!(
-                subscriptions
-                    .iter()
-                    .map(SubscriptionId::as_str)
-                    .collect::<Vec<_>>()
-            );
-        }
-        if let Some(token) = &skip_token {
-            body["options"]["$skipToken"] = json!(token);
-        }
-        let page = observer.resource_graph(&body, deadline).await?;
-        for row in page
-            .get("data")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            if let Some(id) = row
-                .get("id")
-                .and_then(Value::as_str)
-                .and_then(|id| ArmResourceId::parse(id).ok())
-            {
-                ids.push(Found {
-                    hint: hint(row),
-                    id,
-                });
-            }
-        }
-        skip_token = page
-            .get("$skipToken")
-            .and_then(Value::as_str)
-            .filter(|t| !t.is_empty())
-            .map(str::to_owned);
-        if skip_token.is_none() {
-            return Ok(ids);
-        }
-    }
+    observer
+        .resource_graph_rows(
+            query,
+            subscriptions,
+            (PAGE_SIZE, MAX_PAGES),
+            deadline,
+            |row| {
+                if let Some(id) = row
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .and_then(|id| ArmResourceId::parse(id).ok())
+                {
+                    ids.push(Found {
+                        hint: hint(row),
+                        id,
+                    });
+                }
+            },
+        )
+        .await?;
     Ok(ids)
 }
 

@@ -3,13 +3,13 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::time::Instant;
 
 use super::{Dependent, LATEST, MAX_TARGET_BYTES, Report, Target, WorkspaceUse};
 use crate::azure::AzureError;
 use crate::ids::{ArmResourceId, KeyUrl, SubscriptionId};
-use crate::observe::Observer;
+use crate::observe::{GraphEnd, Observer};
 
 /// Resource Graph rows per page (the service's maximum).
 const PAGE: u64 = 1000;
@@ -258,59 +258,26 @@ pub(super) async fn read(
     deadline: Instant,
 ) -> (Vec<Value>, Option<String>) {
     let mut rows = Vec::new();
-    if subscriptions.is_some_and(<[SubscriptionId]>::is_empty) {
-        // Resource Graph would read an empty list as every subscription.
-        return (rows, None);
-    }
-    let query = query(host);
-    let mut skip_token: Option<String> = None;
-    for _ in 0..MAX_PAGES {
-        let mut body = json!({
-            "query": query,
-            "options": { "resultFormat": "objectArray", "$top": PAGE },
-        });
-        if let Some(subscriptions) = subscriptions {
-            body["subscriptions"] = json!(
-                subscriptions
-                    .iter()
-                    .map(SubscriptionId::as_str)
-                    .collect::<Vec<_>>()
-            );
-        }
-        if let Some(token) = &skip_token {
-            body["options"]["$skipToken"] = json!(token);
-        }
-        let page = match observer.resource_graph(&body, deadline).await {
-            Ok(page) => page,
-            Err(error) => return (rows, Some(describe(&error))),
-        };
-        rows.extend(
-            page.get("data")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .cloned(),
-        );
-        if page.get("resultTruncated").and_then(Value::as_str) == Some("true") {
-            return (rows, Some("Resource Graph truncated the result".to_owned()));
-        }
-        skip_token = page
-            .get("$skipToken")
-            .and_then(Value::as_str)
-            .filter(|t| !t.is_empty())
-            .map(str::to_owned);
-        if skip_token.is_none() {
-            return (rows, None);
-        }
-    }
-    (
-        rows,
-        Some(format!(
+    let end = observer
+        .resource_graph_rows(
+            &query(host),
+            subscriptions,
+            (PAGE, MAX_PAGES),
+            deadline,
+            |row| rows.push(row.clone()),
+        )
+        .await;
+    let stopped = match end {
+        Ok(GraphEnd::Complete) => None,
+        Ok(GraphEnd::Truncated) => Some("Resource Graph truncated the result".to_owned()),
+        Ok(GraphEnd::TooManyPages) => Some(format!(
             "more than {} resources; only the first {} were read",
             PAGE as usize * MAX_PAGES,
             PAGE as usize * MAX_PAGES
         )),
-    )
+        Err(error) => Some(describe(&error)),
+    };
+    (rows, stopped)
 }
 
 fn describe(error: &AzureError) -> String {

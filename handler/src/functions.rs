@@ -258,55 +258,35 @@ pub const TIMER_EVENT_TYPE: &str = "Microsoft.Azure.Functions.TimerTrigger";
 
 /// `WhoUses` invoked without request forwarding, like `Evaluate` below.
 async fn who_uses_envelope(engine: &Engine, request: Value, mut logs: Vec<String>) -> Reply {
-    let body = match request.get("Body") {
-        Some(Value::String(text)) => text.clone().into_bytes(),
-        Some(Value::Null) | None => Vec::new(),
-        Some(other) => other.to_string().into_bytes(),
-    };
+    let body = request_body(&request);
     let (status, payload) =
         crate::who_uses::http(engine.observer(), &engine.settings().intake, &body).await;
     logs.push(format!("who-uses: HTTP {}", status.as_u16()));
-    let mut outputs = Map::new();
-    outputs.insert(
-        "res".to_owned(),
-        json!({"statusCode": status.as_u16(), "body": payload.to_string(), "headers": {"Content-Type": "application/json"}}),
-    );
-    let response = HostResponse {
-        outputs,
-        logs: log_lines(logs),
-        return_value: Value::Null,
-    };
-    Reply {
-        status: StatusCode::OK,
-        body: to_body(&response),
-        disposition: "-",
-    }
+    http_output(status, payload.to_string(), logs, "-")
 }
 
-/// `Evaluate` invoked without request forwarding: `Data.req` holds the HTTP request as an
-/// object and the reply goes in `Outputs.res` (azure-notes §H4).
-async fn invoke_http_envelope(
-    engine: &Engine,
-    request: Value,
-    invocation_id: &str,
-    mut logs: Vec<String>,
-) -> Reply {
-    let body = match request.get("Body") {
+/// The body of an HTTP request the host passed as an object (`Data.req.Body`): its text as
+/// sent, or a JSON value as text.
+fn request_body(request: &Value) -> Vec<u8> {
+    match request.get("Body") {
         Some(Value::String(text)) => text.clone().into_bytes(),
         Some(Value::Null) | None => Vec::new(),
         Some(other) => other.to_string().into_bytes(),
-    };
-    let (status, payload) = evaluate_http(engine, &body, invocation_id).await;
-    logs.push(payload.log_line());
-    // Only a plain Outcome has a top-level `disposition` in the forwarded body.
-    let disposition = match &payload {
-        EvaluateReply::Outcome(outcome) => outcome.disposition.as_str(),
-        EvaluateReply::BadRequest(_) | EvaluateReply::Unavailable(..) => "-",
-    };
+    }
+}
+
+/// The host's reply to an HTTP function invoked without request forwarding: the HTTP answer
+/// (`status`, the JSON `body`) in `Outputs.res`, the invocation itself 200.
+fn http_output(
+    status: StatusCode,
+    body: String,
+    logs: Vec<String>,
+    disposition: &'static str,
+) -> Reply {
     let mut outputs = Map::new();
     outputs.insert(
         "res".to_owned(),
-        json!({"statusCode": status.as_u16(), "body": payload.to_json().to_string(), "headers": {"Content-Type": "application/json"}}),
+        json!({"statusCode": status.as_u16(), "body": body, "headers": {"Content-Type": "application/json"}}),
     );
     let response = HostResponse {
         outputs,
@@ -318,6 +298,25 @@ async fn invoke_http_envelope(
         body: to_body(&response),
         disposition,
     }
+}
+
+/// `Evaluate` invoked without request forwarding: `Data.req` holds the HTTP request as an
+/// object and the reply goes in `Outputs.res` (azure-notes §H4).
+async fn invoke_http_envelope(
+    engine: &Engine,
+    request: Value,
+    invocation_id: &str,
+    mut logs: Vec<String>,
+) -> Reply {
+    let body = request_body(&request);
+    let (status, payload) = evaluate_http(engine, &body, invocation_id).await;
+    logs.push(payload.log_line());
+    // Only a plain Outcome has a top-level `disposition` in the forwarded body.
+    let disposition = match &payload {
+        EvaluateReply::Outcome(outcome) => outcome.disposition.as_str(),
+        EvaluateReply::BadRequest(_) | EvaluateReply::Unavailable(..) => "-",
+    };
+    http_output(status, payload.to_json().to_string(), logs, disposition)
 }
 
 /// The answer to an on-demand check.

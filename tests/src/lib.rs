@@ -336,6 +336,30 @@ pub fn run_cli(args: &[&str]) -> (Option<i32>, String, String) {
     )
 }
 
+/// Runs the binary with `args` to completion with exactly `env` (nothing inherited), as a
+/// person or a pipeline with that configuration would: (exit code, stdout, stderr).
+pub async fn run_cli_with<K, V>(
+    args: &[&str],
+    env: impl IntoIterator<Item = (K, V)>,
+) -> (Option<i32>, String, String)
+where
+    K: AsRef<std::ffi::OsStr>,
+    V: AsRef<std::ffi::OsStr>,
+{
+    let output = tokio::process::Command::new(binary())
+        .args(args)
+        .env_clear()
+        .envs(env)
+        .output()
+        .await
+        .expect("run cmk-guard");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 /// An HTTP client for loopback: no proxy, rustls on ring. reqwest is built without a crypto
 /// provider of its own (it would bring aws-lc), so the process default is set to ring first.
 pub fn http_client() -> reqwest::ClientBuilder {

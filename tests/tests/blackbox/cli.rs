@@ -9,18 +9,7 @@ use serde_json::Value;
 
 /// Runs the CLI against a simulator, as a person with a configured identity would.
 async fn run_against(sim: &Sim, args: &[&str]) -> (Option<i32>, String, String) {
-    let output = tokio::process::Command::new(binary())
-        .args(args)
-        .env_clear()
-        .envs(sim.handler_env())
-        .output()
-        .await
-        .expect("run cmk-guard");
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    cmk_guard_blackbox::run_cli_with(args, sim.handler_env()).await
 }
 
 #[test]

@@ -15,7 +15,7 @@ use cmk_guard_blackbox::render::run_chromium;
 use cmk_guard_blackbox::scratch::Scratch;
 use cmk_guard_blackbox::sink::Sink;
 use cmk_guard_blackbox::story::{self, FINDING, USER, workspace_id, workspace_write};
-use cmk_guard_blackbox::{Handler, binary, repo_root, timer_envelope};
+use cmk_guard_blackbox::{Handler, repo_root, timer_envelope};
 use serde_json::Value;
 
 /// Consent to remediate purge protection; every severity to Teams.
@@ -35,18 +35,7 @@ const PERSON: &str = "ada@contoso.example";
 
 /// Runs the binary with exactly `env` (no inherited environment): (exit code, stdout, stderr).
 async fn cli(args: &[&str], env: &[(String, String)]) -> (Option<i32>, String, String) {
-    let output = tokio::process::Command::new(binary())
-        .args(args)
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .output()
-        .await
-        .expect("run cmk-guard");
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    cmk_guard_blackbox::run_cli_with(args, env.iter().map(|(k, v)| (k, v))).await
 }
 
 fn state_env(state: &str) -> Vec<(String, String)> {

@@ -225,20 +225,12 @@ fn audit_batch(subscription: &str, vault: &str) -> Vec<u8> {
 
 /// `cmk-guard scan` with `args`, configured for the simulator and `CMKGUARD_MANAGEMENT_GROUPS`.
 async fn scan(sim: &Sim, args: &[&str]) -> (Option<i32>, String, String) {
-    let output = tokio::process::Command::new(cmk_guard_blackbox::binary())
-        .arg("scan")
-        .args(args)
-        .env_clear()
-        .envs(sim.handler_env())
-        .env("CMKGUARD_MANAGEMENT_GROUPS", GROUP)
-        .output()
-        .await
-        .expect("run cmk-guard scan");
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let args: Vec<&str> = std::iter::once("scan")
+        .chain(args.iter().copied())
+        .collect();
+    let mut env = sim.handler_env();
+    env.push(("CMKGUARD_MANAGEMENT_GROUPS".to_owned(), GROUP.to_owned()));
+    cmk_guard_blackbox::run_cli_with(&args, env).await
 }
 
 #[tokio::test]

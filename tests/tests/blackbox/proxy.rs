@@ -8,7 +8,7 @@ use azure_sim::{Sim, SimOptions};
 use cmk_guard_blackbox::proxy::Proxy;
 use cmk_guard_blackbox::scratch::Scratch;
 use cmk_guard_blackbox::smtp::Smtp;
-use cmk_guard_blackbox::{Handler, binary, timer_envelope};
+use cmk_guard_blackbox::{Handler, timer_envelope};
 
 /// The subscription of the scan tests' tenant that has findings.
 const SUB: &str = "3f7b2c1d-8e4a-4b6f-9c2d-5a1e0f9b7c34";
@@ -25,18 +25,7 @@ fn environment(sim: &Sim, drop: &[&str], add: &[(&str, &str)]) -> Vec<(String, S
 }
 
 async fn scan(env: &[(String, String)]) -> (Option<i32>, String, String) {
-    let output = tokio::process::Command::new(binary())
-        .args(["scan", "--subscription", SUB])
-        .env_clear()
-        .envs(env.iter().cloned())
-        .output()
-        .await
-        .expect("run cmk-guard scan");
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    cmk_guard_blackbox::run_cli_with(&["scan", "--subscription", SUB], env.iter().cloned()).await
 }
 
 async fn sim() -> (Sim, SocketAddr) {

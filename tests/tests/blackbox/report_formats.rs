@@ -30,19 +30,9 @@ fn workspace(name: &str) -> String {
 }
 
 async fn run(sim: &Sim, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
-    let output = tokio::process::Command::new(binary())
-        .args(args)
-        .env_clear()
-        .envs(sim.handler_env())
-        .envs(env.iter().copied())
-        .output()
-        .await
-        .expect("run cmk-guard");
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let mut all = sim.handler_env();
+    all.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    cmk_guard_blackbox::run_cli_with(args, all).await
 }
 
 /// Parses `text` as SARIF and validates it against the official schema, formats included.

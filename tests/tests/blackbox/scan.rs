@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use azure_sim::{Grant, KeySpec, Sim, SimOptions, Tenant, VaultSpec, WorkspaceSpec};
-use cmk_guard_blackbox::{binary, repo_root};
+use cmk_guard_blackbox::repo_root;
 use serde_json::Value;
 
 const SUB: &str = "3f7b2c1d-8e4a-4b6f-9c2d-5a1e0f9b7c34";
@@ -71,19 +71,10 @@ pub(super) fn tenant() -> Tenant {
 }
 
 async fn scan(sim: &Sim, args: &[&str]) -> (Option<i32>, String, String) {
-    let output = tokio::process::Command::new(binary())
-        .arg("scan")
-        .args(args)
-        .env_clear()
-        .envs(sim.handler_env())
-        .output()
-        .await
-        .expect("run cmk-guard scan");
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let args: Vec<&str> = std::iter::once("scan")
+        .chain(args.iter().copied())
+        .collect();
+    cmk_guard_blackbox::run_cli_with(&args, sim.handler_env()).await
 }
 
 fn golden(name: &str, actual: &str) {

@@ -7,7 +7,7 @@ use azure_sim::{Fault, KeySpec, KeyVersionSpec, Sim, SimOptions, Tenant, VaultSp
 use cmk_guard_blackbox::scratch::Scratch;
 use cmk_guard_blackbox::sink::Sink;
 use cmk_guard_blackbox::smtp::Smtp;
-use cmk_guard_blackbox::{Handler, binary, story};
+use cmk_guard_blackbox::{Handler, story};
 use serde_json::{Value, json};
 
 const SUB: &str = "3f7b2c1d-8e4a-4b6f-9c2d-5a1e0f9b7c34";
@@ -107,19 +107,10 @@ fn env(sim: &Sim) -> Vec<(String, String)> {
 }
 
 async fn cli(sim: &Sim, args: &[&str]) -> (Option<i32>, String, String) {
-    let output = tokio::process::Command::new(binary())
-        .arg("who-uses")
-        .args(args)
-        .env_clear()
-        .envs(env(sim))
-        .output()
-        .await
-        .expect("run cmk-guard who-uses");
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let args: Vec<&str> = std::iter::once("who-uses")
+        .chain(args.iter().copied())
+        .collect();
+    cmk_guard_blackbox::run_cli_with(&args, env(sim)).await
 }
 
 async fn cli_json(sim: &Sim, target: &str) -> Value {

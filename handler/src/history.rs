@@ -152,13 +152,18 @@ impl History {
     }
 }
 
-/// Whether an audit record lists `workspace` among those it read.
+/// Whether an audit record lists `workspace` among those it read, or has a finding of it.
 fn names_workspace(record: &serde_json::Value, workspace: &str) -> bool {
-    record["workspaces"].as_array().is_some_and(|list| {
-        list.iter()
-            .filter_map(serde_json::Value::as_str)
-            .any(|w| w.eq_ignore_ascii_case(workspace))
-    })
+    let is = |w: &serde_json::Value| {
+        w.as_str()
+            .is_some_and(|w| w.eq_ignore_ascii_case(workspace))
+    };
+    record["workspaces"]
+        .as_array()
+        .is_some_and(|list| list.iter().any(is))
+        || record["findings"]
+            .as_array()
+            .is_some_and(|list| list.iter().any(|f| is(&f["workspace"])))
 }
 
 /// An audit record as the trail reads it; every field may be missing in older records.
@@ -446,6 +451,27 @@ mod tests {
             history.entries[0].caller_name.as_deref(),
             Some("ada@contoso.example")
         );
+    }
+
+    #[test]
+    fn a_record_that_does_not_list_the_workspace_still_counts_for_its_findings() {
+        // A sweep chunk's record written before its workspaces were listed (older versions).
+        let records = [
+            entry(
+                1,
+                json!({"workspaces": [], "findings": [finding(WS, "open"), finding(OTHER, "open")]}),
+            ),
+            entry(
+                2,
+                json!({"workspaces": [WS], "findings": [finding(WS, "resolved")]}),
+            ),
+        ];
+        let history = History::replay(&records, Some(WS));
+        assert_eq!(
+            steps(&history),
+            [(1, "opened", None), (2, "resolved", None)]
+        );
+        assert!(history.entries.iter().all(|e| e.workspace == WS));
     }
 
     #[test]

@@ -107,8 +107,11 @@ fn table(entries: &[Entry]) -> String {
         .iter()
         .map(|entry| {
             [
+                // Whole seconds for people; `--format json` keeps the stored precision.
                 entry
                     .at
+                    .replace_nanosecond(0)
+                    .unwrap_or(entry.at)
                     .format(&time::format_description::well_known::Rfc3339)
                     .unwrap_or_default(),
                 entry.rule.clone(),

@@ -212,14 +212,16 @@ impl Engine {
                 deadline: chunk_deadline,
                 audit: true,
             };
+            // Listed before acting: the chunk's audit record says which workspaces it read, so
+            // that the trail (`history`) finds it and sees what the read no longer raises.
+            outcome
+                .workspaces
+                .extend(chunk.iter().map(|found| found.id.to_string()));
             actor.act(outcome, &evaluated, &situation).await?;
             *digest = Some(crate::act::merge_digest(
                 digest.take(),
                 &outcome.findings[first_finding..],
             ));
-            outcome
-                .workspaces
-                .extend(chunk.iter().map(|found| found.id.to_string()));
             last_done = chunk
                 .last()
                 .map(|found| found.id.as_str().to_ascii_lowercase());

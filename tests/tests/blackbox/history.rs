@@ -257,6 +257,27 @@ async fn the_html_report_renders_every_open_finding_with_how_to_fix_and_escapes_
     let swept = handler.invoke("Sweep", timer_envelope("timer")).await;
     assert_eq!(swept.status, 200, "{:?}", swept.body);
     env.extend(state_env(&state));
+    // The sweep's trail is the workspace's history too: opened, planned and alerted.
+    let purge = story::workspace_id_of(
+        "3f7b2c1d-8e4a-4b6f-9c2d-5a1e0f9b7c34",
+        "rg-report",
+        "ws-purge",
+    );
+    let (code, trail, stderr) = cli(&["history", &purge, "--format", "json"], &env).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let trail: Value = serde_json::from_str(&trail).unwrap_or_else(|e| panic!("{e}: {trail}"));
+    let steps: Vec<&str> = trail
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter(|e| e["rule"] == "vault.purge-protection")
+        .filter_map(|e| e["step"].as_str())
+        .collect();
+    assert_eq!(
+        steps,
+        ["opened", "remediation-planned", "alerted"],
+        "{trail}"
+    );
     let (_, json, stderr) = cli(&["scan", "--format", "json", "--quiet"], &env).await;
     let outcome: Value = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {stderr}"));
     let open: Vec<&Value> = outcome["findings"]

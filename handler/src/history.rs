@@ -124,7 +124,7 @@ impl History {
             if workspace.is_some_and(|w| !names_workspace(&entry.record, w)) {
                 continue;
             }
-            let Ok(record) = serde_json::from_value::<Record>(entry.record.clone()) else {
+            let Ok(record) = Record::deserialize(&entry.record) else {
                 continue;
             };
             replay.record(entry.at, &record, workspace);

@@ -25,7 +25,7 @@ struct Envelope {
 /// The envelope's keys; matched without allocating.
 #[derive(Deserialize)]
 #[serde(field_identifier)]
-enum EnvelopeKey {
+pub(super) enum EnvelopeKey {
     Data,
     Metadata,
     #[serde(other)]

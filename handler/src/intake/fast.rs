@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 
 use super::classify::{EventFields, KeyVaultData, ResourceData, classify_fields};
-use super::envelope::Checked;
+use super::envelope::{Checked, EnvelopeKey};
 use super::event::parse_time;
 use super::{Classified, IntakeSettings, Rejection};
 
@@ -122,15 +122,6 @@ fn text_slot<'de, A: MapAccess<'de>>(map: &mut A) -> Result<Slot<'de>, A::Error>
 /// The envelope, with `Data`'s binding read as an [`EventObject`].
 struct EnvelopeSeed<'b> {
     binding: &'b str,
-}
-
-#[derive(Deserialize)]
-#[serde(field_identifier)]
-enum EnvelopeKey {
-    Data,
-    Metadata,
-    #[serde(other)]
-    Other,
 }
 
 impl<'de> DeserializeSeed<'de> for EnvelopeSeed<'_> {

@@ -82,6 +82,10 @@ struct Args {
     /// burst, sweep, fanout, bulk, throttled.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Keep the scratch folder (databases, logs, callgrind's `callgrind.out.1` and `.2` for
+    /// `callgrind_annotate`) and print where it is.
+    #[arg(long)]
+    keep_scratch: bool,
     /// Where to write the results as JSON.
     #[arg(long, default_value = "target/bench/latest.json")]
     out: PathBuf,
@@ -186,7 +190,11 @@ async fn run(args: &Args) -> Result<(), String> {
             .await,
         );
     }
-    let _ = std::fs::remove_dir_all(&scratch);
+    if args.keep_scratch {
+        println!("scratch kept: {}", scratch.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
     let results = serde_json::json!({
         "machine": machine,
         "handler": setup.handler.display().to_string(),

@@ -321,7 +321,7 @@ pub async fn relevant(setup: &Setup, sim: &Sim, handler: &Server, peak_before: u
     }
     handler.clear_evaluated_us();
     let reads_before = sim.counters().total;
-    let cpu_before = procfs::cpu_seconds(handler.pid).unwrap_or(0.0);
+    let cpu_before = procfs::cpu_split_seconds(handler.pid).unwrap_or_default();
     let mut round_trips = Vec::new();
     let mut cpu_ns = Vec::new();
     let mut failures = 0;
@@ -335,7 +335,9 @@ pub async fn relevant(setup: &Setup, sim: &Sim, handler: &Server, peak_before: u
         let ns_after = procfs::thread_cpu_ns(handler.pid).unwrap_or(0);
         cpu_ns.push(ns_after.saturating_sub(ns_before) as f64 / 1e6);
     }
-    let cpu_total = procfs::cpu_seconds(handler.pid).unwrap_or(0.0) - cpu_before;
+    let cpu_after = procfs::cpu_split_seconds(handler.pid).unwrap_or_default();
+    let (user, system) = (cpu_after.0 - cpu_before.0, cpu_after.1 - cpu_before.1);
+    let cpu_total = user + system;
     let reads = sim.counters().total - reads_before;
     // The log line is written after the reply; wait until the drain thread has seen them all.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -375,6 +377,14 @@ pub async fn relevant(setup: &Setup, sim: &Sim, handler: &Server, peak_before: u
     section.row(
         "handler CPU per event, mean (ms, /proc stat utime+stime)",
         fixed(cpu_total * 1000.0 / n.max(1) as f64, 3),
+    );
+    section.row(
+        "of which user / system (ms per event, /proc stat)",
+        format!(
+            "{} / {}",
+            fixed(user * 1000.0 / n.max(1) as f64, 3),
+            fixed(system * 1000.0 / n.max(1) as f64, 3)
+        ),
     );
     section.row("Azure requests during the run (cache refreshes)", reads);
     let p99_cpu = percentile(&cpu_ms, 99.0);

@@ -6,6 +6,11 @@ use std::path::PathBuf;
 /// CPU time of `pid` in seconds: `utime + stime` from `/proc/<pid>/stat` (10 ms resolution
 /// with the usual `CLK_TCK` of 100), including threads that have exited.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    cpu_split_seconds(pid).map(|(user, system)| user + system)
+}
+
+/// CPU time of `pid` in seconds as (user, system): `utime` and `stime` of `/proc/<pid>/stat`.
+pub fn cpu_split_seconds(pid: u32) -> Option<(f64, f64)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may contain spaces and parentheses: fields start after the last `)`.
     let after = &text[text.rfind(')')? + 1..];
@@ -13,7 +18,8 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     // After `)`: state is field 3, so utime (14) and stime (15) are at 11 and 12.
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / clock_ticks_per_second())
+    let ticks = clock_ticks_per_second();
+    Some((utime / ticks, stime / ticks))
 }
 
 /// CPU time of this process's children that have been waited for, in seconds (`cutime +

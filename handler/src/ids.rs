@@ -8,6 +8,7 @@ use std::hash::{Hash, Hasher};
 
 use url::Url;
 
+pub(crate) mod https;
 mod reach;
 pub use reach::{
     Allowlist, Learned, MAX_MANAGED_GROUPS, ManagedGroups, ManagementGroupId, Membership,
@@ -336,30 +337,34 @@ impl KeyUrl {
                 truncate(text)
             ))
         };
-        let url = Url::parse(text).map_err(|e| fail(&e.to_string()))?;
-        if url.scheme() != "https" {
-            return Err(fail("the scheme must be https"));
-        }
-        if url.port().is_some_and(|p| p != 443) {
-            return Err(fail("only the default HTTPS port is allowed"));
-        }
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(fail("it must not carry credentials"));
-        }
-        let host = url
-            .host_str()
-            .ok_or_else(|| fail("the host is missing"))?
-            .to_ascii_lowercase();
+        // A plain URL is split without the full parse (`https::plain` says when that gives
+        // the parser's answer); anything else is parsed and checked.
+        let parsed;
+        let (host, path) = match https::plain(text) {
+            Some((host, path)) => (host, path),
+            None => {
+                parsed = Url::parse(text).map_err(|e| fail(&e.to_string()))?;
+                if parsed.scheme() != "https" {
+                    return Err(fail("the scheme must be https"));
+                }
+                if parsed.port().is_some_and(|p| p != 443) {
+                    return Err(fail("only the default HTTPS port is allowed"));
+                }
+                if !parsed.username().is_empty() || parsed.password().is_some() {
+                    return Err(fail("it must not carry credentials"));
+                }
+                let host = parsed
+                    .host_str()
+                    .ok_or_else(|| fail("the host is missing"))?
+                    .to_ascii_lowercase();
+                (host, parsed.path())
+            }
+        };
         let vault = host.split('.').next().unwrap_or_default().to_owned();
         if host.split('.').count() < 3 || !is_vault_name(&vault) {
             return Err(fail("the host must be `{vault}.{key vault DNS suffix}`"));
         }
-        let segments: Vec<&str> = url
-            .path()
-            .trim_end_matches('/')
-            .split('/')
-            .skip(1)
-            .collect();
+        let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
         let (name, version) = match segments.as_slice() {
             ["keys", name] => (*name, None),
             ["keys", name, version] => (*name, Some(*version)),

@@ -212,8 +212,7 @@ impl Vault {
     pub fn serves(&self, key: &KeyUrl) -> bool {
         self.vault_uri
             .as_deref()
-            .and_then(|uri| url::Url::parse(uri).ok())
-            .and_then(|uri| uri.host_str().map(str::to_ascii_lowercase))
+            .and_then(crate::ids::https::host)
             .is_some_and(|host| host == key.host())
     }
 }

@@ -39,6 +39,8 @@ pub struct Actor {
     pub remediator: Remediator,
     /// This process, as the owner of leases.
     pub instance: String,
+    /// Invocations of this process so far: numbers each invocation's lease owner.
+    pub invocations: std::sync::atomic::AtomicU64,
     /// Where cmk-guard learns its own object id (the loop guard): its ARM token, fetched when
     /// an event first names a caller, so that start-up stays fast.
     pub identity: crate::azure::Azure,
@@ -100,6 +102,7 @@ impl Actor {
             notifier,
             remediator: Remediator::new(azure),
             instance: uuid::Uuid::new_v4().to_string(),
+            invocations: std::sync::atomic::AtomicU64::new(0),
             identity: azure.clone(),
             arm_endpoint: settings.arm_endpoint.to_string(),
             own_object_id: tokio::sync::OnceCell::new(),
@@ -124,9 +127,14 @@ impl Actor {
     }
 
     /// A lease owner unique to one invocation of this instance: leases held by one invocation
-    /// must stop concurrent invocations of the same instance too.
+    /// must stop concurrent invocations of the same instance too. The instance is a random id;
+    /// a counter tells its invocations apart (a random id per invocation cost a `getrandom` call
+    /// on every relevant event).
     pub fn owner(&self) -> String {
-        format!("{}/{}", self.instance, uuid::Uuid::new_v4())
+        let n = self
+            .invocations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("{}/{n}", self.instance)
     }
 
     /// Plans and acts on every evaluated workspace; adds actions to the outcome and updates its

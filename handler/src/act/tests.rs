@@ -29,6 +29,7 @@ async fn actor(sink: &Sink) -> (Actor, Scratch) {
         notifier,
         remediator: Remediator::new(&azure),
         instance: "test".to_owned(),
+        invocations: std::sync::atomic::AtomicU64::new(0),
         identity: azure.clone(),
         arm_endpoint: settings.arm_endpoint.to_string(),
         own_object_id: tokio::sync::OnceCell::new(),
@@ -189,5 +190,32 @@ async fn an_event_without_a_caller_may_be_our_own_and_a_check_never_is() {
     assert_eq!(
         actor.cause(Origin::Event { caller: None }).await,
         Cause::Unknown
+    );
+}
+
+#[tokio::test]
+async fn every_invocation_owns_its_leases_under_this_instance() {
+    let sink = Sink::start().await;
+    let (actor, _state) = actor(&sink).await;
+    let owners: Vec<String> = (0..3).map(|_| actor.owner()).collect();
+    assert!(owners.iter().all(|o| o.starts_with("test/")));
+    assert_ne!(owners[0], owners[1]);
+    assert_ne!(owners[1], owners[2]);
+    // Two invocations' leases exclude each other, as two instances' do.
+    let store = &actor.store;
+    let lease = time::Duration::seconds(60);
+    assert_eq!(
+        store
+            .begin_event("e-1", &owners[0], NOW, lease)
+            .await
+            .unwrap(),
+        crate::state::EventStart::Leased
+    );
+    assert_eq!(
+        store
+            .begin_event("e-1", &owners[1], NOW, lease)
+            .await
+            .unwrap(),
+        crate::state::EventStart::Busy
     );
 }

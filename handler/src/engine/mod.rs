@@ -19,6 +19,7 @@ mod fanout;
 mod scan;
 mod sweep;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -212,9 +213,9 @@ impl Engine {
             }
         }
         outcome.workspaces = workspaces.iter().map(|(f, _)| f.id.to_string()).collect();
-        let snapshots: Vec<Snapshot> = join_all(workspaces.iter().map(|(found, _)| {
+        let snapshots: Vec<Arc<Snapshot>> = join_all(workspaces.iter().map(|(found, _)| {
             self.observer
-                .snapshot_hinted(&found.id, found.hint.as_ref(), deadline)
+                .snapshot_shared(&found.id, found.hint.as_ref(), deadline)
         }))
         .await;
         let now = time::OffsetDateTime::now_utc();
@@ -232,7 +233,7 @@ impl Engine {
             .collect();
         let transient: Vec<String> = snapshots
             .iter()
-            .flat_map(transient_failures)
+            .flat_map(|snapshot| transient_failures(snapshot))
             .map(|f| format!("{} {}: {}", f.what, f.resource, f.message))
             .collect();
         if !transient.is_empty() {

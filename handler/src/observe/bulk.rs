@@ -31,7 +31,7 @@ use crate::snapshot::{REQUIRED_PROVIDERS, Snapshot, Workspace};
 
 tokio::task_local! {
     /// The inventory answering the reads of the snapshot being taken, if any.
-    static PREFILLED: Arc<Inventory>;
+    pub(super) static PREFILLED: Arc<Inventory>;
 }
 
 /// Resource Graph rows per page of the endpoint query (the service's maximum).

@@ -58,17 +58,26 @@ impl<V: Clone> ReadCache<V> {
     {
         let key = key.to_ascii_lowercase();
         let slot = self.slot(&key);
-        let (_, value) = slot
+        let (fetched, value) = slot
             .cell
             .get_or_init(|| async {
                 let value = fetch().await;
                 (Instant::now(), value)
             })
             .await;
-        if !(self.keep)(value) {
+        let kept = (self.keep)(value);
+        super::memo::note_read(slot.started, *fetched, kept);
+        if !kept {
             self.forget_slot(&key, &slot);
         }
         value.clone()
+    }
+
+    /// Counts `lookups` hits that a remembered snapshot answered for (observe's memo): each
+    /// would have been a hit of this cache.
+    pub fn count_hits(&self, lookups: u64) {
+        self.hits.fetch_add(lookups, Ordering::Relaxed);
+        crate::telemetry::record_cache_hits(lookups);
     }
 
     /// Drops `key`'s entry if it is still `slot` (a newer read may have replaced it).

@@ -6,6 +6,7 @@
 pub mod bulk;
 mod graph;
 mod cache;
+mod memo;
 mod transient;
 pub(crate) mod parse;
 pub(crate) mod wiring;
@@ -38,6 +39,7 @@ pub struct Observer {
     arm: ArmClient,
     keys: KeyVaultClients,
     cache: ReadCache<Shared>,
+    memo: memo::Memo,
 }
 
 impl std::fmt::Debug for Observer {
@@ -55,6 +57,7 @@ impl Observer {
             // Not-found is an answer worth sharing; any other failure is asked again.
             cache: ReadCache::new(ttl)
                 .keeping(|read| read.as_ref().err().is_none_or(AzureError::is_not_found)),
+            memo: memo::Memo::new(ttl),
         }
     }
 
@@ -67,11 +70,13 @@ impl Observer {
     /// change the event reports.
     pub fn forget_reads_before(&self, moment: time::OffsetDateTime) {
         self.cache.forget_started_before(moment);
+        self.memo.forget_started_before(moment);
     }
 
     /// Forgets every cached read (after a remediation wrote to Azure).
     pub fn forget_cached_reads(&self) {
         self.cache.clear();
+        self.memo.clear();
     }
 
     /// Cache (hits, misses).
@@ -554,6 +559,9 @@ impl Observer {
             && let Some(n) = bundle.key.and_then(|jwk| jwk.n)
         {
             key.key_size = parse::modulus_bits(&n);
+        }
+        if key.key_size.is_none() {
+            memo::note_unrepeatable();
         }
         Read::Found(key)
     }

@@ -5,6 +5,13 @@ use crate::snapshot::{Read, ReadFailure, Snapshot};
 /// The transient failures in a snapshot: when any exist, an event invocation fails so that
 /// Event Grid redelivers (the state may be fine; cmk-guard just could not see it in time).
 pub fn transient_failures(snapshot: &Snapshot) -> Vec<&ReadFailure> {
+    let mut all = read_failures(snapshot);
+    all.retain(|f| f.transient);
+    all
+}
+
+/// Every read failure in a snapshot.
+pub(crate) fn read_failures(snapshot: &Snapshot) -> Vec<&ReadFailure> {
     let mut all: Vec<Option<&ReadFailure>> = vec![
         snapshot.workspace.failure(),
         snapshot.vault.as_ref().and_then(Read::failure),
@@ -20,5 +27,5 @@ pub fn transient_failures(snapshot: &Snapshot) -> Vec<&ReadFailure> {
     if let Some(Read::Found(assignments)) = &snapshot.role_assignments {
         all.extend(assignments.iter().map(|a| a.definition.failure()));
     }
-    all.into_iter().flatten().filter(|f| f.transient).collect()
+    all.into_iter().flatten().collect()
 }

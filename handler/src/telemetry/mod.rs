@@ -449,6 +449,13 @@ pub fn record_cache_lookup(hit: bool) {
     );
 }
 
+/// Counts read-cache hits answered at once by a remembered snapshot (each would have been a hit).
+pub fn record_cache_hits(count: u64) {
+    instruments()
+        .cache_lookups
+        .add(count, &[KeyValue::new("result", "hit")]);
+}
+
 /// A per-try pipeline policy: one client span per Azure HTTP request (method, URL without
 /// query, URL template, status, `x-ms-request-id`) and the request counter and duration.
 #[derive(Debug)]

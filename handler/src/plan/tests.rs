@@ -27,16 +27,16 @@ fn evaluation(findings: Vec<Finding>, passes: &[&'static str]) -> Evaluation {
             rule: f.rule,
             resource: f.resource.clone(),
             status: Status::Fail(f.severity),
-            observed: String::new(),
-            expected: String::new(),
+            observed: "".into(),
+            expected: "".into(),
         })
         .collect();
     checks.extend(passes.iter().map(|rule| Check {
         rule: rule.parse().expect("a rule id"),
         resource: VAULT.into(),
         status: Status::Pass,
-        observed: String::new(),
-        expected: String::new(),
+        observed: "".into(),
+        expected: "".into(),
     }));
     Evaluation {
         workspace: WS.into(),

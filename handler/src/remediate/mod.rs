@@ -350,8 +350,8 @@ impl Act<'_> {
                 rule,
                 resource: String::new(),
                 status: Status::Unknown,
-                observed: format!("rule {rule} reached no verdict"),
-                expected: String::new(),
+                observed: format!("rule {rule} reached no verdict").into(),
+                expected: "".into(),
             })
     }
 
@@ -360,7 +360,7 @@ impl Act<'_> {
     fn still_failing(&self, rule: RuleId, snapshot: &Snapshot) -> Stage<String> {
         let check = self.verdict(rule, snapshot);
         match check.status {
-            Status::Fail(_) => Ok(check.observed),
+            Status::Fail(_) => Ok(check.observed.into_owned()),
             Status::Pass => Err(Stop::Skipped(format!(
                 "already compliant: {}",
                 check.observed
@@ -380,7 +380,7 @@ impl Act<'_> {
     fn verified(&self, rule: RuleId, snapshot: &Snapshot) -> Stage<String> {
         let check = self.verdict(rule, snapshot);
         match check.status {
-            Status::Pass | Status::NotApplicable => Ok(check.observed),
+            Status::Pass | Status::NotApplicable => Ok(check.observed.into_owned()),
             _ => Err(Stop::Failed {
                 detail: format!(
                     "the write was accepted but {rule} still does not pass on a fresh read: {}",

@@ -18,7 +18,12 @@ pub(crate) enum Gate {
 
 impl Gate {
     /// The check a rule returns when it stops at this gate.
-    pub(crate) fn check(self, rule: RuleId, resource: String, expected: &str) -> Check {
+    pub(crate) fn check(
+        self,
+        rule: RuleId,
+        resource: String,
+        expected: impl Into<std::borrow::Cow<'static, str>>,
+    ) -> Check {
         let (status, why) = match self {
             Gate::NotApplicable(why) => (Status::NotApplicable, why),
             Gate::Unknown(why) => (Status::Unknown, why),

@@ -36,12 +36,12 @@ fn check(context: &Context) -> Vec<Check> {
     let resource = chain::key_resource(snapshot);
     let key = match chain::key(snapshot) {
         Ok(key) => key,
-        Err(gate) => return vec![gate.check(RULE.id, resource, &expected)],
+        Err(gate) => return vec![gate.check(RULE.id, resource, expected.clone())],
     };
     let label = chain::key_label(key);
     let Some(expires) = key.expires else {
         let why = format!("the key {label} has no expiration date (see key.expiry-set)");
-        return vec![Gate::NotApplicable(why).check(RULE.id, resource, &expected)];
+        return vec![Gate::NotApplicable(why).check(RULE.id, resource, expected.clone())];
     };
     let remaining = expires - context.now.unix_timestamp();
     let at = chain::format_unix(expires);

@@ -31,7 +31,7 @@ fn check(context: &Context) -> Vec<Check> {
     let min_bits = context.policy.min_rsa_bits();
     let expected = format!("an RSA or RSA-HSM key of at least {min_bits} bits");
     let resource = chain::key_resource(snapshot);
-    let stop = |gate: Gate| vec![gate.check(RULE.id, resource.clone(), &expected)];
+    let stop = |gate: Gate| vec![gate.check(RULE.id, resource.clone(), expected.clone())];
     let key = match chain::key(snapshot) {
         Ok(key) => key,
         Err(gate) => return stop(gate),

@@ -28,6 +28,8 @@ mod workspace_key_access;
 mod workspace_unsupported_endpoints;
 mod workspace_vault_same_subscription;
 
+use std::borrow::Cow;
+
 use time::{Date, OffsetDateTime};
 
 pub use guard_visibility::unreadable;
@@ -73,10 +75,11 @@ pub struct Check {
     /// The ARM id or key URL the verdict is about.
     pub resource: String,
     pub status: Status,
-    /// What was seen; for `NotApplicable` and `Unknown`, why no verdict was reached.
-    pub observed: String,
+    /// What was seen; for `NotApplicable` and `Unknown`, why no verdict was reached. Most texts
+    /// are fixed: they are borrowed, not copied, for every check of every event.
+    pub observed: Cow<'static, str>,
     /// What the requirement asks for.
-    pub expected: String,
+    pub expected: Cow<'static, str>,
 }
 
 impl Check {
@@ -84,8 +87,8 @@ impl Check {
         rule: RuleId,
         resource: impl Into<String>,
         status: Status,
-        observed: impl Into<String>,
-        expected: impl Into<String>,
+        observed: impl Into<Cow<'static, str>>,
+        expected: impl Into<Cow<'static, str>>,
     ) -> Self {
         Self {
             rule,
@@ -99,8 +102,8 @@ impl Check {
     fn pass(
         rule: RuleId,
         resource: impl Into<String>,
-        observed: impl Into<String>,
-        expected: impl Into<String>,
+        observed: impl Into<Cow<'static, str>>,
+        expected: impl Into<Cow<'static, str>>,
     ) -> Self {
         Self::new(rule, resource, Status::Pass, observed, expected)
     }
@@ -109,8 +112,8 @@ impl Check {
         rule: RuleId,
         resource: impl Into<String>,
         severity: Severity,
-        observed: impl Into<String>,
-        expected: impl Into<String>,
+        observed: impl Into<Cow<'static, str>>,
+        expected: impl Into<Cow<'static, str>>,
     ) -> Self {
         Self::new(rule, resource, Status::Fail(severity), observed, expected)
     }
@@ -225,7 +228,7 @@ pub fn evaluate(context: &Context) -> Evaluation {
                 severity,
                 state: FindingState::Open,
                 observed: crate::text::clean(&check.observed, crate::text::REASON).into_owned(),
-                expected: check.expected.clone(),
+                expected: check.expected.clone().into_owned(),
             };
             let covering = policy
                 .exemptions

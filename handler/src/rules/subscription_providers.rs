@@ -73,7 +73,7 @@ fn check(context: &Context) -> Vec<Check> {
                     expected(namespace),
                 ),
                 Some(None) => Gate::Unknown(format!("{namespace} reports no registration state"))
-                    .check(RULE.id, resource, &expected(namespace)),
+                    .check(RULE.id, resource, expected(namespace)),
                 None => Check::fail(
                     RULE.id,
                     resource,

@@ -47,7 +47,7 @@ fn check(context: &Context) -> Vec<Check> {
     if let Err(gate) = chain::vault(snapshot) {
         return vec![gate.check(RULE.id, resource, EXPECTED)];
     }
-    let not_applicable = |why: &str| {
+    let not_applicable = |why: &'static str| {
         vec![Check::new(
             RULE.id,
             resource.clone(),
@@ -209,7 +209,7 @@ pub(crate) mod tests {
         let mut snapshot = compliant_snapshot();
         wiring_mut(&mut snapshot);
         bend(&mut snapshot);
-        run(&RULE, &snapshot).remove(0).observed
+        run(&RULE, &snapshot).remove(0).observed.into_owned()
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! The embedded backend: one SQLite file in WAL mode. Every "who acts" decision is a single
 //! conditional statement (`INSERT … ON CONFLICT DO NOTHING`, `UPDATE … WHERE version = ?`) or
 //! an `IMMEDIATE` transaction, so processes sharing the file get the same exactly-once answers
-//! as tasks sharing one store. SQLite calls block, so they run on a thread of their own that
-//! owns the connection ([`worker`]).
+//! as tasks sharing one store. A call runs on its caller's thread when it can without waiting,
+//! else on a thread of the connection's own ([`worker`]).
 
 use std::path::{Path, PathBuf};
 
@@ -13,10 +13,9 @@ use serde::de::DeserializeOwned;
 use time::{Duration, OffsetDateTime};
 
 use super::{
-    ATTEMPT_RETENTION, AuditEntry, CompareAndSet, EVENT_CLAIM_RETENTION, EVENT_LEASE_RULE,
-    EventStart, FindingKey, FindingRecord, OutboxItem, OutboxMessage, RemediationAttempt, Result,
+    ATTEMPT_RETENTION, AuditEntry, CompareAndSet, EVENT_CLAIM_RETENTION, EventStart, FindingKey,
+    FindingRecord, OutboxItem, OutboxMessage, RemediationAttempt, Result,
     SENT_NOTIFICATION_RETENTION, StateError, StateErrorKind, StateStore, Version, Versioned,
-    event_lease,
 };
 use crate::outcome::FindingState;
 
@@ -30,7 +29,7 @@ mod tests;
 mod worker;
 
 /// The schema this build reads and writes; bumped with each migration.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 /// How long a statement waits for another process's write lock before giving up (transient).
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// The pause before opening again after SQLite answered busy at once.
@@ -80,11 +79,12 @@ impl SqliteStore {
         })
     }
 
-    /// Runs `work` on the connection's thread; a failure names the file.
+    /// Runs `work` on the connection (see [`worker`]: it may run twice, so it must be one
+    /// statement or one transaction); a failure names the file.
     async fn run<T, F>(&self, work: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+        F: Fn(&mut Connection) -> Result<T> + Send + 'static,
     {
         self.worker
             .run(work)
@@ -94,11 +94,36 @@ impl SqliteStore {
 }
 
 /// Whether event id ?1 was claimed (a count, 0 or 1).
-const EVENT_CLAIMED: &str = "SELECT COUNT(*) FROM event_claims WHERE event_id = ?1";
+const EVENT_CLAIMED: &str =
+    "SELECT COUNT(*) FROM event_claims WHERE event_id = ?1 AND claimed_at IS NOT NULL";
 
 /// Claims an event id (?1) at ?2; one changed row when it was not claimed before.
 const CLAIM_EVENT: &str = "INSERT INTO event_claims (event_id, claimed_at) VALUES (?1, ?2)
-     ON CONFLICT (event_id) DO NOTHING";
+     ON CONFLICT (event_id) DO UPDATE SET claimed_at = excluded.claimed_at
+         WHERE event_claims.claimed_at IS NULL";
+
+/// Event ?1's row: whether it was claimed, and who holds its lease until when.
+const EVENT_ROW: &str =
+    "SELECT claimed_at IS NOT NULL, lease_owner, lease_expires_at FROM event_claims
+     WHERE event_id = ?1";
+
+/// Gives event ?1's lease to ?2 until ?3 (the caller checked that it is free).
+const LEASE_EVENT: &str =
+    "INSERT INTO event_claims (event_id, lease_owner, lease_expires_at) VALUES (?1, ?2, ?3)
+     ON CONFLICT (event_id) DO UPDATE
+         SET lease_owner = excluded.lease_owner, lease_expires_at = excluded.lease_expires_at";
+
+/// Claims event ?1 at ?2 (unless it was claimed before) and ends the lease of owner ?3; once
+/// the event is claimed, nobody leases it again, so another owner's lease is moot and ends too.
+const FINISH_EVENT: &str = "INSERT INTO event_claims (event_id, claimed_at) VALUES (?1, ?2)
+     ON CONFLICT (event_id) DO UPDATE
+         SET claimed_at = coalesce(event_claims.claimed_at, excluded.claimed_at),
+             lease_owner = NULL, lease_expires_at = NULL
+         WHERE event_claims.claimed_at IS NULL OR event_claims.lease_owner = ?3";
+
+/// Ends owner ?2's lease of event ?1, which was not claimed.
+const RELEASE_EVENT: &str = "DELETE FROM event_claims
+     WHERE event_id = ?1 AND claimed_at IS NULL AND lease_owner = ?2";
 
 /// Takes (resource ?1, rule ?2) for owner ?3 until ?4 when free, expired at ?5, or already
 /// this owner's; one changed row when taken.
@@ -118,6 +143,26 @@ const APPEND_AUDIT: &str = "INSERT INTO audit (at, record) VALUES (?1, ?2)";
 
 /// More than the store's distinct statements.
 const STATEMENT_CACHE_CAPACITY: usize = 48;
+
+/// Runs `body` in a `BEGIN IMMEDIATE` transaction. Unlike rusqlite's `Transaction`, which
+/// parses `BEGIN` and `COMMIT` anew each time, the statements stay prepared. A body that fails
+/// or panics is rolled back.
+fn immediate<T>(connection: &Connection, body: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    /// Rolls back whatever the transaction has not committed when it goes out of scope.
+    struct Open<'c>(&'c Connection);
+    impl Drop for Open<'_> {
+        fn drop(&mut self) {
+            if !self.0.is_autocommit() {
+                let _ = self.0.execute_batch("ROLLBACK");
+            }
+        }
+    }
+    connection.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+    let open = Open(connection);
+    let value = body(open.0)?;
+    open.0.prepare_cached("COMMIT")?.execute([])?;
+    Ok(value)
+}
 
 impl From<rusqlite::Error> for StateError {
     fn from(error: rusqlite::Error) -> Self {
@@ -173,33 +218,30 @@ impl StateStore for SqliteStore {
         lease: Duration,
     ) -> Result<EventStart> {
         let event_id = event_id.to_owned();
-        let resource = event_lease(&event_id);
         let owner = owner.to_owned();
         let now_nanos = to_nanos(now)?;
         let expires_at = to_nanos(later(now, lease)?)?;
         self.run(move |connection| {
-            let transaction =
-                connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let handled: i64 = transaction
-                .prepare_cached(EVENT_CLAIMED)?
-                .query_row(params![event_id], |row| row.get(0))?;
-            if handled > 0 {
-                return Ok(EventStart::Handled);
-            }
-            let taken = transaction
-                .prepare_cached(CLAIM_REMEDIATION)?
-                .execute(params![
-                    resource,
-                    EVENT_LEASE_RULE,
-                    owner,
-                    expires_at,
-                    now_nanos
-                ])?;
-            transaction.commit()?;
-            Ok(if taken == 1 {
-                EventStart::Leased
-            } else {
-                EventStart::Busy
+            immediate(connection, |connection| {
+                let row: Option<(bool, Option<String>, Option<i64>)> = connection
+                    .prepare_cached(EVENT_ROW)?
+                    .query_row(params![event_id], |row| {
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                    })
+                    .optional()?;
+                match row {
+                    Some((true, _, _)) => return Ok(EventStart::Handled),
+                    Some((false, Some(holder), Some(until)))
+                        if holder != owner && until > now_nanos =>
+                    {
+                        return Ok(EventStart::Busy);
+                    }
+                    _ => {}
+                }
+                connection
+                    .prepare_cached(LEASE_EVENT)?
+                    .execute(params![event_id, owner, expires_at])?;
+                Ok(EventStart::Leased)
             })
         })
         .await
@@ -214,28 +256,27 @@ impl StateStore for SqliteStore {
         audit: Option<&serde_json::Value>,
     ) -> Result<()> {
         let event_id = event_id.to_owned();
-        let resource = event_lease(&event_id);
         let owner = owner.to_owned();
         let claimed_at = to_nanos(now)?;
         let audit = audit.map(ToString::to_string);
         self.run(move |connection| {
-            let transaction =
-                connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            if let Some(record) = audit {
-                transaction
-                    .prepare_cached(APPEND_AUDIT)?
-                    .execute(params![claimed_at, record])?;
-            }
-            if finished {
-                transaction
-                    .prepare_cached(CLAIM_EVENT)?
-                    .execute(params![event_id, claimed_at])?;
-            }
-            transaction
-                .prepare_cached(RELEASE_REMEDIATION)?
-                .execute(params![resource, EVENT_LEASE_RULE, owner])?;
-            transaction.commit()?;
-            Ok(())
+            immediate(connection, |connection| {
+                if let Some(record) = &audit {
+                    connection
+                        .prepare_cached(APPEND_AUDIT)?
+                        .execute(params![claimed_at, record])?;
+                }
+                if finished {
+                    connection
+                        .prepare_cached(FINISH_EVENT)?
+                        .execute(params![event_id, claimed_at, owner])?;
+                } else {
+                    connection
+                        .prepare_cached(RELEASE_EVENT)?
+                        .execute(params![event_id, owner])?;
+                }
+                Ok(())
+            })
         })
         .await
     }
@@ -270,7 +311,7 @@ impl StateStore for SqliteStore {
                  ORDER BY rule, resource"
             ))?;
             let rows = statement
-                .query_map([workspace], read_finding_row)?
+                .query_map([&workspace], read_finding_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             rows.into_iter().map(finding_from_row).collect()
         })
@@ -285,7 +326,7 @@ impl StateStore for SqliteStore {
                  ORDER BY workspace, rule, resource"
             ))?;
             let rows = statement
-                .query_map([open], read_finding_row)?
+                .query_map([&open], read_finding_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             rows.into_iter().map(finding_from_row).collect()
         })
@@ -597,7 +638,7 @@ impl StateStore for SqliteStore {
     async fn set_sweep_cursor(&self, cursor: Option<&str>) -> Result<()> {
         let cursor = cursor.map(str::to_owned);
         self.run(move |connection| {
-            match cursor {
+            match &cursor {
                 Some(value) => connection
                     .prepare_cached(
                         "INSERT INTO cursors (name, value) VALUES ('sweep', ?1)
@@ -670,6 +711,10 @@ impl StateStore for SqliteStore {
             )?;
             removed += transaction.execute(
                 "DELETE FROM remediation_claims WHERE expires_at <= ?1",
+                [now_nanos],
+            )?;
+            removed += transaction.execute(
+                "DELETE FROM event_claims WHERE claimed_at IS NULL AND lease_expires_at <= ?1",
                 [now_nanos],
             )?;
             transaction.commit()?;

@@ -109,7 +109,7 @@ impl super::Observer {
         deadline: Instant,
     ) -> Arc<Snapshot> {
         let recipe = Recipe::new(workspace_id, hint);
-        let build = self.snapshot_hinted(workspace_id, hint, deadline);
+        let build = || self.snapshot_hinted(workspace_id, hint, deadline);
         self.memo.get_or_build(recipe, &self.cache, build).await
     }
 }
@@ -164,15 +164,16 @@ impl Memo {
 
     /// The snapshot `recipe` names: the memo while every read it used is fresh in `cache`
     /// (counted there as those hits), else what `build` makes, kept when a rebuild from the
-    /// same cache would make the same.
-    pub(super) async fn get_or_build<V: Clone>(
+    /// same cache would make the same. The build is boxed and made only on a miss: a
+    /// snapshot's future is large, and this one is moved around in `join_all`.
+    pub(super) async fn get_or_build<V: Clone, F: Future<Output = Snapshot>>(
         &self,
         recipe: Recipe,
         cache: &ReadCache<V>,
-        build: impl Future<Output = Snapshot>,
+        build: impl FnOnce() -> F,
     ) -> Arc<Snapshot> {
         if super::bulk::PREFILLED.try_with(|_| ()).is_ok() {
-            return Arc::new(build.await);
+            return Arc::new(Box::pin(build()).await);
         }
         let key = recipe.workspace_id.to_ascii_lowercase();
         let (hit, epoch) = {
@@ -197,7 +198,7 @@ impl Memo {
         }
         let (snapshot, used) = USED
             .scope(Cell::new(Used::default()), async {
-                let snapshot = build.await;
+                let snapshot = Box::pin(build()).await;
                 let used = USED.try_with(Cell::get).unwrap_or(Used {
                     unrepeatable: true,
                     ..Used::default()
@@ -325,7 +326,7 @@ mod tests {
         async fn snapshot(&self, hint: Option<&Workspace>) -> Arc<Snapshot> {
             let id = ArmResourceId::parse(WORKSPACE).unwrap();
             self.memo
-                .get_or_build(Recipe::new(&id, hint), &self.cache, self.build())
+                .get_or_build(Recipe::new(&id, hint), &self.cache, || self.build())
                 .await
         }
 
@@ -559,7 +560,7 @@ mod tests {
         let id = ArmResourceId::parse(&WORKSPACE.to_uppercase()).unwrap();
         let shouted = world
             .memo
-            .get_or_build(Recipe::new(&id, None), &world.cache, world.build())
+            .get_or_build(Recipe::new(&id, None), &world.cache, || world.build())
             .await;
         assert!(
             !Arc::ptr_eq(&again, &shouted),
@@ -574,7 +575,7 @@ mod tests {
         let id = ArmResourceId::parse(WORKSPACE).unwrap();
         let first = world
             .memo
-            .get_or_build(Recipe::new(&id, None), &world.cache, async {
+            .get_or_build(Recipe::new(&id, None), &world.cache, || async {
                 let snapshot = world.build().await;
                 world.forget_before(OffsetDateTime::now_utc() + Duration::from_secs(1));
                 snapshot
@@ -592,7 +593,7 @@ mod tests {
         let id = ArmResourceId::parse(WORKSPACE).unwrap();
         let first = world
             .memo
-            .get_or_build(Recipe::new(&id, None), &world.cache, async {
+            .get_or_build(Recipe::new(&id, None), &world.cache, || async {
                 let snapshot = world.build().await;
                 world.clear();
                 snapshot

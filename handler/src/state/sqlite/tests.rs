@@ -381,3 +381,66 @@ async fn a_call_that_finds_the_file_locked_waits_off_the_callers_thread() {
         .unwrap();
     assert_eq!(held, "by another process");
 }
+
+#[tokio::test]
+async fn an_event_lease_lives_in_the_events_row_until_it_is_claimed_or_pruned() {
+    let (_scratch, path) = temp_db("lease-row");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let t0 = time::macros::datetime!(2026-11-28 12:00 UTC);
+    let lease = Duration::minutes(1);
+    // A crashed invocation's lease is taken over when it ends; the late first owner's finish
+    // still claims the event, and the event is handled for everyone from then on.
+    assert_eq!(
+        store.begin_event("e1", "first", t0, lease).await.unwrap(),
+        EventStart::Leased
+    );
+    let later = t0 + Duration::minutes(2);
+    assert_eq!(
+        store
+            .begin_event("e1", "second", later, lease)
+            .await
+            .unwrap(),
+        EventStart::Leased
+    );
+    store
+        .end_event("e1", "first", true, later, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .begin_event("e1", "third", later, lease)
+            .await
+            .unwrap(),
+        EventStart::Handled
+    );
+    assert_eq!(
+        event_rows(&store).await.unwrap(),
+        [("e1".to_owned(), true, None)],
+        "one row: claimed, leased by nobody"
+    );
+
+    // A lease nobody ends is pruned once it has run out, and only then.
+    store.begin_event("e2", "gone", t0, lease).await.unwrap();
+    assert_eq!(store.prune(t0).await.unwrap(), 0);
+    assert_eq!(store.prune(t0 + lease).await.unwrap(), 1);
+    assert_eq!(
+        event_rows(&store).await.unwrap().len(),
+        1,
+        "the claim of e1 is kept"
+    );
+    assert!(!store.event_claimed("e2").await.unwrap());
+}
+
+/// Every `event_claims` row: the event id, whether it is claimed, and who holds its lease.
+async fn event_rows(store: &SqliteStore) -> Result<Vec<(String, bool, Option<String>)>> {
+    store
+        .run(|c| {
+            let mut statement = c.prepare(
+                "SELECT event_id, claimed_at IS NOT NULL, lease_owner FROM event_claims
+                 ORDER BY event_id",
+            )?;
+            let rows = statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+}

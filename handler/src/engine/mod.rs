@@ -19,7 +19,6 @@ mod fanout;
 mod scan;
 mod sweep;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -213,7 +212,7 @@ impl Engine {
             }
         }
         outcome.workspaces = workspaces.iter().map(|(f, _)| f.id.to_string()).collect();
-        let snapshots: Vec<Arc<Snapshot>> = join_all(workspaces.iter().map(|(found, _)| {
+        let snapshots = join_all(workspaces.iter().map(|(found, _)| {
             self.observer
                 .snapshot_shared(&found.id, found.hint.as_ref(), deadline)
         }))

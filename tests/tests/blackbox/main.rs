@@ -36,6 +36,7 @@ mod security_input;
 mod security_key_host;
 mod security_scope;
 mod settings;
+mod snapshot_memo;
 mod sweep;
 mod sweep_fanout;
 mod telemetry;

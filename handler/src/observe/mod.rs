@@ -1,7 +1,8 @@
 //! Observe: read a workspace's whole CMK chain into a [`Snapshot`]. Independent reads run
 //! concurrently in two rounds (the workspace with its endpoints and providers; then the vault,
 //! key versions and role assignments it names); every read goes through a single-flight TTL
-//! cache. A read that fails is recorded in the snapshot, never treated as compliant.
+//! cache. A read that fails is recorded in the snapshot, never treated as compliant. Events
+//! take the snapshot through a memo that lives exactly as long as the reads it used (`memo`).
 
 pub mod bulk;
 mod graph;

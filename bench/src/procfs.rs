@@ -52,6 +52,22 @@ pub fn thread_cpu_ns(pid: u32) -> Option<u64> {
     Some(total)
 }
 
+/// The machine's CPU time so far in clock ticks, as (all, stolen): the `cpu` line of
+/// `/proc/stat`. Steal is time the hypervisor gave this VM's CPUs to others while a thread was
+/// meant to run; a thread's own CPU figures include it, so a run with much of it is noisy.
+pub fn machine_ticks() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let all = fields.iter().take(8).sum();
+    Some((all, *fields.get(7)?))
+}
+
 /// `VmRSS` and `VmHWM` (peak RSS) of `pid` in KiB.
 pub fn memory_kib(pid: u32) -> Option<(u64, u64)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

@@ -514,9 +514,7 @@ impl StateStore for SqliteStore {
         let until = to_nanos(later(now, lease)?)?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.run(move |connection| {
-            let transaction =
-                connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let rows = {
+            let rows = immediate(connection, |transaction| {
                 let mut statement = transaction.prepare_cached(
                     "UPDATE outbox SET next_attempt_at = ?2, attempts = attempts + 1
                      WHERE id IN (SELECT id FROM outbox
@@ -537,9 +535,9 @@ impl StateStore for SqliteStore {
                             row.get(6)?,
                         ))
                     })?
-                    .collect::<rusqlite::Result<Vec<OutboxRow>>>()?
-            };
-            transaction.commit()?;
+                    .collect::<rusqlite::Result<Vec<OutboxRow>>>()
+                    .map_err(StateError::from)
+            })?;
             let mut items = rows
                 .into_iter()
                 .map(outbox_item)
@@ -629,22 +627,21 @@ impl StateStore for SqliteStore {
     async fn add_managed_resource_groups(&self, names: &[String]) -> Result<()> {
         let names = names.to_vec();
         self.run(move |connection| {
-            let transaction =
-                connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let stored: Option<String> = transaction
-                .query_row(
-                    "SELECT value FROM cursors WHERE name = 'managed-groups'",
-                    [],
-                    |row| row.get(0),
-                )
-                .optional()?;
-            transaction.execute(
-                "INSERT INTO cursors (name, value) VALUES ('managed-groups', ?1)
+            immediate(connection, |transaction| {
+                let stored: Option<String> = transaction
+                    .query_row(
+                        "SELECT value FROM cursors WHERE name = 'managed-groups'",
+                        [],
+                        |row| row.get(0),
+                    )
+                    .optional()?;
+                transaction.execute(
+                    "INSERT INTO cursors (name, value) VALUES ('managed-groups', ?1)
                  ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                [super::merged_group_names(stored.as_deref(), &names)],
-            )?;
-            transaction.commit()?;
-            Ok(())
+                    [super::merged_group_names(stored.as_deref(), &names)],
+                )?;
+                Ok(())
+            })
         })
         .await
     }
@@ -655,30 +652,29 @@ impl StateStore for SqliteStore {
         let attempts_before = to_nanos(earlier(now, ATTEMPT_RETENTION)?)?;
         let sent_before = to_nanos(earlier(now, SENT_NOTIFICATION_RETENTION)?)?;
         self.run(move |connection| {
-            let transaction =
-                connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let mut removed = transaction.execute(
-                "DELETE FROM event_claims WHERE claimed_at < ?1",
-                [events_before],
-            )?;
-            removed += transaction.execute(
-                "DELETE FROM remediation_attempts WHERE at < ?1",
-                [attempts_before],
-            )?;
-            removed += transaction.execute(
-                "DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?1",
-                [sent_before],
-            )?;
-            removed += transaction.execute(
-                "DELETE FROM remediation_claims WHERE expires_at <= ?1",
-                [now_nanos],
-            )?;
-            removed += transaction.execute(
-                "DELETE FROM event_claims WHERE claimed_at IS NULL AND lease_expires_at <= ?1",
-                [now_nanos],
-            )?;
-            transaction.commit()?;
-            Ok(removed)
+            immediate(connection, |transaction| {
+                let mut removed = transaction.execute(
+                    "DELETE FROM event_claims WHERE claimed_at < ?1",
+                    [events_before],
+                )?;
+                removed += transaction.execute(
+                    "DELETE FROM remediation_attempts WHERE at < ?1",
+                    [attempts_before],
+                )?;
+                removed += transaction.execute(
+                    "DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?1",
+                    [sent_before],
+                )?;
+                removed += transaction.execute(
+                    "DELETE FROM remediation_claims WHERE expires_at <= ?1",
+                    [now_nanos],
+                )?;
+                removed += transaction.execute(
+                    "DELETE FROM event_claims WHERE claimed_at IS NULL AND lease_expires_at <= ?1",
+                    [now_nanos],
+                )?;
+                Ok(removed)
+            })
         })
         .await
     }

@@ -77,7 +77,7 @@ impl<V: Clone> ReadCache<V> {
     /// would have been a hit of this cache.
     pub fn count_hits(&self, lookups: u64) {
         self.hits.fetch_add(lookups, Ordering::Relaxed);
-        crate::telemetry::record_cache_hits(lookups);
+        crate::telemetry::record_cache_lookups(true, lookups);
     }
 
     /// Drops `key`'s entry if it is still `slot` (a newer read may have replaced it).
@@ -115,11 +115,11 @@ impl<V: Clone> ReadCache<V> {
         });
         if let Some(slot) = fresh {
             self.hits.fetch_add(1, Ordering::Relaxed);
-            crate::telemetry::record_cache_lookup(true);
+            crate::telemetry::record_cache_lookups(true, 1);
             return slot.clone();
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
-        crate::telemetry::record_cache_lookup(false);
+        crate::telemetry::record_cache_lookups(false, 1);
         let slot = Arc::new(Slot {
             cell: OnceCell::new(),
             started: time::OffsetDateTime::now_utc(),

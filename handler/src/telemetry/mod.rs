@@ -441,19 +441,13 @@ pub fn record_notification(channel: &str, result: &str) {
     );
 }
 
-/// Counts one read-cache lookup.
-pub fn record_cache_lookup(hit: bool) {
+/// Counts `count` read-cache lookups that hit or missed (a remembered snapshot answers for
+/// every hit its reads would have been).
+pub fn record_cache_lookups(hit: bool, count: u64) {
     instruments().cache_lookups.add(
-        1,
+        count,
         &[KeyValue::new("result", if hit { "hit" } else { "miss" })],
     );
-}
-
-/// Counts read-cache hits answered at once by a remembered snapshot (each would have been a hit).
-pub fn record_cache_hits(count: u64) {
-    instruments()
-        .cache_lookups
-        .add(count, &[KeyValue::new("result", "hit")]);
 }
 
 /// A per-try pipeline policy: one client span per Azure HTTP request (method, URL without

@@ -243,27 +243,51 @@ impl Outcome {
     /// One human-readable line for the host's `Logs`; each part bounded, so the line is too.
     pub fn log_line(&self) -> String {
         use crate::text::{REASON, clean, field};
+        use std::fmt::Write as _;
         let id = field(self.event.id.as_deref().unwrap_or("(no id)"));
         let event_type = field(self.event.event_type.as_deref().unwrap_or("(no type)"));
-        let verb = self.disposition.as_str();
-        let mut line = format!("{verb} event {id} ({event_type})");
-        if let Some(resource) = &self.resource {
-            line.push_str(&format!(" on {}", field(resource)));
+        // Written piece by piece into one buffer: a `format!` per part cost a buffer each.
+        let resource = self.resource.as_deref().map(field);
+        let reason = self.reason.as_deref().map(|reason| clean(reason, REASON));
+        let parts = [
+            Some(&id),
+            Some(&event_type),
+            resource.as_ref(),
+            reason.as_ref(),
+        ];
+        let mut line = String::with_capacity(
+            parts.iter().flatten().map(|part| part.len()).sum::<usize>() + LOG_LINE_WORDS,
+        );
+        line.push_str(self.disposition.as_str());
+        line.push_str(" event ");
+        line.push_str(&id);
+        line.push_str(" (");
+        line.push_str(&event_type);
+        line.push(')');
+        if let Some(resource) = &resource {
+            line.push_str(" on ");
+            line.push_str(resource);
         }
-        if let Some(reason) = &self.reason {
-            line.push_str(&format!(": {}", clean(reason, REASON)));
+        if let Some(reason) = &reason {
+            line.push_str(": ");
+            line.push_str(reason);
         }
         if self.disposition == Disposition::Evaluated {
-            line.push_str(&format!(
+            // Writing to a `String` cannot fail.
+            let _ = write!(
+                line,
                 ": {} workspace(s), {} finding(s), {} action(s)",
                 self.workspaces.len(),
                 self.findings.len(),
                 self.actions.len()
-            ));
+            );
         }
         line
     }
 }
+
+/// Room in a log line for what [`Outcome::log_line`] writes besides the event's own fields.
+const LOG_LINE_WORDS: usize = 96;
 
 /// The reply to the Functions host for a non-HTTP trigger (`HttpScriptInvocationResult`).
 /// Always a JSON object: an empty 200 body would leave the invocation hanging until timeout.

@@ -4,14 +4,15 @@
 //! failed send loses nothing), and write an audit record. In `observe` mode nothing leaves:
 //! no alert, no digest, no retry of the outbox.
 
+mod audit;
 mod outbox;
 
+pub use audit::audit_record;
 pub use outbox::merge_digest;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use serde_json::json;
 use time::{Duration, OffsetDateTime};
 use tokio::time::Instant;
 
@@ -254,9 +255,8 @@ impl Actor {
             self.flush_outbox(outcome, now).await?;
         }
         if audit {
-            self.store
-                .append_audit(now, &audit_record(outcome, None))
-                .await?;
+            let record = audit_record(outcome, None).to_value()?;
+            self.store.append_audit(now, &record).await?;
         }
         Ok(())
     }
@@ -528,36 +528,6 @@ fn budget_finding(finding: &Finding) -> Finding {
         ),
         expected: "a remediation holds; nobody reverts it".to_owned(),
     }
-}
-
-/// The audit trail's record of one invocation: what came in and from whom (`caller`, when an
-/// event named one), what was found, done and alerted (`crate::history` replays these). Fields
-/// are added, never renamed: older records must still read. Never a secret.
-pub fn audit_record(
-    outcome: &Outcome,
-    caller: Option<&crate::history::Caller>,
-) -> serde_json::Value {
-    json!({
-        "event": outcome.event,
-        "disposition": outcome.disposition,
-        "caller": caller,
-        "workspaces": outcome.workspaces,
-        "findings": outcome.findings.iter().map(|f| json!({
-            "workspace": f.workspace,
-            "rule": f.rule,
-            "resource": f.resource,
-            "severity": f.severity,
-            "state": f.state,
-            "observed": crate::text::clean(&f.observed, crate::text::REASON),
-        })).collect::<Vec<_>>(),
-        "actions": outcome.actions,
-        "alerted": outcome.alerted.iter().map(|a| json!({
-            "workspace": a.workspace,
-            "rule": a.rule,
-            "resource": a.resource,
-            "channel": a.channel,
-        })).collect::<Vec<_>>(),
-    })
 }
 
 #[cfg(test)]

@@ -116,11 +116,21 @@ impl Engine {
         let audit = result
             .as_ref()
             .ok()
-            .map(|outcome| crate::act::audit_record(outcome, caller.as_ref()));
+            .map(|outcome| crate::act::audit_record(outcome, caller.as_ref()).to_json())
+            .transpose();
         let now = time::OffsetDateTime::now_utc();
-        let ended = store
-            .end_event(id, &owner, result.is_ok(), now, audit.as_ref())
-            .await;
+        let ended = match audit {
+            Ok(audit) => {
+                store
+                    .end_event(id, &owner, result.is_ok(), now, audit.as_deref())
+                    .await
+            }
+            // Unreachable (see `to_json`); the event is released unclaimed, to come again.
+            Err(error) => store
+                .end_event(id, &owner, false, now, None)
+                .await
+                .and(Err(error)),
+        };
         match (result, ended) {
             (Ok(outcome), Err(error)) => self.settle(outcome, Failure::State(error)),
             (result, _) => result,

@@ -355,18 +355,25 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     }
 
     /// Ends handling an event [`begin_event`](StateStore::begin_event) leased: appends its
-    /// `audit` record, claims its id when it `finished` (a redelivery is then a duplicate), and
-    /// releases the lease; in one write where the backend can.
+    /// `audit` record (JSON text: the event's record is written straight from the Outcome, see
+    /// [`crate::act::audit_record`]), claims its id when it `finished` (a redelivery is then a
+    /// duplicate), and releases the lease; in one write where the backend can.
     async fn end_event(
         &self,
         event_id: &str,
         owner: &str,
         finished: bool,
         now: OffsetDateTime,
-        audit: Option<&serde_json::Value>,
+        audit: Option<&str>,
     ) -> Result<()> {
-        if let Some(record) = audit {
-            self.append_audit(now, record).await?;
+        if let Some(text) = audit {
+            let record = serde_json::from_str(text).map_err(|e| {
+                StateError::new(
+                    StateErrorKind::Permanent,
+                    format!("the audit record is not JSON: {e}"),
+                )
+            })?;
+            self.append_audit(now, &record).await?;
         }
         let claimed = if finished {
             self.claim_event(event_id, now).await.map(|_| ())

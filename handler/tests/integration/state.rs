@@ -235,7 +235,7 @@ async fn an_event_is_begun_by_one_invocation_and_ended_once(backend: &Backend) {
     );
     let record = serde_json::json!({"event": {"id": "evt-b"}, "disposition": "evaluated"});
     store
-        .end_event("evt-b", "b", true, T0, Some(&record))
+        .end_event("evt-b", "b", true, T0, Some(&record.to_string()))
         .await
         .unwrap();
     assert!(store.event_claimed("evt-b").await.unwrap());

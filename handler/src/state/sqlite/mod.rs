@@ -182,26 +182,22 @@ impl StateStore for SqliteStore {
         let now_nanos = to_nanos(now)?;
         let expires_at = to_nanos(later(now, lease)?)?;
         self.run(move |connection| {
-            immediate(connection, |connection| {
-                let row: Option<(bool, Option<String>, Option<i64>)> = connection
-                    .prepare_cached(EVENT_ROW)?
-                    .query_row(params![event_id], |row| {
-                        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-                    })
-                    .optional()?;
-                match row {
-                    Some((true, _, _)) => return Ok(EventStart::Handled),
-                    Some((false, Some(holder), Some(until)))
-                        if holder != owner && until > now_nanos =>
-                    {
-                        return Ok(EventStart::Busy);
-                    }
-                    _ => {}
-                }
-                connection
-                    .prepare_cached(LEASE_EVENT)?
-                    .execute(params![event_id, owner, expires_at])?;
-                Ok(EventStart::Leased)
+            let leased = connection
+                .prepare_cached(LEASE_EVENT)?
+                .execute(params![event_id, owner, expires_at, now_nanos])?;
+            if leased == 1 {
+                return Ok(EventStart::Leased);
+            }
+            // Not leased: claimed, or another owner's lease runs. Read in a statement of its
+            // own, the row may have changed since; claims stay, and an answer of busy only has
+            // the event delivered again later.
+            let claimed: i64 = connection
+                .prepare_cached(EVENT_CLAIMED)?
+                .query_row(params![event_id], |row| row.get(0))?;
+            Ok(if claimed > 0 {
+                EventStart::Handled
+            } else {
+                EventStart::Busy
             })
         })
         .await
@@ -213,12 +209,12 @@ impl StateStore for SqliteStore {
         owner: &str,
         finished: bool,
         now: OffsetDateTime,
-        audit: Option<&serde_json::Value>,
+        audit: Option<&str>,
     ) -> Result<()> {
         let event_id = event_id.to_owned();
         let owner = owner.to_owned();
         let claimed_at = to_nanos(now)?;
-        let audit = audit.map(json_text);
+        let audit = audit.map(str::to_owned);
         self.run(move |connection| {
             immediate(connection, |connection| {
                 if let Some(record) = &audit {
@@ -245,10 +241,7 @@ impl StateStore for SqliteStore {
         let key = key.clone();
         self.run(move |connection| {
             let row = connection
-                .prepare_cached(&format!(
-                    "SELECT {FINDING_COLUMNS} FROM findings
-                         WHERE workspace = ?1 AND rule = ?2 AND resource = ?3"
-                ))?
+                .prepare_cached(FINDING)?
                 .query_row(
                     params![key.workspace, key.rule, key.resource],
                     read_finding_row,
@@ -266,10 +259,7 @@ impl StateStore for SqliteStore {
     ) -> Result<Vec<(FindingKey, Versioned<FindingRecord>)>> {
         let workspace = workspace.to_owned();
         self.run(move |connection| {
-            let mut statement = connection.prepare_cached(&format!(
-                "SELECT {FINDING_COLUMNS} FROM findings WHERE workspace = ?1
-                 ORDER BY rule, resource"
-            ))?;
+            let mut statement = connection.prepare_cached(WORKSPACE_FINDINGS)?;
             let rows = statement
                 .query_map([&workspace], read_finding_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -281,10 +271,7 @@ impl StateStore for SqliteStore {
     async fn open_findings(&self) -> Result<Vec<(FindingKey, Versioned<FindingRecord>)>> {
         let open = enum_text(&FindingState::Open)?;
         self.run(move |connection| {
-            let mut statement = connection.prepare_cached(&format!(
-                "SELECT {FINDING_COLUMNS} FROM findings WHERE state = ?1
-                 ORDER BY workspace, rule, resource"
-            ))?;
+            let mut statement = connection.prepare_cached(FINDINGS_IN_STATE)?;
             let rows = statement
                 .query_map([&open], read_finding_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;

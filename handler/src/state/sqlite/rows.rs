@@ -62,9 +62,6 @@ pub(super) type FindingRow = (
     String,
 );
 
-pub(super) const FINDING_COLUMNS: &str = "workspace, rule, resource, version, state, severity, first_seen, \
-                               last_seen, last_notified, observed";
-
 pub(super) fn read_finding_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<FindingRow> {
     Ok((
         row.get(0)?,

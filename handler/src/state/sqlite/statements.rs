@@ -10,16 +10,18 @@ pub(super) const CLAIM_EVENT: &str =
      ON CONFLICT (event_id) DO UPDATE SET claimed_at = excluded.claimed_at
          WHERE event_claims.claimed_at IS NULL";
 
-/// Event ?1's row: whether it was claimed, and who holds its lease until when.
-pub(super) const EVENT_ROW: &str =
-    "SELECT claimed_at IS NOT NULL, lease_owner, lease_expires_at FROM event_claims
-     WHERE event_id = ?1";
-
-/// Gives event ?1's lease to ?2 until ?3 (the caller checked that it is free).
+/// Gives event ?1's lease to ?2 until ?3 unless the event was claimed or another owner's lease
+/// runs past ?4 (now); one changed row when leased. One statement rather than a read and a
+/// write in a transaction: the common answer then costs one step instead of four.
 pub(super) const LEASE_EVENT: &str =
     "INSERT INTO event_claims (event_id, lease_owner, lease_expires_at) VALUES (?1, ?2, ?3)
      ON CONFLICT (event_id) DO UPDATE
-         SET lease_owner = excluded.lease_owner, lease_expires_at = excluded.lease_expires_at";
+         SET lease_owner = excluded.lease_owner, lease_expires_at = excluded.lease_expires_at
+         WHERE event_claims.claimed_at IS NULL
+           AND (event_claims.lease_owner IS NULL
+                OR event_claims.lease_expires_at IS NULL
+                OR event_claims.lease_owner = excluded.lease_owner
+                OR event_claims.lease_expires_at <= ?4)";
 
 /// Claims event ?1 at ?2 (unless it was claimed before) and ends the lease of owner ?3; once
 /// the event is claimed, nobody leases it again, so another owner's lease is moot and ends too.
@@ -50,3 +52,33 @@ pub(super) const RELEASE_REMEDIATION: &str =
 
 /// Appends an audit record (?2) at ?1.
 pub(super) const APPEND_AUDIT: &str = "INSERT INTO audit (at, record) VALUES (?1, ?2)";
+
+/// The columns [`super::rows::read_finding_row`] reads, in its order. A macro, so that the
+/// statements below are constants: built with `format!`, they were formatted on every call.
+macro_rules! finding_columns {
+    () => {
+        "workspace, rule, resource, version, state, severity, first_seen, last_seen, \
+         last_notified, observed"
+    };
+}
+
+/// The finding of (workspace ?1, rule ?2, resource ?3).
+pub(super) const FINDING: &str = concat!(
+    "SELECT ",
+    finding_columns!(),
+    " FROM findings WHERE workspace = ?1 AND rule = ?2 AND resource = ?3"
+);
+
+/// Workspace ?1's findings.
+pub(super) const WORKSPACE_FINDINGS: &str = concat!(
+    "SELECT ",
+    finding_columns!(),
+    " FROM findings WHERE workspace = ?1 ORDER BY rule, resource"
+);
+
+/// The findings in state ?1 (the open ones).
+pub(super) const FINDINGS_IN_STATE: &str = concat!(
+    "SELECT ",
+    finding_columns!(),
+    " FROM findings WHERE state = ?1 ORDER BY workspace, rule, resource"
+);

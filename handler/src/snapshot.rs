@@ -148,12 +148,17 @@ pub struct CmkPrincipal {
 impl CmkPrincipal {
     /// Who this is, for findings, remediation details and their descriptions.
     pub fn describe(&self) -> String {
+        let principal = &self.principal_id;
         match &self.user_assigned_identity {
-            Some(uai) => format!(
-                "user-assigned identity {uai} (principal {})",
-                self.principal_id
-            ),
-            None => format!("system identity (principal {})", self.principal_id),
+            Some(uai) => [
+                "user-assigned identity ",
+                uai,
+                " (principal ",
+                principal,
+                ")",
+            ]
+            .concat(),
+            None => ["system identity (principal ", principal, ")"].concat(),
         }
     }
 }

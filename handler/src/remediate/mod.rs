@@ -345,7 +345,7 @@ impl Act<'_> {
             trigger: None,
         };
         rules::find(rule)
-            .and_then(|rule| (rule.check)(&context).into_iter().next())
+            .and_then(|rule| rule.check(&context).into_iter().next())
             .unwrap_or(Check {
                 rule,
                 resource: String::new(),

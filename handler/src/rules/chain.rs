@@ -4,7 +4,7 @@
 
 use super::{Check, Status};
 use crate::catalogue::RuleId;
-use crate::ids::KeyUrl;
+use crate::ids::{IdError, KeyUrl};
 use crate::snapshot::{Encryption, KeyVersion, Read, Snapshot, Vault, Workspace};
 
 /// Why a rule reaches no verdict.
@@ -29,6 +29,60 @@ impl Gate {
             Gate::Unknown(why) => (Status::Unknown, why),
         };
         Check::new(rule, resource, status, why, expected)
+    }
+}
+
+/// What the rules quote about the chain, worked out once per evaluation and lent to every rule.
+/// An evaluation runs on every relevant event, and building the same ids and labels and parsing
+/// the same key URL in each of the eighteen rules was most of its cost.
+#[derive(Debug)]
+pub(crate) struct Links {
+    /// What workspace rules are about: the workspace itself.
+    pub(crate) workspace: String,
+    /// What vault rules are about: the vault's ARM id as the workspace names it.
+    pub(crate) vault: String,
+    /// What key rules are about: the key URL as the workspace names it (with its pinned version,
+    /// if any), so a finding keeps its identity across reads until the workspace is repointed.
+    pub(crate) key: String,
+    /// The workspace's subscription as an ARM id, `/subscriptions/{id}`.
+    pub(crate) subscription: String,
+    /// The workspace's `keyIdentifier`, parsed; `None` when the workspace names no key.
+    pub(crate) key_url: Option<Result<KeyUrl, IdError>>,
+    /// [`key_label`] of the key version in use; empty when that key was not read.
+    pub(crate) key_label: String,
+}
+
+impl Links {
+    pub(crate) fn new(snapshot: &Snapshot) -> Self {
+        let workspace = snapshot.workspace_id.to_string();
+        let encryption = encryption(snapshot);
+        let vault = encryption
+            .and_then(|e| e.key_vault_arm_id.clone())
+            .unwrap_or_else(|| workspace.clone());
+        let key = encryption
+            .and_then(|e| e.key_identifier.clone())
+            .unwrap_or_else(|| workspace.clone());
+        let subscription = snapshot.workspace_id.subscription().as_str();
+        Self {
+            subscription: ["/subscriptions/", subscription].concat(),
+            key_url: encryption
+                .and_then(|e| e.key_identifier.as_deref())
+                .map(KeyUrl::parse),
+            key_label: snapshot
+                .key
+                .as_ref()
+                .and_then(Read::found)
+                .map(key_label)
+                .unwrap_or_default(),
+            workspace,
+            vault,
+            key,
+        }
+    }
+
+    /// The workspace's key URL, when it names one that parses.
+    pub(crate) fn key_url(&self) -> Option<&KeyUrl> {
+        self.key_url.as_ref()?.as_ref().ok()
     }
 }
 
@@ -92,37 +146,10 @@ pub(crate) fn key(snapshot: &Snapshot) -> Result<&KeyVersion, Gate> {
     }
 }
 
-/// What workspace rules are about: the workspace itself.
-pub(crate) fn workspace_resource(snapshot: &Snapshot) -> String {
-    snapshot.workspace_id.to_string()
-}
-
-/// What vault rules are about: the vault's ARM id as the workspace names it.
-pub(crate) fn vault_resource(snapshot: &Snapshot) -> String {
-    encryption(snapshot)
-        .and_then(|e| e.key_vault_arm_id.clone())
-        .unwrap_or_else(|| workspace_resource(snapshot))
-}
-
-/// What key rules are about: the key URL as the workspace names it (with its pinned version,
-/// if any), so a finding keeps its identity across reads until the workspace is repointed.
-pub(crate) fn key_resource(snapshot: &Snapshot) -> String {
-    encryption(snapshot)
-        .and_then(|e| e.key_identifier.clone())
-        .unwrap_or_else(|| workspace_resource(snapshot))
-}
-
-/// The workspace's key URL, parsed.
-pub(crate) fn key_url(snapshot: &Snapshot) -> Option<KeyUrl> {
-    encryption(snapshot)
-        .and_then(|e| e.key_identifier.as_deref())
-        .and_then(|text| KeyUrl::parse(text).ok())
-}
-
 /// A key version's name for messages: `name/version` or `name`.
 pub(crate) fn key_label(key: &KeyVersion) -> String {
     match &key.version {
-        Some(version) => format!("{}/{version}", key.key_name),
+        Some(version) => [key.key_name.as_str(), "/", version].concat(),
         None => key.key_name.clone(),
     }
 }

@@ -19,7 +19,7 @@
 //! Reader there …").
 
 use super::chain;
-use super::{Check, Context, Rule};
+use super::{Check, Context, Links, Rule};
 use crate::catalogue::RuleId;
 use crate::ids::{ArmResourceId, KeyUrl};
 use crate::outcome::{Finding, FindingState, Severity};
@@ -27,21 +27,25 @@ use crate::snapshot::{Read, ReadFailure, Snapshot, Vault};
 
 pub(super) const RULE: Rule = Rule {
     id: RuleId::GuardVisibility,
-    check,
+    judge: check,
 };
 
 const EXPECTED: &str = "cmk-guard can read every resource the CMK chain references";
 
-fn check(context: &Context) -> Vec<Check> {
+fn check(context: &Context, links: &Links) -> Vec<Check> {
     let snapshot = context.snapshot;
-    let mut checks: Vec<Check> = failures(snapshot).into_iter().map(failed).collect();
-    checks.extend(gaps(snapshot).into_iter().map(|(resource, observed)| {
-        Check::fail(RULE.id, resource, Severity::High, observed, EXPECTED)
-    }));
+    let mut checks: Vec<Check> = failures(snapshot).map(failed).collect();
+    checks.extend(
+        gaps(snapshot, links)
+            .into_iter()
+            .map(|(resource, observed)| {
+                Check::fail(RULE.id, resource, Severity::High, observed, EXPECTED)
+            }),
+    );
     if checks.is_empty() {
         checks.push(Check::pass(
             RULE.id,
-            chain::workspace_resource(snapshot),
+            links.workspace.clone(),
             "every resource the chain references was read",
             EXPECTED,
         ));
@@ -111,34 +115,38 @@ fn observed(failure: &ReadFailure) -> String {
 }
 
 /// Every failed read in the snapshot, role definitions included.
-fn failures(snapshot: &Snapshot) -> Vec<&ReadFailure> {
-    let mut all = vec![snapshot.workspace.failure()];
-    all.push(snapshot.vault.as_ref().and_then(Read::failure));
-    all.push(snapshot.deleted_vault.as_ref().and_then(Read::failure));
-    all.push(snapshot.key.as_ref().and_then(Read::failure));
-    all.push(snapshot.latest_key.as_ref().and_then(Read::failure));
-    all.push(snapshot.rotation_policy.as_ref().and_then(Read::failure));
-    all.push(snapshot.role_assignments.as_ref().and_then(Read::failure));
-    all.push(snapshot.endpoints.as_ref().and_then(Read::failure));
-    all.push(snapshot.providers.as_ref().and_then(Read::failure));
-    all.push(snapshot.wiring.as_ref().and_then(Read::failure));
-    if let Some(Read::Found(assignments)) = &snapshot.role_assignments {
-        all.extend(assignments.iter().map(|a| a.definition.failure()));
-    }
-    all.into_iter().flatten().collect()
+fn failures(snapshot: &Snapshot) -> impl Iterator<Item = &ReadFailure> {
+    let reads = [
+        snapshot.workspace.failure(),
+        snapshot.vault.as_ref().and_then(Read::failure),
+        snapshot.deleted_vault.as_ref().and_then(Read::failure),
+        snapshot.key.as_ref().and_then(Read::failure),
+        snapshot.latest_key.as_ref().and_then(Read::failure),
+        snapshot.rotation_policy.as_ref().and_then(Read::failure),
+        snapshot.role_assignments.as_ref().and_then(Read::failure),
+        snapshot.endpoints.as_ref().and_then(Read::failure),
+        snapshot.providers.as_ref().and_then(Read::failure),
+        snapshot.wiring.as_ref().and_then(Read::failure),
+    ];
+    let assignments = match &snapshot.role_assignments {
+        Some(Read::Found(assignments)) => assignments.as_slice(),
+        _ => &[],
+    };
+    let definitions = assignments.iter().filter_map(|a| a.definition.failure());
+    reads.into_iter().flatten().chain(definitions)
 }
 
 /// Reads the chain needs that were not made, and references that cannot be followed, as
 /// (resource, observation). A read that could not even be attempted because another problem
 /// blocks it (no identity to list role assignments for) is left to the rule that reports that
 /// problem.
-fn gaps(snapshot: &Snapshot) -> Vec<(String, String)> {
+fn gaps(snapshot: &Snapshot, links: &Links) -> Vec<(String, String)> {
     let Ok((workspace, encryption)) = chain::cmk(snapshot) else {
         return Vec::new();
     };
-    let workspace_resource = chain::workspace_resource(snapshot);
-    let vault_resource = chain::vault_resource(snapshot);
-    let key_resource = chain::key_resource(snapshot);
+    let workspace_resource = &links.workspace;
+    let vault_resource = &links.vault;
+    let key_resource = &links.key;
     let mut gaps = Vec::new();
     match (&encryption.key_vault_arm_id, &snapshot.vault) {
         (None, _) => gaps.push((
@@ -154,8 +162,8 @@ fn gaps(snapshot: &Snapshot) -> Vec<(String, String)> {
         )),
         (Some(_), Some(_)) => {}
     }
-    let key_url = encryption.key_identifier.as_deref().map(KeyUrl::parse);
-    if let (Some(Ok(key)), Some(vault)) = (&key_url, snapshot.vault.as_ref().and_then(Read::found))
+    let key_url = &links.key_url;
+    if let (Some(Ok(key)), Some(vault)) = (key_url, snapshot.vault.as_ref().and_then(Read::found))
         && let Some(observed) = key_outside_vault(key, vault)
     {
         gaps.push((key_resource.clone(), observed));
@@ -183,33 +191,32 @@ fn gaps(snapshot: &Snapshot) -> Vec<(String, String)> {
     missing(
         vault.is_some() && key_named,
         snapshot.key.is_none(),
-        &key_resource,
+        key_resource,
         "key",
     );
     missing(
         key_found,
         snapshot.rotation_policy.is_none(),
-        &key_resource,
+        key_resource,
         "key rotation policy",
     );
     missing(
         vault.is_some_and(|v| v.enable_rbac_authorization != Some(false))
             && workspace.cmk_principal().is_some(),
         snapshot.role_assignments.is_none(),
-        &vault_resource,
+        vault_resource,
         "list of role assignments of the CMK identity",
     );
     missing(
         true,
         snapshot.endpoints.is_none(),
-        &workspace_resource,
+        workspace_resource,
         "list of the workspace's endpoints",
     );
-    let subscription = format!("/subscriptions/{}", snapshot.workspace_id.subscription());
     missing(
         true,
         snapshot.providers.is_none(),
-        &subscription,
+        &links.subscription,
         "list of resource provider registrations",
     );
     gaps

@@ -12,25 +12,25 @@
 
 use super::chain;
 use super::chain::Gate;
-use super::{Check, Context, Rule};
+use super::{Check, Context, Links, Rule};
 use crate::catalogue::RuleId;
 use crate::outcome::Severity;
 
 pub(super) const RULE: Rule = Rule {
     id: RuleId::KeyEnabled,
-    check,
+    judge: check,
 };
 
 const EXPECTED: &str = "the key version in use is enabled and within its validity period";
 
-fn check(context: &Context) -> Vec<Check> {
+fn check(context: &Context, links: &Links) -> Vec<Check> {
     let snapshot = context.snapshot;
-    let resource = chain::key_resource(snapshot);
+    let resource = links.key.clone();
     let key = match chain::key(snapshot) {
         Ok(key) => key,
         Err(gate) => return vec![gate.check(RULE.id, resource, EXPECTED)],
     };
-    let label = chain::key_label(key);
+    let label = links.key_label.as_str();
     let check = match (key.enabled, key.not_before) {
         (Some(false), _) => Check::fail(
             RULE.id,
@@ -52,7 +52,7 @@ fn check(context: &Context) -> Vec<Check> {
         (Some(true), _) => Check::pass(
             RULE.id,
             resource,
-            format!("the key {label} is enabled"),
+            ["the key ", label, " is enabled"].concat(),
             EXPECTED,
         ),
         (None, _) => Gate::Unknown(format!(

@@ -13,41 +13,37 @@
 //! host `other.vault.azure.net` while `keyVaultArmId` names the vault `kv`.
 
 use super::chain::{self, Gate};
-use super::{Check, Context, Rule};
+use super::{Check, Context, Links, Rule};
 use crate::catalogue::RuleId;
-use crate::ids::KeyUrl;
 use crate::outcome::Severity;
 use crate::snapshot::Read;
 
 pub(super) const RULE: Rule = Rule {
     id: RuleId::KeyExists,
-    check,
+    judge: check,
 };
 
 const EXPECTED: &str = "the CMK key and the version the workspace uses exist in the CMK vault";
 
-fn check(context: &Context) -> Vec<Check> {
+fn check(context: &Context, links: &Links) -> Vec<Check> {
     let snapshot = context.snapshot;
-    let resource = chain::key_resource(snapshot);
+    let resource = links.key.clone();
     let stop = |gate: Gate| vec![gate.check(RULE.id, resource.clone(), EXPECTED)];
     let vault = match chain::vault(snapshot) {
         Ok(vault) => vault,
         Err(gate) => return stop(gate),
     };
-    let Some(identifier) = chain::cmk(snapshot)
-        .ok()
-        .and_then(|(_, e)| e.key_identifier.as_deref())
-    else {
-        return stop(Gate::Unknown(
-            "the workspace's encryption names no key".into(),
-        ));
-    };
-    let url = match KeyUrl::parse(identifier) {
-        Ok(url) => url,
-        Err(error) => {
+    let url = match &links.key_url {
+        Some(Ok(url)) => url,
+        Some(Err(error)) => {
             return stop(Gate::Unknown(format!(
                 "keyIdentifier cannot be read: {error}"
             )));
+        }
+        None => {
+            return stop(Gate::Unknown(
+                "the workspace's encryption names no key".into(),
+            ));
         }
     };
     if !url.vault_name().eq_ignore_ascii_case(&vault.name) {
@@ -65,10 +61,10 @@ fn check(context: &Context) -> Vec<Check> {
         )];
     }
     match &snapshot.key {
-        Some(Read::Found(key)) => vec![Check::pass(
+        Some(Read::Found(_)) => vec![Check::pass(
             RULE.id,
             resource,
-            format!("the key {} exists", chain::key_label(key)),
+            ["the key ", &links.key_label, " exists"].concat(),
             EXPECTED,
         )],
         Some(Read::NotFound) => {

@@ -14,31 +14,31 @@
 //! Non-compliant: `"exp"` yesterday (critical), in 3 days (high), in 20 days (medium).
 
 use super::chain::{self, Gate};
-use super::{Check, Context, Rule};
+use super::{Check, Context, Links, Rule};
 use crate::catalogue::RuleId;
 use crate::outcome::Severity;
 use crate::snapshot::Read;
 
 pub(super) const RULE: Rule = Rule {
     id: RuleId::KeyExpiry,
-    check,
+    judge: check,
 };
 
 const SECONDS_PER_DAY: i64 = 86_400;
 
-fn check(context: &Context) -> Vec<Check> {
+fn check(context: &Context, links: &Links) -> Vec<Check> {
     let snapshot = context.snapshot;
     let thresholds = context.policy.key_expiry();
     let expected = format!(
         "the key version in use expires in more than {} days",
         thresholds.warn_days
     );
-    let resource = chain::key_resource(snapshot);
+    let resource = links.key.clone();
     let key = match chain::key(snapshot) {
         Ok(key) => key,
         Err(gate) => return vec![gate.check(RULE.id, resource, expected.clone())],
     };
-    let label = chain::key_label(key);
+    let label = links.key_label.as_str();
     let Some(expires) = key.expires else {
         let why = format!("the key {label} has no expiration date (see key.expiry-set)");
         return vec![Gate::NotApplicable(why).check(RULE.id, resource, expected.clone())];
@@ -143,7 +143,7 @@ mod tests {
         let verdict = |days: i64| {
             let mut snapshot = compliant_snapshot();
             expiring_in(days)(&mut snapshot);
-            (RULE.check)(&context(&snapshot, &policy))[0].status
+            RULE.check(&context(&snapshot, &policy))[0].status
         };
         assert_eq!(verdict(60), MEDIUM);
         assert_eq!(verdict(10), HIGH);

@@ -13,30 +13,36 @@
 //! Non-compliant: no `exp` attribute.
 
 use super::chain;
-use super::{Check, Context, Rule};
+use super::{Check, Context, Links, Rule};
 use crate::catalogue::RuleId;
 use crate::outcome::Severity;
 
 pub(super) const RULE: Rule = Rule {
     id: RuleId::KeyExpirySet,
-    check,
+    judge: check,
 };
 
 const EXPECTED: &str = "the key version in use has an expiration date";
 
-fn check(context: &Context) -> Vec<Check> {
+fn check(context: &Context, links: &Links) -> Vec<Check> {
     let snapshot = context.snapshot;
-    let resource = chain::key_resource(snapshot);
+    let resource = links.key.clone();
     let key = match chain::key(snapshot) {
         Ok(key) => key,
         Err(gate) => return vec![gate.check(RULE.id, resource, EXPECTED)],
     };
-    let label = chain::key_label(key);
+    let label = links.key_label.as_str();
     vec![match key.expires {
         Some(expires) => Check::pass(
             RULE.id,
             resource,
-            format!("the key {label} expires at {}", chain::format_unix(expires)),
+            [
+                "the key ",
+                label,
+                " expires at ",
+                &chain::format_unix(expires),
+            ]
+            .concat(),
             EXPECTED,
         ),
         None => Check::fail(

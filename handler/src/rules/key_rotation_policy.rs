@@ -13,21 +13,21 @@
 //! Non-compliant: no rotation policy, or one with no lifetime actions.
 
 use super::chain::{self, Gate};
-use super::{Check, Context, Rule};
+use super::{Check, Context, Links, Rule};
 use crate::catalogue::RuleId;
 use crate::outcome::Severity;
 use crate::snapshot::Read;
 
 pub(super) const RULE: Rule = Rule {
     id: RuleId::KeyRotationPolicy,
-    check,
+    judge: check,
 };
 
 const EXPECTED: &str = "a key rotation policy with a Rotate or Notify action";
 
-fn check(context: &Context) -> Vec<Check> {
+fn check(context: &Context, links: &Links) -> Vec<Check> {
     let snapshot = context.snapshot;
-    let resource = chain::key_resource(snapshot);
+    let resource = links.key.clone();
     let stop = |gate: Gate| vec![gate.check(RULE.id, resource.clone(), EXPECTED)];
     let key = match chain::key(snapshot) {
         Ok(key) => key,

@@ -14,29 +14,29 @@
 //! Non-compliant: `"kty": "RSA", "keySize": 2048` (medium), `"kty": "EC", "curveName": "P-256"`.
 
 use super::chain::{self, Gate};
-use super::{Check, Context, Rule};
+use super::{Check, Context, Links, Rule};
 use crate::catalogue::RuleId;
 use crate::outcome::Severity;
 
 pub(super) const RULE: Rule = Rule {
     id: RuleId::KeyTypeSize,
-    check,
+    judge: check,
 };
 
 /// Below this an RSA key is weak by any standard.
 const WEAK_RSA_BITS: u32 = 2048;
 
-fn check(context: &Context) -> Vec<Check> {
+fn check(context: &Context, links: &Links) -> Vec<Check> {
     let snapshot = context.snapshot;
     let min_bits = context.policy.min_rsa_bits();
     let expected = format!("an RSA or RSA-HSM key of at least {min_bits} bits");
-    let resource = chain::key_resource(snapshot);
+    let resource = links.key.clone();
     let stop = |gate: Gate| vec![gate.check(RULE.id, resource.clone(), expected.clone())];
     let key = match chain::key(snapshot) {
         Ok(key) => key,
         Err(gate) => return stop(gate),
     };
-    let label = chain::key_label(key);
+    let label = links.key_label.as_str();
     let Some(kty) = key.kty.as_deref() else {
         return stop(Gate::Unknown(format!(
             "the key {label} does not report its type"
@@ -145,7 +145,7 @@ mod tests {
         let policy =
             Policy::from_toml_str("[rules.\"key.type-size\"]\nmin_rsa_bits = 4096\n", "t").unwrap();
         let snapshot = compliant_snapshot();
-        let check = &(RULE.check)(&context(&snapshot, &policy))[0];
+        let check = &RULE.check(&context(&snapshot, &policy))[0];
         assert_eq!(check.status, MEDIUM);
         assert!(check.expected.contains("4096"));
     }

@@ -23,7 +23,7 @@
 use std::collections::BTreeMap;
 
 use super::chain;
-use super::{Check, Context, Rule, Status};
+use super::{Check, Context, Links, Rule, Status};
 use crate::catalogue::RuleId;
 use crate::ids::KeyUrl;
 use crate::intake::{ChangeKind, KeyUse, Trigger, UseOperation, same_key};
@@ -31,7 +31,7 @@ use crate::outcome::Severity;
 
 pub(super) const RULE: Rule = Rule {
     id: RuleId::KeyUseFailures,
-    check,
+    judge: check,
 };
 
 const EXPECTED: &str =
@@ -40,13 +40,13 @@ const EXPECTED: &str =
 /// At most this many (caller, operation, result) groups are named in `observed`.
 const NAMED: usize = 3;
 
-fn check(context: &Context) -> Vec<Check> {
+fn check(context: &Context, links: &Links) -> Vec<Check> {
     let snapshot = context.snapshot;
-    let resource = chain::key_resource(snapshot);
+    let resource = links.key.clone();
     if let Err(gate) = chain::cmk(snapshot) {
         return vec![gate.check(RULE.id, resource, EXPECTED)];
     }
-    let Some(key) = chain::key_url(snapshot) else {
+    let Some(key) = links.key_url() else {
         let why = "the workspace names no usable key (see guard.visibility)";
         return vec![Check::new(
             RULE.id,
@@ -58,7 +58,7 @@ fn check(context: &Context) -> Vec<Check> {
     };
     let check = match context.trigger {
         Some(trigger) if trigger.change == ChangeKind::AuditLog => {
-            from_uses(context, trigger, &key, resource)
+            from_uses(context, trigger, key, resource)
         }
         Some(_) => Check::new(
             RULE.id,
@@ -67,7 +67,7 @@ fn check(context: &Context) -> Vec<Check> {
             "the event says nothing about uses of the key; only the Key Vault audit log does",
             EXPECTED,
         ),
-        None => from_chain(context, resource),
+        None => from_chain(context, links, resource),
     };
     vec![check]
 }
@@ -199,7 +199,7 @@ fn past_tense(operation: UseOperation) -> &'static str {
 
 /// The verdict of a sweep or a check: healthy when the rules a failed use would point at all
 /// pass; otherwise those rules say what is wrong and an open finding stays open.
-fn from_chain(context: &Context, resource: String) -> Check {
+fn from_chain(context: &Context, links: &Links, resource: String) -> Check {
     let healthy = [
         super::vault_exists::RULE,
         super::key_exists::RULE,
@@ -208,7 +208,7 @@ fn from_chain(context: &Context, resource: String) -> Check {
     ]
     .iter()
     .all(|rule| {
-        let checks = (rule.check)(context);
+        let checks = (rule.judge)(context, links);
         !checks.is_empty() && checks.iter().all(|c| c.status == Status::Pass)
     });
     if healthy {
@@ -239,7 +239,7 @@ mod tests {
     use crate::snapshot::Snapshot;
 
     fn key_of(snapshot: &Snapshot) -> KeyUrl {
-        chain::key_url(snapshot).unwrap()
+        Links::new(snapshot).key_url().unwrap().clone()
     }
 
     fn key_use(key: &KeyUrl, operation: UseOperation, status: u16, second: i64) -> KeyUse {
@@ -261,7 +261,7 @@ mod tests {
     }
 
     fn audit(snapshot: &Snapshot, uses: Vec<KeyUse>) -> Trigger {
-        let vault = ArmResourceId::parse(&chain::vault_resource(snapshot)).unwrap();
+        let vault = ArmResourceId::parse(&Links::new(snapshot).vault).unwrap();
         let target = Target::Arm {
             id: vault,
             kind: crate::intake::ResourceKind::Vault,
@@ -280,7 +280,7 @@ mod tests {
         let policy = Policy::default();
         let mut context = context(snapshot, &policy);
         context.trigger = trigger;
-        check(&context)
+        RULE.check(&context)
     }
 
     #[test]

@@ -26,7 +26,7 @@
 //! Non-compliant: `Microsoft.Storage/storageAccounts/delete` in `azureml-rg-ws_…` by a user.
 
 use super::chain::{self, Gate};
-use super::{Check, Context, Rule};
+use super::{Check, Context, Links, Rule};
 use crate::catalogue::RuleId;
 use crate::ids::ArmResourceId;
 use crate::intake::{ChangeKind, Target};
@@ -35,7 +35,7 @@ use crate::snapshot::Workspace;
 
 pub(super) const RULE: Rule = Rule {
     id: RuleId::ManagedResourcesTamper,
-    check,
+    judge: check,
 };
 
 /// The application id of Azure Machine Learning's first-party service principal (the same in
@@ -45,9 +45,9 @@ pub const AZURE_ML_APP_ID: &str = "0736f41a-0425-4b46-bdb5-1563eff02385";
 const EXPECTED: &str =
     "only Azure ML writes to or deletes from the workspace's service-provisioned resource group";
 
-fn check(context: &Context) -> Vec<Check> {
+fn check(context: &Context, links: &Links) -> Vec<Check> {
     let snapshot = context.snapshot;
-    let workspace_resource = chain::workspace_resource(snapshot);
+    let workspace_resource = links.workspace.clone();
     let not_applicable = |why: &str| {
         vec![Gate::NotApplicable(why.to_owned()).check(
             RULE.id,
@@ -121,6 +121,10 @@ fn managed_resource_group(workspace: &Workspace) -> Option<String> {
     if value.is_empty() {
         return None;
     }
+    // A name (the usual value) is no ARM id: no need to ask the parser, which would refuse it.
+    if !value.starts_with('/') {
+        return Some(value.to_owned());
+    }
     match ArmResourceId::parse(value) {
         Ok(id) => id.resource_group().map(str::to_owned),
         Err(_) => Some(value.to_owned()),
@@ -192,10 +196,7 @@ mod tests {
             trigger,
             ..context(snapshot, &policy)
         };
-        (RULE.check)(&context)
-            .into_iter()
-            .map(|c| c.status)
-            .collect()
+        RULE.check(&context).into_iter().map(|c| c.status).collect()
     }
 
     #[test]
@@ -300,7 +301,7 @@ mod tests {
             trigger: Some(&by_user),
             ..context(&snapshot, &policy)
         };
-        let check = &(RULE.check)(&context)[0];
+        let check = &RULE.check(&context)[0];
         assert_eq!(check.resource, member);
         assert!(check.observed.contains(USER), "{}", check.observed);
     }

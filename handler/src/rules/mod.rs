@@ -39,6 +39,7 @@ use crate::intake::Trigger;
 use crate::outcome::{Finding, FindingState, Severity};
 use crate::policy::Policy;
 use crate::snapshot::{Read, Snapshot};
+use chain::Links;
 
 /// Everything a rule may look at. Time is passed in so that tests (and replays) control it.
 #[derive(Debug, Clone, Copy)]
@@ -123,7 +124,16 @@ impl Check {
 #[derive(Debug, Clone, Copy)]
 pub struct Rule {
     pub id: RuleId,
-    pub check: fn(&Context) -> Vec<Check>,
+    /// The check itself, over the chain's [`Links`] that [`evaluate`] works out once for all rules.
+    judge: fn(&Context, &Links) -> Vec<Check>,
+}
+
+impl Rule {
+    /// This rule's verdicts on the context's snapshot, on their own (remediation asks one rule
+    /// again after a write).
+    pub fn check(&self, context: &Context) -> Vec<Check> {
+        (self.judge)(context, &Links::new(context.snapshot))
+    }
 }
 
 /// Every rule, in the order of the docs/architecture.md table (and of the findings).
@@ -199,11 +209,13 @@ impl Evaluation {
 /// Runs every enabled rule on the context's snapshot and applies the policy.
 pub fn evaluate(context: &Context) -> Evaluation {
     let policy = context.policy;
-    let workspace = context.snapshot.workspace_id.to_string();
+    let links = Links::new(context.snapshot);
+    let workspace = links.workspace.clone();
     let today = context.now.date();
     let mut evaluation = Evaluation {
         workspace: workspace.clone(),
-        checks: Vec::new(),
+        // A compliant chain gives about two dozen checks; one allocation holds them.
+        checks: Vec::with_capacity(32),
         findings: Vec::new(),
         exempted: Vec::new(),
         workspace_deleted: matches!(context.snapshot.workspace, Read::NotFound),
@@ -211,7 +223,7 @@ pub fn evaluate(context: &Context) -> Evaluation {
     for rule in RULES.iter().filter(|rule| policy.rule_enabled(rule.id)) {
         // One span per rule evaluation, at debug level (CMKGUARD_LOG=debug exports them).
         let _span = tracing::debug_span!("rule", rule = rule.id.as_str()).entered();
-        for mut check in (rule.check)(context) {
+        for mut check in (rule.judge)(context, &links) {
             let Status::Fail(own_severity) = check.status else {
                 evaluation.checks.push(check);
                 continue;

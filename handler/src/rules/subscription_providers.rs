@@ -11,25 +11,58 @@
 //! Non-compliant: `Microsoft.Search` reports `NotRegistered`, or is missing from the list.
 
 use super::chain::{self, Gate};
-use super::{Check, Context, Rule};
+use super::{Check, Context, Links, Rule};
 use crate::catalogue::RuleId;
 use crate::outcome::Severity;
-use crate::snapshot::{REQUIRED_PROVIDERS, Read};
+use crate::snapshot::Read;
 
 pub(super) const RULE: Rule = Rule {
     id: RuleId::SubscriptionProviders,
-    check,
+    judge: check,
 };
 
-fn check(context: &Context) -> Vec<Check> {
+/// Each of [`crate::snapshot::REQUIRED_PROVIDERS`] with the texts of its passing check, written out rather than
+/// formatted: this rule runs on every event, and these texts are the same every time.
+struct Provider {
+    namespace: &'static str,
+    registered: &'static str,
+    expected: &'static str,
+}
+
+const PROVIDERS: [Provider; 5] = [
+    Provider {
+        namespace: "Microsoft.MachineLearningServices",
+        registered: "Microsoft.MachineLearningServices is Registered",
+        expected: "Microsoft.MachineLearningServices is registered in the subscription",
+    },
+    Provider {
+        namespace: "Microsoft.Storage",
+        registered: "Microsoft.Storage is Registered",
+        expected: "Microsoft.Storage is registered in the subscription",
+    },
+    Provider {
+        namespace: "Microsoft.KeyVault",
+        registered: "Microsoft.KeyVault is Registered",
+        expected: "Microsoft.KeyVault is registered in the subscription",
+    },
+    Provider {
+        namespace: "Microsoft.DocumentDB",
+        registered: "Microsoft.DocumentDB is Registered",
+        expected: "Microsoft.DocumentDB is registered in the subscription",
+    },
+    Provider {
+        namespace: "Microsoft.Search",
+        registered: "Microsoft.Search is Registered",
+        expected: "Microsoft.Search is registered in the subscription",
+    },
+];
+
+fn check(context: &Context, links: &Links) -> Vec<Check> {
     let snapshot = context.snapshot;
-    let subscription = snapshot.workspace_id.subscription();
-    let subscription_resource = format!("/subscriptions/{subscription}");
-    let expected = |namespace: &str| format!("{namespace} is registered in the subscription");
     let stop = |gate: Gate| {
         vec![gate.check(
             RULE.id,
-            subscription_resource.clone(),
+            links.subscription.clone(),
             "the resource providers CMK needs are registered",
         )]
     };
@@ -50,30 +83,29 @@ fn check(context: &Context) -> Vec<Check> {
             ));
         }
     };
-    REQUIRED_PROVIDERS
+    PROVIDERS
         .iter()
-        .map(|namespace| {
-            let resource = format!("{subscription_resource}/providers/{namespace}");
+        .map(|provider| {
+            let namespace = provider.namespace;
+            let expected = provider.expected;
+            let resource = [links.subscription.as_str(), "/providers/", namespace].concat();
             let state = registrations
                 .iter()
                 .find(|r| r.namespace.eq_ignore_ascii_case(namespace))
                 .map(|r| r.registration_state.as_deref());
             match state {
-                Some(Some(state)) if state.eq_ignore_ascii_case("Registered") => Check::pass(
-                    RULE.id,
-                    resource,
-                    format!("{namespace} is Registered"),
-                    expected(namespace),
-                ),
+                Some(Some(state)) if state.eq_ignore_ascii_case("Registered") => {
+                    Check::pass(RULE.id, resource, provider.registered, expected)
+                }
                 Some(Some(state)) => Check::fail(
                     RULE.id,
                     resource,
                     Severity::Medium,
                     format!("{namespace} is {state}"),
-                    expected(namespace),
+                    expected,
                 ),
                 Some(None) => Gate::Unknown(format!("{namespace} reports no registration state"))
-                    .check(RULE.id, resource, expected(namespace)),
+                    .check(RULE.id, resource, expected),
                 None => Check::fail(
                     RULE.id,
                     resource,
@@ -81,7 +113,7 @@ fn check(context: &Context) -> Vec<Check> {
                     format!(
                         "{namespace} is not registered (absent from the subscription's providers)"
                     ),
-                    expected(namespace),
+                    expected,
                 ),
             }
         })
@@ -92,6 +124,7 @@ fn check(context: &Context) -> Vec<Check> {
 mod tests {
     use super::super::test_support::*;
     use super::*;
+    use crate::snapshot::REQUIRED_PROVIDERS;
 
     fn set_state(s: &mut crate::snapshot::Snapshot, namespace: &str, state: Option<&str>) {
         if let Some(Read::Found(list)) = &mut s.providers {
@@ -145,6 +178,20 @@ mod tests {
                 ("no CMK", no_cmk, &[NA]),
             ],
         );
+    }
+
+    #[test]
+    fn the_written_out_texts_are_those_of_the_required_providers() {
+        let namespaces: Vec<&str> = PROVIDERS.iter().map(|p| p.namespace).collect();
+        assert_eq!(namespaces, REQUIRED_PROVIDERS);
+        for provider in &PROVIDERS {
+            let namespace = provider.namespace;
+            assert_eq!(provider.registered, format!("{namespace} is Registered"));
+            assert_eq!(
+                provider.expected,
+                format!("{namespace} is registered in the subscription")
+            );
+        }
     }
 
     #[test]

@@ -115,7 +115,7 @@ pub fn context<'a>(snapshot: &'a Snapshot, policy: &'a Policy) -> Context<'a> {
 
 /// Runs one rule on a snapshot with the built-in policy.
 pub fn run(rule: &Rule, snapshot: &Snapshot) -> Vec<Check> {
-    (rule.check)(&context(snapshot, &Policy::default()))
+    rule.check(&context(snapshot, &Policy::default()))
 }
 
 /// The statuses of one rule's checks after bending the compliant snapshot.

@@ -29,21 +29,21 @@
 //! workspace, or whose `AuditEvent` entry is disabled.
 
 use super::chain;
-use super::{Check, Context, Rule};
+use super::{Check, Context, Links, Rule};
 use crate::catalogue::RuleId;
 use crate::outcome::Severity;
 use crate::snapshot::Read;
 
 pub(super) const RULE: Rule = Rule {
     id: RuleId::VaultEventsWired,
-    check,
+    judge: check,
 };
 
 const EXPECTED: &str = "the vault's Event Grid system topic has cmk-guard's event subscription, and a diagnostic setting streams AuditEvent to cmk-guard's Event Hub";
 
-fn check(context: &Context) -> Vec<Check> {
+fn check(context: &Context, links: &Links) -> Vec<Check> {
     let snapshot = context.snapshot;
-    let resource = chain::vault_resource(snapshot);
+    let resource = links.vault.clone();
     if let Err(gate) = chain::vault(snapshot) {
         return vec![gate.check(RULE.id, resource, EXPECTED)];
     }
@@ -439,7 +439,7 @@ pub(crate) mod tests {
         );
         let mut context = context(&snapshot, &policy);
         context.trigger = Some(&trigger);
-        let checks = (RULE.check)(&context);
+        let checks = RULE.check(&context);
         assert_eq!(checks[0].status, NA);
         assert_eq!(
             checks[0].observed,

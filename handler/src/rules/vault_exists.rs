@@ -12,21 +12,21 @@
 //! deleted on 2026-11-01 with purge scheduled for 2027-01-30.
 
 use super::chain::{self, Gate};
-use super::{Check, Context, Rule};
+use super::{Check, Context, Links, Rule};
 use crate::catalogue::RuleId;
 use crate::outcome::Severity;
 use crate::snapshot::Read;
 
 pub(super) const RULE: Rule = Rule {
     id: RuleId::VaultExists,
-    check,
+    judge: check,
 };
 
 const EXPECTED: &str = "the CMK key vault exists and is not deleted";
 
-fn check(context: &Context) -> Vec<Check> {
+fn check(context: &Context, links: &Links) -> Vec<Check> {
     let snapshot = context.snapshot;
-    let resource = chain::vault_resource(snapshot);
+    let resource = links.vault.clone();
     match chain::vault(snapshot) {
         Ok(vault) => vec![Check::pass(
             RULE.id,

@@ -14,20 +14,20 @@
 //! Non-compliant: `"enableSoftDelete": false`.
 
 use super::chain;
-use super::{Check, Context, Rule};
+use super::{Check, Context, Links, Rule};
 use crate::catalogue::RuleId;
 use crate::outcome::Severity;
 
 pub(super) const RULE: Rule = Rule {
     id: RuleId::VaultSoftDelete,
-    check,
+    judge: check,
 };
 
 const EXPECTED: &str = "soft delete is on (enableSoftDelete true or absent)";
 
-fn check(context: &Context) -> Vec<Check> {
+fn check(context: &Context, links: &Links) -> Vec<Check> {
     let snapshot = context.snapshot;
-    let resource = chain::vault_resource(snapshot);
+    let resource = links.vault.clone();
     let vault = match chain::vault(snapshot) {
         Ok(vault) => vault,
         Err(gate) => return vec![gate.check(RULE.id, resource, EXPECTED)],

@@ -13,20 +13,20 @@
 //! Non-compliant: `"encryption": {"status": "Disabled"}`, or no `encryption` at all.
 
 use super::chain::{self, Gate};
-use super::{Check, Context, Rule};
+use super::{Check, Context, Links, Rule};
 use crate::catalogue::RuleId;
 use crate::outcome::Severity;
 
 pub(super) const RULE: Rule = Rule {
     id: RuleId::WorkspaceCmkEnabled,
-    check,
+    judge: check,
 };
 
 const EXPECTED: &str = "encryption.status is Enabled (a customer-managed key)";
 
-fn check(context: &Context) -> Vec<Check> {
+fn check(context: &Context, links: &Links) -> Vec<Check> {
     let snapshot = context.snapshot;
-    let resource = chain::workspace_resource(snapshot);
+    let resource = links.workspace.clone();
     let workspace = match chain::workspace(snapshot) {
         Ok(workspace) => workspace,
         Err(gate) => return vec![gate.check(RULE.id, resource, EXPECTED)],
@@ -116,7 +116,7 @@ mod tests {
         let mut snapshot = compliant_snapshot();
         no_cmk(&mut snapshot);
         let verdict = |snapshot: &crate::snapshot::Snapshot| {
-            (RULE.check)(&context(snapshot, &policy))[0].status
+            RULE.check(&context(snapshot, &policy))[0].status
         };
         assert_eq!(verdict(&snapshot), NA);
         workspace_mut(&mut snapshot)

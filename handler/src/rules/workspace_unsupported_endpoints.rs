@@ -13,22 +13,22 @@
 //! Non-compliant: a CMK workspace with `…/workspaces/ws/onlineEndpoints/scoring`.
 
 use super::chain::{self, Gate};
-use super::{Check, Context, Rule};
+use super::{Check, Context, Links, Rule};
 use crate::catalogue::RuleId;
 use crate::outcome::Severity;
 use crate::snapshot::{EndpointKind, Read};
 
 pub(super) const RULE: Rule = Rule {
     id: RuleId::WorkspaceUnsupportedEndpoints,
-    check,
+    judge: check,
 };
 
 const EXPECTED: &str =
     "a workspace with a customer-managed key has no v2 online or batch endpoints";
 
-fn check(context: &Context) -> Vec<Check> {
+fn check(context: &Context, links: &Links) -> Vec<Check> {
     let snapshot = context.snapshot;
-    let resource = chain::workspace_resource(snapshot);
+    let resource = links.workspace.clone();
     if let Err(gate) = chain::cmk(snapshot) {
         return vec![gate.check(RULE.id, resource, EXPECTED)];
     }

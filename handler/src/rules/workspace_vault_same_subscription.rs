@@ -11,21 +11,21 @@
 //! Non-compliant: the same workspace with `keyVaultArmId` `/subscriptions/T/…/vaults/kv`.
 
 use super::chain::{self, Gate};
-use super::{Check, Context, Rule};
+use super::{Check, Context, Links, Rule};
 use crate::catalogue::RuleId;
 use crate::ids::ArmResourceId;
 use crate::outcome::Severity;
 
 pub(super) const RULE: Rule = Rule {
     id: RuleId::WorkspaceVaultSameSubscription,
-    check,
+    judge: check,
 };
 
 const EXPECTED: &str = "the CMK key vault is in the workspace's subscription";
 
-fn check(context: &Context) -> Vec<Check> {
+fn check(context: &Context, links: &Links) -> Vec<Check> {
     let snapshot = context.snapshot;
-    let resource = chain::workspace_resource(snapshot);
+    let resource = links.workspace.clone();
     let encryption = match chain::cmk(snapshot) {
         Ok((_, encryption)) => encryption,
         Err(gate) => return vec![gate.check(RULE.id, resource, EXPECTED)],

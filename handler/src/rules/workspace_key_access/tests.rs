@@ -483,3 +483,59 @@ fn wildcards() {
         );
     }
 }
+
+/// The matcher compares bytes in place; it must answer as matching lower-cased copies would,
+/// for empty parts, repeated stars, overlaps and non-ASCII text too.
+#[test]
+fn wildcards_answer_as_lower_cased_copies_would() {
+    fn on_copies(pattern: &str, action: &str) -> bool {
+        let pattern = pattern.to_ascii_lowercase();
+        let action = action.to_ascii_lowercase();
+        let mut parts = pattern.split('*');
+        let first = parts.next().unwrap_or_default();
+        let Some(mut rest) = action.strip_prefix(first) else {
+            return false;
+        };
+        let parts: Vec<&str> = parts.collect();
+        let Some((last, middle)) = parts.split_last() else {
+            return rest.is_empty();
+        };
+        for part in middle {
+            match rest.find(part) {
+                Some(at) => rest = &rest[at + part.len()..],
+                None => return false,
+            }
+        }
+        rest.len() >= last.len() && rest.ends_with(last)
+    }
+    let patterns = [
+        "", "*", "**", "a*", "*a", "*A*", "a**b", "ab*ba", "aba*aba", "*/ACTION", "Ä*", "*ä*b",
+        "x*y*z", "keys/*/*", "*keys*",
+    ];
+    let actions = [
+        "",
+        "a",
+        "A",
+        "ab",
+        "aba",
+        "abba",
+        "ababa",
+        "abaaba",
+        "Microsoft.KeyVault/vaults/keys/wrap/action",
+        "keys/read/x",
+        "äb",
+        "Äb",
+        "xyz",
+        "XzYz",
+        "keys//",
+    ];
+    for pattern in patterns {
+        for action in actions {
+            assert_eq!(
+                wildcard_match(pattern, action),
+                on_copies(pattern, action),
+                "{pattern:?} vs {action:?}"
+            );
+        }
+    }
+}

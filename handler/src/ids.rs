@@ -51,12 +51,13 @@ impl fmt::Display for SubscriptionId {
 
 /// True for the canonical 8-4-4-4-12 GUID text form.
 pub fn is_guid(text: &str) -> bool {
-    let groups: Vec<&str> = text.split('-').collect();
-    groups.len() == 5
-        && groups
-            .iter()
-            .zip([8, 4, 4, 4, 12])
-            .all(|(group, len)| group.len() == len && group.bytes().all(|b| b.is_ascii_hexdigit()))
+    // Walked without collecting the groups: every relevant event checks a few ids.
+    let mut groups = text.split('-');
+    [8, 4, 4, 4, 12].into_iter().all(|len| {
+        groups
+            .next()
+            .is_some_and(|group| group.len() == len && group.bytes().all(|b| b.is_ascii_hexdigit()))
+    }) && groups.next().is_none()
 }
 
 /// One `{type}/{name}` pair under a provider namespace.

@@ -19,6 +19,25 @@ fn subscription_ids_must_be_guids() {
 }
 
 #[test]
+fn a_guid_is_five_groups_of_8_4_4_4_12_hex_digits() {
+    assert!(is_guid("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"));
+    assert!(is_guid("0F1E2D3C-4B5A-6978-8796-A5B4C3D2E1F0"));
+    for not in [
+        "",
+        "-",
+        "0f1e2d3c-4b5a-6978-8796",
+        "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0-",
+        "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0-00",
+        "0f1e2d3c4b5a-6978-8796-a5b4c3d2e1f0",
+        "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1fg",
+        "0f1e2d3-c4b5a-6978-8796-a5b4c3d2e1f0",
+        "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0 ",
+    ] {
+        assert!(!is_guid(not), "{not:?}");
+    }
+}
+
+#[test]
 fn parses_resources_children_and_extensions() {
     let ws = ArmResourceId::parse(&format!(
         "/subscriptions/{SUB}/resourcegroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws1/onlineEndpoints/ep"

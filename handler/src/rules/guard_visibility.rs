@@ -19,7 +19,7 @@
 //! Reader there …").
 
 use super::chain;
-use super::{Check, Context, Links, Rule};
+use super::{Check, Checks, Context, Links, Rule};
 use crate::catalogue::RuleId;
 use crate::ids::{ArmResourceId, KeyUrl};
 use crate::outcome::{Finding, FindingState, Severity};
@@ -32,7 +32,7 @@ pub(super) const RULE: Rule = Rule {
 
 const EXPECTED: &str = "cmk-guard can read every resource the CMK chain references";
 
-fn check(context: &Context, links: &Links) -> Vec<Check> {
+fn check(context: &Context, links: &Links) -> Checks {
     let snapshot = context.snapshot;
     let mut checks: Vec<Check> = failures(snapshot).map(failed).collect();
     checks.extend(
@@ -50,7 +50,7 @@ fn check(context: &Context, links: &Links) -> Vec<Check> {
             EXPECTED,
         ));
     }
-    checks
+    checks.into()
 }
 
 fn failed(failure: &ReadFailure) -> Check {

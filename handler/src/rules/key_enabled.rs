@@ -12,7 +12,7 @@
 
 use super::chain;
 use super::chain::Gate;
-use super::{Check, Context, Links, Rule};
+use super::{Check, Checks, Context, Links, Rule};
 use crate::catalogue::RuleId;
 use crate::outcome::Severity;
 
@@ -23,12 +23,12 @@ pub(super) const RULE: Rule = Rule {
 
 const EXPECTED: &str = "the key version in use is enabled and within its validity period";
 
-fn check(context: &Context, links: &Links) -> Vec<Check> {
+fn check(context: &Context, links: &Links) -> Checks {
     let snapshot = context.snapshot;
     let resource = links.key.clone();
     let key = match chain::key(snapshot) {
         Ok(key) => key,
-        Err(gate) => return vec![gate.check(RULE.id, resource, EXPECTED)],
+        Err(gate) => return Checks::One(gate.check(RULE.id, resource, EXPECTED)),
     };
     let label = links.key_label.as_str();
     let check = match (key.enabled, key.not_before) {
@@ -60,7 +60,7 @@ fn check(context: &Context, links: &Links) -> Vec<Check> {
         ))
         .check(RULE.id, resource, EXPECTED),
     };
-    vec![check]
+    Checks::One(check)
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@
 //! host `other.vault.azure.net` while `keyVaultArmId` names the vault `kv`.
 
 use super::chain::{self, Gate};
-use super::{Check, Context, Links, Rule};
+use super::{Check, Checks, Context, Links, Rule};
 use crate::catalogue::RuleId;
 use crate::outcome::Severity;
 use crate::snapshot::Read;
@@ -25,10 +25,10 @@ pub(super) const RULE: Rule = Rule {
 
 const EXPECTED: &str = "the CMK key and the version the workspace uses exist in the CMK vault";
 
-fn check(context: &Context, links: &Links) -> Vec<Check> {
+fn check(context: &Context, links: &Links) -> Checks {
     let snapshot = context.snapshot;
     let resource = links.key.clone();
-    let stop = |gate: Gate| vec![gate.check(RULE.id, resource.clone(), EXPECTED)];
+    let stop = |gate: Gate| Checks::One(gate.check(RULE.id, resource.clone(), EXPECTED));
     let vault = match chain::vault(snapshot) {
         Ok(vault) => vault,
         Err(gate) => return stop(gate),
@@ -52,21 +52,21 @@ fn check(context: &Context, links: &Links) -> Vec<Check> {
             url.vault_name(),
             vault.name
         );
-        return vec![Check::fail(
+        return Checks::One(Check::fail(
             RULE.id,
             resource,
             Severity::Critical,
             observed,
             EXPECTED,
-        )];
+        ));
     }
     match &snapshot.key {
-        Some(Read::Found(_)) => vec![Check::pass(
+        Some(Read::Found(_)) => Checks::One(Check::pass(
             RULE.id,
             resource,
             ["the key ", &links.key_label, " exists"].concat(),
             EXPECTED,
-        )],
+        )),
         Some(Read::NotFound) => {
             let latest = snapshot.latest_key.as_ref().and_then(Read::found);
             let observed = match (url.version(), latest) {
@@ -81,13 +81,13 @@ fn check(context: &Context, links: &Links) -> Vec<Check> {
                 ),
                 (None, _) => format!("the key {} does not exist", url.name()),
             };
-            vec![Check::fail(
+            Checks::One(Check::fail(
                 RULE.id,
                 resource,
                 Severity::Critical,
                 observed,
                 EXPECTED,
-            )]
+            ))
         }
         Some(Read::Failed(_)) => stop(Gate::Unknown("the key could not be read".into())),
         None => stop(Gate::Unknown("the key was not read".into())),

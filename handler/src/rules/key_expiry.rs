@@ -14,7 +14,7 @@
 //! Non-compliant: `"exp"` yesterday (critical), in 3 days (high), in 20 days (medium).
 
 use super::chain::{self, Gate};
-use super::{Check, Context, Links, Rule};
+use super::{Check, Checks, Context, Links, Rule};
 use crate::catalogue::RuleId;
 use crate::outcome::Severity;
 use crate::snapshot::Read;
@@ -26,32 +26,42 @@ pub(super) const RULE: Rule = Rule {
 
 const SECONDS_PER_DAY: i64 = 86_400;
 
-fn check(context: &Context, links: &Links) -> Vec<Check> {
+fn check(context: &Context, links: &Links) -> Checks {
     let snapshot = context.snapshot;
     let thresholds = context.policy.key_expiry();
-    let expected = format!(
-        "the key version in use expires in more than {} days",
-        thresholds.warn_days
-    );
+    let warn_days = thresholds.warn_days.to_string();
+    let expected = [
+        "the key version in use expires in more than ",
+        &warn_days,
+        " days",
+    ]
+    .concat();
     let resource = links.key.clone();
     let key = match chain::key(snapshot) {
         Ok(key) => key,
-        Err(gate) => return vec![gate.check(RULE.id, resource, expected.clone())],
+        Err(gate) => return Checks::One(gate.check(RULE.id, resource, expected.clone())),
     };
     let label = links.key_label.as_str();
     let Some(expires) = key.expires else {
         let why = format!("the key {label} has no expiration date (see key.expiry-set)");
-        return vec![Gate::NotApplicable(why).check(RULE.id, resource, expected.clone())];
+        return Checks::One(Gate::NotApplicable(why).check(RULE.id, resource, expected.clone()));
     };
     let remaining = expires - context.now.unix_timestamp();
     let at = chain::format_unix(expires);
     let mut observed = if remaining <= 0 {
-        format!("the key {label} expired at {at}")
+        ["the key ", label, " expired at ", &at].concat()
     } else {
-        format!(
-            "the key {label} expires at {at}, in {} days",
-            remaining / SECONDS_PER_DAY
-        )
+        let days = (remaining / SECONDS_PER_DAY).to_string();
+        [
+            "the key ",
+            label,
+            " expires at ",
+            &at,
+            ", in ",
+            &days,
+            " days",
+        ]
+        .concat()
     };
     if let Some(latest) = snapshot.latest_key.as_ref().and_then(Read::found)
         && latest.version.is_some()
@@ -75,10 +85,10 @@ fn check(context: &Context, links: &Links) -> Vec<Check> {
     } else {
         None
     };
-    vec![match severity {
+    Checks::One(match severity {
         Some(severity) => Check::fail(RULE.id, resource, severity, observed, expected),
         None => Check::pass(RULE.id, resource, observed, expected),
-    }]
+    })
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@
 //! Non-compliant: no `exp` attribute.
 
 use super::chain;
-use super::{Check, Context, Links, Rule};
+use super::{Check, Checks, Context, Links, Rule};
 use crate::catalogue::RuleId;
 use crate::outcome::Severity;
 
@@ -24,15 +24,15 @@ pub(super) const RULE: Rule = Rule {
 
 const EXPECTED: &str = "the key version in use has an expiration date";
 
-fn check(context: &Context, links: &Links) -> Vec<Check> {
+fn check(context: &Context, links: &Links) -> Checks {
     let snapshot = context.snapshot;
     let resource = links.key.clone();
     let key = match chain::key(snapshot) {
         Ok(key) => key,
-        Err(gate) => return vec![gate.check(RULE.id, resource, EXPECTED)],
+        Err(gate) => return Checks::One(gate.check(RULE.id, resource, EXPECTED)),
     };
     let label = links.key_label.as_str();
-    vec![match key.expires {
+    Checks::One(match key.expires {
         Some(expires) => Check::pass(
             RULE.id,
             resource,
@@ -52,7 +52,7 @@ fn check(context: &Context, links: &Links) -> Vec<Check> {
             format!("the key {label} has no expiration date"),
             EXPECTED,
         ),
-    }]
+    })
 }
 
 #[cfg(test)]

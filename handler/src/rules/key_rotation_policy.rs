@@ -13,7 +13,7 @@
 //! Non-compliant: no rotation policy, or one with no lifetime actions.
 
 use super::chain::{self, Gate};
-use super::{Check, Context, Links, Rule};
+use super::{Check, Checks, Context, Links, Rule};
 use crate::catalogue::RuleId;
 use crate::outcome::Severity;
 use crate::snapshot::Read;
@@ -25,10 +25,10 @@ pub(super) const RULE: Rule = Rule {
 
 const EXPECTED: &str = "a key rotation policy with a Rotate or Notify action";
 
-fn check(context: &Context, links: &Links) -> Vec<Check> {
+fn check(context: &Context, links: &Links) -> Checks {
     let snapshot = context.snapshot;
     let resource = links.key.clone();
-    let stop = |gate: Gate| vec![gate.check(RULE.id, resource.clone(), EXPECTED)];
+    let stop = |gate: Gate| Checks::One(gate.check(RULE.id, resource.clone(), EXPECTED));
     let key = match chain::key(snapshot) {
         Ok(key) => key,
         Err(gate) => return stop(gate),
@@ -50,13 +50,13 @@ fn check(context: &Context, links: &Links) -> Vec<Check> {
     let name = &key.key_name;
     let Some(policy) = policy else {
         let observed = format!("the key {name} has no rotation policy");
-        return vec![Check::fail(
+        return Checks::One(Check::fail(
             RULE.id,
             resource,
             Severity::Low,
             observed,
             EXPECTED,
-        )];
+        ));
     };
     let has = |action: &str| {
         policy
@@ -64,11 +64,11 @@ fn check(context: &Context, links: &Links) -> Vec<Check> {
             .iter()
             .any(|a| a.action.eq_ignore_ascii_case(action))
     };
-    vec![match (has("Rotate"), has("Notify")) {
+    Checks::One(match (has("Rotate"), has("Notify")) {
         (true, _) => Check::pass(
             RULE.id,
             resource,
-            format!("the key {name} rotates automatically"),
+            ["the key ", name, " rotates automatically"].concat(),
             EXPECTED,
         ),
         (false, true) => Check::pass(
@@ -84,7 +84,7 @@ fn check(context: &Context, links: &Links) -> Vec<Check> {
             format!("the key {name}'s rotation policy has no Rotate or Notify action"),
             EXPECTED,
         ),
-    }]
+    })
 }
 
 #[cfg(test)]

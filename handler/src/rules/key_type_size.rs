@@ -14,7 +14,7 @@
 //! Non-compliant: `"kty": "RSA", "keySize": 2048` (medium), `"kty": "EC", "curveName": "P-256"`.
 
 use super::chain::{self, Gate};
-use super::{Check, Context, Links, Rule};
+use super::{Check, Checks, Context, Links, Rule};
 use crate::catalogue::RuleId;
 use crate::outcome::Severity;
 
@@ -26,12 +26,17 @@ pub(super) const RULE: Rule = Rule {
 /// Below this an RSA key is weak by any standard.
 const WEAK_RSA_BITS: u32 = 2048;
 
-fn check(context: &Context, links: &Links) -> Vec<Check> {
+fn check(context: &Context, links: &Links) -> Checks {
     let snapshot = context.snapshot;
     let min_bits = context.policy.min_rsa_bits();
-    let expected = format!("an RSA or RSA-HSM key of at least {min_bits} bits");
+    let expected = [
+        "an RSA or RSA-HSM key of at least ",
+        &min_bits.to_string(),
+        " bits",
+    ]
+    .concat();
     let resource = links.key.clone();
-    let stop = |gate: Gate| vec![gate.check(RULE.id, resource.clone(), expected.clone())];
+    let stop = |gate: Gate| Checks::One(gate.check(RULE.id, resource.clone(), expected.clone()));
     let key = match chain::key(snapshot) {
         Ok(key) => key,
         Err(gate) => return stop(gate),
@@ -49,27 +54,36 @@ fn check(context: &Context, links: &Links) -> Vec<Check> {
             .map(|c| format!(" ({c})"))
             .unwrap_or_default();
         let observed = format!("the key {label} is {kty}{curve}; a CMK must be RSA");
-        return vec![Check::fail(
+        return Checks::One(Check::fail(
             RULE.id,
             resource,
             Severity::High,
             observed,
             expected,
-        )];
+        ));
     }
     let Some(bits) = key.key_size else {
         return stop(Gate::Unknown(format!(
             "the key {label} does not report its size"
         )));
     };
-    let observed = format!("the key {label} is {kty} with {bits} bits");
-    vec![if bits >= min_bits {
+    let observed = [
+        "the key ",
+        label,
+        " is ",
+        kty,
+        " with ",
+        &bits.to_string(),
+        " bits",
+    ]
+    .concat();
+    Checks::One(if bits >= min_bits {
         Check::pass(RULE.id, resource, observed, expected)
     } else if bits < WEAK_RSA_BITS {
         Check::fail(RULE.id, resource, Severity::High, observed, expected)
     } else {
         Check::fail(RULE.id, resource, Severity::Medium, observed, expected)
-    }]
+    })
 }
 
 /// `RSA-HSM` → `RSA`, `EC-HSM` → `EC`, `oct-HSM` → `oct`.

@@ -23,7 +23,7 @@
 use std::collections::BTreeMap;
 
 use super::chain;
-use super::{Check, Context, Links, Rule, Status};
+use super::{Check, Checks, Context, Links, Rule, Status};
 use crate::catalogue::RuleId;
 use crate::ids::KeyUrl;
 use crate::intake::{ChangeKind, KeyUse, Trigger, UseOperation, same_key};
@@ -40,21 +40,21 @@ const EXPECTED: &str =
 /// At most this many (caller, operation, result) groups are named in `observed`.
 const NAMED: usize = 3;
 
-fn check(context: &Context, links: &Links) -> Vec<Check> {
+fn check(context: &Context, links: &Links) -> Checks {
     let snapshot = context.snapshot;
     let resource = links.key.clone();
     if let Err(gate) = chain::cmk(snapshot) {
-        return vec![gate.check(RULE.id, resource, EXPECTED)];
+        return Checks::One(gate.check(RULE.id, resource, EXPECTED));
     }
     let Some(key) = links.key_url() else {
         let why = "the workspace names no usable key (see guard.visibility)";
-        return vec![Check::new(
+        return Checks::One(Check::new(
             RULE.id,
             resource,
             Status::NotApplicable,
             why,
             EXPECTED,
-        )];
+        ));
     };
     let check = match context.trigger {
         Some(trigger) if trigger.change == ChangeKind::AuditLog => {
@@ -69,7 +69,7 @@ fn check(context: &Context, links: &Links) -> Vec<Check> {
         ),
         None => from_chain(context, links, resource),
     };
-    vec![check]
+    Checks::One(check)
 }
 
 /// The verdict of an audit-log batch: its uses of this key, in time order, caller by caller.
@@ -209,6 +209,7 @@ fn from_chain(context: &Context, links: &Links, resource: String) -> Check {
     .iter()
     .all(|rule| {
         let checks = (rule.judge)(context, links);
+        let checks = checks.as_slice();
         !checks.is_empty() && checks.iter().all(|c| c.status == Status::Pass)
     });
     if healthy {

@@ -26,7 +26,7 @@
 //! Non-compliant: `Microsoft.Storage/storageAccounts/delete` in `azureml-rg-ws_…` by a user.
 
 use super::chain::{self, Gate};
-use super::{Check, Context, Links, Rule};
+use super::{Check, Checks, Context, Links, Rule};
 use crate::catalogue::RuleId;
 use crate::ids::ArmResourceId;
 use crate::intake::{ChangeKind, Target};
@@ -45,15 +45,15 @@ pub const AZURE_ML_APP_ID: &str = "0736f41a-0425-4b46-bdb5-1563eff02385";
 const EXPECTED: &str =
     "only Azure ML writes to or deletes from the workspace's service-provisioned resource group";
 
-fn check(context: &Context, links: &Links) -> Vec<Check> {
+fn check(context: &Context, links: &Links) -> Checks {
     let snapshot = context.snapshot;
     let workspace_resource = links.workspace.clone();
     let not_applicable = |why: &str| {
-        vec![Gate::NotApplicable(why.to_owned()).check(
+        Checks::One(Gate::NotApplicable(why.to_owned()).check(
             RULE.id,
             workspace_resource.clone(),
             EXPECTED,
-        )]
+        ))
     };
     let Some(trigger) = context.trigger else {
         return not_applicable("no event: the rule judges writes and deletes as they happen");
@@ -68,7 +68,7 @@ fn check(context: &Context, links: &Links) -> Vec<Check> {
     };
     let workspace = match chain::workspace(snapshot) {
         Ok(workspace) => workspace,
-        Err(gate) => return vec![gate.check(RULE.id, workspace_resource, EXPECTED)],
+        Err(gate) => return Checks::One(gate.check(RULE.id, workspace_resource, EXPECTED)),
     };
     let Some(managed_group) = managed_resource_group(workspace) else {
         return not_applicable("the workspace has no service-provisioned resource group");
@@ -88,19 +88,19 @@ fn check(context: &Context, links: &Links) -> Vec<Check> {
         .is_some_and(|app| app.eq_ignore_ascii_case(AZURE_ML_APP_ID))
     {
         let why = format!("{operation} on {target} by Azure ML (app id {AZURE_ML_APP_ID})");
-        return vec![Gate::NotApplicable(why).check(RULE.id, target.to_string(), EXPECTED)];
+        return Checks::One(Gate::NotApplicable(why).check(RULE.id, target.to_string(), EXPECTED));
     }
     if let Some(caller) = caller
         && is_azure_ml(caller, workspace, context.policy.azure_ml_object_ids())
     {
         let why = format!("{operation} on {target} by Azure ML ({caller})");
-        return vec![Gate::NotApplicable(why).check(RULE.id, target.to_string(), EXPECTED)];
+        return Checks::One(Gate::NotApplicable(why).check(RULE.id, target.to_string(), EXPECTED));
     }
     let by = match caller {
         Some(caller) => format!("object id {caller}, not a configured Azure ML identity"),
         None => "a caller the event does not name".to_owned(),
     };
-    vec![Check::fail(
+    Checks::One(Check::fail(
         RULE.id,
         target.to_string(),
         Severity::High,
@@ -109,7 +109,7 @@ fn check(context: &Context, links: &Links) -> Vec<Check> {
             trigger.event_id
         ),
         EXPECTED,
-    )]
+    ))
 }
 
 /// The managed resource group's name; the property may hold a name or an ARM id.

@@ -120,12 +120,54 @@ impl Check {
     }
 }
 
+/// One rule's checks. Most rules give one, held inline rather than in a `Vec`: a shape for
+/// speed, since a `Vec` per rule was a heap allocation per rule on every event.
+#[derive(Debug)]
+pub(crate) enum Checks {
+    One(Check),
+    Many(Vec<Check>),
+}
+
+impl Checks {
+    pub(crate) fn as_slice(&self) -> &[Check] {
+        match self {
+            Checks::One(check) => std::slice::from_ref(check),
+            Checks::Many(checks) => checks,
+        }
+    }
+}
+
+impl From<Vec<Check>> for Checks {
+    fn from(checks: Vec<Check>) -> Self {
+        Checks::Many(checks)
+    }
+}
+
+impl FromIterator<Check> for Checks {
+    fn from_iter<I: IntoIterator<Item = Check>>(checks: I) -> Self {
+        Checks::Many(checks.into_iter().collect())
+    }
+}
+
+impl IntoIterator for Checks {
+    type Item = Check;
+    type IntoIter = std::iter::Chain<std::option::IntoIter<Check>, std::vec::IntoIter<Check>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        // An empty `Vec` does not allocate.
+        match self {
+            Checks::One(check) => Some(check).into_iter().chain(Vec::new()),
+            Checks::Many(checks) => None.into_iter().chain(checks),
+        }
+    }
+}
+
 /// One rule: its id (the catalogue says what kind it is and how it is remediated) and its check.
 #[derive(Debug, Clone, Copy)]
 pub struct Rule {
     pub id: RuleId,
     /// The check itself, over the chain's [`Links`] that [`evaluate`] works out once for all rules.
-    judge: fn(&Context, &Links) -> Vec<Check>,
+    judge: fn(&Context, &Links) -> Checks,
 }
 
 impl Rule {
@@ -133,6 +175,8 @@ impl Rule {
     /// again after a write).
     pub fn check(&self, context: &Context) -> Vec<Check> {
         (self.judge)(context, &Links::new(context.snapshot))
+            .into_iter()
+            .collect()
     }
 }
 

@@ -11,7 +11,7 @@
 //! Non-compliant: `Microsoft.Search` reports `NotRegistered`, or is missing from the list.
 
 use super::chain::{self, Gate};
-use super::{Check, Context, Links, Rule};
+use super::{Check, Checks, Context, Links, Rule};
 use crate::catalogue::RuleId;
 use crate::outcome::Severity;
 use crate::snapshot::Read;
@@ -57,14 +57,14 @@ const PROVIDERS: [Provider; 5] = [
     },
 ];
 
-fn check(context: &Context, links: &Links) -> Vec<Check> {
+fn check(context: &Context, links: &Links) -> Checks {
     let snapshot = context.snapshot;
     let stop = |gate: Gate| {
-        vec![gate.check(
+        Checks::One(gate.check(
             RULE.id,
             links.subscription.clone(),
             "the resource providers CMK needs are registered",
-        )]
+        ))
     };
     if let Err(gate) = chain::cmk(snapshot) {
         return stop(gate);

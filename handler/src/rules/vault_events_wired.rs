@@ -29,7 +29,7 @@
 //! workspace, or whose `AuditEvent` entry is disabled.
 
 use super::chain;
-use super::{Check, Context, Links, Rule};
+use super::{Check, Checks, Context, Links, Rule};
 use crate::catalogue::RuleId;
 use crate::outcome::Severity;
 use crate::snapshot::Read;
@@ -41,31 +41,31 @@ pub(super) const RULE: Rule = Rule {
 
 const EXPECTED: &str = "the vault's Event Grid system topic has cmk-guard's event subscription, and a diagnostic setting streams AuditEvent to cmk-guard's Event Hub";
 
-fn check(context: &Context, links: &Links) -> Vec<Check> {
+fn check(context: &Context, links: &Links) -> Checks {
     let snapshot = context.snapshot;
     let resource = links.vault.clone();
     if let Err(gate) = chain::vault(snapshot) {
-        return vec![gate.check(RULE.id, resource, EXPECTED)];
+        return Checks::One(gate.check(RULE.id, resource, EXPECTED));
     }
     let not_applicable = |why: &'static str| {
-        vec![Check::new(
+        Checks::One(Check::new(
             RULE.id,
             resource.clone(),
             super::Status::NotApplicable,
             why,
             EXPECTED,
-        )]
+        ))
     };
     let wiring = match &snapshot.wiring {
         Some(Read::Found(wiring)) if wiring.targets.is_configured() => wiring,
         Some(Read::Failed(_)) => {
-            return vec![Check::new(
+            return Checks::One(Check::new(
                 RULE.id,
                 resource,
                 super::Status::Unknown,
                 "the vault's Event Grid topic or diagnostic settings could not be read",
                 EXPECTED,
-            )];
+            ));
         }
         _ if context.trigger.is_some() => {
             return not_applicable(
@@ -127,7 +127,7 @@ fn check(context: &Context, links: &Links) -> Vec<Check> {
             EXPECTED,
         )
     };
-    vec![check]
+    Checks::One(check)
 }
 
 #[cfg(test)]

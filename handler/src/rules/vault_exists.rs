@@ -12,7 +12,7 @@
 //! deleted on 2026-11-01 with purge scheduled for 2027-01-30.
 
 use super::chain::{self, Gate};
-use super::{Check, Context, Links, Rule};
+use super::{Check, Checks, Context, Links, Rule};
 use crate::catalogue::RuleId;
 use crate::outcome::Severity;
 use crate::snapshot::Read;
@@ -24,16 +24,16 @@ pub(super) const RULE: Rule = Rule {
 
 const EXPECTED: &str = "the CMK key vault exists and is not deleted";
 
-fn check(context: &Context, links: &Links) -> Vec<Check> {
+fn check(context: &Context, links: &Links) -> Checks {
     let snapshot = context.snapshot;
     let resource = links.vault.clone();
     match chain::vault(snapshot) {
-        Ok(vault) => vec![Check::pass(
+        Ok(vault) => Checks::One(Check::pass(
             RULE.id,
             resource,
-            format!("the key vault {} exists", vault.name),
+            ["the key vault ", &vault.name, " exists"].concat(),
             EXPECTED,
-        )],
+        )),
         Err(Gate::NotApplicable(_)) if matches!(snapshot.vault, Some(Read::NotFound)) => {
             let observed = match snapshot.deleted_vault.as_ref().and_then(Read::found) {
                 Some(deleted) => format!(
@@ -49,15 +49,15 @@ fn check(context: &Context, links: &Links) -> Vec<Check> {
                 ),
                 None => "the key vault does not exist".to_owned(),
             };
-            vec![Check::fail(
+            Checks::One(Check::fail(
                 RULE.id,
                 resource,
                 Severity::Critical,
                 observed,
                 EXPECTED,
-            )]
+            ))
         }
-        Err(gate) => vec![gate.check(RULE.id, resource, EXPECTED)],
+        Err(gate) => Checks::One(gate.check(RULE.id, resource, EXPECTED)),
     }
 }
 

@@ -14,7 +14,7 @@
 //! Non-compliant: the property absent, or `false`.
 
 use super::chain;
-use super::{Check, Context, Links, Rule};
+use super::{Check, Checks, Context, Links, Rule};
 use crate::catalogue::RuleId;
 use crate::outcome::Severity;
 
@@ -25,12 +25,12 @@ pub(super) const RULE: Rule = Rule {
 
 const EXPECTED: &str = "purge protection is on (enablePurgeProtection true)";
 
-fn check(context: &Context, links: &Links) -> Vec<Check> {
+fn check(context: &Context, links: &Links) -> Checks {
     let snapshot = context.snapshot;
     let resource = links.vault.clone();
     let vault = match chain::vault(snapshot) {
         Ok(vault) => vault,
-        Err(gate) => return vec![gate.check(RULE.id, resource, EXPECTED)],
+        Err(gate) => return Checks::One(gate.check(RULE.id, resource, EXPECTED)),
     };
     let check = match vault.enable_purge_protection {
         Some(true) if vault.enable_soft_delete == Some(false) => Check::fail(
@@ -56,7 +56,7 @@ fn check(context: &Context, links: &Links) -> Vec<Check> {
             EXPECTED,
         ),
     };
-    vec![check]
+    Checks::One(check)
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@
 //! Non-compliant: `"enableSoftDelete": false`.
 
 use super::chain;
-use super::{Check, Context, Links, Rule};
+use super::{Check, Checks, Context, Links, Rule};
 use crate::catalogue::RuleId;
 use crate::outcome::Severity;
 
@@ -25,12 +25,12 @@ pub(super) const RULE: Rule = Rule {
 
 const EXPECTED: &str = "soft delete is on (enableSoftDelete true or absent)";
 
-fn check(context: &Context, links: &Links) -> Vec<Check> {
+fn check(context: &Context, links: &Links) -> Checks {
     let snapshot = context.snapshot;
     let resource = links.vault.clone();
     let vault = match chain::vault(snapshot) {
         Ok(vault) => vault,
-        Err(gate) => return vec![gate.check(RULE.id, resource, EXPECTED)],
+        Err(gate) => return Checks::One(gate.check(RULE.id, resource, EXPECTED)),
     };
     let check = match vault.enable_soft_delete {
         Some(true) => Check::pass(RULE.id, resource, "enableSoftDelete is true", EXPECTED),
@@ -48,7 +48,7 @@ fn check(context: &Context, links: &Links) -> Vec<Check> {
             EXPECTED,
         ),
     };
-    vec![check]
+    Checks::One(check)
 }
 
 #[cfg(test)]

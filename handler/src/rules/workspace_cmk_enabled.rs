@@ -13,7 +13,7 @@
 //! Non-compliant: `"encryption": {"status": "Disabled"}`, or no `encryption` at all.
 
 use super::chain::{self, Gate};
-use super::{Check, Context, Links, Rule};
+use super::{Check, Checks, Context, Links, Rule};
 use crate::catalogue::RuleId;
 use crate::outcome::Severity;
 
@@ -24,12 +24,12 @@ pub(super) const RULE: Rule = Rule {
 
 const EXPECTED: &str = "encryption.status is Enabled (a customer-managed key)";
 
-fn check(context: &Context, links: &Links) -> Vec<Check> {
+fn check(context: &Context, links: &Links) -> Checks {
     let snapshot = context.snapshot;
     let resource = links.workspace.clone();
     let workspace = match chain::workspace(snapshot) {
         Ok(workspace) => workspace,
-        Err(gate) => return vec![gate.check(RULE.id, resource, EXPECTED)],
+        Err(gate) => return Checks::One(gate.check(RULE.id, resource, EXPECTED)),
     };
     if workspace
         .kind
@@ -37,7 +37,7 @@ fn check(context: &Context, links: &Links) -> Vec<Check> {
         .is_some_and(|kind| kind.eq_ignore_ascii_case("Project"))
     {
         let why = "a project workspace inherits encryption from its hub".to_owned();
-        return vec![Gate::NotApplicable(why).check(RULE.id, resource, EXPECTED)];
+        return Checks::One(Gate::NotApplicable(why).check(RULE.id, resource, EXPECTED));
     }
     let scope = &context.policy.scope;
     if !scope.requires_cmk(&workspace.tags) {
@@ -45,15 +45,15 @@ fn check(context: &Context, links: &Links) -> Vec<Check> {
             "the policy requires CMK only for workspaces tagged `{}`",
             scope.require_cmk_tag.as_deref().unwrap_or_default()
         );
-        return vec![Gate::NotApplicable(why).check(RULE.id, resource, EXPECTED)];
+        return Checks::One(Gate::NotApplicable(why).check(RULE.id, resource, EXPECTED));
     }
     if chain::uses_cmk(workspace) {
-        return vec![Check::pass(
+        return Checks::One(Check::pass(
             RULE.id,
             resource,
             "encryption.status is Enabled",
             EXPECTED,
-        )];
+        ));
     }
     let observed = match workspace
         .encryption
@@ -63,13 +63,13 @@ fn check(context: &Context, links: &Links) -> Vec<Check> {
         Some(status) => format!("encryption.status is {status}"),
         None => "the workspace has no encryption settings (Microsoft-managed keys)".to_owned(),
     };
-    vec![Check::fail(
+    Checks::One(Check::fail(
         RULE.id,
         resource,
         Severity::High,
         observed,
         EXPECTED,
-    )]
+    ))
 }
 
 #[cfg(test)]

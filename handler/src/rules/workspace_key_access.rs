@@ -31,7 +31,7 @@
 //! Reader* (`…/keys/read` but no wrap or unwrap).
 
 use super::chain::{self, Gate};
-use super::{Check, Context, Links, Rule};
+use super::{Check, Checks, Context, Links, Rule};
 use crate::catalogue::RuleId;
 use crate::ids::KeyUrl;
 use crate::outcome::Severity;
@@ -55,10 +55,10 @@ const DATA_ACTIONS: [&str; 3] = [
     "Microsoft.KeyVault/vaults/keys/unwrap/action",
 ];
 
-fn check(context: &Context, links: &Links) -> Vec<Check> {
+fn check(context: &Context, links: &Links) -> Checks {
     let snapshot = context.snapshot;
     let resource = links.key.clone();
-    let stop = |gate: Gate| vec![gate.check(RULE.id, resource.clone(), EXPECTED)];
+    let stop = |gate: Gate| Checks::One(gate.check(RULE.id, resource.clone(), EXPECTED));
     let vault = match chain::vault(snapshot) {
         Ok(vault) => vault,
         Err(gate) => return stop(gate),
@@ -69,13 +69,13 @@ fn check(context: &Context, links: &Links) -> Vec<Check> {
     };
     let Some(principal) = workspace.cmk_principal() else {
         let observed = missing_identity(workspace);
-        return vec![Check::fail(
+        return Checks::One(Check::fail(
             RULE.id,
             resource,
             Severity::Critical,
             observed,
             EXPECTED,
-        )];
+        ));
     };
     let verdict = if vault.enable_rbac_authorization == Some(false) {
         Ok(access_policy_verdict(vault, &principal))
@@ -87,20 +87,20 @@ fn check(context: &Context, links: &Links) -> Vec<Check> {
         Err(gate) => return stop(gate),
     };
     if let Some(refusal) = key_ops_refusal(snapshot) {
-        return vec![Check::fail(
+        return Checks::One(Check::fail(
             RULE.id,
             resource,
             Severity::Critical,
             refusal,
             EXPECTED,
-        )];
+        ));
     }
-    vec![match verdict {
+    Checks::One(match verdict {
         Verdict::Granted(observed) => Check::pass(RULE.id, resource, observed, EXPECTED),
         Verdict::Denied(severity, observed) => {
             Check::fail(RULE.id, resource, severity, observed, EXPECTED)
         }
-    }]
+    })
 }
 
 /// The access decision before the key's own `key_ops` are considered.

@@ -13,7 +13,7 @@
 //! Non-compliant: a CMK workspace with `…/workspaces/ws/onlineEndpoints/scoring`.
 
 use super::chain::{self, Gate};
-use super::{Check, Context, Links, Rule};
+use super::{Check, Checks, Context, Links, Rule};
 use crate::catalogue::RuleId;
 use crate::outcome::Severity;
 use crate::snapshot::{EndpointKind, Read};
@@ -26,31 +26,31 @@ pub(super) const RULE: Rule = Rule {
 const EXPECTED: &str =
     "a workspace with a customer-managed key has no v2 online or batch endpoints";
 
-fn check(context: &Context, links: &Links) -> Vec<Check> {
+fn check(context: &Context, links: &Links) -> Checks {
     let snapshot = context.snapshot;
     let resource = links.workspace.clone();
     if let Err(gate) = chain::cmk(snapshot) {
-        return vec![gate.check(RULE.id, resource, EXPECTED)];
+        return Checks::One(gate.check(RULE.id, resource, EXPECTED));
     }
     let endpoints = match &snapshot.endpoints {
         Some(Read::Found(endpoints)) => endpoints.as_slice(),
         Some(Read::NotFound) => &[],
         Some(Read::Failed(_)) => {
             let why = "the workspace's endpoints could not be listed".to_owned();
-            return vec![Gate::Unknown(why).check(RULE.id, resource, EXPECTED)];
+            return Checks::One(Gate::Unknown(why).check(RULE.id, resource, EXPECTED));
         }
         None => {
             let why = "the workspace's endpoints were not listed".to_owned();
-            return vec![Gate::Unknown(why).check(RULE.id, resource, EXPECTED)];
+            return Checks::One(Gate::Unknown(why).check(RULE.id, resource, EXPECTED));
         }
     };
     if endpoints.is_empty() {
-        return vec![Check::pass(
+        return Checks::One(Check::pass(
             RULE.id,
             resource,
             "the workspace has no online or batch endpoints",
             EXPECTED,
-        )];
+        ));
     }
     endpoints
         .iter()

@@ -11,7 +11,7 @@
 //! Non-compliant: the same workspace with `keyVaultArmId` `/subscriptions/T/…/vaults/kv`.
 
 use super::chain::{self, Gate};
-use super::{Check, Context, Links, Rule};
+use super::{Check, Checks, Context, Links, Rule};
 use crate::catalogue::RuleId;
 use crate::ids::ArmResourceId;
 use crate::outcome::Severity;
@@ -23,34 +23,38 @@ pub(super) const RULE: Rule = Rule {
 
 const EXPECTED: &str = "the CMK key vault is in the workspace's subscription";
 
-fn check(context: &Context, links: &Links) -> Vec<Check> {
+fn check(context: &Context, links: &Links) -> Checks {
     let snapshot = context.snapshot;
     let resource = links.workspace.clone();
     let encryption = match chain::cmk(snapshot) {
         Ok((_, encryption)) => encryption,
-        Err(gate) => return vec![gate.check(RULE.id, resource, EXPECTED)],
+        Err(gate) => return Checks::One(gate.check(RULE.id, resource, EXPECTED)),
     };
     let Some(vault_text) = encryption.key_vault_arm_id.as_deref() else {
         let why = "the workspace's encryption names no key vault".to_owned();
-        return vec![Gate::Unknown(why).check(RULE.id, resource, EXPECTED)];
+        return Checks::One(Gate::Unknown(why).check(RULE.id, resource, EXPECTED));
     };
     let vault = match ArmResourceId::parse(vault_text) {
         Ok(vault) => vault,
         Err(error) => {
             let why = format!("keyVaultArmId cannot be read: {error}");
-            return vec![Gate::Unknown(why).check(RULE.id, resource, EXPECTED)];
+            return Checks::One(Gate::Unknown(why).check(RULE.id, resource, EXPECTED));
         }
     };
     let workspace_subscription = snapshot.workspace_id.subscription();
     if vault.subscription() == workspace_subscription {
-        vec![Check::pass(
+        Checks::One(Check::pass(
             RULE.id,
             resource,
-            format!("the key vault is in subscription {workspace_subscription}"),
+            [
+                "the key vault is in subscription ",
+                workspace_subscription.as_str(),
+            ]
+            .concat(),
             EXPECTED,
-        )]
+        ))
     } else {
-        vec![Check::fail(
+        Checks::One(Check::fail(
             RULE.id,
             resource,
             Severity::High,
@@ -59,7 +63,7 @@ fn check(context: &Context, links: &Links) -> Vec<Check> {
                 vault.subscription()
             ),
             EXPECTED,
-        )]
+        ))
     }
 }
 

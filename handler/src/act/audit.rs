@@ -35,7 +35,11 @@ pub struct AuditRecord<'a> {
 impl AuditRecord<'_> {
     /// The record as one line of compact JSON, as the store keeps it.
     pub fn to_json(&self) -> Result<String, StateError> {
-        serde_json::to_string(self).map_err(unwritable)
+        // An event's record is about 600 bytes: room for it from the start, where
+        // `serde_json::to_string` would grow its buffer three times.
+        let mut text = Vec::with_capacity(RECORD_BYTES);
+        serde_json::to_writer(&mut text, self).map_err(unwritable)?;
+        String::from_utf8(text).map_err(|e| unwritable(serde::ser::Error::custom(e)))
     }
 
     /// The record as a JSON value, for [`crate::state::StateStore::append_audit`].
@@ -43,6 +47,9 @@ impl AuditRecord<'_> {
         serde_json::to_value(self).map_err(unwritable)
     }
 }
+
+/// Room for an event's record without growing the buffer.
+const RECORD_BYTES: usize = 1024;
 
 /// Unreachable (every field is a string, a list or a plain enum), but a failure is an error.
 fn unwritable(error: serde_json::Error) -> StateError {

@@ -36,14 +36,14 @@ impl Gate {
 /// An evaluation runs on every relevant event, and building the same ids and labels and parsing
 /// the same key URL in each of the eighteen rules was most of its cost.
 #[derive(Debug)]
-pub(crate) struct Links {
+pub(crate) struct Links<'a> {
     /// What workspace rules are about: the workspace itself.
-    pub(crate) workspace: String,
+    pub(crate) workspace: &'a str,
     /// What vault rules are about: the vault's ARM id as the workspace names it.
-    pub(crate) vault: String,
+    pub(crate) vault: &'a str,
     /// What key rules are about: the key URL as the workspace names it (with its pinned version,
     /// if any), so a finding keeps its identity across reads until the workspace is repointed.
-    pub(crate) key: String,
+    pub(crate) key: &'a str,
     /// The workspace's subscription as an ARM id, `/subscriptions/{id}`.
     pub(crate) subscription: String,
     /// The workspace's `keyIdentifier`, parsed; `None` when the workspace names no key.
@@ -52,16 +52,16 @@ pub(crate) struct Links {
     pub(crate) key_label: String,
 }
 
-impl Links {
-    pub(crate) fn new(snapshot: &Snapshot) -> Self {
-        let workspace = snapshot.workspace_id.to_string();
+impl<'a> Links<'a> {
+    pub(crate) fn new(snapshot: &'a Snapshot) -> Self {
+        let workspace = snapshot.workspace_id.as_str();
         let encryption = encryption(snapshot);
         let vault = encryption
-            .and_then(|e| e.key_vault_arm_id.clone())
-            .unwrap_or_else(|| workspace.clone());
+            .and_then(|e| e.key_vault_arm_id.as_deref())
+            .unwrap_or(workspace);
         let key = encryption
-            .and_then(|e| e.key_identifier.clone())
-            .unwrap_or_else(|| workspace.clone());
+            .and_then(|e| e.key_identifier.as_deref())
+            .unwrap_or(workspace);
         let subscription = snapshot.workspace_id.subscription().as_str();
         Self {
             subscription: ["/subscriptions/", subscription].concat(),

@@ -45,7 +45,7 @@ fn check(context: &Context, links: &Links) -> Checks {
     if checks.is_empty() {
         checks.push(Check::pass(
             RULE.id,
-            links.workspace.clone(),
+            links.workspace.to_owned(),
             "every resource the chain references was read",
             EXPECTED,
         ));
@@ -144,17 +144,17 @@ fn gaps(snapshot: &Snapshot, links: &Links) -> Vec<(String, String)> {
     let Ok((workspace, encryption)) = chain::cmk(snapshot) else {
         return Vec::new();
     };
-    let workspace_resource = &links.workspace;
-    let vault_resource = &links.vault;
-    let key_resource = &links.key;
+    let workspace_resource = links.workspace;
+    let vault_resource = links.vault;
+    let key_resource = links.key;
     let mut gaps = Vec::new();
     match (&encryption.key_vault_arm_id, &snapshot.vault) {
         (None, _) => gaps.push((
-            workspace_resource.clone(),
+            workspace_resource.to_owned(),
             "the workspace's encryption names no key vault (keyVaultArmId)".to_owned(),
         )),
         (Some(id), None) => gaps.push((
-            vault_resource.clone(),
+            vault_resource.to_owned(),
             match ArmResourceId::parse(id) {
                 Ok(_) => "the key vault was not read".to_owned(),
                 Err(error) => format!("keyVaultArmId cannot be followed: {error}"),
@@ -166,17 +166,17 @@ fn gaps(snapshot: &Snapshot, links: &Links) -> Vec<(String, String)> {
     if let (Some(Ok(key)), Some(vault)) = (key_url, snapshot.vault.as_ref().and_then(Read::found))
         && let Some(observed) = key_outside_vault(key, vault)
     {
-        gaps.push((key_resource.clone(), observed));
+        gaps.push((key_resource.to_owned(), observed));
     }
     let key_named = match key_url {
         None => {
             let why = "the workspace's encryption names no key (keyIdentifier)".to_owned();
-            gaps.push((workspace_resource.clone(), why));
+            gaps.push((workspace_resource.to_owned(), why));
             false
         }
         Some(Err(error)) => {
             let why = format!("keyIdentifier cannot be followed: {error}");
-            gaps.push((workspace_resource.clone(), why));
+            gaps.push((workspace_resource.to_owned(), why));
             false
         }
         Some(Ok(_)) => true,

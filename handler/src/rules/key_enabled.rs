@@ -25,7 +25,7 @@ const EXPECTED: &str = "the key version in use is enabled and within its validit
 
 fn check(context: &Context, links: &Links) -> Checks {
     let snapshot = context.snapshot;
-    let resource = links.key.clone();
+    let resource = links.key.to_owned();
     let key = match chain::key(snapshot) {
         Ok(key) => key,
         Err(gate) => return Checks::One(gate.check(RULE.id, resource, EXPECTED)),

@@ -27,7 +27,7 @@ const EXPECTED: &str = "the CMK key and the version the workspace uses exist in 
 
 fn check(context: &Context, links: &Links) -> Checks {
     let snapshot = context.snapshot;
-    let resource = links.key.clone();
+    let resource = links.key.to_owned();
     let stop = |gate: Gate| Checks::One(gate.check(RULE.id, resource.clone(), EXPECTED));
     let vault = match chain::vault(snapshot) {
         Ok(vault) => vault,

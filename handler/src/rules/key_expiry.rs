@@ -36,7 +36,7 @@ fn check(context: &Context, links: &Links) -> Checks {
         " days",
     ]
     .concat();
-    let resource = links.key.clone();
+    let resource = links.key.to_owned();
     let key = match chain::key(snapshot) {
         Ok(key) => key,
         Err(gate) => return Checks::One(gate.check(RULE.id, resource, expected.clone())),

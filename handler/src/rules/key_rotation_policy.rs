@@ -27,7 +27,7 @@ const EXPECTED: &str = "a key rotation policy with a Rotate or Notify action";
 
 fn check(context: &Context, links: &Links) -> Checks {
     let snapshot = context.snapshot;
-    let resource = links.key.clone();
+    let resource = links.key.to_owned();
     let stop = |gate: Gate| Checks::One(gate.check(RULE.id, resource.clone(), EXPECTED));
     let key = match chain::key(snapshot) {
         Ok(key) => key,

@@ -35,7 +35,7 @@ fn check(context: &Context, links: &Links) -> Checks {
         " bits",
     ]
     .concat();
-    let resource = links.key.clone();
+    let resource = links.key.to_owned();
     let stop = |gate: Gate| Checks::One(gate.check(RULE.id, resource.clone(), expected.clone()));
     let key = match chain::key(snapshot) {
         Ok(key) => key,

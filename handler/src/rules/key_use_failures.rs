@@ -42,7 +42,7 @@ const NAMED: usize = 3;
 
 fn check(context: &Context, links: &Links) -> Checks {
     let snapshot = context.snapshot;
-    let resource = links.key.clone();
+    let resource = links.key.to_owned();
     if let Err(gate) = chain::cmk(snapshot) {
         return Checks::One(gate.check(RULE.id, resource, EXPECTED));
     }

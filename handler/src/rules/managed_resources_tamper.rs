@@ -26,7 +26,7 @@
 //! Non-compliant: `Microsoft.Storage/storageAccounts/delete` in `azureml-rg-ws_…` by a user.
 
 use super::chain::{self, Gate};
-use super::{Check, Checks, Context, Links, Rule};
+use super::{Check, Checks, Context, Links, Rule, Status};
 use crate::catalogue::RuleId;
 use crate::ids::ArmResourceId;
 use crate::intake::{ChangeKind, Target};
@@ -47,11 +47,14 @@ const EXPECTED: &str =
 
 fn check(context: &Context, links: &Links) -> Checks {
     let snapshot = context.snapshot;
-    let workspace_resource = links.workspace.clone();
-    let not_applicable = |why: &str| {
-        Checks::One(Gate::NotApplicable(why.to_owned()).check(
+    let workspace_resource = links.workspace;
+    let not_applicable = |why: &'static str| {
+        let resource = workspace_resource.to_owned();
+        Checks::One(Check::new(
             RULE.id,
-            workspace_resource.clone(),
+            resource,
+            Status::NotApplicable,
+            why,
             EXPECTED,
         ))
     };
@@ -68,7 +71,9 @@ fn check(context: &Context, links: &Links) -> Checks {
     };
     let workspace = match chain::workspace(snapshot) {
         Ok(workspace) => workspace,
-        Err(gate) => return Checks::One(gate.check(RULE.id, workspace_resource, EXPECTED)),
+        Err(gate) => {
+            return Checks::One(gate.check(RULE.id, workspace_resource.to_owned(), EXPECTED));
+        }
     };
     let Some(managed_group) = managed_resource_group(workspace) else {
         return not_applicable("the workspace has no service-provisioned resource group");

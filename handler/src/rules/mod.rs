@@ -254,7 +254,7 @@ impl Evaluation {
 pub fn evaluate(context: &Context) -> Evaluation {
     let policy = context.policy;
     let links = Links::new(context.snapshot);
-    let workspace = links.workspace.clone();
+    let workspace = links.workspace.to_owned();
     let today = context.now.date();
     let mut evaluation = Evaluation {
         workspace: workspace.clone(),

@@ -43,7 +43,7 @@ const EXPECTED: &str = "the vault's Event Grid system topic has cmk-guard's even
 
 fn check(context: &Context, links: &Links) -> Checks {
     let snapshot = context.snapshot;
-    let resource = links.vault.clone();
+    let resource = links.vault.to_owned();
     if let Err(gate) = chain::vault(snapshot) {
         return Checks::One(gate.check(RULE.id, resource, EXPECTED));
     }

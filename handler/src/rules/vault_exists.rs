@@ -26,7 +26,7 @@ const EXPECTED: &str = "the CMK key vault exists and is not deleted";
 
 fn check(context: &Context, links: &Links) -> Checks {
     let snapshot = context.snapshot;
-    let resource = links.vault.clone();
+    let resource = links.vault.to_owned();
     match chain::vault(snapshot) {
         Ok(vault) => Checks::One(Check::pass(
             RULE.id,

@@ -27,7 +27,7 @@ const EXPECTED: &str = "soft delete is on (enableSoftDelete true or absent)";
 
 fn check(context: &Context, links: &Links) -> Checks {
     let snapshot = context.snapshot;
-    let resource = links.vault.clone();
+    let resource = links.vault.to_owned();
     let vault = match chain::vault(snapshot) {
         Ok(vault) => vault,
         Err(gate) => return Checks::One(gate.check(RULE.id, resource, EXPECTED)),

@@ -26,7 +26,7 @@ const EXPECTED: &str = "encryption.status is Enabled (a customer-managed key)";
 
 fn check(context: &Context, links: &Links) -> Checks {
     let snapshot = context.snapshot;
-    let resource = links.workspace.clone();
+    let resource = links.workspace.to_owned();
     let workspace = match chain::workspace(snapshot) {
         Ok(workspace) => workspace,
         Err(gate) => return Checks::One(gate.check(RULE.id, resource, EXPECTED)),

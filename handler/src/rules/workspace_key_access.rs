@@ -36,7 +36,7 @@ use crate::catalogue::RuleId;
 use crate::ids::KeyUrl;
 use crate::outcome::Severity;
 use crate::policy::is_at_or_below;
-use crate::snapshot::{CmkPrincipal, Read, RoleAssignment, Snapshot, Vault};
+use crate::snapshot::{CmkPrincipal, Read, Snapshot, Vault};
 
 pub(super) const RULE: Rule = Rule {
     id: RuleId::WorkspaceKeyAccess,
@@ -57,7 +57,7 @@ const DATA_ACTIONS: [&str; 3] = [
 
 fn check(context: &Context, links: &Links) -> Checks {
     let snapshot = context.snapshot;
-    let resource = links.key.clone();
+    let resource = links.key.to_owned();
     let stop = |gate: Gate| Checks::One(gate.check(RULE.id, resource.clone(), EXPECTED));
     let vault = match chain::vault(snapshot) {
         Ok(vault) => vault,
@@ -204,17 +204,14 @@ fn rbac_verdict(
         return Err(Gate::Unknown("the workspace names no key".into()));
     };
     let key_scope = [vault.id.trim_end_matches('/'), "/keys/", key_name].concat();
-    let applicable: Vec<&RoleAssignment> = assignments
-        .iter()
-        .filter(|a| covers(&a.scope, &key_scope))
-        .collect();
+    let applicable = assignments.iter().filter(|a| covers(&a.scope, &key_scope));
 
     let mut clean = [false; 3];
     let mut conditional = [false; 3];
     let mut clean_roles = Vec::new();
     let mut conditions = Vec::new();
     let mut unreadable = false;
-    for assignment in &applicable {
+    for assignment in applicable {
         let definition = match &assignment.definition {
             Read::Found(definition) => definition,
             Read::NotFound => continue,

@@ -28,7 +28,7 @@ const EXPECTED: &str =
 
 fn check(context: &Context, links: &Links) -> Checks {
     let snapshot = context.snapshot;
-    let resource = links.workspace.clone();
+    let resource = links.workspace.to_owned();
     if let Err(gate) = chain::cmk(snapshot) {
         return Checks::One(gate.check(RULE.id, resource, EXPECTED));
     }

@@ -25,7 +25,7 @@ const EXPECTED: &str = "the CMK key vault is in the workspace's subscription";
 
 fn check(context: &Context, links: &Links) -> Checks {
     let snapshot = context.snapshot;
-    let resource = links.workspace.clone();
+    let resource = links.workspace.to_owned();
     let encryption = match chain::cmk(snapshot) {
         Ok((_, encryption)) => encryption,
         Err(gate) => return Checks::One(gate.check(RULE.id, resource, EXPECTED)),

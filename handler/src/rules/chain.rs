@@ -50,6 +50,9 @@ pub(crate) struct Links<'a> {
     pub(crate) key_url: Option<Result<KeyUrl, IdError>>,
     /// [`key_label`] of the key version in use; empty when that key was not read.
     pub(crate) key_label: String,
+    /// When the key version in use expires, as [`format_unix`] writes it; empty when that key
+    /// was not read or has no expiration date.
+    pub(crate) key_expires_at: String,
 }
 
 impl<'a> Links<'a> {
@@ -63,16 +66,16 @@ impl<'a> Links<'a> {
             .and_then(|e| e.key_identifier.as_deref())
             .unwrap_or(workspace);
         let subscription = snapshot.workspace_id.subscription().as_str();
+        let key_read = snapshot.key.as_ref().and_then(Read::found);
         Self {
             subscription: ["/subscriptions/", subscription].concat(),
             key_url: encryption
                 .and_then(|e| e.key_identifier.as_deref())
                 .map(KeyUrl::parse),
-            key_label: snapshot
-                .key
-                .as_ref()
-                .and_then(Read::found)
-                .map(key_label)
+            key_label: key_read.map(key_label).unwrap_or_default(),
+            key_expires_at: key_read
+                .and_then(|key| key.expires)
+                .map(format_unix)
                 .unwrap_or_default(),
             workspace,
             vault,

@@ -47,7 +47,7 @@ fn check(context: &Context, links: &Links) -> Checks {
         return Checks::One(Gate::NotApplicable(why).check(RULE.id, resource, expected.clone()));
     };
     let remaining = expires - context.now.unix_timestamp();
-    let at = chain::format_unix(expires);
+    let at = &links.key_expires_at;
     let mut observed = if remaining <= 0 {
         ["the key ", label, " expired at ", &at].concat()
     } else {

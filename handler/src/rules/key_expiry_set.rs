@@ -33,16 +33,10 @@ fn check(context: &Context, links: &Links) -> Checks {
     };
     let label = links.key_label.as_str();
     Checks::One(match key.expires {
-        Some(expires) => Check::pass(
+        Some(_) => Check::pass(
             RULE.id,
             resource,
-            [
-                "the key ",
-                label,
-                " expires at ",
-                &chain::format_unix(expires),
-            ]
-            .concat(),
+            ["the key ", label, " expires at ", &links.key_expires_at].concat(),
             EXPECTED,
         ),
         None => Check::fail(

@@ -49,14 +49,14 @@ fn check(context: &Context, links: &Links) -> Checks {
     let remaining = expires - context.now.unix_timestamp();
     let at = &links.key_expires_at;
     let mut observed = if remaining <= 0 {
-        ["the key ", label, " expired at ", &at].concat()
+        ["the key ", label, " expired at ", at].concat()
     } else {
         let days = (remaining / SECONDS_PER_DAY).to_string();
         [
             "the key ",
             label,
             " expires at ",
-            &at,
+            at,
             ", in ",
             &days,
             " days",

@@ -262,7 +262,7 @@ mod tests {
     }
 
     fn audit(snapshot: &Snapshot, uses: Vec<KeyUse>) -> Trigger {
-        let vault = ArmResourceId::parse(&Links::new(snapshot).vault).unwrap();
+        let vault = ArmResourceId::parse(Links::new(snapshot).vault).unwrap();
         let target = Target::Arm {
             id: vault,
             kind: crate::intake::ResourceKind::Vault,

@@ -88,6 +88,32 @@ pub struct Snapshot {
     pub wiring: Option<Read<VaultWiring>>,
 }
 
+impl Snapshot {
+    /// Every read of the chain that failed, role definitions included: what `guard.visibility`
+    /// reports, what makes an event fail for redelivery (the transient ones), and what keeps a
+    /// snapshot out of the event path's memo.
+    pub fn read_failures(&self) -> impl Iterator<Item = &ReadFailure> {
+        let reads = [
+            self.workspace.failure(),
+            self.vault.as_ref().and_then(Read::failure),
+            self.deleted_vault.as_ref().and_then(Read::failure),
+            self.key.as_ref().and_then(Read::failure),
+            self.latest_key.as_ref().and_then(Read::failure),
+            self.rotation_policy.as_ref().and_then(Read::failure),
+            self.role_assignments.as_ref().and_then(Read::failure),
+            self.endpoints.as_ref().and_then(Read::failure),
+            self.providers.as_ref().and_then(Read::failure),
+            self.wiring.as_ref().and_then(Read::failure),
+        ];
+        let assignments = match &self.role_assignments {
+            Some(Read::Found(assignments)) => assignments.as_slice(),
+            _ => &[],
+        };
+        let definitions = assignments.iter().filter_map(|a| a.definition.failure());
+        reads.into_iter().flatten().chain(definitions)
+    }
+}
+
 /// The Azure ML workspace, as far as CMK is concerned.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Workspace {

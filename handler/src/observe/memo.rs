@@ -26,7 +26,6 @@ use time::OffsetDateTime;
 use tokio::time::Instant;
 
 use super::ReadCache;
-use super::transient::read_failures;
 use crate::ids::ArmResourceId;
 use crate::snapshot::{CmkPrincipal, Snapshot, Workspace};
 
@@ -209,7 +208,7 @@ impl Memo {
         let snapshot = Arc::new(snapshot);
         if let (false, Some(oldest_started), Some(oldest_fetched)) =
             (used.unrepeatable, used.oldest_started, used.oldest_fetched)
-            && read_failures(&snapshot).is_empty()
+            && snapshot.read_failures().next().is_none()
         {
             let entry = Entry {
                 recipe,

@@ -34,7 +34,7 @@ const EXPECTED: &str = "cmk-guard can read every resource the CMK chain referenc
 
 fn check(context: &Context, links: &Links) -> Checks {
     let snapshot = context.snapshot;
-    let mut checks: Vec<Check> = failures(snapshot).map(failed).collect();
+    let mut checks: Vec<Check> = snapshot.read_failures().map(failed).collect();
     checks.extend(
         gaps(snapshot, links)
             .into_iter()
@@ -112,28 +112,6 @@ fn observed(failure: &ReadFailure) -> String {
         _ => failure.message.clone(),
     };
     format!("could not read the {}{answer}: {what_to_do}", failure.what)
-}
-
-/// Every failed read in the snapshot, role definitions included.
-fn failures(snapshot: &Snapshot) -> impl Iterator<Item = &ReadFailure> {
-    let reads = [
-        snapshot.workspace.failure(),
-        snapshot.vault.as_ref().and_then(Read::failure),
-        snapshot.deleted_vault.as_ref().and_then(Read::failure),
-        snapshot.key.as_ref().and_then(Read::failure),
-        snapshot.latest_key.as_ref().and_then(Read::failure),
-        snapshot.rotation_policy.as_ref().and_then(Read::failure),
-        snapshot.role_assignments.as_ref().and_then(Read::failure),
-        snapshot.endpoints.as_ref().and_then(Read::failure),
-        snapshot.providers.as_ref().and_then(Read::failure),
-        snapshot.wiring.as_ref().and_then(Read::failure),
-    ];
-    let assignments = match &snapshot.role_assignments {
-        Some(Read::Found(assignments)) => assignments.as_slice(),
-        _ => &[],
-    };
-    let definitions = assignments.iter().filter_map(|a| a.definition.failure());
-    reads.into_iter().flatten().chain(definitions)
 }
 
 /// Reads the chain needs that were not made, and references that cannot be followed, as

@@ -284,17 +284,50 @@ async fn wait_ready(
                 stderr.snapshot()
             ));
         }
+        // An answer alone is not enough: `free_port` only found the port free a moment ago,
+        // and when another process took it first, that process answers while our child fails
+        // to bind and exits. The child must be the one listening.
         if http
             .get(format!("http://127.0.0.1:{port}/"))
             .send()
             .await
             .is_ok()
+            && listens_on(child.id(), port)
         {
             return Ok(());
         }
         tokio::time::sleep(READINESS_POLL).await;
     }
     Err("timed out".into())
+}
+
+/// True when process `pid` holds a listening TCP socket on `port` (Linux: the socket inodes of
+/// `/proc/net/tcp` and `tcp6` in state `LISTEN`, matched with the process's descriptors).
+pub fn listens_on(pid: u32, port: u16) -> bool {
+    let wanted = format!(":{port:04X}");
+    let listening: Vec<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .flat_map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .filter_map(|line| {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    let (local, state, inode) = (fields.get(1)?, fields.get(3)?, fields.get(9)?);
+                    (local.ends_with(&wanted) && *state == "0A")
+                        .then(|| format!("socket:[{inode}]"))
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let Ok(descriptors) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    descriptors.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .is_ok_and(|target| listening.iter().any(|l| target.as_os_str() == l.as_str()))
+    })
 }
 
 /// Spawns the binary with the host's environment for `port` plus `env`; stdio piped.
@@ -502,6 +535,17 @@ pub fn read_json(path: &Path) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listens_on_names_the_process_that_holds_the_port() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        assert!(listens_on(std::process::id(), port));
+        // Another process (the parent here) does not hold it.
+        assert!(!listens_on(std::os::unix::process::parent_id(), port));
+        drop(listener);
+        assert!(!listens_on(std::process::id(), port));
+    }
 
     /// Each value's JSON type, recursively; arrays keep one entry per element.
     fn shape(value: &Value) -> Value {

@@ -32,34 +32,43 @@ impl Smtp {
             "aiosmtpd is not installed: run scripts/test-tools"
         );
         let maildir = Scratch::new("mail");
-        let port = crate::free_port();
-        let mut child = tokio::process::Command::new(python)
-            .arg(crate::repo_root().join("handler/tests/support/smtp_server.py"))
-            .args(["--port", &port.to_string(), "--maildir"])
-            .arg(maildir.path())
-            .arg("--cert")
-            .arg(tls_dir.join("server.pem"))
-            .arg("--key")
-            .arg(tls_dir.join("server.key"))
-            .args(["--user", USER, "--password", PASSWORD])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start aiosmtpd");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
-        let ready =
-            tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line()).await;
-        assert!(
-            matches!(ready, Ok(Ok(Some(ref line))) if line == "ready"),
-            "aiosmtpd did not start: {ready:?}"
-        );
-        Smtp {
-            _child: child,
-            port,
-            maildir,
+        // A port found free can be taken by another process before aiosmtpd binds it: then
+        // aiosmtpd exits without saying `ready`, and the next attempt takes another port.
+        let mut last = String::new();
+        for _ in 0..5 {
+            let port = crate::free_port();
+            let mut child = tokio::process::Command::new(&python)
+                .arg(crate::repo_root().join("handler/tests/support/smtp_server.py"))
+                .args(["--port", &port.to_string(), "--maildir"])
+                .arg(maildir.path())
+                .arg("--cert")
+                .arg(tls_dir.join("server.pem"))
+                .arg("--key")
+                .arg(tls_dir.join("server.key"))
+                .args(["--user", USER, "--password", PASSWORD])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("start aiosmtpd");
+            let stdout = child.stdout.take().expect("stdout");
+            let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+            let ready =
+                tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line()).await;
+            match ready {
+                Ok(Ok(Some(line))) if line == "ready" => {
+                    return Smtp {
+                        _child: child,
+                        port,
+                        maildir,
+                    };
+                }
+                // Exited before it was ready: most likely the port was taken meanwhile.
+                Ok(Ok(None)) => last = format!("exited on port {port}: {:?}", child.wait().await),
+                other => panic!("aiosmtpd did not start: {other:?}"),
+            }
         }
+        panic!("aiosmtpd did not start five times; last: {last}");
     }
 
     /// `CMKGUARD_SMTP_URL` for this server.

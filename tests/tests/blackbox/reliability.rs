@@ -362,45 +362,52 @@ struct Instance {
 impl Instance {
     async fn start(env: &[(String, String)]) -> Instance {
         let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let port = free_port();
-        let mut child = spawn(port, &pairs, &["serve"]);
-        for out in [
-            child
-                .stdout
-                .take()
-                .map(|o| Box::new(o) as Box<dyn Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|e| Box::new(e) as Box<dyn Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            std::thread::spawn(move || {
-                let mut out = out;
-                let _ = std::io::copy(&mut out, &mut std::io::sink());
-            });
-        }
         let http = cmk_guard_blackbox::http_client()
             .build()
             .expect("http client");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("cmk-guard exited at start with {status}");
-            }
-            if http
-                .get(format!("http://127.0.0.1:{port}/"))
-                .send()
-                .await
-                .is_ok()
+        // A port found free can be taken by another process before the child binds it: then
+        // the child exits, and the next attempt takes another port.
+        for _ in 0..3 {
+            let port = free_port();
+            let mut child = spawn(port, &pairs, &["serve"]);
+            for out in [
+                child
+                    .stdout
+                    .take()
+                    .map(|o| Box::new(o) as Box<dyn Read + Send>),
+                child
+                    .stderr
+                    .take()
+                    .map(|e| Box::new(e) as Box<dyn Read + Send>),
+            ]
+            .into_iter()
+            .flatten()
             {
-                return Instance { child, port, http };
+                std::thread::spawn(move || {
+                    let mut out = out;
+                    let _ = std::io::copy(&mut out, &mut std::io::sink());
+                });
             }
-            assert!(Instant::now() < deadline, "cmk-guard did not become ready");
-            tokio::time::sleep(Duration::from_millis(25)).await;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                // Our child must be the listener: another process may hold the port.
+                if http
+                    .get(format!("http://127.0.0.1:{port}/"))
+                    .send()
+                    .await
+                    .is_ok()
+                    && cmk_guard_blackbox::listens_on(child.id(), port)
+                {
+                    return Instance { child, port, http };
+                }
+                assert!(Instant::now() < deadline, "cmk-guard did not become ready");
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
         }
+        panic!("cmk-guard exited at start three times");
     }
 
     /// Delivers one event; `Err` when the process died before answering.

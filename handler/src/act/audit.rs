@@ -41,11 +41,6 @@ impl AuditRecord<'_> {
         serde_json::to_writer(&mut text, self).map_err(unwritable)?;
         String::from_utf8(text).map_err(|e| unwritable(serde::ser::Error::custom(e)))
     }
-
-    /// The record as a JSON value, for [`crate::state::StateStore::append_audit`].
-    pub fn to_value(&self) -> Result<serde_json::Value, StateError> {
-        serde_json::to_value(self).map_err(unwritable)
-    }
 }
 
 /// Room for an event's record without growing the buffer.
@@ -240,10 +235,6 @@ mod tests {
             let record = audit_record(&outcome, caller.as_ref());
             assert_eq!(
                 record.to_json().unwrap(),
-                as_value_wrote_it(&outcome, caller.as_ref())
-            );
-            assert_eq!(
-                record.to_value().unwrap().to_string(),
                 as_value_wrote_it(&outcome, caller.as_ref())
             );
         }

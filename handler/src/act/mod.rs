@@ -255,7 +255,7 @@ impl Actor {
             self.flush_outbox(outcome, now).await?;
         }
         if audit {
-            let record = audit_record(outcome, None).to_value()?;
+            let record = audit_record(outcome, None).to_json()?;
             self.store.append_audit(now, &record).await?;
         }
         Ok(())

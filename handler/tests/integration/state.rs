@@ -712,7 +712,7 @@ async fn audit_records_are_appended_and_listed_in_order(backend: &Backend) {
         store
             .append_audit(
                 T0 + Duration::minutes(minutes),
-                &json!({"decision": decision, "workspace": "ws1"}),
+                &json!({"decision": decision, "workspace": "ws1"}).to_string(),
             )
             .await
             .unwrap();
@@ -1024,7 +1024,7 @@ async fn pruning_removes_only_what_outlived_its_retention(backend: &Backend) {
         .await
         .unwrap();
     store
-        .append_audit(T0, &json!({"kept": true}))
+        .append_audit(T0, &json!({"kept": true}).to_string())
         .await
         .unwrap();
 

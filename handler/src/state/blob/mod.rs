@@ -420,11 +420,15 @@ impl StateStore for BlobStore {
         Ok(())
     }
 
-    async fn append_audit(&self, at: OffsetDateTime, record: &serde_json::Value) -> Result<()> {
-        let entry = AuditEntry {
-            at,
-            record: record.clone(),
-        };
+    async fn append_audit(&self, at: OffsetDateTime, record: &str) -> Result<()> {
+        // Kept as a JSON value inside the blob's entry, as older entries are.
+        let record = serde_json::from_str(record).map_err(|e| {
+            StateError::new(
+                StateErrorKind::Permanent,
+                format!("the audit record is not JSON: {e}"),
+            )
+        })?;
+        let entry = AuditEntry { at, record };
         self.write(
             &timed_name("audit", at)?,
             entry,

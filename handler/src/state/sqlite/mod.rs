@@ -427,9 +427,9 @@ impl StateStore for SqliteStore {
         .await
     }
 
-    async fn append_audit(&self, at: OffsetDateTime, record: &serde_json::Value) -> Result<()> {
+    async fn append_audit(&self, at: OffsetDateTime, record: &str) -> Result<()> {
         let at = to_nanos(at)?;
-        let record = json_text(record);
+        let record = record.to_owned();
         self.run(move |connection| {
             connection
                 .prepare_cached(APPEND_AUDIT)?

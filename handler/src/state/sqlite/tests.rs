@@ -290,7 +290,10 @@ async fn a_file_of_schema_1_is_migrated_with_its_claims_leases_and_records() {
         1
     );
     store
-        .append_audit(t0 + Duration::minutes(9), &serde_json::json!({"n": 4}))
+        .append_audit(
+            t0 + Duration::minutes(9),
+            &serde_json::json!({"n": 4}).to_string(),
+        )
         .await
         .unwrap();
     let ids: Vec<i64> = store
